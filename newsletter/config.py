@@ -1,0 +1,285 @@
+"""Settings: one TOML file per newsletter in `schedules/`, machine choices and secrets from the environment.
+
+Errors name the file and the field (`schedules/ai.toml: sources[2].url: not a URL`) because an operator
+fixing a schedule at 7am should not have to guess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+EMAIL_RE = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
+
+
+class ConfigError(Exception):
+    """A schedule file or setting is wrong; the message says where."""
+
+
+def _check_source_url(value: str) -> str:
+    value = value.strip()
+    parsed = urlparse(value)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return value
+    if parsed.scheme == "file" or (not parsed.scheme and value):
+        return value  # local files are fine: tests, archives, feeds written by other tools
+    raise ValueError("not a URL")
+
+
+def _check_http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return value.rstrip("/")
+    raise ValueError("not an http(s) URL")
+
+
+def _check_address(value: str) -> str:
+    from email.utils import parseaddr
+
+    _, addr = parseaddr(value)
+    if not addr or not EMAIL_RE.match(addr):
+        raise ValueError("not an email address")
+    return value
+
+
+SourceURL = Annotated[str, AfterValidator(_check_source_url)]
+HttpURL = Annotated[str, AfterValidator(_check_http_url)]
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
+class Strict(BaseModel):
+    # A typo in a schedule ("max_itmes") should be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    url: SourceURL
+    name: str | None = None
+    max_items: int | None = Field(default=None, ge=1)
+
+
+class Digest(Strict):
+    window_days: int = Field(default=7, ge=1, le=366)
+    max_items: int = Field(default=12, ge=1, le=200)
+    max_per_source: int = Field(default=4, ge=1)
+    subject: str = "{name} #{number}: {top_title}"
+    intro: str | None = None
+    summary_sentences: int = Field(default=3, ge=1, le=10)
+    summary_words: int = Field(default=80, ge=10, le=400)
+    fetch_articles_under_words: int = Field(default=150, ge=0)
+    quotes: int = Field(default=3, ge=0, le=10)
+    related: int = Field(default=5, ge=0, le=20)
+
+
+class Schedule(Strict):
+    collect: str = "every 1 hour"
+    send: str = "weekly on monday at 08:00"
+    timezone: str = "UTC"
+    approval: str = "auto"
+    when_empty: Literal["skip", "send"] = "skip"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Europe/Paris)") from exc
+        return value
+
+    @field_validator("approval")
+    @classmethod
+    def _approval(cls, value: str) -> str:
+        if value in ("auto", "required") or re.fullmatch(r"auto after \d+ hours?", value):
+            return value
+        raise ValueError("must be 'auto', 'required' or 'auto after N hours'")
+
+
+class Theme(Strict):
+    accent: str = "#c2410c"
+    background: str = "#f4f4f5"
+    text: str = "#18181b"
+    font_family: str = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+    logo_url: str | None = None
+    logo_alt: str | None = None
+
+
+class Summarizer(Strict):
+    endpoint: HttpURL
+    model: str
+    api_key_env: str | None = None
+    prompt: str = (
+        "Summarize this news article in {sentences} sentences and at most {words} words. "
+        "Reply with the summary only.\n\nTitle: {title}\n\n{text}"
+    )
+    timeout: float = Field(default=20.0, gt=0)
+
+
+class Newsletter(Strict):
+    """One newsletter, as its schedule file describes it."""
+
+    name: str = Field(min_length=1)
+    slug: str
+    from_address: Address
+    reply_to: Address | None = None
+    description: str = ""
+    language: str = "en"
+    direction: Literal["ltr", "rtl"] = "ltr"
+    postal_address: str = ""
+    sources: list[Source] = Field(min_length=1)
+    digest: Digest = Digest()
+    schedule: Schedule = Schedule()
+    theme: Theme = Theme()
+    summarizer: Summarizer | None = None
+    path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG_RE.match(value):
+            raise ValueError("use lowercase letters, digits and dashes (e.g. 'ai-weekly')")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Newsletter:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.url in seen:
+                raise ValueError(f"source {source.url} is listed twice")
+            seen.add(source.url)
+        return self
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(file)"
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting (check the spelling)"
+    elif err["type"] == "missing":
+        msg = "required"
+    return msg
+
+
+def load_newsletter(path: str | Path) -> Newsletter:
+    """Read and validate one schedule file. Raises ConfigError naming the file, line or field."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data.setdefault("slug", path.stem)
+    data["path"] = str(path)
+    try:
+        return Newsletter.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{path}: {_loc(err['loc'])}: {_message(err)}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+@dataclass
+class LoadResult:
+    newsletters: dict[str, Newsletter] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def load_all(directory: str | Path) -> LoadResult:
+    """Every `*.toml` in the schedules folder; a broken file is reported and the others still load."""
+    result = LoadResult()
+    directory = Path(directory)
+    if not directory.is_dir():
+        return result
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            nl = load_newsletter(path)
+        except ConfigError as exc:
+            result.errors.append(str(exc))
+            continue
+        if nl.slug in result.newsletters:
+            result.errors.append(f"{path}: slug: '{nl.slug}' is already used by {result.newsletters[nl.slug].path}")
+            continue
+        result.newsletters[nl.slug] = nl
+    return result
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Machine choices and secrets: from the environment, never from schedule files."""
+
+    database_url: str = "sqlite:///newsletter.db"
+    mailer: str = "outbox"
+    outbox_dir: Path = Path("outbox")
+    schedules_dir: Path = Path("schedules")
+    templates_dir: Path = Path("templates")
+    base_url: str = "http://localhost:8000"
+    secret_key: str | None = None
+    sendgrid_api_key: str | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    smtp_url: str | None = None
+    send_rate: float | None = None
+
+    def __repr__(self) -> str:  # never print secrets, even in a traceback
+        return f"Settings(database_url={_redact_url(self.database_url)!r}, mailer={self.mailer!r})"
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+redact_url = _redact_url
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    mailer = env.get("NEWSLETTER_MAILER", "outbox")
+    if mailer not in ("outbox", "smtp", "sendgrid"):
+        raise ConfigError(f"NEWSLETTER_MAILER: {mailer!r} is not one of outbox, smtp, sendgrid")
+    rate = env.get("NEWSLETTER_SEND_RATE")
+    try:
+        send_rate = float(rate) if rate else None
+    except ValueError:
+        raise ConfigError(f"NEWSLETTER_SEND_RATE: {rate!r} is not a number (messages per second)") from None
+    return Settings(
+        database_url=env.get("NEWSLETTER_DATABASE_URL", "sqlite:///newsletter.db"),
+        mailer=mailer,
+        outbox_dir=Path(env.get("NEWSLETTER_OUTBOX_DIR", "outbox")),
+        schedules_dir=Path(env.get("NEWSLETTER_SCHEDULES_DIR", "schedules")),
+        templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR", "templates")),
+        base_url=env.get("NEWSLETTER_BASE_URL", "http://localhost:8000").rstrip("/"),
+        secret_key=env.get("NEWSLETTER_SECRET_KEY") or None,
+        sendgrid_api_key=env.get("SENDGRID_API_KEY") or None,
+        sendgrid_api_host=env.get("SENDGRID_API_HOST", "https://api.sendgrid.com").rstrip("/"),
+        smtp_url=env.get("NEWSLETTER_SMTP_URL") or None,
+        send_rate=send_rate,
+    )

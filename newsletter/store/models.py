@@ -1,0 +1,327 @@
+"""Tables. One module so that Alembic sees the whole schema; each stage owns the tables it writes.
+
+collect writes source/item/article, build writes issue/issue_item, deliver writes send/send_batch/delivery,
+the web and webhook write subscription status and event. Timestamps are naive UTC throughout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Meta(Base):
+    """Key/value facts about this installation (e.g. the generated signing key when none is configured)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class NewsletterRow(Base):
+    """A newsletter as the database knows it; its settings live in schedules/SLUG.toml."""
+
+    __tablename__ = "newsletter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Source(Base):
+    """A feed, fetched once however many newsletters list it."""
+
+    __tablename__ = "source"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    title: Mapped[str | None] = mapped_column(String(500))  # the feed's own title
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_status: Mapped[str | None] = mapped_column(String(40))  # ok, not-modified, error
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_fetched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_ok_at: Mapped[datetime | None] = mapped_column(DateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Item(Base):
+    """One entry of one feed. `content_hash` catches the same text under a new guid."""
+
+    __tablename__ = "item"
+    __table_args__ = (
+        UniqueConstraint("source_id", "guid", name="uq_item_source_guid"),
+        Index("ix_item_source_link", "source_id", "link"),
+        Index("ix_item_source_hash", "source_id", "content_hash"),
+        Index("ix_item_published", "published_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id", ondelete="CASCADE"))
+    guid: Mapped[str] = mapped_column(String(2000))
+    link: Mapped[str | None] = mapped_column(String(2000))
+    title: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str | None] = mapped_column(String(500))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)
+    collected_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    content_html: Mapped[str] = mapped_column(Text, default="")  # sanitized with nh3
+    content_text: Mapped[str] = mapped_column(Text, default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    image_url: Mapped[str | None] = mapped_column(String(2000))
+    language: Mapped[str | None] = mapped_column(String(20))
+
+    source: Mapped[Source] = relationship()
+
+
+class Article(Base):
+    """An article page fetched and extracted once, keyed by its URL (editorial core)."""
+
+    __tablename__ = "article"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    status: Mapped[str] = mapped_column(String(20))  # ok, failed, not-article
+    error: Mapped[str | None] = mapped_column(Text)
+    final_url: Mapped[str | None] = mapped_column(String(2000))
+    title: Mapped[str | None] = mapped_column(Text)
+    byline: Mapped[str | None] = mapped_column(String(500))
+    site_name: Mapped[str | None] = mapped_column(String(300))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)
+    image_url: Mapped[str | None] = mapped_column(String(2000))
+    language: Mapped[str | None] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text, default="")
+    fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class IssueRow(Base):
+    """One issue of one newsletter. (newsletter, period) is unique so a schedule can never build two."""
+
+    __tablename__ = "issue"
+    __table_args__ = (
+        UniqueConstraint("newsletter_id", "number", name="uq_issue_number"),
+        UniqueConstraint("newsletter_id", "period", name="uq_issue_period"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    period: Mapped[str | None] = mapped_column(String(40))  # e.g. 2026-W48; NULL for hand-built issues
+    subject: Mapped[str] = mapped_column(Text)
+    preheader: Mapped[str] = mapped_column(Text, default="")
+    intro: Mapped[str | None] = mapped_column(Text)  # editor's note, Markdown
+    # draft -> approved -> sending -> sent; held stops an automatic send; failed keeps the state for resume
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    window_start: Mapped[datetime | None] = mapped_column(DateTime)
+    window_end: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    approved_by: Mapped[str | None] = mapped_column(String(320))
+    approved_hash: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    html: Mapped[str | None] = mapped_column(Text)  # rendered once per issue, with per-recipient tokens
+    text: Mapped[str | None] = mapped_column(Text)
+    rendered_hash: Mapped[str | None] = mapped_column(String(64))  # content hash the render was made from
+
+    newsletter: Mapped[NewsletterRow] = relationship()
+    items: Mapped[list[IssueItem]] = relationship(
+        back_populates="issue", order_by="IssueItem.position", cascade="all, delete-orphan"
+    )
+
+
+class IssueItem(Base):
+    """A story in an issue, with what build made of it (editors may change all of it)."""
+
+    __tablename__ = "issue_item"
+    __table_args__ = (UniqueConstraint("issue_id", "item_id", name="uq_issue_item"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    included: Mapped[bool] = mapped_column(Boolean, default=True)
+    title: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    source_name: Mapped[str] = mapped_column(String(300))
+    author: Mapped[str | None] = mapped_column(String(500))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    summary_method: Mapped[str] = mapped_column(String(40), default="feed")
+    quotes: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"text", "speaker"}]
+    related: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"title", "url", "source", "blurb"}]
+    also_covered_by: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"title", "url", "source"}]
+    notes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # e.g. why enrichment fell back
+
+    issue: Mapped[IssueRow] = relationship(back_populates="items")
+    item: Mapped[Item] = relationship()
+
+
+class Subscriber(Base):
+    """A person, by address; their per-newsletter state is in Subscription."""
+
+    __tablename__ = "subscriber"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized: domain lowercased
+    name: Mapped[str | None] = mapped_column(String(300))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Subscription(Base):
+    __tablename__ = "subscription"
+    __table_args__ = (
+        UniqueConstraint("newsletter_id", "subscriber_id", name="uq_subscription"),
+        Index("ix_subscription_audience", "newsletter_id", "status", "subscriber_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
+    # pending, active, unsubscribed, bounced, complained
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    origin: Mapped[str | None] = mapped_column(String(40))  # cli, import, web, api
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    subscriber: Mapped[Subscriber] = relationship()
+
+
+class Suppression(Base):
+    """Addresses that must never be mailed again (bounce, complaint, unsubscribe), surviving re-imports.
+
+    newsletter_id NULL means every newsletter (hard bounces, spam complaints).
+    """
+
+    __tablename__ = "suppression"
+    __table_args__ = (UniqueConstraint("email", "newsletter_id", name="uq_suppression"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    newsletter_id: Mapped[int | None] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Send(Base):
+    """The delivery of one issue to its audience: at most one per issue."""
+
+    __tablename__ = "send"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"), unique=True)
+    mailer: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running, done, failed
+    # The audience is frozen at the start: subscriptions with id <= max_subscription_id, walked in id order.
+    max_subscription_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    batch_size: Mapped[int] = mapped_column(Integer, default=1000)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SendBatch(Base):
+    """One batch of recipients: claimed before the provider call, marked sent after it."""
+
+    __tablename__ = "send_batch"
+    __table_args__ = (UniqueConstraint("send_id", "number", name="uq_send_batch"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("send.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    first_subscription_id: Mapped[int] = mapped_column(BigInteger)
+    last_subscription_id: Mapped[int] = mapped_column(BigInteger)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="claimed")  # claimed, sent, failed
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """Who got which issue: one row per recipient of a sent batch."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (UniqueConstraint("send_id", "subscriber_id", name="uq_delivery"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("send.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("send_batch.id", ondelete="CASCADE"), index=True)
+    subscriber_id: Mapped[int] = mapped_column(BigInteger)
+    email: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    sent_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Event(Base):
+    """Provider events (bounce, spamreport, unsubscribe...), deduplicated by the provider's event id."""
+
+    __tablename__ = "event"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    send_id: Mapped[int | None] = mapped_column(Integer)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Editor(Base):
+    __tablename__ = "editor"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    api_token_hash: Mapped[str | None] = mapped_column(String(128))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Lease(Base):
+    """A named lease held by one process (e.g. the one `newsletter run`), renewed while it lives."""
+
+    __tablename__ = "lease"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ScheduleRun(Base):
+    """One scheduled step (collect, build, send) of one newsletter, for `schedule list` and the logs."""
+
+    __tablename__ = "schedule_run"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    newsletter_slug: Mapped[str] = mapped_column(String(64), index=True)
+    job: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
