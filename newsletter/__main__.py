@@ -1,0 +1,3 @@
+from newsletter.cli.main import main
+
+main()
