@@ -1,0 +1,292 @@
+"""The JSON API under /api/: issues, their stories, approval, subscribers. Documented at GET /api/.
+
+Every call but the documentation needs `Authorization: Bearer TOKEN` (`newsletter editors token EMAIL`).
+Cookies are never accepted here, so a page on another site cannot make an editor's browser call the API.
+Errors are `{"error": "..."}` with 400 (bad input), 401 (no or wrong token), 404, 409 (the issue is sending
+or sent, or cannot be approved) or 422 (a change that cannot be made).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from newsletter.build import edit
+from newsletter.build.build import load_issue
+from newsletter.build.issue import issue_to_json
+from newsletter.render.engine import TemplateError
+from newsletter.store.db import ensure_newsletter, session_scope
+from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
+from newsletter.subscribers.manage import InvalidAddress, add_subscriber, list_subscriptions
+from newsletter.web import approvals
+from newsletter.web.auth import editor_for_token
+from newsletter.web.pages import page
+from newsletter.web.state import WebState, web_state
+
+MAX_BODY = 256 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+Handler = Callable[[WebState, Request, Any, str], Any]
+
+
+def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
+    """Authenticate, read the JSON body, run the handler off the event loop, answer in JSON."""
+
+    async def run(request: Request) -> Response:
+        state = web_state(request)
+        token = _bearer(request)
+
+        def who() -> str | None:
+            with session_scope(state.engine) as session:
+                editor = editor_for_token(session, token) if token else None
+                return editor.email if editor else None
+
+        editor = await run_in_threadpool(who)
+        if editor is None:
+            return JSONResponse({"error": "a valid API token is required (Authorization: Bearer TOKEN)"}, 401,
+                                headers={"WWW-Authenticate": 'Bearer realm="newsletter"'})
+        body: Any = None
+        if request.method in ("POST", "PUT", "PATCH"):
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                return JSONResponse({"error": "the body is too large"}, 413)
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except ValueError as exc:
+                return JSONResponse({"error": f"the body is not JSON: {exc}"}, 400)
+            if not isinstance(body, dict):
+                return JSONResponse({"error": "the body must be a JSON object"}, 400)
+        try:
+            result = await run_in_threadpool(handler, state, request, body, editor)
+        except ApiError as exc:
+            return JSONResponse({"error": str(exc)}, exc.status)
+        except edit.NotFound as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+        except edit.Frozen as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        except edit.EditError as exc:
+            return JSONResponse({"error": str(exc)}, 422)
+        except approvals.ApprovalError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        except TemplateError as exc:
+            return JSONResponse({"error": f"saved, but the issue does not render: {exc}"}, 500)
+        return JSONResponse(result, status)
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def _issue_json(state: WebState, issue_id: int) -> dict[str, Any]:
+    with session_scope(state.engine) as session:
+        issue = load_issue(session, issue_id)
+        if issue is None:
+            raise ApiError(404, f"no issue {issue_id}")
+        data = issue_to_json(issue, include_dropped=True)
+        data["approved_as_is"] = approvals.is_approved_as_is(session, issue_id)
+        return data
+
+
+def list_issues(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    query = (select(IssueRow, NewsletterRow.slug).join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+             .order_by(IssueRow.id.desc()))
+    if slug := request.query_params.get("newsletter"):
+        query = query.where(NewsletterRow.slug == slug)
+    if status := request.query_params.get("status"):
+        query = query.where(IssueRow.status == status)
+    with session_scope(state.engine) as session:
+        return {"issues": [
+            {"id": row.id, "newsletter": slug, "number": row.number, "subject": row.subject, "status": row.status,
+             "stories": sum(1 for i in row.items if i.included),
+             "created_at": row.created_at.isoformat(timespec="seconds") + "Z",
+             "sent_at": row.sent_at.isoformat(timespec="seconds") + "Z" if row.sent_at else None,
+             "url": f"{state.settings.base_url}/api/issues/{row.id}"}
+            for row, slug in session.execute(query).all()
+        ]}
+
+
+def get_issue(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    return _issue_json(state, request.path_params["issue_id"])
+
+
+def get_item(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    issue_id, item_id = request.path_params["issue_id"], request.path_params["item_id"]
+    data = _issue_json(state, issue_id)
+    story = next((s for s in data["items"] if s["id"] == item_id), None)
+    if story is None:
+        raise ApiError(404, f"issue {issue_id} has no story {item_id}")
+    with session_scope(state.engine) as session:
+        story["quote_candidates"] = edit.quote_candidates(session.get(IssueItem, item_id))
+    return story
+
+
+def _apply(state: WebState, issue_id: int, changes: list[Callable[[Any], edit.Edit]]) -> dict[str, Any]:
+    with session_scope(state.engine) as session:
+        row = session.get(IssueRow, issue_id)
+        if row is None:
+            raise ApiError(404, f"no issue {issue_id}")
+        slug = row.newsletter.slug
+    nl = state.newsletter(slug)
+    if nl is None:
+        raise ApiError(409, f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
+
+    def all_of(session: Any) -> None:
+        for change in changes:  # one transaction: a request is applied whole or not at all
+            change(session)
+
+    edit.apply_edit(state.engine, nl, issue_id, all_of, base_url=state.settings.base_url,
+                    templates_dir=state.templates_dir)
+    return _issue_json(state, issue_id)
+
+
+def _field(body: dict, name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ApiError(400, f"{name}: expected {names}")
+    return value
+
+
+def patch_issue(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
+    issue_id = request.path_params["issue_id"]
+    unknown = set(body) - {"intro"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (only 'intro' can be set here)")
+    changes = []
+    if "intro" in body:
+        intro = _field(body, "intro", (str, type(None)))
+        changes.append(lambda s: edit.set_intro(s, issue_id, intro))
+    return _apply(state, issue_id, changes)
+
+
+def patch_item(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
+    issue_id, item_id = request.path_params["issue_id"], request.path_params["item_id"]
+    unknown = set(body) - {"included", "summary", "quotes"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (use included, summary, quotes)")
+    changes: list[Callable[[Any], edit.Edit]] = []
+    if "included" in body:
+        included = _field(body, "included", bool)
+        changes.append(lambda s: edit.set_included(s, issue_id, item_id, included))
+    if "summary" in body:
+        summary = _field(body, "summary", str)
+        changes.append(lambda s: edit.set_summary(s, issue_id, item_id, summary))
+    if "quotes" in body:
+        keep = _field(body, "quotes", list)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keep):
+            raise ApiError(400, "quotes: expected a list of quote numbers (indexes into quote_candidates)")
+        changes.append(lambda s: edit.keep_quotes(s, issue_id, item_id, keep))
+    return _apply(state, issue_id, changes)
+
+
+def put_order(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
+    issue_id = request.path_params["issue_id"]
+    items = body.get("items")
+    if not isinstance(items, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise ApiError(400, "items: expected the list of story ids in their new order")
+    return _apply(state, issue_id, [lambda s: edit.reorder(s, issue_id, items)])
+
+
+def _status(change: Callable[[Any, int, str], None]) -> Handler:
+    def handler(state: WebState, request: Request, _body: Any, editor: str) -> dict[str, Any]:
+        issue_id = request.path_params["issue_id"]
+        with session_scope(state.engine) as session:
+            if session.get(IssueRow, issue_id) is None:
+                raise ApiError(404, f"no issue {issue_id}")
+            change(session, issue_id, editor)
+        return _issue_json(state, issue_id)
+
+    return handler
+
+
+approve = _status(lambda s, i, editor: approvals.approve(s, i, editor))
+approve.__name__ = "approve"
+hold = _status(lambda s, i, _editor: approvals.hold(s, i))
+hold.__name__ = "hold"
+reopen = _status(lambda s, i, _editor: approvals.reopen(s, i))
+reopen.__name__ = "reopen"
+
+
+def list_newsletters(state: WebState, _request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    return {"newsletters": [{"slug": slug, "name": nl.name, "description": nl.description}
+                            for slug, nl in sorted(state.newsletters().items())]}
+
+
+def _newsletter(state: WebState, session: Any, slug: str) -> NewsletterRow:
+    nl = state.newsletter(slug)
+    if nl is None:
+        raise ApiError(404, f"no newsletter '{slug}' in {state.settings.schedules_dir}/")
+    return ensure_newsletter(session, nl.slug, nl.name)
+
+
+def list_subscribers(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    with session_scope(state.engine) as session:
+        row = _newsletter(state, session, request.path_params["slug"])
+        rows = list_subscriptions(session, row, request.query_params.get("status") or None)
+    return {"subscribers": [{"email": email, "name": name, "status": status,
+                             "since": created.isoformat(timespec="seconds") + "Z"}
+                            for email, name, status, created in rows]}
+
+
+def add_subscribers(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
+    slug = request.path_params["slug"]
+    unknown = set(body) - {"email", "name", "double_opt_in"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (use email, name, double_opt_in)")
+    if "email" not in body:
+        raise ApiError(400, "email: required")
+    email = _field(body, "email", str)
+    name = _field(body, "name", (str, type(None))) if "name" in body else None
+    opt_in = _field(body, "double_opt_in", bool) if "double_opt_in" in body else False
+    with session_scope(state.engine) as session:
+        row = _newsletter(state, session, slug)
+        try:
+            result = add_subscriber(session, row, email, name=name, status="pending" if opt_in else "active",
+                                    origin="api")
+        except InvalidAddress as exc:
+            raise ApiError(400, f"email: {exc}") from None
+        status = next((s for e, _n, s, _c in list_subscriptions(session, row) if e == result.email), None)
+    if opt_in and status == "pending":
+        from newsletter.web.archive import send_confirmation
+
+        send_confirmation(state, state.newsletter(slug), result.email, result.subscriber_id)
+    return {"email": result.email, "result": result.status, "status": status}
+
+
+async def docs(request: Request) -> Response:
+    return page(request, "api_docs.html", {"base_url": web_state(request).settings.base_url})
+
+
+def routes() -> list:
+    return [
+        Route("/api/", docs, methods=["GET"]),
+        Route("/api/newsletters", endpoint(list_newsletters), methods=["GET"]),
+        Route("/api/issues", endpoint(list_issues), methods=["GET"]),
+        Route("/api/issues/{issue_id:int}", endpoint(get_issue), methods=["GET"]),
+        Route("/api/issues/{issue_id:int}", endpoint(patch_issue), methods=["PATCH"]),
+        Route("/api/issues/{issue_id:int}/items/{item_id:int}", endpoint(get_item), methods=["GET"]),
+        Route("/api/issues/{issue_id:int}/items/{item_id:int}", endpoint(patch_item), methods=["PATCH"]),
+        Route("/api/issues/{issue_id:int}/order", endpoint(put_order), methods=["PUT"]),
+        Route("/api/issues/{issue_id:int}/approve", endpoint(approve), methods=["POST"]),
+        Route("/api/issues/{issue_id:int}/hold", endpoint(hold), methods=["POST"]),
+        Route("/api/issues/{issue_id:int}/reopen", endpoint(reopen), methods=["POST"]),
+        Route("/api/newsletters/{slug}/subscribers", endpoint(list_subscribers), methods=["GET"]),
+        Route("/api/newsletters/{slug}/subscribers", endpoint(add_subscribers, 201), methods=["POST"]),
+    ]

@@ -1,0 +1,293 @@
+"""The public archive: sent issues per newsletter, each as a web page, an Atom feed, and the subscribe form.
+
+Only sent issues are public. An issue page is the HTML that went out with the per-recipient places filled
+with neutral values, so no one's unsubscribe link or address is ever on it.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from xml.etree import ElementTree as ET
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from newsletter.build.build import load_issue
+from newsletter.config import Newsletter
+from newsletter.deliver.mailer import Message, Recipient
+from newsletter.render import tokens
+from newsletter.store.db import ensure_newsletter, session_scope
+from newsletter.store.models import IssueRow, NewsletterRow, Subscription
+from newsletter.subscribers.manage import InvalidAddress, add_subscriber
+from newsletter.subscribers.tokens import Signer
+from newsletter.web.pages import checked_form, page
+from newsletter.web.state import WebState, web_state
+
+log = logging.getLogger(__name__)
+
+ATOM = "http://www.w3.org/2005/Atom"
+ARCHIVE_CSP = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:"
+
+
+@dataclass
+class SentIssue:
+    number: int
+    subject: str
+    sent_at: datetime
+
+
+def _newsletter_row(state: WebState, slug: str) -> tuple[NewsletterRow | None, Newsletter | None]:
+    nl = state.newsletter(slug)
+    with session_scope(state.engine) as session:
+        row = session.scalar(select(NewsletterRow).where(NewsletterRow.slug == slug))
+    if row is None and nl is None:
+        raise HTTPException(404, f"There is no newsletter '{slug}'.")
+    return row, nl
+
+
+def _sent(state: WebState, newsletter_id: int | None) -> list[SentIssue]:
+    if newsletter_id is None:
+        return []
+    with session_scope(state.engine) as session:
+        rows = session.scalars(
+            select(IssueRow).where(IssueRow.newsletter_id == newsletter_id, IssueRow.status == "sent")
+            .order_by(IssueRow.number.desc())
+        ).all()
+        return [SentIssue(r.number, r.subject, r.sent_at or r.updated_at) for r in rows]
+
+
+async def index(request: Request) -> Response:
+    state = web_state(request)
+
+    def load() -> list[tuple[str, str, str]]:
+        return [(slug, nl.name, nl.description) for slug, nl in sorted(state.newsletters().items())]
+
+    return page(request, "archive_index.html", {"newsletters": await run_in_threadpool(load)})
+
+
+async def newsletter_page(request: Request) -> Response:
+    state = web_state(request)
+    slug = request.path_params["slug"]
+
+    def load() -> dict:
+        row, nl = _newsletter_row(state, slug)
+        return {"slug": slug, "name": nl.name if nl else row.name, "description": nl.description if nl else "",
+                "issues": _sent(state, row.id if row else None), "can_subscribe": nl is not None}
+
+    return page(request, "archive_list.html", await run_in_threadpool(load))
+
+
+def _sent_row(state: WebState, slug: str, number: int) -> tuple[int, str | None]:
+    with session_scope(state.engine) as session:
+        row = session.scalar(
+            select(IssueRow).join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+            .where(NewsletterRow.slug == slug, IssueRow.number == number, IssueRow.status == "sent")
+        )
+        if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
+            raise HTTPException(404, "There is no such issue.")
+        return row.id, row.html
+
+
+def public_html(raw: str, base_url: str, slug: str) -> str:
+    """The sent HTML with the per-recipient places made neutral: the unsubscribe link points to the archive,
+    the address and name are empty. Any signed unsubscribe link a template wrote in some other way goes too."""
+    archive = f"{base_url}/archive/{slug}"
+    out = tokens.fill(raw, {"unsubscribe_url": html.escape(archive, quote=True), "email": "", "name": ""})
+    return re.sub(re.escape(base_url) + r"/u/[A-Za-z0-9_.=-]+", archive, out)
+
+
+async def issue_page(request: Request) -> Response:
+    state = web_state(request)
+    slug, number = request.path_params["slug"], request.path_params["number"]
+
+    def load() -> str:
+        issue_id, stored = _sent_row(state, slug, number)
+        if stored is None:  # sent before renders were kept: render it again from the stored content
+            from newsletter.render.cache import rendered_issue
+
+            nl = state.newsletter(slug)
+            if nl is None:
+                raise HTTPException(404, "There is no such issue.")
+            stored = rendered_issue(state.engine, issue_id, nl, base_url=state.settings.base_url,
+                                    templates_dir=state.templates_dir).html
+        return public_html(stored, state.settings.base_url, slug)
+
+    body = await run_in_threadpool(load)
+    return Response(body, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARCHIVE_CSP})
+
+
+def _atom_time(value: datetime) -> str:
+    return value.replace(microsecond=0).isoformat() + "Z"
+
+
+def atom_feed(state: WebState, slug: str) -> bytes:
+    row, nl = _newsletter_row(state, slug)
+    base = state.settings.base_url
+    name = nl.name if nl else row.name
+    feed = ET.Element("feed", xmlns=ATOM)
+    ET.SubElement(feed, "title").text = name
+    if nl and nl.description:
+        ET.SubElement(feed, "subtitle").text = nl.description
+    ET.SubElement(feed, "id").text = f"{base}/archive/{slug}"
+    ET.SubElement(feed, "link", rel="self", type="application/atom+xml", href=f"{base}/archive/{slug}/feed.xml")
+    ET.SubElement(feed, "link", rel="alternate", type="text/html", href=f"{base}/archive/{slug}")
+    ET.SubElement(ET.SubElement(feed, "author"), "name").text = name
+    updated = ET.SubElement(feed, "updated")
+    latest = None
+    with session_scope(state.engine) as session:
+        ids = session.scalars(
+            select(IssueRow.id).where(IssueRow.newsletter_id == (row.id if row else -1), IssueRow.status == "sent")
+            .order_by(IssueRow.number.desc()).limit(50)
+        ).all()
+        for issue_id in ids:
+            issue = load_issue(session, issue_id)
+            when = issue.sent_at or issue.created_at
+            latest = max(latest or when, when)
+            url = f"{base}/archive/{slug}/{issue.number}"
+            entry = ET.SubElement(feed, "entry")
+            ET.SubElement(entry, "title").text = issue.subject
+            ET.SubElement(entry, "id").text = url
+            ET.SubElement(entry, "link", rel="alternate", type="text/html", href=url)
+            ET.SubElement(entry, "published").text = _atom_time(when)
+            ET.SubElement(entry, "updated").text = _atom_time(when)
+            ET.SubElement(entry, "summary", type="text").text = " · ".join(s.title for s in issue.stories)
+            items = "".join(
+                f'<li><a href="{html.escape(s.url, quote=True)}">{html.escape(s.title)}</a>'
+                f"<br>{html.escape(s.summary)}</li>"
+                for s in issue.stories
+            )
+            ET.SubElement(entry, "content", type="html").text = f"<ul>{items}</ul>"
+    updated.text = _atom_time(latest or (row.created_at if row else datetime(2000, 1, 1)))
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8")
+
+
+async def feed(request: Request) -> Response:
+    body = await run_in_threadpool(atom_feed, web_state(request), request.path_params["slug"])
+    return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+
+# --- subscribing (double opt-in) ----------------------------------------------------------------------------
+
+
+def confirmation_message(nl: Newsletter, address: str, url: str) -> Message:
+    name = nl.name
+    text = (f"Someone, hopefully you, asked to subscribe {address} to {name}.\n\n"
+            f"To confirm, open this link (it works for a week):\n{url}\n\n"
+            "If it was not you, ignore this email: you will not be subscribed.\n")
+    body = (f"<!doctype html><html><body style=\"font-family:sans-serif\"><p>Someone, hopefully you, asked to "
+            f"subscribe {html.escape(address)} to <b>{html.escape(name)}</b>.</p>"
+            f'<p><a href="{html.escape(url, quote=True)}">Confirm my subscription</a></p>'
+            "<p>If it was not you, ignore this email: you will not be subscribed.</p></body></html>")
+    return Message(subject=f"Confirm your subscription to {name}", from_address=nl.from_address,
+                   reply_to=nl.reply_to, html=body, text=text, list_id=f"{name} <{nl.slug}.confirm>",
+                   categories=(nl.slug, "confirm"), custom_args={"newsletter": nl.slug, "kind": "confirm"})
+
+
+def subscribe(state: WebState, nl: Newsletter, email: str) -> tuple[str, int | None]:
+    """Record a pending subscription; returns (its status, subscriber id when a confirmation is due)."""
+    with session_scope(state.engine) as session:
+        row = ensure_newsletter(session, nl.slug, nl.name)
+        result = add_subscriber(session, row, email, status="pending", origin="web")
+        status = session.scalar(
+            select(Subscription.status).where(Subscription.newsletter_id == row.id,
+                                              Subscription.subscriber_id == result.subscriber_id)
+        )
+        return result.email, result.subscriber_id if status == "pending" else None
+
+
+def send_confirmation(state: WebState, nl: Newsletter, address: str, subscriber_id: int) -> None:
+    url = Signer(state.secret).confirm_url(state.settings.base_url, subscriber_id, nl.slug)
+    mailer = state.make_mailer()
+    try:
+        mailer.push(confirmation_message(nl, address, url), [Recipient(email=address, subscriber_id=subscriber_id)])
+        mailer.flush()
+    finally:
+        mailer.close()
+
+
+async def subscribe_form(request: Request) -> Response:
+    state = web_state(request)
+    slug = request.path_params["slug"]
+    form = await checked_form(request)
+    nl = state.newsletter(slug)
+    if nl is None:
+        raise HTTPException(404, f"There is no newsletter '{slug}'.")
+    email = str(form.get("email", "")).strip()
+    context = {"slug": slug, "name": nl.name, "email": email}
+    if form.get("website"):  # a field people never see: only form-filling robots fill it
+        return page(request, "subscribe_done.html", context)
+    client = request.client.host if request.client else "unknown"
+    if state.subscribe_per_client.blocked_for(client):
+        context["error"] = "Too many subscriptions from your address; please try again later."
+        return page(request, "subscribe_done.html", context, 429)
+    try:
+        address, due = await run_in_threadpool(subscribe, state, nl, email)
+    except InvalidAddress as exc:
+        context["error"] = f"{email or 'That'} is not an email address we can send to: {exc}"
+        return page(request, "subscribe_done.html", context, 400)
+    state.subscribe_per_client.failed(client)
+    context["email"] = address
+    # The same answer whatever the address's state, so the form does not tell who is subscribed.
+    if due is not None and not state.subscribe_per_address.blocked_for(f"{slug}:{address}"):
+        state.subscribe_per_address.failed(f"{slug}:{address}")
+        try:
+            await run_in_threadpool(send_confirmation, state, nl, address, due)
+        except Exception as exc:
+            log.error("confirmation email to subscriber %s of %s failed: %s", due, slug, type(exc).__name__)
+            context["error"] = "We could not send the confirmation email just now; please try again later."
+            return page(request, "subscribe_done.html", context, 503)
+    return page(request, "subscribe_done.html", context)
+
+
+def routes() -> list:
+    return [
+        Route("/archive/", index, methods=["GET"]),
+        Route("/archive/{slug}", newsletter_page, methods=["GET"]),
+        Route("/archive/{slug}/feed.xml", feed, methods=["GET"]),
+        Route("/archive/{slug}/{number:int}", issue_page, methods=["GET"]),
+        Route("/archive/{slug}/subscribe", subscribe_form, methods=["POST"]),
+    ]
+
+
+async def _confirm(request: Request) -> Response:
+    """Confirm a subscription (used only until newsletter.web.public, which owns this page, is installed)."""
+    from newsletter.store.models import utcnow
+    from newsletter.subscribers.tokens import CONFIRM, InvalidToken, read_token
+
+    state = web_state(request)
+    try:
+        data = read_token(state.secret, request.path_params["token"], CONFIRM)
+    except InvalidToken:
+        return page(request, "message.html", {"title": "This link is not valid",
+                                              "text": "Please use the link from the email itself."}, 400)
+
+    def run() -> str | None:
+        with session_scope(state.engine) as session:
+            sub = session.scalar(
+                select(Subscription).join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
+                .where(Subscription.subscriber_id == data.subscriber_id, NewsletterRow.slug == data.newsletter_slug)
+            )
+            if sub is None:
+                return None
+            if sub.status == "pending":
+                sub.status, sub.confirmed_at, sub.status_changed_at = "active", utcnow(), utcnow()
+            return sub.status
+
+    status = await run_in_threadpool(run)
+    if status != "active":
+        return page(request, "message.html", {"title": "Subscription not confirmed",
+                                              "text": "This address cannot be subscribed."}, 400)
+    return page(request, "message.html", {"title": "You are subscribed",
+                                          "text": "Thank you: the next issue will arrive in your inbox."})
+
+
+def fallback_public_routes() -> list:
+    return [Route("/confirm/{token}", _confirm, methods=["GET"])]

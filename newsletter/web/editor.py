@@ -1,0 +1,496 @@
+"""The editors' pages: sign-in, the newsletters and their issues, and the issue page (preview, edits, test
+send, approve, hold).
+
+Everything under /editor/ sits behind RequireEditor, so a route added later is protected without thinking
+about it; every POST goes through `form_action`, which checks the CSRF token before the handler runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from newsletter.build import edit
+from newsletter.build.build import load_issue
+from newsletter.build.issue import Issue
+from newsletter.render import tokens
+from newsletter.render.engine import Rendered, TemplateError
+from newsletter.store.db import session_scope
+from newsletter.store.models import Editor, IssueItem, IssueRow, NewsletterRow, utcnow
+from newsletter.web import approvals
+from newsletter.web.auth import csrf_token, sign_in
+from newsletter.web.pages import checked_form, flash, page, redirect
+from newsletter.web.state import WebState, web_state
+
+log = logging.getLogger(__name__)
+
+SESSION_HOURS = 12
+SAMPLE = {"email": "reader@example.org", "name": "Reader", "unsubscribe_url": "#unsubscribe-link"}
+# The email preview runs none of its own scripts and cannot reach this origin's cookies or pages.
+PREVIEW_CSP = ("sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
+               "img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:")
+
+
+# --- signing in ---------------------------------------------------------------------------------------------
+
+
+def _safe_next(value: str | None) -> str:
+    # Only our own editor pages: anything else would make the sign-in page an open redirect.
+    if value and value.startswith("/editor/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/editor/"
+
+
+async def signin_page(request: Request) -> Response:
+    if request.session.get("editor_id"):
+        return redirect(_safe_next(request.query_params.get("next")))
+    return page(request, "signin.html", {"next": _safe_next(request.query_params.get("next"))})
+
+
+async def signin(request: Request) -> Response:
+    form = await checked_form(request)
+    state = web_state(request)
+    client = request.client.host if request.client else "unknown"
+    email, password = str(form.get("email", "")), str(form.get("password", ""))
+    context = {"next": _safe_next(str(form.get("next", ""))), "email": email}
+    wait = state.limiter.blocked_for(client)
+    if wait:
+        context["error"] = f"Too many failed sign-ins from your address. Try again in {_minutes(wait)}."
+        return page(request, "signin.html", context, 429, {"Retry-After": str(wait)})
+
+    def check() -> tuple[int | None, int, str | None]:
+        with session_scope(state.engine) as session:
+            result = sign_in(session, email, password)
+            editor = session.get(Editor, result.editor_id) if result.editor_id else None
+            return result.editor_id, result.locked_for, editor.email if editor else None
+
+    editor_id, locked_for, address = await run_in_threadpool(check)
+    if locked_for:
+        state.limiter.failed(client)
+        log.warning("sign-in refused: account locked (from %s)", client)
+        context["error"] = (f"Too many wrong passwords: sign-in for this account is locked for {_minutes(locked_for)}."
+                            " An administrator can reset it with `newsletter editors add`.")
+        return page(request, "signin.html", context, 429, {"Retry-After": str(locked_for)})
+    if editor_id is None:
+        state.limiter.failed(client)
+        log.info("sign-in failed (from %s)", client)
+        context["error"] = "Wrong email address or password."
+        return page(request, "signin.html", context, 401)
+    request.session.clear()  # a fresh session (and CSRF token) for the signed-in editor
+    request.session.update(editor_id=editor_id, editor_email=address, signed_in_at=utcnow().isoformat())
+    csrf_token(request.session)
+    return redirect(context["next"])
+
+
+def _minutes(seconds: int) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+async def signout(request: Request) -> Response:
+    await checked_form(request)
+    request.session.clear()
+    flash(request, "ok", "You are signed out.")
+    return redirect("/signin")
+
+
+class RequireEditor:
+    """Every request under /editor/ needs a signed-in editor who still exists; others go to the sign-in page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if not await self._signed_in(request):
+            request.session.pop("editor_id", None)
+            target = request.url.path
+            if request.url.query:
+                target += "?" + request.url.query
+            response = RedirectResponse(f"/signin?next={quote(target)}", status_code=303)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _signed_in(request: Request) -> bool:
+        session = request.session
+        editor_id = session.get("editor_id")
+        if not isinstance(editor_id, int):
+            return False
+        try:
+            started = datetime.fromisoformat(session.get("signed_in_at", ""))
+        except (TypeError, ValueError):
+            return False
+        if utcnow() - started > timedelta(hours=SESSION_HOURS):
+            return False
+        state = web_state(request)
+
+        def exists() -> bool:
+            with session_scope(state.engine) as db:
+                return db.get(Editor, editor_id) is not None
+
+        return await run_in_threadpool(exists)
+
+
+FormHandler = Callable[[Request, FormData], Awaitable[Response]]
+
+
+def form_action(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
+    """A POST endpoint whose form has passed the CSRF check."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handler(request, await checked_form(request))
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+# --- the newsletters and their issues -----------------------------------------------------------------------
+
+
+@dataclass
+class IssueLine:
+    id: int
+    number: int
+    subject: str
+    status: str
+    stories: int
+    created_at: Any
+    sent_at: Any
+
+
+@dataclass
+class NewsletterBlock:
+    slug: str
+    name: str
+    configured: bool
+    issues: list[IssueLine] = field(default_factory=list)
+
+
+def _home(state: WebState) -> list[NewsletterBlock]:
+    newsletters = state.newsletters()
+    blocks = {slug: NewsletterBlock(slug, nl.name, True) for slug, nl in sorted(newsletters.items())}
+    with session_scope(state.engine) as session:
+        stories = (select(func.count(IssueItem.id)).where(IssueItem.issue_id == IssueRow.id, IssueItem.included)
+                   .correlate(IssueRow).scalar_subquery())
+        rows = session.execute(
+            select(IssueRow, NewsletterRow.slug, NewsletterRow.name, stories)
+            .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+            .order_by(NewsletterRow.slug, IssueRow.number.desc())
+        ).all()
+        for row, slug, name, count in rows:
+            block = blocks.setdefault(slug, NewsletterBlock(slug, name, False))
+            block.issues.append(IssueLine(row.id, row.number, row.subject, row.status, count or 0,
+                                          row.created_at, row.sent_at))
+    return list(blocks.values())
+
+
+async def home(request: Request) -> Response:
+    blocks = await run_in_threadpool(_home, web_state(request))
+    return page(request, "home.html", {"newsletters": blocks})
+
+
+@dataclass
+class StoryView:
+    story: Any
+    candidates: list[dict]
+    kept: list[int]
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def _render(state: WebState, issue: Issue) -> Rendered:
+    from newsletter.render.cache import rendered_issue
+
+    nl = state.newsletter(issue.newsletter)
+    if nl is None:
+        raise TemplateError(f"{state.settings.schedules_dir}/{issue.newsletter}.toml is missing or broken: "
+                            "the issue cannot be rendered without it")
+    return rendered_issue(state.engine, issue.id, nl, base_url=state.settings.base_url,
+                          templates_dir=state.templates_dir)
+
+
+def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
+    with session_scope(state.engine) as session:
+        issue = load_issue(session, issue_id)
+        if issue is None:
+            raise HTTPException(404, f"There is no issue {issue_id}.")
+        rows = {i.id: i for i in session.get(IssueRow, issue_id).items}
+        stories = []
+        for story in issue.items:
+            candidates = edit.quote_candidates(rows[story.id])
+            kept_quotes = [dict(q) for q in rows[story.id].quotes or []]
+            stories.append(StoryView(story, candidates, [i for i, c in enumerate(candidates) if c in kept_quotes]))
+        approved_as_is = approvals.is_approved_as_is(session, issue_id)
+        approved_by = session.get(IssueRow, issue_id).approved_by
+    context: dict[str, Any] = {"issue": issue, "stories": stories, "approved_as_is": approved_as_is,
+                               "approved_by": approved_by, "editable": issue.status not in edit.FROZEN,
+                               "render_error": None, "report": None, "checks": "unavailable", "version": ""}
+    try:
+        rendered = _render(state, issue)
+    except TemplateError as exc:
+        context["render_error"] = str(exc)
+        return context
+    context["version"] = str(abs(hash((rendered.html, rendered.text))))
+    context["preheader"] = rendered.preheader
+    check = _optional("newsletter.render.check")
+    if check is not None and hasattr(check, "preflight"):
+        context["report"] = check.preflight(rendered)
+        context["checks"] = "done"
+    return context
+
+
+async def issue_page(request: Request) -> Response:
+    issue_id = request.path_params["issue_id"]
+    context = await run_in_threadpool(_issue_view, web_state(request), issue_id)
+    return page(request, "issue.html", context)
+
+
+def _force_dark(html: str) -> str:
+    preview = _optional("newsletter.render.preview")
+    if preview is not None and hasattr(preview, "force_dark"):
+        return preview.force_dark(html)
+    # The same idea without the preview module: a frame cannot be switched to dark mode on its own, so the
+    # email's dark-mode rules are made unconditional.
+    return re.sub(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", "@media all", html)
+
+
+async def preview(request: Request) -> Response:
+    """The email as rendered, with sample values in the per-recipient places: html, dark or text."""
+    state = web_state(request)
+    issue_id, view = request.path_params["issue_id"], request.path_params["view"]
+    if view not in ("email.html", "dark.html", "text.txt"):
+        raise HTTPException(404, "No such preview.")
+
+    def build() -> Rendered:
+        with session_scope(state.engine) as session:
+            issue = load_issue(session, issue_id)
+        if issue is None:
+            raise HTTPException(404, f"There is no issue {issue_id}.")
+        return _render(state, issue)
+
+    try:
+        rendered = await run_in_threadpool(build)
+    except TemplateError as exc:
+        return PlainTextResponse(f"The issue does not render: {exc}", 500)
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy": PREVIEW_CSP}
+    if view == "text.txt":
+        return PlainTextResponse(tokens.fill(rendered.text, SAMPLE), headers=headers)
+    html = tokens.fill(rendered.html, {k: _html_escape(v) for k, v in SAMPLE.items()})
+    if view == "dark.html":
+        html = _force_dark(html)
+    return Response(html, media_type="text/html; charset=utf-8", headers=headers)
+
+
+def _html_escape(value: str) -> str:
+    import html
+
+    return html.escape(value, quote=True)
+
+
+# --- changing the issue -------------------------------------------------------------------------------------
+
+
+def _issue_url(issue_id: int, anchor: str = "") -> str:
+    return f"/editor/issues/{issue_id}" + (f"#{anchor}" if anchor else "")
+
+
+async def _edit(request: Request, change: Callable[[Any], edit.Edit], anchor: str = "") -> Response:
+    """Apply one change, render the issue again and go back to its page (where the preview shows it)."""
+    state = web_state(request)
+    issue_id = request.path_params["issue_id"]
+
+    def run() -> edit.Edit:
+        with session_scope(state.engine) as session:
+            row = session.get(IssueRow, issue_id)
+            if row is None:
+                raise HTTPException(404, f"There is no issue {issue_id}.")
+            slug = row.newsletter.slug
+        nl = state.newsletter(slug)
+        if nl is None:
+            raise edit.EditError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
+        return edit.apply_edit(state.engine, nl, issue_id, change, base_url=state.settings.base_url,
+                               templates_dir=state.templates_dir)
+
+    try:
+        result = await run_in_threadpool(run)
+    except edit.EditError as exc:
+        flash(request, "error", str(exc))
+    except TemplateError as exc:
+        flash(request, "error", f"Saved, but the issue does not render: {exc}")
+    else:
+        if result.reopened:
+            flash(request, "warn", "Saved. The issue was approved; it needs approving again.")
+        elif result.changed:
+            flash(request, "ok", "Saved.")
+    return redirect(_issue_url(issue_id, anchor))
+
+
+def _item_id(request: Request) -> int:
+    return request.path_params["item_id"]
+
+
+@form_action
+async def set_included(request: Request, form: FormData) -> Response:
+    included = form.get("included") == "1"
+    item_id = _item_id(request)
+    return await _edit(request, lambda s: edit.set_included(s, request.path_params["issue_id"], item_id, included),
+                       f"story-{item_id}")
+
+
+@form_action
+async def move_item(request: Request, form: FormData) -> Response:
+    try:
+        offset = int(str(form.get("offset", "0")))
+    except ValueError:
+        raise HTTPException(400, "offset must be a whole number") from None
+    item_id = _item_id(request)
+    return await _edit(request, lambda s: edit.move(s, request.path_params["issue_id"], item_id, offset),
+                       f"story-{item_id}")
+
+
+@form_action
+async def set_summary(request: Request, form: FormData) -> Response:
+    summary = str(form.get("summary", ""))
+    item_id = _item_id(request)
+    return await _edit(request, lambda s: edit.set_summary(s, request.path_params["issue_id"], item_id, summary),
+                       f"story-{item_id}")
+
+
+@form_action
+async def keep_quotes(request: Request, form: FormData) -> Response:
+    try:
+        keep = [int(str(v)) for v in form.getlist("keep")]
+    except ValueError:
+        raise HTTPException(400, "quote numbers must be whole numbers") from None
+    item_id = _item_id(request)
+    return await _edit(request, lambda s: edit.keep_quotes(s, request.path_params["issue_id"], item_id, keep),
+                       f"story-{item_id}")
+
+
+@form_action
+async def set_intro(request: Request, form: FormData) -> Response:
+    intro = str(form.get("intro", ""))
+    return await _edit(request, lambda s: edit.set_intro(s, request.path_params["issue_id"], intro), "intro")
+
+
+@form_action
+async def send_test(request: Request, form: FormData) -> Response:
+    from newsletter.deliver.send import send_test as deliver_test
+
+    state = web_state(request)
+    issue_id = request.path_params["issue_id"]
+    address = request.session.get("editor_email")
+
+    def run() -> None:
+        with session_scope(state.engine) as session:
+            row = session.get(IssueRow, issue_id)
+            if row is None:
+                raise HTTPException(404, f"There is no issue {issue_id}.")
+            slug = row.newsletter.slug
+        nl = state.newsletter(slug)
+        if nl is None:
+            raise TemplateError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
+        mailer = state.make_mailer()
+        try:
+            deliver_test(nl, issue_id, state.engine, mailer, state.settings, address)
+        finally:
+            mailer.close()
+
+    try:
+        await run_in_threadpool(run)
+    except HTTPException:
+        raise
+    except Exception as exc:  # the mailer's or the template's error, shown to the editor who asked
+        log.warning("test send of issue %s failed: %s", issue_id, type(exc).__name__)
+        flash(request, "error", f"The test was not sent: {exc}")
+    else:
+        flash(request, "ok", f"Test sent to {address} through the {state.settings.mailer} mailer.")
+    return redirect(_issue_url(issue_id, "actions"))
+
+
+async def _status_change(request: Request, change: Callable[[Any, int], None], done: str) -> Response:
+    state = web_state(request)
+    issue_id = request.path_params["issue_id"]
+
+    def run() -> None:
+        with session_scope(state.engine) as session:
+            if session.get(IssueRow, issue_id) is None:
+                raise HTTPException(404, f"There is no issue {issue_id}.")
+            change(session, issue_id)
+
+    try:
+        await run_in_threadpool(run)
+    except approvals.ApprovalError as exc:
+        flash(request, "error", str(exc))
+    else:
+        flash(request, "ok", done)
+    return redirect(_issue_url(issue_id, "actions"))
+
+
+@form_action
+async def approve(request: Request, form: FormData) -> Response:
+    editor = request.session.get("editor_email", "")
+    return await _status_change(request, lambda s, i: approvals.approve(s, i, editor),
+                                "Approved: this version will go out. Any change needs approving again.")
+
+
+@form_action
+async def hold(request: Request, form: FormData) -> Response:
+    return await _status_change(request, approvals.hold, "Held: it will not be sent until approved.")
+
+
+@form_action
+async def reopen(request: Request, form: FormData) -> Response:
+    return await _status_change(request, approvals.reopen, "Back to draft.")
+
+
+EDITOR_ROUTES = [
+    Route("/", home, methods=["GET"]),
+    Route("/issues/{issue_id:int}", issue_page, methods=["GET"]),
+    Route("/issues/{issue_id:int}/preview/{view}", preview, methods=["GET"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/include", set_included, methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/move", move_item, methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/summary", set_summary, methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/quotes", keep_quotes, methods=["POST"]),
+    Route("/issues/{issue_id:int}/intro", set_intro, methods=["POST"]),
+    Route("/issues/{issue_id:int}/test", send_test, methods=["POST"]),
+    Route("/issues/{issue_id:int}/approve", approve, methods=["POST"]),
+    Route("/issues/{issue_id:int}/hold", hold, methods=["POST"]),
+    Route("/issues/{issue_id:int}/reopen", reopen, methods=["POST"]),
+]
+
+
+def routes() -> list:
+    return [
+        Route("/signin", signin_page, methods=["GET"]),
+        Route("/signin", signin, methods=["POST"]),
+        Route("/signout", signout, methods=["POST"]),
+        Route("/editor", lambda request: redirect("/editor/"), methods=["GET"]),
+        Mount("/editor", routes=EDITOR_ROUTES, middleware=[Middleware(RequireEditor)]),
+    ]
