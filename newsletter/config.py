@@ -113,13 +113,32 @@ class Schedule(Strict):
         raise ValueError("must be 'auto', 'required' or 'auto after N hours'")
 
 
+HEX_COLOUR = r"^#(?:[0-9a-fA-F]{3}){1,2}$"
+
+
 class Theme(Strict):
-    accent: str = "#c2410c"
-    background: str = "#f4f4f5"
-    text: str = "#18181b"
-    font_family: str = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+    """Colours, fonts and logo of the digest email. Colours are #rgb or #rrggbb (they go into inline CSS and
+    the dark-mode stylesheet, so anything else could break the markup). The `dark_*` colours apply in mail
+    clients that honour prefers-color-scheme; the defaults keep body text above 7:1 contrast in both modes."""
+
+    accent: str = Field(default="#c2410c", pattern=HEX_COLOUR)
+    background: str = Field(default="#f4f4f5", pattern=HEX_COLOUR)
+    surface: str = Field(default="#ffffff", pattern=HEX_COLOUR)
+    text: str = Field(default="#18181b", pattern=HEX_COLOUR)
+    muted: str = Field(default="#52525b", pattern=HEX_COLOUR)
+    border: str = Field(default="#e4e4e7", pattern=HEX_COLOUR)
+    dark_accent: str = Field(default="#fdba74", pattern=HEX_COLOUR)
+    dark_background: str = Field(default="#09090b", pattern=HEX_COLOUR)
+    dark_surface: str = Field(default="#18181b", pattern=HEX_COLOUR)
+    dark_text: str = Field(default="#f4f4f5", pattern=HEX_COLOUR)
+    dark_muted: str = Field(default="#a1a1aa", pattern=HEX_COLOUR)
+    dark_border: str = Field(default="#3f3f46", pattern=HEX_COLOUR)
+    # system-ui is Roboto on Android: naming Roboto here would make MJML link Google Fonts into every email.
+    font_family: str = Field(default="system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
+                             pattern=r"^[\w\s,'-]+$")
     logo_url: str | None = None
     logo_alt: str | None = None
+    logo_width: int = Field(default=48, ge=8, le=600)
 
 
 class Summarizer(Strict):
