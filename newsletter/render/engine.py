@@ -178,7 +178,7 @@ def context_for(
         # Where a line starts and ends in the reading direction (alignment, the quote bar) for RTL newsletters.
         "start": "right" if newsletter.direction == "rtl" else "left",
         "end": "left" if newsletter.direction == "rtl" else "right",
-        "issue_date": f"{(issue.created_at or now):%-d %B %Y}",
+        "issue_date": _long_date(issue.created_at or now),
         "preheader": issue.preheader or _default_preheader(data),
         "archive_url": f"{base_url}/archive/{newsletter.slug}",
         "issue_url": f"{base_url}/archive/{newsletter.slug}/{issue.number}",
@@ -187,6 +187,10 @@ def context_for(
         "now": now,
         "refs": LinkRefs(),
     }
+
+
+def _long_date(value: datetime) -> str:
+    return f"{value.day} {value:%B %Y}"  # "9 March 2026" (strftime's %-d is not portable)
 
 
 class LinkRefs:
