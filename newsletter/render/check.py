@@ -357,9 +357,12 @@ def check_unsubscribe(report: Report, rendered: Rendered, page: _Page, headers: 
         return
     lower = {k.lower(): v for k, v in headers.items()}
     value = lower.get("list-unsubscribe", "")
-    if not re.search(r"<(https://|mailto:|%%)", value):
-        report.add("fail", "list-unsubscribe", "no List-Unsubscribe header with an https or mailto link: "
-                                               "Gmail and Yahoo require it for bulk mail")
+    if not re.search(r"<(https?://|mailto:|%%)", value):
+        report.add("fail", "list-unsubscribe", "no List-Unsubscribe header with a link: Gmail and Yahoo require "
+                                               "it for bulk mail")
+    elif re.search(r"<http://", value) and "mailto:" not in value:
+        report.add("warn", "list-unsubscribe", f"List-Unsubscribe {value} is not https: one-click unsubscribe "
+                                               "(RFC 8058) needs https; set NEWSLETTER_BASE_URL to your https site")
     elif lower.get("list-unsubscribe-post", "").replace(" ", "") != "List-Unsubscribe=One-Click":
         report.add("warn", "list-unsubscribe", "no 'List-Unsubscribe-Post: List-Unsubscribe=One-Click' header "
                                                "(RFC 8058 one-click unsubscribe)")
