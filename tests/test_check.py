@@ -115,7 +115,8 @@ def test_empty_text_part_fails(tmp_path: Path) -> None:
 
 def test_list_unsubscribe_headers_are_checked_when_given() -> None:
     rendered = render(make_issue(1))
-    good = {"List-Unsubscribe": "<https://news.example.org/u/abc>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    good = {"List-Unsubscribe": "<https://news.example.org/u/abc>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     assert "list-unsubscribe" in preflight(rendered, headers=good).codes("ok")
     no_post = preflight(rendered, headers={"List-Unsubscribe": "<https://news.example.org/u/abc>"})
     assert "list-unsubscribe" in no_post.codes("warn") and not no_post.failed

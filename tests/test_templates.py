@@ -192,3 +192,19 @@ def test_broken_user_template_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "partials" / "story.mjml.j2").write_text("<mj-text>\n{{ item.title }\n</mj-text>\n")
     with pytest.raises(TemplateError, match=r"story.mjml.j2:2"):
         render(make_issue(1), templates_dir=tmp_path)
+
+
+def test_a_template_added_or_edited_later_is_used_at_once(tmp_path: Path) -> None:
+    # Compiled templates are kept between renders (a long-running scheduler renders many issues).
+    first = render(make_issue(1), templates_dir=tmp_path)
+    assert "Past issues" in first.html
+    footer = tmp_path / "partials" / "footer.mjml.j2"
+    footer.parent.mkdir()
+    footer.write_text('<mj-section><mj-column><mj-text>Version one <a href="{{ unsubscribe_url }}">x</a>'
+                      "</mj-text></mj-column></mj-section>\n")
+    assert "Version one" in render(make_issue(1), templates_dir=tmp_path).html
+    footer.write_text(footer.read_text().replace("Version one", "Version two"))
+    import os
+
+    os.utime(footer, ns=(footer.stat().st_atime_ns, footer.stat().st_mtime_ns + 10**9))
+    assert "Version two" in render(make_issue(1), templates_dir=tmp_path).html
