@@ -224,8 +224,10 @@ class LinkRefs:
 
 
 def _default_preheader(data: dict[str, Any]) -> str:
-    titles = [i["title"] for i in data["items"][:3]]
-    return " · ".join(titles)[:140]
+    titles = " · ".join(i["title"] for i in data["items"][:3])
+    if len(titles) <= 140:
+        return titles
+    return titles[:140].rsplit(" ", 1)[0].rstrip(" ·") + "…"  # cut between words, not inside one
 
 
 def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from html import escape
+from html import escape, unescape
 from pathlib import Path
 
 from newsletter.render import tokens
@@ -35,6 +35,15 @@ def sample_values(base_url: str) -> dict[str, str]:
 def force_dark(html: str) -> str:
     """The HTML with its `prefers-color-scheme: dark` rules applied unconditionally."""
     return re.sub(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", "@media all", html)
+
+
+def hidden_preheader(html: str) -> str:
+    """The preview text as the inbox shows it: the hidden block MJML puts first in the body."""
+    body = html.split("<body", 1)[-1]
+    match = re.search(r'<div style="display:none[^"]*">(.*?)</div>', body, re.S)
+    if not match:
+        return ""
+    return unescape(re.sub(r"<[^>]+>", "", match.group(1))).replace("\u034f", "").replace("\u200c", "").strip()
 
 
 def _frame(title: str, src: str, width: int) -> str:
@@ -91,7 +100,7 @@ def write_preview(rendered: Rendered, report: Report, out_dir: Path, *, title: s
     page = PAGE.format(
         title=escape(title),
         subject=escape(rendered.subject),
-        preheader=escape(rendered.preheader),
+        preheader=escape(rendered.preheader or hidden_preheader(rendered.html)),
         size=f"{len(rendered.html.encode()) / 1024:.1f} KB HTML",
         compiler=escape(rendered.compiler),
         report=_report_html(report),
