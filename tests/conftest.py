@@ -9,9 +9,13 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.feedserver import FeedServer
+# Wide enough that Rich never wraps a line the tests look for (the console reads this once, at import).
+os.environ["COLUMNS"] = "200"
+
+from typer.testing import CliRunner  # noqa: E402
+
+from tests.feedserver import FeedServer  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

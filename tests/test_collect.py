@@ -110,7 +110,7 @@ def test_feed_html_is_sanitized(workdir, feed_server) -> None:
             '<img src="https://img.example/a.png" onerror="alert(2)" alt="A">'
             '<a href="javascript:alert(3)">click</a> <a href="https://ok.example/">ok</a>'
             '<iframe src="https://evil.example/"></iframe><style>body{}</style>')
-    feed_server.routes["/x"] = Route(body=rss("X", [{"guid": "1", "title": "T <b>bold</b>", "body": body}]))
+    feed_server.routes["/x"] = Route(body=rss("X", [{"guid": "1", "title": "T &lt;b&gt;bold&lt;/b&gt;", "body": body}]))
     engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
     collect(engine, [newsletter(feed_server.url("/x"))])
     item = items(engine)[0]
