@@ -113,30 +113,44 @@ class Schedule(Strict):
         raise ValueError("must be 'auto', 'required' or 'auto after N hours'")
 
 
-HEX_COLOUR = r"^#(?:[0-9a-fA-F]{3}){1,2}$"
+def _check_colour(value: str) -> str:
+    if re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value.strip()):
+        return value.strip()
+    raise ValueError("not a colour: use #rgb or #rrggbb (e.g. #c2410c)")
+
+
+def _check_font_family(value: str) -> str:
+    if re.fullmatch(r"[\w\s,'-]+", value):
+        return value
+    raise ValueError("use font names separated by commas, quoted with ' when they have spaces")
+
+
+Colour = Annotated[str, AfterValidator(_check_colour)]
 
 
 class Theme(Strict):
     """Colours, fonts and logo of the digest email. Colours are #rgb or #rrggbb (they go into inline CSS and
     the dark-mode stylesheet, so anything else could break the markup). The `dark_*` colours apply in mail
-    clients that honour prefers-color-scheme; the defaults keep body text above 7:1 contrast in both modes."""
+    clients that honour prefers-color-scheme. Default contrast, light / dark: text 17.7:1 / 16:1, muted text
+    7.7:1 / 6.9:1, links 5.2:1 / 10:1 (WCAG AA asks 4.5:1)."""
 
-    accent: str = Field(default="#c2410c", pattern=HEX_COLOUR)
-    background: str = Field(default="#f4f4f5", pattern=HEX_COLOUR)
-    surface: str = Field(default="#ffffff", pattern=HEX_COLOUR)
-    text: str = Field(default="#18181b", pattern=HEX_COLOUR)
-    muted: str = Field(default="#52525b", pattern=HEX_COLOUR)
-    border: str = Field(default="#e4e4e7", pattern=HEX_COLOUR)
-    dark_accent: str = Field(default="#fdba74", pattern=HEX_COLOUR)
-    dark_background: str = Field(default="#09090b", pattern=HEX_COLOUR)
-    dark_surface: str = Field(default="#18181b", pattern=HEX_COLOUR)
-    dark_text: str = Field(default="#f4f4f5", pattern=HEX_COLOUR)
-    dark_muted: str = Field(default="#a1a1aa", pattern=HEX_COLOUR)
-    dark_border: str = Field(default="#3f3f46", pattern=HEX_COLOUR)
+    accent: Colour = "#c2410c"
+    background: Colour = "#f4f4f5"
+    surface: Colour = "#ffffff"
+    text: Colour = "#18181b"
+    muted: Colour = "#52525b"
+    border: Colour = "#e4e4e7"
+    dark_accent: Colour = "#fdba74"
+    dark_background: Colour = "#09090b"
+    dark_surface: Colour = "#18181b"
+    dark_text: Colour = "#f4f4f5"
+    dark_muted: Colour = "#a1a1aa"
+    dark_border: Colour = "#3f3f46"
     # system-ui is Roboto on Android: naming Roboto here would make MJML link Google Fonts into every email.
-    font_family: str = Field(default="system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
-                             pattern=r"^[\w\s,'-]+$")
-    logo_url: str | None = None
+    font_family: Annotated[str, AfterValidator(_check_font_family)] = (
+        "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
+    )
+    logo_url: HttpURL | None = None
     logo_alt: str | None = None
     logo_width: int = Field(default=48, ge=8, le=600)
 

@@ -151,6 +151,13 @@ def test_unsupported_css_in_a_user_template_warns(tmp_path: Path) -> None:
     assert "caniemail.com/features/css-box-shadow" in warns
 
 
+def test_oversized_style_block_warns(tmp_path: Path) -> None:
+    rules = "".join(f".c{n} {{ color: #000000; padding: 1px; }}\n" for n in range(700))
+    templates = override(tmp_path, "partials/style.mjml.j2", f"<mj-style>{rules}</mj-style>\n")
+    report = preflight(render(make_issue(1), templates))
+    assert "style-size" in report.codes("warn") and not report.failed
+
+
 def test_css_features_are_recognised() -> None:
     used = css_features(["margin-top:4px;color:rgb(0,0,0);width:10rem"],
                         ["@media (prefers-color-scheme: dark) { a:hover > b { color: red !important } }"])

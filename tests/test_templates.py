@@ -114,7 +114,7 @@ def test_theme_colours_must_be_hex(tmp_path: Path) -> None:
     path = tmp_path / "civic.toml"
     path.write_text('name = "C"\nfrom_address = "c@example.org"\n[[sources]]\nurl = "https://e.org/f"\n'
                     '[theme]\naccent = "red;} body {display:none"\n')
-    with pytest.raises(ConfigError, match=r"civic.toml: theme.accent"):
+    with pytest.raises(ConfigError, match=r"civic.toml: theme.accent: not a colour: use #rgb or #rrggbb"):
         load_newsletter(path)
 
 

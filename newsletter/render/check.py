@@ -444,6 +444,17 @@ def check_css(report: Report, page: _Page, compiler: str = "auto") -> None:
                                 f"({data['source']}; MJML's own cross-client markup is not judged)")
 
 
+GMAIL_STYLE_LIMIT = 16 * KB  # Gmail drops a <style> block larger than this, with all its rules
+
+
+def check_style_size(report: Report, page: _Page) -> None:
+    for block in page.style_blocks:
+        size = len(block.encode("utf-8"))
+        if size > GMAIL_STYLE_LIMIT:
+            report.add("warn", "style-size", f"a <style> block is {_kb(size)}: Gmail ignores style blocks over "
+                                             f"{_kb(GMAIL_STYLE_LIMIT)} (dark mode and mobile rules would be lost)")
+
+
 def check_document(report: Report, page: _Page) -> None:
     lang, direction = page.html_attrs.get("lang"), page.html_attrs.get("dir")
     if lang:
@@ -466,6 +477,7 @@ def preflight(rendered: Rendered, *, headers: Mapping[str, str] | None = None) -
     check_links(report, page)
     check_images(report, page)
     check_css(report, page, rendered.compiler)
+    check_style_size(report, page)
     check_document(report, page)
     if not rendered.subject.strip():
         report.add("fail", "subject", "the subject is empty")
