@@ -132,3 +132,44 @@ def sign_in(client, email: str = EDITOR, password: str = PASSWORD):  # noqa: ANN
     page = client.get("/signin")
     return client.post("/signin", data={"csrf": csrf_of(page.text), "email": email, "password": password,
                                         "next": "/editor/"}, follow_redirects=False)
+
+
+# --- fixtures (imported by the test modules that use them) ------------------------------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id with its cheapest parameters: the defaults cost ~0.3 s a hash, too slow for many sign-ins."""
+    from argon2 import PasswordHasher, profiles
+
+    from newsletter.web import auth
+
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher.from_parameters(profiles.CHEAPEST))
+    monkeypatch.setattr(auth, "_dummy_hash", None)
+
+
+@pytest.fixture
+def site(tmp_path: Path, cheap_argon2: None) -> Site:
+    site = make_site(tmp_path)
+    add_editor(site.engine)
+    return site
+
+
+@pytest.fixture
+def client(site: Site):  # noqa: ANN201
+    from starlette.testclient import TestClient
+
+    from newsletter.web.app import create_app
+
+    # https, as the base URL says: the session cookie is Secure and would not come back over plain http.
+    with TestClient(create_app(site.settings, engine=site.engine), base_url="https://testserver") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def editor_client(client):  # noqa: ANN001, ANN201
+    response = sign_in(client)
+    assert response.status_code == 303, response.text
+    return client

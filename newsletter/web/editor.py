@@ -7,9 +7,8 @@ about it; every POST goes through `form_action`, which checks the CSRF token bef
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,8 +28,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from newsletter.build import edit
 from newsletter.build.build import load_issue
 from newsletter.build.issue import Issue
+from newsletter.config import Newsletter
+from newsletter.deliver.preflight import preflight_issue
 from newsletter.render import tokens
+from newsletter.render.cache import rendered_issue
 from newsletter.render.engine import Rendered, TemplateError
+from newsletter.render.preview import force_dark
 from newsletter.store.db import session_scope
 from newsletter.store.models import Editor, IssueItem, IssueRow, NewsletterRow, utcnow
 from newsletter.web import approvals
@@ -217,22 +220,17 @@ class StoryView:
     kept: list[int]
 
 
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
+def _newsletter_for(state: WebState, slug: str) -> Newsletter:
+    nl = state.newsletter(slug)
+    if nl is None:
+        raise TemplateError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken: "
+                            "the issue cannot be rendered without it")
+    return nl
 
 
 def _render(state: WebState, issue: Issue) -> Rendered:
-    from newsletter.render.cache import rendered_issue
-
-    nl = state.newsletter(issue.newsletter)
-    if nl is None:
-        raise TemplateError(f"{state.settings.schedules_dir}/{issue.newsletter}.toml is missing or broken: "
-                            "the issue cannot be rendered without it")
-    return rendered_issue(state.engine, issue.id, nl, base_url=state.settings.base_url,
-                          templates_dir=state.templates_dir)
+    return rendered_issue(state.engine, issue.id, _newsletter_for(state, issue.newsletter),
+                          base_url=state.settings.base_url, templates_dir=state.templates_dir)
 
 
 def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
@@ -250,18 +248,18 @@ def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
         approved_by = session.get(IssueRow, issue_id).approved_by
     context: dict[str, Any] = {"issue": issue, "stories": stories, "approved_as_is": approved_as_is,
                                "approved_by": approved_by, "editable": issue.status not in edit.FROZEN,
-                               "render_error": None, "report": None, "checks": "unavailable", "version": ""}
+                               "render_error": None, "report": None, "version": ""}
     try:
-        rendered = _render(state, issue)
+        # The same check a send runs (with the headers a real copy carries), so what passes here passes there.
+        rendered, context["report"] = preflight_issue(state.engine, _newsletter_for(state, issue.newsletter),
+                                                      issue.id, issue.number, state.settings)
     except TemplateError as exc:
         context["render_error"] = str(exc)
         return context
-    context["version"] = str(abs(hash((rendered.html, rendered.text))))
+    order = {"fail": 0, "warn": 1, "ok": 2}
+    context["findings"] = sorted(context["report"].findings, key=lambda f: order.get(f.level, 3))
+    context["version"] = hashlib.sha256((rendered.html + rendered.text).encode()).hexdigest()[:16]
     context["preheader"] = rendered.preheader
-    check = _optional("newsletter.render.check")
-    if check is not None and hasattr(check, "preflight"):
-        context["report"] = check.preflight(rendered)
-        context["checks"] = "done"
     return context
 
 
@@ -269,15 +267,6 @@ async def issue_page(request: Request) -> Response:
     issue_id = request.path_params["issue_id"]
     context = await run_in_threadpool(_issue_view, web_state(request), issue_id)
     return page(request, "issue.html", context)
-
-
-def _force_dark(html: str) -> str:
-    preview = _optional("newsletter.render.preview")
-    if preview is not None and hasattr(preview, "force_dark"):
-        return preview.force_dark(html)
-    # The same idea without the preview module: a frame cannot be switched to dark mode on its own, so the
-    # email's dark-mode rules are made unconditional.
-    return re.sub(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", "@media all", html)
 
 
 async def preview(request: Request) -> Response:
@@ -303,7 +292,7 @@ async def preview(request: Request) -> Response:
         return PlainTextResponse(tokens.fill(rendered.text, SAMPLE), headers=headers)
     html = tokens.fill(rendered.html, {k: _html_escape(v) for k, v in SAMPLE.items()})
     if view == "dark.html":
-        html = _force_dark(html)
+        html = force_dark(html)
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
