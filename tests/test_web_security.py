@@ -14,7 +14,7 @@ from newsletter.store.models import Editor, IssueItem, IssueRow, utcnow
 from newsletter.web.auth import LOCK_AFTER
 from tests.web_support import EDITOR, PASSWORD, csrf_of, sign_in
 
-pytest_plugins = ["tests.web_support"]
+pytest_plugins = ["tests.web_fixtures"]
 
 
 def _editor_routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
