@@ -156,3 +156,36 @@ def test_every_endpoint_is_documented(client) -> None:
             "{slug}", "SLUG")
         for method in route.methods - {"HEAD"}:
             assert f"<td>{method}</td><td><code>{documented}" in docs, (method, documented)
+
+
+@pytest.mark.postgres
+def test_the_workspace_on_postgresql(tmp_path) -> None:
+    """Scale mode: the same edits, approval and archive on PostgreSQL."""
+    from starlette.testclient import TestClient
+
+    from newsletter.web.app import create_app
+    from tests.conftest import postgres_schema
+    from tests.web_support import make_site
+
+    with postgres_schema() as url:
+        site = make_site(tmp_path, database_url=url)
+        with session_scope(site.engine) as session:
+            token = issue_api_token(session, _add_editor(session))
+        items = _items(site)
+        with TestClient(create_app(site.settings, engine=site.engine), base_url="https://testserver") as client:
+            auth = {"Authorization": f"Bearer {token}"}
+            path = f"/api/issues/{site.draft_issue_id}"
+            issue = client.patch(f"{path}/items/{items['Bridge plan approved']}",
+                                 json={"quotes": [1], "summary": "PG."}, headers=auth).json()
+            bridge = next(i for i in issue["items"] if i["id"] == items["Bridge plan approved"])
+            assert bridge["summary"] == "PG." and [q["speaker"] for q in bridge["quotes"]] == ["Tom Reyes"]
+            assert client.post(f"{path}/approve", headers=auth).json()["approved_as_is"] is True
+            assert client.get("/archive/city/1").status_code == 200
+            assert client.get(f"/archive/city/{site.draft_issue_id}").status_code == 404
+        site.engine.dispose()
+
+
+def _add_editor(session) -> str:  # noqa: ANN001
+    from newsletter.web.auth import create_editor
+
+    return create_editor(session, EDITOR, "a long enough password").email

@@ -77,7 +77,7 @@ def _store_items(engine: Engine, stories: list[tuple[str, str, str, str]], hours
                              content_html=f"<p>{text}</p>", content_hash=hashlib.sha256(text.encode()).hexdigest()))
 
 
-def make_site(root: Path, *, base_url: str = "https://news.example.com") -> Site:
+def make_site(root: Path, *, base_url: str = "https://news.example.com", database_url: str | None = None) -> Site:
     """schedules/city.toml, a database with issue #1 sent (to one subscriber) and issue #2 as a draft."""
     from newsletter.build.build import build_issue
     from newsletter.deliver.outbox import OutboxMailer
@@ -87,7 +87,7 @@ def make_site(root: Path, *, base_url: str = "https://news.example.com") -> Site
     (root / "schedules").mkdir(parents=True, exist_ok=True)
     (root / "schedules" / "city.toml").write_text(SCHEDULE)
     settings = Settings(
-        database_url=f"sqlite:///{root / 'newsletter.db'}",
+        database_url=database_url or f"sqlite:///{root / 'newsletter.db'}",
         outbox_dir=root / "outbox",
         schedules_dir=root / "schedules",
         templates_dir=root / "templates",
