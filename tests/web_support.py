@@ -82,6 +82,7 @@ def make_site(root: Path, *, base_url: str = "https://news.example.com", databas
     from newsletter.build.build import build_issue
     from newsletter.deliver.outbox import OutboxMailer
     from newsletter.deliver.send import send_issue
+    from newsletter.render.cache import rendered_issue
     from newsletter.subscribers.manage import add_subscriber
 
     (root / "schedules").mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,8 @@ def make_site(root: Path, *, base_url: str = "https://news.example.com", databas
     first = build_issue(engine, nl, now=utcnow() - timedelta(hours=48), enrich=False)
     with session_scope(engine) as session:
         add_subscriber(session, ensure_newsletter(session, nl.slug, nl.name), "ann@example.com", name="Ann")
+    # `newsletter send` preflights (renders) the issue before sending, which keeps the render with the issue.
+    rendered_issue(engine, first.issue_id, nl, base_url=base_url)
     send_issue(engine, nl, first.issue_id, OutboxMailer(settings.outbox_dir), settings)
 
     _store_items(engine, DRAFT_STORIES, hours_ago=5)
