@@ -176,3 +176,9 @@ def test_previews_and_archive_pages_cannot_run_scripts(site, editor_client) -> N
     page = editor_client.get("/editor/")
     assert page.headers["x-frame-options"] == "SAMEORIGIN" and page.headers["cache-control"] == "no-store"
     assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self': our own script only
+
+
+def test_pages_without_a_form_set_no_cookie(site, client) -> None:
+    for path in ("/archive/", "/archive/city/1", "/archive/city/feed.xml", "/archive/nope", "/api/"):
+        assert "set-cookie" not in client.get(path).headers, path
+    assert "set-cookie" in client.get("/archive/city").headers  # the subscribe form's CSRF token

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -106,7 +107,7 @@ def _issue_json(state: WebState, issue_id: int) -> dict[str, Any]:
 
 def list_issues(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
     query = (select(IssueRow, NewsletterRow.slug).join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
-             .order_by(IssueRow.id.desc()))
+             .options(selectinload(IssueRow.items)).order_by(IssueRow.id.desc()))
     if slug := request.query_params.get("newsletter"):
         query = query.where(NewsletterRow.slug == slug)
     if status := request.query_params.get("status"):

@@ -21,10 +21,22 @@ def flash(request: Request, kind: str, message: str) -> None:
     request.session["flash"] = request.session["flash"][-5:]
 
 
+class _LazyToken:
+    """The session's CSRF token, made only when a page shows a form: pages without one set no cookie."""
+
+    def __init__(self, session: dict) -> None:
+        self.session = session
+
+    def __str__(self) -> str:
+        return csrf_token(self.session)
+
+    __html__ = __str__  # URL-safe characters only: nothing to escape
+
+
 def page(request: Request, name: str, context: dict[str, Any] | None = None, status: int = 200,
          headers: dict[str, str] | None = None) -> Response:
     ctx = {
-        "csrf": csrf_token(request.session),
+        "csrf": _LazyToken(request.session),
         "flashes": request.session.pop("flash", []),
         "editor_email": request.session.get("editor_email"),
         **(context or {}),
