@@ -75,7 +75,9 @@ def test_serve_answers_on_the_configured_port(workdir, db_url) -> None:
                 time.sleep(0.05)
         assert response.status_code == 200 and "Editors: sign in" in response.text
         assert httpx.get(f"http://127.0.0.1:{port}/editor/", timeout=2).status_code == 303
+        assert httpx.get(f"http://127.0.0.1:{port}/confirm/SECRETTOKEN.abc", timeout=2).status_code == 400
     finally:
         process.terminate()
         output = process.communicate(timeout=10)[0].decode()
     assert f"Serving on http://127.0.0.1:{port}" in output and "test-secret-key" not in output
+    assert '"GET /confirm/[token] HTTP/1.1" 400' in output and "SECRETTOKEN" not in output  # access log
