@@ -184,3 +184,15 @@ def test_a_sent_issue_cannot_be_changed(site, editor_client) -> None:
     with session_scope(site.engine) as session:
         row = session.get(IssueRow, site.sent_issue_id)
         assert row.status == "sent" and all(i.summary != "rewritten" for i in row.items)
+
+
+def test_saving_without_a_change_keeps_the_approval(site, editor_client) -> None:
+    items = _items(site)
+    page = editor_client.get("/editor/issues/2").text
+    summary = re.search(rf'id="story-{items["Library opens late"]}".*?<textarea name="summary"[^>]*>([^<]*)</textarea>',
+                        page, re.S).group(1)
+    _post(editor_client, site, "approve")
+    page = _post(editor_client, site, f"items/{items['Library opens late']}/summary", summary=summary)
+    _post(editor_client, site, f"items/{items['Library opens late']}/include", included="1")
+    _post(editor_client, site, f"items/{items['Bridge plan approved']}/quotes", keep=["0", "1", "2"])
+    assert _status(site) == "approved" and "approving again" not in page
