@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter.config import Settings
 from newsletter.deliver.mailer import Mailer
 from newsletter.store.db import get_engine
-from newsletter.web import api, archive, editor
+from newsletter.web import api, archive, editor, signin
 from newsletter.web.pages import page
 from newsletter.web.state import STATIC, TEMPLATES, WebState
 
@@ -103,6 +103,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/", lambda request: RedirectResponse("/archive/", status_code=303), methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        *signin.routes(),
         *editor.routes(),
         *archive.routes(),
         *api.routes(),
