@@ -183,7 +183,7 @@ def test_visitor_subscribes_confirms_and_reads_sent_issues_only(server, browser)
     assert status == "active"
 
     page.goto(f"{base}/archive/city")
-    page.click("text=#1 City Weekly #1: Old market reopens")
+    page.get_by_role("link", name="City Weekly #1: Old market reopens").click()
     page.wait_for_url(f"{base}/archive/city/1")
     expect(page.get_by_role("link", name="Harbour dredging ends")).to_be_visible()
     assert "/u/" not in page.content()
