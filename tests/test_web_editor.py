@@ -196,3 +196,21 @@ def test_saving_without_a_change_keeps_the_approval(site, editor_client) -> None
     _post(editor_client, site, f"items/{items['Library opens late']}/include", included="1")
     _post(editor_client, site, f"items/{items['Bridge plan approved']}/quotes", keep=["0", "1", "2"])
     assert _status(site) == "approved" and "approving again" not in page
+
+
+def test_a_broken_template_or_schedule_is_reported_on_the_page(site, editor_client) -> None:
+    (site.root / "templates").mkdir()
+    (site.root / "templates" / "digest.mjml.j2").write_text("<mjml><mj-body>\n{{ issue.nope( }}\n</mj-body></mjml>")
+    page = editor_client.get("/editor/issues/2")
+    assert page.status_code == 200
+    assert re.search(r"The issue does not render: \S*templates/digest.mjml.j2:2: unexpected", page.text)
+    assert "does not render" in editor_client.get("/editor/issues/2/preview/email.html").text
+    items = _items(site)  # an edit is still saved, and says the render failed
+    page = _post(editor_client, site, f"items/{items['Ferry fares rise']}/include", included="0")
+    assert re.search(r"Saved, but the issue does not render: \S*digest.mjml.j2:2", page)
+    (site.root / "templates" / "digest.mjml.j2").unlink()
+    (site.root / "schedules" / "city.toml").unlink()
+    page = editor_client.get("/editor/issues/2").text
+    assert "city.toml is missing or broken" in page
+    assert "No schedule file for city" in editor_client.get("/editor/").text
+    assert editor_client.get("/archive/city/1").status_code == 200  # what went out is still public
