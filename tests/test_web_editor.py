@@ -157,6 +157,7 @@ def test_approve_then_an_edit_needs_approval_again(site, editor_client) -> None:
     items = _items(site)
     page = _post(editor_client, site, "approve")
     assert _status(site) == "approved" and f"approved as it is now by {EDITOR}" in page
+    assert "preflight check fails" not in page
     with session_scope(site.engine) as session:
         row = session.get(IssueRow, site.draft_issue_id)
         assert row.approved_by == EDITOR and row.approved_hash
@@ -214,3 +215,14 @@ def test_a_broken_template_or_schedule_is_reported_on_the_page(site, editor_clie
     assert "city.toml is missing or broken" in page
     assert "No schedule file for city" in editor_client.get("/editor/").text
     assert editor_client.get("/archive/city/1").status_code == 200  # what went out is still public
+
+
+def test_approving_an_issue_that_fails_preflight_warns(site, editor_client) -> None:
+    # A template without an unsubscribe link fails the preflight, which holds a send.
+    (site.root / "templates").mkdir()
+    (site.root / "templates" / "digest.mjml.j2").write_text(
+        "<mjml><mj-body><mj-section><mj-column><mj-text>{{ issue.subject }}</mj-text></mj-column></mj-section>"
+        "</mj-body></mjml>")
+    page = _post(editor_client, site, "approve")
+    assert _status(site) == "approved" and "preflight FAILED" in page
+    assert "The preflight check fails: a send holds this issue until it passes" in page

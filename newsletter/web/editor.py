@@ -323,8 +323,25 @@ async def _status_change(request: Request, change: Callable[[Any, int], None], d
 @form_action
 async def approve(request: Request, form: FormData) -> Response:
     editor = request.session.get("editor_email", "")
-    return await _status_change(request, lambda s, i: approvals.approve(s, i, editor),
-                                "Approved: this version will go out. Any change needs approving again.")
+    response = await _status_change(request, lambda s, i: approvals.approve(s, i, editor),
+                                    "Approved: this version will go out. Any change needs approving again.")
+    if request.session.get("flash", [[None]])[-1][0] == "ok":
+        state, issue_id = web_state(request), request.path_params["issue_id"]
+
+        def check() -> bool:
+            with session_scope(state.engine) as session:
+                issue = load_issue(session, issue_id)
+            try:
+                _, report = preflight_issue(state.engine, _newsletter_for(state, issue.newsletter), issue_id,
+                                            issue.number, state.settings)
+            except TemplateError:
+                return True
+            return report.failed
+
+        if await run_in_threadpool(check):
+            flash(request, "warn", "The preflight check fails: a send holds this issue until it passes "
+                                   "(see Preflight below).")
+    return response
 
 
 @form_action
