@@ -31,7 +31,7 @@ def test_every_altered_character_is_rejected() -> None:
     for i, ch in enumerate(token):
         if ch == ".":
             continue
-        altered = token[:i] + ("A" if ch != "A" else "B") + token[i + 1:]
+        altered = token[:i] + ("A" if ch != "A" else "B") + token[i + 1 :]
         with pytest.raises(InvalidToken):
             read_token(SECRET, altered, UNSUBSCRIBE)
 
