@@ -1,0 +1,136 @@
+"""Feed bytes to clean items: feedparser for the many dialects of RSS and Atom, nh3 for the HTML.
+
+`parse_feed` is a plain top-level function over bytes so collect can run it in worker processes: on a big
+collect run, parsing (not the network) is what takes the time.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import feedparser
+
+from newsletter.collect.sanitize import html_to_text, sanitize_html
+
+MAX_TITLE = 1000
+
+
+@dataclass
+class ParsedItem:
+    guid: str
+    link: str | None
+    title: str
+    author: str | None
+    published_at: datetime | None
+    content_html: str
+    content_text: str
+    content_hash: str
+    image_url: str | None = None
+    language: str | None = None
+
+
+@dataclass
+class ParsedFeed:
+    ok: bool
+    title: str | None = None
+    items: list[ParsedItem] = field(default_factory=list)
+    error: str | None = None
+    warning: str | None = None  # recoverable problems (feedparser's "bozo" on a feed that still parsed)
+
+
+def _describe_bozo(exc: BaseException | None) -> str:
+    if exc is None:
+        return "not a feed"
+    line = getattr(exc, "getLineNumber", None)
+    where = f" at line {line()}" if callable(line) else ""
+    message = getattr(exc, "getMessage", None)
+    text = message() if callable(message) else str(exc)
+    return f"{text}{where}".strip() or type(exc).__name__
+
+
+def _when(entry: dict) -> datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        value = entry.get(key)
+        if value:
+            try:
+                return datetime.fromtimestamp(calendar.timegm(value), UTC).replace(tzinfo=None)
+            except (OverflowError, ValueError):
+                continue
+    return None
+
+
+def _body(entry: dict) -> str:
+    # Prefer full content (content:encoded, atom:content) over the summary; take the longest HTML variant.
+    candidates = [c.get("value", "") for c in entry.get("content") or []]
+    candidates.append(entry.get("summary", "") or "")
+    return max(candidates, key=len) if candidates else ""
+
+
+def _image(entry: dict) -> str | None:
+    for media in entry.get("media_content") or []:
+        url = media.get("url")
+        if url and (media.get("medium") == "image" or str(media.get("type", "")).startswith("image/")):
+            return url
+    for thumb in entry.get("media_thumbnail") or []:
+        if thumb.get("url"):
+            return thumb["url"]
+    for link in entry.get("links") or []:
+        if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
+            return link.get("href")
+    return None
+
+
+def _https_only(url: str | None) -> str | None:
+    if url and url.strip().lower().startswith(("http://", "https://")):
+        return url.strip()
+    return None
+
+
+def content_hash(title: str, text: str) -> str:
+    normal = " ".join((title + " " + text).lower().split())
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def parse_feed(body: bytes, url: str = "") -> ParsedFeed:
+    """Parse and clean one feed document. Never raises."""
+    try:
+        # We sanitize with nh3 ourselves; feedparser's own sanitizer would only double the work.
+        parsed = feedparser.parse(body, sanitize_html=False, response_headers={"content-location": url})
+    except Exception as exc:  # feedparser is defensive, but a parser bug must not stop a collect run
+        return ParsedFeed(ok=False, error=f"cannot parse: {type(exc).__name__}: {exc}")
+    if not parsed.get("version") and not parsed.entries:
+        return ParsedFeed(ok=False, error=f"not a feed: {_describe_bozo(parsed.get('bozo_exception'))}")
+    feed_lang = parsed.feed.get("language")
+    items: list[ParsedItem] = []
+    for entry in parsed.entries:
+        link = _https_only(entry.get("link"))
+        title = html_to_text(entry.get("title", "") or "")[:MAX_TITLE]
+        content_html = sanitize_html(_body(entry))
+        text = html_to_text(content_html)
+        if not (title or text or link):
+            continue
+        digest = content_hash(title, text)
+        guid = (entry.get("id") or link or digest).strip()[:2000]
+        items.append(
+            ParsedItem(
+                guid=guid,
+                link=link,
+                title=title or (text[:80] + "…" if len(text) > 80 else text) or link or "(untitled)",
+                author=(entry.get("author") or None) and html_to_text(entry["author"])[:500],
+                published_at=_when(entry),
+                content_html=content_html,
+                content_text=text,
+                content_hash=digest,
+                image_url=_https_only(_image(entry)),
+                language=entry.get("language") or feed_lang,
+            )
+        )
+    warning = None
+    if parsed.get("bozo"):
+        warning = f"feed is not well-formed ({_describe_bozo(parsed.get('bozo_exception'))}); parsed what could be"
+        if not items:
+            return ParsedFeed(ok=False, error=f"malformed feed: {_describe_bozo(parsed.get('bozo_exception'))}")
+    return ParsedFeed(ok=True, title=parsed.feed.get("title"), items=items, warning=warning)
