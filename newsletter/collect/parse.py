@@ -89,16 +89,22 @@ def _https_only(url: str | None) -> str | None:
     return None
 
 
-def content_hash(title: str, text: str) -> str:
-    normal = " ".join((title + " " + text).lower().split())
+def content_hash(title: str, content_html: str) -> str:
+    # The HTML, not the text: picture posts share a title ("Photo") and no text, but never the same image.
+    normal = " ".join((title + " " + content_html).lower().split())
     return hashlib.sha256(normal.encode()).hexdigest()
 
 
-def parse_feed(body: bytes, url: str = "") -> ParsedFeed:
+# Problems feedparser reports that say nothing about the feed (it was handed bytes, not an HTTP response).
+_BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
+def parse_feed(body: bytes, url: str = "", content_type: str | None = None) -> ParsedFeed:
     """Parse and clean one feed document. Never raises."""
+    headers = {"content-location": url, "content-type": content_type or "application/xml"}
     try:
         # We sanitize with nh3 ourselves; feedparser's own sanitizer would only double the work.
-        parsed = feedparser.parse(body, sanitize_html=False, response_headers={"content-location": url})
+        parsed = feedparser.parse(body, sanitize_html=False, response_headers=headers)
     except Exception as exc:  # feedparser is defensive, but a parser bug must not stop a collect run
         return ParsedFeed(ok=False, error=f"cannot parse: {type(exc).__name__}: {exc}")
     if not parsed.get("version") and not parsed.entries:
@@ -112,7 +118,7 @@ def parse_feed(body: bytes, url: str = "") -> ParsedFeed:
         text = html_to_text(content_html)
         if not (title or text or link):
             continue
-        digest = content_hash(title, text)
+        digest = content_hash(title, content_html)
         guid = (entry.get("id") or link or digest).strip()[:2000]
         items.append(
             ParsedItem(
@@ -129,7 +135,7 @@ def parse_feed(body: bytes, url: str = "") -> ParsedFeed:
             )
         )
     warning = None
-    if parsed.get("bozo"):
+    if parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN):
         warning = f"feed is not well-formed ({_describe_bozo(parsed.get('bozo_exception'))}); parsed what could be"
         if not items:
             return ParsedFeed(ok=False, error=f"malformed feed: {_describe_bozo(parsed.get('bozo_exception'))}")

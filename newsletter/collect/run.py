@@ -161,10 +161,11 @@ async def _collect_async(
         # Parsing starts as soon as a body arrives, overlapping with the fetches still in flight.
         if result.ok and not result.not_modified:
             if executor is not None:
-                parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body, result.url)
+                parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body, result.url,
+                                                             result.content_type)
             else:
                 future: asyncio.Future[ParsedFeed] = loop.create_future()
-                future.set_result(parse_feed(result.body, result.url))
+                future.set_result(parse_feed(result.body, result.url, result.content_type))
                 parsed[result.url] = future
         if progress:
             progress(result.url)
