@@ -1,6 +1,6 @@
 """Pytest fixtures for the local SendGrid server (tests/sendgrid_server.py).
 
-Loaded from tests/conftest.py with:  pytest_plugins = ["conftest_sendgrid"]
+Loaded from tests/conftest.py with:  pytest_plugins = ["tests.conftest_sendgrid"]
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sendgrid_server import SendGridServer
+
+from tests.sendgrid_server import SendGridServer
 
 SENDGRID_TEST_KEY = "SG.test-key"
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest_sendgrid import SENDGRID_TEST_KEY
-from sendgrid_server import SendGridServer, check_request
 
 from newsletter.deliver.errors import OutcomeUnknownError
 from newsletter.deliver.mailer import Message, PermanentDeliveryError, Recipient, TemporaryDeliveryError
 from newsletter.deliver.sendgrid import SendGridMailer
+from tests.conftest_sendgrid import SENDGRID_TEST_KEY
+from tests.sendgrid_server import SendGridServer, check_request
 
 MESSAGE = Message(
     subject="AI Weekly #3",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest_sendgrid import SENDGRID_TEST_KEY
-from sendgrid_server import SendGridServer
+
+from tests.conftest_sendgrid import SENDGRID_TEST_KEY
+from tests.sendgrid_server import SendGridServer
 
 AUTH = {"Authorization": f"Bearer {SENDGRID_TEST_KEY}"}
 
