@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.feedserver import FeedServer
+# Wide enough that Rich never wraps a line the tests look for (the console reads this once, at import).
+os.environ["COLUMNS"] = "200"
+
+from typer.testing import CliRunner  # noqa: E402
+
+from tests.feedserver import FeedServer  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -42,14 +48,55 @@ def schedule_toml(slug: str, sources: list[tuple[str, str]], extra: str = "") ->
             f'postal_address = "1 Test Street"\n{src}\n{extra}')
 
 
+PG_ENV = "NEWSLETTER_TEST_DATABASE_URL"
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL for a fresh, empty PostgreSQL schema of its own (dropped afterwards); skips when none is configured."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests need a server (.ci/run sets it)")
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"create schema {name}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{name}"
+    finally:
+        from newsletter.store.db import _engine_for
+
+        _engine_for.cache_clear()  # close pooled connections before dropping what they point at
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"drop schema {name} cascade"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database a test runs on: SQLite by default; parametrize with "postgres" to run on both."""
+    if request.param == "postgres":
+        with postgres_schema() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
+
+
+BOTH_DATABASES = pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                                         indirect=True)
+
+
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh project folder as a user has it: schedules/, its own SQLite database and outbox."""
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+    """A fresh project folder as a user has it: schedules/, its own database and outbox."""
     monkeypatch.chdir(tmp_path)
     for key in list(os.environ):
-        if key.startswith(("NEWSLETTER_", "SENDGRID_")):
+        if key.startswith(("NEWSLETTER_", "SENDGRID_")) and key != PG_ENV:
             monkeypatch.delenv(key)
-    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"sqlite:///{tmp_path / 'newsletter.db'}")
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", db_url)
     monkeypatch.setenv("NEWSLETTER_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "test-secret-key")
     monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.example.com")

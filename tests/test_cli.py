@@ -7,7 +7,7 @@ import json
 from email import policy
 from pathlib import Path
 
-from tests.conftest import rss, schedule_toml
+from tests.conftest import BOTH_DATABASES, rss, schedule_toml
 from tests.feedserver import Route
 
 QUOTE_BODY = ("<p>The council approved the plan on Tuesday. “We will finish the bridge by spring,” said "
@@ -62,6 +62,7 @@ def test_schedule_errors_name_the_file_and_field(workdir, cli) -> None:
     assert "schedules/broken.toml: invalid TOML" in result.output and "line 2" in result.output
 
 
+@BOTH_DATABASES
 def test_collect_build_show_send_once(workdir, feed_server, cli) -> None:
     setup_newsletter(workdir, feed_server)
     out = cli("collect").output

@@ -9,7 +9,7 @@ from newsletter.collect.run import collect
 from newsletter.config import Newsletter
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Item, Source
-from tests.conftest import rss
+from tests.conftest import BOTH_DATABASES, rss
 
 GOOD = [{"guid": f"g{i}", "title": f"Story {i}", "link": f"https://news.example/{i}",
          "body": f"<p>Body of story {i}. It has words.</p>"} for i in range(3)]
@@ -25,7 +25,8 @@ def items(engine) -> list[Item]:  # noqa: ANN001
         return list(session.scalars(select(Item).order_by(Item.id)))
 
 
-def test_broken_sources_are_reported_and_the_rest_collected(workdir, feed_server) -> None:
+@BOTH_DATABASES
+def test_broken_sources_are_reported_and_the_rest_collected(workdir, feed_server, db_url) -> None:
     from tests.feedserver import Route
 
     s = feed_server.routes
@@ -35,7 +36,7 @@ def test_broken_sources_are_reported_and_the_rest_collected(workdir, feed_server
     s["/error"] = Route(body=b"oops", status=500)
     s["/slow"] = Route(body=rss("Slow", GOOD), delay=3)
     s["/huge"] = Route(body=rss("Huge", [{"guid": "h", "title": "H", "body": "x" * 300_000}]))
-    engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
+    engine = get_engine(db_url)
     urls = [feed_server.url(p) for p in ("/good", "/malformed", "/html", "/error", "/slow", "/huge")]
     report = collect(engine, [newsletter(*urls)], limits=FetchLimits(timeout=1.0, max_bytes=200_000))
     by_url = {o.url: o for o in report.outcomes}
@@ -51,11 +52,12 @@ def test_broken_sources_are_reported_and_the_rest_collected(workdir, feed_server
         assert failed.last_status == "error" and failed.failures == 1 and failed.next_attempt_at is not None
 
 
-def test_failing_source_backs_off_until_forced(workdir, feed_server) -> None:
+@BOTH_DATABASES
+def test_failing_source_backs_off_until_forced(workdir, feed_server, db_url) -> None:
     from tests.feedserver import Route
 
     feed_server.routes["/error"] = Route(status=503)
-    engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
+    engine = get_engine(db_url)
     nl = newsletter(feed_server.url("/error"))
     collect(engine, [nl])
     second = collect(engine, [nl])
@@ -65,12 +67,13 @@ def test_failing_source_backs_off_until_forced(workdir, feed_server) -> None:
     assert feed_server.routes["/error"].hits == 2
 
 
-def test_conditional_get_turns_an_unchanged_feed_into_a_304(workdir, feed_server) -> None:
+@BOTH_DATABASES
+def test_conditional_get_turns_an_unchanged_feed_into_a_304(workdir, feed_server, db_url) -> None:
     from tests.feedserver import Route
 
     feed_server.routes["/etag"] = Route(body=rss("E", GOOD), etag='"v1"')
     feed_server.routes["/lm"] = Route(body=rss("L", GOOD[:1]), last_modified="Mon, 23 Nov 2026 10:00:00 GMT")
-    engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
+    engine = get_engine(db_url)
     nl = newsletter(feed_server.url("/etag"), feed_server.url("/lm"))
     first = collect(engine, [nl])
     assert [o.status for o in first.outcomes] == ["ok", "ok"]
@@ -84,11 +87,12 @@ def test_conditional_get_turns_an_unchanged_feed_into_a_304(workdir, feed_server
     assert third.outcomes[0].status == "ok" and third.outcomes[0].new_items == 1
 
 
-def test_items_are_deduplicated_across_runs_by_guid_link_and_content(workdir, feed_server) -> None:
+@BOTH_DATABASES
+def test_items_are_deduplicated_across_runs_by_guid_link_and_content(workdir, feed_server, db_url) -> None:
     from tests.feedserver import Route
 
     feed_server.routes["/f"] = Route(body=rss("F", GOOD))
-    engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
+    engine = get_engine(db_url)
     nl = newsletter(feed_server.url("/f"))
     collect(engine, [nl])
     republished = [
@@ -103,15 +107,16 @@ def test_items_are_deduplicated_across_runs_by_guid_link_and_content(workdir, fe
         assert session.scalar(select(func.count(Item.id))) == 4
 
 
-def test_feed_html_is_sanitized(workdir, feed_server) -> None:
+@BOTH_DATABASES
+def test_feed_html_is_sanitized(workdir, feed_server, db_url) -> None:
     from tests.feedserver import Route
 
     body = ('<p onclick="steal()">Hello <b>world</b><script>alert(1)</script></p>'
             '<img src="https://img.example/a.png" onerror="alert(2)" alt="A">'
             '<a href="javascript:alert(3)">click</a> <a href="https://ok.example/">ok</a>'
             '<iframe src="https://evil.example/"></iframe><style>body{}</style>')
-    feed_server.routes["/x"] = Route(body=rss("X", [{"guid": "1", "title": "T <b>bold</b>", "body": body}]))
-    engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
+    feed_server.routes["/x"] = Route(body=rss("X", [{"guid": "1", "title": "T &lt;b&gt;bold&lt;/b&gt;", "body": body}]))
+    engine = get_engine(db_url)
     collect(engine, [newsletter(feed_server.url("/x"))])
     item = items(engine)[0]
     html = item.content_html.lower()
@@ -122,10 +127,11 @@ def test_feed_html_is_sanitized(workdir, feed_server) -> None:
     assert item.title == "T bold"
 
 
-def test_local_files_and_file_urls_are_sources(workdir) -> None:
+@BOTH_DATABASES
+def test_local_files_and_file_urls_are_sources(workdir, db_url) -> None:
     path = workdir / "local.xml"
     path.write_bytes(rss("Local", GOOD[:2]))
-    engine = get_engine(f"sqlite:///{workdir / 'n.db'}")
+    engine = get_engine(db_url)
     report = collect(engine, [newsletter(str(path), (workdir / "missing.xml").as_uri())])
     assert report.outcomes[0].new_items == 2
     assert report.outcomes[1].status == "error" and "cannot read" in report.outcomes[1].error

@@ -1,7 +1,9 @@
-"""Feed bytes to clean items: feedparser for the many dialects of RSS and Atom, nh3 for the HTML.
+"""Feed bytes to clean items, with nh3 for the HTML.
 
-`parse_feed` is a plain top-level function over bytes so collect can run it in worker processes: on a big
-collect run, parsing (not the network) is what takes the time.
+Two parsers: fastfeedparser (lxml) first, because on a big collect run parsing, not the network, is what takes
+the time (measured: 0.3-0.7 ms a feed against feedparser's 3-25 ms); feedparser, the universal parser, for
+every feed fastfeedparser refuses or finds empty, and for its precise account of what is wrong with a broken
+feed. `parse_feed` is a plain function over bytes so collect can also run it in worker processes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import fastfeedparser
 import feedparser
+from lxml import etree
 
 from newsletter.collect.sanitize import html_to_text, sanitize_html
 
@@ -52,13 +56,21 @@ def _describe_bozo(exc: BaseException | None) -> str:
 
 
 def _when(entry: dict) -> datetime | None:
-    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):  # feedparser: struct_time in UTC
         value = entry.get(key)
         if value:
             try:
                 return datetime.fromtimestamp(calendar.timegm(value), UTC).replace(tzinfo=None)
             except (OverflowError, ValueError):
                 continue
+    for key in ("published", "updated", "created"):  # fastfeedparser: ISO 8601 strings
+        value = entry.get(key)
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
     return None
 
 
@@ -66,6 +78,7 @@ def _body(entry: dict) -> str:
     # Prefer full content (content:encoded, atom:content) over the summary; take the longest HTML variant.
     candidates = [c.get("value", "") for c in entry.get("content") or []]
     candidates.append(entry.get("summary", "") or "")
+    candidates.append(entry.get("description", "") or "")
     return max(candidates, key=len) if candidates else ""
 
 
@@ -99,8 +112,32 @@ def content_hash(title: str, content_html: str) -> str:
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
+# Never resolve entities or fetch DTDs: a feed must not be able to read local files (XXE).
+_STRICT = etree.XMLParser(recover=False, resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _well_formed(body: bytes) -> bool:
+    try:
+        etree.fromstring(body, parser=_STRICT)
+    except (etree.XMLSyntaxError, ValueError):
+        return False
+    return True
+
+
 def parse_feed(body: bytes, url: str = "", content_type: str | None = None) -> ParsedFeed:
     """Parse and clean one feed document. Never raises."""
+    fast = None
+    if _well_formed(body):  # on broken XML fastfeedparser's recovery drops text ("R&D" -> "RD"): feedparser
+        try:
+            fast = fastfeedparser.parse(body)
+        except Exception:  # not a feed it understands: feedparser decides, and says what is wrong
+            fast = None
+    if fast is not None and fast.entries:
+        return _clean(fast.entries, fast.feed, warning=None)
+    return _parse_with_feedparser(body, url, content_type)
+
+
+def _parse_with_feedparser(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     headers = {"content-location": url, "content-type": content_type or "application/xml"}
     try:
         # We sanitize with nh3 ourselves; feedparser's own sanitizer would only double the work.
@@ -109,9 +146,19 @@ def parse_feed(body: bytes, url: str = "", content_type: str | None = None) -> P
         return ParsedFeed(ok=False, error=f"cannot parse: {type(exc).__name__}: {exc}")
     if not parsed.get("version") and not parsed.entries:
         return ParsedFeed(ok=False, error=f"not a feed: {_describe_bozo(parsed.get('bozo_exception'))}")
-    feed_lang = parsed.feed.get("language")
+    result = _clean(parsed.entries, parsed.feed, None)
+    if parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN):
+        problem = _describe_bozo(parsed.get("bozo_exception"))
+        if not result.items:
+            return ParsedFeed(ok=False, error=f"malformed feed: {problem}")
+        result.warning = f"feed is not well-formed ({problem}); parsed what could be"
+    return result
+
+
+def _clean(entries: list, feed: dict, warning: str | None) -> ParsedFeed:
+    feed_lang = feed.get("language")
     items: list[ParsedItem] = []
-    for entry in parsed.entries:
+    for entry in entries:
         link = _https_only(entry.get("link"))
         title = html_to_text(entry.get("title", "") or "")[:MAX_TITLE]
         content_html = sanitize_html(_body(entry))
@@ -134,9 +181,4 @@ def parse_feed(body: bytes, url: str = "", content_type: str | None = None) -> P
                 language=entry.get("language") or feed_lang,
             )
         )
-    warning = None
-    if parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN):
-        warning = f"feed is not well-formed ({_describe_bozo(parsed.get('bozo_exception'))}); parsed what could be"
-        if not items:
-            return ParsedFeed(ok=False, error=f"malformed feed: {_describe_bozo(parsed.get('bozo_exception'))}")
-    return ParsedFeed(ok=True, title=parsed.feed.get("title"), items=items, warning=warning)
+    return ParsedFeed(ok=True, title=feed.get("title"), items=items, warning=warning)

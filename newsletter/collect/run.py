@@ -147,11 +147,27 @@ def _record(source: Source, result: FetchResult, outcome: SourceOutcome, now: da
         source.last_modified = result.last_modified or (source.last_modified if result.not_modified else None)
 
 
+class _LazyPool:
+    """Worker processes for parsing, started only when a feed actually changed (a run of 304s needs none)."""
+
+    def __init__(self) -> None:
+        self._executor: Executor | None = None
+
+    def get(self) -> Executor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8))
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+
+
 async def _collect_async(
     specs: list[SourceSpec],
     validators: dict[str, tuple[str | None, str | None]],
     limits: FetchLimits,
-    executor: Executor | None,
+    pool: _LazyPool | None,
     progress: Callable[[str], None] | None,
 ) -> list[tuple[FetchResult, ParsedFeed | None]]:
     loop = asyncio.get_running_loop()
@@ -160,7 +176,8 @@ async def _collect_async(
     def on_done(result: FetchResult) -> None:
         # Parsing starts as soon as a body arrives, overlapping with the fetches still in flight.
         if result.ok and not result.not_modified:
-            if executor is not None:
+            if pool is not None:
+                executor = pool.get()
                 parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body, result.url,
                                                              result.content_type)
             else:
@@ -211,12 +228,12 @@ def collect(
     if on_start:
         on_start(len(due))
     use_pool = parallel_parse if parallel_parse is not None else len(due) >= PARALLEL_PARSE_MIN
-    executor = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) if use_pool and due else None
+    pool = _LazyPool() if use_pool and (os.cpu_count() or 1) > 1 else None
     try:
-        fetched = asyncio.run(_collect_async(due, validators, limits, executor, progress))
+        fetched = asyncio.run(_collect_async(due, validators, limits, pool, progress))
     finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+        if pool is not None:
+            pool.close()
     names = {s.url: s.name for s in due}
     now = utcnow()
     with session_scope(engine) as session:

@@ -21,7 +21,7 @@ from newsletter.config import Settings, load_newsletter
 from newsletter.deliver.outbox import OutboxMailer
 from newsletter.deliver.send import SendReport, send_issue
 from newsletter.render.cache import rendered_issue
-from newsletter.store.db import ensure_newsletter, get_engine, session_scope
+from newsletter.store.db import ensure_newsletter, make_engine, session_scope, upgrade
 from newsletter.subscribers.manage import add_subscriber
 
 DEMO_SUBSCRIBERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.org", "Grace Hopper"),
@@ -103,7 +103,8 @@ def run_demo(folder: Path, *, base_url: str = "http://localhost:8000") -> DemoRe
     nl = load_newsletter(write_schedule(folder / "schedules", feeds))
     settings = Settings(database_url=f"sqlite:///{folder / 'demo.db'}", outbox_dir=folder / "outbox",
                         schedules_dir=folder / "schedules", templates_dir=Path("templates"), base_url=base_url)
-    engine = get_engine(settings.database_url)
+    engine = make_engine(settings.database_url)  # not the cached engine: the database file was just replaced
+    upgrade(engine)
     report = collect(engine, [nl], parallel_parse=False)
     built = build_issue(engine, nl)
     with session_scope(engine) as session:
