@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -202,6 +203,9 @@ class SendGridServer:
         self.accepted: list[Accepted] = []
         self.rejected: list[tuple[int, Any]] = []  # (status, errors or None) for every non-202 answer
         self.requests = 0
+        # Called with each accepted request before it is answered: lets a test kill the client at the worst
+        # moment (the provider has the batch, the client does not know yet).
+        self.on_accept: Callable[[Accepted], None] | None = None
         self.lock = threading.Lock()
         self._cues: list[_Cue] = []
         self._drops: list[str] = []  # "before" (cut while reading the body) or "after" (accepted, then cut)
@@ -358,7 +362,7 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            if status != 202:
+            if status != 202 and self.command == "POST":
                 with server.lock:
                     server.rejected.append(
                         (status, payload.get("errors") if isinstance(payload, dict) else None)
@@ -443,6 +447,8 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"errors": errors})
                 return
             message_id = server._record(body)
+            if server.on_accept is not None:
+                server.on_accept(server.accepted[-1])
             if cue and cue[0] == "drop-after":
                 _rst(self)
                 return

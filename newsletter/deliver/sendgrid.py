@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import os
 import time
 import urllib.error
 from collections.abc import Sequence
@@ -49,9 +50,20 @@ class SendGridMailer:
 
     name = "sendgrid"
 
-    def __init__(self, api_key: str, host: str = "https://api.sendgrid.com", timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        host: str = "https://api.sendgrid.com",
+        timeout: float = 60.0,
+        activity_settle_seconds: float | None = None,
+    ) -> None:
         if not api_key:
             raise PermanentDeliveryError("SENDGRID_API_KEY is not set")
+        # How old a request must be before the Email Activity API's silence about it is believed
+        # (newsletter.deliver.send); SendGrid's feed shows messages within a few minutes.
+        if activity_settle_seconds is None:
+            activity_settle_seconds = float(os.environ.get("SENDGRID_ACTIVITY_SETTLE_SECONDS", "300"))
+        self.activity_settle_seconds = activity_settle_seconds
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         self.client.client.timeout = timeout
         self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
