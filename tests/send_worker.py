@@ -1,0 +1,20 @@
+"""A real sending process for the kill -9 test: python -m tests.send_worker DB_URL SENDGRID_URL ISSUE_ID BATCH."""
+
+from __future__ import annotations
+
+import sys
+
+from newsletter.deliver.sendgrid import SendGridMailer
+from tests.conftest_sendgrid import SENDGRID_TEST_KEY
+from tests.send_fixtures import World, make_world
+
+
+def main() -> None:
+    db_url, server_url, issue_id, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    world: World = make_world(db_url, 0)
+    report = world.send(issue_id, SendGridMailer(SENDGRID_TEST_KEY, server_url, activity_settle_seconds=0), batch)
+    print(report.status, report.sent_now, flush=True)
+
+
+if __name__ == "__main__":
+    main()
