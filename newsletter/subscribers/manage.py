@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.config import Newsletter
+from newsletter.deliver.mailer import Mailer, Message, Recipient
 from newsletter.store.models import NewsletterRow, Subscriber, Subscription, Suppression, utcnow
+from newsletter.subscribers.tokens import CONFIRM_TTL_SECONDS, confirm_url
 
 
 class InvalidAddress(ValueError):
@@ -142,3 +148,116 @@ def list_subscriptions(session: Session, newsletter: NewsletterRow, status: str 
     if status:
         query = query.where(Subscription.status == status)
     return session.execute(query).all()
+
+
+# -- export --------------------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "confirmed_at", "status_changed_at"]
+
+
+def export_csv(session: Session, newsletter: NewsletterRow, out: TextIO, status: str | None = None) -> int:
+    """Write the newsletter's subscribers as CSV (the import format plus status and dates). Returns the count.
+
+    Extra fields from imports become columns of their own, so export -> edit -> import round-trips.
+    """
+    base = (
+        select(Subscriber.email, Subscriber.name, Subscriber.fields, Subscription.status, Subscription.created_at,
+               Subscription.confirmed_at, Subscription.status_changed_at)
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.newsletter_id == newsletter.id)
+        .order_by(Subscription.id)
+    )
+    if status:
+        base = base.where(Subscription.status == status)
+    extra: list[str] = []
+    for fields in session.scalars(base.with_only_columns(Subscriber.fields)):
+        for key in fields or {}:
+            if key not in extra and key not in EXPORT_COLUMNS:
+                extra.append(key)
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS + extra)
+    count = 0
+    for email, name, fields, state, created, confirmed, changed in session.execute(base.execution_options(
+            yield_per=2000)):
+        fields = fields or {}
+        writer.writerow([_csv_safe(email), _csv_safe(name or ""), state, _iso(created), _iso(confirmed),
+                         _iso(changed)] + [_csv_safe(str(fields.get(k, ""))) for k in extra])
+        count += 1
+    return count
+
+
+def _iso(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+
+
+def _csv_safe(value: str) -> str:
+    # A cell starting with = + - @ is run as a formula by spreadsheet apps (CSV injection): quote it.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+# -- double opt-in -------------------------------------------------------------------------------------------
+
+@dataclass
+class OptInResult:
+    email: str
+    status: str  # confirmation-sent, already-active, suppressed
+    subscriber_id: int
+
+
+def request_opt_in(
+    session: Session,
+    newsletter: NewsletterRow,
+    nl: Newsletter,
+    email: str,
+    mailer: Mailer,
+    *,
+    base_url: str,
+    secret: str,
+    name: str | None = None,
+    origin: str = "web",
+    ttl: int = CONFIRM_TTL_SECONDS,
+) -> OptInResult:
+    """Subscribe as pending and email a signed, expiring confirmation link; active once it is clicked.
+
+    Nothing is sent to an address that is already active or that bounced or complained before.
+    """
+    result = add_subscriber(session, newsletter, email, name=name, status="pending", origin=origin)
+    sub_status = session.scalar(
+        select(Subscription.status).where(
+            Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == result.subscriber_id
+        )
+    )
+    if sub_status == "active":
+        return OptInResult(result.email, "already-active", result.subscriber_id)
+    blocked = session.scalar(
+        select(Suppression.reason).where(Suppression.email == result.email, Suppression.newsletter_id.is_(None))
+    )
+    if blocked:
+        return OptInResult(result.email, "suppressed", result.subscriber_id)
+    # Someone who unsubscribed and asks again gets the email too: the click, not this request, resubscribes.
+    link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl)
+    days = max(1, ttl // 86400)
+    text = (f"Please confirm that you want to receive {nl.name}:\n\n{link}\n\n"
+            f"The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore this "
+            "email: you will not be subscribed.\n")
+    body = (f"<p>Please confirm that you want to receive <strong>{html.escape(nl.name)}</strong>:</p>"
+            f'<p><a href="{html.escape(link, quote=True)}">Confirm my subscription</a></p>'
+            f"<p>The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore "
+            "this email: you will not be subscribed.</p>")
+    message = Message(
+        subject=f"Confirm your subscription to {nl.name}",
+        from_address=nl.from_address,
+        reply_to=nl.reply_to,
+        html=body,
+        text=text,
+        list_id=f"{nl.name} <{nl.slug}.{nl.from_address.rpartition('@')[2].rstrip('>').strip() or 'localhost'}>",
+        categories=(nl.slug, "confirmation"),
+        custom_args={"newsletter": nl.slug, "kind": "confirmation"},
+    )
+    mailer.push(message, [Recipient(email=result.email, name=name, subscriber_id=result.subscriber_id)])
+    mailer.flush()
+    return OptInResult(result.email, "confirmation-sent", result.subscriber_id)
+
+
+def find_subscriber_id(session: Session, email: str) -> int | None:
+    return session.scalar(select(Subscriber.id).where(Subscriber.email == normalize_email(email)))
