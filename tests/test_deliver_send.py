@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -15,14 +14,15 @@ from newsletter.deliver.sendgrid import SendGridMailer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Send, SendBatch
 from newsletter.web.public import record_event
+from tests.conftest import BOTH_DATABASES
 from tests.conftest_sendgrid import SENDGRID_TEST_KEY
 from tests.send_fixtures import World, make_world
 from tests.sendgrid_server import SendGridServer, check_request
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return make_world(f"sqlite:///{tmp_path / 'send.db'}", 500)
+def world(db_url: str) -> World:
+    return make_world(db_url, 500)
 
 
 def mailer_for(server: SendGridServer, key: str = SENDGRID_TEST_KEY) -> SendGridMailer:
@@ -44,8 +44,9 @@ def ledger(world: World) -> tuple[int, int, str]:
         return rows, distinct, status
 
 
-def test_2500_subscribers_arrive_in_3_valid_requests(tmp_path: Path, sendgrid_server: SendGridServer) -> None:
-    world = make_world(f"sqlite:///{tmp_path / 'big.db'}", 2500)
+@BOTH_DATABASES
+def test_2500_subscribers_arrive_in_3_valid_requests(db_url: str, sendgrid_server: SendGridServer) -> None:
+    world = make_world(db_url, 2500)
     report = world.send(world.new_issue(1), mailer_for(sendgrid_server), 1000)
     assert report.status == "done" and report.sent_now == 2500
     assert [len(a.recipients) for a in sendgrid_server.accepted] == [1000, 1000, 500]
@@ -57,6 +58,7 @@ def test_2500_subscribers_arrive_in_3_valid_requests(tmp_path: Path, sendgrid_se
     assert ledger(world) == (2500, 2500, "done")
 
 
+@BOTH_DATABASES
 def test_cut_connections_and_random_429_500_then_resume(world: World, sendgrid_server: SendGridServer) -> None:
     sendgrid_server.fail_randomly(0.35, seed=3)
     sendgrid_server.drop_next(1, when="after")  # accepted, but the answer is lost
@@ -74,6 +76,7 @@ def test_cut_connections_and_random_429_500_then_resume(world: World, sendgrid_s
     assert ledger(world) == (500, 500, "done")
 
 
+@BOTH_DATABASES
 def test_crash_after_the_provider_accepted_resumes_without_duplicates(
     world: World, sendgrid_server: SendGridServer
 ) -> None:
@@ -121,6 +124,7 @@ def test_without_a_way_to_ask_the_provider_unknown_batches_are_held(
     assert ledger(world) == (500, 500, "done")
 
 
+@BOTH_DATABASES
 def test_401_stops_the_send_with_a_clear_error_and_keeps_state(
     world: World, sendgrid_server: SendGridServer
 ) -> None:
@@ -173,6 +177,7 @@ def test_progress_and_stop_after_the_batch_in_flight(world: World, sendgrid_serv
     exactly_once(sendgrid_server, 500)
 
 
+@BOTH_DATABASES
 def test_a_bounce_suppresses_the_next_send(world: World, sendgrid_server: SendGridServer) -> None:
     world.send(world.new_issue(1), mailer_for(sendgrid_server), 100)
     record_event(world.engine, {"event": "bounce", "type": "bounce", "email": "user7@example.com",
