@@ -123,7 +123,11 @@ class SendGridMailer:
             for k in html_keys:
                 subs[_html_token(k)] = html.escape(values.get(k, ""), quote=True)
             if subs:
-                if sum(len(k.encode()) + len(v.encode()) for k, v in subs.items()) >= MAX_SUBSTITUTION_BYTES:
+                # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
+                size = sum(len(k) + len(v) for k, v in subs.items())
+                if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
+                    len(k.encode()) + len(v.encode()) for k, v in subs.items()
+                ) >= MAX_SUBSTITUTION_BYTES:
                     raise ValueError(f"substitutions for {r.email} exceed SendGrid's 10,000 byte limit")
                 p["substitutions"] = subs
             url = values.get("unsubscribe_url")
