@@ -83,13 +83,16 @@ def run_send_phase(db_url: str, server_url: str, concurrency: int) -> dict:
 
     engine = get_engine(db_url)
     mailer = SendGridMailer(KEY, server_url, activity_settle_seconds=0)
+    cpu_before = time.process_time()
     started = time.perf_counter()
     send_id = start_send(engine, 1, 1, mailer.name, 1000)
     report = run_send(engine, send_id, 1, "bench", message(), mailer, Signer("bench-secret"),
                       "https://news.example.com", SendOptions(concurrency=concurrency))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"status": report.status, "sent": report.sent_now, "seconds": elapsed, "peak_mb": peak_kb / 1024}
+    return {"status": report.status, "sent": report.sent_now, "seconds": elapsed, "cpu": cpu,
+            "peak_mb": peak_kb / 1024}
 
 
 def naive_sample(server_url: str, sample: int) -> float:
@@ -139,7 +142,8 @@ def row(method: str, result: dict, server: dict, before: dict) -> dict[str, str]
     return {
         "benchmark": "send_1m", "method": method, "recipients": f"{result['sent']:,}",
         "seconds": f"{result['seconds']:.1f}", "recipients/s": f"{result['sent'] / result['seconds']:,.0f}",
-        "peak MB": f"{result['peak_mb']:.0f}", "requests": f"{requests:,} ({validated:,} schema-validated)",
+        "sender CPU s": f"{result['cpu']:.1f}", "peak MB": f"{result['peak_mb']:.0f}",
+        "requests": f"{requests:,} ({validated:,} schema-validated)",
         "server check": f"{server['distinct'] - before['distinct']:,} new addresses, "
                         f"{server['duplicates'] - before['duplicates']} duplicates",
     }

@@ -264,6 +264,9 @@ class _Sender:
         """Deliveries for `rows` and (when final) the batch as sent, in one transaction."""
         now = utcnow()
         ids = result.message_ids if result else {}
+        rejected = getattr(result, "rejected", None) or {}
+        if rejected:
+            rows = [r for r in rows if r[2] not in rejected]
         with session_scope(self.engine) as session:
             if rows:
                 # Straight to the driver's executemany: a million rows without building a statement per batch.
@@ -274,7 +277,6 @@ class _Sender:
                     [(self.send_id, batch.id, r[1], r[2], ids.get(r[2]), now) for r in rows],
                 )
                 session.execute(update(Send).where(Send.id == self.send_id).values(sent=Send.sent + len(rows)))
-            rejected = getattr(result, "rejected", None) or {}
             for email in rejected:  # refused for good by the receiving server: a bounce
                 suppress(session, email, None, "bounced")
             values: dict[str, Any] = {"error": None}
@@ -318,10 +320,9 @@ class _Sender:
 
     # delivery
     def _recipients(self, rows: Sequence[tuple[int, int, str, str | None]]) -> list[Recipient]:
-        url = self.signer.unsubscribe_url
-        return [Recipient(email=email, name=name, subscriber_id=sid,
-                          values={"unsubscribe_url": url(self.base_url, sid, self.slug)})
-                for _sub, sid, email, name in rows]
+        urls = self.signer.unsubscribe_urls(self.base_url, [r[1] for r in rows], self.slug)
+        return [Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
+                for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
 
     def _pace(self, count: int) -> None:
         if not self.options.rate:
