@@ -88,8 +88,8 @@ def register(app: typer.Typer) -> None:
         except (SendError, TemplateError) as exc:
             fail(str(exc))
         except DeliveryError as exc:
-            fail(f"delivery stopped: {exc}. Nothing is lost: fix the cause and run the same command again to "
-                 "resume.")
+            fail(f"delivery stopped: {str(exc).rstrip('.')}. Nothing is lost: fix the cause and run the same "
+                 "command again to resume.")
         finally:
             mailer.close()
         if report.status == "stopped":
