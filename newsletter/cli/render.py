@@ -13,8 +13,6 @@ from newsletter.config import Newsletter
 from newsletter.render.check import Report, preflight
 from newsletter.render.engine import Rendered, TemplateError
 
-PREVIEW_RECIPIENT = "preflight@example.org"
-
 
 def _templates_dir() -> Path | None:
     folder = settings().templates_dir
@@ -43,24 +41,15 @@ def _load(slug: str, issue_id: int | None) -> tuple[Newsletter, int, int, Render
     return nl, found, number, rendered
 
 
-def _headers(nl: Newsletter, rendered: Rendered, issue_id: int, number: int) -> dict[str, str]:
-    """The headers the mailer would put on one message (List-Unsubscribe and friends)."""
-    from newsletter.deliver.mailer import Recipient
-    from newsletter.deliver.message import build_email
-    from newsletter.deliver.send import make_message
-
-    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=number,
-                           issue_id=issue_id)
-    sample = Recipient(PREVIEW_RECIPIENT, values={"unsubscribe_url": f"{settings().base_url}/unsubscribe/x"})
-    return dict(build_email(message, sample).items())
-
-
 def run_preflight(slug: str, issue_id: int | None) -> tuple[Newsletter, int, Rendered, Report]:
+    from newsletter.deliver.preflight import sample_headers
+
     nl, found, number, rendered = _load(slug, issue_id)
-    return nl, number, rendered, preflight(rendered, headers=_headers(nl, rendered, found, number))
+    headers = sample_headers(nl, rendered, found, number, settings().base_url)
+    return nl, number, rendered, preflight(rendered, headers=headers)
 
 
-def _print(report: Report) -> None:
+def print_report(report: Report) -> None:
     style = {"fail": "bold red", "warn": "yellow", "ok": "green"}
     for f in sorted(report.findings, key=lambda f: {"fail": 0, "warn": 1, "ok": 2}[f.level]):
         console.print(f"[{style[f.level]}]{f.level.upper():4}[/] {f.code}: {f.message}", highlight=False,
@@ -84,7 +73,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
-            _print(report)
+            print_report(report)
         if report.failed:
             raise typer.Exit(1)
 

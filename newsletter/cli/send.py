@@ -9,9 +9,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from newsletter.build.build import BuildError, resolve_issue
 from newsletter.cli.common import console, engine, fail, newsletter, settings
+from newsletter.cli.render import print_report
 from newsletter.config import ConfigError
 from newsletter.deliver.factory import make_mailer
 from newsletter.deliver.mailer import DeliveryError
+from newsletter.deliver.preflight import preflight_issue
 from newsletter.deliver.send import (
     UNKNOWN_POLICIES,
     SendError,
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
         unknown: str = typer.Option("hold", "--unknown", help="Batches whose outcome could not be found out "
                                     "(connection lost mid-request, provider cannot be asked): hold them for you "
                                     "to decide, resend (risk: a second copy) or skip (risk: they miss it)."),
+        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails."),
     ) -> None:
         """Send an issue to every active subscriber, exactly once; run it again to resume.
 
@@ -52,6 +55,14 @@ def register(app: typer.Typer) -> None:
                 issue = resolve_issue(session, slug, issue_id)
             except BuildError as exc:
                 fail(str(exc))
+        try:
+            _, report = preflight_issue(eng, nl, issue.id, issue.number, settings())
+        except TemplateError as exc:
+            fail(str(exc))
+        if report.failed and not test_to:
+            print_report(report)
+            if not force:
+                fail("preflight failed: the send is held. Fix the issue or template, or send with --force.")
         try:
             if test_to:
                 from newsletter.subscribers.manage import InvalidAddress, normalize_email

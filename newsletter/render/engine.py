@@ -223,6 +223,11 @@ class LinkRefs:
         return [(n, url) for url, n in self._numbers.items()]
 
 
+def preheader_for(issue: Issue) -> str:
+    """The inbox preview line: the editor's, or the first titles."""
+    return issue.preheader or _default_preheader(issue_to_json(issue))
+
+
 def _default_preheader(data: dict[str, Any]) -> str:
     titles = " · ".join(i["title"] for i in data["items"][:3])
     if len(titles) <= 140:
