@@ -194,3 +194,20 @@ def test_a_bounce_suppresses_the_next_send(world: World, sendgrid_server: SendGr
 def test_unknown_outcome_error_is_a_temporary_error() -> None:
     # Code that only knows the Mailer protocol still treats it as "try later", never as success.
     assert issubclass(OutcomeUnknownError, TemporaryDeliveryError)
+
+
+def test_ctrl_c_asks_to_stop_then_a_second_one_interrupts() -> None:
+    import os
+    import signal
+
+    from newsletter.deliver.send import stop_on_ctrl_c
+
+    stop = threading.Event()
+    with stop_on_ctrl_c(stop):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(2)  # first Ctrl-C: finish the batch in flight, then stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(200):  # the signal is delivered between bytecodes
+                threading.Event().wait(0.01)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
