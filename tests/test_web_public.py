@@ -209,3 +209,10 @@ def test_replayed_event_is_stored_and_acted_on_once(site: Site) -> None:
 def test_soft_bounce_does_not_suppress(site: Site) -> None:
     hook(site, signed(site, [event("bounce", "ann@example.com", "e9", type="blocked")]))
     assert site.status(site.ann) == "active" and site.suppressions() == set()
+
+
+def test_dropped_events_act_by_reason(site: Site) -> None:
+    events = [event("dropped", "ann@example.com", "d1", reason="Spam Content (if spam checker app enabled)"),
+              event("dropped", "bob@example.com", "d2", reason="Bounced Address")]
+    assert hook(site, signed(site, events)).json() == {"stored": 2, "duplicates": 0}
+    assert site.status(site.ann) == "active" and site.status(site.bob) == "bounced"

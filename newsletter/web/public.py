@@ -254,14 +254,28 @@ def record_event(engine: Engine, event: dict) -> bool:
                 )
             )
             session.flush()  # the unique event id turns a replay into an IntegrityError here
-            outcome = EVENT_OUTCOMES.get(kind)
-            if kind == "bounce" and event.get("type") == "blocked":
-                outcome = None  # a soft bounce (blocked by the receiver for now) is not a dead address
+            outcome = _outcome(kind, event)
             if outcome and email:
                 _act(session, email, outcome, event.get("newsletter"))
     except IntegrityError:
         return False
     return True
+
+
+def _outcome(kind: str, event: dict) -> str | None:
+    outcome = EVENT_OUTCOMES.get(kind)
+    if kind == "bounce" and event.get("type") == "blocked":
+        return None  # a soft bounce (blocked by the receiver for now) is not a dead address
+    if kind == "dropped":
+        # SendGrid drops mail for reasons of its own; only some are about the address.
+        reason = str(event.get("reason", "")).lower()
+        if "unsubscribed" in reason:
+            return "unsubscribed"
+        if "spam reporting" in reason:
+            return "complained"
+        if "spam content" in reason:
+            return None  # the message was judged, not the address
+    return outcome
 
 
 def _act(session, email: str, outcome: str, slug: object) -> None:  # noqa: ANN001
