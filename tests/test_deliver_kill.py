@@ -41,7 +41,8 @@ def test_sigkill_halfway_then_restart_sends_each_subscriber_exactly_once(
     sendgrid_server.on_accept = kill_on_fifth
     assert proc.wait(30) == -signal.SIGKILL
     sendgrid_server.on_accept = None
-    assert sendgrid_server.accepted_recipients == 5 * BATCH
+    # (two requests in flight: the other one may have been accepted too)
+    assert 5 * BATCH <= sendgrid_server.accepted_recipients <= 6 * BATCH
 
     # 2nd run: killed from outside at whatever point it has reached once past half of the audience.
     proc = start()

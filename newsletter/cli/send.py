@@ -19,6 +19,7 @@ from newsletter.deliver.send import (
     SendError,
     SendOptions,
     SendProgress,
+    default_concurrency,
     send_issue,
     send_test,
     stop_on_ctrl_c,
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
                     bar.update(task, completed=p.sent, total=p.total, info=info)
 
                 options = SendOptions(rate=rate if rate is not None else settings().send_rate, unknown=unknown,
-                                      stop=stop, progress=show)
+                                      stop=stop, progress=show, concurrency=default_concurrency(mailer))
                 with stop_on_ctrl_c(stop):
                     report = send_issue(eng, nl, issue.id, mailer, settings(), options=options)
         except (SendError, TemplateError) as exc:

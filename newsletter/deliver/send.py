@@ -570,6 +570,12 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 
 # -- an issue ------------------------------------------------------------------------------------------------
 
+def default_concurrency(mailer: Mailer) -> int:
+    # SendGrid pushes are independent HTTP requests: two in flight overlap our work with the API's.
+    # SMTP shares one connection and the outbox one folder: one at a time.
+    return 2 if getattr(mailer, "name", "") == "sendgrid" else 1
+
+
 def default_batch_size(mailer: Mailer) -> int:
     return SMTP_BATCH if getattr(mailer, "name", "") == "smtp" else DEFAULT_BATCH
 
