@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -207,6 +208,7 @@ def main() -> list[dict[str, str]]:
     finally:
         server.terminate()
         server.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)  # a million-row SQLite file is ~300 MB
     return rows
 
 
