@@ -211,6 +211,7 @@ class SendGridServer:
         # Called with each accepted request before it is answered: lets a test kill the client at the worst
         # moment (the provider has the batch, the client does not know yet).
         self.on_accept: Callable[[Accepted], None] | None = None
+        self.delay = 0.0  # seconds before answering each accepted mail send, like a slow API
         self.lock = threading.Lock()
         self._cues: list[_Cue] = []
         self._drops: list[str] = []  # "before" (cut while reading the body) or "after" (accepted, then cut)
@@ -468,6 +469,8 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             message_id = server._record(body)
             if server.on_accept is not None:
                 server.on_accept(server.accepted[-1])
+            if server.delay:
+                time.sleep(server.delay)
             if cue and cue[0] == "drop-after":
                 _rst(self)
                 return

@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
                                     "(connection lost mid-request, provider cannot be asked): hold them for you "
                                     "to decide, resend (risk: a second copy) or skip (risk: they miss it)."),
         force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails."),
+        batch_size: int = typer.Option(None, "--batch-size", min=1, max=1000, help="Recipients per batch "
+                                       "(default 1000, SMTP 50); a resumed send keeps the size it started with."),
     ) -> None:
         """Send an issue to every active subscriber, exactly once; run it again to resume.
 
@@ -94,7 +96,8 @@ def register(app: typer.Typer) -> None:
                     bar.update(task, completed=p.sent, total=p.total, info=info)
 
                 options = SendOptions(rate=rate if rate is not None else settings().send_rate, unknown=unknown,
-                                      stop=stop, progress=show, concurrency=default_concurrency(mailer))
+                                      stop=stop, progress=show, concurrency=default_concurrency(mailer),
+                                      batch_size=batch_size)
                 with stop_on_ctrl_c(stop):
                     report = send_issue(eng, nl, issue.id, mailer, settings(), options=options)
         except (SendError, TemplateError) as exc:
