@@ -93,3 +93,23 @@ def test_unsubscribe_outlives_a_reimport(workdir: Path, cli) -> None:  # noqa: A
     # Confirming by hand is an explicit new consent: it lifts the unsubscribe.
     assert "active" in cli("subscribers", "confirm", "ann@example.com", "-n", "city").output
     assert statuses(workdir)["ann@example.com"] == "active"
+
+
+def test_large_import_across_chunks_keeps_every_rule(workdir: Path, cli) -> None:  # noqa: ANN001
+    setup(workdir)
+    cli("subscribers", "add", "p5@example.com", "-n", "city", "--name", "Kept Name")
+    cli("subscribers", "add", "p1500@example.com", "-n", "city")
+    cli("subscribers", "unsubscribe", "p1500@example.com", "-n", "city")
+    lines = [f"p{i}@example.com,Person {i},{i % 3}" for i in range(2500)]
+    lines[700] = "broken-address,X,1"
+    lines.append("p42@example.com,Again,1")  # a duplicate row, after a chunk boundary
+    (workdir / "big.csv").write_text("email,name,group\n" + "\n".join(lines) + "\n")
+    out = " ".join(cli("subscribers", "import", "big.csv", "-n", "city").output.split())
+    assert "line 702" in out and "line 2502" in out and "duplicate" in out
+    assert "2497 added, 1 already subscribed, 1 suppressed, 2 rejected" in out
+    states = statuses(workdir)
+    assert len(states) == 2499 and states["p1500@example.com"] == "unsubscribed"
+    engine = get_engine(settings_from_env().database_url)
+    with session_scope(engine) as s:
+        kept = s.scalar(select(Subscriber).where(Subscriber.email == "p5@example.com"))
+        assert kept.name == "Kept Name" and kept.fields == {"group": "2"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Newsletter
@@ -106,14 +106,22 @@ def read_csv_rows(text: str) -> tuple[list[str], Iterable[tuple[int, dict[str, s
     return headers, ((reader.line_num, row) for row in reader)
 
 
+IMPORT_CHUNK = 1000
+
+
 def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origin: str = "import") -> ImportReport:
-    """Import `email[,name,...]` rows. Invalid rows are reported with their line; valid rows are kept."""
+    """Import `email[,name,...]` rows. Invalid rows are reported with their line; valid rows are kept.
+
+    Same outcome per row as add_subscriber, but a thousand rows at a time (a few set-based queries and bulk
+    inserts per chunk instead of several queries per row), so a list of 100,000 imports in seconds.
+    """
     text = path.read_text(encoding="utf-8-sig")
     headers, rows = read_csv_rows(text)
     if "email" not in headers:
         raise InvalidAddress(f"{path}: line 1: no 'email' column (columns: {', '.join(headers) or 'none'})")
     report = ImportReport()
     seen: set[str] = set()
+    chunk: list[tuple[str, str | None, dict[str, str]]] = []
     for line, row in rows:
         raw = (row.get("email") or "").strip()
         try:
@@ -126,16 +134,83 @@ def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origi
             continue
         seen.add(address)
         extra = {k: v for k, v in row.items() if k not in ("email", "name") and k and v}
-        with session.begin_nested():
-            result = add_subscriber(session, newsletter, address, name=(row.get("name") or "").strip() or None,
-                                    fields=extra, origin=origin)
-        if result.status == "added":
-            report.added += 1
-        elif result.status == "suppressed":
+        chunk.append((address, (row.get("name") or "").strip() or None, extra))
+        if len(chunk) >= IMPORT_CHUNK:
+            _import_chunk(session, newsletter, chunk, origin, report)
+            chunk = []
+    if chunk:
+        _import_chunk(session, newsletter, chunk, origin, report)
+    return report
+
+
+def _import_chunk(
+    session: Session,
+    newsletter: NewsletterRow,
+    chunk: list[tuple[str, str | None, dict[str, str]]],
+    origin: str,
+    report: ImportReport,
+) -> None:
+    addresses = [address for address, _name, _extra in chunk]
+    people = {
+        email: (sid, name, fields)
+        for email, sid, name, fields in session.execute(
+            select(Subscriber.email, Subscriber.id, Subscriber.name, Subscriber.fields).where(
+                Subscriber.email.in_(addresses)
+            )
+        )
+    }
+    new_people = [{"email": a, "name": n, "fields": x or {}} for a, n, x in chunk if a not in people]
+    if new_people:
+        session.execute(insert(Subscriber), new_people)
+        people.update({
+            email: (sid, name, fields)
+            for email, sid, name, fields in session.execute(
+                select(Subscriber.email, Subscriber.id, Subscriber.name, Subscriber.fields).where(
+                    Subscriber.email.in_([p["email"] for p in new_people])
+                )
+            )
+        })
+    for address, name, extra in chunk:  # an existing person keeps their data; gaps are filled in
+        sid, old_name, old_fields = people[address]
+        merged = {**(old_fields or {}), **extra}
+        if (name and not old_name) or merged != (old_fields or {}):
+            session.execute(
+                update(Subscriber).where(Subscriber.id == sid).values(name=old_name or name, fields=merged)
+            )
+    ids = [people[a][0] for a in addresses]
+    subscribed = set(session.scalars(
+        select(Subscription.subscriber_id).where(
+            Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id.in_(ids)
+        )
+    ))
+    suppressed = set(session.scalars(
+        select(Suppression.email).where(
+            Suppression.email.in_(addresses),
+            (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter.id),
+        )
+    ))
+    now = utcnow()
+    new_subscriptions = []
+    for address in addresses:
+        sid = people[address][0]
+        if sid in subscribed:
+            if address in suppressed:
+                report.suppressed += 1  # a re-import never resubscribes someone who left
+            else:
+                report.existing += 1
+            continue
+        blocked = address in suppressed
+        new_subscriptions.append({
+            "newsletter_id": newsletter.id, "subscriber_id": sid, "origin": origin,
+            "status": "unsubscribed" if blocked else "active", "confirmed_at": None if blocked else now,
+            "created_at": now,
+        })
+        if blocked:
             report.suppressed += 1
         else:
-            report.existing += 1
-    return report
+            report.added += 1
+    if new_subscriptions:
+        session.execute(insert(Subscription), new_subscriptions)
 
 
 def list_subscriptions(session: Session, newsletter: NewsletterRow, status: str | None = None):  # noqa: ANN201
