@@ -211,3 +211,22 @@ def test_ctrl_c_asks_to_stop_then_a_second_one_interrupts() -> None:
             for _ in range(200):  # the signal is delivered between bytecodes
                 threading.Event().wait(0.01)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_runner_of_the_same_send_is_refused(world: World, sendgrid_server: SendGridServer) -> None:
+    from newsletter.deliver.send import SendError
+
+    issue = world.new_issue(1)
+    sendgrid_server.delay = 0.1
+    first: list = []
+    runner = threading.Thread(target=lambda: first.append(world.send(issue, mailer_for(sendgrid_server), 100)))
+    runner.start()
+    while not sendgrid_server.accepted and runner.is_alive():
+        threading.Event().wait(0.01)
+    with pytest.raises(SendError, match="already running"):
+        world.send(issue, mailer_for(sendgrid_server), 100)
+    runner.join(30)
+    assert first and first[0].status == "done"
+    exactly_once(sendgrid_server, 500)
+    # Once it is over, running it again is fine (and finds nothing to do).
+    assert world.send(issue, mailer_for(sendgrid_server), 100).sent_now == 0

@@ -42,12 +42,14 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 
 from newsletter.config import Newsletter, Settings
 from newsletter.deliver.errors import OutcomeUnknownError, PartialDeliveryError
@@ -64,6 +66,7 @@ from newsletter.store.db import ensure_newsletter, secret_key, session_scope
 from newsletter.store.models import (
     Delivery,
     IssueRow,
+    Lease,
     Send,
     SendBatch,
     Subscriber,
@@ -138,6 +141,75 @@ class SendOptions:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# -- one runner per send --------------------------------------------------------------------------------------
+# Two processes working on the same send (a scheduled run and a hand-started resume) would each take the other's
+# in-flight batch for an interrupted one and "resolve" it while it is still in the air. A lease in the database
+# makes the second one stop with a clear message instead. It is renewed while the send runs; a holder that died
+# (kill -9) on this machine is noticed at once, one on another machine when the lease expires.
+LEASE_SECONDS = 60.0
+
+
+class SendLease:
+    def __init__(self, engine: Engine, send_id: int, ttl: float = LEASE_SECONDS) -> None:
+        self.engine, self.name, self.ttl = engine, f"send:{send_id}", ttl
+        self.holder = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with session_scope(self.engine) as session:
+                lease = session.get(Lease, self.name, with_for_update=True)
+                now = utcnow()
+                if lease is None:
+                    session.add(Lease(name=self.name, holder=self.holder, expires_at=now + timedelta(seconds=self.ttl)))
+                    session.flush()
+                elif lease.expires_at < now or _dead_here(lease.holder):
+                    lease.holder, lease.expires_at = self.holder, now + timedelta(seconds=self.ttl)
+                else:
+                    raise SendError(
+                        f"this send is already running in {lease.holder.rsplit(':', 1)[0]} (until "
+                        f"{lease.expires_at:%H:%M:%S} UTC unless renewed); let it finish, or stop it first"
+                    )
+        except IntegrityError:
+            raise SendError("this send was started by another process at the same moment") from None
+        self._thread = threading.Thread(target=self._renew, name="send-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with session_scope(self.engine) as session:
+                session.execute(update(Lease).where(Lease.name == self.name, Lease.holder == self.holder)
+                                .values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with session_scope(self.engine) as session:
+            session.execute(delete(Lease).where(Lease.name == self.name, Lease.holder == self.holder))
+
+
+def _dead_here(holder: str) -> bool:
+    """True when the holder is a process of this machine that no longer exists."""
+    try:
+        host, pid, _tag = holder.rsplit(":", 2)
+        pid_number = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid_number == os.getpid():
+        return False
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def list_id(nl: Newsletter) -> str:
@@ -524,8 +596,10 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
     options = options or SendOptions()
     if options.unknown not in UNKNOWN_POLICIES:
         raise SendError(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}")
-    sender = _Sender(engine, send_id, newsletter_id, slug, message, mailer, signer, base_url, options)
+    lease = SendLease(engine, send_id)
+    lease.acquire()
     try:
+        sender = _Sender(engine, send_id, newsletter_id, slug, message, mailer, signer, base_url, options)
         report = sender.run()
     except DeliveryError as exc:
         with session_scope(engine) as session:
@@ -533,6 +607,7 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
         raise
     finally:
         mailer.flush()
+        lease.release()
     with session_scope(engine) as session:
         send = session.get(Send, send_id)
         report.issue_id = send.issue_id
