@@ -113,3 +113,23 @@ def test_large_import_across_chunks_keeps_every_rule(workdir: Path, cli) -> None
     with session_scope(engine) as s:
         kept = s.scalar(select(Subscriber).where(Subscriber.email == "p5@example.com"))
         assert kept.name == "Kept Name" and kept.fields == {"group": "2"}
+
+
+def test_public_subscribe_form_sends_one_confirmation_and_tells_nobody_anything(workdir: Path, cli) -> None:  # noqa: ANN001
+    setup(workdir)
+    cli("subscribers", "add", "member@example.com", "-n", "city")
+    settings = settings_from_env()
+    emails = lambda: sorted(p.name for p in (workdir / "outbox").rglob("*.eml"))  # noqa: E731
+    with serve(create_public_app(settings, get_engine(settings.database_url))) as url:
+        form = httpx.get(f"{url}/subscribe/city")
+        assert form.status_code == 200 and "<form method=post>" in form.text
+        assert httpx.get(f"{url}/subscribe/nope").status_code == 404
+        answers = [httpx.post(f"{url}/subscribe/city", data={"email": address, "name": "Ann"})
+                   for address in ("ann@example.com", "ann@example.com", "member@example.com")]
+        assert {r.status_code for r in answers} == {200} and len({r.text for r in answers}) == 1
+        assert emails() == ["ann@example.com.eml"]  # asked twice, mailed once; the member not at all
+        bot = httpx.post(f"{url}/subscribe/city", data={"email": "victim@example.com", "website": "x"})
+        assert bot.status_code == 200 and emails() == ["ann@example.com.eml"]
+        bad = httpx.post(f"{url}/subscribe/city", data={"email": "not an address"})
+        assert bad.status_code == 400 and "not an address" in bad.text
+    assert statuses(workdir) == {"ann@example.com": "pending", "member@example.com": "active"}

@@ -275,7 +275,7 @@ def _csv_safe(value: str) -> str:
 @dataclass
 class OptInResult:
     email: str
-    status: str  # confirmation-sent, already-active, suppressed
+    status: str  # confirmation-sent, recently-sent, already-active, suppressed
     subscriber_id: int
 
 
@@ -291,17 +291,19 @@ def request_opt_in(
     name: str | None = None,
     origin: str = "web",
     ttl: int = CONFIRM_TTL_SECONDS,
+    resend_after: float | None = None,
 ) -> OptInResult:
     """Subscribe as pending and email a signed, expiring confirmation link; active once it is clicked.
 
     Nothing is sent to an address that is already active or that bounced or complained before.
     """
     result = add_subscriber(session, newsletter, email, name=name, status="pending", origin=origin)
-    sub_status = session.scalar(
-        select(Subscription.status).where(
+    sub = session.scalar(
+        select(Subscription).where(
             Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == result.subscriber_id
         )
     )
+    sub_status = sub.status
     if sub_status == "active":
         return OptInResult(result.email, "already-active", result.subscriber_id)
     blocked = session.scalar(
@@ -309,6 +311,10 @@ def request_opt_in(
     )
     if blocked:
         return OptInResult(result.email, "suppressed", result.subscriber_id)
+    # A form submitted over and over must not turn us into a mail cannon aimed at someone's inbox.
+    last = sub.status_changed_at
+    if resend_after and sub_status == "pending" and last and (utcnow() - last).total_seconds() < resend_after:
+        return OptInResult(result.email, "recently-sent", result.subscriber_id)
     # Someone who unsubscribed and asks again gets the email too: the click, not this request, resubscribes.
     link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl)
     days = max(1, ttl // 86400)
@@ -331,6 +337,7 @@ def request_opt_in(
     )
     mailer.push(message, [Recipient(email=result.email, name=name, subscriber_id=result.subscriber_id)])
     mailer.flush()
+    sub.status_changed_at = utcnow()  # when the last confirmation went out
     return OptInResult(result.email, "confirmation-sent", result.subscriber_id)
 
 

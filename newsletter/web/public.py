@@ -6,6 +6,7 @@ alone (tests, or a public host separate from the editors' one).
 - GET  /u/{token}          a page with one button (mail scanners follow GET links, so GET changes nothing)
 - POST /u/{token}          unsubscribes at once: RFC 8058 one-click (`List-Unsubscribe=One-Click`) and the button
 - GET  /confirm/{token}    double opt-in confirmation
+- GET  /subscribe/{slug}   a subscribe form; POST sends the double opt-in email (same answer whatever the address)
 - POST /webhooks/sendgrid  SendGrid Event Webhook, ECDSA-signed
 """
 
@@ -19,10 +20,12 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -217,12 +220,99 @@ def public_routes(
                 duplicates += 1
         return JSONResponse({"stored": stored, "duplicates": duplicates})
 
+    async def subscribe_form(request: Request) -> Response:
+        nl = _schedule(settings, request.path_params["slug"])
+        if nl is None:
+            return _page("No such newsletter", "<p>Check the address of this page.</p>", 404)
+        return _subscribe_page(nl)
+
+    async def subscribe(request: Request) -> Response:
+        nl = _schedule(settings, request.path_params["slug"])
+        if nl is None:
+            return _page("No such newsletter", "<p>Check the address of this page.</p>", 404)
+        raw = await request.body()
+        form = parse_qs(raw[:10_000].decode("utf-8", "replace"))
+        email = (form.get("email") or [""])[0].strip()
+        name = (form.get("name") or [""])[0].strip()[:200] or None
+        if (form.get("website") or [""])[0]:  # a field people never see: only bots fill it in
+            return _check_inbox(nl)
+        from newsletter.subscribers.manage import InvalidAddress, normalize_email
+
+        try:
+            normalize_email(email)
+        except InvalidAddress as exc:
+            return _subscribe_page(nl, email=email, error=str(exc), status=400)
+        try:
+            await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name)
+        except Exception:  # the reader cannot fix our mail server: log it, tell them to try later
+            log.exception("subscribe: confirmation email to a new subscriber of %s failed", nl.slug)
+            return _page("Please try again later", "<p>We could not send the confirmation email just now.</p>",
+                         503)
+        # The same answer whether the address was new, pending, subscribed or suppressed: the form must not
+        # tell a stranger who reads this newsletter.
+        return _check_inbox(nl)
+
     return [
+        Route("/subscribe/{slug}", subscribe_form, methods=["GET"]),
+        Route("/subscribe/{slug}", subscribe, methods=["POST"]),
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe, methods=["POST"]),
         Route("/confirm/{token}", confirm, methods=["GET"]),
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
     ]
+
+
+RESEND_CONFIRMATION_AFTER = 600  # seconds between two confirmation emails to one pending address
+
+
+def _schedule(settings: Settings, slug: str):  # noqa: ANN202 - a config.Newsletter or None
+    from newsletter.config import SLUG_RE, ConfigError, load_newsletter
+
+    if not SLUG_RE.match(slug):
+        return None
+    path = settings.schedules_dir / f"{slug}.toml"
+    try:
+        return load_newsletter(path) if path.is_file() else None
+    except ConfigError:
+        log.exception("subscribe: schedules/%s.toml is broken", slug)
+        return None
+
+
+def _subscribe_page(nl, email: str = "", error: str | None = None, status: int = 200) -> HTMLResponse:  # noqa: ANN001
+    problem = f'<p role=alert style="color:#b91c1c">{html.escape(error)}</p>' if error else ""
+    return _page(
+        f"Subscribe to {nl.name}",
+        (f"<p>{html.escape(nl.description)}</p>" if nl.description else "") + problem
+        + "<form method=post><p><label>Email<br><input type=email name=email required "
+        f'value="{html.escape(email, quote=True)}" autocomplete=email></label></p>'
+        "<p><label>Name (optional)<br><input name=name autocomplete=name></label></p>"
+        '<p style="position:absolute;left:-9999px" aria-hidden=true><label>Website <input name=website '
+        "tabindex=-1 autocomplete=off></label></p>"
+        "<button type=submit>Subscribe</button></form>"
+        "<p><small>We will email you a link to confirm. Unsubscribe any time with one click.</small></p>",
+        status,
+    )
+
+
+def _check_inbox(nl) -> HTMLResponse:  # noqa: ANN001
+    return _page("Check your inbox", f"<p>If the address can receive {html.escape(nl.name)}, a confirmation "
+                 "email is on its way. Click the link in it to start your subscription.</p>")
+
+
+def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None) -> None:  # noqa: ANN001
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.store.db import ensure_newsletter
+    from newsletter.subscribers.manage import request_opt_in
+
+    mailer = make_mailer(settings)
+    try:
+        with session_scope(engine) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            request_opt_in(session, row, nl, email, mailer, base_url=settings.base_url,
+                           secret=secret_key(session, settings.secret_key), name=name, origin="web",
+                           resend_after=RESEND_CONFIRMATION_AFTER)
+    finally:
+        mailer.close()
 
 
 def _event_id(event: dict) -> str:
