@@ -27,6 +27,9 @@ The policy for unknown outcomes (SendGrid has no idempotency key)
    `newsletter send SLUG --unknown resend` (risk: a second copy for those few) or `--unknown skip` (risk: they
    miss this issue). We never pick a side silently: "a duplicate or a gap" is the operator's call.
 
+Only one process runs a given send at a time (a lease in the database, see SendLease): a second one would
+otherwise take the first one's in-flight batches for interrupted ones.
+
 Temporary errors are retried with exponential backoff and full jitter, never sooner than the provider's
 Retry-After / X-RateLimit-Reset; after `max_attempts` the send stops with its state kept (run it again to go on).
 Permanent errors stop the send at once with the provider's message. Ctrl-C stops after the batch in flight.
