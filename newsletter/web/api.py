@@ -24,8 +24,8 @@ from newsletter.build.build import load_issue
 from newsletter.build.issue import issue_to_json
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import ensure_newsletter, session_scope
-from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
-from newsletter.subscribers.manage import InvalidAddress, add_subscriber, list_subscriptions
+from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
+from newsletter.subscribers.manage import InvalidAddress, add_subscriber, list_subscriptions, request_opt_in
 from newsletter.web import approvals
 from newsletter.web.auth import editor_for_token
 from newsletter.web.pages import page
@@ -256,18 +256,24 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
     email = _field(body, "email", str)
     name = _field(body, "name", (str, type(None))) if "name" in body else None
     opt_in = _field(body, "double_opt_in", bool) if "double_opt_in" in body else False
-    with session_scope(state.engine) as session:
-        row = _newsletter(state, session, slug)
-        try:
-            result = add_subscriber(session, row, email, name=name, status="pending" if opt_in else "active",
-                                    origin="api")
-        except InvalidAddress as exc:
-            raise ApiError(400, f"email: {exc}") from None
-        status = next((s for e, _n, s, _c in list_subscriptions(session, row) if e == result.email), None)
-    if opt_in and status == "pending":
-        from newsletter.web.archive import send_confirmation
-
-        send_confirmation(state, state.newsletter(slug), result.email, result.subscriber_id)
+    nl = state.newsletter(slug)
+    mailer = state.make_mailer() if opt_in else None
+    try:
+        with session_scope(state.engine) as session:
+            row = _newsletter(state, session, slug)
+            try:
+                if opt_in:
+                    result = request_opt_in(session, row, nl, email, mailer, base_url=state.settings.base_url,
+                                            secret=state.secret, name=name, origin="api")
+                else:
+                    result = add_subscriber(session, row, email, name=name, origin="api")
+            except InvalidAddress as exc:
+                raise ApiError(400, f"email: {exc}") from None
+            status = session.scalar(select(Subscription.status).where(
+                Subscription.newsletter_id == row.id, Subscription.subscriber_id == result.subscriber_id))
+    finally:
+        if mailer is not None:
+            mailer.close()
     return {"email": result.email, "result": result.status, "status": status}
 
 

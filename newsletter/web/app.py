@@ -4,7 +4,6 @@ subscription routes (unsubscribe, confirm, the SendGrid webhook).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from newsletter.deliver.mailer import Mailer
 from newsletter.store.db import get_engine
 from newsletter.web import api, archive, editor, signin
 from newsletter.web.pages import page
+from newsletter.web.public import public_routes
 from newsletter.web.state import STATIC, TEMPLATES, WebState
 
 log = logging.getLogger(__name__)
@@ -63,16 +63,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _public_routes(settings: Settings, engine: Engine) -> list[BaseRoute]:
-    """Unsubscribe, confirm and the webhook from newsletter.web.public (the delivery work), when installed."""
-    try:
-        public = importlib.import_module("newsletter.web.public")
-    except ImportError:
-        log.warning("newsletter.web.public is not installed: only the built-in confirmation page is served")
-        return archive.fallback_public_routes()
-    return list(public.public_routes(settings, engine))
-
-
 async def _error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", None) or "Something went wrong."
@@ -107,7 +97,7 @@ def create_app(
         *editor.routes(),
         *archive.routes(),
         *api.routes(),
-        *_public_routes(settings, engine),
+        *public_routes(settings, engine),
     ]
     app = Starlette(
         routes=routes,

@@ -22,13 +22,12 @@ from starlette.routing import Route
 
 from newsletter.build.build import load_issue
 from newsletter.config import Newsletter
-from newsletter.deliver.mailer import Message, Recipient
 from newsletter.render import tokens
 from newsletter.store.db import ensure_newsletter, session_scope
-from newsletter.store.models import IssueRow, NewsletterRow, Subscription
-from newsletter.subscribers.manage import InvalidAddress, add_subscriber
-from newsletter.subscribers.tokens import Signer
+from newsletter.store.models import IssueRow, NewsletterRow
+from newsletter.subscribers.manage import InvalidAddress, request_opt_in
 from newsletter.web.pages import checked_form, page
+from newsletter.web.public import RESEND_CONFIRMATION_AFTER
 from newsletter.web.state import WebState, web_state
 
 log = logging.getLogger(__name__)
@@ -177,40 +176,18 @@ async def feed(request: Request) -> Response:
 # --- subscribing (double opt-in) ----------------------------------------------------------------------------
 
 
-def confirmation_message(nl: Newsletter, address: str, url: str) -> Message:
-    name = nl.name
-    text = (f"Someone, hopefully you, asked to subscribe {address} to {name}.\n\n"
-            f"To confirm, open this link (it works for a week):\n{url}\n\n"
-            "If it was not you, ignore this email: you will not be subscribed.\n")
-    body = (f"<!doctype html><html><body style=\"font-family:sans-serif\"><p>Someone, hopefully you, asked to "
-            f"subscribe {html.escape(address)} to <b>{html.escape(name)}</b>.</p>"
-            f'<p><a href="{html.escape(url, quote=True)}">Confirm my subscription</a></p>'
-            "<p>If it was not you, ignore this email: you will not be subscribed.</p></body></html>")
-    return Message(subject=f"Confirm your subscription to {name}", from_address=nl.from_address,
-                   reply_to=nl.reply_to, html=body, text=text, list_id=f"{name} <{nl.slug}.confirm>",
-                   categories=(nl.slug, "confirm"), custom_args={"newsletter": nl.slug, "kind": "confirm"})
-
-
-def subscribe(state: WebState, nl: Newsletter, email: str) -> tuple[str, int | None]:
-    """Record a pending subscription; returns (its status, subscriber id when a confirmation is due)."""
-    with session_scope(state.engine) as session:
-        row = ensure_newsletter(session, nl.slug, nl.name)
-        result = add_subscriber(session, row, email, status="pending", origin="web")
-        status = session.scalar(
-            select(Subscription.status).where(Subscription.newsletter_id == row.id,
-                                              Subscription.subscriber_id == result.subscriber_id)
-        )
-        return result.email, result.subscriber_id if status == "pending" else None
-
-
-def send_confirmation(state: WebState, nl: Newsletter, address: str, subscriber_id: int) -> None:
-    url = Signer(state.secret).confirm_url(state.settings.base_url, subscriber_id, nl.slug)
+def subscribe(state: WebState, nl: Newsletter, email: str) -> str:
+    """A pending subscription and, unless one went out in the last few minutes, a confirmation email.
+    Returns the normalized address."""
     mailer = state.make_mailer()
     try:
-        mailer.push(confirmation_message(nl, address, url), [Recipient(email=address, subscriber_id=subscriber_id)])
-        mailer.flush()
+        with session_scope(state.engine) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            result = request_opt_in(session, row, nl, email, mailer, base_url=state.settings.base_url,
+                                    secret=state.secret, origin="web", resend_after=RESEND_CONFIRMATION_AFTER)
     finally:
         mailer.close()
+    return result.email
 
 
 async def subscribe_form(request: Request) -> Response:
@@ -228,22 +205,17 @@ async def subscribe_form(request: Request) -> Response:
     if state.subscribe_per_client.blocked_for(client):
         context["error"] = "Too many subscriptions from your address; please try again later."
         return page(request, "subscribe_done.html", context, 429)
+    state.subscribe_per_client.failed(client)
     try:
-        address, due = await run_in_threadpool(subscribe, state, nl, email)
+        context["email"] = await run_in_threadpool(subscribe, state, nl, email)
     except InvalidAddress as exc:
         context["error"] = f"{email or 'That'} is not an email address we can send to: {exc}"
         return page(request, "subscribe_done.html", context, 400)
-    state.subscribe_per_client.failed(client)
-    context["email"] = address
+    except Exception as exc:  # the reader cannot fix our mail server: log it, ask them to try later
+        log.error("confirmation email for a subscriber of %s failed: %s", slug, type(exc).__name__)
+        context["error"] = "We could not send the confirmation email just now; please try again later."
+        return page(request, "subscribe_done.html", context, 503)
     # The same answer whatever the address's state, so the form does not tell who is subscribed.
-    if due is not None and not state.subscribe_per_address.blocked_for(f"{slug}:{address}"):
-        state.subscribe_per_address.failed(f"{slug}:{address}")
-        try:
-            await run_in_threadpool(send_confirmation, state, nl, address, due)
-        except Exception as exc:
-            log.error("confirmation email to subscriber %s of %s failed: %s", due, slug, type(exc).__name__)
-            context["error"] = "We could not send the confirmation email just now; please try again later."
-            return page(request, "subscribe_done.html", context, 503)
     return page(request, "subscribe_done.html", context)
 
 
@@ -256,38 +228,3 @@ def routes() -> list:
         Route("/archive/{slug}/subscribe", subscribe_form, methods=["POST"]),
     ]
 
-
-async def _confirm(request: Request) -> Response:
-    """Confirm a subscription (used only until newsletter.web.public, which owns this page, is installed)."""
-    from newsletter.store.models import utcnow
-    from newsletter.subscribers.tokens import CONFIRM, InvalidToken, read_token
-
-    state = web_state(request)
-    try:
-        data = read_token(state.secret, request.path_params["token"], CONFIRM)
-    except InvalidToken:
-        return page(request, "message.html", {"title": "This link is not valid",
-                                              "text": "Please use the link from the email itself."}, 400)
-
-    def run() -> str | None:
-        with session_scope(state.engine) as session:
-            sub = session.scalar(
-                select(Subscription).join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
-                .where(Subscription.subscriber_id == data.subscriber_id, NewsletterRow.slug == data.newsletter_slug)
-            )
-            if sub is None:
-                return None
-            if sub.status == "pending":
-                sub.status, sub.confirmed_at, sub.status_changed_at = "active", utcnow(), utcnow()
-            return sub.status
-
-    status = await run_in_threadpool(run)
-    if status != "active":
-        return page(request, "message.html", {"title": "Subscription not confirmed",
-                                              "text": "This address cannot be subscribed."}, 400)
-    return page(request, "message.html", {"title": "You are subscribed",
-                                          "text": "Thank you: the next issue will arrive in your inbox."})
-
-
-def fallback_public_routes() -> list:
-    return [Route("/confirm/{token}", _confirm, methods=["GET"])]

@@ -28,8 +28,8 @@ class WebState:
     templates: Jinja2Templates
     make_mailer: Callable[[], Mailer]
     limiter: AttemptLimiter = field(default_factory=AttemptLimiter)  # wrong sign-ins per client
-    # Confirmation emails per address and per client: enough for a typo or a lost email, too few to flood anyone.
-    subscribe_per_address: AttemptLimiter = field(default_factory=lambda: AttemptLimiter(limit=3, window=3600))
+    # Subscriptions per client address (one address gets at most one confirmation email every ten minutes,
+    # kept in the database by request_opt_in): a script cannot sign up thousands of strangers.
     subscribe_per_client: AttemptLimiter = field(default_factory=lambda: AttemptLimiter(limit=30, window=3600))
     _secret: str | None = None
 
