@@ -43,7 +43,7 @@ def canonical_url(url: str | None) -> str:
     host = parts.netloc.lower()
     for prefix in ("www.", "m.", "amp."):
         if host.startswith(prefix):
-            host = host[len(prefix):]
+            host = host[len(prefix) :]
     host = host.removesuffix(":80").removesuffix(":443")
     path = parts.path.rstrip("/")
     path = path.removesuffix("/amp")

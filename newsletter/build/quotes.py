@@ -271,7 +271,7 @@ def _quotable_sentences(text: str, language: str | None) -> list[Quote]:
         n = word_count(s)
         if n < 10 or n > 40 or s.endswith("?") or _WEAK_START.match(s):
             continue
-        marks = sum(s.count(c) for c in "\"“”„«»")
+        marks = sum(s.count(c) for c in '"“”„«»')
         if marks % 2:
             continue  # a piece of a longer quotation
         if re.search(r"\b(?:I|[Mm]e|[Mm]y|[Yy]ou|[Yy]our)\b", s):

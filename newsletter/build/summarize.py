@@ -91,7 +91,11 @@ def extractive_summary(
 ) -> str:
     """Up to `max_sentences` whole sentences, at most `max_words` words, in article order ('' if none fit)."""
     picked = pick_sentences(
-        text, title=title, max_sentences=max_sentences, max_words=max_words, language=language,
+        text,
+        title=title,
+        max_sentences=max_sentences,
+        max_words=max_words,
+        language=language,
         weights=weights,
     )
     return " ".join(strip_dateline(s.text) if s.index == 0 else s.text for s in picked)

@@ -18,7 +18,7 @@ import pysbd
 
 # Quote marks as they appear in the wild, mapped to their ASCII form for comparisons only: the text we show
 # always keeps the publisher's own characters.
-DOUBLE_QUOTES = "\"“”„‟«»〝〞＂"
+DOUBLE_QUOTES = '"“”„‟«»〝〞＂'
 SINGLE_QUOTES = "'‘’‚‛‹›`´"
 _QUOTE_TABLE = str.maketrans({**{c: '"' for c in DOUBLE_QUOTES}, **{c: "'" for c in SINGLE_QUOTES}})
 

@@ -128,7 +128,7 @@ def _store(session: Session, row: Article | None, url: str, result: FetchResult)
     return row
 
 
-def _run(coro):  # noqa: ANN001, ANN202 - a coroutine in, its result out
+def run_sync(coro):  # noqa: ANN001, ANN202 - a coroutine in, its result out
     """asyncio.run, also from code that is itself inside an event loop (a web handler, a scheduler job)."""
     try:
         asyncio.get_running_loop()
@@ -156,7 +156,7 @@ def get_articles(
         if u not in rows or (rows[u].status == "failed" and now - rows[u].fetched_at > RETRY_FAILED_AFTER)
     ]
     if stale:
-        results = _run(
+        results = run_sync(
             fetch_all(
                 [(u, None, None) for u in stale],
                 limits or FetchLimits(),

@@ -1,0 +1,114 @@
+"""Related reading: other stories from the archive of collected items, ranked by BM25 over title and text.
+
+BM25 comes from `rank-bm25` (small, pure Python over numpy). Scores are taken relative to the story's score
+against itself, so one threshold works for short and long stories alike. The story itself, other copies of it
+(same page, same text, or close enough to be the same story) and near-duplicates of an already listed item are
+left out: a reader should not be sent to what they just read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rank_bm25 import BM25Okapi
+
+from newsletter.build.cluster import STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url
+from newsletter.build.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
+
+INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
+MIN_RELATIVE_SCORE = 0.12
+BLURB_CHARS = 140
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: int
+    title: str
+    url: str
+    source: str
+    text: str = ""
+    content_hash: str = ""
+
+
+def _terms(doc: Doc) -> list[str]:
+    # The headline counts twice: it is the densest statement of what the story is about.
+    return tokens(doc.title) * 2 + tokens(" ".join(doc.text.split()[:INDEX_WORDS]))
+
+
+def blurb(text: str, language: str | None = "en") -> str:
+    """One line about a story: its first sentence, clipped at a word if long."""
+    first = " ".join(text.split()[:80])
+    sents = split_sentences(first, language) if first else []
+    return clip_words(sents[0] if sents else first, BLURB_CHARS)
+
+
+class RelatedIndex:
+    """An index over archive documents, built once per issue and queried once per story."""
+
+    def __init__(self, docs: list[Doc]):
+        self.docs = docs
+        self.terms = [_terms(d) for d in docs]
+        self.by_id = {d.id: i for i, d in enumerate(docs)}
+        self.bm25 = BM25Okapi(self.terms) if docs and any(self.terms) else None
+        self._idf = idf_table(self.terms)
+        self._urls = [canonical_url(d.url) for d in docs]
+
+    def _vec(self, terms: list[str]) -> dict[str, float]:
+        return tf_vector(terms, self._idf)
+
+    def _same_story(self, a: Doc, a_terms: list[str], b_index: int) -> bool:
+        b = self.docs[b_index]
+        if a.id == b.id or (a.content_hash and a.content_hash == b.content_hash):
+            return True
+        url = canonical_url(a.url)
+        if url and url == self._urls[b_index]:
+            return True
+        if cosine(self._vec(tokens(a.title)), self._vec(tokens(b.title))) >= TITLE_THRESHOLD:
+            return True
+        return cosine(self._vec(a_terms), self._vec(self.terms[b_index])) >= STORY_THRESHOLD
+
+    def related(
+        self,
+        doc: Doc,
+        limit: int = 5,
+        *,
+        exclude_ids: set[int] | None = None,
+        exclude_urls: set[str] | None = None,
+    ) -> tuple[list[Doc], list[Doc]]:
+        """(related stories, other copies of this same story found on the way), best first."""
+        if self.bm25 is None or limit <= 0:
+            return [], []
+        query = _terms(doc)
+        if not query:
+            return [], []
+        scores = self.bm25.get_scores(query)
+        own = self.by_id.get(doc.id)
+        # The story's own score is the scale; a story not in the index is scaled by its best match.
+        top = float(scores[own]) if own is not None else float(max(scores, default=0.0))
+        if top <= 0:
+            return [], []
+        exclude_ids = exclude_ids or set()
+        skip_urls = {canonical_url(u) for u in (exclude_urls or set())}
+        order = sorted(range(len(self.docs)), key=lambda i: -scores[i])
+        picked: list[int] = []
+        same: list[Doc] = []
+        for i in order:
+            if len(picked) >= limit or scores[i] / top < MIN_RELATIVE_SCORE:
+                break
+            cand = self.docs[i]
+            if cand.id in exclude_ids or self._urls[i] in skip_urls or not cand.title.strip():
+                continue
+            if self._same_story(doc, query, i):
+                if cand.id != doc.id:
+                    same.append(cand)
+                continue
+            if any(self._same_story(cand, self.terms[i], j) for j in picked):
+                continue
+            picked.append(i)
+        return [self.docs[i] for i in picked], same
+
+
+def related_entries(docs: list[Doc], language: str | None = "en") -> list[dict[str, str]]:
+    return [
+        {"title": d.title, "url": d.url, "source": d.source, "blurb": blurb(d.text, language)} for d in docs
+    ]
