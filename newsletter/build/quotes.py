@@ -68,6 +68,7 @@ class Quote:
     speaker: str | None
     direct: bool  # direct speech, as opposed to a quotable sentence of the article
     paragraph: int
+    position: int = 0  # order within the article, for display
 
     def as_dict(self) -> dict[str, str | None]:
         return {"text": self.text, "speaker": self.speaker}
@@ -209,7 +210,7 @@ def extract_quotes(
     doc_terms = tokens(" ".join(paras))
     candidates: list[tuple[float, Quote]] = []
     last_speaker: tuple[str, int] | None = None
-    for span in find_direct_speech(paras):
+    for position, span in enumerate(find_direct_speech(paras)):
         name, pronoun = _speaker(span)
         if name:
             last_speaker = (name, span.end_para)
@@ -220,12 +221,12 @@ def extract_quotes(
         quote = _trim(_quote_text(span.parts), language)
         if not quote or word_count(quote) < MIN_WORDS or _is_title(quote):
             continue
-        candidates.append((0.0, Quote(quote, name, True, span.start_para)))
+        candidates.append((0.0, Quote(quote, name, True, span.start_para, position)))
     chosen = _rank(candidates, doc_terms, limit, summary_sents, text)
     if quotable_fallback and len(chosen) < limit:
         pool = [(0.0, q) for q in _quotable_sentences(text, language)]
         chosen += _rank(pool, doc_terms, limit - len(chosen), summary_sents + [q.text for q in chosen], text)
-    return sorted(chosen, key=lambda q: (not q.direct, q.paragraph))
+    return sorted(chosen, key=lambda q: (not q.direct, q.paragraph, q.position))
 
 
 def _rank(
@@ -276,5 +277,5 @@ def _quotable_sentences(text: str, language: str | None) -> list[Quote]:
             continue  # a piece of a longer quotation
         if re.search(r"\b(?:I|[Mm]e|[Mm]y|[Yy]ou|[Yy]our)\b", s):
             continue
-        out.append(Quote(s, None, False, sent.paragraph))
+        out.append(Quote(s, None, False, sent.paragraph, sent.index))
     return out

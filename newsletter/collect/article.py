@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.build.text import normalize_ws, word_count
+from newsletter.build.text import is_boilerplate, normalize_ws, word_count
 from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
 from newsletter.store.models import Article, utcnow
 
@@ -65,6 +65,15 @@ def _byline(author: str | None) -> str | None:
     return "; ".join(seen.values())[:500] or None
 
 
+def _clean_text(text: str, title: str | None) -> str:
+    """Drop furniture that survives extraction ("Advertisement", "Share this") and a repeated headline."""
+    lines = [normalize_ws(line) for line in text.splitlines()]
+    lines = [line for line in lines if line and not is_boilerplate(line)]
+    if lines and title and normalize_ws(title).lower() == lines[0].lower():
+        lines = lines[1:]
+    return "\n".join(lines)
+
+
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -91,7 +100,7 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
         )
     except Exception as exc:  # trafilatura raises a variety of parser errors on broken markup
         return Extracted("not-article", f"extraction failed: {type(exc).__name__}: {exc}")
-    text = (doc.text or "").strip() if doc else ""
+    text = _clean_text(doc.text or "", doc.title) if doc else ""
     if word_count(text) < MIN_ARTICLE_WORDS:
         return Extracted(
             "not-article",
