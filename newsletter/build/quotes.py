@@ -41,16 +41,17 @@ _VERBS = (
     r"announces|emphasized|emphasised|stressed|stresses|suggested|suggests|claimed|claims|joked|jokes)"
 )
 _TITLE = r"(?:(?:Mr|Mrs|Ms|Dr|Prof|Sen|Rep|Gov|Gen|Sir|Dame|President|Senator|Professor)\.?\s+)"
-_NAME = rf"(?:{_TITLE}?[A-Z][\w’'.-]*(?:\s+(?:de|van|von|der|da|al|bin|le)?\s*[A-Z][\w’'.-]*){{0,3}})"
+_NAME_WORD = r"(?:[A-Z]\.|[A-Z][\w’'-]*)"  # "Ilic" or an initial "J."; never runs past a full stop
+_NAME = rf"(?:{_TITLE}?{_NAME_WORD}(?:\s+(?:de|van|von|der|da|al|bin|le)?\s*{_NAME_WORD}){{0,3}})"
 _PRONOUN = r"(?:he|she|they|He|She|They)"
 _NOT_NAMES_TEXT = """The A An It This That These Those We I You But And So Or If In On At For As When While
 After Before Then There Here His Her Their Its Our My Your"""
 _NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
 
-# ", said LeCun" / ", LeCun said" / ", he said" / ", according to LeCun" / ", developer Ammar Askar wrote"
-# right after the closing mark, within the same clause.
+# Right after the closing mark, within the same clause: ", said LeCun" / ", said transport chief Mara Ilic" /
+# ", LeCun said" / ", he said" / ", according to LeCun" / ", developer Ammar Askar wrote".
 _AFTER = re.compile(
-    rf"^[\s,;:—–-]*(?:{_VERBS}\s+(?P<a>{_NAME}|{_PRONOUN})\b"
+    rf"^[\s,;:—–-]*(?:{_VERBS}\s+(?:(?:the\s+)?[a-z][\w-]*\s+){{0,3}}?(?P<a>{_NAME}|{_PRONOUN})\b"
     rf"|(?:[^.!?\"“”]{{0,60}}?\s)??(?P<b>{_NAME}|{_PRONOUN})\s+(?:{_VERBS}|has\s+said|had\s+said|once\s+said)\b"
     rf"|according\s+to\s+(?P<c>{_NAME}))"
 )
