@@ -47,8 +47,9 @@ class EnrichReport:
     also_covered: int = 0
     merged: int = 0  # stories dropped as another source's copy of a story already in the issue
     problems: list[str] = field(default_factory=list)  # "#3 Title: what went wrong"
-    fetch_seconds: float = 0.0
+    fetch_seconds: float = 0.0  # waiting for article pages (network only)
     seconds: float = 0.0  # everything, fetch included
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # articles, summaries, quotes, related
 
     def summary_line(self) -> str:
         methods = ", ".join(f"{n} {m}" for m, n in sorted(self.summaries.items())) or "none"
@@ -119,14 +120,14 @@ def _load_articles(
     if not wanted:
         return {}
     started_at = utcnow()
-    t0 = time.monotonic()
+    stats: dict[str, float] = {}
     try:
-        articles = get_articles(session, wanted, limits)
+        articles = get_articles(session, wanted, limits, stats=stats)
     except Exception as exc:  # the issue still builds from feed text
         log.exception("article fetch failed")
         report.problems.append(f"articles: {type(exc).__name__}: {exc}")
         return {}
-    report.fetch_seconds = time.monotonic() - t0
+    report.fetch_seconds = stats.get("fetch_seconds", 0.0)
     for art in articles.values():
         if art.fetched_at >= started_at:
             report.articles_fetched += 1
@@ -300,7 +301,16 @@ def enrich_issue(
     _merge_duplicates(rows, report)
     rows = [r for r in rows if r.included]
     report.items = len(rows)
+    lap = time.monotonic()
+
+    def stage(name: str) -> None:
+        nonlocal lap
+        now = time.monotonic()
+        report.stage_seconds[name] = now - lap
+        lap = now
+
     articles = _load_articles(session, rows, newsletter.digest.fetch_articles_under_words, limits, report)
+    stage("articles")
     stories: list[_Story] = []
     for row in rows:
         try:
@@ -309,9 +319,12 @@ def enrich_issue(
             log.exception("story text failed for %s", row.url)
             report.problems.append(f"{_label(row)}: text: {type(exc).__name__}: {exc}")
     _summaries(stories, newsletter, report)
+    stage("summaries")
     _quotes(stories, newsletter, report)
+    stage("quotes")
     if newsletter.digest.related > 0:
         _related(session, issue, stories, newsletter, report)
+    stage("related")
     for story in stories:
         if story.row.notes and "article" in story.row.notes:
             report.problems.append(f"{_label(story.row)}: article: {story.row.notes['article']}")
