@@ -25,7 +25,7 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 class FetchLimits:
     timeout: float = DEFAULT_TIMEOUT  # seconds, for the whole response
     max_bytes: int = DEFAULT_MAX_BYTES
-    concurrency: int = 32
+    concurrency: int = 64
     per_host: int = 6  # be polite: no site gets more than this many requests at once
 
 

@@ -1,0 +1,164 @@
+"""Build the next issue of a newsletter as a draft, and load issues back as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from newsletter.build.issue import Issue, issue_from_row
+from newsletter.build.select import feed_summary, select_items, window_for
+from newsletter.config import Newsletter
+from newsletter.store.db import ensure_newsletter, session_scope
+from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, utcnow
+
+EDITABLE = ("draft", "held")
+
+
+class BuildError(Exception):
+    pass
+
+
+@dataclass
+class BuildResult:
+    issue_id: int | None  # None when there was nothing new to build from
+    number: int | None
+    items: int
+    rebuilt: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def _subject(nl: Newsletter, number: int, top_title: str) -> str:
+    try:
+        return nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BuildError(f"{nl.path}: digest.subject: cannot fill {nl.digest.subject!r}: {exc}") from None
+
+
+def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
+    lead = group[0]
+    others = [
+        {"title": other.title, "url": other.link or "", "source": other.source.name or other.source.url}
+        for other in group[1:]
+        if other.link
+    ]
+    return IssueItem(
+        item_id=lead.id,
+        position=position,
+        included=True,
+        title=lead.title,
+        url=lead.link or "",
+        source_name=lead.source.name or lead.source.title or lead.source.url,
+        author=lead.author,
+        published_at=lead.published_at,
+        image_url=lead.image_url,
+        summary=feed_summary(lead.content_text, nl.digest.summary_words, nl.digest.summary_sentences),
+        summary_method="feed",
+        quotes=[],
+        related=[],
+        also_covered_by=others,
+        notes={},
+    )
+
+
+def build_issue(
+    engine: Engine,
+    nl: Newsletter,
+    *,
+    now: datetime | None = None,
+    period: str | None = None,
+    enrich: bool = True,
+    allow_empty: bool = False,
+) -> BuildResult:
+    """Create the next draft, or rebuild the current unapproved draft in place (keeping its intro)."""
+    now = now or utcnow()
+    with session_scope(engine) as session:
+        nrow = ensure_newsletter(session, nl.slug, nl.name)
+        _refuse_if_pending(session, nrow.id, period)
+        draft = session.scalar(
+            select(IssueRow)
+            .where(IssueRow.newsletter_id == nrow.id, IssueRow.status.in_(EDITABLE))
+            .where(IssueRow.period == period if period else IssueRow.id.is_not(None))
+            .order_by(IssueRow.number.desc())
+        )
+        start, end = window_for(session, nrow.id, nl, now)
+        groups = select_items(session, nrow.id, nl, start, end)
+        if not groups and not allow_empty:
+            return BuildResult(None, None, 0, False,
+                               [f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"])
+        rebuilt = draft is not None
+        if draft is None:
+            number = (session.scalar(select(func.max(IssueRow.number)).where(IssueRow.newsletter_id == nrow.id))
+                      or 0) + 1
+            draft = IssueRow(newsletter_id=nrow.id, number=number, period=period, status="draft",
+                             intro=nl.digest.intro, subject="")
+            session.add(draft)
+        else:
+            draft.items.clear()
+            session.flush()
+        draft.window_start, draft.window_end = start, end
+        draft.items.extend(_story_row(group, i, nl) for i, group in enumerate(groups))
+        draft.subject = _subject(nl, draft.number, groups[0][0].title if groups else "nothing new")
+        draft.html = draft.text = draft.rendered_hash = None
+        draft.approved_at = draft.approved_by = draft.approved_hash = None
+        session.flush()
+        result = BuildResult(draft.id, draft.number, len(groups), rebuilt)
+    if enrich and result.items:
+        result.problems.extend(enrich_stories(engine, result.issue_id, nl))
+    return result
+
+
+def _refuse_if_pending(session: Session, newsletter_id: int, period: str | None) -> None:
+    """An approved issue not yet sent, or this period's issue already out, means there is nothing to build."""
+    query = select(IssueRow).where(IssueRow.newsletter_id == newsletter_id)
+    if period:
+        query = query.where(IssueRow.period == period, IssueRow.status.not_in(EDITABLE))
+    else:
+        query = query.where(IssueRow.status.in_(("approved", "sending")))
+    row = session.scalar(query.order_by(IssueRow.number.desc()))
+    if row is not None:
+        what = f"the issue for {period}" if period else "an issue"
+        raise BuildError(f"{what} is already {row.status} (issue #{row.number}, id {row.id}); "
+                         "send it or reopen it before building another")
+
+
+def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> list[str]:
+    """Summaries, key quotes, related reading (the editorial core). Problems are reported, never fatal."""
+    try:
+        from newsletter.build.enrich import enrich_issue
+    except ImportError:  # the editorial core lands separately; until then the feed's summary stands
+        return []
+
+    with session_scope(engine) as session:
+        issue = session.get(IssueRow, issue_id)
+        report = enrich_issue(session, issue, nl)
+    return list(getattr(report, "problems", []) or [])
+
+
+def _query(session: Session):  # noqa: ANN202
+    return select(IssueRow).options(selectinload(IssueRow.items), selectinload(IssueRow.newsletter))
+
+
+def load_issue(session: Session, issue_id: int) -> Issue | None:
+    row = session.scalar(_query(session).where(IssueRow.id == issue_id))
+    return issue_from_row(row) if row else None
+
+
+def latest_issue_id(session: Session, slug: str) -> int | None:
+    return session.scalar(
+        select(IssueRow.id).join(NewsletterRow).where(NewsletterRow.slug == slug).order_by(IssueRow.number.desc())
+    )
+
+
+def resolve_issue(session: Session, slug: str, issue_id: int | None) -> Issue:
+    """The issue an operator means: the given id (which must belong to the newsletter) or the latest one."""
+    if issue_id is None:
+        issue_id = latest_issue_id(session, slug)
+        if issue_id is None:
+            raise BuildError(f"'{slug}' has no issue yet: run `newsletter build {slug}` first")
+    issue = load_issue(session, issue_id)
+    if issue is None or issue.newsletter != slug:
+        raise BuildError(f"no issue {issue_id} in newsletter '{slug}'")
+    return issue

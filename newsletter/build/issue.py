@@ -1,0 +1,164 @@
+"""The issue as a plain data object: what templates render, editors edit, and `issue show --format json` prints.
+
+The JSON form is a public interface (documented in the README): add fields, never rename or remove them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from newsletter.store.models import IssueItem, IssueRow
+
+JSON_VERSION = 1
+
+
+@dataclass
+class Quote:
+    text: str
+    speaker: str | None = None
+
+
+@dataclass
+class Link:
+    """A related story or another outlet's copy of the same story."""
+
+    title: str
+    url: str
+    source: str | None = None
+    blurb: str | None = None
+
+
+@dataclass
+class Story:
+    id: int  # issue_item id: stable handle for editors and the API
+    item_id: int
+    position: int
+    included: bool
+    title: str
+    url: str
+    source: str
+    author: str | None
+    published: datetime | None
+    summary: str
+    summary_method: str = "feed"
+    image_url: str | None = None
+    quotes: list[Quote] = field(default_factory=list)
+    related: list[Link] = field(default_factory=list)
+    also_covered_by: list[Link] = field(default_factory=list)
+
+
+@dataclass
+class Issue:
+    id: int
+    newsletter: str  # slug
+    number: int
+    subject: str
+    status: str
+    created_at: datetime
+    preheader: str = ""
+    intro: str | None = None
+    period: str | None = None
+    approved_at: datetime | None = None
+    sent_at: datetime | None = None
+    items: list[Story] = field(default_factory=list)
+
+    @property
+    def stories(self) -> list[Story]:
+        """The stories that go out (editors may drop some)."""
+        return [s for s in self.items if s.included]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def story_from_row(row: IssueItem) -> Story:
+    return Story(
+        id=row.id,
+        item_id=row.item_id,
+        position=row.position,
+        included=row.included,
+        title=row.title,
+        url=row.url,
+        source=row.source_name,
+        author=row.author,
+        published=row.published_at,
+        summary=row.summary,
+        summary_method=row.summary_method,
+        image_url=row.image_url,
+        quotes=[Quote(text=q["text"], speaker=q.get("speaker")) for q in row.quotes or []],
+        related=[Link(**_link_fields(r)) for r in row.related or []],
+        also_covered_by=[Link(**_link_fields(r)) for r in row.also_covered_by or []],
+    )
+
+
+def _link_fields(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: data.get(k) for k in ("title", "url", "source", "blurb")}
+
+
+def issue_from_row(row: IssueRow) -> Issue:
+    return Issue(
+        id=row.id,
+        newsletter=row.newsletter.slug,
+        number=row.number,
+        subject=row.subject,
+        status=row.status,
+        created_at=row.created_at,
+        preheader=row.preheader or "",
+        intro=row.intro,
+        period=row.period,
+        approved_at=row.approved_at,
+        sent_at=row.sent_at,
+        items=[story_from_row(i) for i in sorted(row.items, key=lambda i: i.position)],
+    )
+
+
+def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, Any]:
+    """The stable JSON form. Dropped stories are left out unless asked for (editors' API)."""
+    items = issue.items if include_dropped else issue.stories
+    return {
+        "version": JSON_VERSION,
+        "id": issue.id,
+        "newsletter": issue.newsletter,
+        "number": issue.number,
+        "subject": issue.subject,
+        "preheader": issue.preheader,
+        "status": issue.status,
+        "period": issue.period,
+        "created_at": _iso(issue.created_at),
+        "approved_at": _iso(issue.approved_at),
+        "sent_at": _iso(issue.sent_at),
+        "intro": issue.intro,
+        "items": [
+            {
+                "id": s.id,
+                "position": s.position,
+                "included": s.included,
+                "title": s.title,
+                "url": s.url,
+                "source": s.source,
+                "author": s.author,
+                "published": _iso(s.published),
+                "image_url": s.image_url,
+                "summary": s.summary,
+                "summary_method": s.summary_method,
+                "quotes": [asdict(q) for q in s.quotes],
+                "related": [asdict(r) for r in s.related],
+                "also_covered_by": [asdict(r) for r in s.also_covered_by],
+            }
+            for s in items
+        ],
+    }
+
+
+def content_hash(issue: Issue) -> str:
+    """A hash of everything a subscriber would see; approval records it, a send checks it."""
+    data = issue_to_json(issue)
+    for key in ("status", "approved_at", "sent_at", "created_at", "version"):
+        data.pop(key, None)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,117 @@
+"""Choose the stories for an issue: the window, the ranking, the caps, one story once."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter.build.cluster import group_same_story
+from newsletter.config import Newsletter
+from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, Source
+
+# Split after ., ! or ? (optionally followed by a closing quote or bracket) when a capital or digit follows.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9])")
+_ABBREV = re.compile(r"\b(Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Inc|Ltd|Co|vs|etc|e\.g|i\.e|U\.S|No|Gen|Sen|Rep|Gov)\.$")
+
+
+def sentences(text: str) -> list[str]:
+    out: list[str] = []
+    for paragraph in text.split("\n"):
+        parts = _SENTENCE_END.split(paragraph.strip())
+        buffer = ""
+        for part in parts:
+            buffer = f"{buffer} {part}".strip() if buffer else part
+            if not _ABBREV.search(buffer):
+                out.append(buffer)
+                buffer = ""
+        if buffer:
+            out.append(buffer)
+    return [s for s in out if s]
+
+
+def feed_summary(text: str, max_words: int, max_sentences: int = 3) -> str:
+    """The feed's own text cut at a sentence boundary: whole sentences within the word budget."""
+    chosen: list[str] = []
+    words = 0
+    for sentence in sentences(text):
+        n = len(sentence.split())
+        if chosen and (words + n > max_words or len(chosen) >= max_sentences):
+            break
+        if not chosen and n > max_words:
+            # A single very long first sentence: cut at a word boundary rather than show nothing.
+            return " ".join(sentence.split()[:max_words]).rstrip(",;:") + "…"
+        chosen.append(sentence)
+        words += n
+    return " ".join(chosen)
+
+
+@dataclass
+class Candidate:
+    item: Item
+    score: float
+
+
+def window_for(session: Session, newsletter_id: int, nl: Newsletter, now: datetime) -> tuple[datetime, datetime]:
+    """From the end of the last sent issue, but never older than the configured number of days."""
+    floor = now - timedelta(days=nl.digest.window_days)
+    last_end = session.scalar(
+        select(func.max(IssueRow.window_end)).where(
+            IssueRow.newsletter_id == newsletter_id, IssueRow.status == "sent"
+        )
+    )
+    return (max(floor, last_end) if last_end else floor), now
+
+
+def rank(items: list[Item], start: datetime, end: datetime) -> list[Candidate]:
+    """Recent first, with a nudge for stories that carry real text (a bare link tells the reader little)."""
+    span = max((end - start).total_seconds(), 3600.0)
+    out = []
+    for item in items:
+        when = item.published_at or item.collected_at
+        age = max((end - when).total_seconds(), 0.0)
+        recency = math.exp(-age / (span / 2))
+        substance = min(len(item.content_text.split()) / 300, 1.0) * 0.3
+        out.append(Candidate(item, recency + substance))
+    out.sort(key=lambda c: (-c.score, c.item.id))
+    return out
+
+
+def select_items(session: Session, newsletter_id: int, nl: Newsletter, start: datetime, end: datetime
+                 ) -> list[list[Item]]:
+    """Groups of items (first = the story shown, the rest = also covered by), capped as configured."""
+    urls = [s.url for s in nl.sources]
+    already = select(IssueItem.item_id).join(IssueRow).where(
+        IssueRow.newsletter_id == newsletter_id, IssueRow.status.in_(("sent", "sending"))
+    )
+    when = func.coalesce(Item.published_at, Item.collected_at)
+    items = list(
+        session.scalars(
+            select(Item)
+            .join(Source)
+            .where(Source.url.in_(urls), when > start, when <= end, Item.id.not_in(already))
+        )
+    )
+    ranked = rank(items, start, end)
+    per_source_cap = {s.url: s.max_items or nl.digest.max_per_source for s in nl.sources}
+    groups = group_same_story([c.item for c in ranked])
+    chosen: list[list[Item]] = []
+    taken: dict[int, int] = {}
+    for group in groups:
+        lead = group[0]
+        cap = per_source_cap.get(lead.source.url, nl.digest.max_per_source)
+        if taken.get(lead.source_id, 0) >= cap:
+            continue
+        taken[lead.source_id] = taken.get(lead.source_id, 0) + 1
+        chosen.append(group)
+        if len(chosen) >= nl.digest.max_items:
+            break
+    return chosen
+
+
+def newsletter_row(session: Session, slug: str) -> NewsletterRow | None:
+    return session.scalar(select(NewsletterRow).where(NewsletterRow.slug == slug))

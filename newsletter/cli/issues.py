@@ -1,0 +1,90 @@
+"""`newsletter build` and `newsletter issue ...`: make the next issue and look at issues."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from newsletter.build.build import BuildError, build_issue, resolve_issue
+from newsletter.build.issue import issue_to_json
+from newsletter.cli.common import console, engine, fail, newsletter
+from newsletter.store.db import session_scope
+from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("build")
+    def build_cmd(
+        slug: str = typer.Argument(..., help="The newsletter (its schedule file name)."),
+        no_enrich: bool = typer.Option(False, "--no-enrich", help="Skip summaries, quotes and related reading."),
+    ) -> None:
+        """Build the next issue as a draft from the items collected in the window.
+
+        Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`
+        """
+        nl = newsletter(slug)
+        try:
+            result = build_issue(engine(), nl, enrich=not no_enrich)
+        except BuildError as exc:
+            fail(str(exc))
+        for problem in result.problems:
+            console.print(f"[yellow]note:[/] {problem}", highlight=False)
+        if result.issue_id is None:
+            console.print(f"Run `newsletter collect {slug}` to fetch new items.")
+            return
+        verb = "Rebuilt" if result.rebuilt else "Built"
+        console.print(f"{verb} issue #{result.number} (id {result.issue_id}) of {slug} with {result.items} stories.")
+
+    issue_app = typer.Typer(help="Look at issues.", no_args_is_help=True)
+    app.add_typer(issue_app, name="issue")
+
+    @issue_app.command("show")
+    def show_cmd(
+        issue_id: int = typer.Argument(..., help="Issue id (see `newsletter issue list`)."),
+        fmt: Format = typer.Option(Format.table, "--format", help="table, or json (a stable, documented format)."),
+    ) -> None:
+        """Show an issue. Example: `newsletter issue show 3 --format json`"""
+        with session_scope(engine()) as session:
+            row = session.get(IssueRow, issue_id)
+            if row is None:
+                fail(f"no issue {issue_id}")
+            try:
+                issue = resolve_issue(session, row.newsletter.slug, issue_id)
+            except BuildError as exc:
+                fail(str(exc))
+        if fmt is Format.json:
+            typer.echo(json.dumps(issue_to_json(issue), indent=2, ensure_ascii=False))
+            return
+        console.print(f"[bold]{issue.subject}[/] — {issue.newsletter} #{issue.number}, {issue.status}")
+        for story in issue.stories:
+            console.print(f"\n[bold]{story.position + 1}. {story.title}[/]\n   {story.source} · {story.url}")
+            if story.summary:
+                console.print(f"   {story.summary}", highlight=False)
+            for quote in story.quotes:
+                console.print(f"   “{quote.text}”" + (f" — {quote.speaker}" if quote.speaker else ""),
+                              highlight=False)
+
+    @issue_app.command("list")
+    def list_cmd(slug: str = typer.Argument(None, help="Only this newsletter.")) -> None:
+        """List issues, newest first. Example: `newsletter issue list ai-weekly`"""
+        table = Table()
+        for col in ("id", "newsletter", "number", "status", "stories", "subject", "created"):
+            table.add_column(col)
+        with session_scope(engine()) as session:
+            query = select(IssueRow).join(NewsletterRow).order_by(IssueRow.id.desc())
+            if slug:
+                query = query.where(NewsletterRow.slug == slug)
+            for row in session.scalars(query):
+                stories = sum(1 for i in row.items if isinstance(i, IssueItem) and i.included)
+                table.add_row(str(row.id), row.newsletter.slug, str(row.number), row.status, str(stories),
+                              row.subject, f"{row.created_at:%Y-%m-%d %H:%M}")
+        console.print(table)

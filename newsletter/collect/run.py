@@ -1,0 +1,260 @@
+"""A collect run: fetch every source at once, parse in parallel, store new items, record each source's state.
+
+A broken, slow or huge feed is recorded with its error and retried later with backoff; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
+from newsletter.collect.parse import ParsedFeed, parse_feed
+from newsletter.config import Newsletter
+from newsletter.store.db import session_scope
+from newsletter.store.models import Item, Source, utcnow
+
+FEED_ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+# Below this many documents a process pool costs more to start than it saves.
+PARALLEL_PARSE_MIN = 8
+MAX_BACKOFF = timedelta(hours=24)
+
+
+@dataclass
+class SourceOutcome:
+    url: str
+    name: str
+    status: str  # ok, not-modified, error, skipped
+    new_items: int = 0
+    seen_items: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    warning: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class CollectReport:
+    outcomes: list[SourceOutcome] = field(default_factory=list)
+
+    @property
+    def new_items(self) -> int:
+        return sum(o.new_items for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[SourceOutcome]:
+        return [o for o in self.outcomes if o.status == "error"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    url: str
+    name: str
+
+
+def sources_of(newsletters: Iterable[Newsletter]) -> list[SourceSpec]:
+    """Each distinct feed once, named as its first newsletter names it."""
+    seen: dict[str, SourceSpec] = {}
+    for nl in newsletters:
+        for src in nl.sources:
+            seen.setdefault(src.url, SourceSpec(src.url, src.name or src.url))
+    return list(seen.values())
+
+
+def _backoff(failures: int) -> timedelta:
+    return min(timedelta(minutes=5) * (2 ** max(failures - 1, 0)), MAX_BACKOFF)
+
+
+def _ensure_sources(session: Session, specs: list[SourceSpec]) -> dict[str, Source]:
+    rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_([s.url for s in specs])))}
+    for spec in specs:
+        row = rows.get(spec.url)
+        if row is None:
+            row = Source(url=spec.url, name=spec.name, failures=0)
+            session.add(row)
+            rows[spec.url] = row
+        elif row.name != spec.name:
+            row.name = spec.name
+    session.flush()
+    return rows
+
+
+def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int, int]:
+    """Insert the feed's new items. Dedupe by guid, then link, then content hash. Returns (new, seen)."""
+    existing = session.execute(
+        select(Item.id, Item.guid, Item.link, Item.content_hash).where(Item.source_id == source.id)
+    ).all()
+    guids = {row.guid: row.id for row in existing}
+    links = {row.link for row in existing if row.link}
+    hashes = {row.content_hash for row in existing}
+    new = seen = 0
+    now = utcnow()
+    fresh: list[dict] = []
+    for item in feed.items:
+        if item.guid in guids or (item.link and item.link in links) or item.content_hash in hashes:
+            seen += 1
+            continue
+        guids[item.guid] = -1
+        if item.link:
+            links.add(item.link)
+        hashes.add(item.content_hash)
+        fresh.append(
+            {
+                "source_id": source.id,
+                "guid": item.guid,
+                "link": item.link,
+                "title": item.title,
+                "author": item.author,
+                "published_at": item.published_at or now,
+                "collected_at": now,
+                "content_html": item.content_html,
+                "content_text": item.content_text,
+                "content_hash": item.content_hash,
+                "image_url": item.image_url,
+                "language": item.language,
+            }
+        )
+        new += 1
+    if fresh:
+        session.execute(Item.__table__.insert(), fresh)
+    return new, seen
+
+
+def _record(source: Source, result: FetchResult, outcome: SourceOutcome, now: datetime) -> None:
+    source.last_fetched_at = now
+    source.last_http_status = result.status
+    if outcome.status == "error":
+        source.failures = (source.failures or 0) + 1
+        source.last_status = "error"
+        source.last_error = outcome.error
+        source.next_attempt_at = now + _backoff(source.failures)
+        return
+    source.failures = 0
+    source.next_attempt_at = None
+    source.last_error = outcome.warning
+    source.last_status = outcome.status
+    source.last_ok_at = now
+    if result.etag or result.last_modified or outcome.status == "ok":
+        # Keep the validators for the next conditional GET (a 304 may omit them: keep the old ones then).
+        source.etag = result.etag or (source.etag if result.not_modified else None)
+        source.last_modified = result.last_modified or (source.last_modified if result.not_modified else None)
+
+
+class _LazyPool:
+    """Worker processes for parsing, started only when a feed actually changed (a run of 304s needs none)."""
+
+    def __init__(self) -> None:
+        self._executor: Executor | None = None
+
+    def get(self) -> Executor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8))
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+
+
+async def _collect_async(
+    specs: list[SourceSpec],
+    validators: dict[str, tuple[str | None, str | None]],
+    limits: FetchLimits,
+    pool: _LazyPool | None,
+    progress: Callable[[str], None] | None,
+) -> list[tuple[FetchResult, ParsedFeed | None]]:
+    loop = asyncio.get_running_loop()
+    parsed: dict[str, asyncio.Future[ParsedFeed]] = {}
+
+    def on_done(result: FetchResult) -> None:
+        # Parsing starts as soon as a body arrives, overlapping with the fetches still in flight.
+        if result.ok and not result.not_modified:
+            if pool is not None:
+                executor = pool.get()
+                parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body, result.url,
+                                                             result.content_type)
+            else:
+                future: asyncio.Future[ParsedFeed] = loop.create_future()
+                future.set_result(parse_feed(result.body, result.url, result.content_type))
+                parsed[result.url] = future
+        if progress:
+            progress(result.url)
+
+    requests = [(s.url, *validators.get(s.url, (None, None))) for s in specs]
+    results = await fetch_all(requests, limits, accept=FEED_ACCEPT, on_done=on_done)
+    out: list[tuple[FetchResult, ParsedFeed | None]] = []
+    for result in results:
+        future = parsed.get(result.url)
+        out.append((result, await future if future is not None else None))
+    return out
+
+
+def collect(
+    engine: Engine,
+    newsletters: Iterable[Newsletter],
+    *,
+    limits: FetchLimits | None = None,
+    force: bool = False,
+    parallel_parse: bool | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> CollectReport:
+    """Collect every source of the given newsletters. `force` ignores the failure backoff."""
+    limits = limits or FetchLimits()
+    specs = sources_of(newsletters)
+    report = CollectReport()
+    now = utcnow()
+    with session_scope(engine) as session:
+        rows = _ensure_sources(session, specs)
+        due: list[SourceSpec] = []
+        for spec in specs:
+            row = rows[spec.url]
+            if not force and row.next_attempt_at and row.next_attempt_at > now:
+                report.outcomes.append(
+                    SourceOutcome(spec.url, spec.name, "skipped",
+                                  error=f"backing off after {row.failures} failures until "
+                                        f"{row.next_attempt_at:%Y-%m-%d %H:%M} UTC: {row.last_error}")
+                )
+                continue
+            due.append(spec)
+        validators = {s.url: (rows[s.url].etag, rows[s.url].last_modified) for s in due}
+    if on_start:
+        on_start(len(due))
+    use_pool = parallel_parse if parallel_parse is not None else len(due) >= PARALLEL_PARSE_MIN
+    pool = _LazyPool() if use_pool and (os.cpu_count() or 1) > 1 else None
+    try:
+        fetched = asyncio.run(_collect_async(due, validators, limits, pool, progress))
+    finally:
+        if pool is not None:
+            pool.close()
+    names = {s.url: s.name for s in due}
+    now = utcnow()
+    with session_scope(engine) as session:
+        rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_(list(names))))}
+        for result, feed in fetched:
+            outcome = SourceOutcome(result.url, names[result.url], "ok", http_status=result.status,
+                                    seconds=result.elapsed)
+            if not result.ok:
+                outcome.status, outcome.error = "error", result.error
+            elif result.not_modified:
+                outcome.status = "not-modified"
+            elif feed is None or not feed.ok:
+                outcome.status, outcome.error = "error", feed.error if feed else "not parsed"
+            else:
+                outcome.warning = feed.warning
+                source = rows[result.url]
+                if feed.title and not source.title:
+                    source.title = feed.title[:500]
+                outcome.new_items, outcome.seen_items = store_items(session, source, feed)
+            _record(rows[result.url], result, outcome, now)
+            report.outcomes.append(outcome)
+    order = {s.url: i for i, s in enumerate(specs)}
+    report.outcomes.sort(key=lambda o: order.get(o.url, 0))
+    return report

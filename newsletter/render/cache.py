@@ -1,0 +1,45 @@
+"""Render once per issue: the HTML and text are kept with the issue and redone only when its content changes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from newsletter.build.build import load_issue
+from newsletter.build.issue import content_hash
+from newsletter.config import Newsletter
+from newsletter.render.engine import Rendered, default_templates_dir, preheader_for, render_issue
+from newsletter.store.db import session_scope
+from newsletter.store.models import IssueRow
+
+
+def _fingerprint(issue_hash: str, templates_dir: Path | None) -> str:
+    """The issue's content plus the templates it is rendered with: editing either means rendering again."""
+    h = hashlib.sha256(issue_hash.encode())
+    for folder in (templates_dir, default_templates_dir()):
+        if folder and folder.is_dir():
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    h.update(str(path.relative_to(folder)).encode())
+                    h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def rendered_issue(
+    engine: Engine, issue_id: int, nl: Newsletter, *, base_url: str, templates_dir: Path | None = None,
+    force: bool = False,
+) -> Rendered:
+    with session_scope(engine) as session:
+        issue = load_issue(session, issue_id)
+        if issue is None:
+            raise LookupError(f"no issue {issue_id}")
+        row = session.get(IssueRow, issue_id)
+        digest = _fingerprint(content_hash(issue), templates_dir)
+        if not force and row.html and row.text and row.rendered_hash == digest:
+            return Rendered(issue.subject, preheader_for(issue), row.html, row.text, "cached", 0.0)
+        rendered = render_issue(issue, nl, base_url=base_url, templates_dir=templates_dir)
+        if row.status not in ("sending", "sent"):  # what went out stays as it went out
+            row.html, row.text, row.rendered_hash = rendered.html, rendered.text, digest
+        return rendered

@@ -1,0 +1,122 @@
+"""Signed tokens for links in emails: unsubscribe (never expires) and opt-in confirmation (expires).
+
+A token names a purpose, a subscriber and a newsletter, optionally an expiry, and carries an HMAC-SHA256
+of all of that under the installation's secret key. Changing any character makes it invalid.
+
+Why hmac + hashlib rather than itsdangerous: a send to 1,000,000 people signs 1,000,000 unsubscribe links,
+and a pre-keyed `hmac` copy signs one in about 2 microseconds where itsdangerous' serializer (JSON, base64,
+key derivation per call) costs ten times that; the format is also small enough (purpose, two ids, an
+expiry) that a serializer buys nothing. The construction is the standard one: MAC over the whole payload,
+constant-time comparison, purpose inside the MAC so a confirmation token can never serve as an
+unsubscribe token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+UNSUBSCRIBE = "u"
+CONFIRM = "c"
+PURPOSES = (UNSUBSCRIBE, CONFIRM)
+
+# 128 bits of MAC: forging one needs ~2^128 guesses, and it keeps links short in plain-text emails.
+_MAC_BYTES = 16
+CONFIRM_TTL_SECONDS = 7 * 24 * 3600
+
+
+class InvalidToken(ValueError):
+    """The token is malformed, forged, altered, expired or meant for another purpose."""
+
+
+@dataclass(frozen=True)
+class TokenData:
+    purpose: str
+    subscriber_id: int
+    newsletter_slug: str
+    expires_at: int | None  # epoch seconds
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Signs and reads tokens under one secret; keeps the keyed HMAC so signing many tokens is cheap."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("a secret key is required to sign tokens")
+        self._mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+
+    def _sig(self, payload: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(payload)
+        return mac.digest()[:_MAC_BYTES]
+
+    def make(
+        self, purpose: str, subscriber_id: int, newsletter_slug: str, expires_at: int | None = None
+    ) -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        # Slugs are [a-z0-9-], so '.' cannot occur inside a field.
+        payload = f"{purpose}.{int(subscriber_id)}.{newsletter_slug}.{expires_at or ''}".encode()
+        return _b64(payload) + "." + _b64(self._sig(payload))
+
+    def read(self, token: str, purpose: str, now: float | None = None) -> TokenData:
+        """The token's contents, or InvalidToken. Checks the MAC before looking at anything else."""
+        try:
+            payload_part, sig_part = token.split(".")
+            payload = _unb64(payload_part)
+            sig = _unb64(sig_part)
+        except (ValueError, TypeError):
+            raise InvalidToken("malformed token") from None
+        if not hmac.compare_digest(sig, self._sig(payload)):
+            raise InvalidToken("bad signature")
+        try:
+            got_purpose, sid, slug, expires = payload.decode("utf-8").split(".")
+            data = TokenData(got_purpose, int(sid), slug, int(expires) if expires else None)
+        except ValueError:
+            raise InvalidToken("malformed token") from None
+        if data.purpose != purpose:
+            raise InvalidToken("token is for another purpose")
+        if data.expires_at is not None and data.expires_at < (time.time() if now is None else now):
+            raise InvalidToken("token has expired")
+        return data
+
+    def unsubscribe_url(self, base_url: str, subscriber_id: int, newsletter_slug: str) -> str:
+        return f"{base_url.rstrip('/')}/u/{self.make(UNSUBSCRIBE, subscriber_id, newsletter_slug)}"
+
+    def confirm_url(
+        self, base_url: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS
+    ) -> str:
+        expires = int(time.time()) + ttl
+        return f"{base_url.rstrip('/')}/confirm/{self.make(CONFIRM, subscriber_id, newsletter_slug, expires)}"
+
+
+def unsubscribe_url(base_url: str, secret: str, subscriber_id: int, newsletter_slug: str) -> str:
+    """The https link for List-Unsubscribe and the footer.
+
+    GET shows a confirm page, POST unsubscribes (RFC 8058).
+
+    It never expires: people click unsubscribe links in mail that is years old.
+    """
+    return Signer(secret).unsubscribe_url(base_url, subscriber_id, newsletter_slug)
+
+
+def confirm_url(
+    base_url: str, secret: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS
+) -> str:
+    """The double opt-in link; it expires after `ttl` seconds (a week by default)."""
+    return Signer(secret).confirm_url(base_url, subscriber_id, newsletter_slug, ttl)
+
+
+def read_token(secret: str, token: str, purpose: str, now: float | None = None) -> TokenData:
+    return Signer(secret).read(token, purpose, now)
