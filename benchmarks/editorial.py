@@ -154,7 +154,7 @@ class _Pages(BaseHTTPRequestHandler):
         self.wfile.write(body or b"")
 
 
-def timing(articles: list[Path], stories: int = 30, archive: int = 1000) -> None:
+def timing(articles: list[Path], stories: int = 30, archive: int = 1000) -> list:
     from sqlalchemy.orm import Session
 
     from newsletter.build.enrich import enrich_issue
@@ -265,9 +265,11 @@ def timing(articles: list[Path], stories: int = 30, archive: int = 1000) -> None
     print(" the 'articles' stage of the first build includes trafilatura extraction of every page)")
     last = runs[0][1]
     print(f"first build: {last.summary_line()}")
+    print()
+    return runs
 
 
-def main() -> None:
+def main() -> list[dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("articles", nargs="?", default=str(REPO.parent / "shared" / "corpus" / "articles"))
     parser.add_argument("--archive", type=int, default=1000, help="archive items for related reading")
@@ -276,12 +278,34 @@ def main() -> None:
     folder = Path(args.articles)
     articles = sorted(p for p in folder.iterdir() if (p / "source.html").exists()) if folder.is_dir() else []
     if not articles:
-        sys.exit(
-            f"{folder}: no article folders (each needs source.html, expected.html, expected-metadata.json)"
-        )
-    print_quality(quality(articles))
-    timing(articles, args.stories, args.archive)
+        print(f"{folder}: no article folders (each needs source.html, expected.html, expected-metadata.json)")
+        return [{"benchmark": "editorial", "case": f"skipped: no articles in {folder}"}]
+    rows = quality(articles)
+    print_quality(rows)
+    runs = timing(articles, args.stories, args.archive)
+    mean = statistics.fmean
+    quotes = sum(r["quotes"] for r in rows)
+    n = len(rows)
+    first, cached = runs[0][1], runs[1][1]
+    return [
+        {"benchmark": "editorial", "case": f"article text token F1, {n} pages: trafilatura vs all page text",
+         "result": f"{mean(r['f1'] for r in rows):.3f} vs {mean(r['f1_naive'] for r in rows):.3f}"},
+        {"benchmark": "editorial", "case": f"key quotes found verbatim in the text ({quotes} quotes)",
+         "result": f"{sum(r['verbatim'] for r in rows) / max(quotes, 1):.0%}, "
+                   f"{sum(r['direct'] for r in rows)} direct speech"},
+        {"benchmark": "editorial", "case": "summary ROUGE-1 / ROUGE-2 vs publisher excerpt: ours vs lead-2",
+         "result": f"{mean(r['r1'] for r in rows):.3f}/{mean(r['r2'] for r in rows):.3f} vs "
+                   f"{mean(r['b1'] for r in rows):.3f}/{mean(r['b2'] for r in rows):.3f}"},
+        {"benchmark": "editorial", "case": f"enrich {first.items} stories, pages fetched (fetch excluded)",
+         "seconds": f"{first.seconds - first.fetch_seconds:.2f}",
+         "result": f"{(first.seconds - first.fetch_seconds) / max(first.items, 1) * 1000:.0f} ms/story"},
+        {"benchmark": "editorial", "case": f"enrich {cached.items} stories again, articles cached",
+         "seconds": f"{cached.seconds:.2f}",
+         "result": f"{cached.seconds / max(cached.items, 1) * 1000:.0f} ms/story"},
+    ]
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.table import print_table
+
+    print_table(main())
