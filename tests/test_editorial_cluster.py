@@ -24,9 +24,7 @@ def _item(i: int, title: str, text: str, link: str, source: int) -> Item:
 
 def test_two_copies_of_one_story_become_one_group_first_ranked_first() -> None:
     items = [
-        _item(
-            1, "Lumen Labs releases open-weight model Atlas-7", ATLAS, "https://lumen.example/blog/atlas-7", 1
-        ),
+        _item(1, "Lumen Labs releases open-weight model Atlas-7", ATLAS, "https://lumen.example/blog/atlas-7", 1),
         _item(
             2,
             "Saltby votes to rebuild harbour bridge in timber",
@@ -163,9 +161,25 @@ def test_related_entries_have_title_url_source_and_one_line_blurb() -> None:
 
 
 def test_story_outside_the_archive_and_empty_archive() -> None:
-    outside = Doc(
-        99, "Open-weight language models", "https://new.example/x", "New", "Open-weight models.", ""
-    )
+    outside = Doc(99, "Open-weight language models", "https://new.example/x", "New", "Open-weight models.", "")
     related, _ = RelatedIndex(ARCHIVE).related(outside, limit=5)
     assert related and all(d.id != 99 for d in related)
     assert RelatedIndex([]).related(outside, limit=5) == ([], [])
+
+
+def test_similar_stories_weeks_apart_are_not_one_story() -> None:
+    from datetime import datetime, timedelta
+
+    first = _item(1, "Lumen Labs releases open-weight model Atlas-7", ATLAS, "https://lumen.example/a", 1)
+    later = _item(
+        2,
+        "Atlas-7: Lumen Labs publishes weights of its seven billion parameter language model",
+        ATLAS_OTHER_OUTLET,
+        "https://technews.example/b",
+        2,
+    )
+    first.published_at = datetime(2026, 11, 1)
+    later.published_at = first.published_at + timedelta(days=1)
+    assert len(group_same_story([first, later])) == 1
+    later.published_at = first.published_at + timedelta(days=20)
+    assert len(group_same_story([first, later])) == 2

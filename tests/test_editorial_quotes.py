@@ -112,3 +112,12 @@ def test_french_guillemets() -> None:
 def test_limit_zero_and_empty_text() -> None:
     assert extract_quotes("", limit=3) == []
     assert extract_quotes("“This would be a perfectly good quote to take,” she said.", limit=0) == []
+
+
+def test_pronoun_resolves_to_the_person_introduced_in_reported_speech() -> None:
+    text = (
+        "Maria Okafor, who leads the company’s research team, said the firm had debated the decision for a year. "
+        '"In the end we decided that a model people cannot inspect is not really open," she said.\n'
+    )
+    [quote] = _direct(text)
+    assert quote.speaker == "Maria Okafor"

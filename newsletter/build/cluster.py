@@ -2,20 +2,23 @@
 
 Two items are the same story when they point at the same page (URLs compared without tracking parameters,
 scheme, "www." or a trailing slash: the Hacker News link and the site's own feed), carry the same text, or
-(from different sources) their headlines and opening words are close in TF-IDF cosine (two outlets on one
-announcement). Items from one source are not merged on wording alone: a follow-up is a new story.
+(from different sources, published within a few days of each other) their headlines and opening words are
+close in TF-IDF cosine (two outlets on one announcement). Items from one source are not merged on wording
+alone: a follow-up is a new story.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from newsletter.build.text import cosine, idf_table, tf_vector, tokens
 
 TITLE_THRESHOLD = 0.62  # headline vectors alone
-STORY_THRESHOLD = 0.5  # headline + opening words
+STORY_THRESHOLD = 0.4  # headline + opening words
+MAX_APART = timedelta(days=3)  # two outlets cover one story within days; weeks apart it is a new story
 LEAD_WORDS = 80
 _TRACKING = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "ref", "ref_src", "cmpid", "ocid", "smid"})
 
@@ -26,6 +29,7 @@ class StoryLike(Protocol):
     content_text: str
     content_hash: str
     source_id: int
+    published_at: datetime | None
 
 
 T = TypeVar("T", bound=StoryLike)
@@ -55,6 +59,11 @@ def _lead(text: str) -> str:
     return " ".join((text or "").split()[:LEAD_WORDS])
 
 
+def _apart(a: StoryLike, b: StoryLike) -> bool:
+    when_a, when_b = getattr(a, "published_at", None), getattr(b, "published_at", None)
+    return bool(when_a and when_b and abs(when_a - when_b) > MAX_APART)
+
+
 def same_story_pairs(items: Sequence[StoryLike]) -> list[list[float]]:
     """A symmetric matrix of similarity (1.0 for certain matches) between the items."""
     title_terms = [tokens(it.title or "") for it in items]
@@ -70,7 +79,7 @@ def same_story_pairs(items: Sequence[StoryLike]) -> list[list[float]]:
             a, b = items[i], items[j]
             if (urls[i] and urls[i] == urls[j]) or (a.content_hash and a.content_hash == b.content_hash):
                 s = 1.0
-            elif a.source_id == b.source_id:
+            elif a.source_id == b.source_id or _apart(a, b):
                 s = 0.0
             else:
                 t = cosine(title_vecs[i], title_vecs[j])

@@ -164,6 +164,16 @@ def _speaker(span: _Span) -> tuple[str | None, bool]:
     return None, False
 
 
+_NARRATIVE = re.compile(rf"(?P<n>{_NAME})(?:,[^,.;\"“”]{{1,100}},)?\s+{_VERBS}\b")
+
+
+def _narrative_speaker(text: str) -> str | None:
+    """The last person the text has saying something in reported speech ("Okafor, who leads X, said")."""
+    names = [_clean_name(m.group("n")) for m in _NARRATIVE.finditer(text[-600:])]
+    names = [n for n in names if n]
+    return names[-1] if names else None
+
+
 def _quote_text(parts: list[str]) -> str:
     text = " ".join(p.strip() for p in parts if p.strip())
     return text.rstrip(" ,;:—–-").strip()
@@ -213,12 +223,17 @@ def extract_quotes(
     last_speaker: tuple[str, int] | None = None
     for position, span in enumerate(find_direct_speech(paras)):
         name, pronoun = _speaker(span)
+        if name is None and pronoun:
+            # "she said": the person the sentence before introduced ("Maria Okafor, who leads ..., said")
+            name = _narrative_speaker(span.before)
         if name:
             last_speaker = (name, span.end_para)
         elif last_speaker and span.start_para - last_speaker[1] <= (3 if pronoun else 1):
             # "he said" refers back a few paragraphs; an unattributed quote right after an attributed one
             # continues the same speaker.
             name = last_speaker[0]
+        elif pronoun and span.start_para > 0:
+            name = _narrative_speaker(paras[span.start_para - 1])
         quote = _trim(_quote_text(span.parts), language)
         if not quote or word_count(quote) < MIN_WORDS or _is_title(quote):
             continue
