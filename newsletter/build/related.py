@@ -1,9 +1,9 @@
 """Related reading: other stories from the archive of collected items, ranked by BM25 over title and text.
 
-BM25 comes from `rank-bm25` (small, pure Python over numpy). Scores are taken relative to the story's score
-against itself, so one threshold works for short and long stories alike. The story itself, other copies of it
-(same page, same text, or close enough to be the same story) and near-duplicates of an already listed item are
-left out: a reader should not be sent to what they just read.
+BM25 comes from `rank-bm25` (small, pure Python over numpy) and orders the candidates; a TF-IDF cosine floor
+decides which are related at all, since raw BM25 scores grow with the story's length and the archive's size.
+The story itself, other copies of it (same page, same text, or close enough to be the same story) and
+near-duplicates of an already listed item are left out: a reader should not be sent to what they just read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from newsletter.build.cluster import STORY_THRESHOLD, TITLE_THRESHOLD, canonical
 from newsletter.build.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
 
 INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
-MIN_RELATIVE_SCORE = 0.12
+MIN_COSINE = 0.08  # TF-IDF cosine below which a BM25 hit shares only common words with the story
+CANDIDATES = 50
 BLURB_CHARS = 140
 
 
@@ -52,6 +53,18 @@ class RelatedIndex:
         self.bm25 = BM25Okapi(self.terms) if docs and any(self.terms) else None
         self._idf = idf_table(self.terms)
         self._urls = [canonical_url(d.url) for d in docs]
+        self._vectors: dict[int, dict[str, float]] = {}  # by position, made when first needed
+        self._title_vectors: dict[int, dict[str, float]] = {}
+
+    def _doc_vec(self, i: int) -> dict[str, float]:
+        if i not in self._vectors:
+            self._vectors[i] = self._vec(self.terms[i])
+        return self._vectors[i]
+
+    def _title_vec(self, i: int) -> dict[str, float]:
+        if i not in self._title_vectors:
+            self._title_vectors[i] = self._vec(tokens(self.docs[i].title))
+        return self._title_vectors[i]
 
     def _vec(self, terms: list[str]) -> dict[str, float]:
         return tf_vector(terms, self._idf)
@@ -63,9 +76,9 @@ class RelatedIndex:
         url = canonical_url(a.url)
         if url and url == self._urls[b_index]:
             return True
-        if cosine(self._vec(tokens(a.title)), self._vec(tokens(b.title))) >= TITLE_THRESHOLD:
+        if cosine(self._vec(tokens(a.title)), self._title_vec(b_index)) >= TITLE_THRESHOLD:
             return True
-        return cosine(self._vec(a_terms), self._vec(self.terms[b_index])) >= STORY_THRESHOLD
+        return cosine(self._vec(a_terms), self._doc_vec(b_index)) >= STORY_THRESHOLD
 
     def related(
         self,
@@ -82,18 +95,14 @@ class RelatedIndex:
         if not query:
             return [], []
         scores = self.bm25.get_scores(query)
-        own = self.by_id.get(doc.id)
-        # The story's own score is the scale; a story not in the index is scaled by its best match.
-        top = float(scores[own]) if own is not None else float(max(scores, default=0.0))
-        if top <= 0:
-            return [], []
         exclude_ids = exclude_ids or set()
         skip_urls = {canonical_url(u) for u in (exclude_urls or set())}
-        order = sorted(range(len(self.docs)), key=lambda i: -scores[i])
+        order = [i for i in sorted(range(len(self.docs)), key=lambda i: -scores[i])[:CANDIDATES] if scores[i] > 0]
+        query_vec = self._vec(query)
         picked: list[int] = []
         same: list[Doc] = []
         for i in order:
-            if len(picked) >= limit or scores[i] / top < MIN_RELATIVE_SCORE:
+            if len(picked) >= limit:
                 break
             cand = self.docs[i]
             if cand.id in exclude_ids or self._urls[i] in skip_urls or not cand.title.strip():
@@ -102,6 +111,8 @@ class RelatedIndex:
                 if cand.id != doc.id:
                     same.append(cand)
                 continue
+            if cosine(query_vec, self._doc_vec(i)) < MIN_COSINE:
+                continue
             if any(self._same_story(cand, self.terms[i], j) for j in picked):
                 continue
             picked.append(i)
@@ -109,6 +120,4 @@ class RelatedIndex:
 
 
 def related_entries(docs: list[Doc], language: str | None = "en") -> list[dict[str, str]]:
-    return [
-        {"title": d.title, "url": d.url, "source": d.source, "blurb": blurb(d.text, language)} for d in docs
-    ]
+    return [{"title": d.title, "url": d.url, "source": d.source, "blurb": blurb(d.text, language)} for d in docs]
