@@ -19,7 +19,8 @@ BRIDGE_FULL = (
 )
 TIMBER = (
     "<p>Engineers say timber bridges built from larch last more than a century when they are kept dry, and "
-    "coastal towns across the county are choosing timber again over steel for their harbour crossings.</p>"
+    "coastal towns across the county are choosing timber again over steel for their harbour crossings. Local "
+    "carpenters and boatbuilders say the work keeps old skills alive.</p>"
 )
 
 

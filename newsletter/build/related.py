@@ -16,7 +16,7 @@ from newsletter.build.cluster import STORY_THRESHOLD, TITLE_THRESHOLD, canonical
 from newsletter.build.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
 
 INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
-MIN_COSINE = 0.08  # TF-IDF cosine below which a BM25 hit shares only common words with the story
+MIN_COSINE = 0.1  # TF-IDF cosine below which a BM25 hit shares only common words with the story
 CANDIDATES = 50
 BLURB_CHARS = 140
 
