@@ -7,7 +7,7 @@ import json
 from email import policy
 from pathlib import Path
 
-from tests.conftest import rss, schedule_toml
+from tests.conftest import BOTH_DATABASES, rss, schedule_toml
 from tests.feedserver import Route
 
 FIXTURES = Path(__file__).parent / "fixtures" / "editorial"
@@ -24,6 +24,7 @@ TIMBER = (
 )
 
 
+@BOTH_DATABASES
 def test_build_enriches_stories_and_the_email_shows_them(workdir, feed_server, cli) -> None:
     article = feed_server.url("/articles/harbour-bridge")
     feed_server.routes["/articles/harbour-bridge"] = Route(
