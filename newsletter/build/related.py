@@ -8,7 +8,9 @@ near-duplicates of an already listed item are left out: a reader should not be s
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rank_bm25 import BM25Okapi
 
@@ -18,6 +20,7 @@ from newsletter.build.text import clip_words, cosine, idf_table, split_sentences
 INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
 MIN_COSINE = 0.1  # TF-IDF cosine below which a BM25 hit shares only common words with the story
 CANDIDATES = 50
+QUERY_WORDS = 30
 BLURB_CHARS = 140
 
 
@@ -36,6 +39,7 @@ def _terms(doc: Doc) -> list[str]:
     return tokens(doc.title) * 2 + tokens(" ".join(doc.text.split()[:INDEX_WORDS]))
 
 
+@lru_cache(maxsize=2048)  # one archive story is often related to several stories of an issue
 def blurb(text: str, language: str | None = "en") -> str:
     """One line about a story: its first sentence, clipped at a word if long."""
     first = " ".join(text.split()[:80])
@@ -69,6 +73,13 @@ class RelatedIndex:
     def _vec(self, terms: list[str]) -> dict[str, float]:
         return tf_vector(terms, self._idf)
 
+    def _query_words(self, doc: Doc, terms: list[str]) -> list[str]:
+        """The headline's words and the story's most distinctive ones: rank-bm25 walks the whole archive once
+        per query word, and the rare words are what tells related stories apart anyway."""
+        counts = Counter(terms)
+        top = sorted(counts, key=lambda t: -counts[t] * self._idf.get(t, 1.0))[:QUERY_WORDS]
+        return list(dict.fromkeys(tokens(doc.title) + top))
+
     def _same_story(self, a: Doc, a_terms: list[str], b_index: int) -> bool:
         b = self.docs[b_index]
         if a.id == b.id or (a.content_hash and a.content_hash == b.content_hash):
@@ -94,7 +105,7 @@ class RelatedIndex:
         query = _terms(doc)
         if not query:
             return [], []
-        scores = self.bm25.get_scores(query)
+        scores = self.bm25.get_scores(self._query_words(doc, query))
         exclude_ids = exclude_ids or set()
         skip_urls = {canonical_url(u) for u in (exclude_urls or set())}
         order = [i for i in sorted(range(len(self.docs)), key=lambda i: -scores[i])[:CANDIDATES] if scores[i] > 0]

@@ -12,7 +12,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import pysbd
 
@@ -173,6 +173,11 @@ class Sentence:
 
 def sentences(text: str, language: str | None = "en") -> list[Sentence]:
     """Sentences of the prose paragraphs, in order, boilerplate removed."""
+    return list(_sentences(text, language_code(language)))
+
+
+@lru_cache(maxsize=64)  # the summary and the quotes of one story split the same text
+def _sentences(text: str, language: str) -> tuple[Sentence, ...]:
     out: list[Sentence] = []
     for p_index, para in enumerate(paragraphs(text)):
         if not is_prose(para):
@@ -181,7 +186,7 @@ def sentences(text: str, language: str | None = "en") -> list[Sentence]:
             if is_boilerplate(sent):
                 continue
             out.append(Sentence(sent, len(out), p_index))
-    return out
+    return tuple(out)
 
 
 def tf_vector(terms: Iterable[str], idf: dict[str, float] | None = None) -> dict[str, float]:
