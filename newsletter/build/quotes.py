@@ -153,7 +153,7 @@ def _speaker(span: _Span) -> tuple[str | None, bool]:
         cleaned = _clean_name(name)
         if cleaned:
             return cleaned, False
-    before = span.before.rstrip()
+    before = span.before.rstrip()[-200:]  # the attribution sits right before the mark; bounds regex work
     if before:
         m = _BEFORE_COLON.search(before) or _BEFORE.search(before)
         if m:
