@@ -106,6 +106,7 @@ def test_french_guillemets() -> None:
     page = extract((FIXTURES / "fr-velo.html").read_bytes(), "https://x.test/fr", "text/html")
     [quote] = _direct(page.text, language=page.language)
     assert quote.text.startswith("Nous voulons que le vélo soit le choix évident")
+    assert quote.speaker == "Claire Vasseur"  # "», a déclaré la maire, Claire Vasseur"
     assert appears_in(quote.text, page.text)
 
 

@@ -38,10 +38,16 @@ _VERBS = (
     r"asks|stated|states|warned|warns|recalled|recalls|insisted|insists|continued|continues|replied|replies|"
     r"tweeted|posted|admitted|admits|acknowledged|acknowledges|declared|declares|remarked|remarks|"
     r"observed|observes|explained|conceded|concedes|predicted|predicts|responded|responds|announced|"
-    r"announces|emphasized|emphasised|stressed|stresses|suggested|suggests|claimed|claims|joked|jokes)"
+    r"announces|emphasized|emphasised|stressed|stresses|suggested|suggests|claimed|claims|joked|jokes|"
+    # French, German, Spanish, Italian: the common reporting verbs, so speakers are named there too.
+    r"a\s+déclaré|a\s+dit|a\s+affirmé|a\s+expliqué|a\s+ajouté|a\s+souligné|a\s+indiqué|a\s+estimé|"
+    r"déclare|explique|affirme|ajoute|souligne|estime|précise|sagte|sagt|erklärte|erklärt|betonte|betont|"
+    r"meinte|dijo|afirmó|explicó|añadió|señaló|aseguró|ha\s+detto|ha\s+dichiarato|ha\s+spiegato)"
 )
+_ACCORDING = r"(?:according\s+to|selon|laut|según|secondo)"
+_UPPER = "A-ZÀ-ÖØ-ÞĆČĐŁŃŒŘŚŠŹŻŽ"
 _TITLE = r"(?:(?:Mr|Mrs|Ms|Dr|Prof|Sen|Rep|Gov|Gen|Sir|Dame|President|Senator|Professor)\.?\s+)"
-_NAME_WORD = r"(?:[A-Z]\.|[A-Z][\w’'-]*)"  # "Ilic" or an initial "J."; never runs past a full stop
+_NAME_WORD = rf"(?:[{_UPPER}]\.|[{_UPPER}][\w’'-]*)"  # "Ilic" or an initial "J."; never runs past a full stop
 _NAME = rf"(?:{_TITLE}?{_NAME_WORD}(?:\s+(?:de|van|von|der|da|al|bin|le)?\s*{_NAME_WORD}){{0,3}})"
 _PRONOUN = r"(?:he|she|they|He|She|They)"
 _NOT_NAMES_TEXT = """The A An It This That These Those We I You But And So Or If In On At For As When While
@@ -51,14 +57,14 @@ _NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
 # Right after the closing mark, within the same clause: ", said LeCun" / ", said transport chief Mara Ilic" /
 # ", LeCun said" / ", he said" / ", according to LeCun" / ", developer Ammar Askar wrote".
 _AFTER = re.compile(
-    rf"^[\s,;:—–-]*(?:{_VERBS}\s+(?:(?:the\s+)?[a-z][\w-]*\s+){{0,3}}?(?P<a>{_NAME}|{_PRONOUN})\b"
+    rf"^[\s,;:—–-]*(?:{_VERBS}\s+(?:(?:the\s+)?[a-zà-ÿ][\w’'-]*,?\s+){{0,3}}?(?P<a>{_NAME}|{_PRONOUN})\b"
     rf"|(?:[^.!?\"“”]{{0,60}}?\s)??(?P<b>{_NAME}|{_PRONOUN})\s+(?:{_VERBS}|has\s+said|had\s+said|once\s+said)\b"
-    rf"|according\s+to\s+(?P<c>{_NAME}))"
+    rf"|{_ACCORDING}\s+(?P<c>{_NAME}))"
 )
 # "LeCun said:" / "As LeCun put it," / "Uber tweeted this announcement:" right before the opening mark.
 _BEFORE = re.compile(
     rf"(?:(?P<a>{_NAME}|{_PRONOUN})\s+(?:[a-z]+\s+){{0,3}}?(?:{_VERBS}|put\s+it|puts\s+it)"
-    rf"(?:\s+[\w’'.-]+){{0,3}}?|according\s+to\s+(?P<c>{_NAME}))\s*[,:]?\s*(?:that\s+)?$"
+    rf"(?:\s+[\w’'.-]+){{0,3}}?|{_ACCORDING}\s+(?P<c>{_NAME}))\s*[,:]?\s*(?:that\s+)?$"
 )
 _BEFORE_COLON = re.compile(rf"(?P<a>{_NAME})\s*:\s*$")
 
