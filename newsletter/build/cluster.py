@@ -9,6 +9,7 @@ alone: a follow-up is a new story.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -59,50 +60,83 @@ def _lead(text: str) -> str:
     return " ".join((text or "").split()[:LEAD_WORDS])
 
 
-def _apart(a: StoryLike, b: StoryLike) -> bool:
-    when_a, when_b = getattr(a, "published_at", None), getattr(b, "published_at", None)
+def _apart(when_a: datetime | None, when_b: datetime | None) -> bool:
     return bool(when_a and when_b and abs(when_a - when_b) > MAX_APART)
 
 
-def same_story_pairs(items: Sequence[StoryLike]) -> list[list[float]]:
-    """A symmetric matrix of similarity (1.0 for certain matches) between the items."""
-    title_terms = [tokens(it.title or "") for it in items]
-    story_terms = [tokens(it.title or "") * 2 + tokens(_lead(it.content_text)) for it in items]
-    idf = idf_table(title_terms + story_terms)
-    title_vecs = [tf_vector(t, idf) for t in title_terms]
-    story_vecs = [tf_vector(t, idf) for t in story_terms]
-    urls = [canonical_url(it.link) for it in items]
-    n = len(items)
-    sim = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = items[i], items[j]
-            if (urls[i] and urls[i] == urls[j]) or (a.content_hash and a.content_hash == b.content_hash):
-                s = 1.0
-            elif a.source_id == b.source_id or _apart(a, b):
-                s = 0.0
-            else:
-                t = cosine(title_vecs[i], title_vecs[j])
-                st = cosine(story_vecs[i], story_vecs[j])
-                s = max(t / TITLE_THRESHOLD, st / STORY_THRESHOLD) * 0.5  # 0.5 = on the threshold
-            sim[i][j] = sim[j][i] = s
-    return sim
+class _Similarity:
+    """Pairwise same-story scores, computed only for pairs that could match.
+
+    A week of a busy newsletter holds thousands of items; comparing all pairs would be quadratic. Pairs are
+    proposed by shared page, shared text, or a shared distinctive word (one of each item's most heavily
+    weighted terms), which every real match has, and only those pairs are scored.
+    """
+
+    KEY_TERMS = 8
+
+    def __init__(self, items: Sequence[StoryLike]):
+        self.items = items
+        title_terms = [tokens(it.title or "") for it in items]
+        story_terms = [tokens(it.title or "") * 2 + tokens(_lead(it.content_text)) for it in items]
+        idf = idf_table(title_terms + story_terms)
+        self.title_vecs = [tf_vector(t, idf) for t in title_terms]
+        self.story_vecs = [tf_vector(t, idf) for t in story_terms]
+        self.urls = [canonical_url(it.link) for it in items]
+        # Plain lists: ORM attribute access in the pair loop costs more than the cosine.
+        self.hashes = [it.content_hash or "" for it in items]
+        self.sources = [it.source_id for it in items]
+        self.dates = [getattr(it, "published_at", None) for it in items]
+        self.by_key: dict[str, list[int]] = {}
+        self.keys: list[list[str]] = []
+        for i, it in enumerate(items):
+            vec = self.story_vecs[i]
+            keys = [f"t:{t}" for t in sorted(vec, key=lambda t: -vec[t])[: self.KEY_TERMS]]
+            keys += [
+                k for k in (f"u:{self.urls[i]}" if self.urls[i] else "", f"h:{it.content_hash or ''}") if k != "h:"
+            ]
+            self.keys.append(keys)
+            for key in keys:
+                self.by_key.setdefault(key, []).append(i)
+
+    def candidates(self, i: int) -> list[int]:
+        """Items before `i` that share its page or text, or at least two of its key terms."""
+        shared: Counter[int] = Counter()
+        for key in self.keys[i]:
+            weight = 1 if key.startswith("t:") else 2
+            for j in self.by_key[key]:
+                if j >= i:
+                    break  # postings are in input order
+                shared[j] += weight
+        return sorted(j for j, n in shared.items() if n >= 2)
+
+    def score(self, i: int, j: int) -> float:
+        """1.0 for certain matches; 0.5 is on the threshold."""
+        if (self.urls[i] and self.urls[i] == self.urls[j]) or (self.hashes[i] and self.hashes[i] == self.hashes[j]):
+            return 1.0
+        if self.sources[i] == self.sources[j] or _apart(self.dates[i], self.dates[j]):
+            return 0.0
+        t = cosine(self.title_vecs[i], self.title_vecs[j])
+        st = cosine(self.story_vecs[i], self.story_vecs[j])
+        return max(t / TITLE_THRESHOLD, st / STORY_THRESHOLD) * 0.5
 
 
 def group_same_story(items: list[T]) -> list[list[T]]:
     """Groups of the same story; groups and their members keep the input (rank) order, so the first item
     of each group is its representative."""
-    sim = same_story_pairs(items)
+    sim = _Similarity(items)
+    group_of: dict[int, int] = {}
     groups: list[list[int]] = []
     for i in range(len(items)):
+        # Compare with every earlier member of every group: a third outlet may be close to the second, not the first.
         best, best_score = None, 0.5
-        for g_index, group in enumerate(groups):
-            # Compare with every member: a third outlet may be close to the second but not the first.
-            score = max(sim[i][j] for j in group)
+        for j in sim.candidates(i):
+            score = sim.score(i, j)
             if score >= best_score and (best is None or score > best_score):
-                best, best_score = g_index, score
+                best, best_score = group_of[j], score
         if best is None:
+            group_of[i] = len(groups)
             groups.append([i])
         else:
+            group_of[i] = best
             groups[best].append(i)
     return [[items[i] for i in group] for group in groups]
