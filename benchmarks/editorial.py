@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,6 +155,41 @@ class _Pages(BaseHTTPRequestHandler):
         self.wfile.write(body or b"")
 
 
+def clustering(articles: list[Path]) -> dict[str, str]:
+    """One story once on passages of the articles: every third one re-told by another source (its first two
+    sentences swapped, its headline taken from another sentence, its own link). Counts copies found, distinct
+    passages wrongly merged, and time, next to the baseline of grouping by link and exact headline only."""
+    from newsletter.build.cluster import group_same_story
+    from newsletter.build.text import split_sentences
+    from newsletter.store.models import Item
+
+    passages = []
+    for folder in articles:
+        paras = paragraphs(extract((folder / "source.html").read_bytes(), None, "text/html").text)
+        passages += [" ".join(paras[i : i + 3]) for i in range(0, max(len(paras) - 2, 1), 3)]
+    items, copies = [], {}
+    for k, text in enumerate(passages):
+        sents = split_sentences(text)
+        items.append(Item(id=k, title=" ".join(sents[0].split()[:12]), content_text=text,
+                          link=f"https://a{k % 20}.example/{k}", source_id=k % 20, content_hash=f"a{k}"))
+        if k % 3 == 0 and len(sents) > 2:
+            retold = " ".join([sents[1], sents[0], *sents[2:]])
+            copies[len(passages) + k] = k
+            items.append(Item(id=len(passages) + k, title=" ".join(sents[1].split()[:12]), content_text=retold,
+                              link=f"https://b.example/{k}", source_id=99, content_hash=f"b{k}"))
+    started = time.perf_counter()
+    groups = group_same_story(items)
+    seconds = time.perf_counter() - started
+    group_of = {it.id: g for g, group in enumerate(groups) for it in group}
+    found = sum(group_of[c] == group_of[o] for c, o in copies.items())
+    originals = [g for g in groups if sum(it.id < len(passages) for it in g) > 1]
+    print(f"one story once: {len(items)} items, {len(copies)} re-told copies: {found} merged with their original, "
+          f"{len(originals)} groups wrongly joining distinct passages, {seconds:.2f}s "
+          f"(baseline by link and exact headline: 0 merged)")
+    return {"benchmark": "editorial", "case": f"one story once: {len(copies)} re-told copies among {len(items)} items",
+            "result": f"{found} found (baseline 0), {len(originals)} false merges", "seconds": f"{seconds:.2f}"}
+
+
 def timing(articles: list[Path], stories: int = 30, archive: int = 1000) -> list:
     from sqlalchemy.orm import Session
 
@@ -282,6 +318,8 @@ def main() -> list[dict[str, str]]:
         return [{"benchmark": "editorial", "case": f"skipped: no articles in {folder}"}]
     rows = quality(articles)
     print_quality(rows)
+    print()
+    cluster_row = clustering(articles)
     runs = timing(articles, args.stories, args.archive)
     mean = statistics.fmean
     quotes = sum(r["quotes"] for r in rows)
@@ -296,6 +334,7 @@ def main() -> list[dict[str, str]]:
         {"benchmark": "editorial", "case": "summary ROUGE-1 / ROUGE-2 vs publisher excerpt: ours vs lead-2",
          "result": f"{mean(r['r1'] for r in rows):.3f}/{mean(r['r2'] for r in rows):.3f} vs "
                    f"{mean(r['b1'] for r in rows):.3f}/{mean(r['b2'] for r in rows):.3f}"},
+        cluster_row,
         {"benchmark": "editorial", "case": f"enrich {first.items} stories, pages fetched (fetch excluded)",
          "seconds": f"{first.seconds - first.fetch_seconds:.2f}",
          "result": f"{(first.seconds - first.fetch_seconds) / max(first.items, 1) * 1000:.0f} ms/story"},

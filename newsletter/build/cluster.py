@@ -21,6 +21,7 @@ TITLE_THRESHOLD = 0.62  # headline vectors alone
 STORY_THRESHOLD = 0.4  # headline + opening words
 MAX_APART = timedelta(days=3)  # two outlets cover one story within days; weeks apart it is a new story
 LEAD_WORDS = 80
+KEY_WORDS = 150  # candidate pairs are proposed from a longer stretch than they are scored on
 _TRACKING = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "ref", "ref_src", "cmpid", "ocid", "smid"})
 
 
@@ -56,8 +57,8 @@ def canonical_url(url: str | None) -> str:
     return f"{host}{path}" + (f"?{urlencode(sorted(query))}" if query else "")
 
 
-def _lead(text: str) -> str:
-    return " ".join((text or "").split()[:LEAD_WORDS])
+def _lead(text: str, words: int = LEAD_WORDS) -> str:
+    return " ".join((text or "").split()[:words])
 
 
 def _apart(when_a: datetime | None, when_b: datetime | None) -> bool:
@@ -72,7 +73,7 @@ class _Similarity:
     weighted terms), which every real match has, and only those pairs are scored.
     """
 
-    KEY_TERMS = 8
+    KEY_TERMS = 12
 
     def __init__(self, items: Sequence[StoryLike]):
         self.items = items
@@ -89,7 +90,7 @@ class _Similarity:
         self.by_key: dict[str, list[int]] = {}
         self.keys: list[list[str]] = []
         for i, it in enumerate(items):
-            vec = self.story_vecs[i]
+            vec = tf_vector(tokens(it.title or "") * 2 + tokens(_lead(it.content_text, KEY_WORDS)), idf)
             keys = [f"t:{t}" for t in sorted(vec, key=lambda t: -vec[t])[: self.KEY_TERMS]]
             keys += [
                 k for k in (f"u:{self.urls[i]}" if self.urls[i] else "", f"h:{it.content_hash or ''}") if k != "h:"
