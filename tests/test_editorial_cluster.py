@@ -183,3 +183,10 @@ def test_similar_stories_weeks_apart_are_not_one_story() -> None:
     assert len(group_same_story([first, later])) == 1
     later.published_at = first.published_at + timedelta(days=20)
     assert len(group_same_story([first, later])) == 2
+
+
+def test_related_lists_one_copy_of_another_story() -> None:
+    related, _ = RelatedIndex(ARCHIVE).related(ARCHIVE[2], limit=5)  # the regulators story
+    ids = [d.id for d in related]
+    assert 1 in ids or 2 in ids
+    assert not (1 in ids and 2 in ids)  # the Atlas-7 release and another outlet's copy of it: one is enough

@@ -67,6 +67,7 @@ def test_fragments_and_titles_are_not_quotes() -> None:
     text = (
         'Mr Obama said it was "distressing" and called for "common sense gun laws".\n'
         'She is the author of "A Paradise Built In Hell And Other Stories About Disasters".\n'
+        'He said the rules "will not create a loophole big enough to drive a truck through."\n'
     )
     assert _direct(text) == []
 

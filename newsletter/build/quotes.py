@@ -241,7 +241,9 @@ def extract_quotes(
         elif pronoun and span.start_para > 0:
             name = _narrative_speaker(paras[span.start_para - 1])
         quote = _trim(_quote_text(span.parts), language)
-        if not quote or word_count(quote) < MIN_WORDS or _is_title(quote):
+        # A quote starting in lower case is the tail of a paraphrased sentence ('said the rules "will not ..."'):
+        # it reads as a fragment on its own.
+        if not quote or word_count(quote) < MIN_WORDS or _is_title(quote) or quote[:1].islower():
             continue
         candidates.append((0.0, Quote(quote, name, True, span.start_para, position)))
     chosen = _rank(candidates, doc_terms, limit, summary_sents, text)
@@ -264,7 +266,6 @@ def _rank(
         score = cosine(tf_vector(tokens(q.text), idf), centroid)
         score += 0.15 if q.speaker else 0.0
         score += 0.1 if 12 <= n <= 40 else 0.0
-        score -= 0.3 if q.text[:1].islower() else 0.0  # the tail of a paraphrased sentence reads badly alone
         scored.append((score, q))
     scored.sort(key=lambda x: -x[0])
     kept: list[Quote] = []

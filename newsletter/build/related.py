@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from rank_bm25 import BM25Okapi
 
-from newsletter.build.cluster import STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url
+from newsletter.build.cluster import LEAD_WORDS, STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url
 from newsletter.build.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
 
 INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
@@ -59,6 +59,7 @@ class RelatedIndex:
         self._urls = [canonical_url(d.url) for d in docs]
         self._vectors: dict[int, dict[str, float]] = {}  # by position, made when first needed
         self._title_vectors: dict[int, dict[str, float]] = {}
+        self._lead_vectors: dict[int, dict[str, float]] = {}
 
     def _doc_vec(self, i: int) -> dict[str, float]:
         if i not in self._vectors:
@@ -80,7 +81,16 @@ class RelatedIndex:
         top = sorted(counts, key=lambda t: -counts[t] * self._idf.get(t, 1.0))[:QUERY_WORDS]
         return list(dict.fromkeys(tokens(doc.title) + top))
 
-    def _same_story(self, a: Doc, a_terms: list[str], b_index: int) -> bool:
+    def _lead_vec(self, doc: Doc) -> dict[str, float]:
+        # The same measure as one-story-once clustering: headline twice and the opening words.
+        return self._vec(tokens(doc.title) * 2 + tokens(" ".join(doc.text.split()[:LEAD_WORDS])))
+
+    def _lead_vec_at(self, i: int) -> dict[str, float]:
+        if i not in self._lead_vectors:
+            self._lead_vectors[i] = self._lead_vec(self.docs[i])
+        return self._lead_vectors[i]
+
+    def _same_story(self, a: Doc, a_lead: dict[str, float], b_index: int) -> bool:
         b = self.docs[b_index]
         if a.id == b.id or (a.content_hash and a.content_hash == b.content_hash):
             return True
@@ -89,7 +99,7 @@ class RelatedIndex:
             return True
         if cosine(self._vec(tokens(a.title)), self._title_vec(b_index)) >= TITLE_THRESHOLD:
             return True
-        return cosine(self._vec(a_terms), self._doc_vec(b_index)) >= STORY_THRESHOLD
+        return cosine(a_lead, self._lead_vec_at(b_index)) >= STORY_THRESHOLD
 
     def related(
         self,
@@ -110,6 +120,7 @@ class RelatedIndex:
         skip_urls = {canonical_url(u) for u in (exclude_urls or set())}
         order = [i for i in sorted(range(len(self.docs)), key=lambda i: -scores[i])[:CANDIDATES] if scores[i] > 0]
         query_vec = self._vec(query)
+        doc_lead = self._lead_vec(doc)
         picked: list[int] = []
         same: list[Doc] = []
         for i in order:
@@ -118,13 +129,13 @@ class RelatedIndex:
             cand = self.docs[i]
             if cand.id in exclude_ids or self._urls[i] in skip_urls or not cand.title.strip():
                 continue
-            if self._same_story(doc, query, i):
+            if self._same_story(doc, doc_lead, i):
                 if cand.id != doc.id:
                     same.append(cand)
                 continue
             if cosine(query_vec, self._doc_vec(i)) < MIN_COSINE:
                 continue
-            if any(self._same_story(cand, self.terms[i], j) for j in picked):
+            if any(self._same_story(cand, self._lead_vec_at(i), j) for j in picked):
                 continue
             picked.append(i)
         return [self.docs[i] for i in picked], same
