@@ -122,7 +122,10 @@ def _load_articles(
     started_at = utcnow()
     stats: dict[str, float] = {}
     try:
-        articles = get_articles(session, wanted, limits, stats=stats)
+        # A savepoint: if storing fails (another build stored the same page a moment ago), only this part is
+        # undone and the stories go on with their feed text.
+        with session.begin_nested():
+            articles = get_articles(session, wanted, limits, stats=stats)
     except Exception as exc:  # the issue still builds from feed text
         log.exception("article fetch failed")
         report.problems.append(f"articles: {type(exc).__name__}: {exc}")
