@@ -123,3 +123,17 @@ def test_pronoun_resolves_to_the_person_introduced_in_reported_speech() -> None:
     )
     [quote] = _direct(text)
     assert quote.speaker == "Maria Okafor"
+
+
+def test_quote_broken_by_a_paragraph_break_without_a_new_mark() -> None:
+    text = "“We will build it with our own hands\nand we will finish it before the summer,” said Ingrid Holm.\n"
+    [quote] = _direct(text)
+    assert quote.text == "We will build it with our own hands and we will finish it before the summer"
+    assert quote.speaker == "Ingrid Holm" and appears_in(quote.text, text)
+
+
+def test_unclosed_quote_does_not_swallow_the_article() -> None:
+    paras = ["“This quote is never closed and goes on for a while."] + [
+        f"Paragraph {i} of plain reporting about the council meeting on Tuesday." for i in range(6)
+    ]
+    assert _direct("\n".join(paras)) == []
