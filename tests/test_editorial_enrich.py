@@ -214,6 +214,7 @@ def test_enrich_issue_fills_every_story_and_survives_a_stalled_page(
     s = rows[stalled.id]
     assert s.summary_method == "feed" and s.summary == "Storms are expected on Saturday."
     assert s.notes["article"] == "fetch failed: timed out after 0.5s"
+    assert s.notes["text"] == "feed, 5 words" and b.notes["text"].startswith("article page, ")
 
     assert report.items == 3 and report.articles_fetched == 2 and report.articles_failed == 1
     assert report.summaries == {"extractive": 2, "feed": 1}

@@ -148,6 +148,7 @@ def _story(row: IssueItem, articles: dict[str, Article], default_language: str) 
     notes = dict(row.notes or {})
     if art is not None and art.status == "ok" and word_count(art.text) > word_count(feed_text):
         notes.pop("article", None)
+        notes["text"] = f"article page, {word_count(art.text)} words"
         row.notes = notes
         if not row.image_url and art.image_url:
             row.image_url = art.image_url
@@ -156,7 +157,8 @@ def _story(row: IssueItem, articles: dict[str, Article], default_language: str) 
         return _Story(row, item, art.text, art.language or item.language or default_language, True)
     if art is not None and art.status != "ok":
         notes["article"] = art.error or art.status
-        row.notes = notes
+    notes["text"] = f"feed, {word_count(feed_text)} words"
+    row.notes = notes
     return _Story(row, item, feed_text, item.language or default_language, False)
 
 
