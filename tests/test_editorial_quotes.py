@@ -137,3 +137,16 @@ def test_unclosed_quote_does_not_swallow_the_article() -> None:
         f"Paragraph {i} of plain reporting about the council meeting on Tuesday." for i in range(6)
     ]
     assert _direct("\n".join(paras)) == []
+
+
+def test_narration_is_not_mixed_with_real_speech() -> None:
+    text = (
+        "The river flooded three villages overnight after a week of heavy rain.\n"
+        "Emergency crews evacuated more than four hundred residents to schools on higher ground.\n"
+        "“We have never seen the water rise this fast in a single night,” said fire chief Lena Berg.\n"
+        "Officials expect the water to recede by the end of the week if the rain stops.\n"
+    )
+    quotes = extract_quotes(text, limit=3)
+    assert [(q.text, q.speaker, q.direct) for q in quotes] == [
+        ("We have never seen the water rise this fast in a single night", "Lena Berg", True)
+    ]

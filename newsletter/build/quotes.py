@@ -2,9 +2,9 @@
 
 Direct speech is found by walking each paragraph's quote marks (straight, curly, German low-high, angle
 quotes); a quotation left open at the end of a paragraph carries on into the next one, as English does for
-speech that spans paragraphs. When the article has too little direct speech, the remaining places go to its
-most quotable sentences. Every quote is checked to occur in the source text (after whitespace and quote-mark
-normalisation) before it is kept, so a bug here can drop a quote but never invent one.
+speech that spans paragraphs. When nobody speaks in the article, its most quotable sentences stand in.
+Every quote is checked to occur in the source text (after whitespace and quote-mark normalisation) before it
+is kept, so a bug here can drop a quote but never invent one.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ def extract_quotes(
             continue
         candidates.append((0.0, Quote(quote, name, True, span.start_para, position)))
     chosen = _rank(candidates, doc_terms, limit, summary_sents, text)
-    if quotable_fallback and len(chosen) < limit:
+    # Narration in quote marks next to real speech would pass for speech: sentences only when nobody speaks.
+    if quotable_fallback and not chosen:
         pool = [(0.0, q) for q in _quotable_sentences(text, language)]
         chosen += _rank(pool, doc_terms, limit - len(chosen), summary_sents + [q.text for q in chosen], text)
     return sorted(chosen, key=lambda q: (not q.direct, q.paragraph, q.position))
