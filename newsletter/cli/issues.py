@@ -15,6 +15,9 @@ from newsletter.cli.common import console, engine, fail, newsletter
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 
+# Module level so that other command modules (approval) add their commands to the same `issue` group.
+issue_app = typer.Typer(help="Look at, approve and hold issues.", no_args_is_help=True)
+
 
 class Format(StrEnum):
     table = "table"
@@ -44,7 +47,6 @@ def register(app: typer.Typer) -> None:
         verb = "Rebuilt" if result.rebuilt else "Built"
         console.print(f"{verb} issue #{result.number} (id {result.issue_id}) of {slug} with {result.items} stories.")
 
-    issue_app = typer.Typer(help="Look at issues.", no_args_is_help=True)
     app.add_typer(issue_app, name="issue")
 
     @issue_app.command("show")
