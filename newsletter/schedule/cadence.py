@@ -79,9 +79,21 @@ class LocalCronTrigger(CronTrigger):
     """
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        cursor = now.astimezone(UTC)
+        if previous_fire_time is not None:
+            cursor = min(cursor, previous_fire_time.astimezone(UTC) + timedelta(microseconds=1))
         fire = super().get_next_fire_time(previous_fire_time, now)
-        while fire is not None and _second_of_repeated_time(fire, self.timezone):
-            fire = super().get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        for _ in range(3000):  # a few dozen steps at most, around one repeated hour
+            if fire is None:
+                return None
+            at = fire.astimezone(UTC)
+            if at >= cursor and not _second_of_repeated_time(fire, self.timezone):
+                return fire
+            if at >= cursor:  # the repeat of a time already fired: look past it
+                cursor = at + timedelta(microseconds=1)
+            else:  # started inside the repeated hour, APScheduler lost the fold and went back: step forward
+                cursor = (cursor + timedelta(minutes=1)).replace(second=0, microsecond=0)
+            fire = super().get_next_fire_time(None, cursor.astimezone(self.timezone))
         return fire
 
 
@@ -277,9 +289,11 @@ def build_trigger(nl: Newsletter) -> BaseTrigger | None:
 
 
 def _local(value: datetime, tz: ZoneInfo) -> datetime:
+    """In local time, canonical: via UTC, because astimezone() to the same zone would keep a time that does
+    not exist (APScheduler's 02:30+01:00 on a spring-forward night) as it is."""
     if value.tzinfo is None:  # the database's naive UTC
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(tz)
+    return value.astimezone(UTC).astimezone(tz)
 
 
 def fire_times(trigger: BaseTrigger, after: datetime, count: int, tz: ZoneInfo) -> list[datetime]:
@@ -291,7 +305,7 @@ def fire_times(trigger: BaseTrigger, after: datetime, count: int, tz: ZoneInfo) 
         fire = trigger.get_next_fire_time(prev, now)
         if fire is None:
             break
-        fire = fire.astimezone(tz)
+        fire = _local(fire, tz)
         out.append(fire)
         prev, now = fire, fire + timedelta(microseconds=1)
     return out
@@ -309,16 +323,17 @@ def next_fire_times(nl: Newsletter, after: datetime, count: int = 1, *, job: str
 def last_fire_time(trigger: BaseTrigger, now: datetime, tz: ZoneInfo) -> datetime | None:
     """The latest fire time at or before `now` (local), looking back at most about a year."""
     now = _local(now, tz)
+    limit = now.astimezone(UTC)  # compare in UTC: same-zone comparison ignores fold and gets the repeated hour wrong
     for back in _LOOKBACKS:  # widening windows: a minutely cron walks 120 fire times, not a year's worth
         found: datetime | None = None
         cursor, prev = now - back, None
         while True:
             fire = trigger.get_next_fire_time(prev, cursor)
-            if fire is None or fire > now:
+            if fire is None or fire.astimezone(UTC) > limit:
                 break
             found, prev, cursor = fire, fire, fire + timedelta(microseconds=1)
         if found is not None:
-            return found.astimezone(tz)
+            return _local(found, tz)
     return None
 
 
