@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ class CountingMailer:
     inner: Mailer
     pushed: Counter = field(default_factory=Counter)
     fail_next: int = 0  # this many pushes fail as a provider outage would
+    after_push: Callable[[], None] | None = None
     name: str = "outbox"
 
     def push(self, message: Message, recipients: list[Recipient]) -> PushResult:
@@ -38,7 +40,10 @@ class CountingMailer:
             raise TemporaryDeliveryError("provider unavailable (503)")
         for r in recipients:
             self.pushed[(message.custom_args["issue"], r.email)] += 1
-        return self.inner.push(message, recipients)
+        result = self.inner.push(message, recipients)
+        if self.after_push:
+            self.after_push()
+        return result
 
     def flush(self) -> None:
         self.inner.flush()

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.build.approval import ApprovalError, approve, hold, is_approved_as_is, reopen
+from newsletter.config import load_newsletter
 from newsletter.schedule.cadence import next_fire_times
 from newsletter.schedule.jobs import missed_send, pending_sends, run_build, run_cycle
 from newsletter.store.db import session_scope
@@ -189,3 +190,37 @@ def test_a_provider_outage_is_resumed_without_duplicates(paper: Paper) -> None:
     result = run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume")
     assert result.outcome == "sent" and result.step("collect") is None  # resumed as it was, not rebuilt
     assert paper.deliveries() == len(PEOPLE) and paper.duplicates() == []
+
+
+def test_stopping_mid_send_finishes_the_batch_and_the_rest_resumes(paper: Paper) -> None:
+    """SIGTERM during a send: the batch in flight is recorded, the others go out on the next run."""
+    paper.configure(send="weekly on monday at 08:00")
+    (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
+    paper.publish(due)
+    paper.rt.batch_size = 1
+    paper.mailer.after_push = paper.rt.stop.set  # the signal arrives while the first batch is with the provider
+    result = run_cycle(paper.rt, "paper", now=due)
+    assert result.outcome == "stopped" and paper.deliveries() == 1
+    assert paper.issues()[0].status == "sending"
+    paper.rt.stop.clear()
+    paper.mailer.after_push = None
+    assert pending_sends(paper.rt, due + timedelta(minutes=6)) == ["paper"]  # the restarted runner resumes it
+    result = run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume")
+    assert result.outcome == "sent" and result.sent == len(PEOPLE) - 1
+    assert paper.deliveries() == len(PEOPLE) and paper.duplicates() == []
+
+
+def test_a_cycle_that_failed_before_sending_is_retried_within_its_grace(paper: Paper) -> None:
+    path = paper.workdir / "schedules" / "paper.toml"
+    paper.configure(send="weekly on monday at 08:00")
+    path.write_text(path.read_text().replace("[digest]\n", '[digest]\nsubject = "{name} {oops}"\n'))
+    paper.rt.newsletters = {"paper": load_newsletter(path)}
+    (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
+    paper.publish(due)
+    result = run_cycle(paper.rt, "paper", now=due)
+    assert result.outcome == "failed" and "digest.subject" in result.detail
+    assert pending_sends(paper.rt, due + timedelta(minutes=2)) == []
+    assert pending_sends(paper.rt, due + timedelta(minutes=6)) == ["paper"]
+    assert pending_sends(paper.rt, due + timedelta(days=2)) == []  # past the grace: next week's issue it is
+    paper.configure(send="weekly on monday at 08:00")  # fixed
+    assert run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume").outcome == "sent"

@@ -74,6 +74,7 @@ class Runtime:
     mailer_factory: Callable[[Settings], Mailer] = _default_mailer
     clock: Callable[[], datetime] = _utcnow
     stop: threading.Event = field(default_factory=threading.Event)
+    batch_size: int | None = None  # None: the send's own default for the mailer
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _reminded: dict[int, datetime] = field(default_factory=dict)
@@ -231,16 +232,17 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa
     from newsletter.deliver import send as send_module
 
     params = inspect.signature(send_module.send_issue).parameters
+    extra = {"batch_size": rt.batch_size} if rt.batch_size else {}
     if "options" in params:  # the hardened delivery: it takes a stop event itself
         options = send_module.SendOptions(stop=rt.stop)  # type: ignore[attr-defined]
-        return send_module.send_issue(rt.engine, nl, issue_id, mailer, rt.settings, options=options)
+        return send_module.send_issue(rt.engine, nl, issue_id, mailer, rt.settings, options=options, **extra)
 
     def progress(_done: int, _total: int) -> None:
         if rt.stop.is_set():
             raise _StopRequested  # after the batch was recorded in the ledger: resumable
 
     try:
-        return send_module.send_issue(rt.engine, nl, issue_id, mailer, rt.settings, progress=progress)
+        return send_module.send_issue(rt.engine, nl, issue_id, mailer, rt.settings, progress=progress, **extra)
     except _StopRequested:
         return _StoppedReport()
 
@@ -420,17 +422,22 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
     now = utc(now)
     out: list[str] = []
     for slug, nl in rt.newsletters.items():
-        _due, period = due_period(nl, now)
+        due, period = due_period(nl, now)
         with session_scope(rt.engine) as session:
             row = period_issue(session, nl, period)
-            if row is None or row.status in ("sent", "held"):
+            if row is not None and row.status in ("sent", "held"):
                 continue
             last = last_cycle(session, slug)
-            if last is not None and now - utc(last.started_at) < retry_after:
-                continue
             if last is None or not (last.detail or "").startswith(f"{period}:"):
                 continue  # its send time has not come yet (a draft built ahead), or a catch-up will run it
-            if row.status == "sending" or is_approved_as_is(session, row.id):
+            if now - utc(last.started_at) < retry_after:
+                continue
+            if last.outcome == "failed" and (row is None or row.status == "draft"):
+                if now - utc(due) <= send_grace(nl):  # a failure before sending (feeds, database): try again
+                    out.append(slug)
+            elif row is None:
+                continue
+            elif row.status == "sending" or is_approved_as_is(session, row.id):
                 out.append(slug)
             elif row.status == "draft" and last.outcome in ("waiting-approval", "changed-since-approval"):
                 seen = rt._reminded.get(row.id)
