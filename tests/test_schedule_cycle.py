@@ -6,6 +6,7 @@ moment as `now`, as the scheduler would run it.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -80,7 +81,7 @@ def test_a_send_missed_while_stopped_goes_out_once_after_restart(paper: Paper) -
     assert paper.deliveries() == 2 * len(PEOPLE) and paper.duplicates() == []
 
 
-def test_waiting_for_approval_is_not_sent_then_goes_out_once_approved(paper: Paper) -> None:
+def test_waiting_for_approval_is_not_sent_then_goes_out_once_approved(paper: Paper, caplog) -> None:  # noqa: ANN001
     paper.configure(send="weekly on monday at 08:00", approval="required", build_ahead="20 hours")
     (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
     build_at = next_fire_times(paper.nl, datetime(2026, 11, 25, tzinfo=UTC), 1, job="build")[0]
@@ -94,12 +95,21 @@ def test_waiting_for_approval_is_not_sent_then_goes_out_once_approved(paper: Pap
     result = run_cycle(paper.rt, "paper", now=due)
     assert result.outcome == "waiting-approval" and "newsletter issue approve" in result.detail
     assert paper.deliveries() == 0 and paper.mailer.pushed == {}
-    # Nothing to resume until an editor approves.
-    assert pending_sends(paper.rt, due + hours(1)) == []
+    # Nothing to send until an editor approves; the log reminds them every hour.
+    logger = logging.getLogger("newsletter.schedule")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="newsletter.schedule")
+    try:
+        assert pending_sends(paper.rt, due + hours(0.5)) == []
+        assert "approval-reminder" not in caplog.text
+        assert pending_sends(paper.rt, due + hours(1)) == []
+        assert '"event": "approval-reminder"' in caplog.text and f"issue approve {issue.id}" in caplog.text
+    finally:
+        logger.removeHandler(caplog.handler)
 
     with session_scope(paper.rt.engine) as session:
         approve(session, issue.id, "editor@example.com")
-    assert pending_sends(paper.rt, due + hours(1)) == ["paper"]
+    assert pending_sends(paper.rt, due + hours(1) + timedelta(seconds=5)) == ["paper"]  # at once, no retry delay
     result = run_cycle(paper.rt, "paper", now=due + hours(1), reason="resume")
     assert result.outcome == "sent" and result.issue_id == issue.id and result.sent == len(PEOPLE)
     assert pending_sends(paper.rt, due + hours(2)) == []

@@ -418,7 +418,8 @@ def missed_send(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
 
 def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_AFTER) -> list[str]:
     """Newsletters whose current period's issue should go out now although no send is due at this moment:
-    approved since its send time, or a send interrupted (stopped, crashed, provider down) to resume."""
+    approved after its send time (at once), or a send interrupted or failed (stopped, crashed, provider down;
+    tried again every `retry_after`). Issues still waiting for an editor get a reminder in the log, hourly."""
     now = utc(now)
     out: list[str] = []
     for slug, nl in rt.newsletters.items():
@@ -430,21 +431,25 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
             last = last_cycle(session, slug)
             if last is None or not (last.detail or "").startswith(f"{period}:"):
                 continue  # its send time has not come yet (a draft built ahead), or a catch-up will run it
-            if now - utc(last.started_at) < retry_after:
-                continue
-            if last.outcome == "failed" and (row is None or row.status == "draft"):
-                if now - utc(due) <= send_grace(nl):  # a failure before sending (feeds, database): try again
+            retry = now - utc(last.started_at) >= retry_after
+            if row is None or row.status == "draft" and last.outcome == "failed":
+                # A failure before anything was sent (feeds, database, a template): try again for a while.
+                if last.outcome == "failed" and retry and now - utc(due) <= send_grace(nl):
                     out.append(slug)
-            elif row is None:
-                continue
-            elif row.status == "sending" or is_approved_as_is(session, row.id):
-                out.append(slug)
-            elif row.status == "draft" and last.outcome in ("waiting-approval", "changed-since-approval"):
-                seen = rt._reminded.get(row.id)
-                if seen is None or now - seen >= REMIND_EVERY:
-                    rt._reminded[row.id] = now
-                    log_line(event="approval-reminder", newsletter=slug, period=period, issue=row.id,
-                             detail=f"issue {row.id} is waiting for approval: `newsletter issue approve {row.id}`")
+            elif row.status == "sending":
+                if retry:
+                    out.append(slug)
+            elif last.outcome in ("waiting-approval", "changed-since-approval") or row.status == "approved":
+                if is_approved_as_is(session, row.id):
+                    if last.outcome != "failed" or retry:
+                        out.append(slug)
+                elif last.outcome in ("waiting-approval", "changed-since-approval"):
+                    seen = rt._reminded.get(row.id)
+                    if seen is None or now - seen >= REMIND_EVERY:
+                        rt._reminded[row.id] = now
+                        log_line(event="approval-reminder", newsletter=slug, period=period, issue=row.id,
+                                 detail=f"issue {row.id} for {period} is waiting for approval: "
+                                        f"`newsletter issue approve {row.id}` sends it as it is now")
     return out
 
 
