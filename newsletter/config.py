@@ -111,6 +111,13 @@ class Schedule(Strict):
         parse_duration(value)
         return value
 
+    @model_validator(mode="after")
+    def _draft_before_send(self) -> Schedule:
+        from newsletter.schedule.cadence import check_build_ahead
+
+        check_build_ahead(self.send, self.timezone, self.approval, self.build_ahead)
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:

@@ -67,6 +67,8 @@ def test_bad_schedules_name_the_file_and_field(tmp_path: Path) -> None:
         'build_ahead = "soon"': ("schedule.build_ahead", "not a duration"),
         'approval = "after lunch"': ("schedule.approval", "auto after N hours"),
         'timezone = "Mars/Olympus"': ("schedule.timezone", "unknown timezone"),
+        'approval = "required"\nbuild_ahead = "8 days"': ("schedule", "build_ahead: the draft would be built"),
+        'send = "daily at 09:00"\napproval = "auto after 30 hours"': ("schedule", "approval: the draft would be"),
     }
     path = tmp_path / "ai.toml"
     for line, (field, words) in bad.items():

@@ -366,6 +366,30 @@ def period_key(nl: Newsletter, due_time: datetime) -> str:
     return local.isoformat(timespec="minutes")  # with its UTC offset: unique when the clocks go back
 
 
+def shortest_gap(text: str, tz: ZoneInfo) -> timedelta:
+    """The shortest time between two consecutive fire times of a cadence, over a year of them (or 400)."""
+    trigger = parse_cadence(text).trigger(tz)
+    times = fire_times(trigger, datetime(2026, 1, 1, tzinfo=UTC), 400, tz)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return min(gaps) if gaps else timedelta(days=366)
+
+
+def check_build_ahead(send: str, timezone: str, approval: str, build_ahead: str) -> None:
+    """The draft must come after the previous send, or it would be built for the wrong one."""
+    text = " ".join(approval.lower().split())
+    match = re.fullmatch(r"auto after (\d+) hours?", text)
+    if text == "required":
+        ahead, field = parse_duration(build_ahead), "build_ahead"
+    elif match:
+        ahead, field = timedelta(hours=int(match[1])), "approval"
+    else:
+        return
+    gap = shortest_gap(send, ZoneInfo(timezone))
+    if ahead >= gap:
+        raise CadenceError(f"{field}: the draft would be built {ahead} before a send, but sends can be only "
+                           f"{gap} apart ('{send}'): use less than {gap}")
+
+
 def send_grace(nl: Newsletter) -> timedelta:
     """How late a missed send may still go out: up to a day, and never into the next send's slot."""
     times = next_fire_times(nl, datetime(2026, 1, 5, tzinfo=UTC), 2)

@@ -77,6 +77,9 @@ class Runtime:
     batch_size: int | None = None  # None: the send's own default for the mailer
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    # Collects one at a time: two newsletters sharing a feed, or the hourly collect meeting a send's collect,
+    # would otherwise insert the same new items at once.
+    collect_lock: threading.Lock = field(default_factory=threading.Lock)
     _reminded: dict[int, datetime] = field(default_factory=dict)
 
     def lock(self, slug: str) -> threading.Lock:
@@ -140,9 +143,14 @@ def due_period(nl: Newsletter, now: datetime) -> tuple[datetime, str]:
 
 
 def collect_step(rt: Runtime, nl: Newsletter) -> Step:
+    """Fetch the newsletter's feeds. A failure is reported, never fatal: what was collected before still counts."""
     from newsletter.collect.run import collect
 
-    report = collect(rt.engine, [nl])
+    try:
+        with rt.collect_lock:
+            report = collect(rt.engine, [nl])
+    except Exception as exc:
+        return Step("collect", "failed", f"{type(exc).__name__}: {exc}")
     failed = report.failed
     detail = f"{report.new_items} new items from {len(report.outcomes)} sources"
     if failed:
@@ -353,10 +361,7 @@ def run_collect(rt: Runtime, slug: str, *, now: datetime | None = None) -> Step 
     if nl is None:
         return None
     t0 = time.monotonic()
-    try:
-        s = collect_step(rt, nl)
-    except Exception as exc:
-        s = Step("collect", "failed", f"{type(exc).__name__}: {exc}")
+    s = collect_step(rt, nl)
     seconds = time.monotonic() - t0
     record(rt.engine, slug, "collect", now, s.outcome, s.detail, seconds)
     log_line(event="collect", newsletter=slug, outcome=s.outcome, detail=s.detail, seconds=round(seconds, 3))
