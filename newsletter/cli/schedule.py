@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import typer
 from rich.table import Table
@@ -13,7 +13,9 @@ from newsletter.cli.common import console, engine, fail, newsletters, settings
 def _when(value: datetime | None) -> str:
     if value is None:
         return "—"
-    return f"{value:%a %Y-%m-%d %H:%M %Z} ({value.astimezone(UTC):%H:%M} UTC)"
+    local = f"{value:%a %Y-%m-%d %H:%M %Z}"
+    return local if value.utcoffset() == timedelta(0) and value.tzname() == "UTC" else \
+        f"{local} ({value.astimezone(UTC):%H:%M} UTC)"
 
 
 def register(app: typer.Typer) -> None:
@@ -68,11 +70,13 @@ def register(app: typer.Typer) -> None:
                 last_text = f"{last.started_at:%Y-%m-%d %H:%M} UTC" if last else "never"
                 outcome = last.outcome if last else "—"
                 detail = (last.detail or "") if last else ""
-                policy = approval_policy(nl)
+                approval = nl.schedule.approval
+                if approval_policy(nl).mode != "auto":
+                    draft = next_fire_times(nl, now, 1, job="build")
+                    approval += f"; next draft {_when(draft[0] if draft else None)}"
                 table.add_row(slug, f"{nl.schedule.send} ({nl.schedule.timezone})",
                               _when(send[0] if send else None), _when(collect[0] if collect else None),
-                              nl.schedule.approval if policy.mode != "auto" else "auto",
-                              last_text, f"{outcome}: {detail}" if detail else outcome)
+                              approval, last_text, f"{outcome}: {detail}" if detail else outcome)
         console.print(table)
         lease = current(eng)
         if lease is not None and lease.expires_at > now.replace(tzinfo=None):

@@ -341,6 +341,11 @@ def _cycle_steps(rt: Runtime, nl: Newsletter, now: datetime, period: str, result
             if allowed.outcome == "waiting-approval":
                 rt._reminded[issue_id] = now
             return allowed.outcome, allowed.detail
+    if status != "sending":
+        with session_scope(rt.engine) as session:  # an edit since the approval step? (an editor is quick)
+            row = session.get(IssueRow, issue_id)
+            if row.approved_hash and not is_approved_as_is(session, issue_id):
+                return "changed-since-approval", f"issue {issue_id} changed after it was approved: approve it again"
     out: dict[str, int] = {}
 
     def do_send() -> Step:
