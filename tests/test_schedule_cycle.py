@@ -18,6 +18,7 @@ from newsletter.schedule.cadence import next_fire_times
 from newsletter.schedule.jobs import missed_send, pending_sends, run_build, run_cycle
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, ScheduleRun
+from tests.conftest import BOTH_DATABASES
 from tests.schedule_support import PEOPLE, Paper, hours, make_paper
 
 
@@ -81,6 +82,7 @@ def test_a_send_missed_while_stopped_goes_out_once_after_restart(paper: Paper) -
     assert paper.deliveries() == 2 * len(PEOPLE) and paper.duplicates() == []
 
 
+@BOTH_DATABASES
 def test_waiting_for_approval_is_not_sent_then_goes_out_once_approved(paper: Paper, caplog) -> None:  # noqa: ANN001
     paper.configure(send="weekly on monday at 08:00", approval="required", build_ahead="20 hours")
     (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)

@@ -75,6 +75,7 @@ def stored_jobs(runner: Runner) -> dict[str, str]:
     return {job.id: repr(job.trigger) for job in runner.scheduler.get_jobs(jobstore="default")}
 
 
+@BOTH_DATABASES
 def test_jobs_persist_and_follow_schedule_file_changes_without_restart(paper: Paper) -> None:
     path = paper.workdir / "schedules" / "paper.toml"
     paper.configure(send="weekly on monday at 08:00", approval="required")
