@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "newsletter.cli.send",
     "newsletter.cli.subscribers",
     "newsletter.cli.demo",
+    "newsletter.cli.render",
 ]
 
 
