@@ -236,3 +236,24 @@ def test_a_cycle_that_failed_before_sending_is_retried_within_its_grace(paper: P
     assert pending_sends(paper.rt, due + timedelta(days=2)) == []  # past the grace: next week's issue it is
     paper.configure(send="weekly on monday at 08:00")  # fixed
     assert run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume").outcome == "sent"
+
+
+def test_a_failing_preflight_holds_the_send_and_says_why(paper: Paper) -> None:
+    paper.configure(send="weekly on monday at 08:00")
+    (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
+    paper.publish(due)
+    footer = paper.workdir / "templates" / "partials" / "footer.mjml.j2"
+    footer.parent.mkdir(parents=True)
+    # A user's footer that forgot the unsubscribe link.
+    footer.write_text("<mj-section><mj-column><mj-text>Thanks for reading.</mj-text></mj-column></mj-section>\n")
+    result = run_cycle(paper.rt, "paper", now=due)
+    assert result.outcome == "held-preflight" and "no unsubscribe link" in result.detail
+    assert result.step("preflight").outcome == "failed" and result.step("approval") is None
+    assert paper.deliveries() == 0 and paper.mailer.pushed == {}
+    with session_scope(paper.rt.engine) as session:
+        row = session.query(ScheduleRun).filter_by(job="preflight").one()
+        assert row.outcome == "failed" and "unsubscribe" in row.detail
+    footer.unlink()  # fixed: the next run (here, by hand) sends it
+    result = run_cycle(paper.rt, "paper", now=due + hours(1), reason="manual")
+    assert result.outcome == "sent" and result.step("preflight").outcome == "passed"
+    assert paper.deliveries() == len(PEOPLE)

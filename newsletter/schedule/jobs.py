@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -178,28 +177,22 @@ def build_step(rt: Runtime, nl: Newsletter, now: datetime, period: str) -> tuple
     return Step("build", "empty" if result.items == 0 else verb, detail), result.issue_id
 
 
-def _templates(settings: Settings) -> Path | None:
-    return settings.templates_dir if settings.templates_dir.is_dir() else None
-
-
 def preflight_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
-    """Render the issue and check it would survive real mail clients; a failure holds the send."""
-    try:
-        from newsletter.render.check import preflight
-    except ImportError:  # the templates work that provides the checks lands separately
-        return Step("preflight", "unavailable", "newsletter.render.check is not installed: not checked")
-    from newsletter.render.cache import rendered_issue
+    """Render the issue as it would go out and check it survives real mail clients; a failure holds the send."""
+    from newsletter.deliver.preflight import preflight_issue
+    from newsletter.render.engine import TemplateError
 
-    rendered = rendered_issue(rt.engine, issue_id, nl, base_url=rt.settings.base_url,
-                              templates_dir=_templates(rt.settings))
-    report = preflight(rendered)
-    findings = list(getattr(report, "findings", []))
-    failed = [f for f in findings if getattr(f, "level", "") == "fail"]
-    warned = [f for f in findings if getattr(f, "level", "") == "warn"]
+    with session_scope(rt.engine) as session:
+        number = session.get(IssueRow, issue_id).number
+    try:
+        _rendered, report = preflight_issue(rt.engine, nl, issue_id, number, rt.settings)
+    except TemplateError as exc:  # a broken template override: nothing can go out until it is fixed
+        return Step("preflight", "failed", f"template error: {exc}")
+    failed, warned = report.by_level("fail"), report.by_level("warn")
     shown = "; ".join(str(f) for f in failed + warned)
-    if failed:
+    if report.failed:
         return Step("preflight", "failed", shown)
-    return Step("preflight", "passed", shown or f"{len(findings)} checks passed")
+    return Step("preflight", "passed", shown or report.summary())
 
 
 def approval_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
