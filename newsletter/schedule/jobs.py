@@ -249,9 +249,13 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa
 
 
 def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
+    from newsletter.deliver.send import SendError
+
     mailer = rt.mailer_factory(rt.settings)
     try:
         report = deliver(rt, nl, issue_id, mailer)
+    except SendError as exc:  # the issue cannot be sent as it is (e.g. no stories): retrying will not help
+        return Step("send", "refused", str(exc)), 0
     finally:
         mailer.close()
     status = getattr(report, "status", "done")
