@@ -180,6 +180,9 @@ def test_newsletter_run_delivers_once_refuses_a_second_and_stops_cleanly(paper: 
         files = sorted((paper.workdir / "outbox" / "paper").rglob("*.eml"))
         assert [f.name for f in files] == [f"{p}.eml" for p in sorted(PEOPLE)]
 
+        first.proc.send_signal(signal.SIGHUP)  # re-read the schedule files without a restart
+        assert first.wait_for(lambda e: e.get("event") == "reloaded")["newsletters"] == ["paper"]
+
         second = subprocess.run([sys.executable, "-m", "newsletter", "run"], cwd=paper.workdir,
                                 env=_env(paper.workdir), capture_output=True, text=True, timeout=20)
         assert second.returncode == 1
