@@ -199,7 +199,11 @@ def test_a_provider_outage_is_resumed_without_duplicates(paper: Paper) -> None:
     assert paper.issues()[0].status == "sending"
     assert pending_sends(paper.rt, due + timedelta(minutes=1)) == []  # not hammering the provider
     assert pending_sends(paper.rt, due + timedelta(minutes=6)) == ["paper"]
-    result = run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume")
+    paper.mailer.fail_next = 1  # still down: the next try waits longer
+    assert run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume").outcome == "failed"
+    assert pending_sends(paper.rt, due + timedelta(minutes=12)) == []
+    assert pending_sends(paper.rt, due + timedelta(minutes=17)) == ["paper"]  # 10 minutes after the last try
+    result = run_cycle(paper.rt, "paper", now=due + timedelta(minutes=17), reason="resume")
     assert result.outcome == "sent" and result.step("collect") is None  # resumed as it was, not rebuilt
     assert paper.deliveries() == len(PEOPLE) and paper.duplicates() == []
 

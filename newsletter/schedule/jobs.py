@@ -41,6 +41,7 @@ log = logging.getLogger("newsletter.schedule")
 
 EMPTY_NOTE = "Nothing new this time: the sources we follow published nothing since the last issue."
 RETRY_AFTER = timedelta(minutes=5)  # a failed or interrupted send is tried again this often
+MAX_BACKOFF = timedelta(hours=6)  # the longest wait between two tries of a failing send
 REMIND_EVERY = timedelta(hours=1)  # an issue waiting for approval is mentioned in the log this often
 
 
@@ -423,6 +424,21 @@ def missed_send(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
     return None if ran else due
 
 
+def _backoff(session: Session, slug: str, period: str, base: timedelta) -> timedelta:
+    """Wait longer after each failure in a row (a provider refusing our key is not fixed in five minutes)."""
+    if base <= timedelta(0):
+        return base
+    recent = session.scalars(select(ScheduleRun.outcome).where(
+        ScheduleRun.newsletter_slug == slug, ScheduleRun.job == "cycle", ScheduleRun.detail.like(f"{period}:%"))
+        .order_by(ScheduleRun.id.desc()).limit(8))
+    failures = 0
+    for outcome in recent:
+        if outcome != "failed":
+            break
+        failures += 1
+    return min(base * 2 ** max(failures - 1, 0), MAX_BACKOFF)
+
+
 def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_AFTER) -> list[str]:
     """Newsletters whose current period's issue should go out now although no send is due at this moment:
     approved after its send time (at once), or a send interrupted or failed (stopped, crashed, provider down;
@@ -438,7 +454,7 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
             last = last_cycle(session, slug)
             if last is None or not (last.detail or "").startswith(f"{period}:"):
                 continue  # its send time has not come yet (a draft built ahead), or a catch-up will run it
-            retry = now - utc(last.started_at) >= retry_after
+            retry = now - utc(last.started_at) >= _backoff(session, slug, period, retry_after)
             if row is None or row.status == "draft" and last.outcome == "failed":
                 # A failure before anything was sent (feeds, database, a template): try again for a while.
                 if last.outcome == "failed" and retry and now - utc(due) <= send_grace(nl):
