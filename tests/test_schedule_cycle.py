@@ -193,13 +193,15 @@ def test_a_provider_outage_is_resumed_without_duplicates(paper: Paper) -> None:
     paper.configure(send="weekly on monday at 08:00")
     (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
     paper.publish(due)
-    paper.mailer.fail_next = 1
+    # The send retries a failing batch itself (quickly here); an outage outlasting that ends the run.
+    paper.rt.send_options = {"max_attempts": 2, "backoff_base": 0.01}
+    paper.mailer.fail_next = 2
     result = run_cycle(paper.rt, "paper", now=due)
     assert result.outcome == "failed" and "503" in result.detail
     assert paper.issues()[0].status == "sending"
     assert pending_sends(paper.rt, due + timedelta(minutes=1)) == []  # not hammering the provider
     assert pending_sends(paper.rt, due + timedelta(minutes=6)) == ["paper"]
-    paper.mailer.fail_next = 1  # still down: the next try waits longer
+    paper.mailer.fail_next = 2  # still down: the next try waits longer
     assert run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6), reason="resume").outcome == "failed"
     assert pending_sends(paper.rt, due + timedelta(minutes=12)) == []
     assert pending_sends(paper.rt, due + timedelta(minutes=17)) == ["paper"]  # 10 minutes after the last try

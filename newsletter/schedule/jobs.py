@@ -10,7 +10,6 @@ Each step writes a ScheduleRun row; each run logs one structured (JSON) line.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import threading
@@ -18,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -75,6 +75,7 @@ class Runtime:
     clock: Callable[[], datetime] = _utcnow
     stop: threading.Event = field(default_factory=threading.Event)
     batch_size: int | None = None  # None: the send's own default for the mailer
+    send_options: dict[str, Any] = field(default_factory=dict)  # more SendOptions (retries, backoff)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     # Collects one at a time: two newsletters sharing a feed, or the hourly collect meeting a send's collect,
@@ -217,36 +218,12 @@ def approval_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
     return Step("approval", "go", policy.mode)
 
 
-class _StopRequested(Exception):
-    pass
-
-
-@dataclass
-class _StoppedReport:
-    status: str = "stopped"
-    sent_now: int = 0
-    total: int = 0
-    error: str | None = "stopped by the runner; the rest goes out when it runs again"
-
-
 def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa: ANN201 - a SendReport
     """send_issue, stopping after the batch in flight when the runner is asked to stop."""
-    from newsletter.deliver import send as send_module
+    from newsletter.deliver.send import SendOptions, send_issue
 
-    params = inspect.signature(send_module.send_issue).parameters
-    extra = {"batch_size": rt.batch_size} if rt.batch_size else {}
-    if "options" in params:  # the hardened delivery: it takes a stop event itself
-        options = send_module.SendOptions(stop=rt.stop)  # type: ignore[attr-defined]
-        return send_module.send_issue(rt.engine, nl, issue_id, mailer, rt.settings, options=options, **extra)
-
-    def progress(_done: int, _total: int) -> None:
-        if rt.stop.is_set():
-            raise _StopRequested  # after the batch was recorded in the ledger: resumable
-
-    try:
-        return send_module.send_issue(rt.engine, nl, issue_id, mailer, rt.settings, progress=progress, **extra)
-    except _StopRequested:
-        return _StoppedReport()
+    options = SendOptions(stop=rt.stop, rate=rt.settings.send_rate, **rt.send_options)
+    return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options)
 
 
 def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
@@ -262,10 +239,14 @@ def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
     status = getattr(report, "status", "done")
     sent_now = int(getattr(report, "sent_now", 0) or 0)
     total = int(getattr(report, "total", 0) or 0)
-    outcome = {"done": "sent"}.get(status, status)
+    # "held" from delivery means batches whose outcome is unknown wait for the operator's call, not an editor.
+    outcome = {"done": "sent", "held": "send-held"}.get(status, status)
     detail = f"issue {issue_id}: {sent_now} sent now, {total} in the audience via {mailer.name}"
     if getattr(report, "error", None):
         detail += f"; {report.error}"
+    if status == "held":
+        detail += (f"; {report.held_recipients} recipients have an unknown outcome: decide with "
+                   f"`newsletter send {nl.slug} --issue {issue_id} --unknown resend` (or skip)")
     return Step("send", outcome, detail), sent_now
 
 
@@ -460,7 +441,7 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
                 if last.outcome == "failed" and retry and now - utc(due) <= send_grace(nl):
                     out.append(slug)
             elif row.status == "sending":
-                if retry:
+                if retry and last.outcome != "send-held":  # held batches wait for the operator's decision
                     out.append(slug)
             elif last.outcome in ("waiting-approval", "changed-since-approval") or row.status == "approved":
                 if is_approved_as_is(session, row.id):
