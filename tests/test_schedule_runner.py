@@ -21,7 +21,9 @@ from newsletter.schedule.runner import Runner
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, ScheduleRun, utcnow
 from tests.conftest import BOTH_DATABASES
+from tests.conftest_sendgrid import SENDGRID_TEST_KEY
 from tests.schedule_support import PEOPLE, Paper, make_paper
+from tests.sendgrid_server import SendGridServer
 
 
 @pytest.fixture
@@ -117,21 +119,23 @@ def test_jobs_persist_and_follow_schedule_file_changes_without_restart(paper: Pa
         runner.shutdown()
 
 
-def _env(workdir: Path) -> dict[str, str]:
+def _env(workdir: Path, sendgrid: SendGridServer) -> dict[str, str]:
+    """The test's settings, with the local SendGrid server as the provider."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("NEWSLETTER_") and k != "NEWSLETTER_MAILER"})
-    env["NEWSLETTER_MAILER"] = "outbox"
-    env["NEWSLETTER_SCHEDULES_DIR"] = str(workdir / "schedules")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env.update({k: v for k, v in os.environ.items() if k.startswith("NEWSLETTER_")})
+    env.update({"NEWSLETTER_MAILER": "sendgrid", "SENDGRID_API_KEY": SENDGRID_TEST_KEY,
+                "SENDGRID_API_HOST": sendgrid.url, "NEWSLETTER_SCHEDULES_DIR": str(workdir / "schedules"),
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     return env
 
 
 class Process:
     """`python -m newsletter run` with its stderr (JSON lines) read as it comes."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, sendgrid: SendGridServer) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "newsletter", "run", "--tick", "0.5"], cwd=workdir,
-                                     env=_env(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     env=_env(workdir, sendgrid), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -166,25 +170,29 @@ class Process:
 
 
 @pytest.mark.slow  # three real processes: about 5 s
-def test_newsletter_run_delivers_once_refuses_a_second_and_stops_cleanly(paper: Paper) -> None:
+def test_newsletter_run_delivers_once_refuses_a_second_and_stops_cleanly(paper: Paper,
+                                                                        sendgrid_server: SendGridServer) -> None:
     now = datetime.now(UTC)
     paper.configure(send=f"daily at {now:%H:%M}", timezone="UTC")  # due this very minute
     paper.publish(now)
-    first = Process(paper.workdir)
+    first = Process(paper.workdir, sendgrid_server)
     try:
         started = first.wait_for(lambda e: e.get("event") == "runner-started")
         assert started["newsletters"] == ["paper"]
         cycle = first.wait_for(lambda e: e.get("event") == "cycle")
         assert cycle["outcome"] == "sent" and cycle["sent"] == len(PEOPLE), cycle
         assert cycle["steps"].startswith("collect=ok build=built")
-        files = sorted((paper.workdir / "outbox" / "paper").rglob("*.eml"))
-        assert [f.name for f in files] == [f"{p}.eml" for p in sorted(PEOPLE)]
+        assert sendgrid_server.deliveries() == {p: 1 for p in PEOPLE}
+        (request,) = sendgrid_server.accepted
+        assert request.custom_args["newsletter"] == "paper"
+        assert request.body["subject"].startswith("Paper Weekly #1")
 
         first.proc.send_signal(signal.SIGHUP)  # re-read the schedule files without a restart
         assert first.wait_for(lambda e: e.get("event") == "reloaded")["newsletters"] == ["paper"]
 
         second = subprocess.run([sys.executable, "-m", "newsletter", "run"], cwd=paper.workdir,
-                                env=_env(paper.workdir), capture_output=True, text=True, timeout=20)
+                                env=_env(paper.workdir, sendgrid_server), capture_output=True, text=True,
+                                timeout=20)
         assert second.returncode == 1
         assert "another `newsletter run` is already running" in second.stderr
         t0 = time.monotonic()
@@ -196,7 +204,7 @@ def test_newsletter_run_delivers_once_refuses_a_second_and_stops_cleanly(paper: 
             first.proc.kill()
 
     # Started again the same day: the send already happened, so nothing goes out twice.
-    again = Process(paper.workdir)
+    again = Process(paper.workdir, sendgrid_server)
     try:
         again.wait_for(lambda e: e.get("event") == "runner-started")
         time.sleep(1.0)
@@ -205,6 +213,7 @@ def test_newsletter_run_delivers_once_refuses_a_second_and_stops_cleanly(paper: 
         if again.proc.poll() is None:
             again.proc.kill()
     assert not any(e.get("event") == "cycle" for e in again.events())
+    assert sendgrid_server.deliveries() == {p: 1 for p in PEOPLE}
     with session_scope(paper.rt.engine) as session:
         assert len(list(session.scalars(select(Delivery)))) == len(PEOPLE)
         cycles = list(session.scalars(select(ScheduleRun.outcome).where(ScheduleRun.job == "cycle")))
