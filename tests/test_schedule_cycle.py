@@ -257,10 +257,14 @@ def test_a_failing_preflight_holds_the_send_and_says_why(paper: Paper) -> None:
     assert result.step("preflight").outcome == "failed" and result.step("approval") is None
     assert paper.deliveries() == 0 and paper.mailer.pushed == {}
     with session_scope(paper.rt.engine) as session:
-        row = session.query(ScheduleRun).filter_by(job="preflight").one()
+        row = session.query(ScheduleRun).filter_by(job="preflight").first()
         assert row.outcome == "failed" and "unsubscribe" in row.detail
-    footer.unlink()  # fixed: the next run (here, by hand) sends it
-    result = run_cycle(paper.rt, "paper", now=due + hours(1), reason="manual")
+    assert pending_sends(paper.rt, due + timedelta(minutes=6)) == ["paper"]  # tried again while broken
+    assert run_cycle(paper.rt, "paper", now=due + timedelta(minutes=6)).outcome == "held-preflight"
+    footer.unlink()  # fixed: the next try sends it
+    assert pending_sends(paper.rt, due + timedelta(minutes=12)) == []  # waiting longer after two failures
+    assert pending_sends(paper.rt, due + timedelta(minutes=17)) == ["paper"]
+    result = run_cycle(paper.rt, "paper", now=due + timedelta(minutes=17), reason="resume")
     assert result.outcome == "sent" and result.step("preflight").outcome == "passed"
     assert paper.deliveries() == len(PEOPLE)
 

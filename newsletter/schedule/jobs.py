@@ -42,6 +42,7 @@ log = logging.getLogger("newsletter.schedule")
 EMPTY_NOTE = "Nothing new this time: the sources we follow published nothing since the last issue."
 RETRY_AFTER = timedelta(minutes=5)  # a failed or interrupted send is tried again this often
 MAX_BACKOFF = timedelta(hours=6)  # the longest wait between two tries of a failing send
+RETRIED = ("failed", "held-preflight")  # cycle outcomes tried again automatically
 REMIND_EVERY = timedelta(hours=1)  # an issue waiting for approval is mentioned in the log this often
 
 
@@ -222,7 +223,7 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa
     """send_issue, stopping after the batch in flight when the runner is asked to stop."""
     from newsletter.deliver.send import SendOptions, send_issue
 
-    options = SendOptions(stop=rt.stop, rate=rt.settings.send_rate, **rt.send_options)
+    options = SendOptions(**{"stop": rt.stop, **rt.send_options})
     return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options)
 
 
@@ -414,7 +415,7 @@ def _backoff(session: Session, slug: str, period: str, base: timedelta) -> timed
         .order_by(ScheduleRun.id.desc()).limit(8))
     failures = 0
     for outcome in recent:
-        if outcome != "failed":
+        if outcome not in RETRIED:
             break
         failures += 1
     return min(base * 2 ** max(failures - 1, 0), MAX_BACKOFF)
@@ -436,9 +437,10 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
             if last is None or not (last.detail or "").startswith(f"{period}:"):
                 continue  # its send time has not come yet (a draft built ahead), or a catch-up will run it
             retry = now - utc(last.started_at) >= _backoff(session, slug, period, retry_after)
-            if row is None or row.status == "draft" and last.outcome == "failed":
-                # A failure before anything was sent (feeds, database, a template): try again for a while.
-                if last.outcome == "failed" and retry and now - utc(due) <= send_grace(nl):
+            if row is None or row.status == "draft" and last.outcome in RETRIED:
+                # A failure before anything was sent (feeds, database, a template, the preflight checks):
+                # try again for a while, so that a fix goes out without anyone running anything.
+                if last.outcome in RETRIED and retry and now - utc(due) <= send_grace(nl):
                     out.append(slug)
             elif row.status == "sending":
                 if retry and last.outcome != "send-held":  # held batches wait for the operator's decision
