@@ -15,7 +15,7 @@ import pytest
 from newsletter.build.approval import ApprovalError, approve, hold, is_approved_as_is, reopen
 from newsletter.config import load_newsletter
 from newsletter.schedule.cadence import next_fire_times
-from newsletter.schedule.jobs import missed_send, pending_sends, run_build, run_cycle
+from newsletter.schedule.jobs import missed_build, missed_send, pending_sends, run_build, run_cycle
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, ScheduleRun
 from tests.conftest import BOTH_DATABASES
@@ -88,6 +88,8 @@ def test_waiting_for_approval_is_not_sent_then_goes_out_once_approved(paper: Pap
     (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
     build_at = next_fire_times(paper.nl, datetime(2026, 11, 25, tzinfo=UTC), 1, job="build")[0]
     assert due - build_at == hours(20)
+    assert missed_build(paper.rt, paper.nl, build_at - hours(1)) is None  # not yet
+    assert missed_build(paper.rt, paper.nl, build_at + hours(2)) == build_at  # a runner starting now builds it
     paper.publish(build_at)
     built = run_build(paper.rt, "paper", now=build_at)
     assert built.outcome == "built" and "newsletter issue approve" in built.detail
@@ -97,6 +99,7 @@ def test_waiting_for_approval_is_not_sent_then_goes_out_once_approved(paper: Pap
     result = run_cycle(paper.rt, "paper", now=due)
     assert result.outcome == "waiting-approval" and "newsletter issue approve" in result.detail
     assert paper.deliveries() == 0 and paper.mailer.pushed == {}
+    assert missed_build(paper.rt, paper.nl, build_at + hours(2)) is None  # built
     # Nothing to send until an editor approves; the log reminds them every hour.
     logger = logging.getLogger("newsletter.schedule")
     logger.addHandler(caplog.handler)

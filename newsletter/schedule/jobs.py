@@ -421,6 +421,17 @@ def _backoff(session: Session, slug: str, period: str, base: timedelta) -> timed
     return min(base * 2 ** max(failures - 1, 0), MAX_BACKOFF)
 
 
+def missed_build(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
+    """The draft that should exist by now for the next send (its build time passed while no runner was up)."""
+    ahead = build_ahead(nl)
+    upcoming = next_send_after(nl, now) if ahead else None
+    if upcoming is None or utc(upcoming) - ahead > utc(now):
+        return None
+    with session_scope(rt.engine) as session:
+        exists = period_issue(session, nl, period_key(nl, upcoming)) is not None
+    return None if exists else upcoming - ahead
+
+
 def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_AFTER) -> list[str]:
     """Newsletters whose current period's issue should go out now although no send is due at this moment:
     approved after its send time (at once), or a send interrupted or failed (stopped, crashed, provider down;

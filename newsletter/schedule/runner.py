@@ -32,7 +32,7 @@ from newsletter.config import ConfigError, Newsletter, Settings, load_newsletter
 from newsletter.deliver.mailer import Mailer
 from newsletter.schedule import jobs
 from newsletter.schedule.cadence import build_ahead, build_trigger, collect_trigger, send_grace, send_trigger
-from newsletter.schedule.jobs import Runtime, log_line, missed_send, pending_sends
+from newsletter.schedule.jobs import Runtime, log_line, missed_build, missed_send, pending_sends
 from newsletter.schedule.lease import DEFAULT_TTL, LeaseHeld, acquire, new_holder, release, renew
 
 JOBSTORE_TABLE = "apscheduler_jobs"
@@ -207,6 +207,11 @@ class Runner:
                 continue  # the job store still has the missed run: APScheduler runs it once (coalesced)
             self.scheduler.modify_job(f"send:{slug}", jobstore="default", next_run_time=now)
             log_line(event="catch-up", newsletter=slug, due=due.isoformat())
+        for slug, nl in self.rt.newsletters.items():
+            build_due = missed_build(self.rt, nl, now)
+            if build_due is not None and self.scheduler.get_job(f"build:{slug}", jobstore="default") is not None:
+                self.scheduler.modify_job(f"build:{slug}", jobstore="default", next_run_time=now)
+                log_line(event="catch-up", newsletter=slug, job="build", due=build_due.isoformat())
         for slug in pending_sends(self.rt, now, retry_after=timedelta(0)):
             if slug not in caught:
                 self._resume(slug)
