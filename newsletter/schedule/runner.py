@@ -300,7 +300,3 @@ def setup_logging() -> None:
         aps_handler.setFormatter(logging.Formatter("apscheduler %(levelname)s %(message)s"))
         aps.addHandler(aps_handler)
     aps.setLevel(logging.WARNING)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
