@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "collect": [],
     "render": [],
     "send_1m": [],
+    "editorial": [],
     "schedule": [],
 }
 
