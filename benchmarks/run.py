@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "render": [],
     "send_1m": [],
     "editorial": [],
+    "schedule": [],
     "web": [],
 }
 
