@@ -7,7 +7,6 @@ new one. `apply_edit` makes a change and renders the issue again, so the preview
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from newsletter.build import approval
 from newsletter.config import Newsletter
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, utcnow
@@ -75,19 +75,8 @@ def _done(session: Session, row: IssueRow, changed: bool) -> Edit:
 
 
 def _unapprove(session: Session, row: IssueRow) -> None:
-    try:
-        approval = importlib.import_module("newsletter.build.approval")
-    except ImportError:
-        approval = None
-    reopen = getattr(approval, "reopen", None)
-    if reopen is not None:
-        session.flush()
-        reopen(session, row.id)
-        session.refresh(row)
-        if row.status != "approved":
-            return
-    row.status = "draft"
-    row.approved_at = row.approved_by = row.approved_hash = None
+    session.flush()
+    approval.reopen(session, row.id)
 
 
 def set_included(session: Session, issue_id: int, item_id: int, included: bool) -> Edit:
