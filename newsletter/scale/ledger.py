@@ -1,0 +1,165 @@
+"""The send ledger as many workers share it: batches planned up front, claimed with row locks.
+
+`newsletter send` on one machine creates batches as it walks the audience. With many workers that walk would
+race, so scale mode plans every batch of a send at once (`pending` rows: a range of subscription ids each) and
+a worker claims the next one with SELECT ... FOR UPDATE SKIP LOCKED: two workers never take the same batch, and
+neither waits for the other.
+
+A claim records the procrastinate job that holds it (`claimed_by` = "job:ID:host:pid"). When that job is
+retried (a worker killed mid-batch is found stalled; a temporary error backs off) it resumes the batch it
+holds; a batch whose job is gone for good (failed, cancelled) is taken over by the next claimer. The states
+after the claim are the ledger's own (sending, sent, retry, unknown, failed) as `newsletter send` uses them,
+so a send planned here can also be finished by `newsletter send` on one machine, and the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select, text, update
+
+from newsletter.deliver.send import audience_query
+from newsletter.store.db import session_scope
+from newsletter.store.models import IssueRow, Send, SendBatch, utcnow
+
+# States in which a batch is neither delivered nor given up, i.e. someone still has to finish it.
+OPEN = ("claimed", "sending", "retry")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    number: int
+    first: int  # subscription ids, inclusive
+    last: int
+    status: str  # the state it was in when claimed: pending (fresh) or an open state (resumed)
+    attempts: int
+
+
+def claimer(job_id: int | None, worker: str) -> str:
+    return f"job:{job_id}:{worker}" if job_id is not None else worker
+
+
+def plan_batches(engine: Engine, send_id: int) -> int:
+    """Write every batch of the send as `pending` (once; later calls find them). Returns how many exist."""
+    with session_scope(engine) as session:
+        # The send row lock makes a second planner wait, then find the batches already written.
+        send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
+        if send is None:
+            raise LookupError(f"no send {send_id}")
+        existing = session.scalar(select(func.count()).where(SendBatch.send_id == send_id)) or 0
+        if existing:
+            return existing
+        newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id))
+        audience = audience_query(newsletter_id, 0, send.max_subscription_id).subquery()
+        position = func.row_number().over(order_by=audience.c[0]) - 1
+        numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
+        number = (numbered.c.pos // send.batch_size).label("number")
+        ranges = session.execute(
+            select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
+            .group_by(number).order_by(number)
+        ).all()
+        now = utcnow()
+        session.execute(
+            SendBatch.__table__.insert(),
+            [{"send_id": send_id, "number": int(n) + 1, "first_subscription_id": first,
+              "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+              "attempts": 0} for n, first, last, count in ranges],
+        )
+        return len(ranges)
+
+
+def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None) -> Claimed | None:
+    """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
+
+    In order: the batch this job already holds (it is being retried), a pending batch, an open batch whose job
+    is gone for good. Row locks with SKIP LOCKED make concurrent claimers take different batches.
+    """
+    with session_scope(engine) as session:
+        row = None
+        if job_id is not None:
+            row = session.scalar(
+                select(SendBatch).where(SendBatch.send_id == send_id, SendBatch.status.in_(OPEN),
+                                        SendBatch.claimed_by.like(f"job:{job_id}:%"))
+                .order_by(SendBatch.number).limit(1).with_for_update(skip_locked=True)
+            )
+        if row is None:
+            row = session.scalar(
+                select(SendBatch).where(SendBatch.send_id == send_id, SendBatch.status == "pending")
+                .order_by(SendBatch.number).limit(1).with_for_update(skip_locked=True)
+            )
+        if row is None and _has_job_queue(engine):
+            row = session.scalar(
+                select(SendBatch).where(SendBatch.send_id == send_id, SendBatch.status.in_(OPEN),
+                                        _orphaned())
+                .order_by(SendBatch.number).limit(1).with_for_update(skip_locked=True)
+            )
+        if row is None:
+            return None
+        claimed = Claimed(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
+                          row.attempts)
+        row.claimed_by, row.claimed_at = claimer(job_id, me)[:200], utcnow()
+        if row.status == "pending":
+            row.status = "claimed"
+        return claimed
+
+
+def _orphaned():  # noqa: ANN202 - a SQL expression
+    """An open batch claimed by a job that will not come back: finished, failed, cancelled or deleted.
+
+    Batches claimed outside the job queue (`newsletter send` on one machine) are that process's to resume.
+    """
+    return text(
+        "send_batch.claimed_by LIKE 'job:%' AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
+        "WHERE j.id = split_part(send_batch.claimed_by, ':', 2)::bigint AND j.status IN ('todo', 'doing'))"
+    )
+
+
+_job_queues: dict[str, bool] = {}
+
+
+def _has_job_queue(engine: Engine) -> bool:
+    """Whether procrastinate's tables are in this database (they are in scale mode; not in plain tests)."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key not in _job_queues:
+        if engine.dialect.name != "postgresql":
+            _job_queues[key] = False
+        else:
+            with engine.connect() as conn:
+                found = conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
+            if not found:
+                return False  # not cached: `newsletter db upgrade` may create them while we run
+            _job_queues[key] = True
+    return _job_queues[key]
+
+
+def remaining(engine: Engine, send_id: int) -> dict[str, int]:
+    """Batches of the send that are not sent yet, by state."""
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(SendBatch.status, func.count()).where(SendBatch.send_id == send_id, SendBatch.status != "sent")
+            .group_by(SendBatch.status)
+        ).all()
+    return {status: count for status, count in rows}
+
+
+def finish_if_done(engine: Engine, send_id: int) -> str | None:
+    """Close the send when no batch is left open. Returns the send's final state, or None while work remains."""
+    left = remaining(engine, send_id)
+    if any(left.get(s) for s in ("pending", *OPEN)):
+        return None
+    with session_scope(engine) as session:
+        send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
+        if send.status in ("done", "held", "failed"):
+            return send.status
+        now = utcnow()
+        if left.get("failed"):
+            send.status = "failed"
+        elif left.get("unknown"):
+            send.status = "held"
+            send.error = (f"{left['unknown']} batches have an unknown outcome: "
+                          "`newsletter send SLUG --unknown resend|skip` settles them")
+        else:
+            send.status, send.finished_at, send.error = "done", now, None
+            session.execute(update(IssueRow).where(IssueRow.id == send.issue_id).values(status="sent", sent_at=now))
+        return send.status

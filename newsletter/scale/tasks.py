@@ -1,0 +1,373 @@
+"""The jobs scale mode runs on procrastinate workers: collect a chunk of sources, build, enrich and render an
+issue, start a send, send one batch; and the periodic ticks that defer them at each newsletter's local times.
+
+Each job is small and safe to run again: the database (unique keys, the send ledger) and not the job queue is
+what guarantees one issue per period and one delivery per address.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import procrastinate
+from procrastinate import JobContext
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.retry import RetryDecision, RetryStrategy
+from sqlalchemy import Engine, select
+
+from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
+from newsletter.deliver.mailer import Mailer, TemporaryDeliveryError
+from newsletter.scale import due, ledger, sending
+from newsletter.scale.app import app
+from newsletter.store.db import ensure_newsletter, get_engine, session_scope
+from newsletter.store.models import IssueRow, Send, Subscription
+
+log = logging.getLogger("newsletter.scale")
+
+# How many send_batch jobs work on one send at once. Each re-defers itself while batches are left, so this is the
+# most workers (or worker slots) one send can keep busy; more than you run only costs idle polls.
+SEND_PARALLEL = int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
+COLLECT_CHUNK = int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))  # sources per collect_sources job
+DEFAULT_BATCH = 1000
+
+
+class ProviderAwareRetry(RetryStrategy):
+    """procrastinate's exponential backoff, never sooner than the provider asked (Retry-After, rate limit reset)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job) -> RetryDecision | None:
+        decision = super().get_retry_decision(exception=exception, job=job)
+        after = getattr(exception, "retry_after", None)
+        if decision is None or not after:
+            return decision
+        earliest = datetime.now(UTC) + timedelta(seconds=min(float(after), 3600.0))
+        if decision.retry_at is None or decision.retry_at < earliest:
+            decision.retry_at = earliest
+        return decision
+
+
+# Temporary errors and lost database connections come back; anything else is a bug or bad input: fail loudly.
+def _transient() -> set[type[BaseException]]:
+    from sqlalchemy.exc import OperationalError
+
+    return {TemporaryDeliveryError, OperationalError, ConnectionError, TimeoutError}
+
+
+SEND_RETRY = ProviderAwareRetry(max_attempts=10, exponential_wait=2, retry_exceptions=_transient())
+JOB_RETRY = RetryStrategy(max_attempts=5, exponential_wait=3, retry_exceptions=_transient())
+
+
+# -- what every job needs, once per process ----------------------------------------------------------------
+
+@cache
+def settings() -> Settings:
+    return settings_from_env()
+
+
+def engine() -> Engine:
+    return get_engine(settings().database_url)
+
+
+def newsletters() -> dict[str, Newsletter]:
+    result = load_all(settings().schedules_dir)
+    for error in result.errors:
+        log.warning("%s", error)
+    return result.newsletters
+
+
+def newsletter(slug: str) -> Newsletter:
+    found = newsletters().get(slug)
+    if found is None:
+        raise ConfigError(f"no newsletter '{slug}' in {settings().schedules_dir}/ on this worker "
+                          "(every worker needs the same schedules folder)")
+    return found
+
+
+_local = threading.local()  # a mailer per worker thread: backends keep per-request state
+_send_jobs: dict[int, sending.SendJob] = {}
+_send_jobs_lock = threading.Lock()
+
+
+def mailer() -> Mailer:
+    if getattr(_local, "mailer", None) is None:
+        from newsletter.deliver.factory import make_mailer
+
+        _local.mailer = make_mailer(settings())
+    return _local.mailer
+
+
+def send_job(send_id: int) -> sending.SendJob:
+    with _send_jobs_lock:
+        job = _send_jobs.get(send_id)
+    if job is None:
+        nl = newsletter(sending.newsletter_slug_of_send(engine(), send_id))
+        job = sending.load_send(engine(), settings(), nl, send_id)
+        with _send_jobs_lock:
+            _send_jobs[send_id] = job
+    return job
+
+
+def worker_name() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# -- collect ------------------------------------------------------------------------------------------------
+
+@app.task(queue="collect", retry=JOB_RETRY)
+def collect_sources(urls: list[str], force: bool = False) -> dict[str, int]:
+    """Fetch a chunk of sources (each once, however many newsletters list it) and store new items."""
+    from newsletter.collect.run import collect
+
+    wanted = set(urls)
+    chosen = []
+    for nl in newsletters().values():
+        mine = [s for s in nl.sources if s.url in wanted]
+        if mine:
+            chosen.append(nl.model_copy(update={"sources": mine}))
+            wanted -= {s.url for s in mine}
+    if wanted:
+        log.warning("sources no longer in any schedule file, skipped: %s", ", ".join(sorted(wanted)))
+    if not chosen:
+        return {"sources": 0, "new_items": 0, "failed": 0}
+    # The workers are the parallelism here: no parse pool inside a job.
+    report = collect(engine(), chosen, force=force, parallel_parse=False)
+    return {"sources": len(report.outcomes), "new_items": report.new_items, "failed": len(report.failed)}
+
+
+def defer_collect(bound: procrastinate.App | None, slugs: list[str] | None = None, *, force: bool = False,
+                  chunk: int | None = None) -> int:
+    """Defer collect_sources jobs for every distinct source of the newsletters (all by default). Returns jobs."""
+    from newsletter.collect.run import sources_of
+
+    known = newsletters()
+    chosen = [known[s] for s in slugs] if slugs else list(known.values())
+    urls = [spec.url for spec in sources_of(chosen)]
+    size = chunk or COLLECT_CHUNK
+    task = collect_sources if bound is None else bound.tasks[collect_sources.name]
+    chunks = [urls[i:i + size] for i in range(0, len(urls), size)]
+    if chunks:
+        task.batch_defer(*({"urls": c, "force": force} for c in chunks))
+    return len(chunks)
+
+
+@app.task(queue="collect", retry=JOB_RETRY)
+def collect_newsletter(slug: str) -> int:
+    """A newsletter's scheduled collect: its sources, in chunks, as separate jobs."""
+    return defer_collect(None, [slug])
+
+
+# -- build, enrich, render, send ----------------------------------------------------------------------------
+
+@app.task(queue="build", retry=JOB_RETRY)
+def build_issue(slug: str, period: str | None = None) -> int | None:
+    """Build the period's issue (at most one per newsletter and period: a unique key), then enrich it."""
+    from newsletter.build.build import BuildError
+    from newsletter.build.build import build_issue as build
+
+    nl = newsletter(slug)
+    try:
+        result = build(engine(), nl, period=period, enrich=False, allow_empty=nl.schedule.when_empty == "send")
+    except BuildError as exc:
+        log.info("%s: no issue built for %s: %s", slug, period, exc)
+        return None
+    if result.issue_id is None:
+        log.info("%s: %s", slug, "; ".join(result.problems))
+        return None
+    enrich_issue.defer(issue_id=result.issue_id)
+    return result.issue_id
+
+
+@app.task(queue="build", retry=JOB_RETRY)
+def enrich_issue(issue_id: int) -> list[str]:
+    """Summaries, key quotes and related reading for every story of the issue; then render it."""
+    from newsletter.build.build import enrich_stories
+
+    slug = _slug_of_issue(issue_id)
+    problems = enrich_stories(engine(), issue_id, newsletter(slug))
+    render_issue.defer(issue_id=issue_id, send=True)
+    return problems
+
+
+@app.task(queue="build", retry=JOB_RETRY)
+def render_issue(issue_id: int, send: bool = False) -> str:
+    """Render the issue once (HTML + text with per-recipient tokens); when `send`, start sending if approved."""
+    from newsletter.render.cache import rendered_issue
+
+    slug = _slug_of_issue(issue_id)
+    nl = newsletter(slug)
+    templates = settings().templates_dir if settings().templates_dir.is_dir() else None
+    rendered = rendered_issue(engine(), issue_id, nl, base_url=settings().base_url, templates_dir=templates)
+    if send:
+        approval = nl.schedule.approval
+        if approval == "auto":
+            start_send.defer(issue_id=issue_id)
+        elif approval.startswith("auto after"):
+            hours = int(approval.split()[2])
+            start_send.configure(schedule_in={"hours": hours}).defer(issue_id=issue_id, approved_only=False)
+    return rendered.subject
+
+
+def _slug_of_issue(issue_id: int) -> str:
+    from newsletter.store.models import NewsletterRow
+
+    with session_scope(engine()) as session:
+        slug = session.scalar(select(NewsletterRow.slug).join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
+                              .where(IssueRow.id == issue_id))
+    if slug is None:
+        raise LookupError(f"no issue {issue_id}")
+    return slug
+
+
+def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
+    """The send of the issue, created with its audience frozen (once), and its batches planned."""
+    from sqlalchemy import func
+
+    from newsletter.deliver.send import SENDABLE, SendError, audience_query
+
+    with session_scope(eng) as session:
+        nrow = ensure_newsletter(session, nl.slug, nl.name)
+        row = session.get(IssueRow, issue_id, with_for_update=True)
+        if row is None or row.newsletter_id != nrow.id:
+            raise SendError(f"no issue {issue_id} in newsletter '{nl.slug}'")
+        send = session.scalar(select(Send).where(Send.issue_id == issue_id))
+        if send is None:
+            if row.status not in SENDABLE:
+                raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
+            if not any(i.included for i in row.items):
+                raise SendError(f"issue {issue_id} has no stories: nothing to send")
+            max_id = session.scalar(select(func.max(Subscription.id))
+                                    .where(Subscription.newsletter_id == nrow.id)) or 0
+            total = session.scalar(select(func.count()).select_from(
+                audience_query(nrow.id, 0, max_id).subquery())) or 0
+            send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
+                        batch_size=batch_size, total=total, sent=0)
+            session.add(send)
+            session.flush()
+        if row.status != "sent":
+            row.status = "sending"
+        send_id = send.id
+    ledger.plan_batches(eng, send_id)
+    return send_id
+
+
+@app.task(queue="send", retry=JOB_RETRY)
+def start_send(issue_id: int, batch_size: int = DEFAULT_BATCH, parallel: int | None = None,
+               approved_only: bool = False) -> int | None:
+    """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
+    slug = _slug_of_issue(issue_id)
+    nl = newsletter(slug)
+    with session_scope(engine()) as session:
+        status = session.scalar(select(IssueRow.status).where(IssueRow.id == issue_id))
+    if status == "sent" or (approved_only and status not in ("approved", "sending")):
+        return None
+    if status == "held":
+        log.info("%s: issue %s is held by an editor; not sending", slug, issue_id)
+        return None
+    # Render before the send exists: what goes out is frozen once the issue is `sending`.
+    render_issue(issue_id)
+    send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size)
+    fan_out(None, send_id, parallel)
+    return send_id
+
+
+def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None = None) -> int:
+    """Defer up to `parallel` send_batch jobs for a send (fewer when it has fewer batches left)."""
+    left = ledger.remaining(engine(), send_id)
+    count = min(parallel or SEND_PARALLEL, sum(left.get(s, 0) for s in ("pending", *ledger.OPEN)))
+    task = send_batch if bound is None else bound.tasks[send_batch.name]
+    if count:
+        task.batch_defer(*({"send_id": send_id} for _ in range(count)))
+    else:
+        ledger.finish_if_done(engine(), send_id)
+    return count
+
+
+@app.task(queue="send", retry=SEND_RETRY, pass_context=True)
+def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
+    """Claim the next batch of the send (row lock, SKIP LOCKED), deliver it, and defer the next one."""
+    eng = engine()
+    job_id = context.job.id if context.job else None
+    me = ledger.claimer(job_id, worker_name())
+    t0 = time.perf_counter()
+    batch = ledger.claim(eng, send_id, worker_name(), job_id)
+    claim_seconds = time.perf_counter() - t0
+    if batch is None:
+        return {"batch": None, "state": ledger.finish_if_done(eng, send_id)}
+    state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
+    t1 = time.perf_counter()
+    done = ledger.finish_if_done(eng, send_id)
+    if done is None and ledger.remaining(eng, send_id).get("pending"):
+        send_batch.defer(send_id=send_id)
+    finish_seconds = time.perf_counter() - t1
+    db = claim_seconds + timing.db + finish_seconds
+    log.info("send %s batch %s %s: %d recipients, db %.3fs, provider %.3fs", send_id, batch.number, state,
+             timing.recipients, db, timing.provider)
+    return {"batch": batch.number, "state": state, "recipients": timing.recipients,
+            "db_seconds": round(db, 6),
+            "provider_seconds": round(timing.provider, 6)}
+
+
+# -- periodic -----------------------------------------------------------------------------------------------
+
+@app.periodic(cron="* * * * *", periodic_id="schedule")
+@app.task(queue="schedule", queueing_lock="newsletter-tick")
+def tick(timestamp: int) -> list[str]:
+    """Every minute (UTC): defer each newsletter's collects and sends that fell due in the minute just ended.
+
+    procrastinate defers each tick once however many workers run (a unique key per periodic task and
+    timestamp); the issue's unique (newsletter, period) key makes a second build of a period impossible anyway.
+    """
+    end = datetime.fromtimestamp(timestamp, UTC)
+    return defer_due(end - timedelta(minutes=1), end)
+
+
+def defer_due(start: datetime, end: datetime) -> list[str]:
+    deferred: list[str] = []
+    for slug, nl in newsletters().items():
+        try:
+            collects = due.due_between(nl, "collect", start, end)
+            sends = due.due_between(nl, "send", start, end)
+        except ValueError as exc:
+            log.error("%s: schedule: %s", nl.path or slug, exc)
+            continue
+        if collects:
+            try:
+                collect_newsletter.configure(queueing_lock=f"collect:{slug}").defer(slug=slug)
+                deferred.append(f"collect {slug}")
+            except AlreadyEnqueued:
+                log.info("%s: a collect is already waiting; not deferring another", slug)
+        for when in sends:
+            period = due.period_key(nl, when)
+            try:
+                build_issue.configure(queueing_lock=f"build:{slug}:{period}").defer(slug=slug, period=period)
+                deferred.append(f"build {slug} {period}")
+            except AlreadyEnqueued:
+                pass
+    return deferred
+
+
+STALLED_SECONDS = float(os.environ.get("NEWSLETTER_WORKER_STALLED_SECONDS", "30"))
+
+
+@app.periodic(cron="* * * * * */5", periodic_id="stalled")
+@app.task(queue="schedule", queueing_lock="newsletter-stalled", pass_context=True)
+async def retry_stalled(context: JobContext, timestamp: int) -> list[int]:
+    """Jobs of workers that stopped sending heartbeats (killed, machine lost) go back to the queue."""
+    manager = context.app.job_manager
+    stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS)
+    retried = []
+    for job in stalled:
+        if context.job and job.id == context.job.id:
+            continue
+        await manager.retry_job(job)
+        retried.append(job.id)
+    if retried:
+        log.warning("retried %d jobs of stalled workers: %s", len(retried), retried)
+    return retried
