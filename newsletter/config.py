@@ -113,13 +113,46 @@ class Schedule(Strict):
         raise ValueError("must be 'auto', 'required' or 'auto after N hours'")
 
 
+def _check_colour(value: str) -> str:
+    if re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value.strip()):
+        return value.strip()
+    raise ValueError("not a colour: use #rgb or #rrggbb (e.g. #c2410c)")
+
+
+def _check_font_family(value: str) -> str:
+    if re.fullmatch(r"[\w\s,'-]+", value):
+        return value
+    raise ValueError("use font names separated by commas, quoted with ' when they have spaces")
+
+
+Colour = Annotated[str, AfterValidator(_check_colour)]
+
+
 class Theme(Strict):
-    accent: str = "#c2410c"
-    background: str = "#f4f4f5"
-    text: str = "#18181b"
-    font_family: str = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
-    logo_url: str | None = None
+    """Colours, fonts and logo of the digest email. Colours are #rgb or #rrggbb (they go into inline CSS and
+    the dark-mode stylesheet, so anything else could break the markup). The `dark_*` colours apply in mail
+    clients that honour prefers-color-scheme. Default contrast, light / dark: text 17.7:1 / 16:1, muted text
+    7.7:1 / 6.9:1, links 5.2:1 / 10:1 (WCAG AA asks 4.5:1)."""
+
+    accent: Colour = "#c2410c"
+    background: Colour = "#f4f4f5"
+    surface: Colour = "#ffffff"
+    text: Colour = "#18181b"
+    muted: Colour = "#52525b"
+    border: Colour = "#e4e4e7"
+    dark_accent: Colour = "#fdba74"
+    dark_background: Colour = "#09090b"
+    dark_surface: Colour = "#18181b"
+    dark_text: Colour = "#f4f4f5"
+    dark_muted: Colour = "#a1a1aa"
+    dark_border: Colour = "#3f3f46"
+    # system-ui is Roboto on Android: naming Roboto here would make MJML link Google Fonts into every email.
+    font_family: Annotated[str, AfterValidator(_check_font_family)] = (
+        "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
+    )
+    logo_url: HttpURL | None = None
     logo_alt: str | None = None
+    logo_width: int = Field(default=48, ge=8, le=600)
 
 
 class Summarizer(Strict):

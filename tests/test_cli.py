@@ -146,3 +146,18 @@ def test_a_broken_template_names_its_file_and_line(workdir, feed_server, cli) ->
 def test_unknown_newsletter_and_missing_issue_are_clear(workdir, cli) -> None:
     assert "no newsletter 'nope'" in cli("build", "nope", ok=False).output
     assert "no issue 42" in cli("issue", "show", "42", ok=False).output
+
+
+def test_a_failing_preflight_holds_the_send(workdir, feed_server, cli) -> None:
+    setup_newsletter(workdir, feed_server)
+    cli("collect")
+    cli("build", "city", "--no-enrich")
+    cli("subscribers", "add", "ann@example.com", "-n", "city")
+    (workdir / "templates" / "partials").mkdir(parents=True)
+    # A user's footer that forgot the unsubscribe link.
+    (workdir / "templates" / "partials" / "footer.mjml.j2").write_text(
+        "<mj-section><mj-column><mj-text>Thanks for reading.</mj-text></mj-column></mj-section>\n")
+    held = cli("send", "city", ok=False)
+    assert held.exit_code == 1 and "preflight failed" in held.output and "unsubscribe" in held.output.lower()
+    assert not list(workdir.rglob("*.eml"))
+    assert "1 now" in cli("send", "city", "--force").output

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "newsletter.cli.send",
     "newsletter.cli.subscribers",
     "newsletter.cli.demo",
+    "newsletter.cli.render",
     "newsletter.cli.scale",
 ]
 

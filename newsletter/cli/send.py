@@ -7,9 +7,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from newsletter.build.build import BuildError, resolve_issue
 from newsletter.cli.common import console, engine, fail, newsletter, settings
+from newsletter.cli.render import print_report
 from newsletter.config import ConfigError
 from newsletter.deliver.factory import make_mailer
 from newsletter.deliver.mailer import DeliveryError
+from newsletter.deliver.preflight import preflight_issue
 from newsletter.deliver.send import SendError, send_issue, send_test
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import session_scope
@@ -21,6 +23,7 @@ def register(app: typer.Typer) -> None:
         slug: str = typer.Argument(..., help="The newsletter."),
         issue_id: int = typer.Option(None, "--issue", help="Issue id (default: the latest issue)."),
         test_to: str = typer.Option(None, "--test-to", help="Send only to this address; the ledger is untouched."),
+        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails."),
     ) -> None:
         """Send an issue to every active subscriber, exactly once; run it again to resume.
 
@@ -37,6 +40,14 @@ def register(app: typer.Typer) -> None:
                 issue = resolve_issue(session, slug, issue_id)
             except BuildError as exc:
                 fail(str(exc))
+        try:
+            _, report = preflight_issue(eng, nl, issue.id, issue.number, settings())
+        except TemplateError as exc:
+            fail(str(exc))
+        if report.failed and not test_to:
+            print_report(report)
+            if not force:
+                fail("preflight failed: the send is held. Fix the issue or template, or send with --force.")
         try:
             if test_to:
                 from newsletter.subscribers.manage import InvalidAddress, normalize_email

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from newsletter.build.build import load_issue
 from newsletter.build.issue import content_hash
 from newsletter.config import Newsletter
-from newsletter.render.engine import Rendered, default_templates_dir, render_issue
+from newsletter.render.engine import Rendered, default_templates_dir, preheader_for, render_issue
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow
 
@@ -38,7 +38,7 @@ def rendered_issue(
         row = session.get(IssueRow, issue_id)
         digest = _fingerprint(content_hash(issue), templates_dir)
         if not force and row.html and row.text and row.rendered_hash == digest:
-            return Rendered(issue.subject, row.preheader or "", row.html, row.text, "cached", 0.0)
+            return Rendered(issue.subject, preheader_for(issue), row.html, row.text, "cached", 0.0)
         rendered = render_issue(issue, nl, base_url=base_url, templates_dir=templates_dir)
         if row.status not in ("sending", "sent"):  # what went out stays as it went out
             row.html, row.text, row.rendered_hash = rendered.html, rendered.text, digest

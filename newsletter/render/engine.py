@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from markdown_it import MarkdownIt
+from markupsafe import escape
 
 from newsletter.build.issue import Issue, issue_to_json
 from newsletter.config import Newsletter
@@ -67,27 +69,93 @@ def make_environment(user_dir: Path | None) -> jinja2.Environment:
     env.filters["reltime"] = relative_time
     env.filters["markdown"] = _markdown
     env.filters["wrap"] = _wrap
+    env.filters["text_ref"] = _text_ref
+    env.filters["markdown_text"] = _markdown_text
     return env
+
+
+def _user_templates_key(user_dir: Path | None) -> tuple[str | None, tuple[tuple[str, int], ...]]:
+    """The user's folder and its files' names and modification times: a file added or edited there means a
+    fresh environment (Jinja's own reload check only watches the file a template was first loaded from)."""
+    if not user_dir or not user_dir.is_dir():
+        return None, ()
+    files = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in user_dir.rglob("*") if p.is_file()))
+    return str(user_dir), files
+
+
+@lru_cache(maxsize=8)
+def _environment(user_dir: str | None, files: tuple[tuple[str, int], ...]) -> jinja2.Environment:
+    # Compiling the templates costs ~20 ms, rendering them ~5: keep compiled templates between renders.
+    return make_environment(Path(user_dir) if user_dir else None)
 
 
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False})  # editors' Markdown may not smuggle HTML
 
 
-def _markdown(text: str | None) -> str:
+def _markdown(text: str | None, link_colour: str | None = None) -> str:
+    """Editor's Markdown to HTML. `link_colour` is inlined on links: mail clients that drop <style> would
+    otherwise show the browser's default blue."""
     from markupsafe import Markup
 
-    return Markup(_md.render(text or ""))
+    html = _md.render(text or "")
+    if link_colour:
+        html = html.replace("<a href=", f'<a style="color:{escape(link_colour)}" href=')
+    return Markup(html)
 
 
-def _wrap(text: str, width: int = 72, indent: str = "") -> str:
+def _wrap(text: str, width: int = 72, indent: str = "", subsequent_indent: str | None = None) -> str:
+    """Wrap each paragraph (line) of `text`; `subsequent_indent` hangs continuation lines (numbered lists)."""
     import textwrap
 
-    paragraphs = [p for p in str(text).split("\n") if p.strip()]
+    paragraphs = str(text).strip("\n").split("\n")
     return "\n".join(
-        textwrap.fill(p, width=width, initial_indent=indent, subsequent_indent=indent, break_long_words=False,
-                      break_on_hyphens=False)
+        "" if not p.strip() else textwrap.fill(
+            p,
+            width=width,
+            initial_indent=indent,
+            subsequent_indent=indent if subsequent_indent is None else subsequent_indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        ).replace("\u00a0", " ")  # templates glue "title\u00a0[12]" so a reference never starts a line alone
         for p in paragraphs
     )
+
+
+def _markdown_text(text: str | None, refs: LinkRefs) -> str:
+    """The editor's Markdown as plain text: emphasis marks dropped, links turned into [n] references, a blank
+    line between paragraphs, list items as "- " lines (wrapped later by `wrap`)."""
+    out = ""
+    depth = 0  # inside a list
+    after_item = False  # list items follow each other without a blank line
+    for block in _md.parse(text or ""):
+        if block.type in ("bullet_list_open", "ordered_list_open"):
+            depth += 1
+        elif block.type in ("bullet_list_close", "ordered_list_close"):
+            depth -= 1
+        elif block.type == "inline":
+            words: list[str] = []
+            href: str | None = None
+            for tok in block.children or []:
+                if tok.type in ("text", "code_inline"):
+                    words.append(tok.content)
+                elif tok.type in ("softbreak", "hardbreak"):
+                    words.append(" ")
+                elif tok.type == "link_open":
+                    href = str(tok.attrs.get("href", ""))
+                elif tok.type == "link_close" and href:
+                    words.append(f"\u00a0[{refs(href)}]")
+                    href = None
+            line = ("- " if depth else "") + "".join(words)
+            if out:
+                out += "\n" if depth and after_item else "\n\n"
+            out += line
+            after_item = bool(depth)
+    return out
+
+
+def _text_ref(link: dict[str, Any], refs: LinkRefs) -> str:
+    """A link in the plain-text part: its name and reference number, e.g. `Harbour Times [12]`."""
+    return f"{link.get('source') or link.get('title')}\u00a0[{refs(link['url'])}]"
 
 
 def relative_time(value: datetime | str | None, now: datetime | None = None) -> str:
@@ -111,8 +179,11 @@ def _location(exc: jinja2.TemplateError) -> str:
     return f"{name}:{line}" if line else str(name)
 
 
-def context_for(issue: Issue, newsletter: Newsletter, *, base_url: str) -> dict[str, Any]:
+def context_for(
+    issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None
+) -> dict[str, Any]:
     data = issue_to_json(issue)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     return {
         "issue": data,
         "items": data["items"],
@@ -120,18 +191,48 @@ def context_for(issue: Issue, newsletter: Newsletter, *, base_url: str) -> dict[
         "theme": newsletter.theme.model_dump(),
         "lang": newsletter.language,
         "dir": newsletter.direction,
+        # Where a line starts and ends in the reading direction (alignment, the quote bar) for RTL newsletters.
+        "start": "right" if newsletter.direction == "rtl" else "left",
+        "end": "left" if newsletter.direction == "rtl" else "right",
+        "issue_date": _long_date(issue.created_at or now),
         "preheader": issue.preheader or _default_preheader(data),
         "archive_url": f"{base_url}/archive/{newsletter.slug}",
         "issue_url": f"{base_url}/archive/{newsletter.slug}/{issue.number}",
         "unsubscribe_url": tokens.UNSUBSCRIBE_URL,
         "recipient_email": tokens.EMAIL,
-        "now": datetime.now(UTC).replace(tzinfo=None),
+        "now": now,
+        "refs": LinkRefs(),
     }
 
 
+def _long_date(value: datetime) -> str:
+    return f"{value.day} {value:%B %Y}"  # "9 March 2026" (strftime's %-d is not portable)
+
+
+class LinkRefs:
+    """Numbered link references for the plain-text part: `{{ refs(url) }}` gives a URL its number (the same URL
+    keeps its number) and `refs.items()` lists them at the end, so long URLs do not break the wrapped prose."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+
+    def __call__(self, url: str) -> int:
+        return self._numbers.setdefault(url, len(self._numbers) + 1)
+
+    def items(self) -> list[tuple[int, str]]:
+        return [(n, url) for url, n in self._numbers.items()]
+
+
+def preheader_for(issue: Issue) -> str:
+    """The inbox preview line: the editor's, or the first titles."""
+    return issue.preheader or _default_preheader(issue_to_json(issue))
+
+
 def _default_preheader(data: dict[str, Any]) -> str:
-    titles = [i["title"] for i in data["items"][:3]]
-    return " · ".join(titles)[:140]
+    titles = " · ".join(i["title"] for i in data["items"][:3])
+    if len(titles) <= 140:
+        return titles
+    return titles[:140].rsplit(" ", 1)[0].rstrip(" ·") + "…"  # cut between words, not inside one
 
 
 def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
@@ -167,7 +268,9 @@ def compile_mjml(source: str, *, compiler: str = "auto") -> tuple[str, str]:
         try:
             import mrml
 
-            return mrml.to_html(source).content, "mrml"
+            # No web fonts: MJML would otherwise link Google Fonts whenever the font stack names Roboto & co.
+            options = mrml.RenderOptions(fonts={})
+            return mrml.to_html(source, render_options=options).content, "mrml"
         except ImportError:
             errors.append("mrml is not installed")
         except Exception as exc:  # MRML raises OSError/ValueError with a parser message
@@ -195,10 +298,12 @@ def render_issue(
     base_url: str,
     templates_dir: Path | None = None,
     compiler: str = "auto",
+    now: datetime | None = None,
 ) -> Rendered:
+    """`now` fixes the clock for relative ages ("3h ago"), for reproducible output."""
     started = time.perf_counter()
-    env = make_environment(templates_dir)
-    context = context_for(issue, newsletter, base_url=base_url)
+    env = _environment(*_user_templates_key(templates_dir))
+    context = context_for(issue, newsletter, base_url=base_url, now=now)
     mjml_source = render_template(env, HTML_TEMPLATE, context)
     html, used = compile_mjml(mjml_source, compiler=compiler)
     text = render_template(env, TEXT_TEMPLATE, context)
