@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         issue_id: int = typer.Option(None, "--issue", help="Issue id (default: the latest issue)."),
         batch_size: int = typer.Option(1000, "--batch-size", min=1, max=1000, help="Recipients per batch."),
         parallel: int = typer.Option(None, "--parallel", min=1, help="send_batch jobs at once (default 16)."),
+        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails."),
     ) -> None:
         """Queue the sending of an issue for the workers: exactly once per address, however many workers.
 
@@ -101,11 +102,22 @@ def register(app: typer.Typer) -> None:
         if issue.status == "sent":
             console.print(f"Issue #{issue.number} of {slug} was already sent; nothing to do.")
             return
+        from newsletter.deliver.preflight import preflight_issue
+        from newsletter.render.engine import TemplateError
+
+        try:
+            _, report = preflight_issue(engine(), newsletter(slug), issue.id, issue.number, settings())
+        except TemplateError as exc:
+            fail(str(exc))
+        if report.failed:
+            console.print(report.to_text(), highlight=False)
+            if not force:
+                fail("preflight failed: nothing queued. Fix the issue or template, or queue it with --force.")
         from newsletter.scale import tasks
 
         with connected(url) as bound:
             job = bound.tasks[tasks.start_send.name].defer(issue_id=issue.id, batch_size=batch_size,
-                                                            parallel=parallel)
+                                                            parallel=parallel, force=force)
         console.print(f"Queued the send of issue #{issue.number} of {slug} (job {job}); the workers take it from "
                       "here. `newsletter scale status` shows progress.")
 

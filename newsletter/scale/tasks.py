@@ -259,7 +259,7 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
 
 @app.task(queue="send", retry=JOB_RETRY)
 def start_send(issue_id: int, batch_size: int = DEFAULT_BATCH, parallel: int | None = None,
-               approved_only: bool = False) -> int | None:
+               approved_only: bool = False, force: bool = False) -> int | None:
     """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
     slug = _slug_of_issue(issue_id)
     nl = newsletter(slug)
@@ -270,6 +270,17 @@ def start_send(issue_id: int, batch_size: int = DEFAULT_BATCH, parallel: int | N
     if status == "held":
         log.info("%s: issue %s is held by an editor; not sending", slug, issue_id)
         return None
+    if status != "sending" and not force:  # a send already under way passed this check when it started
+        from newsletter.deliver.preflight import preflight_issue
+
+        with session_scope(engine()) as session:
+            number = session.scalar(select(IssueRow.number).where(IssueRow.id == issue_id))
+        _, report = preflight_issue(engine(), nl, issue_id, number, settings())
+        if report.failed:
+            with session_scope(engine()) as session:
+                session.get(IssueRow, issue_id).status = "held"
+            log.error("%s: issue %s held, not sent:\n%s", slug, issue_id, report.to_text())
+            return None
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
     render_issue(issue_id)
     send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size)
