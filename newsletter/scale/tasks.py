@@ -32,8 +32,14 @@ log = logging.getLogger("newsletter.scale")
 
 # How many send_batch jobs work on one send at once. Each re-defers itself while batches are left, so this is the
 # most workers (or worker slots) one send can keep busy; more than you run only costs idle polls.
-SEND_PARALLEL = int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
-COLLECT_CHUNK = int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))  # sources per collect_sources job
+def send_parallel() -> int:
+    return int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
+
+
+def collect_chunk() -> int:
+    """Sources per collect_sources job: enough to overlap their fetches, few enough to spread over workers."""
+    return int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))
+
 DEFAULT_BATCH = 1000
 
 
@@ -149,7 +155,7 @@ def defer_collect(bound: procrastinate.App | None, slugs: list[str] | None = Non
     known = newsletters()
     chosen = [known[s] for s in slugs] if slugs else list(known.values())
     urls = [spec.url for spec in sources_of(chosen)]
-    size = chunk or COLLECT_CHUNK
+    size = chunk or collect_chunk()
     task = collect_sources if bound is None else bound.tasks[collect_sources.name]
     chunks = [urls[i:i + size] for i in range(0, len(urls), size)]
     if chunks:
@@ -291,7 +297,7 @@ def start_send(issue_id: int, batch_size: int = DEFAULT_BATCH, parallel: int | N
 def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None = None) -> int:
     """Defer up to `parallel` send_batch jobs for a send (fewer when it has fewer batches left)."""
     left = ledger.remaining(engine(), send_id)
-    count = min(parallel or SEND_PARALLEL, sum(left.get(s, 0) for s in ("pending", *ledger.OPEN)))
+    count = min(parallel or send_parallel(), sum(left.get(s, 0) for s in ("pending", *ledger.OPEN)))
     task = send_batch if bound is None else bound.tasks[send_batch.name]
     if count:
         task.batch_defer(*({"send_id": send_id} for _ in range(count)))
