@@ -79,10 +79,22 @@ def engine() -> Engine:
     return get_engine(settings().database_url)
 
 
+_schedules: tuple[tuple, dict[str, Newsletter]] | None = None
+
+
 def newsletters() -> dict[str, Newsletter]:
-    result = load_all(settings().schedules_dir)
+    """The schedule files, read again only when one changed (a job must not re-validate 5,000 sources)."""
+    global _schedules
+    folder = settings().schedules_dir
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*.toml"))) \
+        if folder.is_dir() else ()
+    cached = _schedules
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    result = load_all(folder)
     for error in result.errors:
         log.warning("%s", error)
+    _schedules = (stamp, result.newsletters)
     return result.newsletters
 
 
