@@ -39,8 +39,9 @@ def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker_cmd(
         concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Jobs run at once (threads)."),
-        queues: str = typer.Option("", "--queues", "-q",
-                                   help="Comma-separated queues (collect, build, send, schedule); default all."),
+        queues: str = typer.Option("collect,build,send,maintenance", "--queues", "-q",
+                                   help="Comma-separated queues to take jobs from (add `schedule` to also keep the "
+                                        "schedule, as `newsletter run` does in scale mode)."),
         heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="Seconds between heartbeats."),
         stalled_after: float = typer.Option(30.0, "--stalled-after", min=0.5,
                                             help="A worker silent this long is dead: its jobs are retried."),
@@ -52,25 +53,9 @@ def register(app: typer.Typer) -> None:
 
         Example: `NEWSLETTER_DATABASE_URL=postgresql+psycopg://db/news newsletter worker --concurrency 4`
         """
-        import os
-        import socket
-
-        url = _url()
-        _ready(url)
-        logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("procrastinate").setLevel(max(logging.WARNING, logging.getLogger().level))
-        from newsletter.scale import tasks
-        from newsletter.scale.app import app as jobs_app
-        from newsletter.scale.app import connector_for
-
-        tasks.STALLED_SECONDS = stalled_after
         names = [q.strip() for q in queues.split(",") if q.strip()] or None
-        with jobs_app.replace_connector(connector_for(url)) as bound:
-            bound.run_worker(
-                concurrency=concurrency, queues=names, name=f"{socket.gethostname()}:{os.getpid()}",
-                update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
-            )
+        run_worker(names, concurrency=concurrency, heartbeat=heartbeat, stalled_after=stalled_after,
+                   log_level=log_level)
 
     scale_app = typer.Typer(help="Scale mode: hand work to `newsletter worker` processes.", no_args_is_help=True)
     app.add_typer(scale_app, name="scale")
@@ -171,6 +156,36 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         for send_id, issue, state, sent, total in sends:
             console.print(f"send {send_id} (issue {issue}): {state}, {sent}/{total} delivered")
+
+
+def run_worker(queues: list[str] | None, *, concurrency: int = 1, heartbeat: float = 10.0,
+               stalled_after: float = 30.0, log_level: str = "info") -> None:
+    """Run a procrastinate worker on these queues until stopped (SIGINT/SIGTERM finish the jobs in hand)."""
+    import os
+    import socket
+
+    url = _url()
+    _ready(url)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("procrastinate").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from newsletter.scale import tasks
+    from newsletter.scale.app import app as jobs_app
+    from newsletter.scale.app import connector_for
+
+    tasks.STALLED_SECONDS = stalled_after
+    with jobs_app.replace_connector(connector_for(url)) as bound:
+        bound.run_worker(
+            concurrency=concurrency, queues=queues, name=f"{socket.gethostname()}:{os.getpid()}",
+            update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
+        )
+
+
+def run_scheduler() -> None:
+    """`newsletter run` in scale mode: keep the schedule (defer what falls due, each minute) and leave the work
+    itself to `newsletter worker` processes. Several may run; each minute is still handled once."""
+    console.print("Scale mode: deferring scheduled collects and sends to the workers (Ctrl-C to stop).")
+    run_worker(["schedule", "maintenance"])
 
 
 def require_scale(flag: bool) -> bool:

@@ -41,6 +41,8 @@ def collect_chunk() -> int:
     return int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))
 
 DEFAULT_BATCH = 1000
+# `newsletter worker` takes these; the `schedule` queue (the minute tick) is `newsletter run`'s in scale mode.
+WORK_QUEUES = ("collect", "build", "send", "maintenance")
 
 
 class ProviderAwareRetry(RetryStrategy):
@@ -345,16 +347,41 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
 
 # -- periodic -----------------------------------------------------------------------------------------------
 
+CATCH_UP = timedelta(hours=1)  # after an outage, fire times this recent are still honoured; older ones are not
+SCHEDULE_MARK = "scale:scheduled-until"
+
+
 @app.periodic(cron="* * * * *", periodic_id="schedule")
 @app.task(queue="schedule", queueing_lock="newsletter-tick")
 def tick(timestamp: int) -> list[str]:
-    """Every minute (UTC): defer each newsletter's collects and sends that fell due in the minute just ended.
+    """Every minute (UTC): defer each newsletter's collects and sends that fell due since the last tick.
 
     procrastinate defers each tick once however many workers run (a unique key per periodic task and
-    timestamp); the issue's unique (newsletter, period) key makes a second build of a period impossible anyway.
+    timestamp), and a mark in the database makes each minute handled once even if a tick is replayed; the
+    issue's unique (newsletter, period) key makes a second build of a period impossible anyway.
     """
-    end = datetime.fromtimestamp(timestamp, UTC)
-    return defer_due(end - timedelta(minutes=1), end)
+    return schedule_until(datetime.fromtimestamp(timestamp, UTC))
+
+
+def schedule_until(end: datetime) -> list[str]:
+    """Defer what fell due between the last handled moment and `end` (at most CATCH_UP back), then mark `end`."""
+    from newsletter.store.models import Meta
+
+    with session_scope(engine()) as session:
+        mark = session.get(Meta, SCHEDULE_MARK, with_for_update=True)
+        start = end - timedelta(minutes=1)
+        if mark is not None:
+            start = max(datetime.fromisoformat(mark.value), end - CATCH_UP)
+        if start >= end:
+            return []
+        # Deferred before the mark moves: a crash in between repeats the window, and the queueing locks and the
+        # issue's unique key make the repeat harmless; the other order could lose a send.
+        deferred = defer_due(start, end)
+        if mark is None:
+            session.add(Meta(key=SCHEDULE_MARK, value=end.isoformat()))
+        else:
+            mark.value = end.isoformat()
+    return deferred
 
 
 def defer_due(start: datetime, end: datetime) -> list[str]:
@@ -386,7 +413,7 @@ STALLED_SECONDS = float(os.environ.get("NEWSLETTER_WORKER_STALLED_SECONDS", "30"
 
 
 @app.periodic(cron="* * * * * */5", periodic_id="stalled")
-@app.task(queue="schedule", queueing_lock="newsletter-stalled", pass_context=True)
+@app.task(queue="maintenance", queueing_lock="newsletter-stalled", pass_context=True)
 async def retry_stalled(context: JobContext, timestamp: int) -> list[int]:
     """Jobs of workers that stopped sending heartbeats (killed, machine lost) go back to the queue."""
     manager = context.app.job_manager
