@@ -102,3 +102,19 @@ def test_a_retried_job_resumes_its_own_batch_and_a_dead_jobs_batch_is_taken_over
         with world.engine.begin() as conn:
             conn.execute(sa.update(SendBatch).where(SendBatch.id == b.id).values(status="sent"))
     assert b is not None and b.id == first.id and len(numbers) == 20
+
+
+def test_a_batch_in_the_hands_of_a_live_process_is_never_taken_over(world) -> None:  # noqa: ANN001
+    ensure_schema(world.url)
+    with world.engine.begin() as conn:  # leave one batch to take
+        conn.execute(sa.update(SendBatch).where(SendBatch.send_id == world.send_id, SendBatch.number > 1)
+                     .values(status="sent"))
+    with ledger.guard_connection(world.engine) as alive:
+        mine = ledger.claim(world.engine, world.send_id, "host:1", job_id=41, guard=alive)
+        assert mine.number == 1
+        # Job 41 is not in the queue (the queue thinks it is gone), but its process still holds the batch's lock.
+        with ledger.guard_connection(world.engine) as other:
+            assert ledger.claim(world.engine, world.send_id, "host:2", job_id=77, guard=other) is None
+    # The process is gone (its lock with it): now another takes the batch over.
+    with ledger.guard_connection(world.engine) as other:
+        assert ledger.claim(world.engine, world.send_id, "host:2", job_id=77, guard=other).number == 1

@@ -65,8 +65,8 @@ def test_three_workers_one_killed_every_address_gets_the_issue_exactly_once(tmp_
         assert upgraded.returncode == 0, upgraded.stderr
         assert "job tables" in upgraded.stdout.lower()
         logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(3)]  # noqa: SIM115 - closed below
-        workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--heartbeat", "0.5",
-                                     "--stalled-after", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--heartbeat", "1",
+                                     "--stalled-after", "4"], env=env, stdout=log, stderr=subprocess.STDOUT)
                    for log in logs]
         try:
             queued = _newsletter(env, "scale", "send", SLUG, "--batch-size", str(BATCH))

@@ -14,9 +14,11 @@ so a send planned here can also be finished by `newsletter send` on one machine,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 
 from newsletter.deliver.send import audience_query
 from newsletter.store.db import session_scope
@@ -69,31 +71,36 @@ def plan_batches(engine: Engine, send_id: int) -> int:
         return len(ranges)
 
 
-def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None) -> Claimed | None:
+def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
+          guard: Connection | None = None) -> Claimed | None:
     """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
 
     In order: the batch this job already holds (it is being retried), a pending batch, an open batch whose job
     is gone for good. Row locks with SKIP LOCKED make concurrent claimers take different batches.
+
+    With a `guard` connection (PostgreSQL), the claimer also takes the batch's advisory lock on it and keeps it
+    while it delivers: a process that is alive holds it, one that died lost it with its connection. An open
+    batch whose lock is held is never taken, even when the job queue wrongly believes its worker dead (a missed
+    heartbeat), so two processes never deliver the same batch at once.
     """
+    candidates = [
+        lambda: SendBatch.status.in_(OPEN) & SendBatch.claimed_by.like(f"job:{job_id}:%") if job_id else None,
+        lambda: SendBatch.status == "pending",
+        lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
+    ]
     with session_scope(engine) as session:
         row = None
-        if job_id is not None:
-            row = session.scalar(
-                select(SendBatch).where(SendBatch.send_id == send_id, SendBatch.status.in_(OPEN),
-                                        SendBatch.claimed_by.like(f"job:{job_id}:%"))
-                .order_by(SendBatch.number).limit(1).with_for_update(skip_locked=True)
-            )
-        if row is None:
-            row = session.scalar(
-                select(SendBatch).where(SendBatch.send_id == send_id, SendBatch.status == "pending")
-                .order_by(SendBatch.number).limit(1).with_for_update(skip_locked=True)
-            )
-        if row is None and _has_job_queue(engine):
-            row = session.scalar(
-                select(SendBatch).where(SendBatch.send_id == send_id, SendBatch.status.in_(OPEN),
-                                        _orphaned())
-                .order_by(SendBatch.number).limit(1).with_for_update(skip_locked=True)
-            )
+        for condition in candidates:
+            where = condition()
+            if where is None:
+                continue
+            rows = session.scalars(
+                select(SendBatch).where(SendBatch.send_id == send_id, where)
+                .order_by(SendBatch.number).limit(8).with_for_update(skip_locked=True)
+            ).all()
+            row = next((r for r in rows if guard is None or _try_lock(guard, r.id)), None)
+            if row is not None:
+                break
         if row is None:
             return None
         claimed = Claimed(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
@@ -102,6 +109,30 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None) -> C
         if row.status == "pending":
             row.status = "claimed"
         return claimed
+
+
+BATCH_LOCK = 0x6E6C  # the first key of the two-key advisory locks on send batches ("nl")
+
+
+def _try_lock(guard: Connection, batch_id: int) -> bool:
+    return bool(guard.execute(text("SELECT pg_try_advisory_lock(:k, :b)"), {"k": BATCH_LOCK, "b": batch_id}).scalar())
+
+
+def release(guard: Connection, batch_id: int) -> None:
+    guard.execute(text("SELECT pg_advisory_unlock(:k, :b)"), {"k": BATCH_LOCK, "b": batch_id})
+
+
+@contextmanager
+def guard_connection(engine: Engine) -> Iterator[Connection | None]:
+    """A connection outside any transaction to hold batch locks on (None on SQLite, which has none)."""
+    if engine.dialect.name != "postgresql":
+        yield None
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            yield conn
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
 
 
 def _orphaned():  # noqa: ANN202 - a SQL expression

@@ -326,12 +326,13 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     eng = engine()
     job_id = context.job.id if context.job else None
     me = ledger.claimer(job_id, worker_name())
-    t0 = time.perf_counter()
-    batch = ledger.claim(eng, send_id, worker_name(), job_id)
-    claim_seconds = time.perf_counter() - t0
-    if batch is None:
-        return {"batch": None, "state": ledger.finish_if_done(eng, send_id)}
-    state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
+    with ledger.guard_connection(eng) as guard:
+        t0 = time.perf_counter()
+        batch = ledger.claim(eng, send_id, worker_name(), job_id, guard)
+        claim_seconds = time.perf_counter() - t0
+        if batch is None:
+            return {"batch": None, "state": ledger.finish_if_done(eng, send_id)}
+        state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
     t1 = time.perf_counter()
     done = ledger.finish_if_done(eng, send_id)
     if done is None and ledger.remaining(eng, send_id).get("pending"):
