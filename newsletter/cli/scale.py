@@ -9,6 +9,8 @@ import typer
 from newsletter.cli.common import console, engine, fail, newsletter, newsletters, settings
 from newsletter.config import ConfigError
 
+WORK_QUEUES = ("collect", "build", "send", "maintenance")  # the `schedule` queue is `newsletter run`'s
+
 
 def _url() -> str:
     from newsletter.scale.app import is_postgres
@@ -39,7 +41,7 @@ def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker_cmd(
         concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Jobs run at once (threads)."),
-        queues: str = typer.Option("collect,build,send,maintenance", "--queues", "-q",
+        queues: str = typer.Option(",".join(WORK_QUEUES), "--queues", "-q",
                                    help="Comma-separated queues to take jobs from (add `schedule` to also keep the "
                                         "schedule, as `newsletter run` does in scale mode)."),
         heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="Seconds between heartbeats."),

@@ -30,9 +30,10 @@ from newsletter.store.models import IssueRow, Send, Subscription
 
 log = logging.getLogger("newsletter.scale")
 
-# How many send_batch jobs work on one send at once. Each re-defers itself while batches are left, so this is the
-# most workers (or worker slots) one send can keep busy; more than you run only costs idle polls.
+
 def send_parallel() -> int:
+    """send_batch jobs per send at once: each re-defers itself while batches are left, so this is the most
+    worker slots one send keeps busy; more than you run only costs idle polls."""
     return int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
 
 
@@ -40,9 +41,8 @@ def collect_chunk() -> int:
     """Sources per collect_sources job: enough to overlap their fetches, few enough to spread over workers."""
     return int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))
 
+
 DEFAULT_BATCH = 1000
-# `newsletter worker` takes these; the `schedule` queue (the minute tick) is `newsletter run`'s in scale mode.
-WORK_QUEUES = ("collect", "build", "send", "maintenance")
 
 
 class ProviderAwareRetry(RetryStrategy):
