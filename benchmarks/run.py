@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 BENCHMARKS: dict[str, list[str]] = {
     "collect": [],
     "render": [],
+    "send_1m": [],
 }
 
 

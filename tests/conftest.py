@@ -21,6 +21,8 @@ from tests.feedserver import FeedServer  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+pytest_plugins = ["tests.conftest_sendgrid"]
+
 
 def rss(title: str, items: list[dict], *, now: datetime | None = None) -> bytes:
     """A small RSS 2.0 document; each item dict has guid, title, link, body and hours_ago."""

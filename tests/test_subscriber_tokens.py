@@ -31,7 +31,7 @@ def test_every_altered_character_is_rejected() -> None:
     for i, ch in enumerate(token):
         if ch == ".":
             continue
-        altered = token[:i] + ("A" if ch != "A" else "B") + token[i + 1:]
+        altered = token[:i] + ("A" if ch != "A" else "B") + token[i + 1 :]
         with pytest.raises(InvalidToken):
             read_token(SECRET, altered, UNSUBSCRIBE)
 
@@ -53,3 +53,11 @@ def test_confirmation_links_expire() -> None:
     assert read_token(SECRET, token, CONFIRM).subscriber_id == 7
     with pytest.raises(InvalidToken, match="expired"):
         read_token(SECRET, token, CONFIRM, now=time.time() + 61)
+
+
+def test_batch_signing_gives_the_same_links() -> None:
+    signer = Signer(SECRET)
+    ids = [1, 42, 10**12]
+    assert signer.unsubscribe_urls("https://n.example/", ids, "ai-weekly") == [
+        unsubscribe_url("https://n.example", SECRET, i, "ai-weekly") for i in ids
+    ]

@@ -1,15 +1,25 @@
-"""`newsletter subscribers ...`: add, import, list."""
+"""`newsletter subscribers ...`: add (optionally with double opt-in), import, export, list, confirm, unsubscribe."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from newsletter.cli.common import console, engine, fail, newsletter
-from newsletter.store.db import ensure_newsletter, session_scope
-from newsletter.subscribers.manage import InvalidAddress, add_subscriber, import_csv, list_subscriptions
+from newsletter.cli.common import console, engine, fail, newsletter, settings
+from newsletter.store.db import ensure_newsletter, secret_key, session_scope
+from newsletter.subscribers import status as subscription_status
+from newsletter.subscribers.manage import (
+    InvalidAddress,
+    add_subscriber,
+    export_csv,
+    find_subscriber_id,
+    import_csv,
+    list_subscriptions,
+    request_opt_in,
+)
 
 NEWSLETTER_OPT = typer.Option(..., "--newsletter", "-n", help="The newsletter's slug.")
 
@@ -23,9 +33,14 @@ def register(app: typer.Typer) -> None:
         email: str = typer.Argument(..., help="The address."),
         slug: str = NEWSLETTER_OPT,
         name: str = typer.Option(None, "--name", help="The person's name."),
+        opt_in: bool = typer.Option(False, "--opt-in", help="Double opt-in: subscribe as pending and email "
+                                    "a confirmation link (valid 7 days) through the configured mailer."),
     ) -> None:
         """Subscribe one address. Example: `newsletter subscribers add ann@example.com -n ai-weekly`"""
         nl = newsletter(slug)
+        if opt_in:
+            _opt_in(nl, slug, email, name)
+            return
         with session_scope(engine()) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
             try:
@@ -54,7 +69,7 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc))
         for problem in report.problems:
             console.print(f"[yellow]{path}: line {problem.row}:[/] {problem.value!r}: {problem.reason}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         console.print(f"{report.added} added, {report.existing} already subscribed, "
                       f"{report.suppressed} suppressed, {len(report.problems)} rejected.")
 
@@ -75,3 +90,93 @@ def register(app: typer.Typer) -> None:
             table.add_row(email, name or "", state, f"{created:%Y-%m-%d}")
         console.print(table)
         console.print(f"{len(rows)} subscribers")
+
+    @sub_app.command("export")
+    def export_cmd(
+        slug: str = NEWSLETTER_OPT,
+        output: Path = typer.Option(None, "--output", "-o", help="CSV file to write (default: standard output)."),
+        status: str = typer.Option(None, "--status", help="Only this status (active, pending, unsubscribed...)."),
+    ) -> None:
+        """Export subscribers as CSV (email, name, status, dates, imported fields); re-importable.
+
+        Example: `newsletter subscribers export -n ai-weekly -o subscribers.csv`
+        """
+        nl = newsletter(slug)
+        with session_scope(engine()) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            if output is None:
+                export_csv(session, row, sys.stdout, status)
+                return
+            tmp = output.with_name(output.name + ".tmp")
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                count = export_csv(session, row, out, status)
+            tmp.replace(output)  # never leave a half-written export behind
+        console.print(f"{count} subscribers written to {output}")
+
+    @sub_app.command("confirm")
+    def confirm_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT) -> None:
+        """Confirm a pending subscription by hand (e.g. consent given on paper).
+
+        Example: `newsletter subscribers confirm ann@example.com -n ai-weekly`
+        """
+        nl = newsletter(slug)
+        with session_scope(engine()) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            subscriber_id = _subscriber(session, email)
+            result = subscription_status.confirm(session, subscriber_id, row.id)
+        if result is None:
+            fail(f"{email} has no subscription to {slug}")
+        if result != "active":
+            fail(f"{email} stays {result}: the address bounced or complained and is suppressed")
+        console.print(f"{email}: active")
+
+    @sub_app.command("unsubscribe")
+    def unsubscribe_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT) -> None:
+        """Unsubscribe an address; it stays suppressed even if a later import lists it again.
+
+        Example: `newsletter subscribers unsubscribe ann@example.com -n ai-weekly`
+        """
+        nl = newsletter(slug)
+        with session_scope(engine()) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            changes = subscription_status.set_status(session, _subscriber(session, email), row.id, "unsubscribed")
+        if not changes:
+            fail(f"{email} has no subscription to {slug}")
+        console.print(f"{email}: {changes[0].status}" + ("" if changes[0].changed else " (already)"))
+
+
+def _subscriber(session, email: str) -> int:  # noqa: ANN001
+    try:
+        subscriber_id = find_subscriber_id(session, email)
+    except InvalidAddress as exc:
+        fail(f"{email}: {exc}")
+    if subscriber_id is None:
+        fail(f"{email} is not a subscriber")
+    return subscriber_id
+
+
+def _opt_in(nl, slug: str, email: str, name: str | None) -> None:  # noqa: ANN001
+    from newsletter.config import ConfigError
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.deliver.mailer import DeliveryError
+
+    try:
+        mailer = make_mailer(settings())
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        with session_scope(engine()) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            secret = secret_key(session, settings().secret_key)
+            result = request_opt_in(session, row, nl, email, mailer, base_url=settings().base_url, secret=secret,
+                                    name=name, origin="cli")
+    except InvalidAddress as exc:
+        fail(f"{email}: {exc}")
+    except DeliveryError as exc:
+        fail(f"{email}: the confirmation email could not be sent ({exc}); nothing was changed")
+    finally:
+        mailer.close()
+    messages = {"confirmation-sent": f"pending: a confirmation link was sent via {mailer.name}",
+                "already-active": "already subscribed", "suppressed": "NOT subscribed: the address bounced or "
+                "complained before"}
+    console.print(f"{result.email}: {messages[result.status]}")

@@ -198,6 +198,8 @@ class Subscription(Base):
     __table_args__ = (
         UniqueConstraint("newsletter_id", "subscriber_id", name="uq_subscription"),
         Index("ix_subscription_audience", "newsletter_id", "status", "subscriber_id"),
+        # Keyset pages of a send's audience (migration 0002_delivery).
+        Index("ix_subscription_send_order", "newsletter_id", "status", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.config import Newsletter
+from newsletter.deliver.mailer import Mailer, Message, Recipient
 from newsletter.store.models import NewsletterRow, Subscriber, Subscription, Suppression, utcnow
+from newsletter.subscribers.tokens import CONFIRM_TTL_SECONDS, confirm_url
 
 
 class InvalidAddress(ValueError):
@@ -100,14 +106,22 @@ def read_csv_rows(text: str) -> tuple[list[str], Iterable[tuple[int, dict[str, s
     return headers, ((reader.line_num, row) for row in reader)
 
 
+IMPORT_CHUNK = 1000
+
+
 def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origin: str = "import") -> ImportReport:
-    """Import `email[,name,...]` rows. Invalid rows are reported with their line; valid rows are kept."""
+    """Import `email[,name,...]` rows. Invalid rows are reported with their line; valid rows are kept.
+
+    Same outcome per row as add_subscriber, but a thousand rows at a time (a few set-based queries and bulk
+    inserts per chunk instead of several queries per row), so a list of 100,000 imports in seconds.
+    """
     text = path.read_text(encoding="utf-8-sig")
     headers, rows = read_csv_rows(text)
     if "email" not in headers:
         raise InvalidAddress(f"{path}: line 1: no 'email' column (columns: {', '.join(headers) or 'none'})")
     report = ImportReport()
     seen: set[str] = set()
+    chunk: list[tuple[str, str | None, dict[str, str]]] = []
     for line, row in rows:
         raw = (row.get("email") or "").strip()
         try:
@@ -120,16 +134,83 @@ def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origi
             continue
         seen.add(address)
         extra = {k: v for k, v in row.items() if k not in ("email", "name") and k and v}
-        with session.begin_nested():
-            result = add_subscriber(session, newsletter, address, name=(row.get("name") or "").strip() or None,
-                                    fields=extra, origin=origin)
-        if result.status == "added":
-            report.added += 1
-        elif result.status == "suppressed":
+        chunk.append((address, (row.get("name") or "").strip() or None, extra))
+        if len(chunk) >= IMPORT_CHUNK:
+            _import_chunk(session, newsletter, chunk, origin, report)
+            chunk = []
+    if chunk:
+        _import_chunk(session, newsletter, chunk, origin, report)
+    return report
+
+
+def _import_chunk(
+    session: Session,
+    newsletter: NewsletterRow,
+    chunk: list[tuple[str, str | None, dict[str, str]]],
+    origin: str,
+    report: ImportReport,
+) -> None:
+    addresses = [address for address, _name, _extra in chunk]
+    people = {
+        email: (sid, name, fields)
+        for email, sid, name, fields in session.execute(
+            select(Subscriber.email, Subscriber.id, Subscriber.name, Subscriber.fields).where(
+                Subscriber.email.in_(addresses)
+            )
+        )
+    }
+    new_people = [{"email": a, "name": n, "fields": x or {}} for a, n, x in chunk if a not in people]
+    if new_people:
+        session.execute(insert(Subscriber), new_people)
+        people.update({
+            email: (sid, name, fields)
+            for email, sid, name, fields in session.execute(
+                select(Subscriber.email, Subscriber.id, Subscriber.name, Subscriber.fields).where(
+                    Subscriber.email.in_([p["email"] for p in new_people])
+                )
+            )
+        })
+    for address, name, extra in chunk:  # an existing person keeps their data; gaps are filled in
+        sid, old_name, old_fields = people[address]
+        merged = {**(old_fields or {}), **extra}
+        if (name and not old_name) or merged != (old_fields or {}):
+            session.execute(
+                update(Subscriber).where(Subscriber.id == sid).values(name=old_name or name, fields=merged)
+            )
+    ids = [people[a][0] for a in addresses]
+    subscribed = set(session.scalars(
+        select(Subscription.subscriber_id).where(
+            Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id.in_(ids)
+        )
+    ))
+    suppressed = set(session.scalars(
+        select(Suppression.email).where(
+            Suppression.email.in_(addresses),
+            (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter.id),
+        )
+    ))
+    now = utcnow()
+    new_subscriptions = []
+    for address in addresses:
+        sid = people[address][0]
+        if sid in subscribed:
+            if address in suppressed:
+                report.suppressed += 1  # a re-import never resubscribes someone who left
+            else:
+                report.existing += 1
+            continue
+        blocked = address in suppressed
+        new_subscriptions.append({
+            "newsletter_id": newsletter.id, "subscriber_id": sid, "origin": origin,
+            "status": "unsubscribed" if blocked else "active", "confirmed_at": None if blocked else now,
+            "created_at": now,
+        })
+        if blocked:
             report.suppressed += 1
         else:
-            report.existing += 1
-    return report
+            report.added += 1
+    if new_subscriptions:
+        session.execute(insert(Subscription), new_subscriptions)
 
 
 def list_subscriptions(session: Session, newsletter: NewsletterRow, status: str | None = None):  # noqa: ANN201
@@ -142,3 +223,123 @@ def list_subscriptions(session: Session, newsletter: NewsletterRow, status: str 
     if status:
         query = query.where(Subscription.status == status)
     return session.execute(query).all()
+
+
+# -- export --------------------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = ["email", "name", "status", "subscribed_at", "confirmed_at", "status_changed_at"]
+
+
+def export_csv(session: Session, newsletter: NewsletterRow, out: TextIO, status: str | None = None) -> int:
+    """Write the newsletter's subscribers as CSV (the import format plus status and dates). Returns the count.
+
+    Extra fields from imports become columns of their own, so export -> edit -> import round-trips.
+    """
+    base = (
+        select(Subscriber.email, Subscriber.name, Subscriber.fields, Subscription.status, Subscription.created_at,
+               Subscription.confirmed_at, Subscription.status_changed_at)
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.newsletter_id == newsletter.id)
+        .order_by(Subscription.id)
+    )
+    if status:
+        base = base.where(Subscription.status == status)
+    extra: list[str] = []
+    for fields in session.scalars(base.with_only_columns(Subscriber.fields)):
+        for key in fields or {}:
+            if key not in extra and key not in EXPORT_COLUMNS:
+                extra.append(key)
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS + extra)
+    count = 0
+    for email, name, fields, state, created, confirmed, changed in session.execute(base.execution_options(
+            yield_per=2000)):
+        fields = fields or {}
+        writer.writerow([_csv_safe(email), _csv_safe(name or ""), state, _iso(created), _iso(confirmed),
+                         _iso(changed)] + [_csv_safe(str(fields.get(k, ""))) for k in extra])
+        count += 1
+    return count
+
+
+def _iso(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+
+
+def _csv_safe(value: str) -> str:
+    # A cell starting with = + - @ is run as a formula by spreadsheet apps (CSV injection): quote it.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+# -- double opt-in -------------------------------------------------------------------------------------------
+
+@dataclass
+class OptInResult:
+    email: str
+    status: str  # confirmation-sent, recently-sent, already-active, suppressed
+    subscriber_id: int
+
+
+def request_opt_in(
+    session: Session,
+    newsletter: NewsletterRow,
+    nl: Newsletter,
+    email: str,
+    mailer: Mailer,
+    *,
+    base_url: str,
+    secret: str,
+    name: str | None = None,
+    origin: str = "web",
+    ttl: int = CONFIRM_TTL_SECONDS,
+    resend_after: float | None = None,
+) -> OptInResult:
+    """Subscribe as pending and email a signed, expiring confirmation link; active once it is clicked.
+
+    Nothing is sent to an address that is already active or that bounced or complained before.
+    """
+    result = add_subscriber(session, newsletter, email, name=name, status="pending", origin=origin)
+    sub = session.scalar(
+        select(Subscription).where(
+            Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == result.subscriber_id
+        )
+    )
+    sub_status = sub.status
+    if sub_status == "active":
+        return OptInResult(result.email, "already-active", result.subscriber_id)
+    blocked = session.scalar(
+        select(Suppression.reason).where(Suppression.email == result.email, Suppression.newsletter_id.is_(None))
+    )
+    if blocked:
+        return OptInResult(result.email, "suppressed", result.subscriber_id)
+    # A form submitted over and over must not turn us into a mail cannon aimed at someone's inbox.
+    last = sub.status_changed_at
+    if resend_after and sub_status == "pending" and last and (utcnow() - last).total_seconds() < resend_after:
+        return OptInResult(result.email, "recently-sent", result.subscriber_id)
+    # Someone who unsubscribed and asks again gets the email too: the click, not this request, resubscribes.
+    link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl)
+    days = max(1, ttl // 86400)
+    text = (f"Please confirm that you want to receive {nl.name}:\n\n{link}\n\n"
+            f"The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore this "
+            "email: you will not be subscribed.\n")
+    body = (f"<p>Please confirm that you want to receive <strong>{html.escape(nl.name)}</strong>:</p>"
+            f'<p><a href="{html.escape(link, quote=True)}">Confirm my subscription</a></p>'
+            f"<p>The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore "
+            "this email: you will not be subscribed.</p>")
+    message = Message(
+        subject=f"Confirm your subscription to {nl.name}",
+        from_address=nl.from_address,
+        reply_to=nl.reply_to,
+        html=body,
+        text=text,
+        list_id=f"{nl.name} <{nl.slug}.{nl.from_address.rpartition('@')[2].rstrip('>').strip() or 'localhost'}>",
+        categories=(nl.slug, "confirmation"),
+        custom_args={"newsletter": nl.slug, "kind": "confirmation"},
+    )
+    mailer.push(message, [Recipient(email=result.email, name=name, subscriber_id=result.subscriber_id)])
+    mailer.flush()
+    sub.status_changed_at = utcnow()  # when the last confirmation went out
+    return OptInResult(result.email, "confirmation-sent", result.subscriber_id)
+
+
+def find_subscriber_id(session: Session, email: str) -> int | None:
+    return session.scalar(select(Subscriber.id).where(Subscriber.email == normalize_email(email)))

@@ -94,6 +94,19 @@ class Signer:
     def unsubscribe_url(self, base_url: str, subscriber_id: int, newsletter_slug: str) -> str:
         return f"{base_url.rstrip('/')}/u/{self.make(UNSUBSCRIBE, subscriber_id, newsletter_slug)}"
 
+    def unsubscribe_urls(self, base_url: str, subscriber_ids: list[int], newsletter_slug: str) -> list[str]:
+        """The same links as unsubscribe_url, for a whole batch (a send signs one per recipient)."""
+        prefix = f"{base_url.rstrip('/')}/u/"
+        suffix = f".{newsletter_slug}.".encode()
+        mac, b64, out = self._mac, base64.urlsafe_b64encode, []
+        for sid in subscriber_ids:
+            payload = b"u.%d%s" % (sid, suffix)
+            m = mac.copy()
+            m.update(payload)
+            out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +
+                       b64(m.digest()[:_MAC_BYTES]).rstrip(b"=").decode())
+        return out
+
     def confirm_url(
         self, base_url: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS
     ) -> str:

@@ -1,0 +1,220 @@
+"""Send one issue to 1,000,000 subscribers through the local SendGrid server (tests/sendgrid_server.py).
+
+    python benchmarks/send_1m.py [--subscribers 1000000] [--naive-sample 2000] [--database-url URL]
+
+What runs: `newsletter.deliver.send.run_send`, the code `newsletter send` uses: keyset pages of the audience,
+a signed unsubscribe link per recipient, 1000 personalizations per request, the ledger written before and after
+each request (one send_batch row per batch, one delivery row per recipient, bulk-inserted).
+
+The SendGrid server runs in its own process, as SendGrid would, and validates EVERY request against the published
+schema with jsonschema plus the unstated limits; at the end it reports how many distinct addresses it accepted
+and how many duplicates (must be 0). The send runs in a child process so its peak memory (max RSS) is its own.
+
+Compared in the same run with the baseline a user would otherwise write: a loop calling the API once per
+recipient with the official client (`SendGridAPIClient.send(Mail(...))`), timed on a sample and extrapolated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KEY = "SG.benchmark"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def populate(db_url: str, n: int, prefix: str = "reader") -> float:
+    """N subscribers with active subscriptions, bulk-inserted; returns seconds."""
+    from sqlalchemy import insert
+
+    from newsletter.store.db import ensure_newsletter, get_engine, session_scope
+    from newsletter.store.models import IssueRow, Subscriber, Subscription
+
+    started = time.perf_counter()
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        nl = ensure_newsletter(s, "bench", "Bench Weekly")
+        s.add(IssueRow(newsletter_id=nl.id, number=1, subject="#1", status="approved"))
+        newsletter_id = nl.id
+    chunk = 50_000
+    with engine.begin() as conn:
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            conn.execute(insert(Subscriber), [{"id": i + 1, "email": f"{prefix}{i}@example.com",
+                                               "name": f"Reader {i}", "fields": {}} for i in range(start, stop)])
+            conn.execute(insert(Subscription), [{"id": i + 1, "newsletter_id": newsletter_id, "subscriber_id": i + 1,
+                                                 "status": "active"} for i in range(start, stop)])
+    return time.perf_counter() - started
+
+
+def message():  # noqa: ANN201
+    from newsletter.deliver.mailer import Message
+
+    html = ("<html><body>" + "<p>A story paragraph with a <a href='https://example.com/x'>link</a>.</p>" * 400
+            + '<p>Hi %%name%%, <a href="%%unsubscribe_url%%">unsubscribe</a></p></body></html>')
+    text = "A story paragraph with a link.\n" * 400 + "Hi %%name%%\nUnsubscribe: %%unsubscribe_url%%\n"
+    return Message(subject="Bench Weekly #1", from_address="Bench Weekly <news@example.com>", html=html, text=text,
+                   list_id="Bench Weekly <bench.example.com>", categories=("bench",),
+                   custom_args={"newsletter": "bench", "issue": "1"})
+
+
+def run_send_phase(db_url: str, server_url: str, concurrency: int) -> dict:
+    """In a child process: the send itself. Prints one JSON line."""
+    from newsletter.deliver.send import SendOptions, run_send, start_send
+    from newsletter.deliver.sendgrid import SendGridMailer
+    from newsletter.store.db import get_engine
+    from newsletter.subscribers.tokens import Signer
+
+    engine = get_engine(db_url)
+    mailer = SendGridMailer(KEY, server_url, activity_settle_seconds=0)
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    send_id = start_send(engine, 1, 1, mailer.name, 1000)
+    report = run_send(engine, send_id, 1, "bench", message(), mailer, Signer("bench-secret"),
+                      "https://news.example.com", SendOptions(concurrency=concurrency))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"status": report.status, "sent": report.sent_now, "seconds": elapsed, "cpu": cpu,
+            "peak_mb": peak_kb / 1024}
+
+
+def naive_sample(server_url: str, sample: int) -> float:
+    """Seconds for `sample` recipients, one API call each, with the official client's Mail helper."""
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import Mail
+
+    from newsletter.subscribers.tokens import Signer
+
+    client = SendGridAPIClient(api_key=KEY, host=server_url)
+    body = message()
+    signer = Signer("bench-secret")
+    started = time.perf_counter()
+    for i in range(sample):
+        url = signer.unsubscribe_url("https://news.example.com", 10_000_000 + i, "bench")
+        mail = Mail(from_email="news@example.com", to_emails=f"naive{i}@example.com", subject=body.subject,
+                    plain_text_content=body.text.replace("%%name%%", f"Naive {i}").replace("%%unsubscribe_url%%", url),
+                    html_content=body.html.replace("%%name%%", f"Naive {i}").replace("%%unsubscribe_url%%", url))
+        client.send(mail)
+    return time.perf_counter() - started
+
+
+def stats(server_url: str) -> dict:
+    import httpx
+
+    return httpx.get(f"{server_url}/_stats", timeout=60).json()
+
+
+def send_child(db_url: str, server_url: str, concurrency: int) -> dict:
+    child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", "send", "--database-url", db_url,
+                            "--server-url", server_url, "--concurrency", str(concurrency)],
+                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if child.returncode != 0:
+        raise SystemExit(f"send phase failed:\n{child.stderr}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def configure(server_url: str, validate_every: int) -> None:
+    import httpx
+
+    httpx.get(f"{server_url}/_config", params={"validate_every": validate_every}, timeout=10)
+
+
+def row(method: str, result: dict, server: dict, before: dict) -> dict[str, str]:
+    requests = server["accepted_requests"] - before["accepted_requests"]
+    validated = server["schema_validated"] - before["schema_validated"]
+    return {
+        "benchmark": "send_1m", "method": method, "recipients": f"{result['sent']:,}",
+        "seconds": f"{result['seconds']:.1f}", "recipients/s": f"{result['sent'] / result['seconds']:,.0f}",
+        "sender CPU s": f"{result['cpu']:.1f}", "peak MB": f"{result['peak_mb']:.0f}",
+        "requests": f"{requests:,} ({validated:,} schema-validated)",
+        "server check": f"{server['distinct'] - before['distinct']:,} new addresses, "
+                        f"{server['duplicates'] - before['duplicates']} duplicates",
+    }
+
+
+def main() -> list[dict[str, str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--validated-subscribers", type=int, default=100_000,
+                        help="size of the second run, where the server schema-validates every request")
+    parser.add_argument("--naive-sample", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=2, help="requests in flight at once")
+    parser.add_argument("--validate-every", type=int, default=50,
+                        help="in the big run, the server schema-validates every Nth request (limits: all)")
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--phase", default="all", choices=["all", "send"], help=argparse.SUPPRESS)
+    parser.add_argument("--server-url", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase == "send":
+        print(json.dumps(run_send_phase(args.database_url, args.server_url, args.concurrency)), flush=True)
+        return []
+
+    tmp = tempfile.mkdtemp(prefix="send1m-")
+    db_url = args.database_url or f"sqlite:///{tmp}/bench.db"
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.sendgrid_server", "--port", str(port), "--api-key", KEY,
+                               "--no-keep-bodies"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server_url = server.stdout.readline().strip()
+    rows: list[dict[str, str]] = []
+    try:
+        log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        log(f"populating {args.subscribers:,} subscribers ...")
+        setup = populate(db_url, args.subscribers)
+        log(f"  {setup:.1f}s; sending to {args.subscribers:,} ...")
+        configure(server_url, args.validate_every)
+        before = stats(server_url)
+        big = send_child(db_url, server_url, args.concurrency)
+        rows.append(row(f"newsletter send, 1000/request, {args.concurrency} in flight", big, stats(server_url),
+                        before))
+        if args.validated_subscribers:
+            log(f"  {big['seconds']:.1f}s; sending to {args.validated_subscribers:,}, every request validated ...")
+            small_url = f"sqlite:///{tmp}/validated.db"
+            populate(small_url, args.validated_subscribers, prefix="validated")
+            configure(server_url, 1)
+            before = stats(server_url)
+            small = send_child(small_url, server_url, args.concurrency)
+            rows.append(row("same, server schema-validates every request", small, stats(server_url), before))
+        log(f"naive sample of {args.naive_sample:,} ...")
+        configure(server_url, 1)
+        naive = naive_sample(server_url, args.naive_sample)
+        naive_rate = args.naive_sample / naive
+        rows.append({
+            "benchmark": "send_1m", "method": "naive: one API call per recipient (official client)",
+            "recipients": f"{args.subscribers:,} (extrapolated from {args.naive_sample:,})",
+            "seconds": f"{args.subscribers / naive_rate:,.0f}", "recipients/s": f"{naive_rate:,.0f}",
+            "peak MB": "", "requests": f"{args.subscribers:,} (all schema-validated)", "server check": "",
+        })
+        rows.append({"benchmark": "send_1m", "method": "(setup, not timed above: bulk insert of subscribers)",
+                     "recipients": f"{args.subscribers:,}", "seconds": f"{setup:.1f}"})
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)  # a million-row SQLite file is ~300 MB
+    return rows
+
+
+if __name__ == "__main__":
+    from benchmarks.table import print_table
+
+    table = main()
+    if table:
+        print_table(table)

@@ -1,0 +1,227 @@
+"""SendGrid backend: one request per batch of up to 1000 recipients, with the official `sendgrid` client.
+
+The issue's HTML and text go once per request; each recipient is alone in its own personalization (nobody sees
+another address) and gets their values through `substitutions` on the %%tokens%% of newsletter.render.tokens.
+Values are HTML-escaped for the HTML part: the HTML body's tokens are renamed (%%name%% -> %%name:html%%)
+so one personalization can carry the raw value for the text part and the escaped one for the HTML part.
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import os
+import time
+import urllib.error
+from collections.abc import Sequence
+from email.utils import parseaddr
+from typing import Any
+
+from python_http_client import exceptions as http_errors
+from sendgrid import SendGridAPIClient
+
+from newsletter.deliver.errors import OutcomeUnknownError
+from newsletter.deliver.mailer import (
+    Message,
+    PermanentDeliveryError,
+    PushResult,
+    Recipient,
+    TemporaryDeliveryError,
+)
+from newsletter.render import tokens
+
+MAX_PERSONALIZATIONS = 1000
+MAX_SUBSTITUTION_BYTES = 10_000
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+def _address(value: str) -> dict[str, str]:
+    name, addr = parseaddr(value)
+    return {"email": addr, "name": name} if name else {"email": addr}
+
+
+def _html_token(key: str) -> str:
+    return f"%%{key}:html%%"
+
+
+class SendGridMailer:
+    """Mailer over SendGrid's v3 Mail Send API (or any host speaking it: the EU host, a local test server)."""
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        host: str = "https://api.sendgrid.com",
+        timeout: float = 60.0,
+        activity_settle_seconds: float | None = None,
+    ) -> None:
+        if not api_key:
+            raise PermanentDeliveryError("SENDGRID_API_KEY is not set")
+        # How old a request must be before the Email Activity API's silence about it is believed
+        # (newsletter.deliver.send); SendGrid's feed shows messages within a few minutes.
+        if activity_settle_seconds is None:
+            activity_settle_seconds = float(os.environ.get("SENDGRID_ACTIVITY_SETTLE_SECONDS", "300"))
+        self.activity_settle_seconds = activity_settle_seconds
+        self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
+        self.client.client.timeout = timeout
+        self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
+
+    # -- building the request --------------------------------------------------------------------------------
+    def _prepare(self, message: Message) -> tuple[dict[str, Any], list[str], list[str]]:
+        """The per-issue part of every request, computed once per Message."""
+        if self._prepared and self._prepared[0] is message:
+            return self._prepared[1], self._prepared[2], self._prepared[3]
+        text_keys = [
+            key for key, token in tokens.ALL.items() if token in message.text or token in message.subject
+        ]
+        html_keys = [key for key, token in tokens.ALL.items() if token in message.html]
+        body_html = message.html
+        for key in html_keys:
+            body_html = body_html.replace(tokens.ALL[key], _html_token(key))
+        headers = {"List-Unsubscribe-Post": ONE_CLICK, **message.headers}
+        if message.list_id:
+            headers["List-Id"] = message.list_id
+        content = []
+        if message.text:
+            content.append({"type": "text/plain", "value": message.text})
+        if message.html:
+            content.append({"type": "text/html", "value": body_html})
+        base: dict[str, Any] = {
+            "from": _address(message.from_address),
+            "subject": message.subject,
+            "content": content,
+            "headers": headers,
+        }
+        if message.reply_to:
+            base["reply_to"] = _address(message.reply_to)
+        if message.categories:
+            base["categories"] = list(message.categories)[:10]
+        if message.custom_args:
+            base["custom_args"] = {k: str(v) for k, v in message.custom_args.items()}
+        self._prepared = (message, base, text_keys, html_keys)
+        return base, text_keys, html_keys
+
+    def build_request(self, message: Message, recipients: Sequence[Recipient]) -> dict[str, Any]:
+        if not recipients:
+            raise ValueError("no recipients")
+        if len(recipients) > MAX_PERSONALIZATIONS:
+            raise ValueError(f"at most {MAX_PERSONALIZATIONS} recipients per request, got {len(recipients)}")
+        base, text_keys, html_keys = self._prepare(message)
+        personalizations = []
+        seen: set[str] = set()
+        for r in recipients:
+            lowered = r.email.lower()
+            if lowered in seen:  # SendGrid rejects the whole request for one repeated address
+                raise ValueError(f"{r.email} appears twice in one batch")
+            seen.add(lowered)
+            values = {"email": r.email, "name": r.name or "", **r.values}
+            to = {"email": r.email, "name": r.name} if r.name else {"email": r.email}
+            p: dict[str, Any] = {"to": [to]}
+            subs = {tokens.ALL[k]: values.get(k, "") for k in text_keys}
+            for k in html_keys:
+                subs[_html_token(k)] = html.escape(values.get(k, ""), quote=True)
+            if subs:
+                # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
+                size = sum(len(k) + len(v) for k, v in subs.items())
+                if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
+                    len(k.encode()) + len(v.encode()) for k, v in subs.items()
+                ) >= MAX_SUBSTITUTION_BYTES:
+                    raise ValueError(f"substitutions for {r.email} exceed SendGrid's 10,000 byte limit")
+                p["substitutions"] = subs
+            url = values.get("unsubscribe_url")
+            if url:
+                # Per recipient: each one's header carries their own signed link.
+                p["headers"] = {"List-Unsubscribe": f"<{url}>"}
+            personalizations.append(p)
+        return {"personalizations": personalizations, **base}
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
+        body = self.build_request(message, recipients)
+        try:
+            response = self.client.client.mail.send.post(request_body=body)
+        except http_errors.HTTPError as exc:
+            raise _http_error(exc) from None
+        except urllib.error.URLError as exc:
+            # urllib wraps failures that happen while connecting or writing the request: nothing was accepted.
+            raise TemporaryDeliveryError(f"SendGrid unreachable: {exc.reason}") from None
+        except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            # The request went out whole and the answer never came: SendGrid may have accepted it.
+            raise OutcomeUnknownError(f"no answer from SendGrid after sending the request: {exc!r}") from None
+        message_id = response.headers.get("X-Message-Id") if response.headers else None
+        return PushResult(provider_message_id=message_id)
+
+    def accepted(self, custom_args: dict[str, str], limit: int = 1000) -> set[str] | None:
+        """Addresses SendGrid's Email Activity API reports for messages sent with these custom args.
+
+        None when the API cannot answer (no Email Activity add-on, network trouble): the caller must then not
+        assume anything. An empty set means none were found; the Activity feed lags by a few minutes, so the
+        caller only trusts an empty answer for requests old enough (see newsletter.deliver.send).
+        """
+        query = " AND ".join(f"unique_args['{k}']=\"{v}\"" for k, v in custom_args.items())
+        try:
+            response = self.client.client.messages.get(query_params={"query": query, "limit": limit})
+            data = json.loads(response.body or b"{}")
+        except (http_errors.HTTPError, urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+            return None
+        return {m["to_email"].lower() for m in data.get("messages", []) if m.get("to_email")}
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _errors_text(exc: http_errors.HTTPError) -> str:
+    try:
+        errors = json.loads(exc.body or b"{}").get("errors") or []
+    except (ValueError, AttributeError):
+        errors = []
+    parts = []
+    for err in errors[:5]:
+        text = str(err.get("message", "")).strip()
+        if err.get("field"):
+            text = f"{err['field']}: {text}"
+        parts.append(text)
+    return "; ".join(p for p in parts if p) or (exc.reason or "no details")
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            pass
+    return None
+
+
+def _http_error(exc: http_errors.HTTPError) -> Exception:
+    status = exc.status_code
+    detail = _errors_text(exc)
+    if status == 429 or status >= 500:
+        return TemporaryDeliveryError(f"SendGrid answered {status}: {detail}", _retry_after(exc.headers))
+    if status == 401:
+        return PermanentDeliveryError(
+            f"SendGrid rejected the API key (401): {detail}. Check SENDGRID_API_KEY."
+        )
+    if status == 403:
+        return PermanentDeliveryError(f"SendGrid refused the send (403): {detail}")
+    if status == 413:
+        return PermanentDeliveryError(f"SendGrid says the request is too large (413): {detail}")
+    return PermanentDeliveryError(f"SendGrid rejected the request ({status}): {detail}")
+
+
+def from_settings(settings: Any) -> SendGridMailer:
+    return SendGridMailer(settings.sendgrid_api_key or "", settings.sendgrid_api_host)

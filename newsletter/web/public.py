@@ -1,0 +1,388 @@
+"""Public routes that readers and SendGrid reach: unsubscribe, opt-in confirmation, the event webhook.
+
+A self-contained route list (`public_routes`) so the editors' app can mount it; `create_public_app` serves it
+alone (tests, or a public host separate from the editors' one).
+
+- GET  /u/{token}          a page with one button (mail scanners follow GET links, so GET changes nothing)
+- POST /u/{token}          unsubscribes at once: RFC 8058 one-click (`List-Unsubscribe=One-Click`) and the button
+- GET  /confirm/{token}    double opt-in confirmation
+- GET  /subscribe/{slug}   a subscribe form; POST sends the double opt-in email (same answer whatever the address)
+- POST /webhooks/sendgrid  SendGrid Event Webhook, ECDSA-signed
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from newsletter.config import Settings
+from newsletter.store.db import get_engine, secret_key, session_scope
+from newsletter.store.models import Event, NewsletterRow, Subscriber, Subscription
+from newsletter.subscribers import status as subscription_status
+from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+MAX_EVENT_AGE = 300  # seconds: a signed request older than this is a replay
+MAX_WEBHOOK_BODY = 5 * 1024 * 1024
+
+# SendGrid event -> what it means for the address
+EVENT_OUTCOMES = {
+    "bounce": "bounced",
+    "dropped": "bounced",
+    "spamreport": "complained",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<meta name=robots content=noindex><title>{html.escape(title)}</title>"
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;"
+        "color:#18181b}button{font:inherit;padding:.6rem 1.2rem;border-radius:.4rem;border:0;"
+        "background:#c2410c;color:#fff;cursor:pointer}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+def _invalid_link() -> HTMLResponse:
+    return _page(
+        "This link is not valid",
+        "<p>It may have been cut short or altered. Please use the link from the newsletter email itself.</p>",
+        400,
+    )
+
+
+def public_routes(
+    settings: Settings,
+    engine: Engine | Callable[[], Engine] | None = None,
+    *,
+    webhook_public_key: str | None = None,
+    max_event_age: int = MAX_EVENT_AGE,
+) -> list[Route]:
+    """The routes; `engine` defaults to the settings' database, `webhook_public_key` to
+    SENDGRID_WEBHOOK_PUBLIC_KEY (base64 DER, as SendGrid shows it). Without a key every webhook is refused."""
+
+    def get_db() -> Engine:
+        if engine is None:
+            return get_engine(settings.database_url)
+        return engine() if callable(engine) else engine
+
+    signer_cache: list[Signer] = []
+
+    def signer() -> Signer:
+        if not signer_cache:
+            with session_scope(get_db()) as session:
+                signer_cache.append(Signer(secret_key(session, settings.secret_key)))
+        return signer_cache[0]
+
+    def read(token: str, purpose: str) -> TokenData | None:
+        try:
+            return signer().read(token, purpose)
+        except InvalidToken:
+            return None
+
+    def lookup(session, data: TokenData):  # noqa: ANN001, ANN202
+        return session.execute(
+            select(Subscription, Subscriber.email, NewsletterRow)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
+            .where(Subscription.subscriber_id == data.subscriber_id, NewsletterRow.slug == data.newsletter_slug)
+        ).first()
+
+    async def unsubscribe_page(request: Request) -> Response:
+        data = read(request.path_params["token"], UNSUBSCRIBE)
+        if data is None:
+            return _invalid_link()
+        with session_scope(get_db()) as session:
+            found = lookup(session, data)
+            if found is None:
+                return _invalid_link()
+            sub, email, nl = found
+            name, email, already = nl.name, email, sub.status in subscription_status.LEFT
+        if already:
+            return _page("You are unsubscribed", f"<p>{html.escape(email)} no longer receives {html.escape(name)}.</p>")
+        return _page(
+            f"Unsubscribe from {name}?",
+            f"<p>{html.escape(email)} will no longer receive {html.escape(name)}.</p>"
+            '<form method=post><input type=hidden name="List-Unsubscribe" value="One-Click">'
+            "<button type=submit>Unsubscribe</button></form>",
+        )
+
+    async def unsubscribe(request: Request) -> Response:
+        # RFC 8058: the body is "List-Unsubscribe=One-Click"; the signed token is the authority, so any POST
+        # to a valid link unsubscribes (mail providers differ in how they encode the body). No redirect.
+        data = read(request.path_params["token"], UNSUBSCRIBE)
+        if data is None:
+            return _invalid_link()
+        with session_scope(get_db()) as session:
+            found = lookup(session, data)
+            if found is None:
+                return _invalid_link()
+            _sub, email, nl = found
+            changes = subscription_status.set_status(session, data.subscriber_id, nl.id, "unsubscribed")
+            name = nl.name
+        if changes and changes[0].changed:
+            log.info("unsubscribed subscriber %s from %s", data.subscriber_id, data.newsletter_slug)
+        return _page("You are unsubscribed", f"<p>{html.escape(email)} will no longer receive {html.escape(name)}.</p>")
+
+    async def confirm(request: Request) -> Response:
+        try:
+            data = signer().read(request.path_params["token"], CONFIRM)
+        except InvalidToken as exc:
+            if "expired" in str(exc):
+                return _page(
+                    "This link has expired",
+                    "<p>Confirmation links last a week. Please subscribe again to get a new one.</p>",
+                    410,
+                )
+            return _invalid_link()
+        with session_scope(get_db()) as session:
+            nl = session.scalar(select(NewsletterRow).where(NewsletterRow.slug == data.newsletter_slug))
+            result = subscription_status.confirm(session, data.subscriber_id, nl.id) if nl else None
+            name = nl.name if nl else ""
+        if result is None:
+            return _invalid_link()
+        if result != "active":
+            return _page(
+                "Subscription not confirmed",
+                "<p>This address can no longer be mailed (it bounced "
+                "or reported spam). Contact the editors if this is a mistake.</p>",
+                409,
+            )
+        return _page("You are subscribed", f"<p>Thank you: {html.escape(name)} will arrive in your inbox.</p>")
+
+    key = webhook_public_key if webhook_public_key is not None else os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+    verifier = None
+    if key:
+        from sendgrid.helpers.eventwebhook import EventWebhook
+
+        verifier = EventWebhook(key)
+
+    async def sendgrid_webhook(request: Request) -> Response:
+        if verifier is None:
+            log.error("SendGrid webhook refused: SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
+            return JSONResponse({"error": "webhook verification key not configured"}, 503)
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+        try:
+            age = abs(time.time() - int(timestamp))
+        except ValueError:
+            return JSONResponse({"error": "missing or bad timestamp"}, 403)
+        if age > max_event_age:
+            return JSONResponse({"error": "stale timestamp"}, 403)
+        raw = await request.body()
+        if len(raw) > MAX_WEBHOOK_BODY:
+            return JSONResponse({"error": "body too large"}, 413)
+        try:
+            # Over the raw body, byte for byte: re-serialized JSON would not match the signature.
+            valid = bool(signature) and verifier.verify_signature(raw.decode("utf-8"), signature, timestamp)
+        except (ValueError, UnicodeDecodeError):
+            valid = False
+        if not valid:
+            return JSONResponse({"error": "bad signature"}, 403)
+        try:
+            events = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"error": "body is not JSON"}, 400)
+        if not isinstance(events, list):
+            return JSONResponse({"error": "expected a JSON array of events"}, 400)
+        stored = duplicates = 0
+        db = get_db()
+        for event in events:
+            if not isinstance(event, dict):
+                continue
+            if record_event(db, event):
+                stored += 1
+            else:
+                duplicates += 1
+        return JSONResponse({"stored": stored, "duplicates": duplicates})
+
+    async def subscribe_form(request: Request) -> Response:
+        nl = _schedule(settings, request.path_params["slug"])
+        if nl is None:
+            return _page("No such newsletter", "<p>Check the address of this page.</p>", 404)
+        return _subscribe_page(nl)
+
+    async def subscribe(request: Request) -> Response:
+        nl = _schedule(settings, request.path_params["slug"])
+        if nl is None:
+            return _page("No such newsletter", "<p>Check the address of this page.</p>", 404)
+        raw = await request.body()
+        form = parse_qs(raw[:10_000].decode("utf-8", "replace"))
+        email = (form.get("email") or [""])[0].strip()
+        name = (form.get("name") or [""])[0].strip()[:200] or None
+        if (form.get("website") or [""])[0]:  # a field people never see: only bots fill it in
+            return _check_inbox(nl)
+        from newsletter.subscribers.manage import InvalidAddress, normalize_email
+
+        try:
+            normalize_email(email)
+        except InvalidAddress as exc:
+            return _subscribe_page(nl, email=email, error=str(exc), status=400)
+        try:
+            await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name)
+        except Exception:  # the reader cannot fix our mail server: log it, tell them to try later
+            log.exception("subscribe: confirmation email to a new subscriber of %s failed", nl.slug)
+            return _page("Please try again later", "<p>We could not send the confirmation email just now.</p>",
+                         503)
+        # The same answer whether the address was new, pending, subscribed or suppressed: the form must not
+        # tell a stranger who reads this newsletter.
+        return _check_inbox(nl)
+
+    return [
+        Route("/subscribe/{slug}", subscribe_form, methods=["GET"]),
+        Route("/subscribe/{slug}", subscribe, methods=["POST"]),
+        Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", unsubscribe, methods=["POST"]),
+        Route("/confirm/{token}", confirm, methods=["GET"]),
+        Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
+    ]
+
+
+RESEND_CONFIRMATION_AFTER = 600  # seconds between two confirmation emails to one pending address
+
+
+def _schedule(settings: Settings, slug: str):  # noqa: ANN202 - a config.Newsletter or None
+    from newsletter.config import SLUG_RE, ConfigError, load_newsletter
+
+    if not SLUG_RE.match(slug):
+        return None
+    path = settings.schedules_dir / f"{slug}.toml"
+    try:
+        return load_newsletter(path) if path.is_file() else None
+    except ConfigError:
+        log.exception("subscribe: schedules/%s.toml is broken", slug)
+        return None
+
+
+def _subscribe_page(nl, email: str = "", error: str | None = None, status: int = 200) -> HTMLResponse:  # noqa: ANN001
+    problem = f'<p role=alert style="color:#b91c1c">{html.escape(error)}</p>' if error else ""
+    return _page(
+        f"Subscribe to {nl.name}",
+        (f"<p>{html.escape(nl.description)}</p>" if nl.description else "") + problem
+        + "<form method=post><p><label>Email<br><input type=email name=email required "
+        f'value="{html.escape(email, quote=True)}" autocomplete=email></label></p>'
+        "<p><label>Name (optional)<br><input name=name autocomplete=name></label></p>"
+        '<p style="position:absolute;left:-9999px" aria-hidden=true><label>Website <input name=website '
+        "tabindex=-1 autocomplete=off></label></p>"
+        "<button type=submit>Subscribe</button></form>"
+        "<p><small>We will email you a link to confirm. Unsubscribe any time with one click.</small></p>",
+        status,
+    )
+
+
+def _check_inbox(nl) -> HTMLResponse:  # noqa: ANN001
+    return _page("Check your inbox", f"<p>If the address can receive {html.escape(nl.name)}, a confirmation "
+                 "email is on its way. Click the link in it to start your subscription.</p>")
+
+
+def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None) -> None:  # noqa: ANN001
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.store.db import ensure_newsletter
+    from newsletter.subscribers.manage import request_opt_in
+
+    mailer = make_mailer(settings)
+    try:
+        with session_scope(engine) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            request_opt_in(session, row, nl, email, mailer, base_url=settings.base_url,
+                           secret=secret_key(session, settings.secret_key), name=name, origin="web",
+                           resend_after=RESEND_CONFIRMATION_AFTER)
+    finally:
+        mailer.close()
+
+
+def _event_id(event: dict) -> str:
+    if event.get("sg_event_id"):
+        return str(event["sg_event_id"])[:200]
+    # Older or hand-made events lack an id: the event's own content identifies a replay of it.
+    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
+
+
+def record_event(engine: Engine, event: dict) -> bool:
+    """Store one SendGrid event and act on it, once. False when this event id was seen before."""
+    kind = str(event.get("event", ""))[:40]
+    email = str(event.get("email", "")).strip()
+    when = None
+    if isinstance(event.get("timestamp"), int | float):
+        when = datetime.fromtimestamp(event["timestamp"], UTC).replace(tzinfo=None)
+    try:
+        send_id = int(event["send"]) if str(event.get("send", "")).isdigit() else None
+        with session_scope(engine) as session:
+            session.add(
+                Event(
+                    provider="sendgrid",
+                    provider_event_id=_event_id(event),
+                    kind=kind,
+                    email=email.lower() or None,
+                    send_id=send_id,
+                    occurred_at=when,
+                    payload=event,
+                )
+            )
+            session.flush()  # the unique event id turns a replay into an IntegrityError here
+            outcome = _outcome(kind, event)
+            if outcome and email:
+                _act(session, email, outcome, event.get("newsletter"))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _outcome(kind: str, event: dict) -> str | None:
+    outcome = EVENT_OUTCOMES.get(kind)
+    if kind == "bounce" and event.get("type") == "blocked":
+        return None  # a soft bounce (blocked by the receiver for now) is not a dead address
+    if kind == "dropped":
+        # SendGrid drops mail for reasons of its own; only some are about the address.
+        reason = str(event.get("reason", "")).lower()
+        if "unsubscribed" in reason:
+            return "unsubscribed"
+        if "spam reporting" in reason:
+            return "complained"
+        if "spam content" in reason:
+            return None  # the message was judged, not the address
+    return outcome
+
+
+def _act(session, email: str, outcome: str, slug: object) -> None:  # noqa: ANN001
+    person_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email))
+    if person_id is None:
+        # Normalized addresses keep the local part's case; the provider may report it lowercased.
+        person_id = session.scalar(select(Subscriber.id).where(Subscriber.email.ilike(email)))
+    newsletter_id = None
+    if isinstance(slug, str) and outcome == "unsubscribed":
+        newsletter_id = session.scalar(select(NewsletterRow.id).where(NewsletterRow.slug == slug))
+    if person_id is not None:
+        subscription_status.set_status(session, person_id, newsletter_id, outcome)
+    elif outcome != "unsubscribed":
+        subscription_status.suppress(session, email, None, outcome)
+
+
+def create_public_app(
+    settings: Settings, engine: Engine | None = None, *, webhook_public_key: str | None = None
+) -> Starlette:
+    return Starlette(routes=public_routes(settings, engine, webhook_public_key=webhook_public_key))
