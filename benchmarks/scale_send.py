@@ -57,8 +57,7 @@ def serve_sendgrid(conn) -> None:  # noqa: ANN001 - a multiprocessing Connection
         if command == "stop":
             server.stop()
             return
-        with server.lock:
-            deliveries = server.deliveries()
+        deliveries = server.deliveries()
         conn.send((sum(deliveries.values()), len(deliveries), max(deliveries.values(), default=0)))
 
 

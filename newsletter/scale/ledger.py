@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
 from newsletter.deliver.send import audience_query
 from newsletter.store.db import session_scope
-from newsletter.store.models import IssueRow, Send, SendBatch, utcnow
+from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
 
 # States in which a batch is neither delivered nor given up, i.e. someone still has to finish it.
 OPEN = ("claimed", "sending", "retry")
@@ -36,6 +37,8 @@ class Claimed:
     last: int
     status: str  # the state it was in when claimed: pending (fresh) or an open state (resumed)
     attempts: int
+    last_attempt_at: datetime | None = None  # when a resumed batch was last handed to the provider
+    error: str | None = None
 
 
 def claimer(job_id: int | None, worker: str) -> str:
@@ -84,7 +87,8 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
     heartbeat), so two processes never deliver the same batch at once.
     """
     candidates = [
-        lambda: SendBatch.status.in_(OPEN) & SendBatch.claimed_by.like(f"job:{job_id}:%") if job_id else None,
+        lambda: (SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%")
+                 if job_id else None),
         lambda: SendBatch.status == "pending",
         lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
     ]
@@ -104,10 +108,11 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
         if row is None:
             return None
         claimed = Claimed(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
-                          row.attempts)
-        row.claimed_by, row.claimed_at = claimer(job_id, me)[:200], utcnow()
+                          row.attempts, row.claimed_at, row.error)
+        row.claimed_by = claimer(job_id, me)[:200]
         if row.status == "pending":
-            row.status = "claimed"
+            # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
+            row.status, row.claimed_at = "claimed", utcnow()
         return claimed
 
 
@@ -164,24 +169,49 @@ def _has_job_queue(engine: Engine) -> bool:
     return _job_queues[key]
 
 
-def remaining(engine: Engine, send_id: int) -> dict[str, int]:
-    """Batches of the send that are not sent yet, by state."""
+def remaining(engine: Engine, send_id: int, job_id: int | None = None) -> dict[str, int]:
+    """Batches of the send that are not sent yet, by state.
+
+    An `unknown` batch whose job will come back to settle it (waiting for the provider's activity log) counts as
+    `settling`, i.e. still open; one whose job is done with it is held for the operator. `job_id` is the job
+    asking, which is done with its own batch.
+    """
     with session_scope(engine) as session:
         rows = session.execute(
-            select(SendBatch.status, func.count()).where(SendBatch.send_id == send_id, SendBatch.status != "sent")
-            .group_by(SendBatch.status)
+            select(SendBatch.status, SendBatch.claimed_by, func.count())
+            .where(SendBatch.send_id == send_id, SendBatch.status != "sent")
+            .group_by(SendBatch.status, SendBatch.claimed_by)
         ).all()
-    return {status: count for status, count in rows}
+        waiting = set()
+        unknown_jobs = {_job_of(c) for st, c, _ in rows if st == "unknown"} - {None, job_id}
+        if unknown_jobs and _has_job_queue(engine):
+            waiting = set(session.scalars(text(
+                "SELECT id FROM procrastinate_jobs WHERE id = ANY(:ids) AND status IN ('todo', 'doing')"),
+                {"ids": list(unknown_jobs)}))
+    left: dict[str, int] = {}
+    for status, claimed_by, count in rows:
+        state = "settling" if status == "unknown" and _job_of(claimed_by) in waiting else status
+        left[state] = left.get(state, 0) + count
+    return left
 
 
-def finish_if_done(engine: Engine, send_id: int) -> str | None:
+def _job_of(claimed_by: str | None) -> int | None:
+    if claimed_by and claimed_by.startswith("job:"):
+        try:
+            return int(claimed_by.split(":", 2)[1])
+        except ValueError:
+            return None
+    return None
+
+
+def finish_if_done(engine: Engine, send_id: int, job_id: int | None = None) -> str | None:
     """Close the send when no batch is left open. Returns the send's final state, or None while work remains."""
-    left = remaining(engine, send_id)
-    if any(left.get(s) for s in ("pending", *OPEN)):
+    left = remaining(engine, send_id, job_id)
+    if any(left.get(s) for s in ("pending", "settling", *OPEN)):
         return None
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
-        if send.status in ("done", "held", "failed"):
+        if send.status == "done":
             return send.status
         now = utcnow()
         if left.get("failed"):
@@ -193,4 +223,34 @@ def finish_if_done(engine: Engine, send_id: int) -> str | None:
         else:
             send.status, send.finished_at, send.error = "done", now, None
             session.execute(update(IssueRow).where(IssueRow.id == send.issue_id).values(status="sent", sent_at=now))
+            session.execute(delete(Lease).where(Lease.name == lease_name(send_id)))
         return send.status
+
+
+# -- one send, many workers, one lease --------------------------------------------------------------------------
+# `newsletter send` on one machine holds a lease on its send so that two processes never work it at once. The
+# workers hold that same lease together (one holder name for all of them, renewed at every claim): a hand-run
+# `newsletter send` of a send the workers are on stops with a clear message, and the workers leave alone a send
+# that a hand-run process holds.
+SCALE_HOLDER = "the scale-mode workers:jobs:-"
+LEASE_SECONDS = 120.0
+
+
+def lease_name(send_id: int) -> str:
+    return f"send:{send_id}"
+
+
+def take_lease(engine: Engine, send_id: int) -> None:
+    from newsletter.deliver.send import SendError, _dead_here
+
+    with session_scope(engine) as session:
+        lease = session.get(Lease, lease_name(send_id), with_for_update=True)
+        now = utcnow()
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if lease is None:
+            session.add(Lease(name=lease_name(send_id), holder=SCALE_HOLDER, expires_at=until))
+        elif lease.holder == SCALE_HOLDER or lease.expires_at < now or _dead_here(lease.holder):
+            lease.holder, lease.expires_at = SCALE_HOLDER, until
+        else:
+            raise SendError(f"send {send_id} is being run by {lease.holder.rsplit(':', 1)[0]} (`newsletter send`); "
+                            "the workers leave it alone")

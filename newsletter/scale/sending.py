@@ -1,39 +1,27 @@
-"""Deliver one claimed batch of a send, leaving the ledger right whatever happens at any moment.
+"""Deliver one claimed batch of a send with the ledger's own batch sender (newsletter.deliver.send).
 
-The batch is marked `sending` (committed) before the provider is called and `sent`, with one delivery row per
-recipient, in one transaction after it. A retry finds what is left: recipients without a delivery row. A batch
-found `sending` was interrupted while the provider had it, so its outcome is unknown; it is settled the way
-`newsletter send` settles it: ask the provider (Mailer.accepted), or resend where delivery is idempotent (the
-outbox), or hold it for the operator rather than guess.
+Each batch is marked `sending` (committed) before the provider is called and `sent`, with one delivery row per
+recipient, in one transaction after it; a retry sends only the recipients without a delivery row. What differs
+from `newsletter send` on one machine is who waits: a temporary failure is not slept on in the worker but raised,
+so that the job's retry strategy brings it back later, and so is the wait for the provider's activity log before
+an interrupted batch can be settled.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from newsletter.config import Newsletter, Settings
-from newsletter.deliver.mailer import (
-    Mailer,
-    Message,
-    PermanentDeliveryError,
-    PushResult,
-    Recipient,
-    TemporaryDeliveryError,
-)
-from newsletter.deliver.send import audience_query, make_message
+from newsletter.deliver.mailer import Mailer, Message, PushResult, Recipient, TemporaryDeliveryError
+from newsletter.deliver.send import SendOptions, _Batch, _Sender, make_message
 from newsletter.scale.ledger import Claimed
 from newsletter.store.db import secret_key, session_scope
-from newsletter.store.models import Delivery, IssueRow, NewsletterRow, Send, SendBatch, utcnow
+from newsletter.store.models import IssueRow, NewsletterRow, Send
 from newsletter.subscribers.tokens import Signer
-
-Row = tuple[int, int, str, "str | None"]  # subscription id, subscriber id, email, name
 
 
 class SettleWait(TemporaryDeliveryError):
@@ -53,11 +41,7 @@ class SendJob:
     base_url: str
 
 
-def batch_key(send_id: int, number: int) -> str:
-    return f"{send_id}-{number}"
-
-
-def _templates(settings: Settings) -> Path | None:
+def _templates(settings: Settings):  # noqa: ANN202 - Path | None
     return settings.templates_dir if settings.templates_dir.is_dir() else None
 
 
@@ -92,120 +76,85 @@ def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:
     return slug
 
 
-def _set(engine: Engine, batch_id: int, **values: Any) -> None:
-    with session_scope(engine) as session:
-        session.execute(update(SendBatch).where(SendBatch.id == batch_id).values(**values))
-
-
-def rows_left(engine: Engine, job: SendJob, batch: Claimed) -> list[Row]:
-    """The batch's recipients without a delivery row (the audience range minus what the ledger says)."""
-    with session_scope(engine) as session:
-        done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
-        rows = session.execute(audience_query(job.newsletter_id, batch.first - 1, batch.last)).all()
-    return [tuple(r) for r in rows if r[1] not in done]  # type: ignore[misc]
-
-
-def record(engine: Engine, job: SendJob, batch: Claimed, rows: Sequence[Row], result: PushResult | None,
-           *, final: bool) -> None:
-    """Delivery rows for `rows` and, when final, the batch as sent: one transaction."""
-    now = utcnow()
-    ids = result.message_ids if result else {}
-    with session_scope(engine) as session:
-        if rows:
-            session.execute(
-                Delivery.__table__.insert(),
-                [{"send_id": job.send_id, "batch_id": batch.id, "subscriber_id": r[1], "email": r[2],
-                  "message_id": ids.get(r[2]), "sent_at": now} for r in rows],
-            )
-            session.execute(update(Send).where(Send.id == job.send_id).values(sent=Send.sent + len(rows)))
-        values: dict[str, Any] = {"error": None}
-        if final:
-            values.update(status="sent", sent_at=now)
-            if result and result.provider_message_id:
-                values["provider_message_id"] = result.provider_message_id[:200]
-        session.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
-
-
-def _epoch(engine: Engine, batch_id: int) -> float:
-    with session_scope(engine) as session:
-        at = session.scalar(select(SendBatch.claimed_at).where(SendBatch.id == batch_id))
-    return at.replace(tzinfo=UTC).timestamp() if at else 0.0
-
-
-def settle(engine: Engine, job: SendJob, batch: Claimed, mailer: Mailer) -> bool:
-    """A batch interrupted while the provider had it. True: what is left of it may be sent now.
-
-    False: it is held as `unknown` for the operator (the send ends `held`, naming it).
-    """
-    lookup = getattr(mailer, "accepted", None)
-    if lookup is not None:
-        wait = _epoch(engine, batch.id) + float(getattr(mailer, "activity_settle_seconds", 0) or 0) - time.time()
-        if wait > 0:
-            raise SettleWait(f"batch {batch.number}: waiting for the provider's activity log", retry_after=wait)
-        accepted = lookup({"send": str(job.send_id), "batch": batch_key(job.send_id, batch.number)})
-        if accepted is not None:
-            got = [r for r in rows_left(engine, job, batch) if r[2].lower() in accepted]
-            record(engine, job, batch, got, None, final=False)
-            return True
-    if mailer.name == "outbox":  # one file per address, overwritten: sending again cannot make a duplicate
-        return True
-    _set(engine, batch.id, status="unknown", error="interrupted while the provider was called; outcome unknown")
-    return False
-
-
-def recipients(job: SendJob, rows: Sequence[Row]) -> list[Recipient]:
-    url = job.signer.unsubscribe_url
-    return [Recipient(email=email, name=name, subscriber_id=sid,
-                      values={"unsubscribe_url": url(job.base_url, sid, job.slug)})
-            for _sub, sid, email, name in rows]
-
-
 @dataclass
 class Timing:
-    """Where a batch's time went: the database, or the provider."""
+    """Where a batch's time went: the database (everything but the provider), or the provider."""
 
-    db: float = 0.0
+    total: float = 0.0
     provider: float = 0.0
     recipients: int = 0
 
+    @property
+    def db(self) -> float:
+        return max(0.0, self.total - self.provider)
+
+
+class _Timed:
+    """The mailer, with the time spent in the provider's calls added up."""
+
+    def __init__(self, mailer: Mailer, timing: Timing) -> None:
+        self._mailer, self._timing = mailer, timing
+        self.name = mailer.name
+        if hasattr(mailer, "activity_settle_seconds"):
+            self.activity_settle_seconds = mailer.activity_settle_seconds
+        if hasattr(mailer, "accepted"):
+            self.accepted = self._accepted
+
+    def push(self, message: Message, recipients: list[Recipient]) -> PushResult:
+        started = time.perf_counter()
+        try:
+            result = self._mailer.push(message, recipients)
+        finally:
+            self._timing.provider += time.perf_counter() - started
+        self._timing.recipients += len(recipients)
+        return result
+
+    def _accepted(self, custom_args: dict[str, str]) -> set[str] | None:
+        started = time.perf_counter()
+        try:
+            return self._mailer.accepted(custom_args)  # type: ignore[attr-defined]
+        finally:
+            self._timing.provider += time.perf_counter() - started
+
+    def flush(self) -> None:
+        self._mailer.flush()
+
+    def close(self) -> None:
+        self._mailer.close()
+
+
+def _settle_later(seconds: float) -> None:
+    # The batch sender asks to sleep only while the provider's activity log settles (attempts are 1, rate is
+    # unset): a worker hands that wait to the job queue instead of holding a slot.
+    raise SettleWait("waiting for the provider's activity log before settling an interrupted batch",
+                     retry_after=seconds)
+
+
+def _epoch(value: datetime | None) -> float:
+    return value.replace(tzinfo=UTC).timestamp() if value else 0.0
+
 
 def deliver(engine: Engine, job: SendJob, batch: Claimed, mailer: Mailer, me: str) -> tuple[str, Timing]:
-    """Deliver what is left of a claimed batch. Returns its state (sent, unknown) and the time it took.
+    """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
 
-    Temporary errors raise after the ledger says `retry` (the job's retry strategy backs off and comes back
-    to this batch); permanent ones after it says `failed`.
+    Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
+    permanent ones once it says `failed`.
     """
     timing = Timing()
-    t0 = time.perf_counter()
-    if batch.status == "sending" and not settle(engine, job, batch, mailer):
-        return "unknown", timing
-    rows = rows_left(engine, job, batch)
-    if not rows:
-        record(engine, job, batch, [], None, final=True)
-        timing.db = time.perf_counter() - t0
-        return "sent", timing
-    _set(engine, batch.id, status="sending", attempts=batch.attempts + 1, claimed_by=me[:200], claimed_at=utcnow())
-    message = replace(job.message, custom_args={**job.message.custom_args, "send": str(job.send_id),
-                                                "batch": batch_key(job.send_id, batch.number)})
-    people = recipients(job, rows)
-    t1 = time.perf_counter()
+    started = time.perf_counter()
+    options = SendOptions(max_attempts=1, sleep=_settle_later)
+    sender = _Sender(engine, job.send_id, job.newsletter_id, job.slug, job.message, _Timed(mailer, timing),
+                     job.signer, job.base_url, options)
+    sender.me = me  # claims and attempts name the job, so that its retry finds the batch again
+    current = _Batch(batch.id, batch.number, batch.first, batch.last, batch.status, batch.attempts,
+                     _epoch(batch.last_attempt_at), batch.error)
     try:
-        result = mailer.push(message, people)
-    except PermanentDeliveryError as exc:
-        _set(engine, batch.id, status="failed", error=str(exc)[:2000])
-        raise
-    except TemporaryDeliveryError as exc:
-        accepted = getattr(exc, "accepted", None)  # a partial delivery (SMTP): keep what got through
-        if accepted:
-            record(engine, job, batch, [r for r in rows if r[2] in accepted], PushResult(message_ids=dict(accepted)),
-                   final=False)
-        if type(exc).__name__ == "OutcomeUnknownError" or getattr(exc, "outcome_unknown_for", None):
-            pass  # stays `sending`: the retry settles it before sending anything again
-        else:
-            _set(engine, batch.id, status="retry", error=str(exc)[:2000])
-        raise
-    t2 = time.perf_counter()
-    record(engine, job, batch, rows, result, final=True)
-    t3 = time.perf_counter()
-    timing.db, timing.provider, timing.recipients = (t1 - t0) + (t3 - t2), t2 - t1, len(rows)
-    return "sent", timing
+        if current.status == "sending":  # its process died while the provider had it: outcome unknown
+            sender._set_batch(current, status="unknown", error="interrupted while the provider was called")
+        if current.status == "unknown" and not sender.resolve(current):
+            return "unknown", timing
+        sender.deliver(current)
+        return current.status, timing
+    finally:
+        mailer.flush()
+        timing.total = time.perf_counter() - started

@@ -19,14 +19,14 @@ import procrastinate
 from procrastinate import JobContext
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.retry import RetryDecision, RetryStrategy
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
 from newsletter.deliver.mailer import Mailer, TemporaryDeliveryError
 from newsletter.scale import due, ledger, sending
 from newsletter.scale.app import app
 from newsletter.store.db import ensure_newsletter, get_engine, session_scope
-from newsletter.store.models import IssueRow, Send, Subscription
+from newsletter.store.models import IssueRow, Send
 
 log = logging.getLogger("newsletter.scale")
 
@@ -42,7 +42,6 @@ def collect_chunk() -> int:
     return int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))
 
 
-DEFAULT_BATCH = 1000
 
 
 class ProviderAwareRetry(RetryStrategy):
@@ -246,39 +245,32 @@ def _slug_of_issue(issue_id: int) -> str:
 
 
 def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
-    """The send of the issue, created with its audience frozen (once), and its batches planned."""
-    from sqlalchemy import func
-
-    from newsletter.deliver.send import SENDABLE, SendError, audience_query
+    """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
+    from newsletter.deliver.send import SENDABLE, SendError, start_send
 
     with session_scope(eng) as session:
         nrow = ensure_newsletter(session, nl.slug, nl.name)
-        row = session.get(IssueRow, issue_id, with_for_update=True)
+        row = session.get(IssueRow, issue_id, with_for_update=True)  # two start_send jobs: one after the other
         if row is None or row.newsletter_id != nrow.id:
             raise SendError(f"no issue {issue_id} in newsletter '{nl.slug}'")
-        send = session.scalar(select(Send).where(Send.issue_id == issue_id))
-        if send is None:
-            if row.status not in SENDABLE:
-                raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
-            if not any(i.included for i in row.items):
-                raise SendError(f"issue {issue_id} has no stories: nothing to send")
-            max_id = session.scalar(select(func.max(Subscription.id))
-                                    .where(Subscription.newsletter_id == nrow.id)) or 0
-            total = session.scalar(select(func.count()).select_from(
-                audience_query(nrow.id, 0, max_id).subquery())) or 0
-            send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
-                        batch_size=batch_size, total=total, sent=0)
-            session.add(send)
-            session.flush()
+        started = session.scalar(select(Send.id).where(Send.issue_id == issue_id)) is not None
+        if not started and row.status not in SENDABLE:
+            raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
+        if not started and not any(i.included for i in row.items):
+            raise SendError(f"issue {issue_id} has no stories: nothing to send")
+        newsletter_id = nrow.id
+    send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size)
+    ledger.take_lease(eng, send_id)
+    with session_scope(eng) as session:
+        row = session.get(IssueRow, issue_id)
         if row.status != "sent":
             row.status = "sending"
-        send_id = send.id
     ledger.plan_batches(eng, send_id)
     return send_id
 
 
 @app.task(queue="send", retry=JOB_RETRY)
-def start_send(issue_id: int, batch_size: int = DEFAULT_BATCH, parallel: int | None = None,
+def start_send(issue_id: int, batch_size: int | None = None, parallel: int | None = None,
                approved_only: bool = False, force: bool = False) -> int | None:
     """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
     slug = _slug_of_issue(issue_id)
@@ -303,7 +295,9 @@ def start_send(issue_id: int, batch_size: int = DEFAULT_BATCH, parallel: int | N
             return None
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
     render_issue(issue_id)
-    send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size)
+    from newsletter.deliver.send import default_batch_size
+
+    send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()))
     fan_out(None, send_id, parallel)
     return send_id
 
@@ -323,27 +317,43 @@ def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None 
 @app.task(queue="send", retry=SEND_RETRY, pass_context=True)
 def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     """Claim the next batch of the send (row lock, SKIP LOCKED), deliver it, and defer the next one."""
+    from newsletter.deliver.mailer import PermanentDeliveryError
+    from newsletter.deliver.send import SendError
+
     eng = engine()
     job_id = context.job.id if context.job else None
     me = ledger.claimer(job_id, worker_name())
+    t0 = time.perf_counter()
+    with session_scope(eng) as session:
+        status = session.scalar(select(Send.status).where(Send.id == send_id))
+    if status in ("done", "failed"):
+        return {"batch": None, "state": status}
+    try:
+        ledger.take_lease(eng, send_id)  # renewed at every claim while the workers are on it
+    except SendError as exc:
+        log.warning("%s", exc)
+        return {"batch": None, "state": "left to newsletter send"}
     with ledger.guard_connection(eng) as guard:
-        t0 = time.perf_counter()
         batch = ledger.claim(eng, send_id, worker_name(), job_id, guard)
         claim_seconds = time.perf_counter() - t0
         if batch is None:
-            return {"batch": None, "state": ledger.finish_if_done(eng, send_id)}
-        state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
+            return {"batch": None, "state": ledger.finish_if_done(eng, send_id, job_id)}
+        try:
+            state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
+        except PermanentDeliveryError as exc:  # the provider will not take this send: stop it for everyone
+            with session_scope(eng) as session:
+                session.execute(update(Send).where(Send.id == send_id).values(status="failed",
+                                                                               error=str(exc)[:4000]))
+            raise
     t1 = time.perf_counter()
-    done = ledger.finish_if_done(eng, send_id)
-    if done is None and ledger.remaining(eng, send_id).get("pending"):
+    done = ledger.finish_if_done(eng, send_id, job_id)
+    if done is None and ledger.remaining(eng, send_id, job_id).get("pending"):
         send_batch.defer(send_id=send_id)
-    finish_seconds = time.perf_counter() - t1
-    db = claim_seconds + timing.db + finish_seconds
+    db = claim_seconds + timing.db + time.perf_counter() - t1
     log.info("send %s batch %s %s: %d recipients, db %.3fs, provider %.3fs", send_id, batch.number, state,
              timing.recipients, db, timing.provider)
     return {"batch": batch.number, "state": state, "recipients": timing.recipients,
-            "db_seconds": round(db, 6),
-            "provider_seconds": round(timing.provider, 6)}
+            "db_seconds": round(db, 6), "provider_seconds": round(timing.provider, 6)}
 
 
 # -- periodic -----------------------------------------------------------------------------------------------
