@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.collect import serve_all  # noqa: E402
 from benchmarks.scale_common import (  # noqa: E402
+    NO_DATABASE,
     base_url,
     environment,
     fresh_schema,
@@ -74,6 +75,9 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--concurrency", type=int, default=2, help="jobs at once in each worker")
     args = parser.parse_args()
     base = base_url()
+    if not base:
+        print(NO_DATABASE, file=sys.stderr)
+        return [{"benchmark": "scale collect", "case": NO_DATABASE}]
 
     ready: multiprocessing.Queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve_all, args=(args.feeds, args.items, args.hosts, args.latency,

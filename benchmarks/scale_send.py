@@ -31,6 +31,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale_common import (  # noqa: E402
+    NO_DATABASE,
     base_url,
     environment,
     fresh_schema,
@@ -114,6 +115,9 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-process `newsletter send`")
     args = parser.parse_args()
     base = base_url()
+    if not base:
+        print(NO_DATABASE, file=sys.stderr)
+        return [{"benchmark": "scale send", "case": NO_DATABASE}]
     counts = [int(w) for w in args.workers.split(",")]
 
     from tests.scale_world import SLUG, make_world, write_schedule

@@ -118,3 +118,23 @@ def test_a_batch_in_the_hands_of_a_live_process_is_never_taken_over(world) -> No
     # The process is gone (its lock with it): now another takes the batch over.
     with ledger.guard_connection(world.engine) as other:
         assert ledger.claim(world.engine, world.send_id, "host:2", job_id=77, guard=other).number == 1
+
+
+def test_a_send_begun_by_newsletter_send_is_planned_from_where_it_stopped(tmp_path) -> None:  # noqa: ANN001
+    from newsletter.deliver.send import start_send
+
+    with postgres_schema() as url:
+        w = make_world(url, subscribers=2_050)
+        send_id = start_send(w.engine, w.issue_id, w.newsletter_id, "outbox", 100)
+        with w.engine.begin() as conn:  # `newsletter send` got through two batches, then stopped
+            first = conn.execute(sa.text("SELECT min(id) FROM subscription")).scalar()
+            conn.execute(sa.insert(SendBatch), [
+                {"send_id": send_id, "number": n + 1, "first_subscription_id": first + 100 * n,
+                 "last_subscription_id": first + 100 * n + 99, "recipients": 100, "status": "sent"}
+                for n in range(2)])
+        assert ledger.plan_batches(w.engine, send_id) == 21
+        with w.engine.connect() as conn:
+            rows = conn.execute(sa.select(SendBatch.number, SendBatch.first_subscription_id, SendBatch.recipients)
+                                .where(SendBatch.status == "pending").order_by(SendBatch.number)).all()
+        assert rows[0] == (3, first + 200, 100) and sum(r.recipients for r in rows) == 1_850
+        assert ledger.plan_batches(w.engine, send_id) == 21

@@ -46,17 +46,22 @@ def claimer(job_id: int | None, worker: str) -> str:
 
 
 def plan_batches(engine: Engine, send_id: int) -> int:
-    """Write every batch of the send as `pending` (once; later calls find them). Returns how many exist."""
+    """Write every batch of the send not written yet as `pending`. Returns how many batches the send has.
+
+    A send begun by `newsletter send` on one machine has batches up to where it got: the rest of the audience is
+    planned after the last of them. Planning again finds nothing left to plan.
+    """
     with session_scope(engine) as session:
         # The send row lock makes a second planner wait, then find the batches already written.
         send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
         if send is None:
             raise LookupError(f"no send {send_id}")
-        existing = session.scalar(select(func.count()).where(SendBatch.send_id == send_id)) or 0
-        if existing:
-            return existing
+        last_number, after, existing = session.execute(
+            select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
+            .where(SendBatch.send_id == send_id)
+        ).one()
         newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id))
-        audience = audience_query(newsletter_id, 0, send.max_subscription_id).subquery()
+        audience = audience_query(newsletter_id, after or 0, send.max_subscription_id).subquery()
         position = func.row_number().over(order_by=audience.c[0]) - 1
         numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
         number = (numbered.c.pos // send.batch_size).label("number")
@@ -64,14 +69,15 @@ def plan_batches(engine: Engine, send_id: int) -> int:
             select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
             .group_by(number).order_by(number)
         ).all()
-        now = utcnow()
-        session.execute(
-            SendBatch.__table__.insert(),
-            [{"send_id": send_id, "number": int(n) + 1, "first_subscription_id": first,
-              "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
-              "attempts": 0} for n, first, last, count in ranges],
-        )
-        return len(ranges)
+        if ranges:
+            now = utcnow()
+            session.execute(
+                SendBatch.__table__.insert(),
+                [{"send_id": send_id, "number": (last_number or 0) + int(n) + 1, "first_subscription_id": first,
+                  "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+                  "attempts": 0} for n, first, last, count in ranges],
+            )
+        return existing + len(ranges)
 
 
 def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
