@@ -1,0 +1,221 @@
+"""Text helpers for the editorial steps: paragraphs without boilerplate, sentences, tokens, similarity.
+
+Sentence splitting uses pysbd (rule-based, pure Python, no data to download) because abbreviations
+("Mr.", "U.S."), decimals and quoted speech defeat a plain regex split.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+import pysbd
+
+# Quote marks as they appear in the wild, mapped to their ASCII form for comparisons only: the text we show
+# always keeps the publisher's own characters.
+DOUBLE_QUOTES = '"“”„‟«»〝〞＂'
+SINGLE_QUOTES = "'‘’‚‛‹›`´"
+_QUOTE_TABLE = str.maketrans({**{c: '"' for c in DOUBLE_QUOTES}, **{c: "'" for c in SINGLE_QUOTES}})
+
+_WS = re.compile(r"\s+")
+_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+
+# Lines that are page furniture rather than article prose. Matched against a whole paragraph or sentence.
+_BOILERPLATE = re.compile(
+    r"""^\W*(?:
+        image\s+(?:caption|copyright|source)|media\s+caption|photo(?:graph)?\s*(?:credit)?\s*:|
+        (?:photo|image|picture|illustration)s?\s+(?:by|courtesy|credit)|credit\s*:|
+        share\s+(?:this|on|via)|advertisement|sponsored|(?:click|tap)\s+here|read\s+(?:more|next)\b|
+        (?:sign\s+up|subscribe)\b|follow\s+(?:us|@)|related\s*:|see\s+also\s*:|more\s+on\s+this|
+        (?:by|written\s+by|reporting\s+by)\s+[A-Z][\w.'-]+(?:\s+[A-Z][\w.'-]+){0,3}\s*$|
+        (?:updated|published|posted)\s*:?\s*(?:on\s+)?\d|
+        all\s+rights\s+reserved|copyright\s+©?|©|
+        \d+\s+comments?\s*$|from\s+the\s+section\b
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# A credit glued to the end of a caption: "... (Photo: Jane Doe/Getty Images)".
+_CREDIT = re.compile(r"(?:getty\s+images|shutterstock|associated\s+press\s+photo|afp\s+photo|reuters/)", re.I)
+# "WASHINGTON (AP) — " or "LONDON — " at the start of a lede.
+_DATELINE = re.compile(r"^[A-Z][A-Z .,'-]{2,40}(?:\([A-Za-z .]+\))?\s*[—–-]{1,2}\s+(?=[A-Z\"“])")
+
+STOPWORDS = frozenset(
+    """
+    a about above after again against all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    me more most my myself no nor not now of off on once only or other our ours ourselves out over
+    own said same says she should so some such than that the their theirs them themselves then there
+    these they this those through to too under until up very was we were what when where which while
+    who whom why will with would you your yours yourself yourselves one two new like get got also
+    its it's i'm we're they're that's there's can't don't won't isn't mr mrs ms dr le la les de des
+    du un une et est en que qui dans pour pas sur au aux il elle der die das und ist ein eine nicht
+    mit von zu den el los las y es por con para una
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
+
+
+def normalize_ws(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+def normalize_quotes(text: str) -> str:
+    """Curly, low-9 and angle quote marks become ASCII ones; for matching, never for display."""
+    return text.translate(_QUOTE_TABLE)
+
+
+def canonical(text: str) -> str:
+    """The form two strings are compared in: NFKC, ASCII quote marks, single spaces."""
+    return normalize_ws(normalize_quotes(unicodedata.normalize("NFKC", text)))
+
+
+def match_key(text: str) -> str:
+    """Canonical text without double quote marks, so a quote that runs over two paragraphs (each opening
+    with its own mark) still matches its source."""
+    return normalize_ws(canonical(text).replace('"', " "))
+
+
+def appears_in(fragment: str, text: str) -> bool:
+    """Whether `fragment` occurs in `text` after whitespace and quote-mark normalisation."""
+    key = match_key(fragment)
+    return bool(key) and key in match_key(text)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def word_count(text: str | None) -> int:
+    return len(_WORD.findall(text or ""))
+
+
+def _stem(token: str) -> str:
+    # A light suffix strip so "launches"/"launched"/"launch" meet; full stemmers need per-language data.
+    for suffix in ("ing", "ed", "es", "s"):
+        if token.endswith(suffix) and len(token) - len(suffix) >= 3:
+            return token[: -len(suffix)]
+    return token
+
+
+def tokens(text: str) -> list[str]:
+    """Index terms: lowercased words without stopwords, lightly stemmed."""
+    out = []
+    for w in _WORD.findall(text.lower()):
+        w = w.replace("’", "'")
+        if w in STOPWORDS or len(w) < 2 or w.isdigit():
+            continue
+        out.append(_stem(w))
+    return out
+
+
+def is_boilerplate(text: str) -> bool:
+    text = text.strip()
+    return bool(_BOILERPLATE.match(text)) or (bool(_CREDIT.search(text)) and word_count(text) < 25)
+
+
+def strip_dateline(sentence: str) -> str:
+    return _DATELINE.sub("", sentence, count=1)
+
+
+def paragraphs(text: str) -> list[str]:
+    """Prose paragraphs of an extracted text: one per line, boilerplate, list bullets and headings dropped."""
+    out = []
+    for raw in (text or "").splitlines():
+        line = normalize_ws(raw)
+        if not line or is_boilerplate(line):
+            continue
+        out.append(line)
+    return out
+
+
+def is_prose(paragraph: str) -> bool:
+    """A paragraph of running text rather than a heading, a list item or a caption."""
+    if paragraph.startswith(("- ", "* ", "• ", "|")):
+        return False
+    return word_count(paragraph) >= 6 and paragraph.rstrip("\"'”’)»").endswith((".", "!", "?", "…", ":"))
+
+
+_PYSBD_LANGS = frozenset(pysbd.languages.LANGUAGE_CODES)
+
+
+@cache
+def _segmenter(language: str) -> pysbd.Segmenter:
+    return pysbd.Segmenter(language=language, clean=False, char_span=False)
+
+
+def language_code(language: str | None) -> str:
+    code = (language or "en").split("-")[0].split("_")[0].lower()
+    return code if code in _PYSBD_LANGS else "en"
+
+
+def split_sentences(paragraph: str, language: str | None = "en") -> list[str]:
+    paragraph = normalize_ws(paragraph)
+    if not paragraph:
+        return []
+    try:
+        parts = _segmenter(language_code(language)).segment(paragraph)
+    except Exception:  # pysbd has rare regex failures on odd input; one sentence is better than none
+        parts = [paragraph]
+    return [p.strip() for p in parts if p.strip()]
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    index: int  # position in the article, from 0
+    paragraph: int
+
+
+def sentences(text: str, language: str | None = "en") -> list[Sentence]:
+    """Sentences of the prose paragraphs, in order, boilerplate removed."""
+    return list(_sentences(text, language_code(language)))
+
+
+@lru_cache(maxsize=64)  # the summary and the quotes of one story split the same text
+def _sentences(text: str, language: str) -> tuple[Sentence, ...]:
+    out: list[Sentence] = []
+    for p_index, para in enumerate(paragraphs(text)):
+        if not is_prose(para):
+            continue
+        for sent in split_sentences(para, language):
+            if is_boilerplate(sent):
+                continue
+            out.append(Sentence(sent, len(out), p_index))
+    return tuple(out)
+
+
+def tf_vector(terms: Iterable[str], idf: dict[str, float] | None = None) -> dict[str, float]:
+    """Sublinear tf (times idf when given), L2-normalised."""
+    counts = Counter(terms)
+    vec = {t: (1.0 + math.log(c)) * (idf.get(t, 1.0) if idf is not None else 1.0) for t, c in counts.items()}
+    norm = math.sqrt(sum(v * v for v in vec.values()))
+    return {t: v / norm for t, v in vec.items()} if norm else {}
+
+
+def cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(v * b.get(t, 0.0) for t, v in a.items())
+
+
+def idf_table(documents: Iterable[Iterable[str]]) -> dict[str, float]:
+    df: Counter[str] = Counter()
+    n = 0
+    for doc in documents:
+        n += 1
+        df.update(set(doc))
+    return {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in df.items()}
+
+
+def clip_words(text: str, max_chars: int) -> str:
+    """At most `max_chars`, cut at a word boundary with an ellipsis (for one-line blurbs, not summaries)."""
+    text = normalize_ws(text)
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:-—– ")
+    return cut + "…"

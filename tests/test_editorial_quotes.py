@@ -1,0 +1,152 @@
+"""Key quotes: verbatim, with speakers, across paragraphs, never a fragment or a repeat of the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from newsletter.build.quotes import extract_quotes
+from newsletter.build.text import appears_in, word_count
+from newsletter.collect.article import extract
+
+FIXTURES = Path(__file__).parent / "fixtures" / "editorial"
+
+
+def _direct(text: str, **kw) -> list:
+    return [q for q in extract_quotes(text, quotable_fallback=False, **kw)]
+
+
+def test_curly_quote_with_speaker_after() -> None:
+    text = (
+        "The lab released its new model on Thursday.\n"
+        "“Open models are the only way most countries will ever control their own AI,” said LeCun.\n"
+    )
+    [quote] = _direct(text)
+    assert quote.text == "Open models are the only way most countries will ever control their own AI"
+    assert quote.speaker == "LeCun"
+    assert appears_in(quote.text, text)
+
+
+def test_straight_quote_with_speaker_before() -> None:
+    text = 'The minister was blunt.\nHelen Clark said: "We will not sign a deal that leaves farmers behind."'
+    [quote] = _direct(text)
+    assert quote.text == "We will not sign a deal that leaves farmers behind."
+    assert quote.speaker == "Helen Clark"
+
+
+def test_speaker_named_after_a_description_and_pronoun_follow_up() -> None:
+    text = (
+        '"I waited two years for a fix before publishing this," developer Ammar Askar wrote on Thursday.\n'
+        "The company has not commented.\n"
+        '"The bug can take down any server running the game in seconds," he said.\n'
+    )
+    quotes = _direct(text)
+    assert [q.speaker for q in quotes] == ["Ammar Askar", "Ammar Askar"]
+
+
+def test_nested_quotes_are_kept_inside() -> None:
+    text = "“When they told me ‘the bridge is safe’ I did not believe a single word of it,” said Ms Berg.\n"
+    [quote] = _direct(text)
+    assert quote.text == "When they told me ‘the bridge is safe’ I did not believe a single word of it"
+    assert quote.speaker == "Ms Berg"
+
+
+def test_quote_that_runs_over_two_paragraphs_is_one_quote() -> None:
+    text = (
+        "Shopkeepers are worried.\n"
+        "“If the bridge is shut all summer, half of the shops on this street will not reopen.\n"
+        "“Nobody here is against the bridge, we are against losing our livelihoods,” said Anna Sjöberg.\n"
+    )
+    [quote] = _direct(text)
+    assert quote.text.startswith("If the bridge is shut all summer")
+    assert quote.text.endswith("we are against losing our livelihoods")
+    assert quote.speaker == "Anna Sjöberg"
+    assert appears_in(quote.text, text)  # the second paragraph's opening mark is normalised away
+
+
+def test_fragments_and_titles_are_not_quotes() -> None:
+    text = (
+        'Mr Obama said it was "distressing" and called for "common sense gun laws".\n'
+        'She is the author of "A Paradise Built In Hell And Other Stories About Disasters".\n'
+        'He said the rules "will not create a loophole big enough to drive a truck through."\n'
+    )
+    assert _direct(text) == []
+
+
+def test_text_without_quotes_falls_back_to_quotable_sentences() -> None:
+    text = (
+        "The river flooded three villages overnight after a week of heavy rain.\n"
+        "Emergency crews evacuated more than four hundred residents to schools on higher ground.\n"
+        "It was the worst flood in the region since records began in 1910.\n"
+        "Officials expect the water to recede by the end of the week if the rain stops.\n"
+    )
+    assert _direct(text) == []
+    summary = "The river flooded three villages overnight after a week of heavy rain."
+    quotes = extract_quotes(text, summary=summary)
+    assert quotes and all(not q.direct and q.speaker is None for q in quotes)
+    assert all(appears_in(q.text, text) for q in quotes)
+    assert all(q.text != summary for q in quotes)
+    assert not any(q.text.startswith("It was") for q in quotes)  # leans on context
+
+
+def test_quotes_never_repeat_the_summary_and_are_unique() -> None:
+    page = extract((FIXTURES / "harbour-bridge.html").read_bytes(), "https://x.test/a", "text/html")
+    summary = (
+        "“We have chosen the harder road because it is the right one for this town,” "
+        "said Council Leader Ingrid Holm."
+    )
+    quotes = extract_quotes(page.text, summary=summary, limit=3)
+    texts = [q.text for q in quotes]
+    assert len(texts) == len(set(texts)) == 3
+    assert not any("harder road" in t for t in texts)
+    for q in quotes:
+        assert appears_in(q.text, page.text)
+        assert word_count(q.text) >= 6
+
+
+def test_french_guillemets() -> None:
+    page = extract((FIXTURES / "fr-velo.html").read_bytes(), "https://x.test/fr", "text/html")
+    [quote] = _direct(page.text, language=page.language)
+    assert quote.text.startswith("Nous voulons que le vélo soit le choix évident")
+    assert quote.speaker == "Claire Vasseur"  # "», a déclaré la maire, Claire Vasseur"
+    assert appears_in(quote.text, page.text)
+
+
+def test_limit_zero_and_empty_text() -> None:
+    assert extract_quotes("", limit=3) == []
+    assert extract_quotes("“This would be a perfectly good quote to take,” she said.", limit=0) == []
+
+
+def test_pronoun_resolves_to_the_person_introduced_in_reported_speech() -> None:
+    text = (
+        "Maria Okafor, who leads the company’s research team, said the firm had debated the decision for a year. "
+        '"In the end we decided that a model people cannot inspect is not really open," she said.\n'
+    )
+    [quote] = _direct(text)
+    assert quote.speaker == "Maria Okafor"
+
+
+def test_quote_broken_by_a_paragraph_break_without_a_new_mark() -> None:
+    text = "“We will build it with our own hands\nand we will finish it before the summer,” said Ingrid Holm.\n"
+    [quote] = _direct(text)
+    assert quote.text == "We will build it with our own hands and we will finish it before the summer"
+    assert quote.speaker == "Ingrid Holm" and appears_in(quote.text, text)
+
+
+def test_unclosed_quote_does_not_swallow_the_article() -> None:
+    paras = ["“This quote is never closed and goes on for a while."] + [
+        f"Paragraph {i} of plain reporting about the council meeting on Tuesday." for i in range(6)
+    ]
+    assert _direct("\n".join(paras)) == []
+
+
+def test_narration_is_not_mixed_with_real_speech() -> None:
+    text = (
+        "The river flooded three villages overnight after a week of heavy rain.\n"
+        "Emergency crews evacuated more than four hundred residents to schools on higher ground.\n"
+        "“We have never seen the water rise this fast in a single night,” said fire chief Lena Berg.\n"
+        "Officials expect the water to recede by the end of the week if the rain stops.\n"
+    )
+    quotes = extract_quotes(text, limit=3)
+    assert [(q.text, q.speaker, q.direct) for q in quotes] == [
+        ("We have never seen the water rise this fast in a single night", "Lena Berg", True)
+    ]
