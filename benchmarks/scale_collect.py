@@ -64,6 +64,11 @@ def count_items(url: str) -> int:
     return found
 
 
+def _keep(rows: list[dict[str, str]], row: dict[str, str]) -> None:
+    rows.append(row)
+    print(" | ".join(row.values()), file=sys.stderr, flush=True)  # a long run's figures survive a later failure
+
+
 def main() -> list[dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=5000)
@@ -99,7 +104,7 @@ def main() -> list[dict[str, str]]:
             newsletter(env, "collect")
             baseline = time.perf_counter() - started
             assert count_items(url) == expected, count_items(url)
-        rows.append({"benchmark": "scale collect", "case": f"{label}: newsletter collect, one process (baseline)",
+        _keep(rows, {"benchmark": "scale collect", "case": f"{label}: newsletter collect, one process (baseline)",
                      "seconds": f"{baseline:.1f}", "feeds/s": f"{args.feeds / baseline:.0f}", "ratio": "1.0x"})
         for count in [int(w) for w in args.workers.split(",")]:
             with tempfile.TemporaryDirectory() as tmp, fresh_schema(base) as url:
@@ -118,7 +123,7 @@ def main() -> list[dict[str, str]]:
                 found = count_items(url)
                 assert found == expected, (found, expected)
             case = f"{label}: {count} worker(s) x {args.concurrency} jobs, chunks of {args.chunk}"
-            rows.append({"benchmark": "scale collect", "case": case,
+            _keep(rows, {"benchmark": "scale collect", "case": case,
                          "seconds": f"{seconds:.1f}", "feeds/s": f"{args.feeds / seconds:.0f}",
                          "ratio": f"{baseline / seconds:.2f}x"})
     finally:

@@ -105,6 +105,11 @@ def time_split(logs: list[Path]) -> tuple[float, float, float]:
     return total, db, provider
 
 
+def _keep(rows: list[dict[str, str]], row: dict[str, str]) -> None:
+    rows.append(row)
+    print(" | ".join(row.values()), file=sys.stderr, flush=True)  # a long run's figures survive a later failure
+
+
 def main() -> list[dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1_000_000)
@@ -150,7 +155,7 @@ def main() -> list[dict[str, str]]:
                 newsletter(env, "send", SLUG, "--issue", str(issues[0]), "--force")
                 baseline = time.perf_counter() - started
                 check_ledger(engine, issues[0], args.subscribers)
-                rows.append({"benchmark": "scale send", "case": f"{label}: newsletter send, one process (baseline)",
+                _keep(rows, {"benchmark": "scale send", "case": f"{label}: newsletter send, one process (baseline)",
                              "seconds": f"{baseline:.1f}", "recipients/s": f"{args.subscribers / baseline:,.0f}",
                              "job time: db / provider / ours": "", "ratio": "1.0x"})
             for count, issue_id in zip(counts, issues[1:], strict=False):
@@ -169,7 +174,7 @@ def main() -> list[dict[str, str]]:
                 check_ledger(engine, issue_id, args.subscribers)
                 busy, db, provider = time_split(logs)
                 case = f"{label}: {count} worker(s) x {args.concurrency} job(s)"
-                rows.append({"benchmark": "scale send", "case": case, "seconds": f"{seconds:.1f}",
+                _keep(rows, {"benchmark": "scale send", "case": case, "seconds": f"{seconds:.1f}",
                              "recipients/s": f"{args.subscribers / seconds:,.0f}",
                              "job time: db / provider / ours": f"{db / busy:.0%} / {provider / busy:.0%} / "
                                                                f"{(busy - db - provider) / busy:.0%} of {busy:.0f}s",
