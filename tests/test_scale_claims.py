@@ -138,3 +138,21 @@ def test_a_send_begun_by_newsletter_send_is_planned_from_where_it_stopped(tmp_pa
                                 .where(SendBatch.status == "pending").order_by(SendBatch.number)).all()
         assert rows[0] == (3, first + 200, 100) and sum(r.recipients for r in rows) == 1_850
         assert ledger.plan_batches(w.engine, send_id) == 21
+
+
+def test_one_runner_per_send_between_the_workers_and_newsletter_send(world) -> None:  # noqa: ANN001
+    from newsletter.deliver.send import SendError, SendLease
+
+    # begin_send (the fixture) took the send's lease for the workers: a hand-run `newsletter send` is refused.
+    with pytest.raises(SendError, match="already running in the scale-mode workers"):
+        SendLease(world.engine, world.send_id).acquire()
+    with world.engine.begin() as conn:  # the workers stopped two minutes ago
+        conn.execute(sa.text("UPDATE lease SET expires_at = expires_at - interval '1 hour'"))
+    hand = SendLease(world.engine, world.send_id)
+    hand.acquire()
+    try:  # and now the workers leave it to the process that holds it
+        with pytest.raises(SendError, match="the workers leave it alone"):
+            ledger.take_lease(world.engine, world.send_id)
+    finally:
+        hand.release()
+    ledger.take_lease(world.engine, world.send_id)
