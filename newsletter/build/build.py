@@ -28,6 +28,7 @@ class BuildResult:
     items: int
     rebuilt: bool
     problems: list[str] = field(default_factory=list)
+    enrichment: str | None = None  # what the editorial core did, in one line
 
 
 def _subject(nl: Newsletter, number: int, top_title: str) -> str:
@@ -106,7 +107,8 @@ def build_issue(
         session.flush()
         result = BuildResult(draft.id, draft.number, len(groups), rebuilt)
     if enrich and result.items:
-        result.problems.extend(enrich_stories(engine, result.issue_id, nl))
+        result.enrichment, problems = enrich_stories(engine, result.issue_id, nl)
+        result.problems.extend(problems)
     return result
 
 
@@ -124,17 +126,17 @@ def _refuse_if_pending(session: Session, newsletter_id: int, period: str | None)
                          "send it or reopen it before building another")
 
 
-def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> list[str]:
-    """Summaries, key quotes, related reading (the editorial core). Problems are reported, never fatal."""
-    try:
-        from newsletter.build.enrich import enrich_issue
-    except ImportError:  # the editorial core lands separately; until then the feed's summary stands
-        return []
+def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> tuple[str, list[str]]:
+    """Summaries, key quotes, related reading (the editorial core): a one-line account and the problems met.
+
+    Problems are reported, never fatal: a story keeps its feed summary when its article cannot be used.
+    """
+    from newsletter.build.enrich import enrich_issue
 
     with session_scope(engine) as session:
         issue = session.get(IssueRow, issue_id)
         report = enrich_issue(session, issue, nl)
-    return list(getattr(report, "problems", []) or [])
+    return report.summary_line(), list(report.problems)
 
 
 def _query(session: Session):  # noqa: ANN202

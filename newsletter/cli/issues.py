@@ -43,6 +43,8 @@ def register(app: typer.Typer) -> None:
             return
         verb = "Rebuilt" if result.rebuilt else "Built"
         console.print(f"{verb} issue #{result.number} (id {result.issue_id}) of {slug} with {result.items} stories.")
+        if result.enrichment:
+            console.print(f"Enriched: {result.enrichment}", highlight=False)
 
     issue_app = typer.Typer(help="Look at issues.", no_args_is_help=True)
     app.add_typer(issue_app, name="issue")
