@@ -80,6 +80,9 @@ def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, fee
         issues = conn.execute(sa.text("SELECT number, period, status FROM issue")).all()
         delivered = conn.execute(sa.text("SELECT count(DISTINCT email) FROM delivery")).scalar()
     assert [tuple(i) for i in issues] == [(1, "2026-W49", "sent")]
+    with engine.connect() as conn:  # the enrich job ran: it notes what each story's summary was made from
+        notes = conn.execute(sa.text("SELECT notes FROM issue_item")).scalars().all()
+    assert notes and all(n.get("text") for n in notes), notes
     assert delivered == 25 and len(list((workdir / "outbox" / "city").rglob("*.eml"))) == 25
     names = [name for name, _ in _jobs(db_url)]
     for task in ("build_issue", "enrich_issue", "render_issue", "start_send", "send_batch"):

@@ -209,7 +209,10 @@ def enrich_issue(issue_id: int) -> list[str]:
     from newsletter.build.build import enrich_stories
 
     slug = _slug_of_issue(issue_id)
-    problems = enrich_stories(engine(), issue_id, newsletter(slug))
+    summary, problems = enrich_stories(engine(), issue_id, newsletter(slug))
+    log.info("%s: issue %s: %s", slug, issue_id, summary)
+    for problem in problems:
+        log.warning("%s: issue %s: %s", slug, issue_id, problem)
     render_issue.defer(issue_id=issue_id, send=True)
     return problems
 
