@@ -15,3 +15,20 @@ def test_scale_mode_on_sqlite_is_a_clear_error(workdir: Path, cli, monkeypatch) 
     assert result.exit_code == 1 and "NEWSLETTER_SCALE=1" in result.output
     monkeypatch.setenv("NEWSLETTER_SCALE", "0")
     assert "up to date" in cli("db", "upgrade").output or "Upgraded" in cli("db", "upgrade").output
+
+
+def test_send_retries_back_off_and_never_come_sooner_than_the_provider_asked() -> None:
+    from datetime import UTC, datetime
+
+    from procrastinate.jobs import Job
+
+    from newsletter.deliver.mailer import PermanentDeliveryError, TemporaryDeliveryError
+    from newsletter.scale.tasks import SEND_RETRY
+
+    job = Job(id=1, queue="send", lock=None, queueing_lock=None, task_name="send_batch", attempts=2)
+    start = datetime.now(UTC)
+    plain = SEND_RETRY.get_retry_decision(exception=TemporaryDeliveryError("503"), job=job)
+    assert 7 <= (plain.retry_at - start).total_seconds() <= 10  # exponential: 2 ** (2 + 1) seconds
+    limited = SEND_RETRY.get_retry_decision(exception=TemporaryDeliveryError("429", retry_after=120), job=job)
+    assert (limited.retry_at - start).total_seconds() >= 120
+    assert SEND_RETRY.get_retry_decision(exception=PermanentDeliveryError("401"), job=job) is None
