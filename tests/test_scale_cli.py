@@ -32,3 +32,11 @@ def test_send_retries_back_off_and_never_come_sooner_than_the_provider_asked() -
     limited = SEND_RETRY.get_retry_decision(exception=TemporaryDeliveryError("429", retry_after=120), job=job)
     assert (limited.retry_at - start).total_seconds() >= 120
     assert SEND_RETRY.get_retry_decision(exception=PermanentDeliveryError("401"), job=job) is None
+
+
+def test_the_database_url_becomes_a_libpq_uri_with_its_options() -> None:
+    from newsletter.scale.app import libpq_dsn
+
+    assert libpq_dsn("postgresql+psycopg://news:p%40ss@db.internal:5433/newsletter?sslmode=require") == (
+        "postgresql://news:p%40ss@db.internal:5433/newsletter?sslmode=require")
+    assert libpq_dsn("postgresql://db/news?options=-csearch_path%3Dt1") == "postgresql://db/news?options=-csearch_path%3Dt1"
