@@ -89,6 +89,8 @@ def register(app: typer.Typer) -> None:
         if issue.status == "sent":
             console.print(f"Issue #{issue.number} of {slug} was already sent; nothing to do.")
             return
+        if issue.status == "held":
+            fail(f"issue #{issue.number} of {slug} is held by an editor; release it first")
         from newsletter.deliver.preflight import preflight_issue
         from newsletter.render.engine import TemplateError
 
