@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "render": [],
     "send_1m": [],
     "editorial": [],
+    "schedule": [],
     # PostgreSQL only (NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL), at a scale that runs in
     # minutes here; run them directly for the full 1,000,000 subscribers / 5,000 feeds.
     "scale_send": ["--subscribers", "100000"],

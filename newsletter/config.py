@@ -93,6 +93,30 @@ class Schedule(Strict):
     timezone: str = "UTC"
     approval: str = "auto"
     when_empty: Literal["skip", "send"] = "skip"
+    build_ahead: str = "24 hours"  # with approval = "required": the draft is built this long before the send
+
+    @field_validator("collect", "send")
+    @classmethod
+    def _cadence(cls, value: str) -> str:
+        from newsletter.schedule.cadence import parse_cadence
+
+        parse_cadence(value)  # raises with an example of what works
+        return value
+
+    @field_validator("build_ahead")
+    @classmethod
+    def _ahead(cls, value: str) -> str:
+        from newsletter.schedule.cadence import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _draft_before_send(self) -> Schedule:
+        from newsletter.schedule.cadence import check_build_ahead
+
+        check_build_ahead(self.send, self.timezone, self.approval, self.build_ahead)
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -108,6 +132,7 @@ class Schedule(Strict):
     @field_validator("approval")
     @classmethod
     def _approval(cls, value: str) -> str:
+        value = " ".join(value.lower().split())
         if value in ("auto", "required") or re.fullmatch(r"auto after \d+ hours?", value):
             return value
         raise ValueError("must be 'auto', 'required' or 'auto after N hours'")

@@ -15,6 +15,9 @@ from newsletter.cli.common import console, engine, fail, newsletter
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 
+# Module level so that other command modules (approval) add their commands to the same `issue` group.
+issue_app = typer.Typer(help="Look at, approve and hold issues.", no_args_is_help=True)
+
 
 class Format(StrEnum):
     table = "table"
@@ -46,7 +49,6 @@ def register(app: typer.Typer) -> None:
         if result.enrichment:
             console.print(f"Enriched: {result.enrichment}", highlight=False)
 
-    issue_app = typer.Typer(help="Look at issues.", no_args_is_help=True)
     app.add_typer(issue_app, name="issue")
 
     @issue_app.command("show")

@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "newsletter.cli.setup",
     "newsletter.cli.collect",
     "newsletter.cli.issues",
+    "newsletter.cli.approval",
+    "newsletter.cli.schedule",
     "newsletter.cli.send",
     "newsletter.cli.subscribers",
     "newsletter.cli.demo",

@@ -32,9 +32,10 @@ related = 5                # "you might also read" links per story
 
 [schedule]
 collect = "every 1 hour"
-send = "weekly on monday at 08:00"
+send = "weekly on monday at 08:00"  # or "daily at 07:00", "weekdays at 07:30", "monthly on day 1 at 09:00", "0 8 * * 1"
 timezone = "UTC"           # an IANA name such as Europe/Paris
 approval = "auto"          # "auto", "required", or "auto after 12 hours"
+# build_ahead = "24 hours" # with approval = "required": build the draft this long before the send
 when_empty = "skip"        # or "send"
 
 [theme]

@@ -1,0 +1,122 @@
+"""`newsletter run` and `newsletter schedule list/run`: scheduled, automated sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import typer
+from rich.table import Table
+
+from newsletter.cli.common import console, engine, fail, newsletters, settings
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    local = f"{value:%a %Y-%m-%d %H:%M %Z}"
+    return local if value.utcoffset() == timedelta(0) and value.tzname() == "UTC" else \
+        f"{local} ({value.astimezone(UTC):%H:%M} UTC)"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        tick: float = typer.Option(5.0, "--tick", min=0.2, help="Seconds between housekeeping passes "
+                                   "(lease renewal, schedule file changes, approvals)."),
+    ) -> None:
+        """Keep every newsletter on time: collect, build, check and send as the schedule files say.
+
+        One process per database: a second one is refused. Edit schedule files while it runs (or send
+        SIGHUP); SIGTERM stops it cleanly. Example: `newsletter run`
+        """
+        from newsletter.schedule.lease import LeaseHeld
+        from newsletter.schedule.runner import Runner, setup_logging
+
+        setup_logging()
+        runner = Runner(engine(), settings(), tick_seconds=tick)
+        try:
+            runner.start()
+        except LeaseHeld as exc:
+            fail(str(exc))
+        if not runner.rt.newsletters:
+            console.print(f"[yellow]note:[/] no schedule files in {settings().schedules_dir}/ yet; "
+                          "add one (`newsletter init SLUG`) and it is picked up without a restart.")
+        raise typer.Exit(runner.serve())
+
+    schedule_app = typer.Typer(help="See and run the schedules.", no_args_is_help=True)
+    app.add_typer(schedule_app, name="schedule")
+
+    @schedule_app.command("list")
+    def list_cmd() -> None:
+        """Each newsletter's next collect and send, in its timezone and in UTC, and its last run.
+
+        Example: `newsletter schedule list`
+        """
+        from newsletter.schedule.cadence import approval_policy, next_fire_times
+        from newsletter.schedule.jobs import last_cycle
+        from newsletter.schedule.lease import current
+        from newsletter.store.db import session_scope
+
+        now = datetime.now(UTC)
+        table = Table()
+        for col in ("newsletter", "send", "next send", "next collect", "approval", "last run", "outcome"):
+            table.add_column(col)
+        eng = engine()
+        with session_scope(eng) as session:
+            for slug, nl in sorted(newsletters().items()):
+                send = next_fire_times(nl, now, 1)
+                collect = next_fire_times(nl, now, 1, job="collect")
+                last = last_cycle(session, slug)
+                last_text = f"{last.started_at:%Y-%m-%d %H:%M} UTC" if last else "never"
+                outcome = last.outcome if last else "—"
+                detail = (last.detail or "") if last else ""
+                approval = nl.schedule.approval
+                if approval_policy(nl).mode != "auto":
+                    draft = next_fire_times(nl, now, 1, job="build")
+                    approval += f"; next draft {_when(draft[0] if draft else None)}"
+                table.add_row(slug, f"{nl.schedule.send} ({nl.schedule.timezone})",
+                              _when(send[0] if send else None), _when(collect[0] if collect else None),
+                              approval, last_text, f"{outcome}: {detail}" if detail else outcome)
+        console.print(table)
+        lease = current(eng)
+        if lease is not None and lease.expires_at > now.replace(tzinfo=None):
+            console.print(f"`newsletter run` is running ({lease.holder}).", highlight=False)
+        else:
+            console.print("No `newsletter run` is running against this database: nothing is sent on schedule.")
+
+    @schedule_app.command("run")
+    def run_now_cmd(
+        slug: str = typer.Argument(..., help="The newsletter."),
+        now: bool = typer.Option(False, "--now", help="Run the cycle immediately (required)."),
+    ) -> None:
+        """Run one newsletter's cycle now: collect, build this period's issue, check, approve-or-hold, send.
+
+        Once per period still holds: if this period's issue already went out, nothing is sent.
+        Example: `newsletter schedule run ai-weekly --now`
+        """
+        from newsletter.cli.common import newsletter
+        from newsletter.schedule.jobs import Runtime, run_cycle
+        from newsletter.schedule.lease import LeaseHeld, acquire, new_holder, release
+        from newsletter.schedule.runner import setup_logging
+
+        if not now:
+            fail("add --now to run the cycle immediately (e.g. `newsletter schedule run SLUG --now`)")
+        nl = newsletter(slug)
+        eng = engine()
+        holder = new_holder()
+        try:
+            acquire(eng, holder)  # a running `newsletter run` does this itself: never both at once
+        except LeaseHeld as exc:
+            fail(f"{exc} It runs due cycles and sends approved issues by itself.")
+        setup_logging()
+        try:
+            result = run_cycle(Runtime(eng, settings(), newsletters={slug: nl}), slug, reason="manual")
+        finally:
+            release(eng, holder)
+        for step in result.steps:
+            console.print(f"  {step.job}: {step.outcome}" + (f" — {step.detail}" if step.detail else ""),
+                          highlight=False)
+        console.print(f"{slug} {result.period}: {result.outcome}" + (f" — {result.detail}" if result.detail else ""),
+                      highlight=False)
+        if result.outcome == "failed":
+            raise typer.Exit(1)
