@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def test_scale_mode_on_sqlite_is_a_clear_error(workdir: Path, cli, monkeypatch) -> None:  # noqa: ANN001
-    for args in (["worker"], ["scale", "send", "city"], ["scale", "collect"], ["db", "upgrade", "--scale"]):
+    for args in (["worker"], ["scale", "send", "city"], ["scale", "collect"], ["db", "upgrade", "--scale"],
+                 ["run", "--scale"]):
         result = cli(*args, ok=False)
         assert result.exit_code == 1, args
         assert "PostgreSQL" in result.output and "sqlite:///" in result.output, (args, result.output)
@@ -40,3 +43,40 @@ def test_the_database_url_becomes_a_libpq_uri_with_its_options() -> None:
     assert libpq_dsn("postgresql+psycopg://news:p%40ss@db.internal:5433/newsletter?sslmode=require") == (
         "postgresql://news:p%40ss@db.internal:5433/newsletter?sslmode=require")
     assert libpq_dsn("postgresql://db/news?options=-csearch_path%3Dt1") == "postgresql://db/news?options=-csearch_path%3Dt1"
+
+
+@pytest.mark.postgres
+def test_newsletter_run_in_scale_mode_keeps_the_schedule_and_stops_cleanly(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import sqlalchemy as sa
+
+    from tests.conftest import postgres_schema
+
+    with postgres_schema() as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
+        env.update(NEWSLETTER_DATABASE_URL=url, NEWSLETTER_SCALE="1", NEWSLETTER_SCHEDULES_DIR=str(tmp_path))
+        run = subprocess.Popen([sys.executable, "-m", "newsletter", "run"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        engine = sa.create_engine(url)
+        try:
+            deadline = time.monotonic() + 20
+            queues = None
+            while time.monotonic() < deadline and not queues:
+                time.sleep(0.2)
+                with engine.connect() as conn:
+                    if conn.execute(sa.text("SELECT to_regclass('procrastinate_periodic_defers')")).scalar():
+                        # it defers the periodic jobs (the minute tick, the stalled-job check) and takes them
+                        queues = conn.execute(sa.text(
+                            "SELECT DISTINCT task_name FROM procrastinate_periodic_defers")).scalars().all()
+            assert any(name.endswith("retry_stalled") for name in queues or []), queues
+        finally:
+            run.send_signal(signal.SIGTERM)
+            output = run.communicate(timeout=20)[0]
+            engine.dispose()
+        assert run.returncode == 0, output
+        assert "deferring scheduled collects and sends to the workers" in output

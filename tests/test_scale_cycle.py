@@ -71,7 +71,7 @@ def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, fee
     assert _jobs(db_url).count(("collect_sources", "succeeded")) == 3  # one job per chunk of one source
 
     with connected(db_url):
-        assert tasks.schedule_until(SEND_UTC) == ["build city 2026-W49"]
+        assert tasks.schedule_until(SEND_UTC) == ["send city 2026-W49"]
         assert tasks.schedule_until(SEND_UTC) == []  # a replayed tick: that minute is already handled
         # Even without the mark, a second build of the period while the first waits is refused (queueing lock).
         assert tasks.defer_due(SEND_UTC - timedelta(minutes=1), SEND_UTC) == []
@@ -85,12 +85,12 @@ def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, fee
     assert notes and all(n.get("text") for n in notes), notes
     assert delivered == 25 and len(list((workdir / "outbox" / "city").rglob("*.eml"))) == 25
     names = [name for name, _ in _jobs(db_url)]
-    for task in ("build_issue", "enrich_issue", "render_issue", "start_send", "send_batch"):
+    for task in ("send_period", "build_issue", "enrich_issue", "render_issue", "start_send", "send_batch"):
         assert task in names, names
 
     # The same period again (a tick replayed, a clock off): the unique (newsletter, period) key says no.
     with connected(db_url):
-        assert tasks.defer_due(SEND_UTC - timedelta(minutes=1), SEND_UTC) == ["build city 2026-W49"]
+        assert tasks.defer_due(SEND_UTC - timedelta(minutes=1), SEND_UTC) == ["send city 2026-W49"]
     _run_worker(db_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM issue")).scalar() == 1
@@ -98,7 +98,7 @@ def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, fee
     assert all(status == "succeeded" for name, status in _jobs(db_url) if name not in ("tick", "retry_stalled"))
     # After an outage the next tick catches up on what fell due in the last hour (next Monday's send).
     with connected(db_url):
-        assert tasks.schedule_until(SEND_UTC + timedelta(days=7, minutes=30)) == ["build city 2026-W50"]
+        assert tasks.schedule_until(SEND_UTC + timedelta(days=7, minutes=30)) == ["send city 2026-W50"]
 
 
 def test_local_send_times_follow_daylight_saving() -> None:
@@ -112,3 +112,52 @@ def test_local_send_times_follow_daylight_saving() -> None:
     summer = due_between(nl, "send", datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC))
     assert [t.astimezone(UTC).hour for t in winter] == [7, 7] and [t.astimezone(UTC).hour for t in summer] == [6]
     assert period_key(nl, winter[-1]) == "2026-W49"
+
+
+@ON_POSTGRES
+def test_approval_required_a_draft_ahead_nothing_sent_until_an_editor_approves(
+        workdir: Path, feed_server, db_url: str) -> None:  # noqa: ANN001
+    from newsletter.build.approval import approve
+    from newsletter.scale import tasks
+    from newsletter.scale.app import connected, ensure_schema
+    from newsletter.store.db import ensure_newsletter, get_engine, session_scope
+
+    feed_server.routes["/f"] = Route(body=rss("Desk", [
+        {"guid": "g", "title": "The council met", "link": "https://news.example/a",
+         "body": "<p>The council met today. People noticed it.</p>", "hours_ago": 1}]))
+    (workdir / "schedules" / "city.toml").write_text(schedule_toml(
+        "city", [("Desk", feed_server.url("/f"))],
+        '[digest]\nfetch_articles_under_words = 0\n[schedule]\nsend = "weekly on monday at 08:00"\n'
+        'timezone = "Europe/Paris"\napproval = "required"\nbuild_ahead = "24 hours"\n'))
+    tasks.settings.cache_clear()
+    ensure_schema(db_url)
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        newsletter_id = ensure_newsletter(s, "city", "City Weekly").id
+    add_subscribers(engine, newsletter_id, 5)
+    from newsletter.collect.run import collect
+    from newsletter.config import load_newsletter
+
+    collect(engine, [load_newsletter(workdir / "schedules" / "city.toml")])
+
+    def issue() -> tuple:
+        with engine.connect() as conn:
+            return tuple(conn.execute(sa.text("SELECT id, period, status FROM issue")).one())
+
+    with connected(db_url):  # Sunday 08:00 in Paris: the draft for Monday's send
+        assert tasks.schedule_until(SEND_UTC - timedelta(days=1)) == ["collect city", "build city 2026-W49"]
+    _run_worker(db_url)
+    issue_id, period, status = issue()
+    assert (period, status) == ("2026-W49", "draft")
+    with connected(db_url):  # Monday 08:00: not approved, so not sent
+        assert tasks.schedule_until(SEND_UTC) == ["collect city", "send city 2026-W49"]
+    _run_worker(db_url)
+    assert issue()[2] == "draft"
+    with session_scope(engine) as s:
+        approve(s, issue_id, "ann@example.com")
+    with connected(db_url):  # approved twenty minutes late: the next tick sends it
+        assert tasks.schedule_until(SEND_UTC + timedelta(minutes=20)) == [f"late approval city {issue_id}"]
+    _run_worker(db_url)
+    assert issue()[2] == "sent"
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM delivery")).scalar() == 5

@@ -1,68 +1,42 @@
-"""Which collect and send times of a newsletter fall in a window of UTC time.
+"""Which collect, build and send times of a newsletter fall in a window of UTC time.
 
 procrastinate's periodic tasks run on UTC cron; a newsletter's schedule is in its own timezone ("weekly on monday
 at 08:00" in Europe/Paris moves with daylight saving). So a periodic task ticks every minute and asks this module
-which of each newsletter's local fire times fall in the minute just ended.
-
-This is a stopgap until newsletter.schedule.cadence (the scheduling work) lands: `due_between` is the one
-function the tasks call, and it will defer to cadence.next_fire_times then.
+which of each newsletter's local fire times fall in the time since the last tick. The times themselves come from
+newsletter.schedule.cadence, as `newsletter run` on one machine computes them.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from newsletter.config import Newsletter
+from newsletter.schedule import cadence
 
-DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_EVERY = re.compile(r"^every (\d+) (minute|hour|day)s?$")
-_DAILY = re.compile(r"^daily at (\d{1,2}):(\d{2})$")
-_WEEKLY = re.compile(r"^weekly on (\w+) at (\d{1,2}):(\d{2})$")
-
-
-def _local_fires(phrase: str, tz: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
-    text = phrase.strip().lower()
-    first = start.astimezone(tz).replace(second=0, microsecond=0)
-    out: list[datetime] = []
-    if m := _EVERY.match(text):
-        step = timedelta(**{m.group(2) + "s": int(m.group(1))})
-        midnight = first.replace(hour=0, minute=0)
-        t = midnight
-        while t.astimezone(UTC) <= end:
-            if t.astimezone(UTC) > start:
-                out.append(t)
-            t += step
-        return out
-    if m := _DAILY.match(text):
-        days, hour, minute = set(range(7)), int(m.group(1)), int(m.group(2))
-    elif m := _WEEKLY.match(text):
-        if m.group(1) not in DAYS:
-            raise ValueError(f"unknown day {m.group(1)!r}")
-        days, hour, minute = {DAYS.index(m.group(1))}, int(m.group(2)), int(m.group(3))
-    else:
-        raise ValueError(f"unsupported schedule {phrase!r}")
-    day = first.date() - timedelta(days=1)
-    while True:
-        t = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
-        if t.astimezone(UTC) > end:
-            return out
-        if day.weekday() in days and t.astimezone(UTC) > start:
-            out.append(t)
-        day += timedelta(days=1)
+_PAGE = 32
 
 
 def due_between(nl: Newsletter, job: str, start: datetime, end: datetime) -> list[datetime]:
-    """The newsletter's `job` ("collect" or "send") fire times in (start, end], as aware local times."""
-    phrase = nl.schedule.collect if job == "collect" else nl.schedule.send
-    return _local_fires(phrase, ZoneInfo(nl.schedule.timezone), start, end)
+    """The newsletter's `job` ("collect", "build" or "send") fire times in (start, end], as aware local times."""
+    out: list[datetime] = []
+    after = start
+    while True:
+        times = cadence.next_fire_times(nl, after, _PAGE, job=job)
+        for when in times:
+            if when.astimezone(UTC) > end:
+                return out
+            out.append(when)
+        if len(times) < _PAGE:
+            return out
+        after = times[-1]
 
 
 def period_key(nl: Newsletter, due: datetime) -> str:
-    """The issue period a send time belongs to (ISO week for weekly newsletters, the date otherwise)."""
-    local = due.astimezone(ZoneInfo(nl.schedule.timezone))
-    if nl.schedule.send.strip().lower().startswith("weekly"):
-        year, week, _ = local.isocalendar()
-        return f"{year}-W{week:02d}"
-    return local.strftime("%Y-%m-%d")
+    """The issue period a send time belongs to (the issue's unique key with the newsletter)."""
+    return cadence.period_key(nl, due)
+
+
+def send_of_build(nl: Newsletter, build_time: datetime) -> datetime:
+    """The send a draft built at `build_time` is for (`build_ahead` / `auto after N hours` before it)."""
+    ahead = cadence.build_ahead(nl)
+    return build_time + ahead if ahead else build_time

@@ -7,6 +7,7 @@ what guarantees one issue per period and one delivery per address.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -87,8 +88,8 @@ def newsletters() -> dict[str, Newsletter]:
     """The schedule files, read again only when one changed (a job must not re-validate 5,000 sources)."""
     global _schedules
     folder = settings().schedules_dir
-    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*.toml"))) \
-        if folder.is_dir() else ()
+    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    stamp = (str(folder.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
     cached = _schedules
     if cached is not None and cached[0] == stamp:
         return cached[1]
@@ -185,7 +186,7 @@ def collect_newsletter(slug: str) -> int:
 # -- build, enrich, render, send ----------------------------------------------------------------------------
 
 @app.task(queue="build", retry=JOB_RETRY)
-def build_issue(slug: str, period: str | None = None) -> int | None:
+def build_issue(slug: str, period: str | None = None, send: bool = False) -> int | None:
     """Build the period's issue (at most one per newsletter and period: a unique key), then enrich it."""
     from newsletter.build.build import BuildError
     from newsletter.build.build import build_issue as build
@@ -199,12 +200,12 @@ def build_issue(slug: str, period: str | None = None) -> int | None:
     if result.issue_id is None:
         log.info("%s: %s", slug, "; ".join(result.problems))
         return None
-    enrich_issue.defer(issue_id=result.issue_id)
+    enrich_issue.defer(issue_id=result.issue_id, send=send)
     return result.issue_id
 
 
 @app.task(queue="build", retry=JOB_RETRY)
-def enrich_issue(issue_id: int) -> list[str]:
+def enrich_issue(issue_id: int, send: bool = False) -> list[str]:
     """Summaries, key quotes and related reading for every story of the issue; then render it."""
     from newsletter.build.build import enrich_stories
 
@@ -213,13 +214,13 @@ def enrich_issue(issue_id: int) -> list[str]:
     log.info("%s: issue %s: %s", slug, issue_id, summary)
     for problem in problems:
         log.warning("%s: issue %s: %s", slug, issue_id, problem)
-    render_issue.defer(issue_id=issue_id, send=True)
+    render_issue.defer(issue_id=issue_id, send=send)
     return problems
 
 
 @app.task(queue="build", retry=JOB_RETRY)
 def render_issue(issue_id: int, send: bool = False) -> str:
-    """Render the issue once (HTML + text with per-recipient tokens); when `send`, start sending if approved."""
+    """Render the issue once (HTML + text with per-recipient tokens); when `send`, send it if the policy lets it."""
     from newsletter.render.cache import rendered_issue
 
     slug = _slug_of_issue(issue_id)
@@ -227,13 +228,46 @@ def render_issue(issue_id: int, send: bool = False) -> str:
     templates = settings().templates_dir if settings().templates_dir.is_dir() else None
     rendered = rendered_issue(engine(), issue_id, nl, base_url=settings().base_url, templates_dir=templates)
     if send:
-        approval = nl.schedule.approval
-        if approval == "auto":
-            start_send.defer(issue_id=issue_id)
-        elif approval.startswith("auto after"):
-            hours = int(approval.split()[2])
-            start_send.configure(schedule_in={"hours": hours}).defer(issue_id=issue_id, approved_only=False)
+        send_if_allowed(nl, issue_id)
     return rendered.subject
+
+
+@app.task(queue="build", retry=JOB_RETRY)
+def send_period(slug: str, period: str) -> str:
+    """A newsletter's send time: send the period's issue if its approval policy lets it (building it first when
+    the send builds it, approval 'auto')."""
+    from newsletter.build.select import newsletter_row
+
+    nl = newsletter(slug)
+    with session_scope(engine()) as session:
+        nrow = newsletter_row(session, slug)
+        issue_id = None if nrow is None else session.scalar(
+            select(IssueRow.id).where(IssueRow.newsletter_id == nrow.id, IssueRow.period == period))
+    if issue_id is None:
+        build_issue.defer(slug=slug, period=period, send=True)
+        return "building"
+    return send_if_allowed(nl, issue_id)
+
+
+def send_if_allowed(nl: Newsletter, issue_id: int) -> str:
+    """Defer the send of an issue as its newsletter's approval policy says. Returns what was decided."""
+    from newsletter.build.approval import approval_state
+    from newsletter.schedule.cadence import approval_policy
+
+    with session_scope(engine()) as session:
+        state = approval_state(session, issue_id)
+    policy = approval_policy(nl).mode
+    if state == "sent":
+        return state
+    if state in ("held", "changed-since-approval") or (state == "not-approved" and policy == "required"):
+        log.warning("%s: issue %s not sent: %s", nl.slug, issue_id, {
+            "held": "held by an editor",
+            "changed-since-approval": f"changed after it was approved: `newsletter issue approve {issue_id}`",
+        }.get(state, f"waiting for an editor: `newsletter issue approve {issue_id}` sends it"))
+        return state
+    with contextlib.suppress(AlreadyEnqueued):  # already on its way
+        start_send.configure(queueing_lock=f"start:{issue_id}").defer(issue_id=issue_id)
+    return "sending"
 
 
 def _slug_of_issue(issue_id: int) -> str:
@@ -274,13 +308,13 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
 
 @app.task(queue="send", retry=JOB_RETRY)
 def start_send(issue_id: int, batch_size: int | None = None, parallel: int | None = None,
-               approved_only: bool = False, force: bool = False) -> int | None:
+               force: bool = False) -> int | None:
     """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
     slug = _slug_of_issue(issue_id)
     nl = newsletter(slug)
     with session_scope(engine()) as session:
         status = session.scalar(select(IssueRow.status).where(IssueRow.id == issue_id))
-    if status == "sent" or (approved_only and status not in ("approved", "sending")):
+    if status == "sent":
         return None
     if status == "held":
         log.info("%s: issue %s is held by an editor; not sending", slug, issue_id)
@@ -389,7 +423,7 @@ def schedule_until(end: datetime) -> list[str]:
             return []
         # Deferred before the mark moves: a crash in between repeats the window, and the queueing locks and the
         # issue's unique key make the repeat harmless; the other order could lose a send.
-        deferred = defer_due(start, end)
+        deferred = defer_due(start, end) + defer_late_approvals(end)
         if mark is None:
             session.add(Meta(key=SCHEDULE_MARK, value=end.isoformat()))
         else:
@@ -398,10 +432,12 @@ def schedule_until(end: datetime) -> list[str]:
 
 
 def defer_due(start: datetime, end: datetime) -> list[str]:
+    """Defer each newsletter's collects, draft builds and sends whose local time falls in (start, end]."""
     deferred: list[str] = []
     for slug, nl in newsletters().items():
         try:
             collects = due.due_between(nl, "collect", start, end)
+            builds = due.due_between(nl, "build", start, end)
             sends = due.due_between(nl, "send", start, end)
         except ValueError as exc:
             log.error("%s: schedule: %s", nl.path or slug, exc)
@@ -412,13 +448,40 @@ def defer_due(start: datetime, end: datetime) -> list[str]:
                 deferred.append(f"collect {slug}")
             except AlreadyEnqueued:
                 log.info("%s: a collect is already waiting; not deferring another", slug)
-        for when in sends:
-            period = due.period_key(nl, when)
-            try:
-                build_issue.configure(queueing_lock=f"build:{slug}:{period}").defer(slug=slug, period=period)
-                deferred.append(f"build {slug} {period}")
-            except AlreadyEnqueued:
-                pass
+        for job, times in (("build", builds), ("send", sends)):
+            for when in times:
+                period = due.period_key(nl, due.send_of_build(nl, when) if job == "build" else when)
+                try:
+                    if job == "build":  # a draft ahead of its send, for an editor to approve (or hold)
+                        build_issue.configure(queueing_lock=f"build:{slug}:{period}").defer(slug=slug, period=period)
+                    else:
+                        send_period.configure(queueing_lock=f"send:{slug}:{period}").defer(slug=slug, period=period)
+                    deferred.append(f"{job} {slug} {period}")
+                except AlreadyEnqueued:
+                    pass
+    return deferred
+
+
+def defer_late_approvals(now: datetime) -> list[str]:
+    """Issues approved after their send time (within the grace a missed send has) go out now."""
+    from newsletter.build.select import newsletter_row
+    from newsletter.schedule.cadence import last_send_due, send_grace
+
+    deferred = []
+    for slug, nl in newsletters().items():
+        try:
+            when = last_send_due(nl, now)
+        except ValueError:
+            continue
+        if when is None or now - when.astimezone(UTC) > send_grace(nl):
+            continue
+        with session_scope(engine()) as session:
+            nrow = newsletter_row(session, slug)
+            issue_id = None if nrow is None else session.scalar(select(IssueRow.id).where(
+                IssueRow.newsletter_id == nrow.id, IssueRow.period == due.period_key(nl, when),
+                IssueRow.status == "approved"))
+        if issue_id is not None and send_if_allowed(nl, issue_id) == "sending":
+            deferred.append(f"late approval {slug} {issue_id}")
     return deferred
 
 
