@@ -394,7 +394,9 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
 
 # -- periodic -----------------------------------------------------------------------------------------------
 
-CATCH_UP = timedelta(hours=1)  # after an outage, fire times this recent are still honoured; older ones are not
+# After an outage, fire times this recent are still honoured (a send only within its grace, as `newsletter run`
+# on one machine does: up to a day, never into the next send's slot).
+CATCH_UP = timedelta(days=1)
 SCHEDULE_MARK = "scale:scheduled-until"
 
 
@@ -433,6 +435,8 @@ def schedule_until(end: datetime) -> list[str]:
 
 def defer_due(start: datetime, end: datetime) -> list[str]:
     """Defer each newsletter's collects, draft builds and sends whose local time falls in (start, end]."""
+    from newsletter.schedule.cadence import send_grace
+
     deferred: list[str] = []
     for slug, nl in newsletters().items():
         try:
@@ -448,9 +452,13 @@ def defer_due(start: datetime, end: datetime) -> list[str]:
                 deferred.append(f"collect {slug}")
             except AlreadyEnqueued:
                 log.info("%s: a collect is already waiting; not deferring another", slug)
+        grace = send_grace(nl)
         for job, times in (("build", builds), ("send", sends)):
             for when in times:
-                period = due.period_key(nl, due.send_of_build(nl, when) if job == "build" else when)
+                send_time = due.send_of_build(nl, when) if job == "build" else when
+                if end - send_time.astimezone(UTC) > grace:
+                    continue  # too late now: the next period's issue will carry these stories
+                period = due.period_key(nl, send_time)
                 try:
                     if job == "build":  # a draft ahead of its send, for an editor to approve (or hold)
                         build_issue.configure(queueing_lock=f"build:{slug}:{period}").defer(slug=slug, period=period)
