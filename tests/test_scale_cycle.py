@@ -39,7 +39,7 @@ def _jobs(url: str) -> list[tuple[str, str]]:
 
 
 @ON_POSTGRES
-def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, feed_server, db_url: str,
+def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, feed_server, db_url: str, cli,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     from newsletter.scale import tasks
     from newsletter.scale.app import connected, ensure_schema
@@ -69,6 +69,11 @@ def test_collect_then_one_issue_per_period_at_local_send_time(workdir: Path, fee
         assert tasks.schedule_until(SEND_UTC - timedelta(minutes=59)) == []
     _run_worker(db_url)
     assert _jobs(db_url).count(("collect_sources", "succeeded")) == 3  # one job per chunk of one source
+    # By hand: the same chunks, queued for the workers, and the queue as the operator sees it.
+    assert "Queued 2 collect jobs." in cli("scale", "collect", "--chunk", "2").output
+    status = cli("scale", "status").output
+    assert "collect" in status and "todo" in status
+    _run_worker(db_url)
 
     with connected(db_url):
         assert tasks.schedule_until(SEND_UTC) == ["send city 2026-W49"]
