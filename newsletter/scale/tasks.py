@@ -310,6 +310,9 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
 def start_send(issue_id: int, batch_size: int | None = None, parallel: int | None = None,
                force: bool = False) -> int | None:
     """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
+    from newsletter.deliver.preflight import preflight_issue
+    from newsletter.deliver.send import default_batch_size
+
     slug = _slug_of_issue(issue_id)
     nl = newsletter(slug)
     with session_scope(engine()) as session:
@@ -320,8 +323,6 @@ def start_send(issue_id: int, batch_size: int | None = None, parallel: int | Non
         log.info("%s: issue %s is held by an editor; not sending", slug, issue_id)
         return None
     if status != "sending" and not force:  # a send already under way passed this check when it started
-        from newsletter.deliver.preflight import preflight_issue
-
         with session_scope(engine()) as session:
             number = session.scalar(select(IssueRow.number).where(IssueRow.id == issue_id))
         _, report = preflight_issue(engine(), nl, issue_id, number, settings())
@@ -332,8 +333,6 @@ def start_send(issue_id: int, batch_size: int | None = None, parallel: int | Non
             return None
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
     render_issue(issue_id)
-    from newsletter.deliver.send import default_batch_size
-
     send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()))
     fan_out(None, send_id, parallel)
     return send_id
