@@ -104,6 +104,7 @@ def test_crash_after_the_provider_accepted_resumes_without_duplicates(
     assert ledger(world) == (500, 500, "done")
 
 
+@BOTH_DATABASES
 def test_without_a_way_to_ask_the_provider_unknown_batches_are_held(
     world: World, sendgrid_server: SendGridServer
 ) -> None:
@@ -213,6 +214,7 @@ def test_ctrl_c_asks_to_stop_then_a_second_one_interrupts() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@BOTH_DATABASES
 def test_a_second_runner_of_the_same_send_is_refused(world: World, sendgrid_server: SendGridServer) -> None:
     from newsletter.deliver.send import SendError
 

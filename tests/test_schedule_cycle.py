@@ -62,6 +62,7 @@ def test_weekly_send_across_dst_goes_out_once_a_week_at_local_time(paper: Paper,
     assert steps[5] == ("cycle", "sent")
 
 
+@BOTH_DATABASES
 def test_a_send_missed_while_stopped_goes_out_once_after_restart(paper: Paper) -> None:
     paper.configure(send="weekly on monday at 08:00", timezone="Europe/Paris")
     first, second, third = send_times(paper, datetime(2026, 11, 20, tzinfo=UTC), 3)
@@ -192,6 +193,7 @@ def test_nothing_new_is_skipped_and_recorded(paper: Paper) -> None:
         assert last.outcome == "skipped-empty" and last.detail.startswith("2026-11-26:")
 
 
+@BOTH_DATABASES
 def test_a_provider_outage_is_resumed_without_duplicates(paper: Paper) -> None:
     paper.configure(send="weekly on monday at 08:00")
     (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)

@@ -17,7 +17,7 @@ from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Subscriber, Subscription
 from newsletter.subscribers.status import set_status
 from newsletter.web.public import create_public_app
-from tests.conftest import schedule_toml
+from tests.conftest import BOTH_DATABASES, schedule_toml
 from tests.web_server import serve
 
 
@@ -62,6 +62,7 @@ def test_opt_in_never_mails_a_bounced_address(workdir: Path, cli) -> None:  # no
     assert "NOT subscribed" in out and not (workdir / "outbox").exists()
 
 
+@BOTH_DATABASES
 def test_import_report_export_round_trip_and_csv_injection(workdir: Path, cli) -> None:  # noqa: ANN001
     setup(workdir)
     (workdir / "in.csv").write_text("email,name,city\nann@example.com,Ann,Paris\nnot-an-email,X,\n"
@@ -79,6 +80,7 @@ def test_import_report_export_round_trip_and_csv_injection(workdir: Path, cli) -
     assert "0 added, 2 already subscribed" in cli("subscribers", "import", "out.csv", "-n", "city").output
 
 
+@BOTH_DATABASES
 def test_unsubscribe_outlives_a_reimport(workdir: Path, cli) -> None:  # noqa: ANN001
     setup(workdir)
     (workdir / "list.csv").write_text("email\nann@example.com\nbob@example.com\n")
@@ -95,6 +97,7 @@ def test_unsubscribe_outlives_a_reimport(workdir: Path, cli) -> None:  # noqa: A
     assert statuses(workdir)["ann@example.com"] == "active"
 
 
+@BOTH_DATABASES
 def test_large_import_across_chunks_keeps_every_rule(workdir: Path, cli) -> None:  # noqa: ANN001
     setup(workdir)
     cli("subscribers", "add", "p5@example.com", "-n", "city", "--name", "Kept Name")

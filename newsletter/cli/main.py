@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "newsletter.cli.subscribers",
     "newsletter.cli.demo",
     "newsletter.cli.render",
+    "newsletter.cli.scale",
     "newsletter.cli.web",
 ]
 

@@ -23,12 +23,19 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
         tick: float = typer.Option(5.0, "--tick", min=0.2, help="Seconds between housekeeping passes "
                                    "(lease renewal, schedule file changes, approvals)."),
+        scale: bool = typer.Option(False, "--scale", help="Scale mode (as NEWSLETTER_SCALE=1, PostgreSQL only): "
+                                   "defer the jobs to `newsletter worker` processes instead of running them here."),
     ) -> None:
         """Keep every newsletter on time: collect, build, check and send as the schedule files say.
 
         One process per database: a second one is refused. Edit schedule files while it runs (or send
         SIGHUP); SIGTERM stops it cleanly. Example: `newsletter run`
         """
+        from newsletter.cli.scale import require_scale, run_scheduler
+
+        if require_scale(scale):
+            run_scheduler()
+            return
         from newsletter.schedule.lease import LeaseHeld
         from newsletter.schedule.runner import Runner, setup_logging
 

@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
 
     @db_app.command("upgrade")
-    def upgrade_cmd() -> None:
+    def upgrade_cmd(
+        scale: bool = typer.Option(False, "--scale", help="Also create the job tables of scale mode "
+                                   "(as NEWSLETTER_SCALE=1 does)."),
+    ) -> None:
         """Create or upgrade the database schema (also done automatically on first use).
 
         Example: `NEWSLETTER_DATABASE_URL=postgresql+psycopg://localhost/news newsletter db upgrade`
@@ -59,3 +62,13 @@ def register(app: typer.Typer) -> None:
             console.print(f"{redact_url(url)} is up to date (revision {after}).")
         else:
             console.print(f"Upgraded {redact_url(url)} from {before or 'empty'} to {after}.")
+        from newsletter.cli.scale import require_scale
+
+        if require_scale(scale):
+            from newsletter.scale.app import ensure_schema
+
+            try:
+                created = ensure_schema(url)
+            except Exception as exc:
+                fail(f"cannot create the job tables in {redact_url(url)}: {exc}")
+            console.print("Created the job tables (scale mode)." if created else "Job tables present (scale mode).")

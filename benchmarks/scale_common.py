@@ -1,0 +1,108 @@
+"""Shared parts of the scale-mode benchmarks: a fresh PostgreSQL schema per run, worker processes, waiting.
+
+The database comes from NEWSLETTER_BENCH_DATABASE_URL, else NEWSLETTER_TEST_DATABASE_URL
+(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test). Each run gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+NO_DATABASE = ("skipped: set NEWSLETTER_BENCH_DATABASE_URL (or NEWSLETTER_TEST_DATABASE_URL) to a PostgreSQL URL, "
+               "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def base_url() -> str | None:
+    return os.environ.get("NEWSLETTER_BENCH_DATABASE_URL") or os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
+
+
+@contextmanager
+def fresh_schema(base: str) -> Iterator[str]:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {name}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{name}"
+    finally:
+        from newsletter.store.db import _engine_for
+
+        _engine_for.cache_clear()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
+
+
+def environment(url: str, folder: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "SENDGRID_"))}
+    env.update({
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SCHEDULES_DIR": str(folder / "schedules"),
+        "NEWSLETTER_OUTBOX_DIR": str(folder / "outbox"),
+        "NEWSLETTER_SECRET_KEY": "bench-secret-key",
+        "NEWSLETTER_BASE_URL": "https://news.example.com",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def newsletter(env: dict[str, str], *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "newsletter", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"newsletter {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@contextmanager
+def workers(env: dict[str, str], count: int, folder: Path, *extra: str) -> Iterator[list[Path]]:
+    """`count` worker processes; yields their log files; stops them (SIGTERM) afterwards."""
+    logs = [folder / f"worker{i}.log" for i in range(count)]
+    handles = [open(log, "w") for log in logs]  # noqa: SIM115 - closed below
+    procs = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker", *extra], env=env, stdout=h,
+                              stderr=subprocess.STDOUT) for h in handles]
+    try:
+        yield logs
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for h in handles:
+            h.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout}s")
+        time.sleep(poll)
+
+
+def workers_ready(engine: sa.Engine, count: int) -> bool:
+    """All `count` workers registered with procrastinate (started, connected, listening)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM procrastinate_workers")).scalar() >= count
+
+
+def jobs_left(engine: sa.Engine, task: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name LIKE :t AND status IN ('todo', 'doing')"),
+            {"t": f"%{task}"}).scalar()

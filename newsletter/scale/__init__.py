@@ -1,0 +1,1 @@
+"""Scale mode: the same jobs on procrastinate workers sharing one PostgreSQL database."""

@@ -1,0 +1,262 @@
+"""The send ledger as many workers share it: batches planned up front, claimed with row locks.
+
+`newsletter send` on one machine creates batches as it walks the audience. With many workers that walk would
+race, so scale mode plans every batch of a send at once (`pending` rows: a range of subscription ids each) and
+a worker claims the next one with SELECT ... FOR UPDATE SKIP LOCKED: two workers never take the same batch, and
+neither waits for the other.
+
+A claim records the procrastinate job that holds it (`claimed_by` = "job:ID:host:pid"). When that job is
+retried (a worker killed mid-batch is found stalled; a temporary error backs off) it resumes the batch it
+holds; a batch whose job is gone for good (failed, cancelled) is taken over by the next claimer. The states
+after the claim are the ledger's own (sending, sent, retry, unknown, failed) as `newsletter send` uses them,
+so a send planned here can also be finished by `newsletter send` on one machine, and the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, delete, func, select, text, update
+
+from newsletter.deliver.send import audience_query
+from newsletter.store.db import session_scope
+from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
+
+# States in which a batch is neither delivered nor given up, i.e. someone still has to finish it.
+OPEN = ("claimed", "sending", "retry")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    number: int
+    first: int  # subscription ids, inclusive
+    last: int
+    status: str  # the state it was in when claimed: pending (fresh) or an open state (resumed)
+    attempts: int
+    last_attempt_at: datetime | None = None  # when a resumed batch was last handed to the provider
+    error: str | None = None
+
+
+def claimer(job_id: int | None, worker: str) -> str:
+    return f"job:{job_id}:{worker}" if job_id is not None else worker
+
+
+def plan_batches(engine: Engine, send_id: int) -> int:
+    """Write every batch of the send not written yet as `pending`. Returns how many batches the send has.
+
+    A send begun by `newsletter send` on one machine has batches up to where it got: the rest of the audience is
+    planned after the last of them. Planning again finds nothing left to plan.
+    """
+    with session_scope(engine) as session:
+        # The send row lock makes a second planner wait, then find the batches already written.
+        send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
+        if send is None:
+            raise LookupError(f"no send {send_id}")
+        last_number, after, existing = session.execute(
+            select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
+            .where(SendBatch.send_id == send_id)
+        ).one()
+        newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id))
+        audience = audience_query(newsletter_id, after or 0, send.max_subscription_id).subquery()
+        position = func.row_number().over(order_by=audience.c[0]) - 1
+        numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
+        number = (numbered.c.pos // send.batch_size).label("number")
+        ranges = session.execute(
+            select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
+            .group_by(number).order_by(number)
+        ).all()
+        if ranges:
+            now = utcnow()
+            session.execute(
+                SendBatch.__table__.insert(),
+                [{"send_id": send_id, "number": (last_number or 0) + int(n) + 1, "first_subscription_id": first,
+                  "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+                  "attempts": 0} for n, first, last, count in ranges],
+            )
+        return existing + len(ranges)
+
+
+def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
+          guard: Connection | None = None) -> Claimed | None:
+    """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
+
+    In order: the batch this job already holds (it is being retried), a pending batch, an open batch whose job
+    is gone for good. Row locks with SKIP LOCKED make concurrent claimers take different batches.
+
+    With a `guard` connection (PostgreSQL), the claimer also takes the batch's advisory lock on it and keeps it
+    while it delivers: a process that is alive holds it, one that died lost it with its connection. An open
+    batch whose lock is held is never taken, even when the job queue wrongly believes its worker dead (a missed
+    heartbeat), so two processes never deliver the same batch at once.
+    """
+    candidates = [
+        lambda: (SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%")
+                 if job_id else None),
+        lambda: SendBatch.status == "pending",
+        lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
+    ]
+    with session_scope(engine) as session:
+        row = None
+        for condition in candidates:
+            where = condition()
+            if where is None:
+                continue
+            rows = session.scalars(
+                select(SendBatch).where(SendBatch.send_id == send_id, where)
+                .order_by(SendBatch.number).limit(8).with_for_update(skip_locked=True)
+            ).all()
+            row = next((r for r in rows if guard is None or _try_lock(guard, r.id)), None)
+            if row is not None:
+                break
+        if row is None:
+            return None
+        claimed = Claimed(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
+                          row.attempts, row.claimed_at, row.error)
+        row.claimed_by = claimer(job_id, me)[:200]
+        if row.status == "pending":
+            # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
+            row.status, row.claimed_at = "claimed", utcnow()
+        return claimed
+
+
+BATCH_LOCK = 0x6E6C  # the first key of the two-key advisory locks on send batches ("nl")
+
+
+def _try_lock(guard: Connection, batch_id: int) -> bool:
+    return bool(guard.execute(text("SELECT pg_try_advisory_lock(:k, :b)"), {"k": BATCH_LOCK, "b": batch_id}).scalar())
+
+
+def release(guard: Connection, batch_id: int) -> None:
+    guard.execute(text("SELECT pg_advisory_unlock(:k, :b)"), {"k": BATCH_LOCK, "b": batch_id})
+
+
+@contextmanager
+def guard_connection(engine: Engine) -> Iterator[Connection | None]:
+    """A connection outside any transaction to hold batch locks on (None on SQLite, which has none)."""
+    if engine.dialect.name != "postgresql":
+        yield None
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            yield conn
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+
+
+def _orphaned():  # noqa: ANN202 - a SQL expression
+    """An open batch claimed by a job that will not come back: finished, failed, cancelled or deleted.
+
+    Batches claimed outside the job queue (`newsletter send` on one machine) are that process's to resume.
+    """
+    return text(
+        "send_batch.claimed_by LIKE 'job:%' AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
+        "WHERE j.id = split_part(send_batch.claimed_by, ':', 2)::bigint AND j.status IN ('todo', 'doing'))"
+    )
+
+
+_job_queues: dict[str, bool] = {}
+
+
+def _has_job_queue(engine: Engine) -> bool:
+    """Whether procrastinate's tables are in this database (they are in scale mode; not in plain tests)."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key not in _job_queues:
+        if engine.dialect.name != "postgresql":
+            _job_queues[key] = False
+        else:
+            with engine.connect() as conn:
+                found = conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
+            if not found:
+                return False  # not cached: `newsletter db upgrade` may create them while we run
+            _job_queues[key] = True
+    return _job_queues[key]
+
+
+def remaining(engine: Engine, send_id: int, job_id: int | None = None) -> dict[str, int]:
+    """Batches of the send that are not sent yet, by state.
+
+    An `unknown` batch whose job will come back to settle it (waiting for the provider's activity log) counts as
+    `settling`, i.e. still open; one whose job is done with it is held for the operator. `job_id` is the job
+    asking, which is done with its own batch.
+    """
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(SendBatch.status, SendBatch.claimed_by, func.count())
+            .where(SendBatch.send_id == send_id, SendBatch.status != "sent")
+            .group_by(SendBatch.status, SendBatch.claimed_by)
+        ).all()
+        waiting = set()
+        unknown_jobs = {_job_of(c) for st, c, _ in rows if st == "unknown"} - {None, job_id}
+        if unknown_jobs and _has_job_queue(engine):
+            waiting = set(session.scalars(text(
+                "SELECT id FROM procrastinate_jobs WHERE id = ANY(:ids) AND status IN ('todo', 'doing')"),
+                {"ids": list(unknown_jobs)}))
+    left: dict[str, int] = {}
+    for status, claimed_by, count in rows:
+        state = "settling" if status == "unknown" and _job_of(claimed_by) in waiting else status
+        left[state] = left.get(state, 0) + count
+    return left
+
+
+def _job_of(claimed_by: str | None) -> int | None:
+    if claimed_by and claimed_by.startswith("job:"):
+        try:
+            return int(claimed_by.split(":", 2)[1])
+        except ValueError:
+            return None
+    return None
+
+
+def finish_if_done(engine: Engine, send_id: int, job_id: int | None = None) -> str | None:
+    """Close the send when no batch is left open. Returns the send's final state, or None while work remains."""
+    left = remaining(engine, send_id, job_id)
+    if any(left.get(s) for s in ("pending", "settling", *OPEN)):
+        return None
+    with session_scope(engine) as session:
+        send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
+        if send.status == "done":
+            return send.status
+        now = utcnow()
+        if left.get("failed"):
+            send.status = "failed"
+        elif left.get("unknown"):
+            send.status = "held"
+            send.error = (f"{left['unknown']} batches have an unknown outcome: "
+                          "`newsletter send SLUG --unknown resend|skip` settles them")
+        else:
+            send.status, send.finished_at, send.error = "done", now, None
+            session.execute(update(IssueRow).where(IssueRow.id == send.issue_id).values(status="sent", sent_at=now))
+            session.execute(delete(Lease).where(Lease.name == lease_name(send_id)))
+        return send.status
+
+
+# -- one send, many workers, one lease --------------------------------------------------------------------------
+# `newsletter send` on one machine holds a lease on its send so that two processes never work it at once. The
+# workers hold that same lease together (one holder name for all of them, renewed at every claim): a hand-run
+# `newsletter send` of a send the workers are on stops with a clear message, and the workers leave alone a send
+# that a hand-run process holds.
+SCALE_HOLDER = "the scale-mode workers:jobs:-"
+LEASE_SECONDS = 120.0
+
+
+def lease_name(send_id: int) -> str:
+    return f"send:{send_id}"
+
+
+def take_lease(engine: Engine, send_id: int) -> None:
+    from newsletter.deliver.send import SendError, _dead_here
+
+    with session_scope(engine) as session:
+        lease = session.get(Lease, lease_name(send_id), with_for_update=True)
+        now = utcnow()
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if lease is None:
+            session.add(Lease(name=lease_name(send_id), holder=SCALE_HOLDER, expires_at=until))
+        elif lease.holder == SCALE_HOLDER or lease.expires_at < now or _dead_here(lease.holder):
+            lease.holder, lease.expires_at = SCALE_HOLDER, until
+        else:
+            raise SendError(f"send {send_id} is being run by {lease.holder.rsplit(':', 1)[0]} (`newsletter send`); "
+                            "the workers leave it alone")

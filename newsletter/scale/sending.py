@@ -1,0 +1,187 @@
+"""Deliver one claimed batch of a send with the ledger's own batch sender (newsletter.deliver.send).
+
+Each batch is marked `sending` (committed) before the provider is called and `sent`, with one delivery row per
+recipient, in one transaction after it; a retry sends only the recipients without a delivery row. What differs
+from `newsletter send` on one machine is who waits: a temporary failure is not slept on in the worker but raised,
+so that the job's retry strategy brings it back later, and so is the wait for the provider's activity log before
+an interrupted batch can be settled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, event, select
+
+from newsletter.config import Newsletter, Settings
+from newsletter.deliver.mailer import Mailer, Message, PushResult, Recipient, TemporaryDeliveryError
+from newsletter.deliver.send import SendOptions, _Batch, _Sender, make_message
+from newsletter.scale.ledger import Claimed
+from newsletter.store.db import secret_key, session_scope
+from newsletter.store.models import IssueRow, NewsletterRow, Send
+from newsletter.subscribers.tokens import Signer
+
+
+class SettleWait(TemporaryDeliveryError):
+    """The provider's activity log is not old enough to be believed yet: come back in retry_after seconds."""
+
+
+@dataclass(frozen=True)
+class SendJob:
+    """What every batch of one send needs; built once per send in each worker process."""
+
+    send_id: int
+    issue_id: int
+    newsletter_id: int
+    slug: str
+    message: Message
+    signer: Signer
+    base_url: str
+
+
+def _templates(settings: Settings):  # noqa: ANN202 - Path | None
+    return settings.templates_dir if settings.templates_dir.is_dir() else None
+
+
+def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) -> SendJob:
+    from newsletter.build.build import load_issue
+    from newsletter.render.cache import rendered_issue
+
+    with session_scope(engine) as session:
+        send = session.get(Send, send_id)
+        if send is None:
+            raise LookupError(f"no send {send_id}")
+        issue_id = send.issue_id
+        newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id))
+        secret = secret_key(session, settings.secret_key)
+    # The issue was rendered once before the send started; this reads that render back.
+    rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
+    with session_scope(engine) as session:
+        issue = load_issue(session, issue_id)
+    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
+                           issue_id=issue_id, send_id=send_id)
+    return SendJob(send_id, issue_id, newsletter_id, nl.slug, message, Signer(secret), settings.base_url)
+
+
+def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:
+    with session_scope(engine) as session:
+        slug = session.scalar(
+            select(NewsletterRow.slug).join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
+            .join(Send, Send.issue_id == IssueRow.id).where(Send.id == send_id)
+        )
+    if slug is None:
+        raise LookupError(f"no send {send_id}")
+    return slug
+
+
+@dataclass
+class Timing:
+    """Where a batch's time went: database statements, the provider's calls, and the rest (our own work)."""
+
+    total: float = 0.0
+    provider: float = 0.0
+    db: float = 0.0
+    recipients: int = 0
+
+    @property
+    def other(self) -> float:
+        return max(0.0, self.total - self.provider - self.db)
+
+
+_db_time = threading.local()
+_timed_engines: set[int] = set()
+
+
+def time_database(engine: Engine) -> None:
+    """Add up, per thread, the time this engine's statements take (sent to last row back; commits not included)."""
+    if id(engine) in _timed_engines:
+        return
+    _timed_engines.add(id(engine))
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        conn.info.setdefault("newsletter_started", []).append(time.perf_counter())
+
+    def after(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        _db_time.seconds = database_seconds() + time.perf_counter() - conn.info["newsletter_started"].pop()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+
+
+def database_seconds() -> float:
+    """Seconds this thread has spent in database statements so far."""
+    return getattr(_db_time, "seconds", 0.0)
+
+
+class _Timed:
+    """The mailer, with the time spent in the provider's calls added up."""
+
+    def __init__(self, mailer: Mailer, timing: Timing) -> None:
+        self._mailer, self._timing = mailer, timing
+        self.name = mailer.name
+        if hasattr(mailer, "activity_settle_seconds"):
+            self.activity_settle_seconds = mailer.activity_settle_seconds
+        if hasattr(mailer, "accepted"):
+            self.accepted = self._accepted
+
+    def push(self, message: Message, recipients: list[Recipient]) -> PushResult:
+        started = time.perf_counter()
+        try:
+            result = self._mailer.push(message, recipients)
+        finally:
+            self._timing.provider += time.perf_counter() - started
+        self._timing.recipients += len(recipients)
+        return result
+
+    def _accepted(self, custom_args: dict[str, str]) -> set[str] | None:
+        started = time.perf_counter()
+        try:
+            return self._mailer.accepted(custom_args)  # type: ignore[attr-defined]
+        finally:
+            self._timing.provider += time.perf_counter() - started
+
+    def flush(self) -> None:
+        self._mailer.flush()
+
+    def close(self) -> None:
+        self._mailer.close()
+
+
+def _settle_later(seconds: float) -> None:
+    # The batch sender asks to sleep only while the provider's activity log settles (attempts are 1, rate is
+    # unset): a worker hands that wait to the job queue instead of holding a slot.
+    raise SettleWait("waiting for the provider's activity log before settling an interrupted batch",
+                     retry_after=seconds)
+
+
+def _epoch(value: datetime | None) -> float:
+    return value.replace(tzinfo=UTC).timestamp() if value else 0.0
+
+
+def deliver(engine: Engine, job: SendJob, batch: Claimed, mailer: Mailer, me: str) -> tuple[str, Timing]:
+    """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
+
+    Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
+    permanent ones once it says `failed`.
+    """
+    timing = Timing()
+    started, db_before = time.perf_counter(), database_seconds()
+    options = SendOptions(max_attempts=1, sleep=_settle_later)
+    sender = _Sender(engine, job.send_id, job.newsletter_id, job.slug, job.message, _Timed(mailer, timing),
+                     job.signer, job.base_url, options)
+    sender.me = me  # claims and attempts name the job, so that its retry finds the batch again
+    current = _Batch(batch.id, batch.number, batch.first, batch.last, batch.status, batch.attempts,
+                     _epoch(batch.last_attempt_at), batch.error)
+    try:
+        if current.status == "sending":  # its process died while the provider had it: outcome unknown
+            sender._set_batch(current, status="unknown", error="interrupted while the provider was called")
+        if current.status == "unknown" and not sender.resolve(current):
+            return "unknown", timing
+        sender.deliver(current)
+        return current.status, timing
+    finally:
+        mailer.flush()
+        timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before

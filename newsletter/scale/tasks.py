@@ -1,0 +1,512 @@
+"""The jobs scale mode runs on procrastinate workers: collect a chunk of sources, build, enrich and render an
+issue, start a send, send one batch; and the periodic ticks that defer them at each newsletter's local times.
+
+Each job is small and safe to run again: the database (unique keys, the send ledger) and not the job queue is
+what guarantees one issue per period and one delivery per address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import procrastinate
+from procrastinate import JobContext
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.retry import RetryDecision, RetryStrategy
+from sqlalchemy import Engine, select, update
+
+from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
+from newsletter.deliver.mailer import Mailer, TemporaryDeliveryError
+from newsletter.scale import due, ledger, sending
+from newsletter.scale.app import app
+from newsletter.store.db import ensure_newsletter, get_engine, session_scope
+from newsletter.store.models import IssueRow, Send
+
+log = logging.getLogger("newsletter.scale")
+
+
+def send_parallel() -> int:
+    """send_batch jobs per send at once: each re-defers itself while batches are left, so this is the most
+    worker slots one send keeps busy; more than you run only costs idle polls."""
+    return int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
+
+
+def collect_chunk() -> int:
+    """Sources per collect_sources job: enough to overlap their fetches, few enough to spread over workers."""
+    return int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))
+
+
+
+
+class ProviderAwareRetry(RetryStrategy):
+    """procrastinate's exponential backoff, never sooner than the provider asked (Retry-After, rate limit reset)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job) -> RetryDecision | None:
+        decision = super().get_retry_decision(exception=exception, job=job)
+        after = getattr(exception, "retry_after", None)
+        if decision is None or not after:
+            return decision
+        earliest = datetime.now(UTC) + timedelta(seconds=min(float(after), 3600.0))
+        if decision.retry_at is None or decision.retry_at < earliest:
+            decision.retry_at = earliest
+        return decision
+
+
+# Temporary errors and lost database connections come back; anything else is a bug or bad input: fail loudly.
+def _transient() -> set[type[BaseException]]:
+    from sqlalchemy.exc import OperationalError
+
+    return {TemporaryDeliveryError, OperationalError, ConnectionError, TimeoutError}
+
+
+SEND_RETRY = ProviderAwareRetry(max_attempts=10, exponential_wait=2, retry_exceptions=_transient())
+JOB_RETRY = RetryStrategy(max_attempts=5, exponential_wait=3, retry_exceptions=_transient())
+
+
+# -- what every job needs, once per process ----------------------------------------------------------------
+
+@cache
+def settings() -> Settings:
+    return settings_from_env()
+
+
+def engine() -> Engine:
+    return get_engine(settings().database_url)
+
+
+_schedules: tuple[tuple, dict[str, Newsletter]] | None = None
+
+
+def newsletters() -> dict[str, Newsletter]:
+    """The schedule files, read again only when one changed (a job must not re-validate 5,000 sources)."""
+    global _schedules
+    folder = settings().schedules_dir
+    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    stamp = (str(folder.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+    cached = _schedules
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    result = load_all(folder)
+    for error in result.errors:
+        log.warning("%s", error)
+    _schedules = (stamp, result.newsletters)
+    return result.newsletters
+
+
+def newsletter(slug: str) -> Newsletter:
+    found = newsletters().get(slug)
+    if found is None:
+        raise ConfigError(f"no newsletter '{slug}' in {settings().schedules_dir}/ on this worker "
+                          "(every worker needs the same schedules folder)")
+    return found
+
+
+_local = threading.local()  # a mailer per worker thread: backends keep per-request state
+_send_jobs: dict[int, sending.SendJob] = {}
+_send_jobs_lock = threading.Lock()
+
+
+def mailer() -> Mailer:
+    if getattr(_local, "mailer", None) is None:
+        from newsletter.deliver.factory import make_mailer
+
+        _local.mailer = make_mailer(settings())
+    return _local.mailer
+
+
+def send_job(send_id: int) -> sending.SendJob:
+    with _send_jobs_lock:
+        job = _send_jobs.get(send_id)
+    if job is None:
+        nl = newsletter(sending.newsletter_slug_of_send(engine(), send_id))
+        job = sending.load_send(engine(), settings(), nl, send_id)
+        with _send_jobs_lock:
+            _send_jobs[send_id] = job
+    return job
+
+
+def worker_name() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# -- collect ------------------------------------------------------------------------------------------------
+
+@app.task(queue="collect", retry=JOB_RETRY)
+def collect_sources(urls: list[str], force: bool = False) -> dict[str, int]:
+    """Fetch a chunk of sources (each once, however many newsletters list it) and store new items."""
+    from newsletter.collect.run import collect
+
+    wanted = set(urls)
+    chosen = []
+    for nl in newsletters().values():
+        mine = [s for s in nl.sources if s.url in wanted]
+        if mine:
+            chosen.append(nl.model_copy(update={"sources": mine}))
+            wanted -= {s.url for s in mine}
+    if wanted:
+        log.warning("sources no longer in any schedule file, skipped: %s", ", ".join(sorted(wanted)))
+    if not chosen:
+        return {"sources": 0, "new_items": 0, "failed": 0}
+    # The workers are the parallelism here: no parse pool inside a job.
+    report = collect(engine(), chosen, force=force, parallel_parse=False)
+    return {"sources": len(report.outcomes), "new_items": report.new_items, "failed": len(report.failed)}
+
+
+def defer_collect(bound: procrastinate.App | None, slugs: list[str] | None = None, *, force: bool = False,
+                  chunk: int | None = None) -> int:
+    """Defer collect_sources jobs for every distinct source of the newsletters (all by default). Returns jobs."""
+    from newsletter.collect.run import sources_of
+
+    known = newsletters()
+    chosen = [known[s] for s in slugs] if slugs else list(known.values())
+    urls = [spec.url for spec in sources_of(chosen)]
+    size = chunk or collect_chunk()
+    task = collect_sources if bound is None else bound.tasks[collect_sources.name]
+    chunks = [urls[i:i + size] for i in range(0, len(urls), size)]
+    if chunks:
+        task.batch_defer(*({"urls": c, "force": force} for c in chunks))
+    return len(chunks)
+
+
+@app.task(queue="collect", retry=JOB_RETRY)
+def collect_newsletter(slug: str) -> int:
+    """A newsletter's scheduled collect: its sources, in chunks, as separate jobs."""
+    return defer_collect(None, [slug])
+
+
+# -- build, enrich, render, send ----------------------------------------------------------------------------
+
+@app.task(queue="build", retry=JOB_RETRY)
+def build_issue(slug: str, period: str | None = None, send: bool = False) -> int | None:
+    """Build the period's issue (at most one per newsletter and period: a unique key), then enrich it."""
+    from newsletter.build.build import BuildError
+    from newsletter.build.build import build_issue as build
+
+    nl = newsletter(slug)
+    try:
+        result = build(engine(), nl, period=period, enrich=False, allow_empty=nl.schedule.when_empty == "send")
+    except BuildError as exc:
+        log.info("%s: no issue built for %s: %s", slug, period, exc)
+        return None
+    if result.issue_id is None:
+        log.info("%s: %s", slug, "; ".join(result.problems))
+        return None
+    enrich_issue.defer(issue_id=result.issue_id, send=send)
+    return result.issue_id
+
+
+@app.task(queue="build", retry=JOB_RETRY)
+def enrich_issue(issue_id: int, send: bool = False) -> list[str]:
+    """Summaries, key quotes and related reading for every story of the issue; then render it."""
+    from newsletter.build.build import enrich_stories
+
+    slug = _slug_of_issue(issue_id)
+    summary, problems = enrich_stories(engine(), issue_id, newsletter(slug))
+    log.info("%s: issue %s: %s", slug, issue_id, summary)
+    for problem in problems:
+        log.warning("%s: issue %s: %s", slug, issue_id, problem)
+    render_issue.defer(issue_id=issue_id, send=send)
+    return problems
+
+
+@app.task(queue="build", retry=JOB_RETRY)
+def render_issue(issue_id: int, send: bool = False) -> str:
+    """Render the issue once (HTML + text with per-recipient tokens); when `send`, send it if the policy lets it."""
+    from newsletter.render.cache import rendered_issue
+
+    slug = _slug_of_issue(issue_id)
+    nl = newsletter(slug)
+    templates = settings().templates_dir if settings().templates_dir.is_dir() else None
+    rendered = rendered_issue(engine(), issue_id, nl, base_url=settings().base_url, templates_dir=templates)
+    if send:
+        send_if_allowed(nl, issue_id)
+    return rendered.subject
+
+
+@app.task(queue="build", retry=JOB_RETRY)
+def send_period(slug: str, period: str) -> str:
+    """A newsletter's send time: send the period's issue if its approval policy lets it (building it first when
+    the send builds it, approval 'auto')."""
+    from newsletter.build.select import newsletter_row
+
+    nl = newsletter(slug)
+    with session_scope(engine()) as session:
+        nrow = newsletter_row(session, slug)
+        issue_id = None if nrow is None else session.scalar(
+            select(IssueRow.id).where(IssueRow.newsletter_id == nrow.id, IssueRow.period == period))
+    if issue_id is None:
+        build_issue.defer(slug=slug, period=period, send=True)
+        return "building"
+    return send_if_allowed(nl, issue_id)
+
+
+def send_if_allowed(nl: Newsletter, issue_id: int) -> str:
+    """Defer the send of an issue as its newsletter's approval policy says. Returns what was decided."""
+    from newsletter.build.approval import approval_state
+    from newsletter.schedule.cadence import approval_policy
+
+    with session_scope(engine()) as session:
+        state = approval_state(session, issue_id)
+    policy = approval_policy(nl).mode
+    if state == "sent":
+        return state
+    if state in ("held", "changed-since-approval") or (state == "not-approved" and policy == "required"):
+        log.warning("%s: issue %s not sent: %s", nl.slug, issue_id, {
+            "held": "held by an editor",
+            "changed-since-approval": f"changed after it was approved: `newsletter issue approve {issue_id}`",
+        }.get(state, f"waiting for an editor: `newsletter issue approve {issue_id}` sends it"))
+        return state
+    with contextlib.suppress(AlreadyEnqueued):  # already on its way
+        start_send.configure(queueing_lock=f"start:{issue_id}").defer(issue_id=issue_id)
+    return "sending"
+
+
+def _slug_of_issue(issue_id: int) -> str:
+    from newsletter.store.models import NewsletterRow
+
+    with session_scope(engine()) as session:
+        slug = session.scalar(select(NewsletterRow.slug).join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
+                              .where(IssueRow.id == issue_id))
+    if slug is None:
+        raise LookupError(f"no issue {issue_id}")
+    return slug
+
+
+def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
+    """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
+    from newsletter.deliver.send import SENDABLE, SendError, start_send
+
+    with session_scope(eng) as session:
+        nrow = ensure_newsletter(session, nl.slug, nl.name)
+        row = session.get(IssueRow, issue_id, with_for_update=True)  # two start_send jobs: one after the other
+        if row is None or row.newsletter_id != nrow.id:
+            raise SendError(f"no issue {issue_id} in newsletter '{nl.slug}'")
+        started = session.scalar(select(Send.id).where(Send.issue_id == issue_id)) is not None
+        if not started and row.status not in SENDABLE:
+            raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
+        if not started and not any(i.included for i in row.items):
+            raise SendError(f"issue {issue_id} has no stories: nothing to send")
+        newsletter_id = nrow.id
+    send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size)
+    ledger.take_lease(eng, send_id)
+    with session_scope(eng) as session:
+        row = session.get(IssueRow, issue_id)
+        if row.status != "sent":
+            row.status = "sending"
+    ledger.plan_batches(eng, send_id)
+    return send_id
+
+
+@app.task(queue="send", retry=JOB_RETRY)
+def start_send(issue_id: int, batch_size: int | None = None, parallel: int | None = None,
+               force: bool = False) -> int | None:
+    """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
+    from newsletter.deliver.preflight import preflight_issue
+    from newsletter.deliver.send import default_batch_size
+
+    slug = _slug_of_issue(issue_id)
+    nl = newsletter(slug)
+    with session_scope(engine()) as session:
+        status = session.scalar(select(IssueRow.status).where(IssueRow.id == issue_id))
+    if status == "sent":
+        return None
+    if status == "held":
+        log.info("%s: issue %s is held by an editor; not sending", slug, issue_id)
+        return None
+    if status != "sending" and not force:  # a send already under way passed this check when it started
+        with session_scope(engine()) as session:
+            number = session.scalar(select(IssueRow.number).where(IssueRow.id == issue_id))
+        _, report = preflight_issue(engine(), nl, issue_id, number, settings())
+        if report.failed:
+            with session_scope(engine()) as session:
+                session.get(IssueRow, issue_id).status = "held"
+            log.error("%s: issue %s held, not sent:\n%s", slug, issue_id, report.to_text())
+            return None
+    # Render before the send exists: what goes out is frozen once the issue is `sending`.
+    render_issue(issue_id)
+    send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()))
+    fan_out(None, send_id, parallel)
+    return send_id
+
+
+def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None = None) -> int:
+    """Defer up to `parallel` send_batch jobs for a send (fewer when it has fewer batches left)."""
+    left = ledger.remaining(engine(), send_id)
+    count = min(parallel or send_parallel(), sum(left.get(s, 0) for s in ("pending", *ledger.OPEN)))
+    task = send_batch if bound is None else bound.tasks[send_batch.name]
+    if count:
+        task.batch_defer(*({"send_id": send_id} for _ in range(count)))
+    else:
+        ledger.finish_if_done(engine(), send_id)
+    return count
+
+
+@app.task(queue="send", retry=SEND_RETRY, pass_context=True)
+def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
+    """Claim the next batch of the send (row lock, SKIP LOCKED), deliver it, and defer the next one."""
+    from newsletter.deliver.mailer import PermanentDeliveryError
+    from newsletter.deliver.send import SendError
+
+    eng = engine()
+    sending.time_database(eng)
+    job_id = context.job.id if context.job else None
+    me = ledger.claimer(job_id, worker_name())
+    t0, db0 = time.perf_counter(), sending.database_seconds()
+    with session_scope(eng) as session:
+        status = session.scalar(select(Send.status).where(Send.id == send_id))
+    if status in ("done", "failed"):
+        return {"batch": None, "state": status}
+    try:
+        ledger.take_lease(eng, send_id)  # renewed at every claim while the workers are on it
+    except SendError as exc:
+        log.warning("%s", exc)
+        return {"batch": None, "state": "left to newsletter send"}
+    with ledger.guard_connection(eng) as guard:
+        batch = ledger.claim(eng, send_id, worker_name(), job_id, guard)
+        if batch is None:
+            return {"batch": None, "state": ledger.finish_if_done(eng, send_id, job_id)}
+        try:
+            state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
+        except PermanentDeliveryError as exc:  # the provider will not take this send: stop it for everyone
+            with session_scope(eng) as session:
+                session.execute(update(Send).where(Send.id == send_id).values(status="failed",
+                                                                               error=str(exc)[:4000]))
+            raise
+    done = ledger.finish_if_done(eng, send_id, job_id)
+    if done is None and ledger.remaining(eng, send_id, job_id).get("pending"):
+        send_batch.defer(send_id=send_id)
+    total, db = time.perf_counter() - t0, sending.database_seconds() - db0
+    log.info("send %s batch %s %s: %d recipients in %.3fs: db %.3fs, provider %.3fs", send_id, batch.number, state,
+             timing.recipients, total, db, timing.provider)
+    return {"batch": batch.number, "state": state, "recipients": timing.recipients, "seconds": round(total, 6),
+            "db_seconds": round(db, 6), "provider_seconds": round(timing.provider, 6)}
+
+
+# -- periodic -----------------------------------------------------------------------------------------------
+
+# After an outage, fire times this recent are still honoured (a send only within its grace, as `newsletter run`
+# on one machine does: up to a day, never into the next send's slot).
+CATCH_UP = timedelta(days=1)
+SCHEDULE_MARK = "scale:scheduled-until"
+
+
+@app.periodic(cron="* * * * *", periodic_id="schedule")
+@app.task(queue="schedule", queueing_lock="newsletter-tick")
+def tick(timestamp: int) -> list[str]:
+    """Every minute (UTC): defer each newsletter's collects and sends that fell due since the last tick.
+
+    procrastinate defers each tick once however many workers run (a unique key per periodic task and
+    timestamp), and a mark in the database makes each minute handled once even if a tick is replayed; the
+    issue's unique (newsletter, period) key makes a second build of a period impossible anyway.
+    """
+    return schedule_until(datetime.fromtimestamp(timestamp, UTC))
+
+
+def schedule_until(end: datetime) -> list[str]:
+    """Defer what fell due between the last handled moment and `end` (at most CATCH_UP back), then mark `end`."""
+    from newsletter.store.models import Meta
+
+    with session_scope(engine()) as session:
+        mark = session.get(Meta, SCHEDULE_MARK, with_for_update=True)
+        start = end - timedelta(minutes=1)
+        if mark is not None:
+            start = max(datetime.fromisoformat(mark.value), end - CATCH_UP)
+        if start >= end:
+            return []
+        # Deferred before the mark moves: a crash in between repeats the window, and the queueing locks and the
+        # issue's unique key make the repeat harmless; the other order could lose a send.
+        deferred = defer_due(start, end) + defer_late_approvals(end)
+        if mark is None:
+            session.add(Meta(key=SCHEDULE_MARK, value=end.isoformat()))
+        else:
+            mark.value = end.isoformat()
+    return deferred
+
+
+def defer_due(start: datetime, end: datetime) -> list[str]:
+    """Defer each newsletter's collects, draft builds and sends whose local time falls in (start, end]."""
+    from newsletter.schedule.cadence import send_grace
+
+    deferred: list[str] = []
+    for slug, nl in newsletters().items():
+        try:
+            collects = due.due_between(nl, "collect", start, end)
+            builds = due.due_between(nl, "build", start, end)
+            sends = due.due_between(nl, "send", start, end)
+        except ValueError as exc:
+            log.error("%s: schedule: %s", nl.path or slug, exc)
+            continue
+        if collects:
+            try:
+                collect_newsletter.configure(queueing_lock=f"collect:{slug}").defer(slug=slug)
+                deferred.append(f"collect {slug}")
+            except AlreadyEnqueued:
+                log.info("%s: a collect is already waiting; not deferring another", slug)
+        grace = send_grace(nl)
+        for job, times in (("build", builds), ("send", sends)):
+            for when in times:
+                send_time = due.send_of_build(nl, when) if job == "build" else when
+                if end - send_time.astimezone(UTC) > grace:
+                    continue  # too late now: the next period's issue will carry these stories
+                period = due.period_key(nl, send_time)
+                try:
+                    if job == "build":  # a draft ahead of its send, for an editor to approve (or hold)
+                        build_issue.configure(queueing_lock=f"build:{slug}:{period}").defer(slug=slug, period=period)
+                    else:
+                        send_period.configure(queueing_lock=f"send:{slug}:{period}").defer(slug=slug, period=period)
+                    deferred.append(f"{job} {slug} {period}")
+                except AlreadyEnqueued:
+                    pass
+    return deferred
+
+
+def defer_late_approvals(now: datetime) -> list[str]:
+    """Issues approved after their send time (within the grace a missed send has) go out now."""
+    from newsletter.build.select import newsletter_row
+    from newsletter.schedule.cadence import last_send_due, send_grace
+
+    deferred = []
+    for slug, nl in newsletters().items():
+        try:
+            when = last_send_due(nl, now)
+        except ValueError:
+            continue
+        if when is None or now - when.astimezone(UTC) > send_grace(nl):
+            continue
+        with session_scope(engine()) as session:
+            nrow = newsletter_row(session, slug)
+            issue_id = None if nrow is None else session.scalar(select(IssueRow.id).where(
+                IssueRow.newsletter_id == nrow.id, IssueRow.period == due.period_key(nl, when),
+                IssueRow.status == "approved"))
+        if issue_id is not None and send_if_allowed(nl, issue_id) == "sending":
+            deferred.append(f"late approval {slug} {issue_id}")
+    return deferred
+
+
+STALLED_SECONDS = float(os.environ.get("NEWSLETTER_WORKER_STALLED_SECONDS", "30"))
+
+
+@app.periodic(cron="* * * * * */5", periodic_id="stalled")
+@app.task(queue="maintenance", queueing_lock="newsletter-stalled", pass_context=True)
+async def retry_stalled(context: JobContext, timestamp: int) -> list[int]:
+    """Jobs of workers that stopped sending heartbeats (killed, machine lost) go back to the queue."""
+    manager = context.app.job_manager
+    stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS)
+    retried = []
+    for job in stalled:
+        if context.job and job.id == context.job.id:
+            continue
+        await manager.retry_job(job)
+        retried.append(job.id)
+    if retried:
+        log.warning("retried %d jobs of stalled workers: %s", len(retried), retried)
+    return retried

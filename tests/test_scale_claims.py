@@ -1,0 +1,158 @@
+"""Batch claims in scale mode: row locks (FOR UPDATE SKIP LOCKED) so that workers never take the same batch."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from newsletter.scale import ledger
+from newsletter.scale.app import ensure_schema
+from newsletter.scale.tasks import begin_send
+from newsletter.store.models import SendBatch
+from tests.conftest import postgres_schema
+from tests.scale_world import make_world, write_schedule
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def world(tmp_path):  # noqa: ANN001, ANN201
+    with postgres_schema() as url:
+        w = make_world(url, subscribers=2_050)
+        from newsletter.config import load_newsletter
+
+        nl = load_newsletter(write_schedule(tmp_path / "schedules"))
+        w.send_id = begin_send(w.engine, nl, w.issue_id, "outbox", batch_size=100)
+        yield w
+
+
+def test_planning_covers_the_audience_once_in_batches(world) -> None:  # noqa: ANN001
+    with world.engine.connect() as conn:
+        rows = conn.execute(sa.select(SendBatch.number, SendBatch.first_subscription_id,
+                                      SendBatch.last_subscription_id, SendBatch.recipients, SendBatch.status)
+                            .where(SendBatch.send_id == world.send_id).order_by(SendBatch.number)).all()
+    assert [r.number for r in rows] == list(range(1, 22))
+    assert sum(r.recipients for r in rows) == 2_050 and rows[-1].recipients == 50
+    assert all(r.status == "pending" for r in rows)
+    assert all(a.last_subscription_id < b.first_subscription_id for a, b in zip(rows, rows[1:], strict=False))
+    # Planning again (a second start_send job) finds the plan instead of writing another.
+    assert ledger.plan_batches(world.engine, world.send_id) == 21
+
+
+def test_a_claimer_skips_a_batch_another_holds_instead_of_waiting_or_taking_it(world) -> None:  # noqa: ANN001
+    other = sa.create_engine(world.url)
+    with other.connect() as conn:
+        txn = conn.begin()
+        # Another worker is in the middle of claiming batch 1: it holds the row lock, nothing committed yet.
+        held = conn.execute(sa.text("SELECT id FROM send_batch WHERE send_id = :s AND number = 1 FOR UPDATE"),
+                            {"s": world.send_id}).scalar_one()
+        result: list = []
+        claimer = threading.Thread(target=lambda: result.append(ledger.claim(world.engine, world.send_id, "me")))
+        claimer.start()
+        claimer.join(timeout=3)
+        waited = claimer.is_alive()
+        txn.rollback()  # releases a claimer stuck on the lock, so a failing test does not hang
+        claimer.join()
+        assert not waited, "the claimer waited for another worker's lock instead of skipping the batch"
+        mine = result[0]
+        assert mine is not None and mine.id != held and mine.number == 2
+    other.dispose()
+    # Once released, batch 1 is there to take.
+    assert ledger.claim(world.engine, world.send_id, "me").number == 1
+
+
+def test_concurrent_claimers_take_every_batch_exactly_once(world) -> None:  # noqa: ANN001
+    taken: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def claimer(n: int) -> None:
+        start.wait()
+        try:
+            while (batch := ledger.claim(world.engine, world.send_id, f"w{n}")) is not None:
+                with lock:
+                    taken.append(batch.number)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(taken) == list(range(1, 22)), Counter(taken).most_common(3)
+
+
+def test_a_retried_job_resumes_its_own_batch_and_a_dead_jobs_batch_is_taken_over(world) -> None:  # noqa: ANN001
+    ensure_schema(world.url)
+    first = ledger.claim(world.engine, world.send_id, "host:1", job_id=41)
+    # The same job, retried after its worker died, comes back to the batch it held.
+    again = ledger.claim(world.engine, world.send_id, "host:2", job_id=41)
+    assert again.id == first.id
+    # Another job never takes a batch held by a job that may still come back ... until the pending ones are
+    # gone; then a batch whose job no longer exists in the queue (failed, deleted) is taken over.
+    numbers = []
+    while (b := ledger.claim(world.engine, world.send_id, "host:3", job_id=99)) is not None and b.id != first.id:
+        numbers.append(b.number)
+        with world.engine.begin() as conn:
+            conn.execute(sa.update(SendBatch).where(SendBatch.id == b.id).values(status="sent"))
+    assert b is not None and b.id == first.id and len(numbers) == 20
+
+
+def test_a_batch_in_the_hands_of_a_live_process_is_never_taken_over(world) -> None:  # noqa: ANN001
+    ensure_schema(world.url)
+    with world.engine.begin() as conn:  # leave one batch to take
+        conn.execute(sa.update(SendBatch).where(SendBatch.send_id == world.send_id, SendBatch.number > 1)
+                     .values(status="sent"))
+    with ledger.guard_connection(world.engine) as alive:
+        mine = ledger.claim(world.engine, world.send_id, "host:1", job_id=41, guard=alive)
+        assert mine.number == 1
+        # Job 41 is not in the queue (the queue thinks it is gone), but its process still holds the batch's lock.
+        with ledger.guard_connection(world.engine) as other:
+            assert ledger.claim(world.engine, world.send_id, "host:2", job_id=77, guard=other) is None
+    # The process is gone (its lock with it): now another takes the batch over.
+    with ledger.guard_connection(world.engine) as other:
+        assert ledger.claim(world.engine, world.send_id, "host:2", job_id=77, guard=other).number == 1
+
+
+def test_a_send_begun_by_newsletter_send_is_planned_from_where_it_stopped(tmp_path) -> None:  # noqa: ANN001
+    from newsletter.deliver.send import start_send
+
+    with postgres_schema() as url:
+        w = make_world(url, subscribers=2_050)
+        send_id = start_send(w.engine, w.issue_id, w.newsletter_id, "outbox", 100)
+        with w.engine.begin() as conn:  # `newsletter send` got through two batches, then stopped
+            first = conn.execute(sa.text("SELECT min(id) FROM subscription")).scalar()
+            conn.execute(sa.insert(SendBatch), [
+                {"send_id": send_id, "number": n + 1, "first_subscription_id": first + 100 * n,
+                 "last_subscription_id": first + 100 * n + 99, "recipients": 100, "status": "sent"}
+                for n in range(2)])
+        assert ledger.plan_batches(w.engine, send_id) == 21
+        with w.engine.connect() as conn:
+            rows = conn.execute(sa.select(SendBatch.number, SendBatch.first_subscription_id, SendBatch.recipients)
+                                .where(SendBatch.status == "pending").order_by(SendBatch.number)).all()
+        assert rows[0] == (3, first + 200, 100) and sum(r.recipients for r in rows) == 1_850
+        assert ledger.plan_batches(w.engine, send_id) == 21
+
+
+def test_one_runner_per_send_between_the_workers_and_newsletter_send(world) -> None:  # noqa: ANN001
+    from newsletter.deliver.send import SendError, SendLease
+
+    # begin_send (the fixture) took the send's lease for the workers: a hand-run `newsletter send` is refused.
+    with pytest.raises(SendError, match="already running in the scale-mode workers"):
+        SendLease(world.engine, world.send_id).acquire()
+    with world.engine.begin() as conn:  # the workers stopped two minutes ago
+        conn.execute(sa.text("UPDATE lease SET expires_at = expires_at - interval '1 hour'"))
+    hand = SendLease(world.engine, world.send_id)
+    hand.acquire()
+    try:  # and now the workers leave it to the process that holds it
+        with pytest.raises(SendError, match="the workers leave it alone"):
+            ledger.take_lease(world.engine, world.send_id)
+    finally:
+        hand.release()
+    ledger.take_lease(world.engine, world.send_id)
