@@ -1,10 +1,9 @@
-"""The one ASGI app `newsletter serve` runs: editors' pages, the public archive, the API, and the public
-subscription routes (unsubscribe, confirm, the SendGrid webhook).
+"""The one ASGI app `newsletter serve` runs: editors' pages, the public archive, the API, and the public routes
+of newsletter.web.public (subscribe, confirm, one-click unsubscribe, the SendGrid webhook).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -26,8 +25,6 @@ from newsletter.web import api, archive, editor, signin
 from newsletter.web.pages import page
 from newsletter.web.public import public_routes
 from newsletter.web.state import STATIC, TEMPLATES, WebState
-
-log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "newsletter_session"
 # Pages run only our own script; the email previews and archive issues set their own, stricter policy.
