@@ -301,6 +301,11 @@ class _Batch:
     rows: list[tuple[int, int, str, str | None]] | None = None  # (subscription id, subscriber id, email, name)
 
 
+def has_content(row: IssueRow) -> bool:
+    """Stories, or at least an editor's note (a "nothing new this week" issue sent on purpose)."""
+    return any(i.included for i in row.items) or bool((row.intro or "").strip())
+
+
 DELIVERY_COLUMNS = "(send_id, batch_id, subscriber_id, email, message_id, sent_at)"
 
 
@@ -701,8 +706,8 @@ def send_issue(
             return SendReport(send.id if send else 0, issue_id, "already-sent", total, 0, total, 0)
         if row.status not in SENDABLE:
             raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
-        if not row.items or not any(i.included for i in row.items):
-            raise SendError(f"issue {issue_id} has no stories: nothing to send")
+        if not has_content(row):
+            raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         secret = secret_key(session, settings.secret_key)
         newsletter_id = nrow.id
     size = batch_size or options.batch_size or default_batch_size(mailer)
