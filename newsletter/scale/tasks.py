@@ -283,7 +283,7 @@ def _slug_of_issue(issue_id: int) -> str:
 
 def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
     """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
-    from newsletter.deliver.send import SENDABLE, SendError, start_send
+    from newsletter.deliver.send import SENDABLE, SendError, has_content, start_send
 
     with session_scope(eng) as session:
         nrow = ensure_newsletter(session, nl.slug, nl.name)
@@ -293,8 +293,8 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
         started = session.scalar(select(Send.id).where(Send.issue_id == issue_id)) is not None
         if not started and row.status not in SENDABLE:
             raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
-        if not started and not any(i.included for i in row.items):
-            raise SendError(f"issue {issue_id} has no stories: nothing to send")
+        if not started and not has_content(row):
+            raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         newsletter_id = nrow.id
     send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size)
     ledger.take_lease(eng, send_id)
