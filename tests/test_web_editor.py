@@ -84,8 +84,17 @@ def test_the_last_story_cannot_be_dropped(site, editor_client) -> None:
     _post(editor_client, site, f"items/{items['Ferry fares rise']}/include", included="0")
     _post(editor_client, site, f"items/{items['Library opens late']}/include", included="0")
     page = _post(editor_client, site, f"items/{items['Bridge plan approved']}/include", included="0")
-    assert "an issue needs at least one story" in page
+    assert "an issue needs at least one story or an intro note" in page
     assert "Bridge plan approved" in _preview(editor_client, site)
+    # With an editor's note it may go out without stories (as a schedule's "nothing new" issue does).
+    _post(editor_client, site, "intro", intro="A quiet week: nothing new to report.")
+    _post(editor_client, site, f"items/{items['Bridge plan approved']}/include", included="0")
+    html = _preview(editor_client, site)
+    assert "A quiet week" in html and 'href="https://city.example/bridge"' not in html
+    page = _post(editor_client, site, "intro", intro="")
+    assert "include a story before removing the intro" in page and "A quiet week" in _preview(editor_client, site)
+    _post(editor_client, site, "approve")
+    assert _status(site) == "approved"
 
 
 def test_edit_a_summary(site, editor_client) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.build import approval
 from newsletter.config import Newsletter
+from newsletter.deliver.send import has_content
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, utcnow
 
@@ -84,9 +85,11 @@ def set_included(session: Session, issue_id: int, item_id: int, included: bool) 
     item = _item(row, item_id)
     if item.included == included:
         return Edit(row.id, False)
-    if not included and sum(1 for i in row.items if i.included) <= 1:
-        raise EditError("an issue needs at least one story: include another before dropping this one")
     item.included = included
+    if not has_content(row):  # the same rule as sending: stories, or at least an editor's note
+        item.included = True
+        raise EditError("an issue needs at least one story or an intro note: include another story (or write "
+                        "an intro) before dropping this one")
     return _done(session, row, True)
 
 
@@ -160,7 +163,11 @@ def set_intro(session: Session, issue_id: int, intro: str | None) -> Edit:
         raise EditError(f"the intro is {len(intro)} characters long; keep it under {MAX_INTRO}")
     if intro == row.intro:
         return Edit(row.id, False)
-    row.intro = intro
+    before, row.intro = row.intro, intro
+    if not has_content(row):
+        row.intro = before
+        raise EditError("an issue needs at least one story or an intro note: include a story before removing "
+                        "the intro")
     return _done(session, row, True)
 
 
