@@ -190,14 +190,16 @@ def test_newsletter_run_delivers_once_refuses_a_second_and_stops_cleanly(paper: 
         first.proc.send_signal(signal.SIGHUP)  # re-read the schedule files without a restart
         assert first.wait_for(lambda e: e.get("event") == "reloaded")["newsletters"] == ["paper"]
 
+        t0 = time.monotonic()
         second = subprocess.run([sys.executable, "-m", "newsletter", "run"], cwd=paper.workdir,
                                 env=_env(paper.workdir, sendgrid_server), capture_output=True, text=True,
-                                timeout=20)
-        assert second.returncode == 1
+                                timeout=90)  # generous: a loaded CI machine starts Python slowly
+        assert second.returncode == 1, (time.monotonic() - t0, second.stderr)
         assert "another `newsletter run` is already running" in second.stderr
         t0 = time.monotonic()
-        assert first.stop() == 0
-        assert time.monotonic() - t0 < 5
+        code = first.stop(timeout=90)
+        stopped_in = time.monotonic() - t0
+        assert code == 0 and stopped_in < 10, (code, stopped_in, "\n".join(first.lines))
         assert any(e.get("event") == "runner-stopped" for e in first.events())
     finally:
         if first.proc.poll() is None:
