@@ -135,4 +135,13 @@ def test_public_subscribe_form_sends_one_confirmation_and_tells_nobody_anything(
         assert bot.status_code == 200 and emails() == ["ann@example.com.eml"]
         bad = httpx.post(f"{url}/subscribe/city", data={"email": "not an address"})
         assert bad.status_code == 400 and "not an address" in bad.text
-    assert statuses(workdir) == {"ann@example.com": "pending", "member@example.com": "active"}
+        # Another site's page posting the form for its visitors (CSRF) is refused; the site's own page is not.
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+            forged = httpx.post(f"{url}/subscribe/city", data={"email": "victim@example.com"}, headers=headers)
+            assert forged.status_code == 403, headers
+        assert emails() == ["ann@example.com.eml"]
+        own = httpx.post(f"{url}/subscribe/city", data={"email": "bo@example.com"},
+                         headers={"Origin": url, "Sec-Fetch-Site": "same-origin"})
+        assert own.status_code == 200 and emails() == ["ann@example.com.eml", "bo@example.com.eml"]
+    assert statuses(workdir) == {"ann@example.com": "pending", "bo@example.com": "pending",
+                                 "member@example.com": "active"}

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
@@ -51,6 +51,22 @@ EVENT_OUTCOMES = {
     "unsubscribe": "unsubscribed",
     "group_unsubscribe": "unsubscribed",
 }
+
+
+def _cross_site(request: Request, base_url: str) -> bool:
+    """A form post made by another site's page (CSRF), judged by what browsers send on every form post.
+
+    Without a session there is no token to check; Sec-Fetch-Site and Origin are set by the browser and cannot be
+    forged by the other page. Requests without either (curl, old browsers) are let through: double opt-in
+    still stands between them and a subscription.
+    """
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"  # sandboxed frames and some redirects: never a legitimate subscriber
+    allowed = {urlsplit(base_url).netloc, request.headers.get("host", "")}
+    return urlsplit(origin).netloc not in allowed
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -230,6 +246,9 @@ def public_routes(
         nl = _schedule(settings, request.path_params["slug"])
         if nl is None:
             return _page("No such newsletter", "<p>Check the address of this page.</p>", 404)
+        if _cross_site(request, settings.base_url):
+            # Another site's page posting this form would make its visitors' browsers sign up addresses.
+            return _page("Please use the form on this site", "<p>This form only accepts posts from itself.</p>", 403)
         raw = await request.body()
         form = parse_qs(raw[:10_000].decode("utf-8", "replace"))
         email = (form.get("email") or [""])[0].strip()
