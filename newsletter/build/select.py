@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,34 +10,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.build.cluster import group_same_story
+from newsletter.build.text import split_sentences
 from newsletter.config import Newsletter
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, Source
 
-# Split after ., ! or ? (optionally followed by a closing quote or bracket) when a capital or digit follows.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9])")
-_ABBREV = re.compile(r"\b(Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Inc|Ltd|Co|vs|etc|e\.g|i\.e|U\.S|No|Gen|Sen|Rep|Gov)\.$")
 
-
-def sentences(text: str) -> list[str]:
-    out: list[str] = []
-    for paragraph in text.split("\n"):
-        parts = _SENTENCE_END.split(paragraph.strip())
-        buffer = ""
-        for part in parts:
-            buffer = f"{buffer} {part}".strip() if buffer else part
-            if not _ABBREV.search(buffer):
-                out.append(buffer)
-                buffer = ""
-        if buffer:
-            out.append(buffer)
-    return [s for s in out if s]
-
-
-def feed_summary(text: str, max_words: int, max_sentences: int = 3) -> str:
+def feed_summary(text: str, max_words: int, max_sentences: int = 3, language: str | None = "en") -> str:
     """The feed's own text cut at a sentence boundary: whole sentences within the word budget."""
     chosen: list[str] = []
     words = 0
-    for sentence in sentences(text):
+    for sentence in (s for paragraph in text.split("\n") for s in split_sentences(paragraph, language)):
         n = len(sentence.split())
         if chosen and (words + n > max_words or len(chosen) >= max_sentences):
             break
