@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -170,10 +170,3 @@ async def fetch_all(
             return result
 
         return list(await asyncio.gather(*(one(*r) for r in requests)))
-
-
-def fetch_all_sync(
-    urls: Iterable[str], limits: FetchLimits | None = None, *, accept: str = "*/*"
-) -> list[FetchResult]:
-    """Convenience for callers outside an event loop (e.g. article pages)."""
-    return asyncio.run(fetch_all([(u, None, None) for u in urls], limits or FetchLimits(), accept=accept))

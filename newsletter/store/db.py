@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session
 
 from newsletter.store.models import Meta, NewsletterRow
 
@@ -81,10 +81,6 @@ def get_engine(url: str) -> Engine:
     return _engine_for(url)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
@@ -124,7 +120,3 @@ def secret_key(session: Session, configured: str | None) -> str:
         session.add(row)
         session.flush()
     return row.value
-
-
-def table_names(engine: Engine) -> list[str]:
-    return inspect(engine).get_table_names()
