@@ -120,26 +120,31 @@ def public_routes(
         except InvalidToken:
             return None
 
-    def lookup(session, data: TokenData):  # noqa: ANN001, ANN202
-        return session.execute(
+    def subscription_for(session, token: str):  # noqa: ANN001, ANN202
+        """(token data, subscription, address, newsletter row) for a valid unsubscribe link, else None."""
+        data = read(token, UNSUBSCRIBE)
+        if data is None:
+            return None
+        found = session.execute(
             select(Subscription, Subscriber.email, NewsletterRow)
             .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
             .join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
             .where(Subscription.subscriber_id == data.subscriber_id, NewsletterRow.slug == data.newsletter_slug)
         ).first()
+        return (data, *found) if found is not None else None
+
+    def unsubscribed_page(email: str, name: str) -> Response:
+        return _page("You are unsubscribed", f"<p>{html.escape(email)} no longer receives {html.escape(name)}.</p>")
 
     async def unsubscribe_page(request: Request) -> Response:
-        data = read(request.path_params["token"], UNSUBSCRIBE)
-        if data is None:
-            return _invalid_link()
         with session_scope(get_db()) as session:
-            found = lookup(session, data)
+            found = subscription_for(session, request.path_params["token"])
             if found is None:
                 return _invalid_link()
-            sub, email, nl = found
-            name, email, already = nl.name, email, sub.status in subscription_status.LEFT
+            _data, sub, email, nl = found
+            name, already = nl.name, sub.status in subscription_status.LEFT
         if already:
-            return _page("You are unsubscribed", f"<p>{html.escape(email)} no longer receives {html.escape(name)}.</p>")
+            return unsubscribed_page(email, name)
         return _page(
             f"Unsubscribe from {name}?",
             f"<p>{html.escape(email)} will no longer receive {html.escape(name)}.</p>"
@@ -150,19 +155,16 @@ def public_routes(
     async def unsubscribe(request: Request) -> Response:
         # RFC 8058: the body is "List-Unsubscribe=One-Click"; the signed token is the authority, so any POST
         # to a valid link unsubscribes (mail providers differ in how they encode the body). No redirect.
-        data = read(request.path_params["token"], UNSUBSCRIBE)
-        if data is None:
-            return _invalid_link()
         with session_scope(get_db()) as session:
-            found = lookup(session, data)
+            found = subscription_for(session, request.path_params["token"])
             if found is None:
                 return _invalid_link()
-            _sub, email, nl = found
+            data, _sub, email, nl = found
             changes = subscription_status.set_status(session, data.subscriber_id, nl.id, "unsubscribed")
             name = nl.name
         if changes and changes[0].changed:
             log.info("unsubscribed subscriber %s from %s", data.subscriber_id, data.newsletter_slug)
-        return _page("You are unsubscribed", f"<p>{html.escape(email)} will no longer receive {html.escape(name)}.</p>")
+        return unsubscribed_page(email, name)
 
     async def confirm(request: Request) -> Response:
         try:
