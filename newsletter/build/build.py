@@ -140,12 +140,12 @@ def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> tuple[str, 
     return report.summary_line(), list(report.problems)
 
 
-def _query(session: Session):  # noqa: ANN202
-    return select(IssueRow).options(selectinload(IssueRow.items), selectinload(IssueRow.newsletter))
-
-
 def load_issue(session: Session, issue_id: int) -> Issue | None:
-    row = session.scalar(_query(session).where(IssueRow.id == issue_id))
+    row = session.scalar(
+        select(IssueRow)
+        .options(selectinload(IssueRow.items), selectinload(IssueRow.newsletter))
+        .where(IssueRow.id == issue_id)
+    )
     return issue_from_row(row) if row else None
 
 
