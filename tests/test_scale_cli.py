@@ -66,7 +66,8 @@ def test_newsletter_run_in_scale_mode_keeps_the_schedule_and_stops_cleanly(tmp_p
         try:
             deadline = time.monotonic() + 20
             queues = None
-            while time.monotonic() < deadline and not queues:
+            # The periodic jobs are deferred one after the other: wait for the one checked below, not the first.
+            while time.monotonic() < deadline and not any(n.endswith("retry_stalled") for n in queues or []):
                 time.sleep(0.2)
                 with engine.connect() as conn:
                     if conn.execute(sa.text("SELECT to_regclass('procrastinate_periodic_defers')")).scalar():
