@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO))
 
 from lxml import html as lxml_html  # noqa: E402
 
-from newsletter.build.quotes import extract_quotes  # noqa: E402
-from newsletter.build.summarize import extractive_summary, lead_sentences  # noqa: E402
-from newsletter.build.text import appears_in, paragraphs, words  # noqa: E402
 from newsletter.collect.article import extract  # noqa: E402
+from newsletter.editorial.quotes import extract_quotes  # noqa: E402
+from newsletter.editorial.summarize import extractive_summary, lead_sentences  # noqa: E402
+from newsletter.text import appears_in, paragraphs, words  # noqa: E402
 
 
 def _tokens(text: str) -> list[str]:
@@ -159,9 +159,9 @@ def clustering(articles: list[Path]) -> dict[str, str]:
     """One story once on passages of the articles: every third one re-told by another source (its first two
     sentences swapped, its headline taken from another sentence, its own link). Counts copies found, distinct
     passages wrongly merged, and time, next to the baseline of grouping by link and exact headline only."""
-    from newsletter.build.cluster import group_same_story
-    from newsletter.build.text import split_sentences
+    from newsletter.editorial.cluster import group_same_story
     from newsletter.store.models import Item
+    from newsletter.text import split_sentences
 
     passages = []
     for folder in articles:
@@ -193,8 +193,8 @@ def clustering(articles: list[Path]) -> dict[str, str]:
 def timing(articles: list[Path], stories: int = 30, archive: int = 1000) -> list:
     from sqlalchemy.orm import Session
 
-    from newsletter.build.enrich import enrich_issue
     from newsletter.config import Newsletter
+    from newsletter.editorial.enrich import enrich_issue
     from newsletter.store.db import ensure_newsletter, get_engine
     from newsletter.store.models import IssueItem, IssueRow, Item, Source
 

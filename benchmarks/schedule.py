@@ -64,8 +64,8 @@ def _setup(folder: Path, slug: str, subscribers: int):  # noqa: ANN202
 
 
 def measure(subscribers: int, newsletters: int, runs: int) -> list[dict[str, str]]:
-    from newsletter.build.build import build_issue
     from newsletter.collect.run import collect
+    from newsletter.compose.build import build_issue
     from newsletter.deliver.outbox import OutboxMailer
     from newsletter.deliver.send import send_issue
     from newsletter.schedule.jobs import Runtime, pending_sends, run_cycle

@@ -50,7 +50,7 @@ def _time(fn: Callable[[], object], runs: int) -> list[float]:
 def main() -> list[dict[str, str]]:
     import httpx
 
-    from newsletter.build.build import load_issue
+    from newsletter.compose.build import load_issue
     from newsletter.store.db import session_scope
     from newsletter.store.models import IssueRow
     from newsletter.web import auth

@@ -203,15 +203,21 @@ def test_ctrl_c_asks_to_stop_then_a_second_one_interrupts() -> None:
 
     from newsletter.deliver.send import stop_on_ctrl_c
 
-    stop = threading.Event()
-    with stop_on_ctrl_c(stop):
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.wait(2)  # first Ctrl-C: finish the batch in flight, then stop
-        with pytest.raises(KeyboardInterrupt):
+    # A shell starts a background job with SIGINT ignored; the interactive case this test is about has Python's
+    # default handler, so set it (and put back whatever the runner had).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stop = threading.Event()
+        with stop_on_ctrl_c(stop):
             os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(200):  # the signal is delivered between bytecodes
-                threading.Event().wait(0.01)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert stop.wait(2)  # first Ctrl-C: finish the batch in flight, then stop
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(200):  # the signal is delivered between bytecodes
+                    threading.Event().wait(0.01)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @BOTH_DATABASES

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from newsletter.build.cluster import canonical_url, group_same_story
-from newsletter.build.related import Doc, RelatedIndex, related_entries
+from newsletter.editorial.cluster import canonical_url, group_same_story
+from newsletter.editorial.related import Doc, RelatedIndex, related_entries
 from newsletter.store.models import Item
 
 ATLAS = (

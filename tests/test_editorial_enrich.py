@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.build import enrich as enrich_module
-from newsletter.build.enrich import enrich_issue
-from newsletter.build.text import appears_in
 from newsletter.collect.fetch import FetchLimits
 from newsletter.config import Newsletter
+from newsletter.editorial import enrich as enrich_module
+from newsletter.editorial.enrich import enrich_issue
 from newsletter.store.db import ensure_newsletter, get_engine
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, Source
+from newsletter.text import appears_in
 from tests.editorial_server import EditorialServer, Page, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures" / "editorial"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from newsletter.build.llm import Job, chat_url, clean_answer, render_prompt
 from newsletter.config import Summarizer
+from newsletter.editorial.llm import Job, chat_url, clean_answer, render_prompt
 
 
 def test_endpoint_as_base_or_full_url() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.build.quotes import extract_quotes
-from newsletter.build.text import appears_in, word_count
 from newsletter.collect.article import extract
+from newsletter.editorial.quotes import extract_quotes
+from newsletter.text import appears_in, word_count
 
 FIXTURES = Path(__file__).parent / "fixtures" / "editorial"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.build.summarize import extractive_summary, lead_sentences
-from newsletter.build.text import appears_in, paragraphs, sentences, split_sentences, word_count
+from newsletter.editorial.summarize import extractive_summary, lead_sentences
+from newsletter.text import appears_in, paragraphs, sentences, split_sentences, word_count
 
 STORY = (Path(__file__).parent / "fixtures" / "editorial" / "wellsby.txt").read_text(encoding="utf-8")
 

@@ -38,7 +38,7 @@ def test_send_retries_back_off_and_never_come_sooner_than_the_provider_asked() -
 
 
 def test_the_database_url_becomes_a_libpq_uri_with_its_options() -> None:
-    from newsletter.scale.app import libpq_dsn
+    from newsletter.scale.mode import libpq_dsn
 
     assert libpq_dsn("postgresql+psycopg://news:p%40ss@db.internal:5433/newsletter?sslmode=require") == (
         "postgresql://news:p%40ss@db.internal:5433/newsletter?sslmode=require")

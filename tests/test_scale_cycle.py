@@ -123,7 +123,7 @@ def test_local_send_times_follow_daylight_saving() -> None:
 @ON_POSTGRES
 def test_approval_required_a_draft_ahead_nothing_sent_until_an_editor_approves(
         workdir: Path, feed_server, db_url: str) -> None:  # noqa: ANN001
-    from newsletter.build.approval import approve
+    from newsletter.compose.approval import approve
     from newsletter.scale import tasks
     from newsletter.scale.app import connected, ensure_schema
     from newsletter.store.db import ensure_newsletter, get_engine, session_scope

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from newsletter.build.approval import ApprovalError, approve, hold, is_approved_as_is, reopen
+from newsletter.compose.approval import ApprovalError, approve, hold, is_approved_as_is, reopen
 from newsletter.config import load_newsletter
 from newsletter.schedule.cadence import next_fire_times
 from newsletter.schedule.jobs import missed_build, missed_send, pending_sends, run_build, run_cycle

@@ -79,7 +79,7 @@ def _store_items(engine: Engine, stories: list[tuple[str, str, str, str]], hours
 
 def make_site(root: Path, *, base_url: str = "https://news.example.com", database_url: str | None = None) -> Site:
     """schedules/city.toml, a database with issue #1 sent (to one subscriber) and issue #2 as a draft."""
-    from newsletter.build.build import build_issue
+    from newsletter.compose.build import build_issue
     from newsletter.deliver.outbox import OutboxMailer
     from newsletter.deliver.send import send_issue
     from newsletter.render.cache import rendered_issue

@@ -7,8 +7,8 @@ import os
 
 import typer
 
-from newsletter.build.approval import ApprovalError, approve, hold, reopen
 from newsletter.cli.common import console, engine, fail
+from newsletter.compose.approval import ApprovalError, approve, hold, reopen
 from newsletter.store.db import session_scope
 
 

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from newsletter.build.build import BuildError, build_issue, resolve_issue
-from newsletter.build.issue import issue_to_json
 from newsletter.cli.common import console, engine, fail, newsletter
+from newsletter.compose.build import BuildError, build_issue, resolve_issue
+from newsletter.compose.issue import issue_to_json
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 

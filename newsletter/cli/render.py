@@ -21,7 +21,7 @@ def _templates_dir() -> Path | None:
 
 def _load(slug: str, issue_id: int | None) -> tuple[Newsletter, int, int, Rendered]:
     """The newsletter, the issue's id and number, and the issue rendered as it would be sent."""
-    from newsletter.build.build import BuildError, resolve_issue
+    from newsletter.compose.build import BuildError, resolve_issue
     from newsletter.render.cache import rendered_issue
     from newsletter.store.db import session_scope
 

@@ -13,7 +13,7 @@ WORK_QUEUES = ("collect", "build", "send", "maintenance")  # the `schedule` queu
 
 
 def _url() -> str:
-    from newsletter.scale.app import is_postgres
+    from newsletter.scale.mode import is_postgres
 
     url = settings().database_url
     if not is_postgres(url):
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
         Example: `newsletter scale send ai-weekly`, then watch `newsletter scale status`.
         """
-        from newsletter.build.build import BuildError, resolve_issue
+        from newsletter.compose.build import BuildError, resolve_issue
         from newsletter.scale.app import connected
         from newsletter.store.db import session_scope
 
@@ -197,7 +197,7 @@ def run_scheduler() -> None:
 
 def require_scale(flag: bool) -> bool:
     """For `newsletter run`: whether to defer jobs to workers instead of running them in this process."""
-    from newsletter.scale.app import scale_mode
+    from newsletter.scale.mode import scale_mode
 
     try:
         return scale_mode(settings(), flag)

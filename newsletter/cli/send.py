@@ -7,9 +7,9 @@ import threading
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from newsletter.build.build import BuildError, resolve_issue
 from newsletter.cli.common import console, engine, fail, newsletter, settings
 from newsletter.cli.render import print_report
+from newsletter.compose.build import BuildError, resolve_issue
 from newsletter.config import ConfigError
 from newsletter.deliver.factory import make_mailer
 from newsletter.deliver.mailer import DeliveryError

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from newsletter.cli.common import console, engine, fail, newsletter, settings
+from newsletter.deliver.optin import request_opt_in
 from newsletter.store.db import ensure_newsletter, secret_key, session_scope
 from newsletter.subscribers import status as subscription_status
 from newsletter.subscribers.manage import (
@@ -18,7 +19,6 @@ from newsletter.subscribers.manage import (
     find_subscriber_id,
     import_csv,
     list_subscriptions,
-    request_opt_in,
 )
 
 NEWSLETTER_OPT = typer.Option(..., "--newsletter", "-n", help="The newsletter's slug.")

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.build.text import is_boilerplate, normalize_ws, word_count
 from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
 from newsletter.store.models import Article, utcnow
+from newsletter.text import is_boilerplate, normalize_ws, word_count
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.compose.issue import has_content
 from newsletter.config import Newsletter, Settings
 from newsletter.deliver.errors import OutcomeUnknownError, PartialDeliveryError
 from newsletter.deliver.mailer import (
@@ -299,11 +300,6 @@ class _Batch:
     claimed_at: float  # epoch of the last claim or attempt
     error: str | None
     rows: list[tuple[int, int, str, str | None]] | None = None  # (subscription id, subscriber id, email, name)
-
-
-def has_content(row: IssueRow) -> bool:
-    """Stories, or at least an editor's note (a "nothing new this week" issue sent on purpose)."""
-    return any(i.included for i in row.items) or bool((row.intro or "").strip())
 
 
 DELIVERY_COLUMNS = "(send_id, batch_id, subscriber_id, email, message_id, sent_at)"
@@ -689,7 +685,7 @@ def send_issue(
     options: SendOptions | None = None,
 ) -> SendReport:
     """Deliver the issue to everyone in its audience who has not had it yet."""
-    from newsletter.build.build import load_issue
+    from newsletter.compose.build import load_issue
     from newsletter.render.cache import rendered_issue
 
     options = options or SendOptions(rate=settings.send_rate)
@@ -735,7 +731,7 @@ def _templates(settings: Settings) -> Path | None:
 def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, settings: Settings,
               address: str) -> None:
     """Send the issue to one address (an editor's own) without touching the ledger."""
-    from newsletter.build.build import load_issue
+    from newsletter.compose.build import load_issue
     from newsletter.render.cache import rendered_issue
 
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))

@@ -15,8 +15,8 @@ from email.utils import format_datetime
 from importlib import resources
 from pathlib import Path
 
-from newsletter.build.build import build_issue
 from newsletter.collect.run import CollectReport, collect
+from newsletter.compose.build import build_issue
 from newsletter.config import Settings, load_newsletter
 from newsletter.deliver.outbox import OutboxMailer
 from newsletter.deliver.send import SendReport, send_issue

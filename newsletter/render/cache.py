@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from newsletter.build.build import load_issue
-from newsletter.build.issue import content_hash
+from newsletter.compose.build import load_issue
+from newsletter.compose.issue import content_hash
 from newsletter.config import Newsletter
 from newsletter.render.engine import Rendered, default_templates_dir, preheader_for, render_issue
 from newsletter.store.db import session_scope

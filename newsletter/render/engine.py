@@ -19,7 +19,7 @@ import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import escape
 
-from newsletter.build.issue import Issue, issue_to_json
+from newsletter.compose.issue import Issue, issue_to_json
 from newsletter.config import Newsletter
 from newsletter.render import tokens
 

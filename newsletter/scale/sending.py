@@ -47,7 +47,7 @@ def _templates(settings: Settings):  # noqa: ANN202 - Path | None
 
 
 def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) -> SendJob:
-    from newsletter.build.build import load_issue
+    from newsletter.compose.build import load_issue
     from newsletter.render.cache import rendered_issue
 
     with session_scope(engine) as session:

@@ -188,8 +188,8 @@ def collect_newsletter(slug: str) -> int:
 @app.task(queue="build", retry=JOB_RETRY)
 def build_issue(slug: str, period: str | None = None, send: bool = False) -> int | None:
     """Build the period's issue (at most one per newsletter and period: a unique key), then enrich it."""
-    from newsletter.build.build import BuildError
-    from newsletter.build.build import build_issue as build
+    from newsletter.compose.build import BuildError
+    from newsletter.compose.build import build_issue as build
 
     nl = newsletter(slug)
     try:
@@ -207,7 +207,7 @@ def build_issue(slug: str, period: str | None = None, send: bool = False) -> int
 @app.task(queue="build", retry=JOB_RETRY)
 def enrich_issue(issue_id: int, send: bool = False) -> list[str]:
     """Summaries, key quotes and related reading for every story of the issue; then render it."""
-    from newsletter.build.build import enrich_stories
+    from newsletter.compose.build import enrich_stories
 
     slug = _slug_of_issue(issue_id)
     summary, problems = enrich_stories(engine(), issue_id, newsletter(slug))
@@ -236,7 +236,7 @@ def render_issue(issue_id: int, send: bool = False) -> str:
 def send_period(slug: str, period: str) -> str:
     """A newsletter's send time: send the period's issue if its approval policy lets it (building it first when
     the send builds it, approval 'auto')."""
-    from newsletter.build.select import newsletter_row
+    from newsletter.compose.select import newsletter_row
 
     nl = newsletter(slug)
     with session_scope(engine()) as session:
@@ -251,7 +251,7 @@ def send_period(slug: str, period: str) -> str:
 
 def send_if_allowed(nl: Newsletter, issue_id: int) -> str:
     """Defer the send of an issue as its newsletter's approval policy says. Returns what was decided."""
-    from newsletter.build.approval import approval_state
+    from newsletter.compose.approval import approval_state
     from newsletter.schedule.cadence import approval_policy
 
     with session_scope(engine()) as session:
@@ -283,7 +283,8 @@ def _slug_of_issue(issue_id: int) -> str:
 
 def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
     """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
-    from newsletter.deliver.send import SENDABLE, SendError, has_content, start_send
+    from newsletter.compose.issue import has_content
+    from newsletter.deliver.send import SENDABLE, SendError, start_send
 
     with session_scope(eng) as session:
         nrow = ensure_newsletter(session, nl.slug, nl.name)
@@ -471,7 +472,7 @@ def defer_due(start: datetime, end: datetime) -> list[str]:
 
 def defer_late_approvals(now: datetime) -> list[str]:
     """Issues approved after their send time (within the grace a missed send has) go out now."""
-    from newsletter.build.select import newsletter_row
+    from newsletter.compose.select import newsletter_row
     from newsletter.schedule.cadence import last_send_due, send_grace
 
     deferred = []

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter.build.approval import approval_state, is_approved_as_is
+from newsletter.compose.approval import approval_state, is_approved_as_is
 from newsletter.config import Newsletter, Settings
 from newsletter.deliver.mailer import Mailer
 from newsletter.schedule.cadence import (
@@ -162,7 +162,7 @@ def collect_step(rt: Runtime, nl: Newsletter) -> Step:
 
 
 def build_step(rt: Runtime, nl: Newsletter, now: datetime, period: str) -> tuple[Step, int | None]:
-    from newsletter.build.build import build_issue
+    from newsletter.compose.build import build_issue
 
     allow_empty = nl.schedule.when_empty == "send"
     result = build_issue(rt.engine, nl, now=naive(now), period=period, allow_empty=allow_empty)

@@ -19,15 +19,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from newsletter.build import edit
-from newsletter.build.build import load_issue
-from newsletter.build.issue import issue_to_json
+from newsletter.compose import edit
+from newsletter.compose.build import load_issue
+from newsletter.compose.issue import issue_to_json
+from newsletter.deliver.optin import request_opt_in
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
-from newsletter.subscribers.manage import InvalidAddress, add_subscriber, list_subscriptions, request_opt_in
+from newsletter.subscribers.manage import InvalidAddress, add_subscriber, list_subscriptions
 from newsletter.web import approvals
 from newsletter.web.auth import editor_for_token
+from newsletter.web.edits import apply_edit
 from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
 
@@ -152,7 +154,7 @@ def _apply(state: WebState, issue_id: int, changes: list[Callable[[Any], edit.Ed
         for change in changes:  # one transaction: a request is applied whole or not at all
             change(session)
 
-    edit.apply_edit(state.engine, nl, issue_id, all_of, base_url=state.settings.base_url,
+    apply_edit(state.engine, nl, issue_id, all_of, base_url=state.settings.base_url,
                     templates_dir=state.templates_dir)
     return _issue_json(state, issue_id)
 

@@ -1,5 +1,5 @@
 """Approve, hold and reopen an issue from the web pages and the API: the scheduler's rules
-(newsletter.build.approval), plus the one thing a web editor can get wrong that the CLI's operator cannot:
+(newsletter.compose.approval), plus the one thing a web editor can get wrong that the CLI's operator cannot:
 approving an issue with nothing in it (every story dropped and no intro).
 """
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from newsletter.build import approval
-from newsletter.deliver.send import has_content
+from newsletter.compose import approval
+from newsletter.compose.issue import has_content
 from newsletter.store.models import IssueRow
 
 ApprovalError = approval.ApprovalError

@@ -20,12 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter.build.build import load_issue
+from newsletter.compose.build import load_issue
 from newsletter.config import Newsletter
+from newsletter.deliver.optin import request_opt_in
 from newsletter.render import tokens
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueRow, NewsletterRow
-from newsletter.subscribers.manage import InvalidAddress, request_opt_in
+from newsletter.subscribers.manage import InvalidAddress
 from newsletter.web.pages import checked_form, page
 from newsletter.web.public import RESEND_CONFIRMATION_AFTER
 from newsletter.web.state import WebState, web_state

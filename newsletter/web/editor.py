@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from newsletter.build import edit
-from newsletter.build.build import load_issue
-from newsletter.build.issue import Issue
+from newsletter.compose import edit
+from newsletter.compose.build import load_issue
+from newsletter.compose.issue import Issue
 from newsletter.config import Newsletter
 from newsletter.deliver.preflight import preflight_issue
 from newsletter.render import tokens
@@ -34,6 +34,7 @@ from newsletter.render.preview import force_dark
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.web import approvals
+from newsletter.web.edits import apply_edit
 from newsletter.web.pages import flash, page, redirect
 from newsletter.web.signin import RequireEditor, form_action
 from newsletter.web.state import WebState, web_state
@@ -201,7 +202,7 @@ async def _edit(request: Request, change: Callable[[Any], edit.Edit], anchor: st
         nl = state.newsletter(slug)
         if nl is None:
             raise edit.EditError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
-        return edit.apply_edit(state.engine, nl, issue_id, change, base_url=state.settings.base_url,
+        return apply_edit(state.engine, nl, issue_id, change, base_url=state.settings.base_url,
                                templates_dir=state.templates_dir)
 
     try:

@@ -322,8 +322,8 @@ def _check_inbox(nl) -> HTMLResponse:  # noqa: ANN001
 
 def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None) -> None:  # noqa: ANN001
     from newsletter.deliver.factory import make_mailer
+    from newsletter.deliver.optin import request_opt_in
     from newsletter.store.db import ensure_newsletter
-    from newsletter.subscribers.manage import request_opt_in
 
     mailer = make_mailer(settings)
     try:

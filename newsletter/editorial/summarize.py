@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from newsletter.build.text import (
+from newsletter.text import (
     Sentence,
     cosine,
     idf_table,

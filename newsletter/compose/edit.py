@@ -2,23 +2,18 @@
 
 Each change is refused once the issue is sending or sent (what went out stays as it went out). A change to an
 approved issue puts it back to needing approval: approval is of the exact content, so a new version needs a
-new one. `apply_edit` makes a change and renders the issue again, so the preview always shows the new version.
+new one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from newsletter.build import approval
-from newsletter.config import Newsletter
-from newsletter.deliver.send import has_content
-from newsletter.store.db import session_scope
+from newsletter.compose import approval
+from newsletter.compose.issue import has_content
 from newsletter.store.models import IssueItem, IssueRow, utcnow
 
 FROZEN = ("sending", "sent")
@@ -169,21 +164,3 @@ def set_intro(session: Session, issue_id: int, intro: str | None) -> Edit:
         raise EditError("an issue needs at least one story or an intro note: include a story before removing "
                         "the intro")
     return _done(session, row, True)
-
-
-def apply_edit(
-    engine: Engine,
-    nl: Newsletter,
-    issue_id: int,
-    change: Callable[[Session], T],
-    *,
-    base_url: str,
-    templates_dir: Path | None = None,
-) -> T:
-    """Make a change (committed on its own) and render the issue again so the preview shows it."""
-    from newsletter.render.cache import rendered_issue
-
-    with session_scope(engine) as session:
-        result = change(session)
-    rendered_issue(engine, issue_id, nl, base_url=base_url, templates_dir=templates_dir)
-    return result

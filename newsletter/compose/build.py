@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter.build.issue import Issue, issue_from_row
-from newsletter.build.select import feed_summary, select_items, window_for
+from newsletter.compose.issue import Issue, issue_from_row
+from newsletter.compose.select import feed_summary, select_items, window_for
 from newsletter.config import Newsletter
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, utcnow
@@ -132,7 +132,7 @@ def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> tuple[str, 
 
     Problems are reported, never fatal: a story keeps its feed summary when its article cannot be used.
     """
-    from newsletter.build.enrich import enrich_issue
+    from newsletter.editorial.enrich import enrich_issue
 
     with session_scope(engine) as session:
         issue = session.get(IssueRow, issue_id)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from newsletter.build.text import cosine, idf_table, tf_vector, tokens
+from newsletter.text import cosine, idf_table, tf_vector, tokens
 
 TITLE_THRESHOLD = 0.62  # headline vectors alone
 STORY_THRESHOLD = 0.4  # headline + opening words

@@ -11,8 +11,8 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from newsletter.build.build import load_issue
-from newsletter.build.issue import content_hash
+from newsletter.compose.build import load_issue
+from newsletter.compose.issue import content_hash
 from newsletter.store.models import IssueRow, utcnow
 
 FROZEN = ("sending", "sent")  # what is going out, or went out, stays as it went out

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from newsletter.build.text import normalize_ws, split_sentences, word_count
 from newsletter.config import Summarizer
+from newsletter.text import normalize_ws, split_sentences, word_count
 
 MAX_INPUT_WORDS = 1500  # enough for the point of a news story; keeps small local models fast
 CONCURRENCY = 4

@@ -16,6 +16,11 @@ from newsletter.store.models import IssueItem, IssueRow
 JSON_VERSION = 1
 
 
+def has_content(row: IssueRow) -> bool:
+    """Stories, or at least an editor's note (a "nothing new this week" issue sent on purpose)."""
+    return any(i.included for i in row.items) or bool((row.intro or "").strip())
+
+
 @dataclass
 class Quote:
     text: str

@@ -98,7 +98,7 @@ class Schedule(Strict):
     @field_validator("collect", "send")
     @classmethod
     def _cadence(cls, value: str) -> str:
-        from newsletter.schedule.cadence import parse_cadence
+        from newsletter.config.cadence import parse_cadence
 
         parse_cadence(value)  # raises with an example of what works
         return value
@@ -106,14 +106,14 @@ class Schedule(Strict):
     @field_validator("build_ahead")
     @classmethod
     def _ahead(cls, value: str) -> str:
-        from newsletter.schedule.cadence import parse_duration
+        from newsletter.config.cadence import parse_duration
 
         parse_duration(value)
         return value
 
     @model_validator(mode="after")
     def _draft_before_send(self) -> Schedule:
-        from newsletter.schedule.cadence import check_build_ahead
+        from newsletter.config.cadence import check_build_ahead
 
         check_build_ahead(self.send, self.timezone, self.approval, self.build_ahead)
         return self

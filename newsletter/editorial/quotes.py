@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from newsletter.build.text import (
+from newsletter.text import (
     appears_in,
     cosine,
     idf_table,

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.build.cluster import group_same_story
-from newsletter.build.text import split_sentences
 from newsletter.config import Newsletter
+from newsletter.editorial.cluster import group_same_story
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, Source
+from newsletter.text import split_sentences
 
 
 def feed_summary(text: str, max_words: int, max_sentences: int = 3, language: str | None = "en") -> str:

@@ -14,8 +14,8 @@ from functools import lru_cache
 
 from rank_bm25 import BM25Okapi
 
-from newsletter.build.cluster import LEAD_WORDS, STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url
-from newsletter.build.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
+from newsletter.editorial.cluster import LEAD_WORDS, STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url
+from newsletter.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
 
 INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
 MIN_COSINE = 0.1  # TF-IDF cosine below which a BM25 hit shares only common words with the story

@@ -17,16 +17,16 @@ from urllib.parse import urlparse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from newsletter.build import llm
-from newsletter.build.cluster import canonical_url
-from newsletter.build.quotes import extract_quotes
-from newsletter.build.related import Doc, RelatedIndex, related_entries
-from newsletter.build.summarize import extractive_summary
-from newsletter.build.text import word_count
 from newsletter.collect.article import get_articles, run_sync
 from newsletter.collect.fetch import FetchLimits
 from newsletter.config import Newsletter
+from newsletter.editorial import llm
+from newsletter.editorial.cluster import canonical_url
+from newsletter.editorial.quotes import extract_quotes
+from newsletter.editorial.related import Doc, RelatedIndex, related_entries
+from newsletter.editorial.summarize import extractive_summary
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, utcnow
+from newsletter.text import word_count
 
 log = logging.getLogger(__name__)
 
