@@ -358,7 +358,7 @@ class _Sender:
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last)).all()
-        return [tuple(r) for r in rows if r[1] not in done]  # type: ignore[misc]
+        return [tuple(r) for r in rows if r[1] not in done]
 
     def _record(self, batch: _Batch, rows: Sequence[tuple[int, int, str, str | None]],
                 result: PushResult | None, final: bool) -> None:
