@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from newsletter.config import Newsletter, Settings
+from newsletter.deliver.errors import SendError
 from newsletter.deliver.mailer import Message
 from newsletter.store.db import session_scope
 
@@ -56,6 +57,6 @@ def issue_message(engine: Engine, nl: Newsletter, issue_id: int, settings: Setti
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
     if issue is None:
-        raise LookupError(f"no issue {issue_id}")
+        raise SendError(f"no issue {issue_id} (deleted?)")
     return make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
                         issue_id=issue_id, send_id=send_id, test=test)

@@ -144,7 +144,8 @@ def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         raw = connection.connection.driver_connection
-        assert raw is not None  # a live connection: the session just opened it
+        if raw is None:
+            raise RuntimeError("the database connection was closed while deliveries were being recorded")
         with raw.cursor() as cursor, cursor.copy(f"COPY delivery {DELIVERY_COLUMNS} FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -175,7 +176,7 @@ class Ledger:
             ).first()
             number, after = (last[0] + 1, last[1]) if last else (1, 0)
             # Keyset page: an index range scan however far into a million-row audience we are.
-            rows: list[Row] = [tuple(r) for r in session.execute(  # type: ignore[misc]
+            rows: list[Row] = [tuple(r) for r in session.execute(
                 audience_query(self.newsletter_id, after, self.max_id).limit(self.batch_size))]
             if not rows:
                 return None
@@ -201,7 +202,7 @@ class Ledger:
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last)).all()
-        return [tuple(r) for r in rows if r[1] not in done]  # type: ignore[misc]
+        return [tuple(r) for r in rows if r[1] not in done]
 
     # -- transitions ----------------------------------------------------------------------------------------
     def sending(self, batch: Batch, me: str) -> None:
@@ -266,8 +267,7 @@ class Ledger:
         `error` says why (which batches are held, the provider's refusal); a done send clears it.
         """
         with session_scope(self.engine) as session:
-            send = session.get(Send, self.send_id)
-            assert send is not None  # the constructor read it; sends are never deleted while they run
+            send = session.get_one(Send, self.send_id)
             send.status = status
             if status == "done":
                 send.finished_at, send.error = utcnow(), None

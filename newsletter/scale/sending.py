@@ -37,9 +37,7 @@ def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) 
         if send is None:
             raise LookupError(f"no send {send_id}")
         issue_id = send.issue_id
-        newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id))
-        if newsletter_id is None:
-            raise LookupError(f"no issue {issue_id} for send {send_id}")
+        newsletter_id = session.execute(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id)).scalar_one()
         secret = secret_key(session, settings.secret_key)
     # The issue was rendered once before the send started; this reads that render back.
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
