@@ -93,6 +93,9 @@ class BodyLimit:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if message["status"] == 413:
+                    # The rest of the body is still on its way: closing is the only way not to read it.
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
         try:
