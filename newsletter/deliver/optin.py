@@ -64,6 +64,7 @@ def request_opt_in(
         return OptInResult(result.email, "recently-sent", result.subscriber_id)
     # Someone who unsubscribed and asks again gets the email too: the click, not this request, resubscribes.
     # The link carries the subscription's nonce: it works once, and not after the reader leaves.
+    assert sub is not None  # add_subscriber has just made or found it
     link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl, confirmation_nonce(sub))
     days = max(1, ttl // 86400)
     text = (f"Please confirm that you want to receive {nl.name}:\n\n{link}\n\n"
