@@ -219,6 +219,46 @@ def test_numbers_no_id_can_have_are_not_found(site: Site, editor_client, number:
     assert editor_client.get(f"/api/issues/{site.draft_issue_id}", headers=token).status_code == 200
 
 
+@pytest.mark.postgres
+def test_numbers_past_a_32_bit_id_are_not_found_on_postgres(tmp_path: Path) -> None:
+    # PostgreSQL refuses 2147483648 for an integer column outright (SQLite just finds no row): it must never
+    # get that far.
+    from starlette.testclient import TestClient
+
+    from newsletter.web.app import create_app
+    from tests.conftest import postgres_schema
+    from tests.web_support import add_editor, make_site
+
+    with postgres_schema() as url:
+        pg_site = make_site(tmp_path, database_url=url)
+        add_editor(pg_site.engine)
+        with TestClient(create_app(pg_site.settings, engine=pg_site.engine), base_url="https://testserver") as client:
+            token = _api_token(pg_site)
+            for number in ("2147483648", "99999999999999999999999"):
+                assert client.get(f"/api/issues/{number}", headers=token).status_code == 404
+                assert client.get(f"/archive/city/{number}").status_code == 404
+            assert client.get(f"/api/issues/{pg_site.draft_issue_id}", headers=token).status_code == 200
+
+
+def test_the_body_limit_is_the_operators(site: Site) -> None:
+    from dataclasses import replace
+
+    from starlette.testclient import TestClient
+
+    from newsletter.web.app import create_app
+
+    app = create_app(replace(site.settings, max_body=4096), engine=site.engine)
+    with TestClient(app, base_url="https://testserver") as client:
+        page = client.get("/archive/city")
+        form = {"csrf": csrf_of(page.text), "email": "someone@example.org"}
+        assert client.post("/archive/city/subscribe", data={**form, "website": ""}).status_code == 200
+        refused = client.post("/archive/city/subscribe", data={**form, "padding": "x" * 5000})
+        assert refused.status_code == 413 and refused.headers["connection"] == "close"
+        api = client.post("/api/issues/1/approve", content=b"{}" + b" " * 5000,
+                          headers={"Content-Type": "application/json"})
+        assert api.status_code == 413 and "larger than this server accepts" in api.json()["error"]
+
+
 def _signed(body: bytes, timestamp: str | None = None) -> dict:
     ts = timestamp or str(int(time.time()))
     signature = KEY.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))

@@ -185,8 +185,8 @@ class SignInThrottle:
 
 
 class AttemptLimiter:
-    """Wrong sign-ins per client address in a sliding window, in memory: it slows down guessing across
-    many accounts (or unknown ones), which the per-account lock cannot see. One process, so memory is enough."""
+    """Events per client address in a sliding window, in memory: wrong sign-ins across many addresses (which
+    SignInThrottle, keyed by address too, cannot see), or subscribe posts. One process, so memory is enough."""
 
     def __init__(self, limit: int = 20, window: float = 600.0) -> None:
         self.limit, self.window = limit, window
