@@ -20,6 +20,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -260,7 +261,7 @@ def public_routes(
         if not valid:
             return JSONResponse({"error": "bad signature"}, 403)
         try:
-            events = json.loads(raw)
+            events = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             return JSONResponse({"error": "body is not JSON"}, 400)
         if not isinstance(events, list):
@@ -380,6 +381,18 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
                            resend_after=RESEND_CONFIRMATION_AFTER)
     finally:
         mailer.close()
+
+
+def _finite(text: str) -> float:
+    # 1e400 reads as infinity, which no database's JSON column stores: refuse it with the body.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON")  # NaN, Infinity: Python's extensions, not JSON
 
 
 def _event_id(event: dict) -> str:
