@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 import httpcore
 import httpx
@@ -148,7 +148,7 @@ async def fetch(
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
     except httpx.TooManyRedirects:
         result = FetchResult(url, False, error=f"too many redirects (more than {MAX_REDIRECTS})")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         result = FetchResult(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     result.elapsed = time.monotonic() - started
     return result
@@ -158,22 +158,38 @@ async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str], lim
     current = url
     redirects: list[tuple[int, str]] = []
     for _ in range(MAX_REDIRECTS + 1):
-        async with client.stream("GET", current, headers=headers) as response:
-            location = response.headers.get("location")
-            if response.status_code in _REDIRECTS and location:
-                try:
-                    target = str(response.url.join(location.strip()))
-                except httpx.InvalidURL:
-                    target = location
-                if web_url(target) is None:
-                    return FetchResult(url, False, status=response.status_code, final_url=current,
-                                       redirects=redirects,
-                                       error=f"HTTP {response.status_code} redirect to a non-http(s) URL")
-                redirects.append((response.status_code, target))
-                current = target
-                continue
-            return await _read(url, response, limits, redirects)
+        try:
+            result = await _hop(client, url, current, headers, limits, redirects)
+        except Refused as exc:  # this hop's address: say so with the chain that led there
+            return FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
+        if result is not None:
+            return result
+        current = redirects[-1][1]
     raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _hop(client: httpx.AsyncClient, url: str, current: str, headers: dict[str, str], limits: FetchLimits,
+               redirects: list[tuple[int, str]]) -> FetchResult | None:
+    """One request: the result, or None after appending a redirect to follow to `redirects`."""
+    request = client.build_request("GET", current, headers=headers)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.InvalidURL:  # httpx parses a redirect's Location even when not following it
+        return FetchResult(url, False, final_url=current, redirects=redirects,
+                           error="redirect to a non-http(s) URL")
+    try:
+        location = response.headers.get("location")
+        if response.status_code in _REDIRECTS and location:
+            target = urljoin(str(response.url), location.strip())
+            if web_url(target) is None:
+                return FetchResult(url, False, status=response.status_code, final_url=current,
+                                   redirects=redirects,
+                                   error=f"HTTP {response.status_code} redirect to a non-http(s) URL")
+            redirects.append((response.status_code, target))
+            return None
+        return await _read(url, response, limits, redirects)
+    finally:
+        await response.aclose()
 
 
 async def _read(url: str, response: httpx.Response, limits: FetchLimits,

@@ -88,6 +88,13 @@ class Allow:
         return any(ip.version == net.version and ip in net for net in self.networks)
 
 
+def _same_address(name: str, ip: IPAddress) -> bool:
+    try:
+        return ipaddress.ip_address(name) == ip
+    except ValueError:
+        return False
+
+
 def normal_host(host: str) -> str:
     return host.strip().strip("[]").rstrip(".").lower()
 
@@ -106,14 +113,14 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 def address_kind(ip: IPAddress) -> str | None:
-    """Why `ip` is not a public address ("loopback", "private"...), or None when it is one."""
+    """Why `ip` is not a public address ("loopback address", "private address"...), or None when it is one."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
             ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
         inner = _embedded_ipv4(ip)
         if inner is not None and ip != ipaddress.IPv6Address("::1") and not ip.is_unspecified:
             kind = address_kind(inner)
-            return f"{kind} (inside {ip})" if kind else None
+            return f"{kind} ({inner} inside an IPv6 address)" if kind else None
     checks = (
         ("unspecified", ip.is_unspecified),
         ("loopback", ip.is_loopback),
@@ -125,7 +132,7 @@ def address_kind(ip: IPAddress) -> str | None:
         ("private", ip.is_private),
         ("non-public", not ip.is_global),
     )
-    return next((name for name, hit in checks if hit), None)
+    return next((f"{name} address" for name, hit in checks if hit), None)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -160,10 +167,11 @@ class Guard:
             ip = ipaddress.ip_address(text)
             kind = address_kind(ip)
             if kind and not self.allow.allows_address(ip):
-                shown = name if name == str(ip) else f"{name} ({ip})"
+                shown = name if _same_address(name, ip) else f"{name} ({ip})"
+                article = "an" if kind[0] in "aeiou" else "a"
                 raise Refused(
-                    f"refused: {shown} is a {kind} address; outbound requests go to public addresses only "
-                    f"(an operator can allow a host or network with {ALLOW_ENV})"
+                    f"refused: {shown} is {article} {kind}; outbound requests go to public addresses "
+                    f"only (an operator can allow a host or network with {ALLOW_ENV})"
                 )
         return found
 
