@@ -180,8 +180,11 @@ def _location(exc: jinja2.TemplateError) -> str:
 
 
 def context_for(
-    issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None
+    issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None,
+    placeholders: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The templates' variables; `placeholders` are the per-recipient tokens to place (tokens.render_tokens)."""
+    own = placeholders or tokens.ALL
     data = issue_to_json(issue)
     now = now or datetime.now(UTC).replace(tzinfo=None)
     return {
@@ -198,8 +201,8 @@ def context_for(
         "preheader": issue.preheader or _default_preheader(data),
         "archive_url": f"{base_url}/archive/{newsletter.slug}",
         "issue_url": f"{base_url}/archive/{newsletter.slug}/{issue.number}",
-        "unsubscribe_url": tokens.UNSUBSCRIBE_URL,
-        "recipient_email": tokens.EMAIL,
+        "unsubscribe_url": own["unsubscribe_url"],
+        "recipient_email": own["email"],
         "now": now,
         "refs": LinkRefs(),
     }
@@ -303,12 +306,14 @@ def render_issue(
     """`now` fixes the clock for relative ages ("3h ago"), for reproducible output."""
     started = time.perf_counter()
     env = _environment(*_user_templates_key(templates_dir))
-    context = context_for(issue, newsletter, base_url=base_url, now=now)
+    own = tokens.render_tokens()  # content cannot know them: only the templates place a per-recipient value
+    context = context_for(issue, newsletter, base_url=base_url, now=now, placeholders=own)
     mjml_source = render_template(env, HTML_TEMPLATE, context)
     html, used = compile_mjml(mjml_source, compiler=compiler)
-    text = render_template(env, TEXT_TEMPLATE, context)
+    html = tokens.finish(html, own)
+    text = tokens.finish(render_template(env, TEXT_TEMPLATE, context), own)
     return Rendered(
-        subject=issue.subject,
+        subject=tokens.defuse(issue.subject),
         preheader=context["preheader"],
         html=html,
         text=text,
