@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import escape
 
@@ -57,7 +58,10 @@ def _autoescape(name: str | None) -> bool:
 def make_environment(user_dir: Path | None) -> jinja2.Environment:
     search = [str(user_dir)] if user_dir and user_dir.is_dir() else []
     search.append(str(default_templates_dir()))
-    env = jinja2.Environment(
+    # Sandboxed: a template override is text an operator may copy from anywhere, and in a plain Environment
+    # `{{ cycler.__init__.__globals__.os }}` reaches the process (its environment, a shell). The sandbox
+    # refuses private and internal attributes; rendering cost is measured in benchmarks/render.py.
+    env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(search),
         # MJML is XML: every text node is escaped, so a feed's "<" or "&" cannot break the strict MRML parser.
         autoescape=_autoescape,
