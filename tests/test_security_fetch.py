@@ -16,7 +16,7 @@ import pytest
 
 from newsletter.collect import guard
 from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
-from newsletter.collect.guard import Allow, AllowListError
+from newsletter.config import Allow, AllowListError
 from tests.conftest import rss, schedule_toml
 from tests.security_servers import LoopbackDNS, Page, PageServer
 

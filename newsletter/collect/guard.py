@@ -10,32 +10,27 @@ of a redirect chain passes it too.
 
 NEWSLETTER_FETCH_ALLOW (comma-separated host names and CIDR networks, empty by default) is the operator's
 exception list, e.g. `NEWSLETTER_FETCH_ALLOW=intranet.example,10.1.0.0/16` to poll an intranet feed. It is read
-from the environment only: nothing in a feed or a schedule file can widen it.
+from the environment only (parsed by newsletter.config.Allow): nothing in a feed or a schedule file can widen it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpcore
 
-ALLOW_ENV = "NEWSLETTER_FETCH_ALLOW"
+from newsletter.config import ALLOW_ENV, Allow, normal_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (host, port) -> the addresses it resolves to, as strings; raises OSError when it does not resolve.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 # httpcore's socket option type (setsockopt arguments), spelled out: httpcore does not export it.
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
-_HOST = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 
@@ -44,59 +39,11 @@ class Refused(Exception):
     """The request would go to an address outbound requests may not reach; the message says which and why."""
 
 
-class AllowListError(ValueError):
-    """NEWSLETTER_FETCH_ALLOW holds something that is neither a host name nor a network."""
-
-
-@dataclass(frozen=True)
-class Allow:
-    """The operator's exceptions: host names (exact, case-insensitive) and networks."""
-
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str, *, where: str = ALLOW_ENV) -> Allow:
-        hosts: set[str] = set()
-        networks: list[IPNetwork] = []
-        for raw in text.split(","):
-            entry = raw.strip().lower()
-            if not entry:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                continue
-            except ValueError:
-                pass
-            name = entry.rstrip(".")
-            if not _HOST.match(name):
-                raise AllowListError(
-                    f"{where}: {raw.strip()!r} is neither a host name nor a network "
-                    "(use e.g. intranet.example,10.1.0.0/16,127.0.0.1/32)"
-                )
-            hosts.add(name)
-        return cls(frozenset(hosts), tuple(networks))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Allow:
-        return cls.parse((os.environ if env is None else env).get(ALLOW_ENV, ""))
-
-    def allows_host(self, host: str) -> bool:
-        return normal_host(host) in self.hosts
-
-    def allows_address(self, ip: IPAddress) -> bool:
-        return any(ip.version == net.version and ip in net for net in self.networks)
-
-
 def _same_address(name: str, ip: IPAddress) -> bool:
     try:
         return ipaddress.ip_address(name) == ip
     except ValueError:
         return False
-
-
-def normal_host(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
