@@ -16,7 +16,7 @@ import pytest
 
 from newsletter.collect import guard
 from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
-from newsletter.config import Allow, AllowListError
+from newsletter.config import Allow, AllowListError, ConfigError, settings_from_env
 from tests.conftest import rss, schedule_toml
 from tests.security_servers import LoopbackDNS, Page, PageServer
 
@@ -192,6 +192,9 @@ def test_the_operator_allow_list_opens_exactly_what_it_names(
     assert by_network.ok
     with pytest.raises(AllowListError, match=r"NEWSLETTER_FETCH_ALLOW: 'not a host!' is neither"):
         Allow.parse("intranet.example, not a host!")
+    with pytest.raises(ConfigError, match="NEWSLETTER_FETCH_ALLOW"):  # checked when the program starts, too
+        settings_from_env({"NEWSLETTER_FETCH_ALLOW": "http://intranet.example/"})
+    assert settings_from_env({}).fetch_allow == Allow()  # nothing is allowed unless the operator says so
 
 
 def test_local_files_are_read_only_for_a_schedules_own_sources(tmp_path) -> None:
