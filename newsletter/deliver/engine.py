@@ -15,9 +15,9 @@ good, every step written to the ledger (newsletter.deliver.ledger) before the ne
                        else resend (idempotent outbox, or `--unknown resend`), skip (`--unknown skip`), or hold
     resume(batch)   -- a batch an earlier run or a dead worker left in any open state: settle, then deliver
 
-What a push did to each recipient lands in one place, `BatchSender._pushed`: delivered, or refused for good by
-the receiving server (a bounce: suppressed, no delivery). A recipient that is not to be sent at all (say, one
-whose copy cannot be built) belongs there too: no delivery row, and the rest of the batch goes on.
+What a push did to each recipient lands in one place, `BatchSender._pushed`: delivered, refused for good by
+the receiving server (a bounce: suppressed, no delivery), or left out because its copy could not be built
+(PushResult.failed: no delivery, not a bounce, named in the batch's error); the rest of the batch goes on.
 
 The engine waits (backoff, pacing, the activity log) through `SendOptions.sleep`; a scale-mode worker passes a
 sleep that raises instead, so that the job queue does the waiting.
@@ -218,11 +218,17 @@ class BatchSender:
 
     # -- one push -------------------------------------------------------------------------------------------
     def _pushed(self, batch: Batch, rows: Sequence[Row], result: PushResult) -> None:
-        """Record a push that returned: each recipient delivered, or refused for good (a bounce); batch `sent`."""
+        """Record a push that returned: each recipient delivered, refused for good (a bounce), or left out because
+        its message could not be built (PushResult.failed: recorded on the batch, skipped); batch `sent`."""
         bounced: Mapping[str, str] = getattr(result, "rejected", None) or {}
-        delivered = [r for r in rows if r[2] not in bounced] if bounced else rows
+        not_built = result.failed
+        delivered = ([r for r in rows if r[2] not in bounced and r[2] not in not_built] if bounced or not_built
+                     else rows)
         self._count(self.ledger.record(batch, delivered, message_ids=result.message_ids, bounced=bounced,
-                                       final=True, provider_message_id=result.provider_message_id))
+                                       not_built=not_built, final=True,
+                                       provider_message_id=result.provider_message_id))
+        for email, why in not_built.items():
+            self.report(f"not sent to {email}: {why}")
 
     def _count(self, delivered: int) -> None:
         with self.lock:

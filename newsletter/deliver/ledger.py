@@ -226,11 +226,13 @@ class Ledger:
         self._set(batch, status="failed", error=error[:2000])
 
     def record(self, batch: Batch, delivered: Sequence[Row], *, message_ids: Mapping[str, str] | None = None,
-               bounced: Mapping[str, str] | None = None, final: bool = False,
-               provider_message_id: str | None = None) -> int:
+               bounced: Mapping[str, str] | None = None, not_built: Mapping[str, str] | None = None,
+               final: bool = False, provider_message_id: str | None = None) -> int:
         """Deliveries for `delivered` and (when final) the batch as sent, in one transaction; returns how many.
 
         `bounced`: addresses the receiving server refused for good in this batch (no delivery row; suppressed).
+        `not_built`: addresses whose message could not be built (newsletter.deliver.message), with why: no
+        delivery row, not a bounce; the batch's error says who and why.
         """
         now = utcnow()
         ids = message_ids or {}
@@ -241,7 +243,8 @@ class Ledger:
                 session.execute(update(Send).where(Send.id == self.send_id).values(sent=Send.sent + len(delivered)))
             for email in bounced or {}:
                 suppress(session, email, None, "bounced")
-            values: dict[str, Any] = {"error": None}
+            why = "; ".join(f"not sent to {email}: {reason}" for email, reason in (not_built or {}).items())
+            values: dict[str, Any] = {"error": why[:2000] or None}
             if final:
                 values.update(status="sent", sent_at=now)
                 if provider_message_id:
