@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 
 from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
@@ -16,8 +17,14 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Messages are plain text (they quote paths, URLs and `newsletter[postgres]`, never Rich markup), and one
+    # message is one line however narrow the terminal: Rich must not cut a path in the middle.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @cache
@@ -28,9 +35,36 @@ def settings() -> Settings:
         fail(str(exc))
 
 
+def require_scale(flag: bool) -> bool:
+    """Whether scale mode is on (NEWSLETTER_SCALE=1 or --scale); fails in one line when it is asked for without
+    PostgreSQL or without the `postgres` extra. Never imports procrastinate: the base install runs everything else.
+    """
+    from newsletter.scale.mode import require_postgres_extra, scale_mode
+
+    try:
+        wanted = scale_mode(settings(), flag)
+        if wanted:
+            require_postgres_extra()
+        return wanted
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def require_postgres_driver() -> None:
+    """A PostgreSQL URL on the base install: name the extra, not a traceback from SQLAlchemy."""
+    from newsletter.scale.mode import is_postgres, require_postgres_extra
+
+    if is_postgres(settings().database_url):
+        try:
+            require_postgres_extra("a PostgreSQL NEWSLETTER_DATABASE_URL", modules=("psycopg",))
+        except ConfigError as exc:
+            fail(str(exc))
+
+
 def engine() -> Engine:
     from newsletter.store.db import get_engine
 
+    require_postgres_driver()
     try:
         return get_engine(settings().database_url)
     except Exception as exc:  # a bad URL or an unreachable server: say which, without the password
@@ -43,7 +77,7 @@ def newsletters(*, strict: bool = False) -> dict[str, Newsletter]:
     """All schedule files; broken ones are reported (and fatal when strict)."""
     result = load_all(settings().schedules_dir)
     for error in result.errors:
-        err_console.print(f"[yellow]warning:[/] {error}", highlight=False)
+        warn(error)
     if strict and result.errors:
         raise typer.Exit(1)
     return result.newsletters

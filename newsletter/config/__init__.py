@@ -257,12 +257,21 @@ def load_newsletter(path: str | Path) -> Newsletter:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    slug_from_name = "slug" not in data
     data.setdefault("slug", path.stem)
     data["path"] = str(path)
     try:
         return Newsletter.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{path}: {_loc(err['loc'])}: {_message(err)}" for err in exc.errors()]
+        lines = []
+        for err in exc.errors():
+            message = _message(err)
+            if slug_from_name and err["loc"] == ("slug",):
+                # The slug nobody wrote: say where it came from and the two ways out.
+                fixed = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-") or "my-digest"
+                message = (f"'{path.stem}' (the file name) is not a valid slug: {message}; rename the file to "
+                           f"{fixed}.toml or set slug = \"{fixed}\" in it")
+            lines.append(f"{path}: {_loc(err['loc'])}: {message}")
         raise ConfigError("\n".join(lines)) from None
 
 
