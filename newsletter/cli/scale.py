@@ -99,8 +99,13 @@ def register(app: typer.Typer) -> None:
             return
         if issue.status == "held":
             fail(f"issue #{issue.number} of {slug} is held by an editor; release it first")
+        from newsletter.deliver.audience import empty_audience_hint, fresh_audience
         from newsletter.deliver.preflight import preflight_issue
         from newsletter.render.engine import TemplateError
+
+        if fresh_audience(engine(), issue.id) == 0 and not force:
+            fail(f"nobody would get issue #{issue.number}: {slug} has no active subscribers. Nothing queued; "
+                 f"{empty_audience_hint(slug)} (--force sends it to nobody and marks it sent).")
 
         try:
             _, report = preflight_issue(engine(), newsletter(slug), issue.id, issue.number, settings())
