@@ -94,3 +94,27 @@ def test_a_scheduled_send_to_nobody_waits_says_so_and_goes_out_once_someone_subs
     assert again.outcome == "sent" and again.sent == 1
     assert [i.status for i in paper.issues()] == ["sent"]
 
+
+
+# -- 2. old feeds: say what happened, offer the way out --------------------------------------------------------
+
+
+def test_build_from_feeds_older_than_the_window_says_so_and_offers_since(workdir: Path, feed_server: FeedServer,
+                                                                         cli) -> None:  # noqa: ANN001
+    write_schedule(workdir, "archive", fresh_feed(feed_server, count=3, hours_ago=24 * 500))
+    none_yet = cli("build", "archive", "--no-enrich", ok=False)
+    assert none_yet.exit_code == 1 and "no items collected yet" in none_yet.output
+    assert "newsletter collect archive" in none_yet.output
+    cli("collect", "archive")
+    old = cli("build", "archive", "--no-enrich", ok=False)
+    assert old.exit_code == 1
+    newest = (datetime.now(UTC) - timedelta(hours=24 * 500)).date()
+    assert "3 item(s) collected, all older than the 7-day window" in old.output
+    assert f"the newest is from {newest:%Y-%m-%d}" in old.output
+    assert "Run `newsletter collect" not in old.output  # collecting again would not help
+    suggested = (newest - timedelta(days=7)).isoformat()
+    assert f"`newsletter build archive --since {suggested}` or `--window-days N`" in old.output
+    assert "with 3 stories" in cli("build", "archive", "--no-enrich", "--since", suggested).output
+    assert "Rebuilt issue #1" in cli("build", "archive", "--no-enrich", "--window-days", "600").output
+    both = cli("build", "archive", "--since", suggested, "--window-days", "9", ok=False)
+    assert both.exit_code == 1 and "give one of them" in both.output

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -29,18 +31,30 @@ def register(app: typer.Typer) -> None:
     def build_cmd(
         slug: str = typer.Argument(..., help="The newsletter (its schedule file name)."),
         no_enrich: bool = typer.Option(False, "--no-enrich", help="Skip summaries, quotes and related reading."),
+        since: datetime = typer.Option(None, "--since", formats=["%Y-%m-%d"], help="Take items published since "
+                                       "this date (UTC), instead of the last `window_days` (a first issue from "
+                                       "older feeds)."),
+        window_days: int = typer.Option(None, "--window-days", min=1, help="This time only: a window of N days "
+                                        "instead of the schedule file's `digest.window_days`."),
     ) -> None:
         """Build the next issue as a draft from the items collected in the window.
 
-        Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`
+        Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`, or for a first issue from
+        older feeds `newsletter build ai-weekly --since 2026-01-01`
         """
         nl = newsletter(slug)
+        if since is not None and window_days is not None:
+            fail("--since and --window-days both set the window: give one of them")
+        if window_days is not None:  # not capped as the file's setting is: a one-off, chosen by hand
+            nl = nl.model_copy(update={"digest": nl.digest.model_copy(update={"window_days": window_days})})
         try:
-            result = build_issue(engine(), nl, enrich=not no_enrich)
+            result = build_issue(engine(), nl, enrich=not no_enrich, since=since)
         except BuildError as exc:
             fail(str(exc))
+        if result.stale:
+            fail(f"no issue built: {result.stale}")
         for problem in result.problems:
-            console.print(f"[yellow]note:[/] {problem}", highlight=False)
+            console.print(f"[yellow]note:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         if result.issue_id is None:
             console.print(f"Run `newsletter collect {slug}` to fetch new items.")
             return
