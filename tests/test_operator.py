@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete
 
 from newsletter.schedule.cadence import next_fire_times
@@ -118,3 +119,61 @@ def test_build_from_feeds_older_than_the_window_says_so_and_offers_since(workdir
     assert "Rebuilt issue #1" in cli("build", "archive", "--no-enrich", "--window-days", "600").output
     both = cli("build", "archive", "--since", suggested, "--window-days", "9", ok=False)
     assert both.exit_code == 1 and "give one of them" in both.output
+
+
+# -- 4, 5. collect: exit codes, what failed and where ----------------------------------------------------------
+
+
+def test_collect_exits_1_when_no_source_answered_and_counts_sources_backing_off(
+        workdir: Path, feed_server: FeedServer, cli) -> None:  # noqa: ANN001
+    feed_server.routes["/down"] = Route(body=b"", status=503)
+    feed_server.routes["/gone"] = Route(body=b"", status=404)
+    src = [("Down", feed_server.url("/down")), ("Gone", feed_server.url("/gone"))]
+    (workdir / "schedules" / "city.toml").write_text(schedule_toml("city", src), encoding="utf-8")
+    first = cli("collect", "city", ok=False)
+    assert first.exit_code == 1, first.output
+    assert "0 new items from 2 sources; 2 failed." in first.output
+    assert feed_server.url("/down") in first.output and feed_server.url("/gone") in first.output  # the rows
+    again = cli("collect", "city", ok=False)  # both back off now: not fetched, and not "0 failed"
+    assert again.exit_code == 1
+    assert "2 not fetched (backing off after earlier failures; `--force` tries them now)." in again.output
+    assert "0 failed, 2 not fetched" in again.output
+
+    fresh = fresh_feed(feed_server, "/ok")
+    (workdir / "schedules" / "city.toml").write_text(schedule_toml("city", [*src, ("Ok", fresh)]),
+                                                     encoding="utf-8")
+    partial = cli("collect", "city")  # one source answered: exit 0, the others still reported
+    assert "3 new items from 3 sources" in partial.output and "2 not fetched" in partial.output
+
+
+@pytest.mark.parametrize("body, said", [
+    (b"<!doctype html><html><head><title>Blog</title></head><body>hi</body></html>", "this is an HTML page"),
+    (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', "this is JSON"),
+    (b"just some words on one line", "this is plain text"),
+])
+def test_a_local_file_that_is_not_a_feed_says_what_it_is(workdir: Path, cli, body: bytes,  # noqa: ANN001
+                                                         said: str) -> None:
+    page = workdir / "page.txt"
+    page.write_bytes(body)
+    (workdir / "schedules" / "city.toml").write_text(schedule_toml("city", [("Mine", str(page))]),
+                                                     encoding="utf-8")
+    out = cli("collect", "city", ok=False).output
+    assert f"not a feed: {said}" in out
+    assert "not a feed: not a feed" not in out and "line 2" not in out
+    assert str(page) in out  # the failing row names the file
+
+
+# -- 6. schedule errors: the line of the key, and no second, false error -----------------------------------
+
+
+def test_schedule_errors_give_the_line_of_the_key_and_collect_does_not_call_the_file_unknown(
+        workdir: Path, cli) -> None:  # noqa: ANN001
+    (workdir / "schedules" / "typo.toml").write_text(
+        'name = "Typo"\nfrom_address = "T <t@example.com>"\n\n[[sources]]\nurl = "https://ok.example/feed"\n\n'
+        '[[sources]]\nurl = "ftp://nope"\n\n[digest]\nmax_items = 3\nwindw_days = 7\n', encoding="utf-8")
+    result = cli("collect", "typo", ok=False)
+    assert result.exit_code == 1
+    assert "schedules/typo.toml: sources[1].url: not a URL (line 8)" in result.output
+    assert "schedules/typo.toml: digest.windw_days: unknown setting (check the spelling) (line 12)" in result.output
+    assert "unknown newsletter" not in result.output
+    assert "schedules/typo.toml did not load (see the warning above)" in result.output
