@@ -177,3 +177,24 @@ def test_schedule_errors_give_the_line_of_the_key_and_collect_does_not_call_the_
     assert "schedules/typo.toml: digest.windw_days: unknown setting (check the spelling) (line 12)" in result.output
     assert "unknown newsletter" not in result.output
     assert "schedules/typo.toml did not load (see the warning above)" in result.output
+
+
+# -- 11. read-only commands never create a database ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["issue", "list"], ["issue", "show", "1"], ["subscribers", "list", "-n", "city"],
+                                  ["editors", "list"], ["issue", "approve", "1"], ["check", "city"]])
+def test_read_only_commands_in_a_fresh_folder_say_there_is_no_database(workdir: Path, feed_server: FeedServer,
+                                                                       cli, args: list[str]) -> None:  # noqa: ANN001
+    write_schedule(workdir, "city", fresh_feed(feed_server))
+    result = cli(*args, ok=False)
+    assert result.exit_code == 1 and "no database here yet" in result.output, result.output
+    assert not (workdir / "newsletter.db").exists()
+
+
+def test_schedule_list_before_the_first_run_creates_no_database(workdir: Path, feed_server: FeedServer,
+                                                                cli) -> None:  # noqa: ANN001
+    write_schedule(workdir, "city", fresh_feed(feed_server))
+    out = cli("schedule", "list").output
+    assert "city" in out and "never" in out and "No `newsletter run` is running" in out
+    assert not (workdir / "newsletter.db").exists()

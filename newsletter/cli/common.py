@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -61,9 +62,28 @@ def require_postgres_driver() -> None:
             fail(str(exc))
 
 
-def engine() -> Engine:
+def missing_database() -> str | None:
+    """The SQLite file the settings name, when it does not exist yet (None for PostgreSQL or an existing file)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(settings().database_url)
+    except Exception:  # noqa: BLE001 - engine() reports a bad URL with the reason
+        return None
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return None if Path(url.database).exists() else url.database
+
+
+def engine(*, existing: bool = False) -> Engine:
+    """The database, its schema created or upgraded. `existing`: for commands that only read (or change what
+    is already there): with no database yet they say so instead of creating an empty one in this folder."""
     from newsletter.store.db import get_engine
 
+    if existing and (path := missing_database()) is not None:
+        fail(f"no database here yet ({path}, from NEWSLETTER_DATABASE_URL or the default): nothing has been "
+             "collected, built or sent with it. Run this where you ran `newsletter collect`, or start with "
+             "`newsletter init SLUG`")
     require_postgres_driver()
     try:
         return get_engine(settings().database_url)

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         fmt: Format = typer.Option(Format.table, "--format", help="table, or json (a stable, documented format)."),
     ) -> None:
         """Show an issue. Example: `newsletter issue show 3 --format json`"""
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             row = session.get(IssueRow, issue_id)
             if row is None:
                 fail(f"no issue {issue_id}")
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         table = Table()
         for col in ("id", "newsletter", "number", "status", "stories", "subject", "created"):
             table.add_column(col)
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             query = select(IssueRow).join(NewsletterRow).order_by(IssueRow.id.desc())
             if slug:
                 query = query.where(NewsletterRow.slug == slug)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import typer
 from rich.table import Table
 
-from newsletter.cli.common import console, engine, fail, require_scale, settings, warn
+from newsletter.cli.common import console, engine, fail, missing_database, require_scale, settings, warn
 
 
 def _when(value: datetime | None) -> str:
@@ -76,14 +77,15 @@ def register(app: typer.Typer) -> None:
         table = Table()
         for col in ("newsletter", "send", "next send", "next collect", "approval", "last run", "outcome"):
             table.add_column(col)
-        eng = engine()
+        # Before the first run there may be no database: the schedule still shows, and none is created.
+        eng = engine() if missing_database() is None else None
         loaded = load_all(settings().schedules_dir)
         _warn_not_scheduled(loaded.errors)
-        with session_scope(eng) as session:
+        with contextlib.nullcontext(None) if eng is None else session_scope(eng) as session:
             for slug, nl in sorted(loaded.newsletters.items()):
                 send = next_fire_times(nl, now, 1)
                 collect = next_fire_times(nl, now, 1, job="collect")
-                last = last_cycle(session, slug)
+                last = last_cycle(session, slug) if session is not None else None
                 last_text = f"{last.started_at:%Y-%m-%d %H:%M} UTC" if last else "never"
                 outcome = last.outcome if last else "—"
                 detail = (last.detail or "") if last else ""
@@ -98,7 +100,7 @@ def register(app: typer.Typer) -> None:
         if loaded.errors:
             console.print(f"{len(loaded.errors)} schedule file(s) did not load (see the warnings): nothing of "
                           "theirs is collected or sent until they do.", highlight=False)
-        lease = current(eng)
+        lease = current(eng) if eng is not None else None
         if lease is not None and lease.expires_at > now.replace(tzinfo=None):
             console.print(f"`newsletter run` is running ({lease.holder}).", highlight=False)
         else:

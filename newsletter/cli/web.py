@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from newsletter.store.db import session_scope
         from newsletter.web.auth import AuthError, issue_api_token
 
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             try:
                 token = issue_api_token(session, email)
             except AuthError as exc:
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         from newsletter.store.db import session_scope
         from newsletter.store.models import Editor, utcnow
 
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             rows = session.scalars(select(Editor).order_by(Editor.email)).all()
             now = utcnow()
             for editor in rows:
