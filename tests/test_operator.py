@@ -198,3 +198,105 @@ def test_schedule_list_before_the_first_run_creates_no_database(workdir: Path, f
     out = cli("schedule", "list").output
     assert "city" in out and "never" in out and "No `newsletter run` is running" in out
     assert not (workdir / "newsletter.db").exists()
+
+
+# -- 7. the sign-in URL follows the port; the demo follows NEWSLETTER_BASE_URL ----------------------------
+
+
+def test_serve_on_another_port_prints_and_links_that_port(workdir: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if k != "NEWSLETTER_BASE_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "serve", "--port", str(port)], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"editors sign in at http://localhost:{port}/signin" in line, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/signin", timeout=5) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "serve did not answer"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_editors_add_and_the_demo_say_only_what_is_true_about_the_address(workdir: Path, cli,  # noqa: ANN001
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.cli import common
+
+    monkeypatch.delenv("NEWSLETTER_BASE_URL")
+    monkeypatch.setenv("NEWSLETTER_PORT", "40143")
+    common.settings.cache_clear()
+    from typer.testing import CliRunner
+
+    from newsletter.cli.main import app
+
+    said = CliRunner().invoke(app, ["editors", "add", "ed@example.com", "--password-stdin"],
+                              input="a long enough password\n")
+    assert said.exit_code == 0, said.output
+    assert "http://localhost:40143/signin with the default port" in said.output
+    assert "NEWSLETTER_BASE_URL" in said.output
+
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.example.org")
+    common.settings.cache_clear()
+    cli("demo", "--dir", str(workdir / "demo"))
+    eml = next((workdir / "demo" / "outbox").rglob("*.eml")).read_text(encoding="utf-8")
+    assert "https://news.example.org/u/" in eml and "localhost:8000" not in eml
+
+
+# -- 9. issue show prints what the JSON has: speakers, related reading, other outlets ------------------------
+
+
+def test_issue_show_prints_speakers_and_related_links(workdir: Path, feed_server: FeedServer, cli) -> None:  # noqa: ANN001
+    from newsletter.store.models import IssueItem
+
+    write_schedule(workdir, "city", fresh_feed(feed_server, count=1))
+    cli("collect", "city")
+    cli("build", "city", "--no-enrich")
+    from newsletter.cli.common import engine
+
+    with session_scope(engine()) as session:
+        row = session.query(IssueItem).one()
+        row.quotes = [{"text": "We will build it [soon].", "speaker": "Mayor Ann Example"}]
+        row.related = [{"title": "Earlier: the plan", "url": "https://desk.example/plan", "source": "Desk",
+                        "blurb": ""}]
+        row.also_covered_by = [{"title": "Same story", "url": "https://wire.example/same", "source": "Wire"}]
+    out = cli("issue", "show", "1").output
+    assert "“We will build it [soon].” — Mayor Ann Example" in out
+    assert "related: Earlier: the plan (Desk) https://desk.example/plan" in out
+    assert "also covered by: Same story (Wire) https://wire.example/same" in out
+
+
+# -- 10. paths never wrap ----------------------------------------------------------------------------------
+
+
+def test_the_demo_never_wraps_a_path_at_80_columns(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(COLUMNS="80", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "demo"
+    out = subprocess.run([sys.executable, "-m", "newsletter", "demo", "--dir", str(deep)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    emls = sorted(str(p) for p in deep.rglob("*.eml"))
+    assert emls and all(path in out.stdout.splitlines() or f"  {path}" in out.stdout.splitlines() for path in emls)

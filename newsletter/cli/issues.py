@@ -82,14 +82,20 @@ def register(app: typer.Typer) -> None:
         if fmt is Format.json:
             typer.echo(json.dumps(issue_to_json(issue), indent=2, ensure_ascii=False))
             return
-        console.print(f"[bold]{issue.subject}[/] — {issue.newsletter} #{issue.number}, {issue.status}")
+        # Feed text is data, not Rich markup (a "[1]" in a title must print as it is); URLs never wrap.
+        console.print(f"[bold]{escape(issue.subject)}[/] — {issue.newsletter} #{issue.number}, {issue.status}")
         for story in issue.stories:
-            console.print(f"\n[bold]{story.position + 1}. {story.title}[/]\n   {story.source} · {story.url}")
+            console.print(f"\n[bold]{story.position + 1}. {escape(story.title)}[/]\n   "
+                          f"{escape(story.source)} · {escape(story.url)}", highlight=False, soft_wrap=True)
             if story.summary:
-                console.print(f"   {story.summary}", highlight=False)
+                console.print(f"   {escape(story.summary)}", highlight=False)
             for quote in story.quotes:
-                console.print(f"   “{quote.text}”" + (f" — {quote.speaker}" if quote.speaker else ""),
+                console.print(f"   “{escape(quote.text)}”" + (f" — {escape(quote.speaker)}" if quote.speaker else ""),
                               highlight=False)
+            for label, links in (("related", story.related), ("also covered by", story.also_covered_by)):
+                for link in links:
+                    console.print(f"   {label}: {escape(link.title)} ({escape(link.source or '')}) {escape(link.url)}",
+                                  highlight=False, soft_wrap=True)
 
     @issue_app.command("list")
     def list_cmd(slug: str = typer.Argument(None, help="Only this newsletter.")) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -39,9 +40,13 @@ def register(app: typer.Typer) -> None:
 
         host = host or os.environ.get("NEWSLETTER_HOST") or "127.0.0.1"
         port = port or _env_port()
-        web = create_app(settings(), engine=engine())
-        console.print(f"Serving on http://{host}:{port} (public address {settings().base_url}); "
-                      f"editors sign in at {settings().base_url}/signin")
+        current = settings()
+        if not os.environ.get("NEWSLETTER_BASE_URL"):  # no public address given: links point where we listen
+            shown = "localhost" if host in ("127.0.0.1", "::1", "0.0.0.0", "::") else host
+            current = dataclasses.replace(current, base_url=f"http://{shown}:{port}")
+        web = create_app(current, engine=engine())
+        console.print(f"Serving on http://{host}:{port} (public address {current.base_url}); "
+                      f"editors sign in at {current.base_url}/signin", soft_wrap=True, highlight=False)
         # The proxy in front sets X-Forwarded-For; only trust it from the loopback proxy uvicorn defaults to.
         uvicorn.run(web, host=host, port=port, proxy_headers=True, log_level="info", server_header=False,
                     log_config=uvicorn_log_config())
@@ -72,7 +77,12 @@ def register(app: typer.Typer) -> None:
             except AuthError as exc:
                 fail(str(exc))
             address = editor.email
-        console.print(f"Editor {address} can sign in at {settings().base_url}/signin")
+        if os.environ.get("NEWSLETTER_BASE_URL"):
+            console.print(f"Editor {address} can sign in at {settings().base_url}/signin", soft_wrap=True)
+        else:  # where `serve` will listen is not known here: say what the default is, not a guess
+            console.print(f"Editor {address} can sign in at /signin of `newsletter serve` "
+                          f"({settings().base_url}/signin with the default port; set NEWSLETTER_BASE_URL to "
+                          "the public address)", soft_wrap=True, highlight=False)
 
     @editors.command("token")
     def token_cmd(email: str = typer.Argument(..., help="The editor's email address.")) -> None:

@@ -378,7 +378,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         outbox_dir=Path(env.get("NEWSLETTER_OUTBOX_DIR", "outbox")),
         schedules_dir=Path(env.get("NEWSLETTER_SCHEDULES_DIR", "schedules")),
         templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR", "templates")),
-        base_url=env.get("NEWSLETTER_BASE_URL", "http://localhost:8000").rstrip("/"),
+        # Unset: where `newsletter serve` listens by default, on NEWSLETTER_PORT if that is set.
+        base_url=(env.get("NEWSLETTER_BASE_URL")
+                  or f"http://localhost:{env.get('NEWSLETTER_PORT') or 8000}").rstrip("/"),
         secret_key=env.get("NEWSLETTER_SECRET_KEY") or None,
         sendgrid_api_key=env.get("SENDGRID_API_KEY") or None,
         sendgrid_api_host=env.get("SENDGRID_API_HOST", "https://api.sendgrid.com").rstrip("/"),
