@@ -13,8 +13,10 @@ from sqlalchemy import Engine
 
 from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: Rich never breaks a printed line itself (the terminal wraps it on screen), so a path or a URL in a
+# message stays one piece that can be copied or clicked. Tables still fit the terminal's width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
