@@ -300,3 +300,15 @@ def test_the_demo_never_wraps_a_path_at_80_columns(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     emls = sorted(str(p) for p in deep.rglob("*.eml"))
     assert emls and all(path in out.stdout.splitlines() or f"  {path}" in out.stdout.splitlines() for path in emls)
+
+
+# -- 14. no deprecation warning from the test client --------------------------------------------------------
+
+
+def test_starlettes_test_client_imports_without_a_deprecation_warning() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-W", "error", "-c", "import starlette.testclient"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr  # the `test` extra brings httpx2, which it asks for
