@@ -18,3 +18,52 @@
     if (button) { setTimeout(function () { button.disabled = true; }, 0); }
   });
 })();
+
+// Typed text is never lost to another button. Every button posts its own small form and the page reloads, so
+// a summary or intro typed but not saved would vanish when the editor clicks "Keep these quotes" or "Drop".
+// Before any post, the unsaved text of the other fields is kept in sessionStorage and put back after the
+// reload, marked "not saved yet" (only if the saved text is still what it was typed over: a change made
+// meanwhile by someone else wins). Leaving the page with unsaved text asks first.
+(function () {
+  const key = "drafts:" + location.pathname;
+  let submitting = false;
+  function fieldKey(t) { return (t.form ? t.form.getAttribute("action") : "") + "#" + t.name; }
+  function unsaved() {
+    return Array.from(document.querySelectorAll("textarea")).filter(function (t) {
+      return !t.disabled && t.value !== t.defaultValue;
+    });
+  }
+  function mark(t) {
+    t.classList.add("unsaved");
+    if (t.dataset.noteShown) { return; }
+    t.dataset.noteShown = "1";
+    const note = document.createElement("span");
+    note.className = "unsaved-note";
+    note.setAttribute("role", "status");
+    note.textContent = "Not saved yet: your text is kept here until you save it.";
+    (t.closest("label") || t).insertAdjacentElement("afterend", note);
+  }
+  let drafts = {};
+  try { drafts = JSON.parse(sessionStorage.getItem(key) || "{}"); } catch (e) { drafts = {}; }
+  sessionStorage.removeItem(key);
+  document.querySelectorAll("textarea").forEach(function (t) {
+    const d = drafts[fieldKey(t)];
+    if (d && !t.disabled && d.base === t.defaultValue && d.value !== t.value) { t.value = d.value; mark(t); }
+  });
+  document.addEventListener("input", function (event) {
+    const t = event.target;
+    if (t.tagName === "TEXTAREA" && t.value !== t.defaultValue) { mark(t); }
+  });
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    const keep = {};
+    unsaved().forEach(function (t) {
+      if (t.form !== form) { keep[fieldKey(t)] = { value: t.value, base: t.defaultValue }; }
+    });
+    sessionStorage.setItem(key, JSON.stringify(keep));
+    submitting = true;
+  });
+  window.addEventListener("beforeunload", function (event) {
+    if (!submitting && unsaved().length) { event.preventDefault(); event.returnValue = ""; }
+  });
+})();
