@@ -67,3 +67,43 @@
     if (!submitting && unsaved().length) { event.preventDefault(); event.returnValue = ""; }
   });
 })();
+
+// Keyboard: after the reload that follows a button, focus comes back to that button (or, when it is gone or
+// disabled, to the first usable control of its story) instead of falling to the top of the page.
+(function () {
+  const key = "focus:" + location.pathname;
+  const saved = sessionStorage.getItem(key);
+  sessionStorage.removeItem(key);
+  if (saved) {
+    try {
+      const want = JSON.parse(saved);
+      const forms = Array.from(document.querySelectorAll("form")).filter(function (f) {
+        return f.getAttribute("action") === want.action;
+      });
+      let target = null;
+      forms.forEach(function (f) {
+        const b = f.querySelector("button[type=submit]");
+        if (!target && b && !b.disabled && (want.index === undefined || forms.indexOf(f) === want.index)) { target = b; }
+      });
+      if (!target && want.story) {
+        const story = document.getElementById(want.story);
+        target = story ? story.querySelector("button:not([disabled]), textarea:not([disabled]), a") : null;
+      }
+      // After the load and the jump to the story's #fragment, which would otherwise leave focus on <body>.
+      if (target) {
+        window.addEventListener("load", function () {
+          setTimeout(function () { target.focus({ preventScroll: true }); }, 0);
+        });
+      }
+    } catch (e) { /* a stale entry: nothing to restore */ }
+  }
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    const action = form.getAttribute("action");
+    const same = Array.from(document.querySelectorAll("form")).filter(function (f) {
+      return f.getAttribute("action") === action;
+    });
+    const story = form.closest("[data-story]");
+    sessionStorage.setItem(key, JSON.stringify({ action: action, index: same.indexOf(form), story: story ? story.id : null }));
+  });
+})();
