@@ -40,7 +40,8 @@ class EnrichReport:
     items: int = 0
     articles_fetched: int = 0
     articles_cached: int = 0
-    articles_failed: int = 0
+    articles_failed: int = 0  # the fetch itself failed (timeout, HTTP error): not counted as fetched
+    articles_unusable: int = 0  # fetched or cached, but no article in the page
     summaries: Counter[str] = field(default_factory=Counter)  # by summary_method
     quotes: int = 0
     direct_quotes: int = 0
@@ -57,7 +58,8 @@ class EnrichReport:
         return (
             f"{self.items} stories: summaries {methods}; {self.quotes} quotes; {self.related} related links; "
             f"articles {self.articles_fetched} fetched, {self.articles_cached} cached, "
-            f"{self.articles_failed} unusable; {len(self.problems)} problems"
+            f"{self.articles_failed} failed to fetch, {self.articles_unusable} unusable; "
+            f"{len(self.problems)} problems"
         )
 
 
@@ -129,12 +131,15 @@ def _load_articles(
         return {}
     report.fetch_seconds = stats.get("fetch_seconds", 0.0)
     for art in articles.values():
+        if art.status == "failed":  # nothing came back: neither fetched nor cached
+            report.articles_failed += 1
+            continue
         if art.fetched_at >= started_at:
             report.articles_fetched += 1
         else:
             report.articles_cached += 1
         if art.status != "ok":
-            report.articles_failed += 1
+            report.articles_unusable += 1
     return articles
 
 
