@@ -57,7 +57,7 @@ from lxml import html as lxml_html  # noqa: E402
 from newsletter.collect.article import extract  # noqa: E402
 from newsletter.editorial.quotes import extract_quotes  # noqa: E402
 from newsletter.editorial.summarize import extractive_summary, lead_sentences  # noqa: E402
-from newsletter.text import paragraphs, split_sentences  # noqa: E402
+from newsletter.text import match_key, paragraphs, split_sentences  # noqa: E402
 
 _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff])")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -179,7 +179,8 @@ def _verbatim(q: object, text: str) -> bool:
     start, end = getattr(q, "start", None), getattr(q, "end", None)
     if start is None or end is None:
         return False
-    return text[start:end] == q.text  # type: ignore[attr-defined]
+    # A quotation over two paragraphs spans the break and the second opening mark: equal up to those.
+    return match_key(text[start:end]) == match_key(q.text)  # type: ignore[attr-defined]
 
 
 _QUOTES_TAKES_REJECTED = "rejected" in inspect.signature(extract_quotes).parameters
