@@ -274,3 +274,14 @@ def test_page_furniture_and_instructions_are_never_passages() -> None:
     assert not any(s.startswith(("To see", "To start", "Subscribe", "This means", "Nintendo released")) for s in shown)
     assert all(text[q.start : q.end] == q.text for q in quotes)
     assert rejected["page furniture"] >= 2 and rejected["needs its neighbour"] >= 1
+
+
+def test_stored_quotes_keep_their_kind_and_old_ones_are_speech_only_with_a_speaker() -> None:
+    from newsletter.compose.issue import quote_from_dict
+
+    text = "Officials expect the water to recede by the end of the week if the rain stops."
+    [passage] = extract_quotes(text + "\n" + text.replace("week", "month"), limit=1)
+    back = quote_from_dict(passage.as_dict())
+    assert (back.kind, back.speaker, back.start, back.end) == ("passage", None, passage.start, passage.end)
+    assert quote_from_dict({"text": "We will rebuild the bridge.", "speaker": "Ann Ruiz"}).kind == "speech"
+    assert quote_from_dict({"text": "The bridge closed in June.", "speaker": None}).kind == "passage"
