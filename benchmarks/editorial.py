@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from lxml import html as lxml_html  # noqa: E402
 
-from newsletter.collect.article import extract  # noqa: E402
+from newsletter.collect.extract import extract  # noqa: E402
 from newsletter.editorial.quotes import extract_quotes  # noqa: E402
 from newsletter.editorial.summarize import extractive_summary, lead_sentences  # noqa: E402
 from newsletter.text import match_key, paragraphs, split_sentences  # noqa: E402

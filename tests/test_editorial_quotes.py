@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.collect.article import extract
+from newsletter.collect.extract import extract
 from newsletter.editorial.quotes import extract_quotes
 from newsletter.text import appears_in, word_count
 
