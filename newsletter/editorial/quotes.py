@@ -293,9 +293,7 @@ def _mentions_other(before: str, speaker: str, names: _Names) -> bool:
     cut = max(before.rfind(c) for c in '"”»›」')
     # Only a name that opens a sentence of its own is someone new speaking ('Jones disagreed:'); names inside
     # the attribution ('said Ann Ruiz, CEO of Acme, in a note.') are not.
-    found = (
-        names.clean(m.group("n")) for m in re.finditer(rf"[.!?]\s+(?P<n>{_NAME})", before[cut + 1 :].strip())
-    )
+    found = (names.clean(m.group("n")) for m in re.finditer(rf"[.!?]\s+(?P<n>{_NAME})", before[cut + 1 :].strip()))
     return any(n and n not in speaker and speaker not in n for n in found)
 
 
