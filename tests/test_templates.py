@@ -105,17 +105,15 @@ def test_right_to_left_newsletter() -> None:
 def test_dark_mode_stylesheet_uses_the_theme() -> None:
     nl = make_newsletter(theme={"dark_background": "#101010", "dark_text": "#fafafa", "accent": "#0055aa"})
     rendered = render(make_issue(1), nl)
-    dark = rendered.html[rendered.html.index("prefers-color-scheme: dark") :]
+    dark = rendered.html[rendered.html.index("prefers-color-scheme: dark"):]
     assert "#101010 !important" in dark and "#fafafa !important" in dark
     assert "color:#0055aa" in rendered.html
 
 
 def test_theme_colours_must_be_hex(tmp_path: Path) -> None:
     path = tmp_path / "civic.toml"
-    path.write_text(
-        'name = "C"\nfrom_address = "c@example.org"\n[[sources]]\nurl = "https://e.org/f"\n'
-        '[theme]\naccent = "red;} body {display:none"\n'
-    )
+    path.write_text('name = "C"\nfrom_address = "c@example.org"\n[[sources]]\nurl = "https://e.org/f"\n'
+                    '[theme]\naccent = "red;} body {display:none"\n')
     with pytest.raises(ConfigError, match=r"civic.toml: theme.accent: not a colour: use #rgb or #rrggbb"):
         load_newsletter(path)
 
@@ -202,10 +200,8 @@ def test_a_template_added_or_edited_later_is_used_at_once(tmp_path: Path) -> Non
     assert "Past issues" in first.html
     footer = tmp_path / "partials" / "footer.mjml.j2"
     footer.parent.mkdir()
-    footer.write_text(
-        '<mj-section><mj-column><mj-text>Version one <a href="{{ unsubscribe_url }}">x</a>'
-        "</mj-text></mj-column></mj-section>\n"
-    )
+    footer.write_text('<mj-section><mj-column><mj-text>Version one <a href="{{ unsubscribe_url }}">x</a>'
+                      "</mj-text></mj-column></mj-section>\n")
     assert "Version one" in render(make_issue(1), templates_dir=tmp_path).html
     footer.write_text(footer.read_text().replace("Version one", "Version two"))
     import os

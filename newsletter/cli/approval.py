@@ -35,11 +35,8 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
             except ApprovalError as exc:
                 fail(str(exc))
             number, slug, digest = row.number, row.newsletter.slug, row.approved_hash
-        console.print(
-            f"Approved issue #{number} of {slug} (id {issue_id}) as {editor}; content {digest[:12]}. "
-            "A scheduled send will deliver exactly this.",
-            highlight=False,
-        )
+        console.print(f"Approved issue #{number} of {slug} (id {issue_id}) as {editor}; content {digest[:12]}. "
+                      "A scheduled send will deliver exactly this.", highlight=False)
 
     @issue_app.command("hold")
     def hold_cmd(issue_id: int = typer.Argument(..., help="Issue id.")) -> None:

@@ -16,16 +16,11 @@ def show_report(report: CollectReport) -> None:
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "not-modified": "cyan", "error": "red", "skipped": "yellow"}
     for o in report.outcomes:
-        table.add_row(
-            o.name,
-            f"[{style.get(o.status, '')}]{o.status}[/]",
-            str(o.new_items),
-            str(o.seen_items),
-            f"{o.seconds:.2f}s",
-            o.error or o.warning or "",
-        )
+        table.add_row(o.name, f"[{style.get(o.status, '')}]{o.status}[/]", str(o.new_items), str(o.seen_items),
+                      f"{o.seconds:.2f}s", o.error or o.warning or "")
     console.print(table)
-    console.print(f"{report.new_items} new items from {len(report.outcomes)} sources; {len(report.failed)} failed.")
+    console.print(f"{report.new_items} new items from {len(report.outcomes)} sources; "
+                  f"{len(report.failed)} failed.")
 
 
 def register(app: typer.Typer) -> None:
@@ -48,19 +43,11 @@ def register(app: typer.Typer) -> None:
             chosen = list(known.values())
         if not chosen:
             fail("no newsletters: add a schedule file with `newsletter init SLUG`")
-        with Progress(
-            TextColumn("collecting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
             task = bar.add_task("collect", total=None)
             report = collect(
-                engine(),
-                chosen,
-                force=force,
+                engine(), chosen, force=force,
                 on_start=lambda n: bar.update(task, total=n),
                 progress=lambda _url: bar.advance(task),
             )

@@ -61,8 +61,6 @@ def newsletter(slug: str) -> Newsletter:
     found = newsletters().get(slug)
     if found is None:
         known = ", ".join(sorted(newsletters())) or "none"
-        fail(
-            f"no newsletter '{slug}' in {settings().schedules_dir}/ (known: {known}); "
-            f"`newsletter init {slug}` makes one"
-        )
+        fail(f"no newsletter '{slug}' in {settings().schedules_dir}/ (known: {known}); "
+             f"`newsletter init {slug}` makes one")
     return found

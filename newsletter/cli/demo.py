@@ -25,16 +25,12 @@ def register(app: typer.Typer) -> None:
         show_report(result.collect)
         for problem in result.problems:
             console.print(f"[yellow]note:[/] {problem}", highlight=False)
-        console.print(
-            f"\nBuilt issue {result.issue_id} with {result.stories} stories and sent it to "
-            f"{result.send.total} demo subscribers."
-        )
+        console.print(f"\nBuilt issue {result.issue_id} with {result.stories} stories and sent it to "
+                      f"{result.send.total} demo subscribers.")
         console.print(f"HTML preview: {result.html_path}")
         console.print(f"Text part:    {result.text_path}")
         console.print("Outbox:")
         for path in result.eml_paths:
             console.print(f"  {path}")
-        console.print(
-            f"\nNext: `newsletter init my-digest` to start your own (database and outbox of the demo "
-            f"live in {result.folder})."
-        )
+        console.print(f"\nNext: `newsletter init my-digest` to start your own (database and outbox of the demo "
+                      f"live in {result.folder}).")

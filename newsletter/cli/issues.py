@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
             if story.summary:
                 console.print(f"   {story.summary}", highlight=False)
             for quote in story.quotes:
-                console.print(f"   “{quote.text}”" + (f" — {quote.speaker}" if quote.speaker else ""), highlight=False)
+                console.print(f"   “{quote.text}”" + (f" — {quote.speaker}" if quote.speaker else ""),
+                              highlight=False)
 
     @issue_app.command("list")
     def list_cmd(slug: str = typer.Argument(None, help="Only this newsletter.")) -> None:
@@ -88,13 +89,6 @@ def register(app: typer.Typer) -> None:
                 query = query.where(NewsletterRow.slug == slug)
             for row in session.scalars(query):
                 stories = sum(1 for i in row.items if isinstance(i, IssueItem) and i.included)
-                table.add_row(
-                    str(row.id),
-                    row.newsletter.slug,
-                    str(row.number),
-                    row.status,
-                    str(stories),
-                    row.subject,
-                    f"{row.created_at:%Y-%m-%d %H:%M}",
-                )
+                table.add_row(str(row.id), row.newsletter.slug, str(row.number), row.status, str(stories),
+                              row.subject, f"{row.created_at:%Y-%m-%d %H:%M}")
         console.print(table)

@@ -52,9 +52,8 @@ def run_preflight(slug: str, issue_id: int | None) -> tuple[Newsletter, int, Ren
 def print_report(report: Report) -> None:
     style = {"fail": "bold red", "warn": "yellow", "ok": "green"}
     for f in sorted(report.findings, key=lambda f: {"fail": 0, "warn": 1, "ok": 2}[f.level]):
-        console.print(
-            f"[{style[f.level]}]{f.level.upper():4}[/] {f.code}: {f.message}", highlight=False, soft_wrap=True
-        )
+        console.print(f"[{style[f.level]}]{f.level.upper():4}[/] {f.code}: {f.message}", highlight=False,
+                      soft_wrap=True)
     console.print(f"[bold]{report.summary()}[/]", highlight=False)
 
 
@@ -94,9 +93,8 @@ def register(app: typer.Typer) -> None:
 
         nl, number, rendered, report = run_preflight(slug, issue_id)
         folder = out or Path("preview") / f"{slug}-{number}"
-        paths = write_preview(
-            rendered, report, folder, title=f"{nl.name} · issue {number}", base_url=settings().base_url
-        )
+        paths = write_preview(rendered, report, folder, title=f"{nl.name} · issue {number}",
+                              base_url=settings().base_url)
         console.print(f"Preview of issue #{number}: {paths.index.resolve()}", highlight=False, soft_wrap=True)
         console.print(f"  HTML {paths.html}  ·  text {paths.text}  ·  {report.summary()}", highlight=False)
         if open_browser:

@@ -1,6 +1,6 @@
 """The commented schedule file `newsletter init` writes: a user's first contact with the settings."""
 
-TEMPLATE = """# {name}: one newsletter, one file. Edit, then: newsletter collect {slug} && newsletter build {slug}
+TEMPLATE = '''# {name}: one newsletter, one file. Edit, then: newsletter collect {slug} && newsletter build {slug}
 name = "{name}"
 # slug = "{slug}"                         # defaults to this file's name
 from_address = "{name} <digest@example.com>"   # the sender subscribers see
@@ -48,4 +48,4 @@ accent = "#c2410c"
 # endpoint = "http://localhost:11434/v1"
 # model = "llama3.1"
 # api_key_env = "OPENAI_API_KEY"   # the name of the environment variable holding the key, never the key
-"""
+'''

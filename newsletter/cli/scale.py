@@ -19,10 +19,8 @@ def _url() -> str:
     if not is_postgres(url):
         from newsletter.config import redact_url
 
-        fail(
-            f"scale mode needs PostgreSQL: NEWSLETTER_DATABASE_URL is {redact_url(url)} "
-            "(e.g. postgresql+psycopg://user@host/newsletter)"
-        )
+        fail(f"scale mode needs PostgreSQL: NEWSLETTER_DATABASE_URL is {redact_url(url)} "
+             "(e.g. postgresql+psycopg://user@host/newsletter)")
     return url
 
 
@@ -43,17 +41,12 @@ def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker_cmd(
         concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Jobs run at once (threads)."),
-        queues: str = typer.Option(
-            ",".join(WORK_QUEUES),
-            "--queues",
-            "-q",
-            help="Comma-separated queues to take jobs from (add `schedule` to also keep the "
-            "schedule, as `newsletter run` does in scale mode).",
-        ),
+        queues: str = typer.Option(",".join(WORK_QUEUES), "--queues", "-q",
+                                   help="Comma-separated queues to take jobs from (add `schedule` to also keep the "
+                                        "schedule, as `newsletter run` does in scale mode)."),
         heartbeat: float = typer.Option(10.0, "--heartbeat", min=0.1, help="Seconds between heartbeats."),
-        stalled_after: float = typer.Option(
-            30.0, "--stalled-after", min=0.5, help="A worker silent this long is dead: its jobs are retried."
-        ),
+        stalled_after: float = typer.Option(30.0, "--stalled-after", min=0.5,
+                                            help="A worker silent this long is dead: its jobs are retried."),
         log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     ) -> None:
         """Run a scale-mode worker: it takes jobs from the PostgreSQL queue until stopped (Ctrl-C: graceful).
@@ -63,9 +56,8 @@ def register(app: typer.Typer) -> None:
         Example: `NEWSLETTER_DATABASE_URL=postgresql+psycopg://db/news newsletter worker --concurrency 4`
         """
         names = [q.strip() for q in queues.split(",") if q.strip()] or None
-        run_worker(
-            names, concurrency=concurrency, heartbeat=heartbeat, stalled_after=stalled_after, log_level=log_level
-        )
+        run_worker(names, concurrency=concurrency, heartbeat=heartbeat, stalled_after=stalled_after,
+                   log_level=log_level)
 
     scale_app = typer.Typer(help="Scale mode: hand work to `newsletter worker` processes.", no_args_is_help=True)
     app.add_typer(scale_app, name="scale")
@@ -113,13 +105,10 @@ def register(app: typer.Typer) -> None:
         from newsletter.scale import tasks
 
         with connected(url) as bound:
-            job = bound.tasks[tasks.start_send.name].defer(
-                issue_id=issue.id, batch_size=batch_size, parallel=parallel, force=force
-            )
-        console.print(
-            f"Queued the send of issue #{issue.number} of {slug} (job {job}); the workers take it from "
-            "here. `newsletter scale status` shows progress."
-        )
+            job = bound.tasks[tasks.start_send.name].defer(issue_id=issue.id, batch_size=batch_size,
+                                                            parallel=parallel, force=force)
+        console.print(f"Queued the send of issue #{issue.number} of {slug} (job {job}); the workers take it from "
+                      "here. `newsletter scale status` shows progress.")
 
     @scale_app.command("collect")
     def scale_collect_cmd(
@@ -159,15 +148,10 @@ def register(app: typer.Typer) -> None:
             present = conn.execute(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).scalar()
             if not present:
                 fail("no job tables yet: run `newsletter db upgrade` (with NEWSLETTER_SCALE=1) or start a worker")
-            jobs = conn.execute(
-                text("SELECT queue_name, status::text, count(*) FROM procrastinate_jobs GROUP BY 1, 2 ORDER BY 1, 2")
-            ).all()
-            sends = conn.execute(
-                text(
-                    "SELECT s.id, s.issue_id, s.status, s.sent, s.total FROM send s "
-                    "WHERE s.status <> 'done' ORDER BY s.id"
-                )
-            ).all()
+            jobs = conn.execute(text("SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
+                                     "GROUP BY 1, 2 ORDER BY 1, 2")).all()
+            sends = conn.execute(text("SELECT s.id, s.issue_id, s.status, s.sent, s.total FROM send s "
+                                      "WHERE s.status <> 'done' ORDER BY s.id")).all()
         table = Table(title="Jobs")
         for col in ("queue", "state", "jobs"):
             table.add_column(col)
@@ -178,24 +162,16 @@ def register(app: typer.Typer) -> None:
             console.print(f"send {send_id} (issue {issue}): {state}, {sent}/{total} delivered")
 
 
-def run_worker(
-    queues: list[str] | None,
-    *,
-    concurrency: int = 1,
-    heartbeat: float = 10.0,
-    stalled_after: float = 30.0,
-    log_level: str = "info",
-) -> None:
+def run_worker(queues: list[str] | None, *, concurrency: int = 1, heartbeat: float = 10.0,
+               stalled_after: float = 30.0, log_level: str = "info") -> None:
     """Run a procrastinate worker on these queues until stopped (SIGINT/SIGTERM finish the jobs in hand)."""
     import os
     import socket
 
     url = _url()
     _ready(url)
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("procrastinate").setLevel(max(logging.WARNING, logging.getLogger().level))
     from newsletter.scale import tasks
     from newsletter.scale.app import app as jobs_app
@@ -204,11 +180,8 @@ def run_worker(
     tasks.STALLED_SECONDS = stalled_after
     with jobs_app.replace_connector(connector_for(url)) as bound:
         bound.run_worker(
-            concurrency=concurrency,
-            queues=queues,
-            name=f"{socket.gethostname()}:{os.getpid()}",
-            update_heartbeat_interval=heartbeat,
-            stalled_worker_timeout=stalled_after,
+            concurrency=concurrency, queues=queues, name=f"{socket.gethostname()}:{os.getpid()}",
+            update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
             # The ledger, not the job table, is the record: finished jobs would only pile up (a tick a minute,
             # a stalled-job check every 5 s, a job per 1,000 recipients). Failed ones stay, to be looked at.
             delete_jobs="successful",

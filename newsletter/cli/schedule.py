@@ -14,28 +14,17 @@ def _when(value: datetime | None) -> str:
     if value is None:
         return "—"
     local = f"{value:%a %Y-%m-%d %H:%M %Z}"
-    return (
-        local
-        if value.utcoffset() == timedelta(0) and value.tzname() == "UTC"
-        else f"{local} ({value.astimezone(UTC):%H:%M} UTC)"
-    )
+    return local if value.utcoffset() == timedelta(0) and value.tzname() == "UTC" else \
+        f"{local} ({value.astimezone(UTC):%H:%M} UTC)"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
-        tick: float = typer.Option(
-            5.0,
-            "--tick",
-            min=0.2,
-            help="Seconds between housekeeping passes (lease renewal, schedule file changes, approvals).",
-        ),
-        scale: bool = typer.Option(
-            False,
-            "--scale",
-            help="Scale mode (as NEWSLETTER_SCALE=1, PostgreSQL only): "
-            "defer the jobs to `newsletter worker` processes instead of running them here.",
-        ),
+        tick: float = typer.Option(5.0, "--tick", min=0.2, help="Seconds between housekeeping passes "
+                                   "(lease renewal, schedule file changes, approvals)."),
+        scale: bool = typer.Option(False, "--scale", help="Scale mode (as NEWSLETTER_SCALE=1, PostgreSQL only): "
+                                   "defer the jobs to `newsletter worker` processes instead of running them here."),
     ) -> None:
         """Keep every newsletter on time: collect, build, check and send as the schedule files say.
 
@@ -57,10 +46,8 @@ def register(app: typer.Typer) -> None:
         except LeaseHeld as exc:
             fail(str(exc))
         if not runner.rt.newsletters:
-            console.print(
-                f"[yellow]note:[/] no schedule files in {settings().schedules_dir}/ yet; "
-                "add one (`newsletter init SLUG`) and it is picked up without a restart."
-            )
+            console.print(f"[yellow]note:[/] no schedule files in {settings().schedules_dir}/ yet; "
+                          "add one (`newsletter init SLUG`) and it is picked up without a restart.")
         raise typer.Exit(runner.serve())
 
     schedule_app = typer.Typer(help="See and run the schedules.", no_args_is_help=True)
@@ -94,15 +81,9 @@ def register(app: typer.Typer) -> None:
                 if approval_policy(nl).mode != "auto":
                     draft = next_fire_times(nl, now, 1, job="build")
                     approval += f"; next draft {_when(draft[0] if draft else None)}"
-                table.add_row(
-                    slug,
-                    f"{nl.schedule.send} ({nl.schedule.timezone})",
-                    _when(send[0] if send else None),
-                    _when(collect[0] if collect else None),
-                    approval,
-                    last_text,
-                    f"{outcome}: {detail}" if detail else outcome,
-                )
+                table.add_row(slug, f"{nl.schedule.send} ({nl.schedule.timezone})",
+                              _when(send[0] if send else None), _when(collect[0] if collect else None),
+                              approval, last_text, f"{outcome}: {detail}" if detail else outcome)
         console.print(table)
         lease = current(eng)
         if lease is not None and lease.expires_at > now.replace(tzinfo=None):
@@ -140,12 +121,9 @@ def register(app: typer.Typer) -> None:
         finally:
             release(eng, holder)
         for step in result.steps:
-            console.print(
-                f"  {step.job}: {step.outcome}" + (f" — {step.detail}" if step.detail else ""), highlight=False
-            )
-        console.print(
-            f"{slug} {result.period}: {result.outcome}" + (f" — {result.detail}" if result.detail else ""),
-            highlight=False,
-        )
+            console.print(f"  {step.job}: {step.outcome}" + (f" — {step.detail}" if step.detail else ""),
+                          highlight=False)
+        console.print(f"{slug} {result.period}: {result.outcome}" + (f" — {result.detail}" if result.detail else ""),
+                      highlight=False)
         if result.outcome == "failed":
             raise typer.Exit(1)

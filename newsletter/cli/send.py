@@ -34,26 +34,14 @@ def register(app: typer.Typer) -> None:
         slug: str = typer.Argument(..., help="The newsletter."),
         issue_id: int = typer.Option(None, "--issue", help="Issue id (default: the latest issue)."),
         test_to: str = typer.Option(None, "--test-to", help="Send only to this address; the ledger is untouched."),
-        rate: float = typer.Option(
-            None,
-            "--rate",
-            help="At most this many messages per second (default: NEWSLETTER_SEND_RATE, else unlimited).",
-        ),
-        unknown: str = typer.Option(
-            "hold",
-            "--unknown",
-            help="Batches whose outcome could not be found out "
-            "(connection lost mid-request, provider cannot be asked): hold them for you "
-            "to decide, resend (risk: a second copy) or skip (risk: they miss it).",
-        ),
+        rate: float = typer.Option(None, "--rate", help="At most this many messages per second "
+                                   "(default: NEWSLETTER_SEND_RATE, else unlimited)."),
+        unknown: str = typer.Option("hold", "--unknown", help="Batches whose outcome could not be found out "
+                                    "(connection lost mid-request, provider cannot be asked): hold them for you "
+                                    "to decide, resend (risk: a second copy) or skip (risk: they miss it)."),
         force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails."),
-        batch_size: int = typer.Option(
-            None,
-            "--batch-size",
-            min=1,
-            max=1000,
-            help="Recipients per batch (default 1000, SMTP 50); a resumed send keeps the size it started with.",
-        ),
+        batch_size: int = typer.Option(None, "--batch-size", min=1, max=1000, help="Recipients per batch "
+                                       "(default 1000, SMTP 50); a resumed send keeps the size it started with."),
     ) -> None:
         """Send an issue to every active subscriber, exactly once; run it again to resume.
 
@@ -94,14 +82,8 @@ def register(app: typer.Typer) -> None:
             if rate is not None and rate <= 0:
                 fail("--rate must be a positive number of messages per second")
             stop = threading.Event()
-            with Progress(
-                TextColumn("sending"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=console,
-                transient=True,
-            ) as bar:
+            with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[info]}"), console=console, transient=True) as bar:
                 task = bar.add_task("send", total=None, info="")
 
                 def show(p: SendProgress) -> None:
@@ -113,49 +95,35 @@ def register(app: typer.Typer) -> None:
                         info += f" [{p.note}]"
                     bar.update(task, completed=p.sent, total=p.total, info=info)
 
-                options = SendOptions(
-                    rate=rate if rate is not None else settings().send_rate,
-                    unknown=unknown,
-                    stop=stop,
-                    progress=show,
-                    concurrency=default_concurrency(mailer),
-                    batch_size=batch_size,
-                )
+                options = SendOptions(rate=rate if rate is not None else settings().send_rate, unknown=unknown,
+                                      stop=stop, progress=show, concurrency=default_concurrency(mailer),
+                                      batch_size=batch_size)
                 with stop_on_ctrl_c(stop):
                     report = send_issue(eng, nl, issue.id, mailer, settings(), options=options)
         except (SendError, TemplateError) as exc:
             fail(str(exc))
         except DeliveryError as exc:
-            fail(
-                f"delivery stopped: {str(exc).rstrip('.')}. Nothing is lost: fix the cause and run the same "
-                "command again to resume."
-            )
+            fail(f"delivery stopped: {str(exc).rstrip('.')}. Nothing is lost: fix the cause and run the same "
+                 "command again to resume.")
         finally:
             mailer.close()
         if report.status == "stopped":
-            console.print(
-                f"Stopped: {report.sent_before + report.sent_now} of {report.total} sent. "
-                f"Run `newsletter send {slug}` again to resume."
-            )
+            console.print(f"Stopped: {report.sent_before + report.sent_now} of {report.total} sent. "
+                          f"Run `newsletter send {slug}` again to resume.")
             raise typer.Exit(130)
         if report.status == "held":
-            console.print(
-                f"[yellow]Held:[/] {report.held_recipients} recipients in batch(es) "
-                f"{', '.join(map(str, report.held_batches))} may or may not have received the issue "
-                f"(the provider's answer was lost and it cannot be asked). Everyone else has it. "
-                f"Decide with `newsletter send {slug} --unknown resend` (they may get a second copy) "
-                f"or `--unknown skip` (they may miss this issue).",
-                highlight=False,
-            )
+            console.print(f"[yellow]Held:[/] {report.held_recipients} recipients in batch(es) "
+                          f"{', '.join(map(str, report.held_batches))} may or may not have received the issue "
+                          f"(the provider's answer was lost and it cannot be asked). Everyone else has it. "
+                          f"Decide with `newsletter send {slug} --unknown resend` (they may get a second copy) "
+                          f"or `--unknown skip` (they may miss this issue).", highlight=False)
             raise typer.Exit(3)
         if report.status == "already-sent":
             console.print(f"Issue #{issue.number} was already sent to {report.total} subscribers; nothing to do.")
             return
-        console.print(
-            f"Sent issue #{issue.number} of {slug}: {report.sent_now} now"
-            + (f", {report.sent_before} before" if report.sent_before else "")
-            + f", {report.total} in the audience, via {mailer.name}."
-        )
+        console.print(f"Sent issue #{issue.number} of {slug}: {report.sent_now} now"
+                      + (f", {report.sent_before} before" if report.sent_before else "")
+                      + f", {report.total} in the audience, via {mailer.name}.")
         if mailer.name == "outbox":
             console.print(f"Outbox: {settings().outbox_dir.resolve() / slug}")
 

@@ -32,16 +32,16 @@ def register(app: typer.Typer) -> None:
             load_newsletter(path)
         except ConfigError as exc:  # the template itself must always be valid
             fail(f"internal error, the scaffold does not validate: {exc}")
-        console.print(f"Wrote {path}. Next: edit it, then `newsletter collect {slug}` and `newsletter build {slug}`.")
+        console.print(f"Wrote {path}. Next: edit it, then `newsletter collect {slug}` and "
+                      f"`newsletter build {slug}`.")
 
     db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
 
     @db_app.command("upgrade")
     def upgrade_cmd(
-        scale: bool = typer.Option(
-            False, "--scale", help="Also create the job tables of scale mode (as NEWSLETTER_SCALE=1 does)."
-        ),
+        scale: bool = typer.Option(False, "--scale", help="Also create the job tables of scale mode "
+                                   "(as NEWSLETTER_SCALE=1 does)."),
     ) -> None:
         """Create or upgrade the database schema (also done automatically on first use).
 

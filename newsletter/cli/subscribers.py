@@ -33,12 +33,8 @@ def register(app: typer.Typer) -> None:
         email: str = typer.Argument(..., help="The address."),
         slug: str = NEWSLETTER_OPT,
         name: str = typer.Option(None, "--name", help="The person's name."),
-        opt_in: bool = typer.Option(
-            False,
-            "--opt-in",
-            help="Double opt-in: subscribe as pending and email "
-            "a confirmation link (valid 7 days) through the configured mailer.",
-        ),
+        opt_in: bool = typer.Option(False, "--opt-in", help="Double opt-in: subscribe as pending and email "
+                                    "a confirmation link (valid 7 days) through the configured mailer."),
     ) -> None:
         """Subscribe one address. Example: `newsletter subscribers add ann@example.com -n ai-weekly`"""
         nl = newsletter(slug)
@@ -51,11 +47,8 @@ def register(app: typer.Typer) -> None:
                 result = add_subscriber(session, row, email, name=name)
             except InvalidAddress as exc:
                 fail(f"{email}: {exc}")
-        messages = {
-            "added": "subscribed",
-            "exists": "already subscribed",
-            "suppressed": "NOT subscribed: the address unsubscribed, bounced or complained before",
-        }
+        messages = {"added": "subscribed", "exists": "already subscribed",
+                    "suppressed": "NOT subscribed: the address unsubscribed, bounced or complained before"}
         console.print(f"{result.email}: {messages[result.status]}")
 
     @sub_app.command("import")
@@ -75,15 +68,10 @@ def register(app: typer.Typer) -> None:
             except (InvalidAddress, UnicodeDecodeError) as exc:
                 fail(str(exc))
         for problem in report.problems:
-            console.print(
-                f"[yellow]{path}: line {problem.row}:[/] {problem.value!r}: {problem.reason}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        console.print(
-            f"{report.added} added, {report.existing} already subscribed, "
-            f"{report.suppressed} suppressed, {len(report.problems)} rejected."
-        )
+            console.print(f"[yellow]{path}: line {problem.row}:[/] {problem.value!r}: {problem.reason}",
+                          highlight=False, soft_wrap=True)
+        console.print(f"{report.added} added, {report.existing} already subscribed, "
+                      f"{report.suppressed} suppressed, {len(report.problems)} rejected.")
 
     @sub_app.command("list")
     def list_cmd(
@@ -180,18 +168,15 @@ def _opt_in(nl, slug: str, email: str, name: str | None) -> None:  # noqa: ANN00
         with session_scope(engine()) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
             secret = secret_key(session, settings().secret_key)
-            result = request_opt_in(
-                session, row, nl, email, mailer, base_url=settings().base_url, secret=secret, name=name, origin="cli"
-            )
+            result = request_opt_in(session, row, nl, email, mailer, base_url=settings().base_url, secret=secret,
+                                    name=name, origin="cli")
     except InvalidAddress as exc:
         fail(f"{email}: {exc}")
     except DeliveryError as exc:
         fail(f"{email}: the confirmation email could not be sent ({exc}); nothing was changed")
     finally:
         mailer.close()
-    messages = {
-        "confirmation-sent": f"pending: a confirmation link was sent via {mailer.name}",
-        "already-active": "already subscribed",
-        "suppressed": "NOT subscribed: the address bounced or complained before",
-    }
+    messages = {"confirmation-sent": f"pending: a confirmation link was sent via {mailer.name}",
+                "already-active": "already subscribed", "suppressed": "NOT subscribed: the address bounced or "
+                "complained before"}
     console.print(f"{result.email}: {messages[result.status]}")

@@ -40,24 +40,14 @@ def register(app: typer.Typer) -> None:
         host = host or os.environ.get("NEWSLETTER_HOST") or "127.0.0.1"
         port = port or _env_port()
         web = create_app(settings(), engine=engine())
-        console.print(
-            f"Serving on http://{host}:{port} (public address {settings().base_url}); "
-            f"editors sign in at {settings().base_url}/signin"
-        )
+        console.print(f"Serving on http://{host}:{port} (public address {settings().base_url}); "
+                      f"editors sign in at {settings().base_url}/signin")
         # The proxy in front sets X-Forwarded-For; only trust it from the loopback proxy uvicorn defaults to.
-        uvicorn.run(
-            web,
-            host=host,
-            port=port,
-            proxy_headers=True,
-            log_level="info",
-            server_header=False,
-            log_config=uvicorn_log_config(),
-        )
+        uvicorn.run(web, host=host, port=port, proxy_headers=True, log_level="info", server_header=False,
+                    log_config=uvicorn_log_config())
 
-    editors = typer.Typer(
-        help="Editors: the accounts that sign in to the workspace and use the API.", no_args_is_help=True
-    )
+    editors = typer.Typer(help="Editors: the accounts that sign in to the workspace and use the API.",
+                          no_args_is_help=True)
     app.add_typer(editors, name="editors")
 
     @editors.command("add")

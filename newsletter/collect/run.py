@@ -178,9 +178,8 @@ async def _collect_async(
         if result.ok and not result.not_modified:
             if pool is not None:
                 executor = pool.get()
-                parsed[result.url] = loop.run_in_executor(
-                    executor, parse_feed, result.body, result.url, result.content_type
-                )
+                parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body, result.url,
+                                                             result.content_type)
             else:
                 future: asyncio.Future[ParsedFeed] = loop.create_future()
                 future.set_result(parse_feed(result.body, result.url, result.content_type))
@@ -219,13 +218,9 @@ def collect(
             row = rows[spec.url]
             if not force and row.next_attempt_at and row.next_attempt_at > now:
                 report.outcomes.append(
-                    SourceOutcome(
-                        spec.url,
-                        spec.name,
-                        "skipped",
-                        error=f"backing off after {row.failures} failures until "
-                        f"{row.next_attempt_at:%Y-%m-%d %H:%M} UTC: {row.last_error}",
-                    )
+                    SourceOutcome(spec.url, spec.name, "skipped",
+                                  error=f"backing off after {row.failures} failures until "
+                                        f"{row.next_attempt_at:%Y-%m-%d %H:%M} UTC: {row.last_error}")
                 )
                 continue
             due.append(spec)
@@ -244,9 +239,8 @@ def collect(
     with session_scope(engine) as session:
         rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_(list(names))))}
         for result, feed in fetched:
-            outcome = SourceOutcome(
-                result.url, names[result.url], "ok", http_status=result.status, seconds=result.elapsed
-            )
+            outcome = SourceOutcome(result.url, names[result.url], "ok", http_status=result.status,
+                                    seconds=result.elapsed)
             if not result.ok:
                 outcome.status, outcome.error = "error", result.error
             elif result.not_modified:

@@ -55,9 +55,8 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         author=lead.author,
         published_at=lead.published_at,
         image_url=lead.image_url,
-        summary=feed_summary(
-            lead.content_text, nl.digest.summary_words, nl.digest.summary_sentences, lead.language or nl.language
-        ),
+        summary=feed_summary(lead.content_text, nl.digest.summary_words, nl.digest.summary_sentences,
+                             lead.language or nl.language),
         summary_method="feed",
         quotes=[],
         related=[],
@@ -89,15 +88,14 @@ def build_issue(
         start, end = window_for(session, nrow.id, nl, now)
         groups = select_items(session, nrow.id, nl, start, end)
         if not groups and not allow_empty:
-            return BuildResult(None, None, 0, False, [f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"])
+            return BuildResult(None, None, 0, False,
+                               [f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"])
         rebuilt = draft is not None
         if draft is None:
-            number = (
-                session.scalar(select(func.max(IssueRow.number)).where(IssueRow.newsletter_id == nrow.id)) or 0
-            ) + 1
-            draft = IssueRow(
-                newsletter_id=nrow.id, number=number, period=period, status="draft", intro=nl.digest.intro, subject=""
-            )
+            number = (session.scalar(select(func.max(IssueRow.number)).where(IssueRow.newsletter_id == nrow.id))
+                      or 0) + 1
+            draft = IssueRow(newsletter_id=nrow.id, number=number, period=period, status="draft",
+                             intro=nl.digest.intro, subject="")
             session.add(draft)
         else:
             draft.items.clear()
@@ -125,10 +123,8 @@ def _refuse_if_pending(session: Session, newsletter_id: int, period: str | None)
     row = session.scalar(query.order_by(IssueRow.number.desc()))
     if row is not None:
         what = f"the issue for {period}" if period else "an issue"
-        raise BuildError(
-            f"{what} is already {row.status} (issue #{row.number}, id {row.id}); "
-            "send it or reopen it before building another"
-        )
+        raise BuildError(f"{what} is already {row.status} (issue #{row.number}, id {row.id}); "
+                         "send it or reopen it before building another")
 
 
 def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> tuple[str, list[str]]:

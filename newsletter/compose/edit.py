@@ -83,10 +83,8 @@ def set_included(session: Session, issue_id: int, item_id: int, included: bool) 
     item.included = included
     if not has_content(row):  # the same rule as sending: stories, or at least an editor's note
         item.included = True
-        raise EditError(
-            "an issue needs at least one story or an intro note: include another story (or write "
-            "an intro) before dropping this one"
-        )
+        raise EditError("an issue needs at least one story or an intro note: include another story (or write "
+                        "an intro) before dropping this one")
     return _done(session, row, True)
 
 
@@ -163,5 +161,6 @@ def set_intro(session: Session, issue_id: int, intro: str | None) -> Edit:
     before, row.intro = row.intro, intro
     if not has_content(row):
         row.intro = before
-        raise EditError("an issue needs at least one story or an intro note: include a story before removing the intro")
+        raise EditError("an issue needs at least one story or an intro note: include a story before removing "
+                        "the intro")
     return _done(session, row, True)

@@ -41,7 +41,9 @@ def window_for(session: Session, newsletter_id: int, nl: Newsletter, now: dateti
     """From the end of the last sent issue, but never older than the configured number of days."""
     floor = now - timedelta(days=nl.digest.window_days)
     last_end = session.scalar(
-        select(func.max(IssueRow.window_end)).where(IssueRow.newsletter_id == newsletter_id, IssueRow.status == "sent")
+        select(func.max(IssueRow.window_end)).where(
+            IssueRow.newsletter_id == newsletter_id, IssueRow.status == "sent"
+        )
     )
     return (max(floor, last_end) if last_end else floor), now
 
@@ -60,20 +62,19 @@ def rank(items: list[Item], start: datetime, end: datetime) -> list[Candidate]:
     return out
 
 
-def select_items(
-    session: Session, newsletter_id: int, nl: Newsletter, start: datetime, end: datetime
-) -> list[list[Item]]:
+def select_items(session: Session, newsletter_id: int, nl: Newsletter, start: datetime, end: datetime
+                 ) -> list[list[Item]]:
     """Groups of items (first = the story shown, the rest = also covered by), capped as configured."""
     urls = [s.url for s in nl.sources]
-    already = (
-        select(IssueItem.item_id)
-        .join(IssueRow)
-        .where(IssueRow.newsletter_id == newsletter_id, IssueRow.status.in_(("sent", "sending")))
+    already = select(IssueItem.item_id).join(IssueRow).where(
+        IssueRow.newsletter_id == newsletter_id, IssueRow.status.in_(("sent", "sending"))
     )
     when = func.coalesce(Item.published_at, Item.collected_at)
     items = list(
         session.scalars(
-            select(Item).join(Source).where(Source.url.in_(urls), when > start, when <= end, Item.id.not_in(already))
+            select(Item)
+            .join(Source)
+            .where(Source.url.in_(urls), when > start, when <= end, Item.id.not_in(already))
         )
     )
     ranked = rank(items, start, end)

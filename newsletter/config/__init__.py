@@ -240,7 +240,7 @@ def _message(err: dict) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
+            msg = msg[len(prefix):]
     if err["type"] == "extra_forbidden":
         msg = "unknown setting (check the spelling)"
     elif err["type"] == "missing":

@@ -209,13 +209,8 @@ def _parse_cron(raw: str, parts: list[str]) -> Cadence:
     if day not in ("*", "?") and dow not in ("*", "?"):
         # Cron runs when EITHER matches, APScheduler when BOTH do: refuse rather than guess.
         raise CadenceError(f"{raw!r}: give a day of the month or a day of the week, not both")
-    fields = (
-        ("minute", minute),
-        ("hour", hour),
-        ("day", "*" if day == "?" else day),
-        ("month", month),
-        ("day_of_week", _cron_days(dow, raw)),
-    )
+    fields = (("minute", minute), ("hour", hour), ("day", "*" if day == "?" else day), ("month", month),
+              ("day_of_week", _cron_days(dow, raw)))
     try:
         CronTrigger(**dict(fields), timezone=UTC)
     except ValueError as exc:
@@ -318,7 +313,5 @@ def check_build_ahead(send: str, timezone: str, approval: str, build_ahead: str)
         return
     gap = shortest_gap(send, ZoneInfo(timezone))
     if ahead >= gap:
-        raise CadenceError(
-            f"{field}: the draft would be built {ahead} before a send, but sends can be only "
-            f"{gap} apart ('{send}'): use less than {gap}"
-        )
+        raise CadenceError(f"{field}: the draft would be built {ahead} before a send, but sends can be only "
+                           f"{gap} apart ('{send}'): use less than {gap}")

@@ -64,17 +64,13 @@ def request_opt_in(
     # Someone who unsubscribed and asks again gets the email too: the click, not this request, resubscribes.
     link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl)
     days = max(1, ttl // 86400)
-    text = (
-        f"Please confirm that you want to receive {nl.name}:\n\n{link}\n\n"
-        f"The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore this "
-        "email: you will not be subscribed.\n"
-    )
-    body = (
-        f"<p>Please confirm that you want to receive <strong>{html.escape(nl.name)}</strong>:</p>"
-        f'<p><a href="{html.escape(link, quote=True)}">Confirm my subscription</a></p>'
-        f"<p>The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore "
-        "this email: you will not be subscribed.</p>"
-    )
+    text = (f"Please confirm that you want to receive {nl.name}:\n\n{link}\n\n"
+            f"The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore this "
+            "email: you will not be subscribed.\n")
+    body = (f"<p>Please confirm that you want to receive <strong>{html.escape(nl.name)}</strong>:</p>"
+            f'<p><a href="{html.escape(link, quote=True)}">Confirm my subscription</a></p>'
+            f"<p>The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore "
+            "this email: you will not be subscribed.</p>")
     message = Message(
         subject=f"Confirm your subscription to {nl.name}",
         from_address=nl.from_address,

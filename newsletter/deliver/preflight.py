@@ -24,7 +24,8 @@ def sample_headers(nl: Newsletter, rendered: Rendered, issue_id: int, number: in
     """The headers one real copy would carry (List-Unsubscribe and friends), built by the real builder."""
     from newsletter.deliver.send import make_message
 
-    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=number, issue_id=issue_id)
+    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=number,
+                           issue_id=issue_id)
     sample = Recipient(SAMPLE_RECIPIENT, values={"unsubscribe_url": f"{base_url}/u/preflight"})
     return dict(build_email(message, sample).items())
 
@@ -33,9 +34,9 @@ def templates_dir(settings: Settings) -> Path | None:
     return settings.templates_dir if settings.templates_dir.is_dir() else None
 
 
-def preflight_issue(
-    engine: Engine, nl: Newsletter, issue_id: int, number: int, settings: Settings
-) -> tuple[Rendered, Report]:
-    rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=templates_dir(settings))
+def preflight_issue(engine: Engine, nl: Newsletter, issue_id: int, number: int, settings: Settings
+                    ) -> tuple[Rendered, Report]:
+    rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url,
+                              templates_dir=templates_dir(settings))
     headers = sample_headers(nl, rendered, issue_id, number, settings.base_url)
     return rendered, preflight(rendered, headers=headers)

@@ -188,11 +188,8 @@ class SendLease:
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             with session_scope(self.engine) as session:
-                session.execute(
-                    update(Lease)
-                    .where(Lease.name == self.name, Lease.holder == self.holder)
-                    .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
-                )
+                session.execute(update(Lease).where(Lease.name == self.name, Lease.holder == self.holder)
+                                .values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
 
     def release(self) -> None:
         self._stop.set()
@@ -225,17 +222,8 @@ def list_id(nl: Newsletter) -> str:
     return f"{nl.name} <{nl.slug}.{domain}>"
 
 
-def make_message(
-    nl: Newsletter,
-    subject: str,
-    html: str,
-    text: str,
-    *,
-    issue_number: int,
-    issue_id: int,
-    send_id: int | None = None,
-    test: bool = False,
-) -> Message:
+def make_message(nl: Newsletter, subject: str, html: str, text: str, *, issue_number: int, issue_id: int,
+                 send_id: int | None = None, test: bool = False) -> Message:
     args = {"newsletter": nl.slug, "issue": str(issue_id), "issue_number": str(issue_number)}
     if send_id is not None:
         args["send"] = str(send_id)
@@ -279,29 +267,19 @@ def batch_key(send_id: int, number: int) -> str:
 
 # -- starting ------------------------------------------------------------------------------------------------
 
-
 def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
     """The send of this issue: created (audience frozen) on first call, the same one on every resume."""
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.issue_id == issue_id))
         if send is None:
-            max_id = (
-                session.scalar(select(func.max(Subscription.id)).where(Subscription.newsletter_id == newsletter_id))
-                or 0
-            )
-            total = (
-                session.scalar(select(func.count()).select_from(audience_query(newsletter_id, 0, max_id).subquery()))
-                or 0
-            )
-            send = Send(
-                issue_id=issue_id,
-                mailer=mailer_name,
-                status="running",
-                max_subscription_id=max_id,
-                batch_size=batch_size,
-                total=total,
-                sent=0,
-            )
+            max_id = session.scalar(
+                select(func.max(Subscription.id)).where(Subscription.newsletter_id == newsletter_id)
+            ) or 0
+            total = session.scalar(
+                select(func.count()).select_from(audience_query(newsletter_id, 0, max_id).subquery())
+            ) or 0
+            send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
+                        batch_size=batch_size, total=total, sent=0)
             session.add(send)
             session.flush()
         elif send.status != "done":
@@ -310,7 +288,6 @@ def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: s
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
-
 
 @dataclass
 class _Batch:
@@ -346,18 +323,8 @@ def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
 
 
 class _Sender:
-    def __init__(
-        self,
-        engine: Engine,
-        send_id: int,
-        newsletter_id: int,
-        slug: str,
-        message: Message,
-        mailer: Mailer,
-        signer: Signer,
-        base_url: str,
-        options: SendOptions,
-    ) -> None:
+    def __init__(self, engine: Engine, send_id: int, newsletter_id: int, slug: str, message: Message,
+                 mailer: Mailer, signer: Signer, base_url: str, options: SendOptions) -> None:
         self.engine, self.send_id, self.newsletter_id, self.slug = engine, send_id, newsletter_id, slug
         self.message, self.mailer, self.signer, self.base_url = message, mailer, signer, base_url.rstrip("/")
         self.options = options
@@ -389,9 +356,8 @@ class _Sender:
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last)).all()
         return [tuple(r) for r in rows if r[1] not in done]  # type: ignore[misc]
 
-    def _record(
-        self, batch: _Batch, rows: Sequence[tuple[int, int, str, str | None]], result: PushResult | None, final: bool
-    ) -> None:
+    def _record(self, batch: _Batch, rows: Sequence[tuple[int, int, str, str | None]],
+                result: PushResult | None, final: bool) -> None:
         """Deliveries for `rows` and (when final) the batch as sent, in one transaction."""
         now = utcnow()
         ids = result.message_ids if result else {}
@@ -419,29 +385,17 @@ class _Sender:
         with session_scope(self.engine) as session:
             last = session.execute(
                 select(SendBatch.number, SendBatch.last_subscription_id)
-                .where(SendBatch.send_id == self.send_id)
-                .order_by(SendBatch.number.desc())
-                .limit(1)
+                .where(SendBatch.send_id == self.send_id).order_by(SendBatch.number.desc()).limit(1)
             ).first()
             number, after = (last[0] + 1, last[1]) if last else (1, 0)
             # Keyset page: an index range scan however far into a million-row audience we are.
-            rows = [
-                tuple(r)
-                for r in session.execute(audience_query(self.newsletter_id, after, self.max_id).limit(self.batch_size))
-            ]
+            rows = [tuple(r) for r in session.execute(
+                audience_query(self.newsletter_id, after, self.max_id).limit(self.batch_size))]
             if not rows:
                 return None
-            row = SendBatch(
-                send_id=self.send_id,
-                number=number,
-                first_subscription_id=rows[0][0],
-                last_subscription_id=rows[-1][0],
-                recipients=len(rows),
-                status="claimed",
-                claimed_by=self.me,
-                claimed_at=utcnow(),
-                attempts=0,
-            )
+            row = SendBatch(send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
+                            last_subscription_id=rows[-1][0], recipients=len(rows), status="claimed",
+                            claimed_by=self.me, claimed_at=utcnow(), attempts=0)
             session.add(row)
             session.flush()
             return _Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows)
@@ -449,31 +403,17 @@ class _Sender:
     def _unfinished(self) -> list[_Batch]:
         with session_scope(self.engine) as session:
             rows = session.scalars(
-                select(SendBatch)
-                .where(SendBatch.send_id == self.send_id, SendBatch.status != "sent")
+                select(SendBatch).where(SendBatch.send_id == self.send_id, SendBatch.status != "sent")
                 .order_by(SendBatch.number)
             ).all()
-            return [
-                _Batch(
-                    b.id,
-                    b.number,
-                    b.first_subscription_id,
-                    b.last_subscription_id,
-                    b.status,
-                    b.attempts,
-                    _epoch(b.claimed_at),
-                    b.error,
-                )
-                for b in rows
-            ]
+            return [_Batch(b.id, b.number, b.first_subscription_id, b.last_subscription_id, b.status, b.attempts,
+                           _epoch(b.claimed_at), b.error) for b in rows]
 
     # delivery
     def _recipients(self, rows: Sequence[tuple[int, int, str, str | None]]) -> list[Recipient]:
         urls = self.signer.unsubscribe_urls(self.base_url, [r[1] for r in rows], self.slug)
-        return [
-            Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
-            for (_sub, sid, email, name), url in zip(rows, urls, strict=True)
-        ]
+        return [Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
+                for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
 
     def _pace(self, count: int) -> None:
         if not self.options.rate:
@@ -487,24 +427,16 @@ class _Sender:
 
     def _report(self, note: str | None = None) -> None:
         if self.options.progress:
-            self.options.progress(
-                SendProgress(
-                    self.sent_before + self.sent_now, self.total, self.sent_now, time.monotonic() - self.started, note
-                )
-            )
+            self.options.progress(SendProgress(self.sent_before + self.sent_now, self.total, self.sent_now,
+                                               time.monotonic() - self.started, note))
 
     def deliver(self, batch: _Batch) -> None:
         """Send what is left of one batch until it is sent, held (unknown) or the errors are permanent."""
         rows = batch.rows if batch.rows is not None else self._rows_left(batch)
         batch.rows = None
         message = dataclasses.replace(
-            self.message,
-            custom_args={
-                **self.message.custom_args,
-                "send": str(self.send_id),
-                "batch": batch_key(self.send_id, batch.number),
-            },
-        )
+            self.message, custom_args={**self.message.custom_args, "send": str(self.send_id),
+                                       "batch": batch_key(self.send_id, batch.number)})
         failures = 0
         while True:
             if not rows:
@@ -513,7 +445,8 @@ class _Sender:
             self._pace(len(rows))
             recipients = self._recipients(rows)
             batch.attempts += 1
-            self._set_batch(batch, status="sending", attempts=batch.attempts, claimed_by=self.me, claimed_at=utcnow())
+            self._set_batch(batch, status="sending", attempts=batch.attempts, claimed_by=self.me,
+                            claimed_at=utcnow())
             try:
                 result = self.mailer.push(message, recipients)
             except PermanentDeliveryError as exc:
@@ -555,8 +488,7 @@ class _Sender:
         self._set_batch(batch, status="retry", error=str(exc)[:2000])
         if failures >= self.options.max_attempts:
             raise TemporaryDeliveryError(
-                f"batch {batch.number} still failing after {failures} attempts: {exc}", exc.retry_after
-            )
+                f"batch {batch.number} still failing after {failures} attempts: {exc}", exc.retry_after)
         delay = random.uniform(0, min(self.options.backoff_cap, self.options.backoff_base * 2 ** (failures - 1)))
         if exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, 3600.0))
@@ -570,7 +502,8 @@ class _Sender:
             settle = float(getattr(self.mailer, "activity_settle_seconds", 0) or 0)
             wait = batch.claimed_at + settle - time.time() if batch.claimed_at else settle
             if wait > 0:
-                self._report(f"waiting {wait:.0f}s for the provider's activity log to settle (batch {batch.number})")
+                self._report(f"waiting {wait:.0f}s for the provider's activity log to settle (batch "
+                             f"{batch.number})")
                 self.options.sleep(wait)
             accepted = lookup({"send": str(self.send_id), "batch": batch_key(self.send_id, batch.number)})
             if accepted is not None:
@@ -587,7 +520,7 @@ class _Sender:
             return True
         if policy == "skip":
             rows = self._rows_left(batch)
-            only = batch.error[len("unknown-for:") :] if (batch.error or "").startswith("unknown-for:") else None
+            only = batch.error[len("unknown-for:"):] if (batch.error or "").startswith("unknown-for:") else None
             assumed = [r for r in rows if only is None or r[2] == only]
             self._record(batch, assumed, None, final=False)
             self._set_batch(batch, status="retry", error=None)
@@ -664,17 +597,8 @@ class _Sender:
 
     def _report_out(self, status: str, held: list[_Batch]) -> SendReport:
         held_recipients = sum(len(self._rows_left(b)) for b in held)
-        return SendReport(
-            self.send_id,
-            0,
-            status,
-            self.total,
-            self.sent_now,
-            self.sent_before,
-            self.batches_now,
-            held_batches=[b.number for b in held],
-            held_recipients=held_recipients,
-        )
+        return SendReport(self.send_id, 0, status, self.total, self.sent_now, self.sent_before, self.batches_now,
+                          held_batches=[b.number for b in held], held_recipients=held_recipients)
 
 
 def _epoch(value: Any) -> float:
@@ -685,17 +609,8 @@ def _epoch(value: Any) -> float:
     return value.replace(tzinfo=UTC).timestamp()
 
 
-def run_send(
-    engine: Engine,
-    send_id: int,
-    newsletter_id: int,
-    slug: str,
-    message: Message,
-    mailer: Mailer,
-    signer: Signer,
-    base_url: str,
-    options: SendOptions | None = None,
-) -> SendReport:
+def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, message: Message, mailer: Mailer,
+             signer: Signer, base_url: str, options: SendOptions | None = None) -> SendReport:
     """Deliver (or resume delivering) one send. Raises DeliveryError when it must stop; state is kept."""
     options = options or SendOptions()
     if options.unknown not in UNKNOWN_POLICIES:
@@ -719,7 +634,8 @@ def run_send(
             send.status, send.finished_at, send.error = "done", utcnow(), None
         elif report.status == "held":
             send.status = "held"
-            send.error = f"{report.held_recipients} recipients in batches {report.held_batches} have an unknown outcome"
+            send.error = (f"{report.held_recipients} recipients in batches {report.held_batches} have an unknown "
+                          "outcome")
         else:
             send.status = "stopped"
     return report
@@ -747,7 +663,6 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 
 
 # -- an issue ------------------------------------------------------------------------------------------------
-
 
 def default_concurrency(mailer: Mailer) -> int:
     # SendGrid pushes are independent HTTP requests: two in flight overlap our work with the API's.
@@ -798,18 +713,10 @@ def send_issue(
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
-    message = make_message(
-        nl,
-        rendered.subject,
-        rendered.html,
-        rendered.text,
-        issue_number=issue.number,
-        issue_id=issue_id,
-        send_id=send_id,
-    )
-    report = run_send(
-        engine, send_id, newsletter_id, nl.slug, message, mailer, Signer(secret), settings.base_url, options
-    )
+    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
+                           issue_id=issue_id, send_id=send_id)
+    report = run_send(engine, send_id, newsletter_id, nl.slug, message, mailer, Signer(secret),
+                      settings.base_url, options)
     if report.status == "done":
         with session_scope(engine) as session:
             row = session.get(IssueRow, issue_id)
@@ -821,7 +728,8 @@ def _templates(settings: Settings) -> Path | None:
     return settings.templates_dir if settings.templates_dir.is_dir() else None
 
 
-def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, settings: Settings, address: str) -> None:
+def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, settings: Settings,
+              address: str) -> None:
     """Send the issue to one address (an editor's own) without touching the ledger."""
     from newsletter.compose.build import load_issue
     from newsletter.render.cache import rendered_issue
@@ -829,8 +737,7 @@ def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, set
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
-    message = make_message(
-        nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number, issue_id=issue_id, test=True
-    )
+    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
+                           issue_id=issue_id, test=True)
     mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test"})])
     mailer.flush()

@@ -73,7 +73,9 @@ class SendGridMailer:
         """The per-issue part of every request, computed once per Message."""
         if self._prepared and self._prepared[0] is message:
             return self._prepared[1], self._prepared[2], self._prepared[3]
-        text_keys = [key for key, token in tokens.ALL.items() if token in message.text or token in message.subject]
+        text_keys = [
+            key for key, token in tokens.ALL.items() if token in message.text or token in message.subject
+        ]
         html_keys = [key for key, token in tokens.ALL.items() if token in message.html]
         body_html = message.html
         for key in html_keys:
@@ -123,10 +125,9 @@ class SendGridMailer:
             if subs:
                 # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
                 size = sum(len(k) + len(v) for k, v in subs.items())
-                if (
-                    size * 4 >= MAX_SUBSTITUTION_BYTES
-                    and sum(len(k.encode()) + len(v.encode()) for k, v in subs.items()) >= MAX_SUBSTITUTION_BYTES
-                ):
+                if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
+                    len(k.encode()) + len(v.encode()) for k, v in subs.items()
+                ) >= MAX_SUBSTITUTION_BYTES:
                     raise ValueError(f"substitutions for {r.email} exceed SendGrid's 10,000 byte limit")
                 p["substitutions"] = subs
             url = values.get("unsubscribe_url")
@@ -212,7 +213,9 @@ def _http_error(exc: http_errors.HTTPError) -> Exception:
     if status == 429 or status >= 500:
         return TemporaryDeliveryError(f"SendGrid answered {status}: {detail}", _retry_after(exc.headers))
     if status == 401:
-        return PermanentDeliveryError(f"SendGrid rejected the API key (401): {detail}. Check SENDGRID_API_KEY.")
+        return PermanentDeliveryError(
+            f"SendGrid rejected the API key (401): {detail}. Check SENDGRID_API_KEY."
+        )
     if status == 403:
         return PermanentDeliveryError(f"SendGrid refused the send (403): {detail}")
     if status == 413:

@@ -74,7 +74,8 @@ class SMTPMailer:
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
             raise ValueError(
-                "NEWSLETTER_SMTP_URL must look like smtp://user:pass@host:587?starttls=1 or smtps://user:pass@host:465"
+                "NEWSLETTER_SMTP_URL must look like smtp://user:pass@host:587?starttls=1 "
+                "or smtps://user:pass@host:465"
             )
         query = parse_qs(parsed.query)
         starttls = query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes")
@@ -98,7 +99,9 @@ class SMTPMailer:
         context = self.tls_context or ssl.create_default_context()
         try:
             if self.use_ssl:
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=context
+                )
             else:
                 smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             smtp.ehlo()
@@ -115,7 +118,9 @@ class SMTPMailer:
             error = _reply_error(f"SMTP server {self.host}:{self.port}", exc.smtp_code, exc.smtp_error)
             raise error from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TemporaryDeliveryError(f"cannot connect to SMTP server {self.host}:{self.port}: {exc}") from None
+            raise TemporaryDeliveryError(
+                f"cannot connect to SMTP server {self.host}:{self.port}: {exc}"
+            ) from None
         self.connections_opened += 1
         self._smtp = smtp
         return smtp

@@ -24,15 +24,10 @@ from newsletter.render.cache import rendered_issue
 from newsletter.store.db import ensure_newsletter, make_engine, session_scope, upgrade
 from newsletter.subscribers.manage import add_subscriber
 
-DEMO_SUBSCRIBERS = [
-    ("ada@example.com", "Ada Lovelace"),
-    ("grace@example.org", "Grace Hopper"),
-    ("linus@example.net", None),
-]
-DEMO_INTRO = (
-    "Welcome to the **demo issue**: every story below was collected from sample feeds, "
-    "summarized and given its key quotes, offline."
-)
+DEMO_SUBSCRIBERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.org", "Grace Hopper"),
+                    ("linus@example.net", None)]
+DEMO_INTRO = ("Welcome to the **demo issue**: every story below was collected from sample feeds, "
+              "summarized and given its key quotes, offline.")
 _PLACEHOLDER = re.compile(r"\{(RFC822|ISO):(\d+)\}")
 
 
@@ -70,11 +65,8 @@ def write_feeds(folder: Path, now: datetime) -> list[Path]:
 
 def write_schedule(folder: Path, feeds: list[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    names = {
-        "tech-wire": "Tech Wire",
-        "science-daily": "Science Daily Digest",
-        "open-source-times": "Open Source Times",
-    }
+    names = {"tech-wire": "Tech Wire", "science-daily": "Science Daily Digest",
+             "open-source-times": "Open Source Times"}
     sources = "\n".join(
         f'[[sources]]\nname = "{names.get(p.stem, p.stem)}"\nurl = "{p.resolve().as_uri()}"\n' for p in feeds
     )
@@ -109,13 +101,8 @@ def run_demo(folder: Path, *, base_url: str = "http://localhost:8000") -> DemoRe
     now = datetime.now(UTC)
     feeds = write_feeds(folder / "feeds", now)
     nl = load_newsletter(write_schedule(folder / "schedules", feeds))
-    settings = Settings(
-        database_url=f"sqlite:///{folder / 'demo.db'}",
-        outbox_dir=folder / "outbox",
-        schedules_dir=folder / "schedules",
-        templates_dir=Path("templates"),
-        base_url=base_url,
-    )
+    settings = Settings(database_url=f"sqlite:///{folder / 'demo.db'}", outbox_dir=folder / "outbox",
+                        schedules_dir=folder / "schedules", templates_dir=Path("templates"), base_url=base_url)
     engine = make_engine(settings.database_url)  # not the cached engine: the database file was just replaced
     upgrade(engine)
     report = collect(engine, [nl], parallel_parse=False)
@@ -134,4 +121,5 @@ def run_demo(folder: Path, *, base_url: str = "http://localhost:8000") -> DemoRe
     sent = send_issue(engine, nl, built.issue_id, OutboxMailer(settings.outbox_dir), settings)
     emls = sorted((settings.outbox_dir / nl.slug).rglob("*.eml"))
     engine.dispose()
-    return DemoResult(folder, report, built.issue_id, built.items, sent, html_path, text_path, emls, built.problems)
+    return DemoResult(folder, report, built.issue_id, built.items, sent, html_path, text_path, emls,
+                      built.problems)

@@ -112,7 +112,11 @@ def _load_articles(
     limits: FetchLimits | None,
     report: EnrichReport,
 ) -> dict[str, Article]:
-    wanted = [r.url for r in rows if word_count(r.item.content_text if r.item else "") < under_words and _is_web(r.url)]
+    wanted = [
+        r.url
+        for r in rows
+        if word_count(r.item.content_text if r.item else "") < under_words and _is_web(r.url)
+    ]
     if not wanted:
         return {}
     started_at = utcnow()
@@ -182,7 +186,8 @@ def _summaries(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> N
                 _extractive(story, nl, notes)
                 if answer is not None:
                     notes["summary"] = (
-                        f"model {nl.summarizer.model} gave no summary ({answer.error}); used {row.summary_method}"
+                        f"model {nl.summarizer.model} gave no summary ({answer.error}); "
+                        f"used {row.summary_method}"
                     )
         except Exception as exc:
             log.exception("summary failed for %s", row.url)
@@ -235,7 +240,9 @@ def _in_window(item: Item | None, issue: IssueRow) -> bool:
     if item is None:
         return False
     when = item.published_at or item.collected_at
-    start = issue.window_start or (datetime.min if issue.window_end is None else issue.window_end - timedelta(31))
+    start = issue.window_start or (
+        datetime.min if issue.window_end is None else issue.window_end - timedelta(31)
+    )
     end = issue.window_end or datetime.max
     return when is None or start <= when <= end
 
@@ -277,7 +284,9 @@ def _quotes(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None
     for story in stories:
         row = story.row
         try:
-            found = extract_quotes(story.text, limit=nl.digest.quotes, summary=row.summary, language=story.language)
+            found = extract_quotes(
+                story.text, limit=nl.digest.quotes, summary=row.summary, language=story.language
+            )
             row.quotes = [q.as_dict() for q in found]
             report.quotes += len(found)
             report.direct_quotes += sum(q.kind == SPEECH for q in found)

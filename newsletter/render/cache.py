@@ -28,12 +28,7 @@ def _fingerprint(issue_hash: str, templates_dir: Path | None) -> str:
 
 
 def rendered_issue(
-    engine: Engine,
-    issue_id: int,
-    nl: Newsletter,
-    *,
-    base_url: str,
-    templates_dir: Path | None = None,
+    engine: Engine, issue_id: int, nl: Newsletter, *, base_url: str, templates_dir: Path | None = None,
     force: bool = False,
 ) -> Rendered:
     with session_scope(engine) as session:

@@ -180,10 +180,7 @@ _PROPERTY_ALIASES = {
     "css-padding-inline-start-end": ["padding-inline-start", "padding-inline-end"],
     "css-border-inline-block": ["border-inline", "border-block"],
     "css-border-inline-block-longhand": [
-        "border-inline-start",
-        "border-inline-end",
-        "border-block-start",
-        "border-block-end",
+        "border-inline-start", "border-inline-end", "border-block-start", "border-block-end",
     ],
     "css-column-layout-properties": ["columns", "column-width", "column-rule", "column-span", "column-fill"],
     "css-grid-template": ["grid-template", "grid-template-columns", "grid-template-rows", "grid-template-areas"],
@@ -196,25 +193,15 @@ _VALUES = {
     "css-flex-wrap": ("flex-wrap", "wrap"),
 }
 _FUNCTIONS = {
-    "css-function-clamp": "clamp(",
-    "css-function-light-dark": "light-dark(",
-    "css-function-max": "max(",
-    "css-function-min": "min(",
-    "css-linear-gradient": "linear-gradient(",
-    "css-radial-gradient": "radial-gradient(",
-    "css-conic-gradient": "conic-gradient(",
-    "css-unit-calc": "calc(",
-    "css-rgb": "rgb(",
-    "css-rgba": "rgba(",
-    "css-variables": "var(--",
+    "css-function-clamp": "clamp(", "css-function-light-dark": "light-dark(", "css-function-max": "max(",
+    "css-function-min": "min(", "css-linear-gradient": "linear-gradient(",
+    "css-radial-gradient": "radial-gradient(", "css-conic-gradient": "conic-gradient(", "css-unit-calc": "calc(",
+    "css-rgb": "rgb(", "css-rgba": "rgba(", "css-variables": "var(--",
 }
 _UNITS = {f"css-unit-{u}": u for u in ("rem", "vw", "vh", "vmin", "vmax", "ch", "ex", "cm", "mm", "in", "pc", "pt")}
 _AT_RULES = {
-    "css-at-font-face": "@font-face",
-    "css-at-import": "@import",
-    "css-at-keyframes": "@keyframes",
-    "css-at-supports": "@supports",
-    "css-at-media": "@media",
+    "css-at-font-face": "@font-face", "css-at-import": "@import", "css-at-keyframes": "@keyframes",
+    "css-at-supports": "@supports", "css-at-media": "@media",
 }
 _MEDIA_FEATURES = {
     "css-at-media-prefers-color-scheme": "prefers-color-scheme",
@@ -308,12 +295,8 @@ def check_size(report: Report, html: str) -> None:
     filled = size + sum(html.count(token) * grow for token, grow in TOKEN_GROWTH.items())
     where = f"HTML is {_kb(size)} (about {_kb(filled)} once recipient links are filled)"
     if filled > CLIP_BYTES:
-        report.add(
-            "fail",
-            "size",
-            f"{where}: Gmail clips messages over {_kb(CLIP_BYTES)}, hiding the rest "
-            "and the unsubscribe link; drop stories or trim the template",
-        )
+        report.add("fail", "size", f"{where}: Gmail clips messages over {_kb(CLIP_BYTES)}, hiding the rest "
+                                   "and the unsubscribe link; drop stories or trim the template")
     elif filled > WARN_BYTES:
         report.add("warn", "size", f"{where}: close to Gmail's clipping point ({_kb(CLIP_BYTES)})")
     else:
@@ -346,19 +329,13 @@ def check_images(report: Report, page: _Page) -> None:
     empty_alt = [img for img in page.images if img.get("alt") is not None and not (img.get("alt") or "").strip()]
     no_width = [img for img in page.images if not img.get("width")]
     for img in missing_alt:
-        report.add(
-            "fail",
-            "img-alt",
-            f"image {img.get('src')!r} has no alt text: screen readers and clients that block images show nothing",
-        )
+        report.add("fail", "img-alt", f"image {img.get('src')!r} has no alt text: screen readers and clients "
+                                      "that block images show nothing")
     for img in empty_alt:
         report.add("warn", "img-alt", f"image {img.get('src')!r} has empty alt text (fine only if decorative)")
     for img in no_width:
-        report.add(
-            "warn",
-            "img-width",
-            f"image {img.get('src')!r} has no width attribute: Outlook shows it at its natural size",
-        )
+        report.add("warn", "img-width", f"image {img.get('src')!r} has no width attribute: Outlook shows it at "
+                                        "its natural size")
     if page.images and not (missing_alt or empty_alt or no_width):
         report.add("ok", "img", f"all {len(page.images)} images have alt text and a width")
     if not page.images:
@@ -370,12 +347,8 @@ def check_unsubscribe(report: Report, rendered: Rendered, page: _Page, headers: 
     if any(href == token or token in href for href, _ in page.links):
         report.add("ok", "unsubscribe-html", "the HTML part has a visible unsubscribe link")
     else:
-        report.add(
-            "fail",
-            "unsubscribe-html",
-            f"the HTML part has no unsubscribe link (a link to {token}): "
-            "required by law and by Gmail and Yahoo for bulk senders",
-        )
+        report.add("fail", "unsubscribe-html", f"the HTML part has no unsubscribe link (a link to {token}): "
+                                               "required by law and by Gmail and Yahoo for bulk senders")
     if token in rendered.text:
         report.add("ok", "unsubscribe-text", "the text part has the unsubscribe link")
     else:
@@ -385,24 +358,14 @@ def check_unsubscribe(report: Report, rendered: Rendered, page: _Page, headers: 
     lower = {k.lower(): v for k, v in headers.items()}
     value = lower.get("list-unsubscribe", "")
     if not re.search(r"<(https?://|mailto:|%%)", value):
-        report.add(
-            "fail",
-            "list-unsubscribe",
-            "no List-Unsubscribe header with a link: Gmail and Yahoo require it for bulk mail",
-        )
+        report.add("fail", "list-unsubscribe", "no List-Unsubscribe header with a link: Gmail and Yahoo require "
+                                               "it for bulk mail")
     elif re.search(r"<http://", value) and "mailto:" not in value:
-        report.add(
-            "warn",
-            "list-unsubscribe",
-            f"List-Unsubscribe {value} is not https: one-click unsubscribe "
-            "(RFC 8058) needs https; set NEWSLETTER_BASE_URL to your https site",
-        )
+        report.add("warn", "list-unsubscribe", f"List-Unsubscribe {value} is not https: one-click unsubscribe "
+                                               "(RFC 8058) needs https; set NEWSLETTER_BASE_URL to your https site")
     elif lower.get("list-unsubscribe-post", "").replace(" ", "") != "List-Unsubscribe=One-Click":
-        report.add(
-            "warn",
-            "list-unsubscribe",
-            "no 'List-Unsubscribe-Post: List-Unsubscribe=One-Click' header (RFC 8058 one-click unsubscribe)",
-        )
+        report.add("warn", "list-unsubscribe", "no 'List-Unsubscribe-Post: List-Unsubscribe=One-Click' header "
+                                               "(RFC 8058 one-click unsubscribe)")
     else:
         report.add("ok", "list-unsubscribe", "List-Unsubscribe and one-click List-Unsubscribe-Post headers set")
 
@@ -451,7 +414,8 @@ def template_css(page: _Page, compiler: str) -> tuple[list[str], list[str]]:
     shapes, blocks = _scaffold(compiler)
     inline = [css for css in page.inline_css if _signature(css) not in shapes]
     own_blocks = [
-        b for b in page.style_blocks if b.strip() not in blocks and "mj-column-" not in b and "mj-outlook" not in b
+        b for b in page.style_blocks
+        if b.strip() not in blocks and "mj-column-" not in b and "mj-outlook" not in b
     ]
     return inline, own_blocks
 
@@ -473,18 +437,11 @@ def check_css(report: Report, page: _Page, compiler: str = "auto") -> None:
         names = ", ".join(clients[c] for c in feature["unsupported"])
         report.add("warn", "css", f"{feature['title']} is not supported by {names} ({feature['url']})")
     if enhancements:
-        report.add(
-            "ok",
-            "css-enhancement",
-            "used as progressive enhancement, ignored where unsupported: " + "; ".join(enhancements),
-        )
+        report.add("ok", "css-enhancement", "used as progressive enhancement, ignored where unsupported: "
+                                            + "; ".join(enhancements))
     if not flagged:
-        report.add(
-            "ok",
-            "css",
-            f"the template's {len(used)} CSS features are supported by the major clients "
-            f"({data['source']}; MJML's own cross-client markup is not judged)",
-        )
+        report.add("ok", "css", f"the template's {len(used)} CSS features are supported by the major clients "
+                                f"({data['source']}; MJML's own cross-client markup is not judged)")
 
 
 GMAIL_STYLE_LIMIT = 16 * KB  # Gmail drops a <style> block larger than this, with all its rules
@@ -494,12 +451,8 @@ def check_style_size(report: Report, page: _Page) -> None:
     for block in page.style_blocks:
         size = len(block.encode("utf-8"))
         if size > GMAIL_STYLE_LIMIT:
-            report.add(
-                "warn",
-                "style-size",
-                f"a <style> block is {_kb(size)}: Gmail ignores style blocks over "
-                f"{_kb(GMAIL_STYLE_LIMIT)} (dark mode and mobile rules would be lost)",
-            )
+            report.add("warn", "style-size", f"a <style> block is {_kb(size)}: Gmail ignores style blocks over "
+                                             f"{_kb(GMAIL_STYLE_LIMIT)} (dark mode and mobile rules would be lost)")
 
 
 def check_document(report: Report, page: _Page) -> None:
@@ -509,12 +462,8 @@ def check_document(report: Report, page: _Page) -> None:
     else:
         report.add("warn", "lang", "no lang attribute on <html>: screen readers may pick the wrong voice")
     if page.tables_without_role:
-        report.add(
-            "warn",
-            "table-role",
-            f"{page.tables_without_role} layout table(s) without "
-            'role="presentation": screen readers announce them as data tables',
-        )
+        report.add("warn", "table-role", f"{page.tables_without_role} layout table(s) without "
+                                         "role=\"presentation\": screen readers announce them as data tables")
 
 
 def preflight(rendered: Rendered, *, headers: Mapping[str, str] | None = None) -> Report:

@@ -109,9 +109,7 @@ def _wrap(text: str, width: int = 72, indent: str = "", subsequent_indent: str |
 
     paragraphs = str(text).strip("\n").split("\n")
     return "\n".join(
-        ""
-        if not p.strip()
-        else textwrap.fill(
+        "" if not p.strip() else textwrap.fill(
             p,
             width=width,
             initial_indent=indent,
@@ -181,7 +179,9 @@ def _location(exc: jinja2.TemplateError) -> str:
     return f"{name}:{line}" if line else str(name)
 
 
-def context_for(issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None) -> dict[str, Any]:
+def context_for(
+    issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None
+) -> dict[str, Any]:
     data = issue_to_json(issue)
     now = now or datetime.now(UTC).replace(tzinfo=None)
     return {

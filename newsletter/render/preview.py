@@ -47,10 +47,8 @@ def hidden_preheader(html: str) -> str:
 
 
 def _frame(title: str, src: str, width: int) -> str:
-    return (
-        f"<figure><figcaption>{escape(title)}</figcaption>"
-        f'<iframe src="{escape(src)}" title="{escape(title)}" style="width:{width}px"></iframe></figure>'
-    )
+    return (f'<figure><figcaption>{escape(title)}</figcaption>'
+            f'<iframe src="{escape(src)}" title="{escape(title)}" style="width:{width}px"></iframe></figure>')
 
 
 def _report_html(report: Report) -> str:
@@ -94,7 +92,8 @@ def write_preview(rendered: Rendered, report: Report, out_dir: Path, *, title: s
     values = sample_values(base_url)
     html = tokens.fill(rendered.html, values)
     text = tokens.fill(rendered.text, values)
-    paths = Preview(out_dir / "index.html", out_dir / "email.html", out_dir / "email.txt", out_dir / "email-dark.html")
+    paths = Preview(out_dir / "index.html", out_dir / "email.html", out_dir / "email.txt",
+                    out_dir / "email-dark.html")
     paths.html.write_text(html, encoding="utf-8")
     paths.text.write_text(text, encoding="utf-8")
     paths.dark.write_text(force_dark(html), encoding="utf-8")

@@ -57,9 +57,8 @@ def plan_batches(engine: Engine, send_id: int) -> int:
         if send is None:
             raise LookupError(f"no send {send_id}")
         last_number, after, existing = session.execute(
-            select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count()).where(
-                SendBatch.send_id == send_id
-            )
+            select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
+            .where(SendBatch.send_id == send_id)
         ).one()
         newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id))
         audience = audience_query(newsletter_id, after or 0, send.max_subscription_id).subquery()
@@ -68,33 +67,21 @@ def plan_batches(engine: Engine, send_id: int) -> int:
         number = (numbered.c.pos // send.batch_size).label("number")
         ranges = session.execute(
             select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
-            .group_by(number)
-            .order_by(number)
+            .group_by(number).order_by(number)
         ).all()
         if ranges:
             now = utcnow()
             session.execute(
                 SendBatch.__table__.insert(),
-                [
-                    {
-                        "send_id": send_id,
-                        "number": (last_number or 0) + int(n) + 1,
-                        "first_subscription_id": first,
-                        "last_subscription_id": last,
-                        "recipients": count,
-                        "status": "pending",
-                        "claimed_at": now,
-                        "attempts": 0,
-                    }
-                    for n, first, last, count in ranges
-                ],
+                [{"send_id": send_id, "number": (last_number or 0) + int(n) + 1, "first_subscription_id": first,
+                  "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+                  "attempts": 0} for n, first, last, count in ranges],
             )
         return existing + len(ranges)
 
 
-def claim(
-    engine: Engine, send_id: int, me: str, job_id: int | None = None, guard: Connection | None = None
-) -> Claimed | None:
+def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
+          guard: Connection | None = None) -> Claimed | None:
     """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
 
     In order: the batch this job already holds (it is being retried), a pending batch, an open batch whose job
@@ -106,9 +93,8 @@ def claim(
     heartbeat), so two processes never deliver the same batch at once.
     """
     candidates = [
-        lambda: (
-            SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%") if job_id else None
-        ),
+        lambda: (SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%")
+                 if job_id else None),
         lambda: SendBatch.status == "pending",
         lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
     ]
@@ -119,27 +105,16 @@ def claim(
             if where is None:
                 continue
             rows = session.scalars(
-                select(SendBatch)
-                .where(SendBatch.send_id == send_id, where)
-                .order_by(SendBatch.number)
-                .limit(8)
-                .with_for_update(skip_locked=True)
+                select(SendBatch).where(SendBatch.send_id == send_id, where)
+                .order_by(SendBatch.number).limit(8).with_for_update(skip_locked=True)
             ).all()
             row = next((r for r in rows if guard is None or _try_lock(guard, r.id)), None)
             if row is not None:
                 break
         if row is None:
             return None
-        claimed = Claimed(
-            row.id,
-            row.number,
-            row.first_subscription_id,
-            row.last_subscription_id,
-            row.status,
-            row.attempts,
-            row.claimed_at,
-            row.error,
-        )
+        claimed = Claimed(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
+                          row.attempts, row.claimed_at, row.error)
         row.claimed_by = claimer(job_id, me)[:200]
         if row.status == "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
@@ -216,12 +191,9 @@ def remaining(engine: Engine, send_id: int, job_id: int | None = None) -> dict[s
         waiting = set()
         unknown_jobs = {_job_of(c) for st, c, _ in rows if st == "unknown"} - {None, job_id}
         if unknown_jobs and _has_job_queue(engine):
-            waiting = set(
-                session.scalars(
-                    text("SELECT id FROM procrastinate_jobs WHERE id = ANY(:ids) AND status IN ('todo', 'doing')"),
-                    {"ids": list(unknown_jobs)},
-                )
-            )
+            waiting = set(session.scalars(text(
+                "SELECT id FROM procrastinate_jobs WHERE id = ANY(:ids) AND status IN ('todo', 'doing')"),
+                {"ids": list(unknown_jobs)}))
     left: dict[str, int] = {}
     for status, claimed_by, count in rows:
         state = "settling" if status == "unknown" and _job_of(claimed_by) in waiting else status
@@ -252,10 +224,8 @@ def finish_if_done(engine: Engine, send_id: int, job_id: int | None = None) -> s
             send.status = "failed"
         elif left.get("unknown"):
             send.status = "held"
-            send.error = (
-                f"{left['unknown']} batches have an unknown outcome: "
-                "`newsletter send SLUG --unknown resend|skip` settles them"
-            )
+            send.error = (f"{left['unknown']} batches have an unknown outcome: "
+                          "`newsletter send SLUG --unknown resend|skip` settles them")
         else:
             send.status, send.finished_at, send.error = "done", now, None
             session.execute(update(IssueRow).where(IssueRow.id == send.issue_id).values(status="sent", sent_at=now))
@@ -288,7 +258,5 @@ def take_lease(engine: Engine, send_id: int) -> None:
         elif lease.holder == SCALE_HOLDER or lease.expires_at < now or _dead_here(lease.holder):
             lease.holder, lease.expires_at = SCALE_HOLDER, until
         else:
-            raise SendError(
-                f"send {send_id} is being run by {lease.holder.rsplit(':', 1)[0]} (`newsletter send`); "
-                "the workers leave it alone"
-            )
+            raise SendError(f"send {send_id} is being run by {lease.holder.rsplit(':', 1)[0]} (`newsletter send`); "
+                            "the workers leave it alone")

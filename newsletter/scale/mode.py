@@ -40,8 +40,6 @@ def scale_mode(settings: Settings, flag: bool = False) -> bool:
     if not wanted:
         return False
     if not is_postgres(settings.database_url):
-        raise ConfigError(
-            f"scale mode ({SCALE_ENV}=1 or --scale) needs a PostgreSQL NEWSLETTER_DATABASE_URL, "
-            f"not {redact_url(settings.database_url)}"
-        )
+        raise ConfigError(f"scale mode ({SCALE_ENV}=1 or --scale) needs a PostgreSQL NEWSLETTER_DATABASE_URL, "
+                          f"not {redact_url(settings.database_url)}")
     return True

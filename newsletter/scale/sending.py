@@ -61,25 +61,16 @@ def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) 
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
-    message = make_message(
-        nl,
-        rendered.subject,
-        rendered.html,
-        rendered.text,
-        issue_number=issue.number,
-        issue_id=issue_id,
-        send_id=send_id,
-    )
+    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
+                           issue_id=issue_id, send_id=send_id)
     return SendJob(send_id, issue_id, newsletter_id, nl.slug, message, Signer(secret), settings.base_url)
 
 
 def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:
     with session_scope(engine) as session:
         slug = session.scalar(
-            select(NewsletterRow.slug)
-            .join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
-            .join(Send, Send.issue_id == IssueRow.id)
-            .where(Send.id == send_id)
+            select(NewsletterRow.slug).join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
+            .join(Send, Send.issue_id == IssueRow.id).where(Send.id == send_id)
         )
     if slug is None:
         raise LookupError(f"no send {send_id}")
@@ -162,9 +153,8 @@ class _Timed:
 def _settle_later(seconds: float) -> None:
     # The batch sender asks to sleep only while the provider's activity log settles (attempts are 1, rate is
     # unset): a worker hands that wait to the job queue instead of holding a slot.
-    raise SettleWait(
-        "waiting for the provider's activity log before settling an interrupted batch", retry_after=seconds
-    )
+    raise SettleWait("waiting for the provider's activity log before settling an interrupted batch",
+                     retry_after=seconds)
 
 
 def _epoch(value: datetime | None) -> float:
@@ -180,28 +170,11 @@ def deliver(engine: Engine, job: SendJob, batch: Claimed, mailer: Mailer, me: st
     timing = Timing()
     started, db_before = time.perf_counter(), database_seconds()
     options = SendOptions(max_attempts=1, sleep=_settle_later)
-    sender = _Sender(
-        engine,
-        job.send_id,
-        job.newsletter_id,
-        job.slug,
-        job.message,
-        _Timed(mailer, timing),
-        job.signer,
-        job.base_url,
-        options,
-    )
+    sender = _Sender(engine, job.send_id, job.newsletter_id, job.slug, job.message, _Timed(mailer, timing),
+                     job.signer, job.base_url, options)
     sender.me = me  # claims and attempts name the job, so that its retry finds the batch again
-    current = _Batch(
-        batch.id,
-        batch.number,
-        batch.first,
-        batch.last,
-        batch.status,
-        batch.attempts,
-        _epoch(batch.last_attempt_at),
-        batch.error,
-    )
+    current = _Batch(batch.id, batch.number, batch.first, batch.last, batch.status, batch.attempts,
+                     _epoch(batch.last_attempt_at), batch.error)
     try:
         if current.status == "sending":  # its process died while the provider had it: outcome unknown
             sender._set_batch(current, status="unknown", error="interrupted while the provider was called")

@@ -43,6 +43,8 @@ def collect_chunk() -> int:
     return int(os.environ.get("NEWSLETTER_COLLECT_CHUNK", "50"))
 
 
+
+
 class ProviderAwareRetry(RetryStrategy):
     """procrastinate's exponential backoff, never sooner than the provider asked (Retry-After, rate limit reset)."""
 
@@ -69,7 +71,6 @@ JOB_RETRY = RetryStrategy(max_attempts=5, exponential_wait=3, retry_exceptions=_
 
 
 # -- what every job needs, once per process ----------------------------------------------------------------
-
 
 @cache
 def settings() -> Settings:
@@ -102,10 +103,8 @@ def newsletters() -> dict[str, Newsletter]:
 def newsletter(slug: str) -> Newsletter:
     found = newsletters().get(slug)
     if found is None:
-        raise ConfigError(
-            f"no newsletter '{slug}' in {settings().schedules_dir}/ on this worker "
-            "(every worker needs the same schedules folder)"
-        )
+        raise ConfigError(f"no newsletter '{slug}' in {settings().schedules_dir}/ on this worker "
+                          "(every worker needs the same schedules folder)")
     return found
 
 
@@ -141,7 +140,6 @@ def worker_name() -> str:
 
 # -- collect ------------------------------------------------------------------------------------------------
 
-
 @app.task(queue="collect", retry=JOB_RETRY)
 def collect_sources(urls: list[str], force: bool = False) -> dict[str, int]:
     """Fetch a chunk of sources (each once, however many newsletters list it) and store new items."""
@@ -163,9 +161,8 @@ def collect_sources(urls: list[str], force: bool = False) -> dict[str, int]:
     return {"sources": len(report.outcomes), "new_items": report.new_items, "failed": len(report.failed)}
 
 
-def defer_collect(
-    bound: procrastinate.App | None, slugs: list[str] | None = None, *, force: bool = False, chunk: int | None = None
-) -> int:
+def defer_collect(bound: procrastinate.App | None, slugs: list[str] | None = None, *, force: bool = False,
+                  chunk: int | None = None) -> int:
     """Defer collect_sources jobs for every distinct source of the newsletters (all by default). Returns jobs."""
     from newsletter.collect.run import sources_of
 
@@ -174,7 +171,7 @@ def defer_collect(
     urls = [spec.url for spec in sources_of(chosen)]
     size = chunk or collect_chunk()
     task = collect_sources if bound is None else bound.tasks[collect_sources.name]
-    chunks = [urls[i : i + size] for i in range(0, len(urls), size)]
+    chunks = [urls[i:i + size] for i in range(0, len(urls), size)]
     if chunks:
         task.batch_defer(*({"urls": c, "force": force} for c in chunks))
     return len(chunks)
@@ -187,7 +184,6 @@ def collect_newsletter(slug: str) -> int:
 
 
 # -- build, enrich, render, send ----------------------------------------------------------------------------
-
 
 @app.task(queue="build", retry=JOB_RETRY)
 def build_issue(slug: str, period: str | None = None, send: bool = False) -> int | None:
@@ -245,11 +241,8 @@ def send_period(slug: str, period: str) -> str:
     nl = newsletter(slug)
     with session_scope(engine()) as session:
         nrow = newsletter_row(session, slug)
-        issue_id = (
-            None
-            if nrow is None
-            else session.scalar(select(IssueRow.id).where(IssueRow.newsletter_id == nrow.id, IssueRow.period == period))
-        )
+        issue_id = None if nrow is None else session.scalar(
+            select(IssueRow.id).where(IssueRow.newsletter_id == nrow.id, IssueRow.period == period))
     if issue_id is None:
         build_issue.defer(slug=slug, period=period, send=True)
         return "building"
@@ -267,15 +260,10 @@ def send_if_allowed(nl: Newsletter, issue_id: int) -> str:
     if state == "sent":
         return state
     if state in ("held", "changed-since-approval") or (state == "not-approved" and policy == "required"):
-        log.warning(
-            "%s: issue %s not sent: %s",
-            nl.slug,
-            issue_id,
-            {
-                "held": "held by an editor",
-                "changed-since-approval": f"changed after it was approved: `newsletter issue approve {issue_id}`",
-            }.get(state, f"waiting for an editor: `newsletter issue approve {issue_id}` sends it"),
-        )
+        log.warning("%s: issue %s not sent: %s", nl.slug, issue_id, {
+            "held": "held by an editor",
+            "changed-since-approval": f"changed after it was approved: `newsletter issue approve {issue_id}`",
+        }.get(state, f"waiting for an editor: `newsletter issue approve {issue_id}` sends it"))
         return state
     with contextlib.suppress(AlreadyEnqueued):  # already on its way
         start_send.configure(queueing_lock=f"start:{issue_id}").defer(issue_id=issue_id)
@@ -286,11 +274,8 @@ def _slug_of_issue(issue_id: int) -> str:
     from newsletter.store.models import NewsletterRow
 
     with session_scope(engine()) as session:
-        slug = session.scalar(
-            select(NewsletterRow.slug)
-            .join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
-            .where(IssueRow.id == issue_id)
-        )
+        slug = session.scalar(select(NewsletterRow.slug).join(IssueRow, IssueRow.newsletter_id == NewsletterRow.id)
+                              .where(IssueRow.id == issue_id))
     if slug is None:
         raise LookupError(f"no issue {issue_id}")
     return slug
@@ -323,9 +308,8 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
 
 
 @app.task(queue="send", retry=JOB_RETRY)
-def start_send(
-    issue_id: int, batch_size: int | None = None, parallel: int | None = None, force: bool = False
-) -> int | None:
+def start_send(issue_id: int, batch_size: int | None = None, parallel: int | None = None,
+               force: bool = False) -> int | None:
     """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
     from newsletter.deliver.preflight import preflight_issue
     from newsletter.deliver.send import default_batch_size
@@ -395,30 +379,17 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
             state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
         except PermanentDeliveryError as exc:  # the provider will not take this send: stop it for everyone
             with session_scope(eng) as session:
-                session.execute(update(Send).where(Send.id == send_id).values(status="failed", error=str(exc)[:4000]))
+                session.execute(update(Send).where(Send.id == send_id).values(status="failed",
+                                                                               error=str(exc)[:4000]))
             raise
     done = ledger.finish_if_done(eng, send_id, job_id)
     if done is None and ledger.remaining(eng, send_id, job_id).get("pending"):
         send_batch.defer(send_id=send_id)
     total, db = time.perf_counter() - t0, sending.database_seconds() - db0
-    log.info(
-        "send %s batch %s %s: %d recipients in %.3fs: db %.3fs, provider %.3fs",
-        send_id,
-        batch.number,
-        state,
-        timing.recipients,
-        total,
-        db,
-        timing.provider,
-    )
-    return {
-        "batch": batch.number,
-        "state": state,
-        "recipients": timing.recipients,
-        "seconds": round(total, 6),
-        "db_seconds": round(db, 6),
-        "provider_seconds": round(timing.provider, 6),
-    }
+    log.info("send %s batch %s %s: %d recipients in %.3fs: db %.3fs, provider %.3fs", send_id, batch.number, state,
+             timing.recipients, total, db, timing.provider)
+    return {"batch": batch.number, "state": state, "recipients": timing.recipients, "seconds": round(total, 6),
+            "db_seconds": round(db, 6), "provider_seconds": round(timing.provider, 6)}
 
 
 # -- periodic -----------------------------------------------------------------------------------------------
@@ -514,17 +485,9 @@ def defer_late_approvals(now: datetime) -> list[str]:
             continue
         with session_scope(engine()) as session:
             nrow = newsletter_row(session, slug)
-            issue_id = (
-                None
-                if nrow is None
-                else session.scalar(
-                    select(IssueRow.id).where(
-                        IssueRow.newsletter_id == nrow.id,
-                        IssueRow.period == due.period_key(nl, when),
-                        IssueRow.status == "approved",
-                    )
-                )
-            )
+            issue_id = None if nrow is None else session.scalar(select(IssueRow.id).where(
+                IssueRow.newsletter_id == nrow.id, IssueRow.period == due.period_key(nl, when),
+                IssueRow.status == "approved"))
         if issue_id is not None and send_if_allowed(nl, issue_id) == "sending":
             deferred.append(f"late approval {slug} {issue_id}")
     return deferred

@@ -28,30 +28,11 @@ from newsletter.config.cadence import (
 )
 
 __all__ = [
-    "Approval",
-    "Cadence",
-    "CadenceError",
-    "LocalCronTrigger",
-    "ShiftedTrigger",
-    "approval_policy",
-    "build_ahead",
-    "build_trigger",
-    "check_build_ahead",
-    "collect_trigger",
-    "fire_times",
-    "last_fire_time",
-    "last_send_due",
-    "next_fire_times",
-    "next_send_after",
-    "parse_cadence",
-    "parse_duration",
-    "period_key",
-    "send_grace",
-    "send_trigger",
-    "shortest_gap",
-    "timezone_of",
+    "Approval", "Cadence", "CadenceError", "LocalCronTrigger", "ShiftedTrigger", "approval_policy", "build_ahead",
+    "build_trigger", "check_build_ahead", "collect_trigger", "fire_times", "last_fire_time", "last_send_due",
+    "next_fire_times", "next_send_after", "parse_cadence", "parse_duration", "period_key", "send_grace",
+    "send_trigger", "shortest_gap", "timezone_of",
 ]
-
 
 @dataclass(frozen=True)
 class Approval:

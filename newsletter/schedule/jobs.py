@@ -116,20 +116,12 @@ class CycleResult:
         return next((s for s in self.steps if s.job == job), None)
 
 
-def record(
-    engine: Engine, slug: str, job: str, started: datetime, outcome: str, detail: str = "", seconds: float = 0.0
-) -> None:
+def record(engine: Engine, slug: str, job: str, started: datetime, outcome: str, detail: str = "",
+           seconds: float = 0.0) -> None:
     with session_scope(engine) as session:
-        session.add(
-            ScheduleRun(
-                newsletter_slug=slug,
-                job=job,
-                started_at=naive(started),
-                finished_at=naive(started) + timedelta(seconds=seconds),
-                outcome=outcome[:40],
-                detail=detail[:4000] or None,
-            )
-        )
+        session.add(ScheduleRun(newsletter_slug=slug, job=job, started_at=naive(started),
+                                finished_at=naive(started) + timedelta(seconds=seconds),
+                                outcome=outcome[:40], detail=detail[:4000] or None))
 
 
 def log_line(**fields: object) -> None:
@@ -216,20 +208,14 @@ def approval_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
     if state == "held":
         return Step("approval", "held", f"held by an editor: `newsletter issue reopen {issue_id}` to release it")
     if state == "changed-since-approval":
-        return Step(
-            "approval",
-            "changed-since-approval",
-            f"issue {issue_id} changed after it was approved{who}: approve it again "
-            f"(`newsletter issue approve {issue_id}`) to send it",
-        )
+        return Step("approval", "changed-since-approval",
+                    f"issue {issue_id} changed after it was approved{who}: approve it again "
+                    f"(`newsletter issue approve {issue_id}`) to send it")
     if state == "approved":
         return Step("approval", "go", f"approved{who}")
     if policy.mode == "required":
-        return Step(
-            "approval",
-            "waiting-approval",
-            f"waiting for an editor: `newsletter issue approve {issue_id}` sends it as it is now",
-        )
+        return Step("approval", "waiting-approval",
+                    f"waiting for an editor: `newsletter issue approve {issue_id}` sends it as it is now")
     return Step("approval", "go", policy.mode)
 
 
@@ -260,10 +246,8 @@ def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
     if getattr(report, "error", None):
         detail += f"; {report.error}"
     if status == "held":
-        detail += (
-            f"; {report.held_recipients} recipients have an unknown outcome: decide with "
-            f"`newsletter send {nl.slug} --issue {issue_id} --unknown resend` (or skip)"
-        )
+        detail += (f"; {report.held_recipients} recipients have an unknown outcome: decide with "
+                   f"`newsletter send {nl.slug} --issue {issue_id} --unknown resend` (or skip)")
     return Step("send", outcome, detail), sent_now
 
 
@@ -301,25 +285,15 @@ def _cycle(rt: Runtime, nl: Newsletter, now: datetime, reason: str) -> CycleResu
         result.outcome, result.detail = "failed", f"{type(exc).__name__}: {exc}"
     seconds = time.monotonic() - started
     record(rt.engine, nl.slug, "cycle", now, result.outcome, f"{period}: {result.detail}", seconds)
-    log_line(
-        event="cycle",
-        newsletter=nl.slug,
-        period=period,
-        due=due.isoformat(),
-        reason=reason,
-        outcome=result.outcome,
-        issue=result.issue_id,
-        sent=result.sent,
-        steps=" ".join(f"{s.job}={s.outcome}" for s in result.steps),
-        detail=result.detail,
-        seconds=round(seconds, 3),
-    )
+    log_line(event="cycle", newsletter=nl.slug, period=period, due=due.isoformat(), reason=reason,
+             outcome=result.outcome, issue=result.issue_id, sent=result.sent,
+             steps=" ".join(f"{s.job}={s.outcome}" for s in result.steps), detail=result.detail,
+             seconds=round(seconds, 3))
     return result
 
 
-def _cycle_steps(
-    rt: Runtime, nl: Newsletter, now: datetime, period: str, result: CycleResult, step: Callable
-) -> tuple[str, str]:
+def _cycle_steps(rt: Runtime, nl: Newsletter, now: datetime, period: str, result: CycleResult,
+                 step: Callable) -> tuple[str, str]:
     policy = approval_policy(nl)
     with session_scope(rt.engine) as session:
         row = period_issue(session, nl, period)
@@ -339,7 +313,8 @@ def _cycle_steps(
                 issue_id = result.issue_id = period_issue(session, nl, period).id
         checked = step(lambda: preflight_step(rt, nl, issue_id))
         if checked.outcome == "failed":
-            log_line(event="preflight-hold", newsletter=nl.slug, period=period, issue=issue_id, detail=checked.detail)
+            log_line(event="preflight-hold", newsletter=nl.slug, period=period, issue=issue_id,
+                     detail=checked.detail)
             return "held-preflight", f"preflight failed, not sent: {checked.detail}"
         allowed = step(lambda: approval_step(rt, nl, issue_id))
         if allowed.outcome != "go":
@@ -400,27 +375,22 @@ def run_build(rt: Runtime, slug: str, *, now: datetime | None = None) -> Step | 
                 collect_step(rt, nl)
                 s, issue_id = build_step(rt, nl, now, period)
                 if issue_id is not None:
-                    s.detail += (
-                        f"; due {upcoming:%Y-%m-%d %H:%M %Z}: review it, then `newsletter issue approve {issue_id}`"
-                        if approval_policy(nl).mode == "required"
-                        else f"; goes out {upcoming:%Y-%m-%d %H:%M %Z} unless held (`newsletter issue hold {issue_id}`)"
-                    )
+                    s.detail += (f"; due {upcoming:%Y-%m-%d %H:%M %Z}: review it, then "
+                                 f"`newsletter issue approve {issue_id}`" if approval_policy(nl).mode == "required"
+                                 else f"; goes out {upcoming:%Y-%m-%d %H:%M %Z} unless held "
+                                      f"(`newsletter issue hold {issue_id}`)")
             except Exception as exc:
                 s = Step("build", "failed", f"{type(exc).__name__}: {exc}")
     seconds = time.monotonic() - t0
     record(rt.engine, slug, "build", now, s.outcome, f"{period}: {s.detail}", seconds)
-    log_line(
-        event="build", newsletter=slug, period=period, outcome=s.outcome, detail=s.detail, seconds=round(seconds, 3)
-    )
+    log_line(event="build", newsletter=slug, period=period, outcome=s.outcome, detail=s.detail,
+             seconds=round(seconds, 3))
     return s
 
 
 def last_cycle(session: Session, slug: str) -> ScheduleRun | None:
-    return session.scalar(
-        select(ScheduleRun)
-        .where(ScheduleRun.newsletter_slug == slug, ScheduleRun.job == "cycle")
-        .order_by(ScheduleRun.started_at.desc(), ScheduleRun.id.desc())
-    )
+    return session.scalar(select(ScheduleRun).where(ScheduleRun.newsletter_slug == slug, ScheduleRun.job == "cycle")
+                          .order_by(ScheduleRun.started_at.desc(), ScheduleRun.id.desc()))
 
 
 def missed_send(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
@@ -430,11 +400,9 @@ def missed_send(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
     if due is None or now - utc(due) > send_grace(nl):
         return None
     with session_scope(rt.engine) as session:
-        ran = session.scalar(
-            select(ScheduleRun.id).where(
-                ScheduleRun.newsletter_slug == nl.slug, ScheduleRun.job == "cycle", ScheduleRun.started_at >= naive(due)
-            )
-        )
+        ran = session.scalar(select(ScheduleRun.id).where(
+            ScheduleRun.newsletter_slug == nl.slug, ScheduleRun.job == "cycle",
+            ScheduleRun.started_at >= naive(due)))
     return None if ran else due
 
 
@@ -442,12 +410,9 @@ def _backoff(session: Session, slug: str, period: str, base: timedelta) -> timed
     """Wait longer after each failure in a row (a provider refusing our key is not fixed in five minutes)."""
     if base <= timedelta(0):
         return base
-    recent = session.scalars(
-        select(ScheduleRun.outcome)
-        .where(ScheduleRun.newsletter_slug == slug, ScheduleRun.job == "cycle", ScheduleRun.detail.like(f"{period}:%"))
-        .order_by(ScheduleRun.id.desc())
-        .limit(8)
-    )
+    recent = session.scalars(select(ScheduleRun.outcome).where(
+        ScheduleRun.newsletter_slug == slug, ScheduleRun.job == "cycle", ScheduleRun.detail.like(f"{period}:%"))
+        .order_by(ScheduleRun.id.desc()).limit(8))
     failures = 0
     for outcome in recent:
         if outcome not in RETRIED:
@@ -499,14 +464,9 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
                     seen = rt._reminded.get(row.id)
                     if seen is None or now - seen >= REMIND_EVERY:
                         rt._reminded[row.id] = now
-                        log_line(
-                            event="approval-reminder",
-                            newsletter=slug,
-                            period=period,
-                            issue=row.id,
-                            detail=f"issue {row.id} for {period} is waiting for approval: "
-                            f"`newsletter issue approve {row.id}` sends it as it is now",
-                        )
+                        log_line(event="approval-reminder", newsletter=slug, period=period, issue=row.id,
+                                 detail=f"issue {row.id} for {period} is waiting for approval: "
+                                        f"`newsletter issue approve {row.id}` sends it as it is now")
     return out
 
 

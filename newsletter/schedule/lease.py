@@ -39,9 +39,8 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def acquire(
-    engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None
-) -> None:
+def acquire(engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timedelta = DEFAULT_TTL,
+            now: datetime | None = None) -> None:
     """Take the lease, or renew our own. Raises LeaseHeld when another live holder has it."""
     now = now or utcnow()
     with session_scope(engine) as session:
@@ -63,17 +62,14 @@ def acquire(
         raise LeaseHeld(name, row.holder, row.expires_at)
 
 
-def renew(
-    engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None
-) -> bool:
+def renew(engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timedelta = DEFAULT_TTL,
+          now: datetime | None = None) -> bool:
     """Extend our lease; False when it is no longer ours (we stalled past its expiry and another took it)."""
     now = now or utcnow()
     with session_scope(engine) as session:
-        return bool(
-            session.execute(
-                update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=now + ttl)
-            ).rowcount
-        )
+        return bool(session.execute(
+            update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=now + ttl)
+        ).rowcount)
 
 
 def release(engine: Engine, holder: str, *, name: str = RUNNER_LEASE) -> None:

@@ -51,12 +51,8 @@ class JobSpec:
     grace: timedelta
 
     def same_as(self, job) -> bool:  # noqa: ANN001 - an APScheduler Job
-        return (
-            repr(job.trigger) == repr(self.trigger)
-            and job.func_ref == _ref(self.func)
-            and list(job.args) == [self.slug]
-            and job.misfire_grace_time == int(self.grace.total_seconds())
-        )
+        return (repr(job.trigger) == repr(self.trigger) and job.func_ref == _ref(self.func)
+                and list(job.args) == [self.slug] and job.misfire_grace_time == int(self.grace.total_seconds()))
 
 
 def _ref(func: Callable) -> str:
@@ -161,24 +157,13 @@ class Runner:
             if existing is not None and spec.same_as(existing):
                 continue
             self.scheduler.add_job(
-                spec.func,
-                spec.trigger,
-                id=spec.job_id,
-                name=spec.job_id,
-                args=[spec.slug],
-                jobstore="default",
-                replace_existing=True,
-                coalesce=True,
-                max_instances=1,
+                spec.func, spec.trigger, id=spec.job_id, name=spec.job_id, args=[spec.slug], jobstore="default",
+                replace_existing=True, coalesce=True, max_instances=1,
                 misfire_grace_time=int(spec.grace.total_seconds()),
             )
             job = self.scheduler.get_job(spec.job_id, jobstore="default")
-            log_line(
-                event="job-scheduled",
-                job=spec.job_id,
-                trigger=str(spec.trigger),
-                next_run=job.next_run_time.isoformat() if job and job.next_run_time else None,
-            )
+            log_line(event="job-scheduled", job=spec.job_id, trigger=str(spec.trigger),
+                     next_run=job.next_run_time.isoformat() if job and job.next_run_time else None)
 
     def reload(self) -> None:
         self.reload_requested = False
@@ -194,10 +179,8 @@ class Runner:
         jobs.RUNTIME = self.rt
         self.load()
         self.scheduler = BackgroundScheduler(
-            jobstores={
-                "default": SQLAlchemyJobStore(engine=self.engine, tablename=JOBSTORE_TABLE),
-                "runtime": MemoryJobStore(),
-            },
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=JOBSTORE_TABLE),
+                       "runtime": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(max_workers=4)},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
@@ -206,12 +189,8 @@ class Runner:
         self.sync_jobs()
         self.catch_up()
         self.scheduler.resume()
-        log_line(
-            event="runner-started",
-            holder=self.holder,
-            newsletters=sorted(self.rt.newsletters),
-            database=_redacted(self.settings.database_url),
-        )
+        log_line(event="runner-started", holder=self.holder, newsletters=sorted(self.rt.newsletters),
+                 database=_redacted(self.settings.database_url))
 
     def catch_up(self) -> None:
         """Sends due while no runner was up (within their grace) run now; interrupted sends resume."""
@@ -239,23 +218,14 @@ class Runner:
 
     def _resume(self, slug: str) -> None:
         assert self.scheduler is not None
-        self.scheduler.add_job(
-            jobs.resume_send,
-            id=f"resume:{slug}",
-            args=[slug],
-            jobstore="runtime",
-            replace_existing=True,
-            misfire_grace_time=3600,
-        )
+        self.scheduler.add_job(jobs.resume_send, id=f"resume:{slug}", args=[slug], jobstore="runtime",
+                               replace_existing=True, misfire_grace_time=3600)
 
     def tick(self) -> None:
         now = self.rt.clock()
         if not renew(self.engine, self.holder, ttl=self.lease_ttl, now=jobs.naive(now)):
-            log_line(
-                event="lease-lost",
-                holder=self.holder,
-                detail="another process took the schedule lease; stopping so that only one runs",
-            )
+            log_line(event="lease-lost", holder=self.holder,
+                     detail="another process took the schedule lease; stopping so that only one runs")
             self.exit_code = 1
             self.request_stop()
             return

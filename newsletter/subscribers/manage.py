@@ -58,7 +58,9 @@ def add_subscriber(
         if fields:
             person.fields = {**(person.fields or {}), **fields}
     sub = session.scalar(
-        select(Subscription).where(Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == person.id)
+        select(Subscription).where(
+            Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == person.id
+        )
     )
     suppressed = session.scalar(
         select(Suppression.reason).where(
@@ -67,13 +69,9 @@ def add_subscriber(
         )
     )
     if sub is None:
-        sub = Subscription(
-            newsletter_id=newsletter.id,
-            subscriber_id=person.id,
-            origin=origin,
-            status="unsubscribed" if suppressed else status,
-            confirmed_at=utcnow() if status == "active" else None,
-        )
+        sub = Subscription(newsletter_id=newsletter.id, subscriber_id=person.id, origin=origin,
+                           status="unsubscribed" if suppressed else status,
+                           confirmed_at=utcnow() if status == "active" else None)
         session.add(sub)
         session.flush()
         return AddResult(address, "suppressed" if suppressed else "added", person.id)
@@ -160,37 +158,33 @@ def _import_chunk(
     new_people = [{"email": a, "name": n, "fields": x or {}} for a, n, x in chunk if a not in people]
     if new_people:
         session.execute(insert(Subscriber), new_people)
-        people.update(
-            {
-                email: (sid, name, fields)
-                for email, sid, name, fields in session.execute(
-                    select(Subscriber.email, Subscriber.id, Subscriber.name, Subscriber.fields).where(
-                        Subscriber.email.in_([p["email"] for p in new_people])
-                    )
+        people.update({
+            email: (sid, name, fields)
+            for email, sid, name, fields in session.execute(
+                select(Subscriber.email, Subscriber.id, Subscriber.name, Subscriber.fields).where(
+                    Subscriber.email.in_([p["email"] for p in new_people])
                 )
-            }
-        )
+            )
+        })
     for address, name, extra in chunk:  # an existing person keeps their data; gaps are filled in
         sid, old_name, old_fields = people[address]
         merged = {**(old_fields or {}), **extra}
         if (name and not old_name) or merged != (old_fields or {}):
-            session.execute(update(Subscriber).where(Subscriber.id == sid).values(name=old_name or name, fields=merged))
+            session.execute(
+                update(Subscriber).where(Subscriber.id == sid).values(name=old_name or name, fields=merged)
+            )
     ids = [people[a][0] for a in addresses]
-    subscribed = set(
-        session.scalars(
-            select(Subscription.subscriber_id).where(
-                Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id.in_(ids)
-            )
+    subscribed = set(session.scalars(
+        select(Subscription.subscriber_id).where(
+            Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id.in_(ids)
         )
-    )
-    suppressed = set(
-        session.scalars(
-            select(Suppression.email).where(
-                Suppression.email.in_(addresses),
-                (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter.id),
-            )
+    ))
+    suppressed = set(session.scalars(
+        select(Suppression.email).where(
+            Suppression.email.in_(addresses),
+            (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter.id),
         )
-    )
+    ))
     now = utcnow()
     new_subscriptions = []
     for address in addresses:
@@ -202,16 +196,11 @@ def _import_chunk(
                 report.existing += 1
             continue
         blocked = address in suppressed
-        new_subscriptions.append(
-            {
-                "newsletter_id": newsletter.id,
-                "subscriber_id": sid,
-                "origin": origin,
-                "status": "unsubscribed" if blocked else "active",
-                "confirmed_at": None if blocked else now,
-                "created_at": now,
-            }
-        )
+        new_subscriptions.append({
+            "newsletter_id": newsletter.id, "subscriber_id": sid, "origin": origin,
+            "status": "unsubscribed" if blocked else "active", "confirmed_at": None if blocked else now,
+            "created_at": now,
+        })
         if blocked:
             report.suppressed += 1
         else:
@@ -243,15 +232,8 @@ def export_csv(session: Session, newsletter: NewsletterRow, out: TextIO, status:
     Extra fields from imports become columns of their own, so export -> edit -> import round-trips.
     """
     base = (
-        select(
-            Subscriber.email,
-            Subscriber.name,
-            Subscriber.fields,
-            Subscription.status,
-            Subscription.created_at,
-            Subscription.confirmed_at,
-            Subscription.status_changed_at,
-        )
+        select(Subscriber.email, Subscriber.name, Subscriber.fields, Subscription.status, Subscription.created_at,
+               Subscription.confirmed_at, Subscription.status_changed_at)
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .where(Subscription.newsletter_id == newsletter.id)
         .order_by(Subscription.id)
@@ -266,14 +248,11 @@ def export_csv(session: Session, newsletter: NewsletterRow, out: TextIO, status:
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS + extra)
     count = 0
-    for email, name, fields, state, created, confirmed, changed in session.execute(
-        base.execution_options(yield_per=2000)
-    ):
+    for email, name, fields, state, created, confirmed, changed in session.execute(base.execution_options(
+            yield_per=2000)):
         fields = fields or {}
-        writer.writerow(
-            [_csv_safe(email), _csv_safe(name or ""), state, _iso(created), _iso(confirmed), _iso(changed)]
-            + [_csv_safe(str(fields.get(k, ""))) for k in extra]
-        )
+        writer.writerow([_csv_safe(email), _csv_safe(name or ""), state, _iso(created), _iso(confirmed),
+                         _iso(changed)] + [_csv_safe(str(fields.get(k, ""))) for k in extra])
         count += 1
     return count
 

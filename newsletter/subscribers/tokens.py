@@ -61,7 +61,9 @@ class Signer:
         mac.update(payload)
         return mac.digest()[:_MAC_BYTES]
 
-    def make(self, purpose: str, subscriber_id: int, newsletter_slug: str, expires_at: int | None = None) -> str:
+    def make(
+        self, purpose: str, subscriber_id: int, newsletter_slug: str, expires_at: int | None = None
+    ) -> str:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
         # Slugs are [a-z0-9-], so '.' cannot occur inside a field.
@@ -101,9 +103,8 @@ class Signer:
             payload = b"u.%d%s" % (sid, suffix)
             m = mac.copy()
             m.update(payload)
-            out.append(
-                prefix + b64(payload).rstrip(b"=").decode() + "." + b64(m.digest()[:_MAC_BYTES]).rstrip(b"=").decode()
-            )
+            out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +
+                       b64(m.digest()[:_MAC_BYTES]).rstrip(b"=").decode())
         return out
 
     def confirm_url(

@@ -64,11 +64,8 @@ def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
 
         editor = await run_in_threadpool(who)
         if editor is None:
-            return JSONResponse(
-                {"error": "a valid API token is required (Authorization: Bearer TOKEN)"},
-                401,
-                headers={"WWW-Authenticate": 'Bearer realm="newsletter"'},
-            )
+            return JSONResponse({"error": "a valid API token is required (Authorization: Bearer TOKEN)"}, 401,
+                                headers={"WWW-Authenticate": 'Bearer realm="newsletter"'})
         body: Any = None
         if request.method in ("POST", "PUT", "PATCH"):
             raw = await request.body()
@@ -111,33 +108,21 @@ def _issue_json(state: WebState, issue_id: int) -> dict[str, Any]:
 
 
 def list_issues(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
-    query = (
-        select(IssueRow, NewsletterRow.slug)
-        .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
-        .options(selectinload(IssueRow.items))
-        .order_by(IssueRow.id.desc())
-    )
+    query = (select(IssueRow, NewsletterRow.slug).join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+             .options(selectinload(IssueRow.items)).order_by(IssueRow.id.desc()))
     if slug := request.query_params.get("newsletter"):
         query = query.where(NewsletterRow.slug == slug)
     if status := request.query_params.get("status"):
         query = query.where(IssueRow.status == status)
     with session_scope(state.engine) as session:
-        return {
-            "issues": [
-                {
-                    "id": row.id,
-                    "newsletter": slug,
-                    "number": row.number,
-                    "subject": row.subject,
-                    "status": row.status,
-                    "stories": sum(1 for i in row.items if i.included),
-                    "created_at": row.created_at.isoformat(timespec="seconds") + "Z",
-                    "sent_at": row.sent_at.isoformat(timespec="seconds") + "Z" if row.sent_at else None,
-                    "url": f"{state.settings.base_url}/api/issues/{row.id}",
-                }
-                for row, slug in session.execute(query).all()
-            ]
-        }
+        return {"issues": [
+            {"id": row.id, "newsletter": slug, "number": row.number, "subject": row.subject, "status": row.status,
+             "stories": sum(1 for i in row.items if i.included),
+             "created_at": row.created_at.isoformat(timespec="seconds") + "Z",
+             "sent_at": row.sent_at.isoformat(timespec="seconds") + "Z" if row.sent_at else None,
+             "url": f"{state.settings.base_url}/api/issues/{row.id}"}
+            for row, slug in session.execute(query).all()
+        ]}
 
 
 def get_issue(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
@@ -169,7 +154,8 @@ def _apply(state: WebState, issue_id: int, changes: list[Callable[[Any], edit.Ed
         for change in changes:  # one transaction: a request is applied whole or not at all
             change(session)
 
-    apply_edit(state.engine, nl, issue_id, all_of, base_url=state.settings.base_url, templates_dir=state.templates_dir)
+    apply_edit(state.engine, nl, issue_id, all_of, base_url=state.settings.base_url,
+                    templates_dir=state.templates_dir)
     return _issue_json(state, issue_id)
 
 
@@ -242,12 +228,8 @@ reopen.__name__ = "reopen"
 
 
 def list_newsletters(state: WebState, _request: Request, _body: Any, _editor: str) -> dict[str, Any]:
-    return {
-        "newsletters": [
-            {"slug": slug, "name": nl.name, "description": nl.description}
-            for slug, nl in sorted(state.newsletters().items())
-        ]
-    }
+    return {"newsletters": [{"slug": slug, "name": nl.name, "description": nl.description}
+                            for slug, nl in sorted(state.newsletters().items())]}
 
 
 def _newsletter(state: WebState, session: Any, slug: str) -> NewsletterRow:
@@ -261,12 +243,9 @@ def list_subscribers(state: WebState, request: Request, _body: Any, _editor: str
     with session_scope(state.engine) as session:
         row = _newsletter(state, session, request.path_params["slug"])
         rows = list_subscriptions(session, row, request.query_params.get("status") or None)
-    return {
-        "subscribers": [
-            {"email": email, "name": name, "status": status, "since": created.isoformat(timespec="seconds") + "Z"}
-            for email, name, status, created in rows
-        ]
-    }
+    return {"subscribers": [{"email": email, "name": name, "status": status,
+                             "since": created.isoformat(timespec="seconds") + "Z"}
+                            for email, name, status, created in rows]}
 
 
 def add_subscribers(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
@@ -286,26 +265,14 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
             row = _newsletter(state, session, slug)
             try:
                 if opt_in:
-                    result = request_opt_in(
-                        session,
-                        row,
-                        nl,
-                        email,
-                        mailer,
-                        base_url=state.settings.base_url,
-                        secret=state.secret,
-                        name=name,
-                        origin="api",
-                    )
+                    result = request_opt_in(session, row, nl, email, mailer, base_url=state.settings.base_url,
+                                            secret=state.secret, name=name, origin="api")
                 else:
                     result = add_subscriber(session, row, email, name=name, origin="api")
             except InvalidAddress as exc:
                 raise ApiError(400, f"email: {exc}") from None
-            status = session.scalar(
-                select(Subscription.status).where(
-                    Subscription.newsletter_id == row.id, Subscription.subscriber_id == result.subscriber_id
-                )
-            )
+            status = session.scalar(select(Subscription.status).where(
+                Subscription.newsletter_id == row.id, Subscription.subscriber_id == result.subscriber_id))
     finally:
         if mailer is not None:
             mailer.close()

@@ -28,10 +28,8 @@ from newsletter.web.state import STATIC, TEMPLATES, WebState
 
 SESSION_COOKIE = "newsletter_session"
 # Pages run only our own script; the email previews and archive issues set their own, stricter policy.
-DEFAULT_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-src 'self'; "
-    "frame-ancestors 'self'; form-action 'self'; base-uri 'none'; object-src 'none'"
-)
+DEFAULT_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-src 'self'; "
+               "frame-ancestors 'self'; form-action 'self'; base-uri 'none'; object-src 'none'")
 
 
 class SecurityHeaders:
@@ -102,14 +100,9 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders, https=https),
-            Middleware(
-                SessionMiddleware,
-                secret_key=state.derived_key("session cookie"),
-                session_cookie=SESSION_COOKIE,
-                same_site="lax",
-                https_only=https,
-                max_age=7 * 24 * 3600,
-            ),
+            Middleware(SessionMiddleware, secret_key=state.derived_key("session cookie"),
+                       session_cookie=SESSION_COOKIE, same_site="lax", https_only=https,
+                       max_age=7 * 24 * 3600),
         ],
         exception_handlers={HTTPException: _error, 500: _error},
     )

@@ -58,8 +58,7 @@ def _sent(state: WebState, newsletter_id: int | None) -> list[SentIssue]:
         return []
     with session_scope(state.engine) as session:
         rows = session.scalars(
-            select(IssueRow)
-            .where(IssueRow.newsletter_id == newsletter_id, IssueRow.status == "sent")
+            select(IssueRow).where(IssueRow.newsletter_id == newsletter_id, IssueRow.status == "sent")
             .order_by(IssueRow.number.desc())
         ).all()
         return [SentIssue(r.number, r.subject, r.sent_at or r.updated_at) for r in rows]
@@ -80,13 +79,8 @@ async def newsletter_page(request: Request) -> Response:
 
     def load() -> dict:
         row, nl = _newsletter_row(state, slug)
-        return {
-            "slug": slug,
-            "name": nl.name if nl else row.name,
-            "description": nl.description if nl else "",
-            "issues": _sent(state, row.id if row else None),
-            "can_subscribe": nl is not None,
-        }
+        return {"slug": slug, "name": nl.name if nl else row.name, "description": nl.description if nl else "",
+                "issues": _sent(state, row.id if row else None), "can_subscribe": nl is not None}
 
     return page(request, "archive_list.html", await run_in_threadpool(load))
 
@@ -94,8 +88,7 @@ async def newsletter_page(request: Request) -> Response:
 def _sent_row(state: WebState, slug: str, number: int) -> tuple[int, str | None]:
     with session_scope(state.engine) as session:
         row = session.scalar(
-            select(IssueRow)
-            .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+            select(IssueRow).join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
             .where(NewsletterRow.slug == slug, IssueRow.number == number, IssueRow.status == "sent")
         )
         if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
@@ -123,9 +116,8 @@ async def issue_page(request: Request) -> Response:
             nl = state.newsletter(slug)
             if nl is None:
                 raise HTTPException(404, "There is no such issue.")
-            stored = rendered_issue(
-                state.engine, issue_id, nl, base_url=state.settings.base_url, templates_dir=state.templates_dir
-            ).html
+            stored = rendered_issue(state.engine, issue_id, nl, base_url=state.settings.base_url,
+                                    templates_dir=state.templates_dir).html
         return public_html(stored, state.settings.base_url, slug)
 
     body = await run_in_threadpool(load)
@@ -152,10 +144,8 @@ def atom_feed(state: WebState, slug: str) -> bytes:
     latest = None
     with session_scope(state.engine) as session:
         ids = session.scalars(
-            select(IssueRow.id)
-            .where(IssueRow.newsletter_id == (row.id if row else -1), IssueRow.status == "sent")
-            .order_by(IssueRow.number.desc())
-            .limit(50)
+            select(IssueRow.id).where(IssueRow.newsletter_id == (row.id if row else -1), IssueRow.status == "sent")
+            .order_by(IssueRow.number.desc()).limit(50)
         ).all()
         for issue_id in ids:
             issue = load_issue(session, issue_id)
@@ -194,17 +184,8 @@ def subscribe(state: WebState, nl: Newsletter, email: str) -> str:
     try:
         with session_scope(state.engine) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
-            result = request_opt_in(
-                session,
-                row,
-                nl,
-                email,
-                mailer,
-                base_url=state.settings.base_url,
-                secret=state.secret,
-                origin="web",
-                resend_after=RESEND_CONFIRMATION_AFTER,
-            )
+            result = request_opt_in(session, row, nl, email, mailer, base_url=state.settings.base_url,
+                                    secret=state.secret, origin="web", resend_after=RESEND_CONFIRMATION_AFTER)
     finally:
         mailer.close()
     return result.email
@@ -247,3 +228,4 @@ def routes() -> list:
         Route("/archive/{slug}/{number:int}", issue_page, methods=["GET"]),
         Route("/archive/{slug}/subscribe", subscribe_form, methods=["POST"]),
     ]
+

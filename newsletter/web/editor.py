@@ -43,10 +43,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE = {"email": "reader@example.org", "name": "Reader", "unsubscribe_url": "#unsubscribe-link"}
 # The email preview runs none of its own scripts and cannot reach this origin's cookies or pages.
-PREVIEW_CSP = (
-    "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
-    "img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:"
-)
+PREVIEW_CSP = ("sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
+               "img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:")
 
 
 # --- the newsletters and their issues -----------------------------------------------------------------------
@@ -75,12 +73,8 @@ def _home(state: WebState) -> list[NewsletterBlock]:
     newsletters = state.newsletters()
     blocks = {slug: NewsletterBlock(slug, nl.name, True) for slug, nl in sorted(newsletters.items())}
     with session_scope(state.engine) as session:
-        stories = (
-            select(func.count(IssueItem.id))
-            .where(IssueItem.issue_id == IssueRow.id, IssueItem.included)
-            .correlate(IssueRow)
-            .scalar_subquery()
-        )
+        stories = (select(func.count(IssueItem.id)).where(IssueItem.issue_id == IssueRow.id, IssueItem.included)
+                   .correlate(IssueRow).scalar_subquery())
         rows = session.execute(
             select(IssueRow, NewsletterRow.slug, NewsletterRow.name, stories)
             .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
@@ -88,9 +82,8 @@ def _home(state: WebState) -> list[NewsletterBlock]:
         ).all()
         for row, slug, name, count in rows:
             block = blocks.setdefault(slug, NewsletterBlock(slug, name, False))
-            block.issues.append(
-                IssueLine(row.id, row.number, row.subject, row.status, count or 0, row.created_at, row.sent_at)
-            )
+            block.issues.append(IssueLine(row.id, row.number, row.subject, row.status, count or 0,
+                                          row.created_at, row.sent_at))
     return list(blocks.values())
 
 
@@ -109,20 +102,14 @@ class StoryView:
 def _newsletter_for(state: WebState, slug: str) -> Newsletter:
     nl = state.newsletter(slug)
     if nl is None:
-        raise TemplateError(
-            f"{state.settings.schedules_dir}/{slug}.toml is missing or broken: the issue cannot be rendered without it"
-        )
+        raise TemplateError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken: "
+                            "the issue cannot be rendered without it")
     return nl
 
 
 def _render(state: WebState, issue: Issue) -> Rendered:
-    return rendered_issue(
-        state.engine,
-        issue.id,
-        _newsletter_for(state, issue.newsletter),
-        base_url=state.settings.base_url,
-        templates_dir=state.templates_dir,
-    )
+    return rendered_issue(state.engine, issue.id, _newsletter_for(state, issue.newsletter),
+                          base_url=state.settings.base_url, templates_dir=state.templates_dir)
 
 
 def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
@@ -138,21 +125,13 @@ def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
             stories.append(StoryView(story, candidates, [i for i, c in enumerate(candidates) if c in kept_quotes]))
         approved_as_is = approvals.is_approved_as_is(session, issue_id)
         approved_by = session.get(IssueRow, issue_id).approved_by
-    context: dict[str, Any] = {
-        "issue": issue,
-        "stories": stories,
-        "approved_as_is": approved_as_is,
-        "approved_by": approved_by,
-        "editable": issue.status not in edit.FROZEN,
-        "render_error": None,
-        "report": None,
-        "version": "",
-    }
+    context: dict[str, Any] = {"issue": issue, "stories": stories, "approved_as_is": approved_as_is,
+                               "approved_by": approved_by, "editable": issue.status not in edit.FROZEN,
+                               "render_error": None, "report": None, "version": ""}
     try:
         # The same check a send runs (with the headers a real copy carries), so what passes here passes there.
-        rendered, context["report"] = preflight_issue(
-            state.engine, _newsletter_for(state, issue.newsletter), issue.id, issue.number, state.settings
-        )
+        rendered, context["report"] = preflight_issue(state.engine, _newsletter_for(state, issue.newsletter),
+                                                      issue.id, issue.number, state.settings)
     except TemplateError as exc:
         context["render_error"] = str(exc)
         return context
@@ -223,9 +202,8 @@ async def _edit(request: Request, change: Callable[[Any], edit.Edit], anchor: st
         nl = state.newsletter(slug)
         if nl is None:
             raise edit.EditError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
-        return apply_edit(
-            state.engine, nl, issue_id, change, base_url=state.settings.base_url, templates_dir=state.templates_dir
-        )
+        return apply_edit(state.engine, nl, issue_id, change, base_url=state.settings.base_url,
+                               templates_dir=state.templates_dir)
 
     try:
         result = await run_in_threadpool(run)
@@ -249,9 +227,8 @@ def _item_id(request: Request) -> int:
 async def set_included(request: Request, form: FormData) -> Response:
     included = form.get("included") == "1"
     item_id = _item_id(request)
-    return await _edit(
-        request, lambda s: edit.set_included(s, request.path_params["issue_id"], item_id, included), f"story-{item_id}"
-    )
+    return await _edit(request, lambda s: edit.set_included(s, request.path_params["issue_id"], item_id, included),
+                       f"story-{item_id}")
 
 
 @form_action
@@ -261,18 +238,16 @@ async def move_item(request: Request, form: FormData) -> Response:
     except ValueError:
         raise HTTPException(400, "offset must be a whole number") from None
     item_id = _item_id(request)
-    return await _edit(
-        request, lambda s: edit.move(s, request.path_params["issue_id"], item_id, offset), f"story-{item_id}"
-    )
+    return await _edit(request, lambda s: edit.move(s, request.path_params["issue_id"], item_id, offset),
+                       f"story-{item_id}")
 
 
 @form_action
 async def set_summary(request: Request, form: FormData) -> Response:
     summary = str(form.get("summary", ""))
     item_id = _item_id(request)
-    return await _edit(
-        request, lambda s: edit.set_summary(s, request.path_params["issue_id"], item_id, summary), f"story-{item_id}"
-    )
+    return await _edit(request, lambda s: edit.set_summary(s, request.path_params["issue_id"], item_id, summary),
+                       f"story-{item_id}")
 
 
 @form_action
@@ -282,9 +257,8 @@ async def keep_quotes(request: Request, form: FormData) -> Response:
     except ValueError:
         raise HTTPException(400, "quote numbers must be whole numbers") from None
     item_id = _item_id(request)
-    return await _edit(
-        request, lambda s: edit.keep_quotes(s, request.path_params["issue_id"], item_id, keep), f"story-{item_id}"
-    )
+    return await _edit(request, lambda s: edit.keep_quotes(s, request.path_params["issue_id"], item_id, keep),
+                       f"story-{item_id}")
 
 
 @form_action
@@ -350,11 +324,8 @@ async def _status_change(request: Request, change: Callable[[Any, int], None], d
 @form_action
 async def approve(request: Request, form: FormData) -> Response:
     editor = request.session.get("editor_email", "")
-    response = await _status_change(
-        request,
-        lambda s, i: approvals.approve(s, i, editor),
-        "Approved: this version will go out. Any change needs approving again.",
-    )
+    response = await _status_change(request, lambda s, i: approvals.approve(s, i, editor),
+                                    "Approved: this version will go out. Any change needs approving again.")
     if request.session.get("flash", [[None]])[-1][0] == "ok":
         state, issue_id = web_state(request), request.path_params["issue_id"]
 
@@ -362,19 +333,15 @@ async def approve(request: Request, form: FormData) -> Response:
             with session_scope(state.engine) as session:
                 issue = load_issue(session, issue_id)
             try:
-                _, report = preflight_issue(
-                    state.engine, _newsletter_for(state, issue.newsletter), issue_id, issue.number, state.settings
-                )
+                _, report = preflight_issue(state.engine, _newsletter_for(state, issue.newsletter), issue_id,
+                                            issue.number, state.settings)
             except TemplateError:
                 return True
             return report.failed
 
         if await run_in_threadpool(check):
-            flash(
-                request,
-                "warn",
-                "The preflight check fails: a send holds this issue until it passes (see Preflight below).",
-            )
+            flash(request, "warn", "The preflight check fails: a send holds this issue until it passes "
+                                   "(see Preflight below).")
     return response
 
 

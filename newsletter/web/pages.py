@@ -33,22 +33,16 @@ class _LazyToken:
     __html__ = __str__  # URL-safe characters only: nothing to escape
 
 
-def page(
-    request: Request,
-    name: str,
-    context: dict[str, Any] | None = None,
-    status: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
+def page(request: Request, name: str, context: dict[str, Any] | None = None, status: int = 200,
+         headers: dict[str, str] | None = None) -> Response:
     ctx = {
         "csrf": _LazyToken(request.session),
         "flashes": request.session.pop("flash", []),
         "editor_email": request.session.get("editor_email"),
         **(context or {}),
     }
-    return web_state(request).templates.TemplateResponse(
-        request, name, ctx, status_code=status, headers={**NO_STORE, **(headers or {})}
-    )
+    return web_state(request).templates.TemplateResponse(request, name, ctx, status_code=status,
+                                                         headers={**NO_STORE, **(headers or {})})
 
 
 async def checked_form(request: Request) -> FormData:

@@ -267,7 +267,8 @@ def public_routes(
             await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name)
         except Exception:  # the reader cannot fix our mail server: log it, tell them to try later
             log.exception("subscribe: confirmation email to a new subscriber of %s failed", nl.slug)
-            return _page("Please try again later", "<p>We could not send the confirmation email just now.</p>", 503)
+            return _page("Please try again later", "<p>We could not send the confirmation email just now.</p>",
+                         503)
         # The same answer whether the address was new, pending, subscribed or suppressed: the form must not
         # tell a stranger who reads this newsletter.
         return _check_inbox(nl)
@@ -302,8 +303,7 @@ def _subscribe_page(nl, email: str = "", error: str | None = None, status: int =
     problem = f'<p role=alert style="color:#b91c1c">{html.escape(error)}</p>' if error else ""
     return _page(
         f"Subscribe to {nl.name}",
-        (f"<p>{html.escape(nl.description)}</p>" if nl.description else "")
-        + problem
+        (f"<p>{html.escape(nl.description)}</p>" if nl.description else "") + problem
         + "<form method=post><p><label>Email<br><input type=email name=email required "
         f'value="{html.escape(email, quote=True)}" autocomplete=email></label></p>'
         "<p><label>Name (optional)<br><input name=name autocomplete=name></label></p>"
@@ -316,11 +316,8 @@ def _subscribe_page(nl, email: str = "", error: str | None = None, status: int =
 
 
 def _check_inbox(nl) -> HTMLResponse:  # noqa: ANN001
-    return _page(
-        "Check your inbox",
-        f"<p>If the address can receive {html.escape(nl.name)}, a confirmation "
-        "email is on its way. Click the link in it to start your subscription.</p>",
-    )
+    return _page("Check your inbox", f"<p>If the address can receive {html.escape(nl.name)}, a confirmation "
+                 "email is on its way. Click the link in it to start your subscription.</p>")
 
 
 def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None) -> None:  # noqa: ANN001
@@ -332,18 +329,9 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
     try:
         with session_scope(engine) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
-            request_opt_in(
-                session,
-                row,
-                nl,
-                email,
-                mailer,
-                base_url=settings.base_url,
-                secret=secret_key(session, settings.secret_key),
-                name=name,
-                origin="web",
-                resend_after=RESEND_CONFIRMATION_AFTER,
-            )
+            request_opt_in(session, row, nl, email, mailer, base_url=settings.base_url,
+                           secret=secret_key(session, settings.secret_key), name=name, origin="web",
+                           resend_after=RESEND_CONFIRMATION_AFTER)
     finally:
         mailer.close()
 

@@ -64,10 +64,8 @@ async def signin(request: Request) -> Response:
     if locked_for:
         state.limiter.failed(client)
         log.warning("sign-in refused: account locked (from %s)", client)
-        context["error"] = (
-            f"Too many wrong passwords: sign-in for this account is locked for {_minutes(locked_for)}."
-            " An administrator can reset it with `newsletter editors add`."
-        )
+        context["error"] = (f"Too many wrong passwords: sign-in for this account is locked for {_minutes(locked_for)}."
+                            " An administrator can reset it with `newsletter editors add`.")
         return page(request, "signin.html", context, 429, {"Retry-After": str(locked_for)})
     if editor_id is None:
         state.limiter.failed(client)
