@@ -174,6 +174,8 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
         error = f"extraction failed: {type(exc).__name__}: {exc}"
     else:
         error = None
+    if isinstance(doc, dict):  # only with as_dict=True, which is not asked for; narrows the type for mypy
+        doc = None
     title = doc.title if doc else None
     text = _clean_text(doc.text or "", title) if doc else ""
     extractor = "trafilatura"

@@ -44,11 +44,11 @@ def request_opt_in(
     Nothing is sent to an address that is already active or that bounced or complained before.
     """
     result = add_subscriber(session, newsletter, email, name=name, status="pending", origin=origin)
-    sub = session.scalar(
+    sub = session.scalars(  # add_subscriber made sure the subscription exists
         select(Subscription).where(
             Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == result.subscriber_id
         )
-    )
+    ).one()
     sub_status = sub.status
     if sub_status == "active":
         return OptInResult(result.email, "already-active", result.subscriber_id)
