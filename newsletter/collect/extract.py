@@ -159,6 +159,7 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
     if kind not in _HTML_TYPES:
         return Extracted("not-article", f"not a web page ({kind})")
     raw = html.encode("utf-8") if isinstance(html, str) else html
+    error: str | None = None
     try:
         doc = trafilatura.bare_extraction(
             raw,
@@ -172,8 +173,6 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
     except Exception as exc:  # trafilatura raises a variety of parser errors on broken markup
         doc = None
         error = f"extraction failed: {type(exc).__name__}: {exc}"
-    else:
-        error = None
     if isinstance(doc, dict):  # only with as_dict=True, which is not asked for; narrows the type for mypy
         doc = None
     title = doc.title if doc else None
