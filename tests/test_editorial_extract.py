@@ -70,3 +70,17 @@ def test_summary_never_opens_with_the_writer_and_never_strands_a_sentence() -> N
     for sent in split_sentences(summary):
         if sent.startswith(("But", "It ")):
             assert split_sentences(text)[split_sentences(text).index(sent) - 1] in summary
+
+
+def test_readability_is_chosen_only_when_it_adds_the_article_not_the_furniture() -> None:
+    from newsletter.collect.extract import _prefer_readability
+
+    lede = (
+        "The county approved a new tram line on Wednesday that will link the university to the central station.\n"
+        "The line will run for nine kilometres and stop at fourteen stations along the river.\n"
+    )
+    rest = "Construction is expected to cost 300 million euros, most of it paid by the national government.\n"
+    links = "Home\nSport\nWeather\nMost read\nTop ten cheapest cities\nContact us\n"
+    assert _prefer_readability(lede, lede + rest)  # trafilatura dropped a paragraph of the article
+    assert not _prefer_readability(lede + rest, lede + rest + links * 3)  # readability added a menu
+    assert not _prefer_readability(lede + rest, lede)  # readability kept less

@@ -14,14 +14,18 @@ only. Word counts are CJK-aware (newsletter.text.word_count), so a Chinese or Ja
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from newsletter.text import is_boilerplate, normalize_ws, word_count
+from newsletter.text import is_boilerplate, is_prose, normalize_ws, word_count, words
 
 MIN_ARTICLE_WORDS = 60  # less main text than this is a landing page, a paywall or a video, not an article
-# trafilatura's text is replaced by readability's when it has less than this share of readability's words.
-FALLBACK_SHARE = 0.5
+# When readability's text is used instead of trafilatura's (see _prefer_readability):
+FALLBACK_SHARE = 0.5  # trafilatura has less than this share of readability's words
+CONTAINED = 0.97  # readability has this share of trafilatura's words, and then either
+SMALL_GROWTH = 1.05  # adds at most 5% more words,
+PROSE_GROWTH, PROSE_SHARE = 1.5, 0.8  # or up to 50% more, at least 80% of them in paragraphs of prose
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "")
 _LANG_ATTR = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?)", re.I)
 _META_LANG = re.compile(
@@ -151,6 +155,28 @@ def _text_with_tails(root: object) -> str:
     return "\n".join(normalize_ws(line) for line in "".join(out).split("\n") if line.strip())
 
 
+def _prefer_readability(ours: str, other: str) -> bool:
+    """Whether readability's text is the better one: trafilatura kept under half of it, or readability has
+    nearly all of trafilatura's words and adds a little more, or adds whole paragraphs of prose (trafilatura
+    dropped part of the article, as its precision mode does around embeds and split layouts). Otherwise the
+    extra words of readability are mostly comments, link lists and captions, and trafilatura's text stands."""
+    n_ours, n_other = word_count(ours), word_count(other)
+    if n_ours < FALLBACK_SHARE * n_other:
+        return True
+    if n_other <= n_ours:
+        return False
+    a, b = Counter(w.lower() for w in words(ours)), Counter(w.lower() for w in words(other))
+    if sum((a & b).values()) < CONTAINED * sum(a.values()):
+        return False  # readability lost some of trafilatura's text: not a superset
+    if n_other <= SMALL_GROWTH * n_ours:
+        return True
+    known = {line.lower() for line in ours.splitlines()}
+    extra = [line for line in other.splitlines() if line.lower() not in known]
+    extra_words = sum(word_count(line) for line in extra)
+    prose = sum(word_count(line) for line in extra if is_prose(line) and word_count(line) >= 8)
+    return n_other <= PROSE_GROWTH * n_ours and prose >= PROSE_SHARE * extra_words
+
+
 def extract(html: bytes | str, url: str | None = None, content_type: str | None = None) -> Extracted:
     """Main text and metadata of one page. Never raises: an unusable page comes back as not-article."""
     import trafilatura
@@ -182,7 +208,7 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
         other = _clean_text(_readability_text(raw), title)
     except Exception:  # readability gives up on some markup; trafilatura's text stands alone then
         other = ""
-    if word_count(text) < FALLBACK_SHARE * word_count(other):
+    if _prefer_readability(text, other):
         text, extractor = other, "readability"
     words = word_count(text)
     if words < MIN_ARTICLE_WORDS:
