@@ -61,6 +61,7 @@ def test_summary_never_opens_with_the_writer_and_never_strands_a_sentence() -> N
         "The county hospital will close its emergency room to new patients at night from March, its board "
         "decided on Tuesday.\n"
         "It failed.\n"
+        "Patients who arrive after ten at night will be sent to the regional hospital forty kilometres away.\n"
         "The board's plan to hire twenty nurses from abroad collapsed when the visas were refused in January.\n"
         "But the board says the closure is temporary and will end when the new nurses arrive next year.\n"
     )
