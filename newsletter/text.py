@@ -99,9 +99,9 @@ def words(text: str) -> list[str]:
 
 def word_count(text: str | None) -> int:
     """Words of `text`; a run of CJK characters counts as half as many words as it has characters."""
-    found = _WORD.findall(text or "")
-    cjk = sum(1 for w in found if _CJK.fullmatch(w))
-    return len(found) - cjk + (cjk + 1) // 2
+    text = text or ""
+    cjk = len(_CJK.findall(text))
+    return len(_WORD.findall(text)) - cjk + (cjk + 1) // 2
 
 
 def _stem(token: str) -> str:

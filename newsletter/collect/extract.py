@@ -120,12 +120,27 @@ def _date(value: str | None) -> datetime | None:
     return parsed
 
 
+_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+
+
+def _decode(raw: bytes) -> str:
+    """The page as text, by its declared charset, else UTF-8, else Windows-1252. readability-lxml given bytes
+    runs chardet over the whole page (pure Python: half of all extraction time on the benchmark)."""
+    m = _CHARSET.search(raw[:4096])
+    for name in ([m.group(1).decode("ascii")] if m else []) + ["utf-8"]:
+        try:
+            return raw.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return raw.decode("cp1252", errors="replace")
+
+
 def _readability_text(raw: bytes) -> str:
     """readability-lxml's main content as lines, one per block element."""
     from lxml import html as lxml_html
     from readability import Document
 
-    summary = Document(raw).summary(html_partial=True)
+    summary = Document(_decode(raw)).summary(html_partial=True)
     if not summary.strip():
         return ""
     return _text_with_tails(lxml_html.fromstring(summary))
