@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from newsletter.text import (
     cosine,
     idf_table,
+    is_boilerplate,
     match_key,
+    normalize_ws,
     sentences,
     split_sentences,
     tf_vector,
@@ -345,8 +347,6 @@ def _locate(fragment: str, text: str, hint: int = 0) -> tuple[int, int] | None:
 def _paragraph_offsets(text: str) -> list[tuple[str, int]]:
     """The paragraphs the quote finder walks (one per non-empty line, whitespace normalised), each with where
     its line starts in `text`."""
-    from newsletter.text import is_boilerplate, normalize_ws
-
     out = []
     pos = 0
     for raw in text.splitlines(keepends=True):
