@@ -280,7 +280,7 @@ def print_set(res: SetResult) -> list[dict[str, str]]:
     print(f"== {res.name}: {res.pages} pages")
     print("extraction token F1 (mean over pages):")
     for label, values in res.f1.items():
-        print(f"  {label:<24}{mean(values):.3f}")
+        print(f"  {label:<28}{mean(values):.3f}")
     print(f"  not-article by ours: {len(res.not_article)}" + "".join(f"\n    {n}" for n in res.not_article[:8]))
     total = sum(res.kinds.values())
     shares = ", ".join(f"{k} {n} ({n / total:.0%})" for k, n in sorted(res.kinds.items())) if total else "none"
