@@ -37,6 +37,7 @@ import gzip
 import hashlib
 import inspect
 import json
+import os
 import re
 import statistics
 import sys
@@ -62,6 +63,9 @@ from newsletter.text import match_key, paragraphs, split_sentences  # noqa: E402
 
 _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff])")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+
+# The pages and feeds are served from loopback, which the fetcher refuses unless the operator allows it.
+os.environ.setdefault("NEWSLETTER_FETCH_ALLOW", "127.0.0.1/32")
 
 
 def _tokens(text: str) -> list[str]:

@@ -17,7 +17,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urljoin
 
+from newsletter.collect.urls import web_url
 from newsletter.text import is_boilerplate, is_prose, normalize_ws, word_count, words
 
 # trafilatura's own fallback (its readability port and jusText) stays on: measured, it adds 0.001 F1 on the
@@ -243,7 +245,8 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
         byline=_byline(doc.author) if doc else None,
         site_name=doc.sitename if doc else None,
         published_at=_date(doc.date) if doc else None,
-        image_url=doc.image if doc else None,
+        # og:image is the page's to choose: relative to the page, then the same check as a feed's images.
+        image_url=web_url(urljoin(url or "", doc.image)) if doc and doc.image else None,
         language=(doc.language if doc else None) or _language(raw),
         text=text,
         extractor=extractor,
