@@ -23,7 +23,7 @@ from newsletter.collect.urls import web_url
 from newsletter.config import Newsletter
 from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
-from newsletter.editorial.quotes import extract_quotes
+from newsletter.editorial.quotes import SPEECH, extract_quotes
 from newsletter.editorial.related import Doc, RelatedIndex, related_entries
 from newsletter.editorial.summarize import extractive_summary
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, utcnow
@@ -44,7 +44,7 @@ class EnrichReport:
     articles_unusable: int = 0  # fetched or cached, but no article in the page
     summaries: Counter[str] = field(default_factory=Counter)  # by summary_method
     quotes: int = 0
-    direct_quotes: int = 0
+    direct_quotes: int = 0  # of kind speech; the rest are passages
     related: int = 0
     also_covered: int = 0
     merged: int = 0  # stories dropped as another source's copy of a story already in the issue
@@ -292,7 +292,7 @@ def _quotes(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None
             )
             row.quotes = [q.as_dict() for q in found]
             report.quotes += len(found)
-            report.direct_quotes += sum(q.direct for q in found)
+            report.direct_quotes += sum(q.kind == SPEECH for q in found)
         except Exception as exc:
             log.exception("quotes failed for %s", row.url)
             report.problems.append(f"{_label(row)}: quotes: {type(exc).__name__}: {exc}")
