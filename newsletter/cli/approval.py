@@ -21,7 +21,7 @@ def _default_editor() -> str:
 
 def _change(change: Callable[[Session, int, str], IssueRow], issue_id: int) -> tuple[int, str]:
     """Hold or reopen the issue as the default editor; the issue's number and newsletter, or the reason it fails."""
-    with session_scope(engine()) as session:
+    with session_scope(engine(existing=True)) as session:
         try:
             row = change(session, issue_id, _default_editor())
         except ApprovalError as exc:
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
         Example: `newsletter issue approve 3 --by ann@example.com`
         """
         editor = by or _default_editor()
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             try:
                 row = approve(session, issue_id, editor)
             except ApprovalError as exc:
