@@ -18,6 +18,7 @@ import feedparser
 from lxml import etree
 
 from newsletter.collect.sanitize import html_to_text, sanitize_html
+from newsletter.collect.urls import web_url
 
 MAX_TITLE = 1000
 
@@ -53,6 +54,23 @@ def _describe_bozo(exc: BaseException | None) -> str:
     message = getattr(exc, "getMessage", None)
     text = message() if callable(message) else str(exc)
     return f"{text}{where}".strip() or type(exc).__name__
+
+
+def _not_a_feed(body: bytes, exc: BaseException | None) -> str:
+    """What the document is instead of a feed. The XML parser's own message only helps for XML: for HTML, JSON
+    or plain text it reads "syntax error at line 2" (feedparser feeds expat a prefix), which points nowhere."""
+    head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
+    if not head:
+        return "not a feed: the document is empty"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "not a feed: this is an HTML page; use the address of its RSS or Atom feed (often linked in the page)"
+    if head[:1] in (b"{", b"["):
+        return "not a feed: this is JSON; an RSS or Atom (XML) feed is needed"
+    if not head.startswith(b"<"):
+        return "not a feed: this is plain text, not RSS or Atom (XML)"
+    if exc is None:
+        return "not a feed: an XML document, but neither RSS nor Atom"
+    return f"not a feed: {_describe_bozo(exc)}"
 
 
 def _when(entry: dict) -> datetime | None:
@@ -93,12 +111,6 @@ def _image(entry: dict) -> str | None:
     for link in entry.get("links") or []:
         if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
             return link.get("href")
-    return None
-
-
-def _https_only(url: str | None) -> str | None:
-    if url and url.strip().lower().startswith(("http://", "https://")):
-        return url.strip()
     return None
 
 
@@ -145,7 +157,7 @@ def _parse_with_feedparser(body: bytes, url: str, content_type: str | None) -> P
     except Exception as exc:  # feedparser is defensive, but a parser bug must not stop a collect run
         return ParsedFeed(ok=False, error=f"cannot parse: {type(exc).__name__}: {exc}")
     if not parsed.get("version") and not parsed.entries:
-        return ParsedFeed(ok=False, error=f"not a feed: {_describe_bozo(parsed.get('bozo_exception'))}")
+        return ParsedFeed(ok=False, error=_not_a_feed(body, parsed.get("bozo_exception")))
     result = _clean(parsed.entries, parsed.feed, None)
     if parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN):
         problem = _describe_bozo(parsed.get("bozo_exception"))
@@ -159,7 +171,7 @@ def _clean(entries: list, feed: dict, warning: str | None) -> ParsedFeed:
     feed_lang = feed.get("language")
     items: list[ParsedItem] = []
     for entry in entries:
-        link = _https_only(entry.get("link"))
+        link = web_url(entry.get("link"))
         title = html_to_text(entry.get("title", "") or "")[:MAX_TITLE]
         content_html = sanitize_html(_body(entry))
         text = html_to_text(content_html)
@@ -177,7 +189,7 @@ def _clean(entries: list, feed: dict, warning: str | None) -> ParsedFeed:
                 content_html=content_html,
                 content_text=text,
                 content_hash=digest,
-                image_url=_https_only(_image(entry)),
+                image_url=web_url(_image(entry)),
                 language=entry.get("language") or feed_lang,
             )
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -13,6 +13,7 @@ from newsletter.compose.select import feed_summary, select_items, window_for
 from newsletter.config import Newsletter
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, utcnow
+from newsletter.text import single_line
 
 EDITABLE = ("draft", "held")
 
@@ -29,11 +30,15 @@ class BuildResult:
     rebuilt: bool
     problems: list[str] = field(default_factory=list)
     enrichment: str | None = None  # what the editorial core did, in one line
+    # With no issue built: why not, when it is not the ordinary "nothing new since the last issue" (nothing
+    # collected yet, or everything collected is older than the window), with what to run instead.
+    stale: str | None = None
 
 
 def _subject(nl: Newsletter, number: int, top_title: str) -> str:
     try:
-        return nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug)
+        # The top title is a feed's: one line, or the Subject header could not be built at all.
+        return single_line(nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug))
     except (KeyError, IndexError, ValueError) as exc:
         raise BuildError(f"{nl.path}: digest.subject: cannot fill {nl.digest.subject!r}: {exc}") from None
 
@@ -73,8 +78,12 @@ def build_issue(
     period: str | None = None,
     enrich: bool = True,
     allow_empty: bool = False,
+    since: datetime | None = None,
 ) -> BuildResult:
-    """Create the next draft, or rebuild the current unapproved draft in place (keeping its intro)."""
+    """Create the next draft, or rebuild the current unapproved draft in place (keeping its intro).
+
+    `since` starts the window there instead of `window_days` back (a first issue from old feeds).
+    """
     now = now or utcnow()
     with session_scope(engine) as session:
         nrow = ensure_newsletter(session, nl.slug, nl.name)
@@ -86,10 +95,14 @@ def build_issue(
             .order_by(IssueRow.number.desc())
         )
         start, end = window_for(session, nrow.id, nl, now)
+        if since is not None:
+            start = since
         groups = select_items(session, nrow.id, nl, start, end)
         if not groups and not allow_empty:
+            stale = _why_nothing(session, nl, start)
             return BuildResult(None, None, 0, False,
-                               [f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"])
+                               [stale or f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"],
+                               stale=stale)
         rebuilt = draft is not None
         if draft is None:
             number = (session.scalar(select(func.max(IssueRow.number)).where(IssueRow.newsletter_id == nrow.id))
@@ -111,6 +124,30 @@ def build_issue(
         result.enrichment, problems = enrich_stories(engine, result.issue_id, nl)
         result.problems.extend(problems)
     return result
+
+
+def _why_nothing(session: Session, nl: Newsletter, start: datetime) -> str | None:
+    """Why a build found nothing, when it is not simply "nothing new since the last issue", and the way out."""
+    from newsletter.store.models import Source
+
+    when = func.coalesce(Item.published_at, Item.collected_at)
+    count, newest = session.execute(
+        select(func.count(Item.id), func.max(when)).join(Source)
+        .where(Source.url.in_([s.url for s in nl.sources]))).one()
+    if not count:
+        return (f"no items collected yet from its {len(nl.sources)} source(s): run `newsletter collect {nl.slug}` "
+                "(its table shows what each source gave)")
+    last_sent_end = session.scalar(select(func.max(IssueRow.window_end)).join(NewsletterRow)
+                                   .where(NewsletterRow.slug == nl.slug, IssueRow.status == "sent"))
+    if last_sent_end is not None and newest is not None and newest <= last_sent_end:
+        return None  # the ordinary case: everything collected was in an issue already
+    if newest is not None and newest <= start:
+        suggest = newest - timedelta(days=nl.digest.window_days)
+        return (f"{count} item(s) collected, all older than the {nl.digest.window_days}-day window "
+                f"(since {start:%Y-%m-%d %H:%M} UTC); the newest is from {newest:%Y-%m-%d}. For a first issue "
+                f"from these: `newsletter build {nl.slug} "
+                f"--since {suggest:%Y-%m-%d}` or `--window-days N`")
+    return None
 
 
 def _refuse_if_pending(session: Session, newsletter_id: int, period: str | None) -> None:
