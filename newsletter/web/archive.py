@@ -123,6 +123,12 @@ def public_html(raw: str, base_url: str, slug: str) -> str:
     return re.sub(re.escape(base_url) + r"/u/[A-Za-z0-9_.=-]+", archive, out)
 
 
+def _web_page(public: str) -> bytes:
+    # On the web the email is the page's main content: a <main> landmark for screen readers (not in the email).
+    page = re.sub(r"(<body\b[^>]*>)", r"\1<main>", public, count=1).replace("</body>", "</main></body>", 1)
+    return page.encode()
+
+
 async def issue_page(request: Request) -> Response:
     state = web_state(request)
     slug, number = request.path_params["slug"], request.path_params["number"]
@@ -135,7 +141,7 @@ async def issue_page(request: Request) -> Response:
             return kept
         issue_id, stored = _sent_row(state, slug, number)
         if stored is not None:
-            body = public_html(stored, state.settings.base_url, slug).encode()
+            body = _web_page(public_html(stored, state.settings.base_url, slug))
             # Kept under the version read before the page: a change in between only costs a later miss.
             state.archive_pages.put((slug, number), version, body)
             return body
@@ -148,11 +154,9 @@ async def issue_page(request: Request) -> Response:
             raise HTTPException(404, "There is no such issue.")
         stored = rendered_issue(state.engine, issue_id, nl, base_url=state.settings.base_url,
                                 templates_dir=state.templates_dir).html
-        return public_html(stored, state.settings.base_url, slug).encode()
+        return _web_page(public_html(stored, state.settings.base_url, slug))
 
     body = await run_in_threadpool(load)
-    # On the web the email is the page's main content: a <main> landmark for screen readers (not in the email).
-    body = re.sub(r"(<body\b[^>]*>)", r"\1<main>", body, count=1).replace("</body>", "</main></body>", 1)
     return Response(body, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARCHIVE_CSP})
 
 
