@@ -6,13 +6,19 @@
   baseline of the same page rendering the issue again for each view (what it costs without the kept render);
 - editor edit: what one edit costs the editor, as the browser does it: POST the change (saved and rendered
   again), follow the redirect to the issue page (with its preflight), load the desktop and text previews;
-- sign-in: one password check with argon2id's default parameters (the cost a guesser pays per try).
+- sign-in: one password check with argon2id's default parameters (the cost a guesser pays per try);
+- throughput (wrk, 16 connections, when wrk is installed): the unsubscribe page (GET /u/TOKEN) and an archive
+  issue page, beside a minimal Starlette app answering a small page under the same uvicorn settings (the floor).
+
+    python benchmarks/web.py --floor-app PORT    # only the minimal Starlette app, for comparing by hand
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -47,24 +53,120 @@ def _time(fn: Callable[[], object], runs: int) -> list[float]:
     return out
 
 
+WRK_CONNECTIONS = 16
+_WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_WRK_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {process.returncode}")
+        try:
+            httpx.get(url)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _wrk(url: str, seconds: float) -> float:
+    """Requests per second wrk measured; refuses a run with errors or non-2xx answers (that would be a
+    rate of failures)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{seconds:g}s", url],
+                         capture_output=True, text=True, check=True).stdout
+    errors = [m.group(0) for m in _WRK_ERRORS.finditer(out)]
+    if errors:
+        raise RuntimeError(f"wrk against {url}: {'; '.join(errors)}")
+    match = _WRK_RATE.search(out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    return float(match.group(1))
+
+
+def _rate_row(what: str, rate: float, floor: float, note: str) -> dict[str, str]:
+    return {"web": what, "per second": f"{rate:.0f}", "note": f"{note}; {rate / floor:.0%} of the floor"}
+
+
+def floor_app() -> object:
+    """The floor: a minimal Starlette app answering one small HTML page, no database, no middleware."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    body = "<!doctype html><title>floor</title><p>" + "x" * 500 + "</p>"
+
+    async def hello(_request: object) -> HTMLResponse:
+        return HTMLResponse(body)
+
+    return Starlette(routes=[Route("/", hello)])
+
+
+def serve_floor(port: int) -> None:
+    import uvicorn
+
+    from newsletter.cli.web import uvicorn_options
+
+    uvicorn.run(floor_app(), **uvicorn_options("127.0.0.1", port, proxies=[]))
+
+
+def throughput(base: str, env: dict[str, str], token: str, seconds: float) -> list[dict[str, str]]:
+    """wrk against the unsubscribe and archive pages of a running `newsletter serve` and the floor app."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian: apt-get install wrk): throughput rows skipped", file=sys.stderr)
+        return []
+    port = _free_port()
+    floor = subprocess.Popen([sys.executable, __file__, "--floor-app", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/", floor)
+        floor_rate = _wrk(f"http://127.0.0.1:{port}/", seconds)
+    finally:
+        floor.terminate()
+        floor.wait(10)
+    unsubscribe = _wrk(f"{base}/u/{token}", seconds)
+    archive = _wrk(f"{base}/archive/city/1", seconds)
+    note = f"wrk {WRK_CONNECTIONS} connections, {seconds:g} s"
+    return [
+        {"web": "floor: minimal Starlette app, same uvicorn", "per second": f"{floor_rate:.0f}", "note": note},
+        _rate_row("unsubscribe page GET, wrk", unsubscribe, floor_rate, note),
+        _rate_row("archive issue page, wrk", archive, floor_rate, note),
+    ]
+
+
 def main() -> list[dict[str, str]]:
     import httpx
+    from sqlalchemy import select
 
     from newsletter.compose.build import load_issue
     from newsletter.store.db import session_scope
-    from newsletter.store.models import IssueRow
+    from newsletter.store.models import IssueRow, Subscriber
+    from newsletter.subscribers.tokens import UNSUBSCRIBE, Signer
     from newsletter.web import auth
     from tests.web_support import EDITOR, PASSWORD, add_editor, csrf_of, make_site
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=3, help="wrk's run per page")
+    parser.add_argument("--floor-app", type=int, metavar="PORT", help="serve only the minimal app on PORT")
     args = parser.parse_args()
+    if args.floor_app:
+        serve_floor(args.floor_app)
+        return []
     runs = args.requests
 
     with tempfile.TemporaryDirectory() as tmp:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = _free_port()
         base = f"http://127.0.0.1:{port}"
         site = make_site(Path(tmp), base_url=base)
         add_editor(site.engine)
@@ -78,16 +180,12 @@ def main() -> list[dict[str, str]]:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rows = []
         try:
+            _wait_for(f"{base}/signin", server)
             with httpx.Client(base_url=base) as client:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        client.get("/signin")
-                        break
-                    except httpx.TransportError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.05)
+                with session_scope(site.engine) as session:
+                    subscriber = session.scalars(select(Subscriber.id)).first()
+                token = Signer(site.settings.secret_key).make(UNSUBSCRIBE, subscriber, "city")
+                rows.extend(throughput(base, env, token, args.seconds))
                 static = _time(lambda: client.get("/static/app.css").raise_for_status(), runs)
                 rows.append(_row("static file (the floor)", static, "HTTP request, whole"))
                 archive = _time(lambda: client.get("/archive/city/1").raise_for_status(), runs)

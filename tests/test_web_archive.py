@@ -144,3 +144,20 @@ def test_subscriptions_from_one_client_are_limited(site, client) -> None:
     client.app.state.web.subscribe_per_client.limit = 3
     assert [_subscribe(client, f"p{n}@example.com").status_code for n in range(4)] == [200, 200, 200, 429]
     assert _status(site, "p3@example.com") is None
+
+
+def test_an_issue_page_kept_in_memory_follows_its_row(site, client) -> None:  # noqa: ANN001
+    # The page is kept after the first view; a change to the row made elsewhere (another process re-rendering
+    # it, or the render cleared) must show on the next view, not the kept copy.
+    from newsletter.store.models import IssueRow
+
+    first = client.get("/archive/city/1")
+    assert first.status_code == 200 and client.get("/archive/city/1").text == first.text
+    with session_scope(site.engine) as session:
+        row = session.get(IssueRow, site.sent_issue_id)
+        row.html = row.html.replace("</body>", "<p>A correction from the editors.</p></body>", 1)
+    changed = client.get("/archive/city/1")
+    assert "A correction from the editors." in changed.text and "<main>" in changed.text
+    with session_scope(site.engine) as session:
+        session.get(IssueRow, site.sent_issue_id).status = "held"  # no longer public
+    assert client.get("/archive/city/1").status_code == 404

@@ -7,7 +7,7 @@ import ipaddress
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -64,6 +64,15 @@ def trusted_proxies(raw: str | None) -> list[str]:
     return out
 
 
+def uvicorn_options(host: str, port: int, proxies: list[str]) -> dict[str, Any]:
+    """How `newsletter serve` runs uvicorn (the benchmark's floor app runs under the same options)."""
+    from newsletter.web.logs import uvicorn_log_config
+
+    # uvicorn would trust FORWARDED_ALLOW_IPS or 127.0.0.1 by default: set both knobs from our setting only.
+    return {"host": host, "port": port, "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or [],
+            "log_level": "info", "server_header": False, "log_config": uvicorn_log_config()}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
@@ -78,7 +87,6 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from newsletter.web.app import create_app
-        from newsletter.web.logs import uvicorn_log_config
 
         host = host or os.environ.get("NEWSLETTER_HOST") or "127.0.0.1"
         port = port or _env_port()
@@ -92,9 +100,7 @@ def register(app: typer.Typer) -> None:
         proxies = trusted_proxies(os.environ.get("NEWSLETTER_TRUSTED_PROXIES"))
         if proxies:
             console.print(f"Trusting X-Forwarded-For from {', '.join(proxies)}")
-        # uvicorn would trust FORWARDED_ALLOW_IPS or 127.0.0.1 by default: set both knobs from our setting only.
-        uvicorn.run(web, host=host, port=port, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or [],
-                    log_level="info", server_header=False, log_config=uvicorn_log_config())
+        uvicorn.run(web, **uvicorn_options(host, port, proxies))
 
     editors = typer.Typer(help="Editors: the accounts that sign in to the workspace and use the API.",
                           no_args_is_help=True)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_POOL_SIZE = 40  # anyio's default thread limit, which Starlette's run_in_threadpool uses
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
@@ -33,9 +34,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
+        pool: dict[str, int] = {}
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+            pool = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 10}
+        # One pooled connection per thread that can use it at once (the web app's thread pool runs up to 40
+        # handlers), kept open: SQLAlchemy's default pool of 5 closed every connection above that on return,
+        # so under load each request opened a new one and paid the PRAGMAs below again. In WAL mode readers
+        # do not block each other, so many open connections cost only their page cache.
+        engine = create_engine(url, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):

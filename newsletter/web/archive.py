@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -86,6 +86,24 @@ async def newsletter_page(request: Request) -> Response:
     return page(request, "archive_list.html", await run_in_threadpool(load))
 
 
+# What a public issue page is made from, without the page itself: the kept page is served when this matches.
+# Any change to the row through SQLAlchemy bumps updated_at (a send, a re-render, html cleared).
+_SENT_VERSION = (
+    select(IssueRow.id, IssueRow.updated_at, IssueRow.rendered_hash)
+    .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+    .where(NewsletterRow.slug == bindparam("slug"), IssueRow.number == bindparam("number"),
+           IssueRow.status == "sent")
+)
+
+
+def _sent_version(state: WebState, slug: str, number: int) -> tuple[object, ...]:
+    with state.engine.connect() as conn:
+        row = conn.execute(_SENT_VERSION, {"slug": slug, "number": number}).first()
+    if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
+        raise HTTPException(404, "There is no such issue.")
+    return tuple(row)
+
+
 def _sent_row(state: WebState, slug: str, number: int) -> tuple[int, str | None]:
     with session_scope(state.engine) as session:
         row = session.scalar(
@@ -105,25 +123,40 @@ def public_html(raw: str, base_url: str, slug: str) -> str:
     return re.sub(re.escape(base_url) + r"/u/[A-Za-z0-9_.=-]+", archive, out)
 
 
+def _web_page(public: str) -> bytes:
+    # On the web the email is the page's main content: a <main> landmark for screen readers (not in the email).
+    page = re.sub(r"(<body\b[^>]*>)", r"\1<main>", public, count=1).replace("</body>", "</main></body>", 1)
+    return page.encode()
+
+
 async def issue_page(request: Request) -> Response:
     state = web_state(request)
     slug, number = request.path_params["slug"], request.path_params["number"]
 
-    def load() -> str:
+    def load() -> bytes:
+        # The hot path is one small query: the finished page is kept from the last view of the same version.
+        version = _sent_version(state, slug, number)
+        kept = state.archive_pages.get((slug, number), version)
+        if kept is not None:
+            return kept
         issue_id, stored = _sent_row(state, slug, number)
-        if stored is None:  # sent before renders were kept: render it again from the stored content
-            from newsletter.render.cache import rendered_issue
+        if stored is not None:
+            body = _web_page(public_html(stored, state.settings.base_url, slug))
+            # Kept under the version read before the page: a change in between only costs a later miss.
+            state.archive_pages.put((slug, number), version, body)
+            return body
+        # Sent before renders were kept: render it again from the stored content (not kept: the templates
+        # it depends on are not in the version).
+        from newsletter.render.cache import rendered_issue
 
-            nl = state.newsletter(slug)
-            if nl is None:
-                raise HTTPException(404, "There is no such issue.")
-            stored = rendered_issue(state.engine, issue_id, nl, base_url=state.settings.base_url,
-                                    templates_dir=state.templates_dir).html
-        return public_html(stored, state.settings.base_url, slug)
+        nl = state.newsletter(slug)
+        if nl is None:
+            raise HTTPException(404, "There is no such issue.")
+        stored = rendered_issue(state.engine, issue_id, nl, base_url=state.settings.base_url,
+                                templates_dir=state.templates_dir).html
+        return _web_page(public_html(stored, state.settings.base_url, slug))
 
     body = await run_in_threadpool(load)
-    # On the web the email is the page's main content: a <main> landmark for screen readers (not in the email).
-    body = re.sub(r"(<body\b[^>]*>)", r"\1<main>", body, count=1).replace("</body>", "</main></body>", 1)
     return Response(body, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARCHIVE_CSP})
 
 

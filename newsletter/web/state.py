@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,35 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
 
+class KeptPages:
+    """Finished public pages kept in memory, each under the version of the rows it was made from.
+
+    The caller looks the version up in the database (one small query) and gets the page only if it was made
+    from that same version, so a page changed by another process (a send, a re-render) is never served stale.
+    At most `limit` pages, least recently used out first; safe to share between the thread pool's threads.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._pages: OrderedDict[Hashable, tuple[Hashable, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, version: Hashable) -> bytes | None:
+        with self._lock:
+            kept = self._pages.get(key)
+            if kept is None or kept[0] != version:
+                return None
+            self._pages.move_to_end(key)
+            return kept[1]
+
+    def put(self, key: Hashable, version: Hashable, body: bytes) -> None:
+        with self._lock:
+            self._pages[key] = (version, body)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.limit:
+                self._pages.popitem(last=False)
+
+
 @dataclass
 class WebState:
     settings: Settings
@@ -32,6 +63,7 @@ class WebState:
     # Subscriptions per client address (one address gets at most one confirmation email every ten minutes,
     # kept in the database by request_opt_in): a script cannot sign up thousands of strangers.
     subscribe_per_client: AttemptLimiter = field(default_factory=lambda: AttemptLimiter(limit=30, window=3600))
+    archive_pages: KeptPages = field(default_factory=KeptPages)  # public issue pages, see archive.issue_page
     _secret: str | None = None
 
     def newsletters(self) -> dict[str, Newsletter]:
