@@ -65,7 +65,7 @@ def test_newsletter_run_in_scale_mode_keeps_the_schedule_and_stops_cleanly(tmp_p
                                stderr=subprocess.STDOUT, text=True)
         engine = sa.create_engine(url)
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             queues = None
             # The periodic jobs are deferred one after the other: wait for the one checked below, not the first.
             while time.monotonic() < deadline and not any(n.endswith("retry_stalled") for n in queues or []):

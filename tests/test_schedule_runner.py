@@ -151,7 +151,7 @@ class Process:
                 out.append(json.loads(line))
         return out
 
-    def wait_for(self, predicate, timeout: float = 15.0) -> dict:  # noqa: ANN001
+    def wait_for(self, predicate, timeout: float = 60.0) -> dict:  # noqa: ANN001
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in self.events():

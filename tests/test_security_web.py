@@ -58,7 +58,7 @@ def newsletter_serve(site: Site, **env: str) -> Iterator[tuple[int, int]]:
     process = subprocess.Popen([sys.executable, "-m", "newsletter", "serve"], cwd=site.root, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 httpx.get(f"http://127.0.0.1:{port}/signin", timeout=1)
