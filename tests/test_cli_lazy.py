@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BOTH_DATABASES
+
 # Not needed to list commands or to list issues; each costs a noticeable part of a second at start-up.
 HEAVY = ["alembic", "httpx", "jinja2", "newsletter.cli.send", "newsletter.cli.web", "newsletter.cli.scale",
          "newsletter.deliver", "newsletter.render", "newsletter.collect", "newsletter.web", "starlette"]
@@ -82,6 +84,7 @@ def test_a_command_and_its_help_import_only_its_own_module(workdir: Path) -> Non
     assert code == 0 and out.startswith("newsletter ")
 
 
+@BOTH_DATABASES
 def test_issue_list_on_a_current_database_does_not_import_alembic(workdir: Path, cli) -> None:  # noqa: ANN001
     cli("db", "upgrade")  # the first use creates the schema (with Alembic)
     out, code, modules = _run("lazy", "issue", "list", cwd=workdir)
@@ -89,6 +92,7 @@ def test_issue_list_on_a_current_database_does_not_import_alembic(workdir: Path,
     assert _imported(modules, HEAVY) == []
 
 
+@BOTH_DATABASES
 def test_a_database_one_migration_behind_is_upgraded_on_first_use(workdir: Path, db_url: str) -> None:
     from alembic.script import ScriptDirectory
 
