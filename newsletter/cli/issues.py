@@ -10,8 +10,6 @@ from rich.table import Table
 from sqlalchemy import select
 
 from newsletter.cli.common import console, engine, fail, newsletter
-from newsletter.compose.build import BuildError, build_issue, resolve_issue
-from newsletter.compose.issue import issue_to_json
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 
@@ -34,6 +32,8 @@ def register(app: typer.Typer) -> None:
 
         Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`
         """
+        from newsletter.compose.build import BuildError, build_issue  # selection and enrichment: not for `list`
+
         nl = newsletter(slug)
         try:
             result = build_issue(engine(), nl, enrich=not no_enrich)
@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         fmt: Format = typer.Option(Format.table, "--format", help="table, or json (a stable, documented format)."),
     ) -> None:
         """Show an issue. Example: `newsletter issue show 3 --format json`"""
+        from newsletter.compose.build import BuildError, resolve_issue
+        from newsletter.compose.issue import issue_to_json
+
         with session_scope(engine()) as session:
             row = session.get(IssueRow, issue_id)
             if row is None:
