@@ -214,6 +214,8 @@ class Subscription(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # In the confirmation link; set when one is sent, cleared on confirming or leaving (migration 0003_webhard).
+    confirm_nonce: Mapped[str | None] = mapped_column(String(32))
 
     subscriber: Mapped[Subscriber] = relationship()
 
@@ -309,6 +311,8 @@ class Editor(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # In every sign-in cookie; sign-out and a new password bump it, ending older cookies (0003_webhard).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Lease(Base):

@@ -30,6 +30,7 @@ from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscri
 from newsletter.web import approvals
 from newsletter.web.auth import editor_for_token
 from newsletter.web.edits import apply_edit
+from newsletter.web.limits import BodyTooLarge, read_body
 from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
 
@@ -68,13 +69,16 @@ def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
                                 headers={"WWW-Authenticate": 'Bearer realm="newsletter"'})
         body: Any = None
         if request.method in ("POST", "PUT", "PATCH"):
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
+            try:
+                raw = await read_body(request, MAX_BODY)
+            except BodyTooLarge:
                 return JSONResponse({"error": "the body is too large"}, 413)
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError as exc:
                 return JSONResponse({"error": f"the body is not JSON: {exc}"}, 400)
+            except RecursionError:
+                return JSONResponse({"error": "the body is not JSON we read: it is nested too deep"}, 400)
             if not isinstance(body, dict):
                 return JSONResponse({"error": "the body must be a JSON object"}, 400)
         try:
