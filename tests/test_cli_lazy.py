@@ -48,6 +48,29 @@ def test_the_table_of_commands_names_every_command_module() -> None:
     assert sorted({m for entry in COMMANDS.values() for m in entry.modules}) == sorted(COMMAND_MODULES)
 
 
+TABLE = """
+import inspect, json
+import typer.core, typer.main
+from newsletter.cli import main
+main.app.info.cls = typer.core.TyperGroup
+main.register_modules(main.COMMAND_MODULES)
+group = typer.main.get_group(main.app)
+print(json.dumps({name: inspect.cleandoc(cmd.help or "").split("\\n\\n")[0].replace("\\n", " ").strip()
+                  for name, cmd in group.commands.items()}))
+"""
+
+
+def test_the_table_of_commands_matches_what_the_modules_register() -> None:
+    from newsletter.cli.main import COMMANDS
+
+    done = subprocess.run([sys.executable, "-c", TABLE], capture_output=True, text=True, timeout=120, check=True)
+    registered = json.loads(done.stdout)
+    table = {name: entry.help for name, entry in COMMANDS.items()}
+    assert table == registered, (
+        "update COMMANDS in newsletter/cli/main.py: a command was added, renamed or re-worded")
+    assert list(table) == list(registered), "COMMANDS lists commands in the order Typer shows them"
+
+
 def _imported(modules: set[str], names: list[str]) -> list[str]:
     return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
 
