@@ -18,7 +18,7 @@ from tests.conftest import BOTH_DATABASES
 # Not needed to list commands or to list issues; each costs a noticeable part of a second at start-up.
 HEAVY = ["alembic", "httpx", "jinja2", "newsletter.cli.send", "newsletter.cli.web", "newsletter.cli.scale",
          "newsletter.deliver", "newsletter.render", "newsletter.collect", "newsletter.web", "starlette",
-         "newsletter.compose.build", "pysbd"]
+         "newsletter.compose.build", "pysbd", "apscheduler"]
 
 RUN = """
 import json, sys
