@@ -18,6 +18,7 @@ import feedparser
 from lxml import etree
 
 from newsletter.collect.sanitize import html_to_text, sanitize_html
+from newsletter.collect.urls import web_url
 
 MAX_TITLE = 1000
 
@@ -96,12 +97,6 @@ def _image(entry: dict) -> str | None:
     return None
 
 
-def _https_only(url: str | None) -> str | None:
-    if url and url.strip().lower().startswith(("http://", "https://")):
-        return url.strip()
-    return None
-
-
 def content_hash(title: str, content_html: str) -> str:
     # The HTML, not the text: picture posts share a title ("Photo") and no text, but never the same image.
     normal = " ".join((title + " " + content_html).lower().split())
@@ -159,7 +154,7 @@ def _clean(entries: list, feed: dict, warning: str | None) -> ParsedFeed:
     feed_lang = feed.get("language")
     items: list[ParsedItem] = []
     for entry in entries:
-        link = _https_only(entry.get("link"))
+        link = web_url(entry.get("link"))
         title = html_to_text(entry.get("title", "") or "")[:MAX_TITLE]
         content_html = sanitize_html(_body(entry))
         text = html_to_text(content_html)
@@ -177,7 +172,7 @@ def _clean(entries: list, feed: dict, warning: str | None) -> ParsedFeed:
                 content_html=content_html,
                 content_text=text,
                 content_hash=digest,
-                image_url=_https_only(_image(entry)),
+                image_url=web_url(_image(entry)),
                 language=entry.get("language") or feed_lang,
             )
         )
