@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 # Module names in benchmarks/ and the arguments each runs with by default.
 BENCHMARKS: dict[str, list[str]] = {
+    "cli": [],
     "collect": [],
     "render": [],
     "send_1m": [],

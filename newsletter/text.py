@@ -13,8 +13,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
-import pysbd
+if TYPE_CHECKING:
+    import pysbd
 
 # Quote marks as they appear in the wild, mapped to their ASCII form for comparisons only: the text we show
 # always keeps the publisher's own characters.
@@ -170,17 +172,25 @@ def is_prose(paragraph: str) -> bool:
     )
 
 
-_PYSBD_LANGS = frozenset(pysbd.languages.LANGUAGE_CODES)
+# pysbd is imported on the first sentence split, not with this module: the store's models use single_line, and
+# every command that opens the database would pay for loading pysbd's rules for two dozen languages.
+@cache
+def _pysbd_languages() -> frozenset[str]:
+    import pysbd
+
+    return frozenset(pysbd.languages.LANGUAGE_CODES)
 
 
 @cache
 def _segmenter(language: str) -> pysbd.Segmenter:
+    import pysbd
+
     return pysbd.Segmenter(language=language, clean=False, char_span=False)
 
 
 def language_code(language: str | None) -> str:
     code = (language or "en").split("-")[0].split("_")[0].lower()
-    return code if code in _PYSBD_LANGS else "en"
+    return code if code in _pysbd_languages() else "en"
 
 
 def split_sentences(paragraph: str, language: str | None = "en") -> list[str]:

@@ -12,8 +12,6 @@ from rich.table import Table
 from sqlalchemy import select
 
 from newsletter.cli.common import console, engine, fail, newsletter
-from newsletter.compose.build import BuildError, build_issue, resolve_issue
-from newsletter.compose.issue import issue_to_json
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 
@@ -42,6 +40,8 @@ def register(app: typer.Typer) -> None:
         Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`, or for a first issue from
         older feeds `newsletter build ai-weekly --since 2026-01-01`
         """
+        from newsletter.compose.build import BuildError, build_issue  # selection and enrichment: not for `list`
+
         nl = newsletter(slug)
         if since is not None and window_days is not None:
             fail("--since and --window-days both set the window: give one of them")
@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
         fmt: Format = typer.Option(Format.table, "--format", help="table, or json (a stable, documented format)."),
     ) -> None:
         """Show an issue. Example: `newsletter issue show 3 --format json`"""
+        from newsletter.compose.build import BuildError, resolve_issue
+        from newsletter.compose.issue import issue_to_json
+
         with session_scope(engine(existing=True)) as session:
             row = session.get(IssueRow, issue_id)
             if row is None:

@@ -11,7 +11,6 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from newsletter.compose.build import load_issue
 from newsletter.compose.issue import content_hash
 from newsletter.store.models import IssueRow, utcnow
 
@@ -32,6 +31,9 @@ def _row(session: Session, issue_id: int) -> IssueRow:
 
 
 def current_hash(session: Session, issue_id: int) -> str:
+    # Here, not at the top: build pulls in story selection, which `newsletter issue list` has no use for.
+    from newsletter.compose.build import load_issue
+
     session.flush()  # edits made in this session count
     issue = load_issue(session, issue_id)
     if issue is None:

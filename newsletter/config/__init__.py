@@ -207,7 +207,8 @@ class Newsletter(Strict):
     postal_address: str = ""
     sources: list[Source] = Field(min_length=1)
     digest: Digest = Digest()
-    schedule: Schedule = Schedule()
+    # A factory: building the default at import would load the cadence grammar (APScheduler) on every command.
+    schedule: Schedule = Field(default_factory=Schedule)
     theme: Theme = Theme()
     summarizer: Summarizer | None = None
     path: str | None = Field(default=None, exclude=True)
