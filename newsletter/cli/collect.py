@@ -14,13 +14,14 @@ def show_report(report: CollectReport) -> None:
     table = Table(title="Collected", show_lines=False)
     for col in ("source", "status", "new", "seen", "time", "problem"):
         table.add_column(col, overflow="fold")
-    style = {"ok": "green", "not-modified": "cyan", "error": "red", "skipped": "yellow"}
+    style = {"ok": "green", "not-modified": "cyan", "error": "red", "skipped": "yellow", "gone": "red"}
     for o in report.outcomes:
         table.add_row(o.name, f"[{style.get(o.status, '')}]{o.status}[/]", str(o.new_items), str(o.seen_items),
                       f"{o.seconds:.2f}s", o.error or o.warning or "")
     console.print(table)
     console.print(f"{report.new_items} new items from {len(report.outcomes)} sources; "
-                  f"{len(report.failed)} failed.")
+                  f"{len(report.failed)} failed, {len(report.backing_off)} backing off after failures"
+                  + (f", {len(report.gone)} gone (410)" if report.gone else "") + ".")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "newsletter.cli.setup",
     "newsletter.cli.collect",
+    "newsletter.cli.sources",
     "newsletter.cli.issues",
     "newsletter.cli.approval",
     "newsletter.cli.schedule",

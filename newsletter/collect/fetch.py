@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -42,6 +42,8 @@ class FetchResult:
     not_modified: bool = False
     error: str | None = None
     elapsed: float = 0.0
+    # Each redirect followed: (status, absolute location), in order; collect remembers permanent ones.
+    redirects: list[tuple[int, str]] = field(default_factory=list)
 
 
 class TooLarge(Exception):
@@ -127,6 +129,7 @@ async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str], lim
             "content_type": response.headers.get("content-type"),
             "etag": response.headers.get("etag"),
             "last_modified": response.headers.get("last-modified"),
+            "redirects": [(r.status_code, str(r.url.join(r.headers.get("location", "")))) for r in response.history],
         }
         if response.status_code == 304:
             return FetchResult(url, True, not_modified=True, **common)

@@ -32,9 +32,21 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANKS = re.compile(r"\n\s*\n+")
 
 
-def sanitize_html(fragment: str) -> str:
+def sanitize_html(fragment: str, base: str | None = None) -> str:
+    """Clean feed HTML; with an http(s) `base` (where the feed was finally read from), relative links and
+    image sources are made absolute, since in an email they would point nowhere."""
     if not fragment:
         return ""
+    relative: tuple[str, str] | str = "pass_through"
+    if base and base.lower().startswith(("http://", "https://")):
+        relative = ("rewrite_with_base", base)
+    try:
+        return _clean(fragment, relative)
+    except ValueError:  # a base nh3 cannot read (e.g. "https://[bad"): leave relative links as they are
+        return _clean(fragment, "pass_through")
+
+
+def _clean(fragment: str, relative: tuple[str, str] | str) -> str:
     return nh3.clean(
         fragment,
         tags=ALLOWED_TAGS,
@@ -42,6 +54,7 @@ def sanitize_html(fragment: str) -> str:
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
+        url_relative=relative,
     )
 
 
@@ -49,9 +62,12 @@ def html_to_text(fragment: str) -> str:
     """Readable plain text from (sanitized) HTML: paragraphs kept as blank-line-separated blocks."""
     if not fragment:
         return ""
-    text = _BLOCK_END.sub("\n\n", fragment)
-    text = nh3.clean(text, tags=set(), attributes={}, strip_comments=True)  # drops remaining tags, keeps text
-    text = _TAG.sub(" ", text)
+    if "<" in fragment:  # (a title or a name is mostly plain: no markup to take out)
+        text = _BLOCK_END.sub("\n\n", fragment)
+        text = nh3.clean(text, tags=set(), attributes={}, strip_comments=True)  # drops remaining tags, keeps text
+        text = _TAG.sub(" ", text)
+    else:
+        text = fragment
     text = html.unescape(text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     text = "\n".join(lines)
