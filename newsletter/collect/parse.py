@@ -80,7 +80,7 @@ def _describe_bozo(exc: BaseException | None) -> str:
     return f"{text}{where}".strip() or type(exc).__name__
 
 
-def _utc(value: Any) -> datetime | None:
+def struct_to_utc(value: Any) -> datetime | None:
     """feedparser's struct_time (always UTC) as a naive UTC datetime."""
     if not value:
         return None
@@ -141,8 +141,31 @@ def parse_feed(body: bytes, url: str = "", content_type: str | None = None) -> P
 
 # --- feedparser: the reference ---------------------------------------------------------------------------------
 
+# An "&" that starts no entity or character reference: "R&D news". XML forbids it, and feedparser's loose parser,
+# which then takes over, reads it as the entity "&D;" ("R&D; news").
+_BARE_AMP = re.compile(rb"&(?!(?:[A-Za-z_][\w.-]*|#[0-9]+|#[xX][0-9A-Fa-f]+);)")
+
+
+def _syntax_error(body: bytes) -> str | None:
+    try:
+        etree.fromstring(body, parser=_STRICT)
+    except etree.XMLSyntaxError as exc:
+        return f"{exc.msg}" if exc.msg else "not well-formed"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def parse_with_feedparser(body: bytes, url: str = "", content_type: str | None = None) -> ParsedFeed:
     headers = {"content-location": url, "content-type": content_type or "application/xml"}
+    repaired_note = None
+    if b"\x00" not in body and _BARE_AMP.search(body) and _syntax_error(body) is not None:
+        # Bare ampersands escaped first (byte-wise, so not in UTF-16/32, which has NUL bytes): the text keeps its
+        # "&", and a feed broken only by them is read by feedparser's strict parser after all.
+        fixed = _BARE_AMP.sub(b"&amp;", body)
+        if _syntax_error(fixed) is None:
+            repaired_note = "feed is not well-formed (an unescaped '&'); read with each bare '&' as text"
+        body = fixed
     try:
         # We sanitize with nh3 ourselves; feedparser's own sanitizer would only double the work.
         parsed = feedparser.parse(body, sanitize_html=False, response_headers=headers)
@@ -158,6 +181,8 @@ def parse_with_feedparser(body: bytes, url: str = "", content_type: str | None =
         if not result.items:
             return ParsedFeed(ok=False, error=f"malformed feed: {problem}")
         result.warning = f"feed is not well-formed ({problem}); parsed what could be"
+    elif repaired_note:
+        result.warning = repaired_note
     return result
 
 
@@ -191,7 +216,7 @@ def feedparser_bodies(entry: dict) -> list[str]:
 def _from_feedparser(entry: dict, feed_lang: str | None) -> _Entry:
     when = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        when = _utc(entry.get(key))
+        when = struct_to_utc(entry.get(key))
         if when:
             break
     return _Entry(title=entry.get("title", "") or "", link=entry.get("link"), id=entry.get("id"),
@@ -382,7 +407,7 @@ def _simple_rss(body: bytes, url: str, content_type: str | None) -> ParsedFeed |
         if author is not None:
             entry.author = _author_name(_text(author))
         if "pubDate" in children:
-            entry.when = _utc(feedparser_date(_text(children["pubDate"])))
+            entry.when = struct_to_utc(feedparser_date(_text(children["pubDate"])))
         if f"{{{_CONTENT_NS}}}encoded" in children:
             entry.bodies.append(_text(children[f"{{{_CONTENT_NS}}}encoded"]))
         if "description" in children:
@@ -406,7 +431,7 @@ def _is_json(body: bytes, content_type: str | None) -> bool:
 
 
 def _json_when(value: Any) -> datetime | None:
-    return _utc(feedparser_date(value)) if isinstance(value, str) and value.strip() else None
+    return struct_to_utc(feedparser_date(value)) if isinstance(value, str) and value.strip() else None
 
 
 def parse_json_feed(body: bytes, url: str = "") -> ParsedFeed:

@@ -25,6 +25,20 @@ ALLOWED_ATTRIBUTES = {
     "th": {"colspan", "rowspan"},
 }
 URL_SCHEMES = {"http", "https", "mailto"}
+# Dropped with their content, not only their tags: a browser never shows what is inside them as text (nh3 would
+# keep an iframe's fallback markup as literal "<b>...</b>").
+DROPPED_WITH_CONTENT = {"script", "style", "iframe", "noembed", "noframes", "xmp"}
+
+# C1 control characters are never text: where they appear, a Windows-1252 document was declared ISO-8859-1
+# ("don\x92t"). Read them as Windows-1252, as feedparser's HTML processor does; the five codes 1252 leaves
+# undefined stay as they are.
+_C1 = re.compile("[\x80-\x9f]")
+_CP1252 = {code: bytes([code]).decode("cp1252")
+           for code in range(0x80, 0xA0) if code not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+
+def repair_cp1252(text: str) -> str:
+    return text.translate(_CP1252) if _C1.search(text) else text
 
 _BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|blockquote|tr|figcaption|pre)\s*>|<br\s*/?>", re.I)
 _TAG = re.compile(r"<[^>]+>")
@@ -37,6 +51,7 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
     image sources are made absolute, since in an email they would point nowhere."""
     if not fragment:
         return ""
+    fragment = repair_cp1252(fragment)
     relative: tuple[str, str] | str = "pass_through"
     if base and base.lower().startswith(("http://", "https://")):
         relative = ("rewrite_with_base", base)
@@ -50,6 +65,7 @@ def _clean(fragment: str, relative: tuple[str, str] | str) -> str:
     return nh3.clean(
         fragment,
         tags=ALLOWED_TAGS,
+        clean_content_tags=DROPPED_WITH_CONTENT,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
@@ -62,6 +78,7 @@ def html_to_text(fragment: str) -> str:
     """Readable plain text from (sanitized) HTML: paragraphs kept as blank-line-separated blocks."""
     if not fragment:
         return ""
+    fragment = repair_cp1252(fragment)
     if "<" in fragment:  # (a title or a name is mostly plain: no markup to take out)
         text = _BLOCK_END.sub("\n\n", fragment)
         text = nh3.clean(text, tags=set(), attributes={}, strip_comments=True)  # drops remaining tags, keeps text
