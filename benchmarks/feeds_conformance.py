@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,10 @@ def reference(entry: dict, base: str) -> ParsedItem | None:
     text = html_to_text(content_html)
     if not (title or text or link):
         return None
-    image = _https_only(feedparser_image(entry))
+    image = feedparser_image(entry)
+    # feedparser leaves an enclosure's address as written; the collector makes a relative one absolute (as it
+    # does with links in the content), so the reference does too: counted under "image" if that ever differs.
+    image = _https_only(urllib.parse.urljoin(base, image.strip()) if image and base else image)
     title = title or (text[:80] + "…" if len(text) > 80 else text) or link or "(untitled)"
     when = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):

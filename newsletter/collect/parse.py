@@ -414,8 +414,8 @@ def _simple_rss(body: bytes, url: str, content_type: str | None) -> ParsedFeed |
             entry.bodies.append(_text(children["description"]))
         for enclosure in enclosures:
             href, kind = enclosure.get("url"), enclosure.get("type", "")
-            if href and kind.lower().startswith("image/"):
-                entry.image = _urljoin(base, href.strip())
+            if href and kind.lower().startswith("image/"):  # feedparser lowercases the type
+                entry.image = href
                 break
         entries.append(entry)
     return _clean(entries, feed_title, base=base, parser="fast")
@@ -498,7 +498,8 @@ def _clean(entries: list[_Entry], feed_title: str | None, *, base: str, parser: 
         text = html_to_text(content_html)
         if not (title or text or link):
             continue
-        image = _https_only(entry.image)
+        # feedparser leaves an enclosure's address as written: a relative one is relative to the document.
+        image = _https_only(_urljoin(base, entry.image.strip()) if entry.image and base else entry.image)
         title = title or (text[:80] + "…" if len(text) > 80 else text) or link or "(untitled)"
         # Hashed as stored, so that the migration of stored items (0003_feeds) computes the same.
         digest = content_hash(title, text, content_html, image)
