@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Literal
 
 import nh3
 
@@ -46,13 +47,16 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANKS = re.compile(r"\n\s*\n+")
 
 
+_Relative = Literal["pass_through"] | tuple[Literal["rewrite_with_base"], str]
+
+
 def sanitize_html(fragment: str, base: str | None = None) -> str:
     """Clean feed HTML; with an http(s) `base` (where the feed was finally read from), relative links and
     image sources are made absolute, since in an email they would point nowhere."""
     if not fragment:
         return ""
     fragment = repair_cp1252(fragment)
-    relative: tuple[str, str] | str = "pass_through"
+    relative: _Relative = "pass_through"
     if base and base.lower().startswith(("http://", "https://")):
         relative = ("rewrite_with_base", base)
     try:
@@ -61,7 +65,7 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
         return _clean(fragment, "pass_through")
 
 
-def _clean(fragment: str, relative: tuple[str, str] | str) -> str:
+def _clean(fragment: str, relative: _Relative) -> str:
     return nh3.clean(
         fragment,
         tags=ALLOWED_TAGS,
