@@ -98,6 +98,5 @@ def html_to_text(fragment: str) -> str:
     else:
         text = fragment
     text = html.unescape(text)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    text = "\n".join(lines)
+    text = "\n".join(line.strip() for line in _SPACES.sub(" ", text).split("\n"))
     return _BLANKS.sub("\n\n", text).strip()
