@@ -93,7 +93,7 @@ def reference(entry: dict, base: str) -> ParsedItem | None:
     title = title or (text[:80] + "…" if len(text) > 80 else text) or link or "(untitled)"
     when = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        when = struct_to_utc(entry.get(key))
+        when = struct_to_utc(entry.get(key)) if key in entry else None
         if when:
             break
     digest = content_hash(title, text, content_html, image)

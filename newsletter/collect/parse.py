@@ -216,7 +216,8 @@ def feedparser_bodies(entry: dict) -> list[str]:
 def _from_feedparser(entry: dict, feed_lang: str | None) -> _Entry:
     when = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        when = struct_to_utc(entry.get(key))
+        # (`in` first: feedparser's .get("updated_parsed") falls back to published_parsed, with a warning)
+        when = struct_to_utc(entry.get(key)) if key in entry else None
         if when:
             break
     return _Entry(title=entry.get("title", "") or "", link=entry.get("link"), id=entry.get("id"),
