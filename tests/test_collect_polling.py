@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from newsletter.collect.run import collect
 from newsletter.config import Newsletter
@@ -51,6 +51,11 @@ def test_a_permanent_redirect_is_remembered_and_a_temporary_one_is_not(workdir, 
     assert r["/old"].hits == 1  # the second poll went straight to the new address
     assert r["/tmp"].hits == 2
     assert not second.outcomes[0].warning  # said once, when it was learnt
+    # The operator updates the schedule file as told: the same source, so nothing is delivered again.
+    third = collect(engine, [newsletter(feed_server.url("/new"))])
+    assert (third.outcomes[0].new_items, third.outcomes[0].seen_items) == (0, 1)
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count(Source.id)).where(Source.url.like("%/old"))) == 0
 
 
 @BOTH_DATABASES

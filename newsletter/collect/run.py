@@ -84,7 +84,16 @@ def _backoff(failures: int) -> timedelta:
 
 
 def _ensure_sources(session: Session, specs: list[SourceSpec]) -> dict[str, Source]:
-    rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_([s.url for s in specs])))}
+    urls = [s.url for s in specs]
+    rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_(urls)))}
+    # A schedule file updated to the address a permanent redirect gave: the same source (and its items, so that
+    # none is delivered again), now under its new URL.
+    missing = [u for u in urls if u not in rows]
+    if missing:
+        for row in session.scalars(select(Source).where(Source.moved_to.in_(missing))):
+            if row.url not in rows and row.moved_to not in rows:
+                row.url, row.moved_to = row.moved_to, None
+                rows[row.url] = row
     for spec in specs:
         row = rows.get(spec.url)
         if row is None:
@@ -165,7 +174,8 @@ def _learn_redirect(source: Source, result: FetchResult, outcome: SourceOutcome)
         return
     source.moved_to = None if target == source.url else target
     status = next(s for s, loc in result.redirects if loc == target)
-    note = f"moved permanently ({status}) to {target}: polled there from now on; update the schedule file"
+    note = (f"moved permanently ({status}) to {target}: polled there from now on; update the schedule file "
+            "(the source keeps its items)")
     outcome.warning = f"{note}; {outcome.warning}" if outcome.warning else note
 
 
