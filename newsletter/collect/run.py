@@ -90,10 +90,11 @@ def _ensure_sources(session: Session, specs: list[SourceSpec]) -> dict[str, Sour
     # none is delivered again), now under its new URL.
     missing = [u for u in urls if u not in rows]
     if missing:
-        for row in session.scalars(select(Source).where(Source.moved_to.in_(missing))):
-            if row.url not in rows and row.moved_to not in rows:
-                row.url, row.moved_to = row.moved_to, None
-                rows[row.url] = row
+        for moved in session.scalars(select(Source).where(Source.moved_to.in_(missing))):
+            new_url = moved.moved_to
+            if new_url and moved.url not in rows and new_url not in rows:
+                moved.url, moved.moved_to = new_url, None
+                rows[new_url] = moved
     for spec in specs:
         row = rows.get(spec.url)
         if row is None:
