@@ -132,3 +132,35 @@ def test_same_words_on_another_day_under_another_guid_is_a_new_item(workdir, fee
     feed_server.routes["/status"].body = rss("Status", [{**post, "guid": "renamed-1", "hours_ago": 1}], now=now)
     again = collect(engine, [nl]).outcomes[0]
     assert (again.new_items, again.seen_items) == (0, 1)
+
+
+@BOTH_DATABASES
+def test_items_stored_before_the_upgrade_are_not_delivered_again(workdir, feed_server, db_url) -> None:
+    """Items collected by the old parser (guid = a hash of title and HTML when the entry had no id and no link)
+    are migrated to the new identity: the first collect after the upgrade finds them seen."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from newsletter.store.db import make_engine, upgrade
+
+    body = "<p>A post with neither id nor link.</p>"
+    feed_server.routes["/f"] = Route(body=rss("F", [{"title": "Idless", "body": body, "hours_ago": 3}]))
+    old = make_engine(db_url)
+    upgrade(old, "0002_delivery")
+    old_hash = hashlib.sha256(" ".join(f"Idless {body}".lower().split()).encode()).hexdigest()
+    with old.begin() as conn:
+        conn.execute(sa.text("insert into source (url, name, failures, created_at) values (:u, 's0', 0, :now)"),
+                     {"u": feed_server.url("/f"), "now": datetime(2026, 11, 1)})
+        source_id = conn.execute(sa.text("select id from source")).scalar_one()
+        conn.execute(sa.text(
+            "insert into item (source_id, guid, link, title, content_html, content_text, content_hash, "
+            "published_at, collected_at) values (:s, :h, null, 'Idless', :html, :text, :h, :when, :now)"),
+            {"s": source_id, "h": old_hash, "html": body, "text": "A post with neither id nor link.",
+             "when": datetime(2026, 11, 1, 9), "now": datetime(2026, 11, 1, 12)})
+    old.dispose()
+    engine = get_engine(db_url)  # upgrades to head, as `newsletter` does on first use
+    outcome = collect(engine, [newsletter(feed_server.url("/f"))]).outcomes[0]
+    assert (outcome.new_items, outcome.seen_items) == (0, 1)
+    with session_scope(engine) as session:
+        assert session.scalars(select(Item.guid)).one() != old_hash

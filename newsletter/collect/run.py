@@ -23,7 +23,10 @@ from newsletter.config import Newsletter
 from newsletter.store.db import session_scope
 from newsletter.store.models import Item, Source, utcnow
 
-FEED_ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+FEED_ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, application/xml;q=0.9, text/xml;q=0.9, "
+    "application/json;q=0.8, */*;q=0.1"
+)
 # Below this many documents a process pool costs more to start than it saves.
 PARALLEL_PARSE_MIN = 8
 MAX_BACKOFF = timedelta(hours=24)
