@@ -7,6 +7,7 @@ the feedparser path stores.
 from __future__ import annotations
 
 import importlib.util
+import random
 from datetime import datetime
 from pathlib import Path
 
@@ -192,3 +193,89 @@ def test_stored_items_keep_their_identity_across_the_migration() -> None:
     for item in read("rss_images.xml").items + read("atom_relative.xml").items + read("jsonfeed_1_0.json").items:
         args = (item.title, item.content_text, item.content_html, item.image_url)
         assert migration.content_hash(*args) == content_hash(*args) == item.content_hash
+
+
+# Random plain RSS 2.0 built from awkward pieces (whitespace, CDATA, entities, double-encoded UTF-8, C1 quotes,
+# relative and odd URLs, permalink and non-permalink guids, author forms, bad dates, image and other enclosures),
+# in random order: the fast path must store exactly what the feedparser path stores. Seeded, so reproducible.
+PIECES = {
+    "title": ["Tab\there", "C1 \u0092 quote", "<![CDATA[ spaced cdata ]]>", "Plain", " Spaced ",
+              "<![CDATA[Cdata <b>bold</b> title]]>", "Caf\u00e9 \u2019quotes\u2019", "&#x2019;hex&#8217;",
+              "&quot;q&quot; &amp; &lt;", "", "A &amp;amp; B", "caf\u00c3\u00a9", "\n  multi\n  line\n"],
+    "link": ["https://ex.example/\u00e9t\u00e9", "https://ex.example/a?b=1&amp;amp;c=2",
+             "https://ex.example/x?a&amp;copy;b", "  \n https://ex.example/nl \n", "https://ex.example/a",
+             " https://ex.example/b ", "/rel/c", "rel/d?x=1&amp;y=2#frag", "HTTP://EX.example/Up",
+             "https://ex.example/a/../b/./c", "https://ex.example/sp ace", "javascript:alert(1)", "mailto:a@b.c",
+             "//proto.example/rel", "", "https://xn--bcher-kva.example/", "https://b\u00fccher.example/x",
+             "https://ex.example//double"],
+    "guid": [None, ("https://ex.example/g", None), ("g-1", "false"), ("/rel/guid", "true"),
+             ("tag:ex.example,2026:1", None), ("https://ex.example/g2", "false"), ("", None)],
+    "date": [None, "Mon, 23 Nov 2026 10:00:00 GMT", "Mon, 23 Nov 2026 10:00:00 +0530", "23 Nov 2026 10:00 EST",
+             "2026-11-23T10:00:00Z", "2026-11-23", "Mon, 23 Nov 26 10:00:00 GMT", "garbage",
+             "Sun, 31 Dec 1899 00:00:00 GMT", "Mon, 23 Nov 2026 25:61:00 GMT"],
+    "author": [None, "desk@ex.example (Desk)", "Jane", "Jane <jane@ex.example>", "jane@ex.example",
+               "(Only Name)", "J &amp; K"],
+    "body": [None, "<![CDATA[<p>Hello <a href='/x'>x</a> <img src='i.png'></p>]]>", "&lt;p&gt;escaped&lt;/p&gt;",
+             "plain text &amp; more", "<![CDATA[<script>alert(1)</script><p>ok</p>]]>", "",
+             "<![CDATA[caf\u00c3\u00a9 <b>x</b>]]>", "<![CDATA[]]>"],
+    "enclosure": [None, ("https://ex.example/i.jpg", "image/jpeg"), ("i.png", "image/png"),
+                  ("https://ex.example/a.mp3", "audio/mpeg"), ("", "image/gif"),
+                  (" https://ex.example/s.jpg ", "IMAGE/JPEG")],
+}
+
+
+def random_item(r: random.Random) -> str:
+    parts = []
+    if r.random() < 0.9:
+        parts.append(f"<title>{r.choice(PIECES['title'])}</title>")
+    if r.random() < 0.7:
+        parts.append(f"<link>{r.choice(PIECES['link'])}</link>")
+    guid = r.choice(PIECES["guid"])
+    if guid:
+        permalink = f' isPermaLink="{guid[1]}"' if guid[1] else ""
+        parts.append(f"<guid{permalink}>{guid[0]}</guid>")
+    date = r.choice(PIECES["date"])
+    if date:
+        parts.append(f"<pubDate>{date}</pubDate>")
+    author = r.choice(PIECES["author"])
+    if author:
+        parts.append(r.choice(["<author>{}</author>", "<dc:creator>{}</dc:creator>"]).format(author))
+    body = r.choice(PIECES["body"])
+    if body is not None:
+        parts.append(f"<description>{body}</description>")
+    if r.random() < 0.3:
+        parts.append(f"<content:encoded>{r.choice(PIECES['body'][1:])}</content:encoded>")
+    for _ in range(r.randint(0, 2)):
+        enclosure = r.choice(PIECES["enclosure"])
+        if enclosure:
+            parts.append(f'<enclosure url="{enclosure[0]}" length="1" type="{enclosure[1]}"/>')
+    if r.random() < 0.3:
+        parts.append("<category>c</category>")
+    r.shuffle(parts)
+    return "<item>" + "".join(parts) + "</item>"
+
+
+def random_rss(seed: int) -> tuple[bytes, str]:
+    r = random.Random(seed)
+    base = r.choice(["https://feeds.example/a/feed.xml", "http://127.0.0.1:8080/x", "https://feeds.example/"])
+    image = (f"<image><url>https://ex.example/logo.png</url><title>{r.choice(PIECES['title'])}</title>"
+             "<link>https://ex.example/</link></image>") if r.random() < 0.3 else ""
+    doc = ('<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0" '
+           'xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+           f"<channel><title>{r.choice(PIECES['title'])}</title><link>https://ex.example/</link><description>d</description>"
+           + image + ("<language>fr</language>" if r.random() < 0.3 else "")
+           + "".join(random_item(r) for _ in range(r.randint(1, 4))) + "</channel></rss>")
+    return doc.encode(), base
+
+
+def test_the_fast_path_matches_feedparser_on_random_feeds() -> None:
+    fast = 0
+    for seed in range(400):
+        body, base = random_rss(seed)
+        ours = parse_feed(body, base, "application/rss+xml")
+        if ours.parser != "fast":
+            continue
+        fast += 1
+        reference = parse_with_feedparser(body, base, "application/rss+xml")
+        assert (ours.title, ours.items) == (reference.title, reference.items), f"seed {seed}"
+    assert fast > 200  # most of them are plain enough for the fast path

@@ -14,6 +14,7 @@ it does. Anything else goes to feedparser. JSON Feed (1.0, 1.1), which feedparse
 from __future__ import annotations
 
 import calendar
+import contextlib
 import hashlib
 import json
 import re
@@ -27,7 +28,7 @@ import feedparser
 from feedparser.datetimes import _parse_date as feedparser_date  # the same date parser, so the same dates
 from lxml import etree
 
-from newsletter.collect.sanitize import html_to_text, sanitize_html
+from newsletter.collect.sanitize import html_to_text, repair_cp1252, sanitize_html
 
 MAX_TITLE = 1000
 
@@ -350,15 +351,32 @@ def _is_simple(body: bytes, content_type: str | None) -> bool:
     return True
 
 
-def _text(el: etree._Element) -> str:
-    text = (el.text or "").strip() if len(el) == 0 else "".join(el.itertext()).strip()
+def _raw(el: etree._Element) -> str:
+    return (el.text or "").strip() if len(el) == 0 else "".join(el.itertext()).strip()
+
+
+def _finish(text: str) -> str:
+    """What feedparser's mixin.pop does to every value after reading it (and, for URLs, joining them)."""
     if text.isascii():
         return text
-    # feedparser undoes UTF-8 that was mis-decoded as ISO-8859-1 and encoded again (mixin.pop): so do we.
-    try:
-        return text.encode("iso-8859-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
+    # UTF-8 that was mis-decoded as ISO-8859-1 and encoded again is undone...
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        text = text.encode("iso-8859-1").decode("utf-8")
+    return repair_cp1252(text)  # ...and C1 controls read as Windows-1252
+
+
+def _text(el: etree._Element) -> str:
+    return _finish(_raw(el))
+
+
+_ENTITY_LEFT = re.compile("&([A-Za-z0-9_]+);")
+
+
+def _link_text(el: etree._Element, base: str) -> str:
+    raw = _raw(el)
+    link = _finish(_urljoin(base, raw)) if raw else ""
+    # feedparser's repair of "?a=1&b;=2" in <link> (mixin.pop), kept so that both paths give the same link
+    return _ENTITY_LEFT.sub(r"&\1", link.replace("&amp;", "&"))
 
 
 def _simple_rss(body: bytes, url: str, content_type: str | None) -> ParsedFeed | None:
@@ -392,16 +410,14 @@ def _simple_rss(body: bytes, url: str, content_type: str | None) -> ParsedFeed |
         entry = _Entry(language=feed_lang)
         if "title" in children:
             entry.title = _text(children["title"])
-        guid_is_link = False
         if "guid" in children:
-            guid = _text(children["guid"])
+            guid = _raw(children["guid"])
             guid_is_link = children["guid"].get("isPermaLink", "true") == "true"
-            entry.id = _urljoin(base, guid) if guid_is_link and guid else guid
-            if guid_is_link and guid:
+            entry.id = _finish(_urljoin(base, guid) if guid_is_link and guid else guid)
+            if guid_is_link:
                 entry.link = entry.id
-        if "link" in children:
-            link = _text(children["link"])
-            entry.link = _urljoin(base, link) if link else entry.link
+        if "link" in children:  # a <link>, even an empty one, wins over a permalink guid wherever it stands
+            entry.link = _link_text(children["link"], base)
         author = children.get("author")
         if author is None:
             author = children.get(f"{{{_DC_NS}}}creator")
