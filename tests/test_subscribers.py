@@ -46,7 +46,10 @@ def test_double_opt_in_end_to_end(workdir: Path, cli) -> None:  # noqa: ANN001
         tampered = link[:-3] + ("xyz" if not link.endswith("xyz") else "abc")
         assert httpx.get(url + tampered).status_code == 400
         assert statuses(workdir) == {"ann@example.com": "pending"}
-        assert httpx.get(url + link).status_code == 200
+        page = httpx.get(url + link)  # the page with the button: a GET changes nothing
+        assert page.status_code == 200 and "Confirm my subscription" in page.text
+        assert statuses(workdir) == {"ann@example.com": "pending"}
+        assert httpx.post(url + link).status_code == 200
     assert statuses(workdir) == {"ann@example.com": "active"}
     again = cli("subscribers", "add", "ann@example.com", "-n", "city", "--opt-in").output
     assert "already subscribed" in again and len(list((workdir / "outbox").rglob("*.eml"))) == 1

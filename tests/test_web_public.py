@@ -127,9 +127,14 @@ def test_double_unsubscribe_is_harmless(site: Site) -> None:
 def test_confirmation_link_activates_and_expires(site: Site) -> None:
     expired = confirm_url(BASE, SECRET, site.bob, "ai-weekly", ttl=-1)
     assert httpx.get(site.path(expired)).status_code == 410
+    assert httpx.post(site.path(expired)).status_code == 410
     assert site.status(site.bob) == "pending"
-    r = httpx.get(site.path(confirm_url(BASE, SECRET, site.bob, "ai-weekly")))
+    # A link without a nonce (sent before links carried one) still confirms a pending subscription, once.
+    link = site.path(confirm_url(BASE, SECRET, site.bob, "ai-weekly"))
+    assert httpx.get(link).status_code == 200 and site.status(site.bob) == "pending"
+    r = httpx.post(link)
     assert r.status_code == 200 and site.status(site.bob) == "active"
+    assert httpx.post(link).status_code == 410 and site.status(site.bob) == "active"
 
 
 # -- webhook --------------------------------------------------------------------------------------------------

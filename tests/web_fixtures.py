@@ -26,6 +26,7 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(auth, "_hasher", PasswordHasher.from_parameters(profiles.CHEAPEST))
     monkeypatch.setattr(auth, "_dummy_hash", None)
+    monkeypatch.setattr(auth, "_verify_seconds", 0.0)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
                 row = approve(session, issue_id, editor)
             except ApprovalError as exc:
                 fail(str(exc))
-            number, slug, digest = row.number, row.newsletter.slug, row.approved_hash
+            number, slug, digest = row.number, row.newsletter.slug, row.approved_hash or ""  # approve() set it
         console.print(f"Approved issue #{number} of {slug} (id {issue_id}) as {editor}; content {digest[:12]}. "
                       "A scheduled send will deliver exactly this.", highlight=False)
 

@@ -59,11 +59,11 @@ def register(app: typer.Typer) -> None:
             except BuildError as exc:
                 fail(str(exc))
         try:
-            _, report = preflight_issue(eng, nl, issue.id, issue.number, settings())
+            _, checks = preflight_issue(eng, nl, issue.id, issue.number, settings())
         except TemplateError as exc:
             fail(str(exc))
-        if report.failed and not test_to:
-            print_report(report)
+        if checks.failed and not test_to:
+            print_report(checks)
             if not force:
                 fail("preflight failed: the send is held. Fix the issue or template, or send with --force.")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 
@@ -19,6 +20,23 @@ def _env_port() -> int:
     if not 0 < port < 65536:
         fail(f"NEWSLETTER_PORT: {port} is not a port number (1-65535)")
     return port
+
+
+def trusted_proxies(raw: str | None) -> list[str]:
+    """NEWSLETTER_TRUSTED_PROXIES: the addresses or networks (comma-separated) whose X-Forwarded-For and
+    X-Forwarded-Proto are believed. None by default: otherwise any client that can reach the port, loopback
+    included, would choose the address the per-client limits see."""
+    out = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            fail(f"NEWSLETTER_TRUSTED_PROXIES: {part!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                 "10.0.0.0/24); list the proxies by address, not by name")
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -42,9 +60,12 @@ def register(app: typer.Typer) -> None:
         web = create_app(settings(), engine=engine())
         console.print(f"Serving on http://{host}:{port} (public address {settings().base_url}); "
                       f"editors sign in at {settings().base_url}/signin")
-        # The proxy in front sets X-Forwarded-For; only trust it from the loopback proxy uvicorn defaults to.
-        uvicorn.run(web, host=host, port=port, proxy_headers=True, log_level="info", server_header=False,
-                    log_config=uvicorn_log_config())
+        proxies = trusted_proxies(os.environ.get("NEWSLETTER_TRUSTED_PROXIES"))
+        if proxies:
+            console.print(f"Trusting X-Forwarded-For from {', '.join(proxies)}")
+        # uvicorn would trust FORWARDED_ALLOW_IPS or 127.0.0.1 by default: set both knobs from our setting only.
+        uvicorn.run(web, host=host, port=port, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or [],
+                    log_level="info", server_header=False, log_config=uvicorn_log_config())
 
     editors = typer.Typer(help="Editors: the accounts that sign in to the workspace and use the API.",
                           no_args_is_help=True)
@@ -55,7 +76,7 @@ def register(app: typer.Typer) -> None:
         email: str = typer.Argument(..., help="The editor's email address (they sign in with it)."),
         password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
     ) -> None:
-        """Add an editor, or set a new password for one (which also lifts a sign-in lock).
+        """Add an editor, or set a new password for one (which signs them out everywhere).
 
         Example: `newsletter editors add ann@example.com` (asks for the password twice)
         """
@@ -73,6 +94,30 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc))
             address = editor.email
         console.print(f"Editor {address} can sign in at {settings().base_url}/signin")
+
+    @editors.command("passwd")
+    def passwd_cmd(
+        email: str = typer.Argument(..., help="The editor's email address."),
+        password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    ) -> None:
+        """Set a new password for an existing editor; every session signed in before ends at once.
+
+        Example: `newsletter editors passwd ann@example.com` (asks for the new password twice)
+        """
+        from newsletter.store.db import session_scope
+        from newsletter.web.auth import AuthError, change_password
+
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+        with session_scope(engine()) as session:
+            try:
+                editor = change_password(session, email, password)
+            except AuthError as exc:
+                fail(str(exc))
+            address = editor.email
+        console.print(f"New password set for {address}; their earlier sessions are signed out")
 
     @editors.command("token")
     def token_cmd(email: str = typer.Argument(..., help="The editor's email address.")) -> None:
@@ -96,16 +141,13 @@ def register(app: typer.Typer) -> None:
         from sqlalchemy import select
 
         from newsletter.store.db import session_scope
-        from newsletter.store.models import Editor, utcnow
+        from newsletter.store.models import Editor
 
         with session_scope(engine()) as session:
             rows = session.scalars(select(Editor).order_by(Editor.email)).all()
-            now = utcnow()
             for editor in rows:
                 notes = []
                 if editor.api_token_hash:
                     notes.append("has an API token")
-                if editor.locked_until and editor.locked_until > now:
-                    notes.append(f"sign-in locked until {editor.locked_until:%H:%M} UTC")
                 console.print(f"{editor.email}" + (f"  ({', '.join(notes)})" if notes else ""), highlight=False)
         console.print(f"{len(rows)} editor(s)")

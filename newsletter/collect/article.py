@@ -101,8 +101,10 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
         )
     except Exception as exc:  # trafilatura raises a variety of parser errors on broken markup
         return Extracted("not-article", f"extraction failed: {type(exc).__name__}: {exc}")
+    if isinstance(doc, dict):  # only with as_dict=True, which is not asked for
+        raise TypeError("trafilatura.bare_extraction returned a dict instead of a Document")
     text = _clean_text(doc.text or "", doc.title) if doc else ""
-    if word_count(text) < MIN_ARTICLE_WORDS:
+    if doc is None or word_count(text) < MIN_ARTICLE_WORDS:
         return Extracted(
             "not-article",
             f"no article text found ({word_count(text)} words)",

@@ -107,7 +107,7 @@ def build_issue(
         draft.approved_at = draft.approved_by = draft.approved_hash = None
         session.flush()
         result = BuildResult(draft.id, draft.number, len(groups), rebuilt)
-    if enrich and result.items:
+    if enrich and result.items and result.issue_id is not None:
         result.enrichment, problems = enrich_stories(engine, result.issue_id, nl)
         result.problems.extend(problems)
     return result
@@ -136,6 +136,8 @@ def enrich_stories(engine: Engine, issue_id: int, nl: Newsletter) -> tuple[str, 
 
     with session_scope(engine) as session:
         issue = session.get(IssueRow, issue_id)
+        if issue is None:
+            raise BuildError(f"no issue {issue_id}")
         report = enrich_issue(session, issue, nl)
     return report.summary_line(), list(report.problems)
 

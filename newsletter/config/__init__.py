@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 EMAIL_RE = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
@@ -236,7 +237,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(file)"
 
 
-def _message(err: dict) -> str:
+def _message(err: ErrorDetails) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -301,6 +302,7 @@ class Settings:
     schedules_dir: Path = Path("schedules")
     templates_dir: Path = Path("templates")
     base_url: str = "http://localhost:8000"
+    max_body: int = 5 * 1024 * 1024  # bytes: the largest request body `serve` reads (NEWSLETTER_MAX_BODY)
     secret_key: str | None = None
     sendgrid_api_key: str | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
@@ -318,6 +320,16 @@ def _redact_url(url: str) -> str:
 redact_url = _redact_url
 
 
+def _byte_size(name: str, raw: str) -> int:
+    match = re.fullmatch(r"\s*(\d{1,12})\s*([KkMm]?)[Bb]?\s*", raw)
+    if not match:
+        raise ConfigError(f"{name}: {raw!r} is not a size (bytes, or a number with K or M, e.g. 5M)")
+    size = int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    if size < 1024:
+        raise ConfigError(f"{name}: {raw!r} is too small (at least 1K: the editors' forms need it)")
+    return size
+
+
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     mailer = env.get("NEWSLETTER_MAILER", "outbox")
@@ -328,6 +340,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         send_rate = float(rate) if rate else None
     except ValueError:
         raise ConfigError(f"NEWSLETTER_SEND_RATE: {rate!r} is not a number (messages per second)") from None
+    max_body = _byte_size("NEWSLETTER_MAX_BODY", env.get("NEWSLETTER_MAX_BODY") or "5M")
     return Settings(
         database_url=env.get("NEWSLETTER_DATABASE_URL", "sqlite:///newsletter.db"),
         mailer=mailer,
@@ -335,6 +348,7 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         schedules_dir=Path(env.get("NEWSLETTER_SCHEDULES_DIR", "schedules")),
         templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR", "templates")),
         base_url=env.get("NEWSLETTER_BASE_URL", "http://localhost:8000").rstrip("/"),
+        max_body=max_body,
         secret_key=env.get("NEWSLETTER_SECRET_KEY") or None,
         sendgrid_api_key=env.get("SENDGRID_API_KEY") or None,
         sendgrid_api_host=env.get("SENDGRID_API_HOST", "https://api.sendgrid.com").rstrip("/"),

@@ -15,6 +15,7 @@ from newsletter.config import Newsletter
 from newsletter.deliver.mailer import Mailer, Message, Recipient
 from newsletter.store.models import NewsletterRow, Subscription, Suppression, utcnow
 from newsletter.subscribers.manage import add_subscriber
+from newsletter.subscribers.status import confirmation_nonce
 from newsletter.subscribers.tokens import CONFIRM_TTL_SECONDS, confirm_url
 
 
@@ -44,11 +45,11 @@ def request_opt_in(
     Nothing is sent to an address that is already active or that bounced or complained before.
     """
     result = add_subscriber(session, newsletter, email, name=name, status="pending", origin=origin)
-    sub = session.scalar(
+    sub = session.scalars(  # add_subscriber made sure the subscription exists
         select(Subscription).where(
             Subscription.newsletter_id == newsletter.id, Subscription.subscriber_id == result.subscriber_id
         )
-    )
+    ).one()
     sub_status = sub.status
     if sub_status == "active":
         return OptInResult(result.email, "already-active", result.subscriber_id)
@@ -62,7 +63,9 @@ def request_opt_in(
     if resend_after and sub_status == "pending" and last and (utcnow() - last).total_seconds() < resend_after:
         return OptInResult(result.email, "recently-sent", result.subscriber_id)
     # Someone who unsubscribed and asks again gets the email too: the click, not this request, resubscribes.
-    link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl)
+    # The link carries the subscription's nonce: it works once, and not after the reader leaves.
+    assert sub is not None  # add_subscriber has just made or found it
+    link = confirm_url(base_url, secret, result.subscriber_id, newsletter.slug, ttl, confirmation_nonce(sub))
     days = max(1, ttl // 86400)
     text = (f"Please confirm that you want to receive {nl.name}:\n\n{link}\n\n"
             f"The link works for {days} day{'s' if days != 1 else ''}. If you did not ask for this, ignore this "

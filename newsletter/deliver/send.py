@@ -314,6 +314,8 @@ def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         raw = connection.connection.driver_connection
+        if raw is None:
+            raise RuntimeError("the database connection was closed while deliveries were being recorded")
         with raw.cursor() as cursor, cursor.copy(f"COPY delivery {DELIVERY_COLUMNS} FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -336,6 +338,8 @@ class _Sender:
         self.lock = threading.Lock()
         with session_scope(engine) as session:
             send = session.get(Send, send_id)
+            if send is None:
+                raise LookupError(f"no send {send_id}")
             self.max_id, self.batch_size, self.total = send.max_subscription_id, send.batch_size, send.total
             self.sent_before = send.sent
 
@@ -354,7 +358,7 @@ class _Sender:
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last)).all()
-        return [tuple(r) for r in rows if r[1] not in done]  # type: ignore[misc]
+        return [tuple(r) for r in rows if r[1] not in done]
 
     def _record(self, batch: _Batch, rows: Sequence[tuple[int, int, str, str | None]],
                 result: PushResult | None, final: bool) -> None:
@@ -520,7 +524,7 @@ class _Sender:
             return True
         if policy == "skip":
             rows = self._rows_left(batch)
-            only = batch.error[len("unknown-for:"):] if (batch.error or "").startswith("unknown-for:") else None
+            only = batch.error[len("unknown-for:"):] if batch.error and batch.error.startswith("unknown-for:") else None
             assumed = [r for r in rows if only is None or r[2] == only]
             self._record(batch, assumed, None, final=False)
             self._set_batch(batch, status="retry", error=None)
@@ -532,6 +536,7 @@ class _Sender:
     def run(self) -> SendReport:
         stop = self.options.stop
         held: list[_Batch] = []
+        batch: _Batch | None
         self._report()
         # Leftovers of an earlier run first: a claimed one was never sent, a sending/unknown one is resolved.
         for batch in self._unfinished():
@@ -628,7 +633,7 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
         mailer.flush()
         lease.release()
     with session_scope(engine) as session:
-        send = session.get(Send, send_id)
+        send = session.get_one(Send, send_id)
         report.issue_id = send.issue_id
         if report.status == "done":
             send.status, send.finished_at, send.error = "done", utcnow(), None
@@ -709,17 +714,19 @@ def send_issue(
     size = batch_size or options.batch_size or default_batch_size(mailer)
     send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size)
     with session_scope(engine) as session:
-        session.get(IssueRow, issue_id).status = "sending"
+        session.get_one(IssueRow, issue_id).status = "sending"
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
+    if issue is None:
+        raise SendError(f"issue {issue_id} was deleted during the send")
     message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
                            issue_id=issue_id, send_id=send_id)
     report = run_send(engine, send_id, newsletter_id, nl.slug, message, mailer, Signer(secret),
                       settings.base_url, options)
     if report.status == "done":
         with session_scope(engine) as session:
-            row = session.get(IssueRow, issue_id)
+            row = session.get_one(IssueRow, issue_id)
             row.status, row.sent_at = "sent", utcnow()
     return report
 
@@ -737,6 +744,8 @@ def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, set
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
+    if issue is None:
+        raise SendError(f"no issue {issue_id}")
     message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
                            issue_id=issue_id, test=True)
     mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test"})])

@@ -107,6 +107,8 @@ def run_demo(folder: Path, *, base_url: str = "http://localhost:8000") -> DemoRe
     upgrade(engine)
     report = collect(engine, [nl], parallel_parse=False)
     built = build_issue(engine, nl)
+    if built.issue_id is None:  # the demo's feeds always have stories: this is a bug, not bad input
+        raise RuntimeError(f"the demo built no issue: {'; '.join(built.problems) or 'nothing new'}")
     with session_scope(engine) as session:
         row = ensure_newsletter(session, nl.slug, nl.name)
         for email, name in DEMO_SUBSCRIBERS:

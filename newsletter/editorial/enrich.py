@@ -165,6 +165,7 @@ def _story(row: IssueItem, articles: dict[str, Article], default_language: str) 
 def _summaries(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None:
     d = nl.digest
     model_answers: dict[int, llm.Answer] = {}
+    model = nl.summarizer.model if nl.summarizer is not None else ""  # only a summarizer gives answers
     if nl.summarizer is not None:
         asked = [s for s in stories if word_count(s.text) >= MIN_MODEL_WORDS]
         jobs = [llm.Job(s.row.title, s.text, d.summary_sentences, d.summary_words) for s in asked]
@@ -180,13 +181,13 @@ def _summaries(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> N
         try:
             answer = model_answers.get(id(story))
             if answer is not None and answer.summary:
-                row.summary, row.summary_method = answer.summary, f"model:{nl.summarizer.model}"
+                row.summary, row.summary_method = answer.summary, f"model:{model}"
                 notes.pop("summary", None)
             else:
                 _extractive(story, nl, notes)
                 if answer is not None:
                     notes["summary"] = (
-                        f"model {nl.summarizer.model} gave no summary ({answer.error}); "
+                        f"model {model} gave no summary ({answer.error}); "
                         f"used {row.summary_method}"
                     )
         except Exception as exc:

@@ -99,29 +99,31 @@ async def summarize_all(summarizer: Summarizer, jobs: list[Job], language: str |
         if key:
             headers["Authorization"] = f"Bearer {key}"
     answers: list[Answer | None] = [None] * len(jobs)
-    state = {"down": None, "timeouts": 0}
+    down: str | None = None  # why the endpoint is not asked any more
+    timeouts = 0
     sem = asyncio.Semaphore(CONCURRENCY)
     timeout = summarizer.timeout
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0))) as client:
 
         async def one(index: int, job: Job) -> None:
+            nonlocal down, timeouts
             async with sem:
-                if state["down"]:
-                    answers[index] = Answer(None, state["down"])
+                if down:
+                    answers[index] = Answer(None, down)
                     return
                 try:
                     content = await asyncio.wait_for(_ask(client, summarizer, job, headers), timeout)
                 except (TimeoutError, httpx.TimeoutException):
-                    state["timeouts"] += 1
+                    timeouts += 1
                     error = f"no answer within {timeout:g}s"
-                    if state["timeouts"] >= 2:
-                        state["down"] = f"skipped: endpoint too slow ({error})"
+                    if timeouts >= 2:
+                        down = f"skipped: endpoint too slow ({error})"
                     answers[index] = Answer(None, error)
                     return
                 except httpx.HTTPError as exc:
                     error = f"cannot reach {summarizer.endpoint}: {type(exc).__name__}"
-                    state["down"] = error
+                    down = error
                     answers[index] = Answer(None, error)
                     return
                 except ModelError as exc:

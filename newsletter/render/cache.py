@@ -32,10 +32,10 @@ def rendered_issue(
     force: bool = False,
 ) -> Rendered:
     with session_scope(engine) as session:
-        issue = load_issue(session, issue_id)
-        if issue is None:
-            raise LookupError(f"no issue {issue_id}")
         row = session.get(IssueRow, issue_id)
+        issue = load_issue(session, issue_id)
+        if row is None or issue is None:
+            raise LookupError(f"no issue {issue_id}")
         digest = _fingerprint(content_hash(issue), templates_dir)
         if not force and row.html and row.text and row.rendered_hash == digest:
             return Rendered(issue.subject, preheader_for(issue), row.html, row.text, "cached", 0.0)

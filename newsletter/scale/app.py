@@ -43,7 +43,7 @@ def ensure_schema(url: str) -> bool:
 
     lock = "SELECT pg_advisory_{}(hashtext('newsletter:procrastinate-schema'))"
     with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
-        conn.execute(lock.format("lock"))  # type: ignore[arg-type]
+        conn.execute(lock.format("lock"))
         try:
             row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
             if row and row[0]:
@@ -52,4 +52,4 @@ def ensure_schema(url: str) -> bool:
                 conn.execute(procrastinate.schema.SchemaManager.get_schema())
             return True
         finally:
-            conn.execute(lock.format("unlock"))  # type: ignore[arg-type]
+            conn.execute(lock.format("unlock"))

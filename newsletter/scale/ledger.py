@@ -60,7 +60,9 @@ def plan_batches(engine: Engine, send_id: int) -> int:
             select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
             .where(SendBatch.send_id == send_id)
         ).one()
-        newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id))
+        newsletter_id = session.execute(
+            select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id)
+        ).scalar_one()
         audience = audience_query(newsletter_id, after or 0, send.max_subscription_id).subquery()
         position = func.row_number().over(order_by=audience.c[0]) - 1
         numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
@@ -217,6 +219,8 @@ def finish_if_done(engine: Engine, send_id: int, job_id: int | None = None) -> s
         return None
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
+        if send is None:
+            raise LookupError(f"no send {send_id}")
         if send.status == "done":
             return send.status
         now = utcnow()

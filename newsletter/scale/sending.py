@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -55,12 +56,14 @@ def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) 
         if send is None:
             raise LookupError(f"no send {send_id}")
         issue_id = send.issue_id
-        newsletter_id = session.scalar(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id))
+        newsletter_id = session.execute(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id)).scalar_one()
         secret = secret_key(session, settings.secret_key)
     # The issue was rendered once before the send started; this reads that render back.
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
+    if issue is None:
+        raise LookupError(f"no issue {issue_id}")
     message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
                            issue_id=issue_id, send_id=send_id)
     return SendJob(send_id, issue_id, newsletter_id, nl.slug, message, Signer(secret), settings.base_url)
@@ -127,7 +130,7 @@ class _Timed:
         if hasattr(mailer, "accepted"):
             self.accepted = self._accepted
 
-    def push(self, message: Message, recipients: list[Recipient]) -> PushResult:
+    def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
         try:
             result = self._mailer.push(message, recipients)

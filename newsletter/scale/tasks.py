@@ -20,6 +20,7 @@ import procrastinate
 from procrastinate import JobContext
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.retry import RetryDecision, RetryStrategy
+from procrastinate.types import JSONDict
 from sqlalchemy import Engine, select, update
 
 from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
@@ -60,7 +61,7 @@ class ProviderAwareRetry(RetryStrategy):
 
 
 # Temporary errors and lost database connections come back; anything else is a bug or bad input: fail loudly.
-def _transient() -> set[type[BaseException]]:
+def _transient() -> set[type[Exception]]:
     from sqlalchemy.exc import OperationalError
 
     return {TemporaryDeliveryError, OperationalError, ConnectionError, TimeoutError}
@@ -173,7 +174,8 @@ def defer_collect(bound: procrastinate.App | None, slugs: list[str] | None = Non
     task = collect_sources if bound is None else bound.tasks[collect_sources.name]
     chunks = [urls[i:i + size] for i in range(0, len(urls), size)]
     if chunks:
-        task.batch_defer(*({"urls": c, "force": force} for c in chunks))
+        jobs: list[JSONDict] = [{"urls": list(c), "force": force} for c in chunks]
+        task.batch_defer(*jobs)
     return len(chunks)
 
 
@@ -300,7 +302,7 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
     send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size)
     ledger.take_lease(eng, send_id)
     with session_scope(eng) as session:
-        row = session.get(IssueRow, issue_id)
+        row = session.get_one(IssueRow, issue_id)
         if row.status != "sent":
             row.status = "sending"
     ledger.plan_batches(eng, send_id)
@@ -325,11 +327,11 @@ def start_send(issue_id: int, batch_size: int | None = None, parallel: int | Non
         return None
     if status != "sending" and not force:  # a send already under way passed this check when it started
         with session_scope(engine()) as session:
-            number = session.scalar(select(IssueRow.number).where(IssueRow.id == issue_id))
+            number = session.execute(select(IssueRow.number).where(IssueRow.id == issue_id)).scalar_one()
         _, report = preflight_issue(engine(), nl, issue_id, number, settings())
         if report.failed:
             with session_scope(engine()) as session:
-                session.get(IssueRow, issue_id).status = "held"
+                session.get_one(IssueRow, issue_id).status = "held"
             log.error("%s: issue %s held, not sent:\n%s", slug, issue_id, report.to_text())
             return None
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
@@ -345,7 +347,8 @@ def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None 
     count = min(parallel or send_parallel(), sum(left.get(s, 0) for s in ("pending", *ledger.OPEN)))
     task = send_batch if bound is None else bound.tasks[send_batch.name]
     if count:
-        task.batch_defer(*({"send_id": send_id} for _ in range(count)))
+        jobs: list[JSONDict] = [{"send_id": send_id} for _ in range(count)]
+        task.batch_defer(*jobs)
     else:
         ledger.finish_if_done(engine(), send_id)
     return count
@@ -507,7 +510,8 @@ async def retry_stalled(context: JobContext, timestamp: int) -> list[int]:
         if context.job and job.id == context.job.id:
             continue
         await manager.retry_job(job)
-        retried.append(job.id)
+        if job.id is not None:  # always set on a job read from the database
+            retried.append(job.id)
     if retried:
         log.warning("retried %d jobs of stalled workers: %s", len(retried), retried)
     return retried

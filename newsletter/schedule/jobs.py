@@ -170,7 +170,7 @@ def build_step(rt: Runtime, nl: Newsletter, now: datetime, period: str) -> tuple
         return Step("build", "skipped-empty", "; ".join(result.problems) or "nothing new"), None
     if result.items == 0:
         with session_scope(rt.engine) as session:
-            row = session.get(IssueRow, result.issue_id)
+            row = session.get_one(IssueRow, result.issue_id)
             if EMPTY_NOTE not in (row.intro or ""):
                 row.intro = f"{row.intro}\n\n{EMPTY_NOTE}" if row.intro else EMPTY_NOTE
     verb = "rebuilt" if result.rebuilt else "built"
@@ -186,7 +186,7 @@ def preflight_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
     from newsletter.render.engine import TemplateError
 
     with session_scope(rt.engine) as session:
-        number = session.get(IssueRow, issue_id).number
+        number = session.get_one(IssueRow, issue_id).number
     try:
         _rendered, report = preflight_issue(rt.engine, nl, issue_id, number, rt.settings)
     except TemplateError as exc:  # a broken template override: nothing can go out until it is fixed
@@ -203,7 +203,7 @@ def approval_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
     policy = approval_policy(nl)
     with session_scope(rt.engine) as session:
         state = approval_state(session, issue_id)
-        row = session.get(IssueRow, issue_id)
+        row = session.get_one(IssueRow, issue_id)
         who = f" by {row.approved_by}" if row.approved_by else ""
     if state == "held":
         return Step("approval", "held", f"held by an editor: `newsletter issue reopen {issue_id}` to release it")
@@ -310,7 +310,12 @@ def _cycle_steps(rt: Runtime, nl: Newsletter, now: datetime, period: str, result
             if built.outcome == "skipped-empty":
                 return "skipped-empty", built.detail
             with session_scope(rt.engine) as session:
-                issue_id = result.issue_id = period_issue(session, nl, period).id
+                built_row = period_issue(session, nl, period)
+                if built_row is None:
+                    raise LookupError(f"the build reported issue {result.issue_id} but there is none for {period}")
+                issue_id = result.issue_id = built_row.id
+        if issue_id is None:
+            raise LookupError(f"no issue for {period}")
         checked = step(lambda: preflight_step(rt, nl, issue_id))
         if checked.outcome == "failed":
             log_line(event="preflight-hold", newsletter=nl.slug, period=period, issue=issue_id,
@@ -321,9 +326,11 @@ def _cycle_steps(rt: Runtime, nl: Newsletter, now: datetime, period: str, result
             if allowed.outcome == "waiting-approval":
                 rt._reminded[issue_id] = now
             return allowed.outcome, allowed.detail
+    if issue_id is None:
+        raise LookupError(f"no issue for {period}")
     if status != "sending":
         with session_scope(rt.engine) as session:  # an edit since the approval step? (an editor is quick)
-            row = session.get(IssueRow, issue_id)
+            row = session.get_one(IssueRow, issue_id)
             if row.approved_hash and not is_approved_as_is(session, issue_id):
                 return "changed-since-approval", f"issue {issue_id} changed after it was approved: approve it again"
     out: dict[str, int] = {}
@@ -425,7 +432,7 @@ def missed_build(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
     """The draft that should exist by now for the next send (its build time passed while no runner was up)."""
     ahead = build_ahead(nl)
     upcoming = next_send_after(nl, now) if ahead else None
-    if upcoming is None or utc(upcoming) - ahead > utc(now):
+    if ahead is None or upcoming is None or utc(upcoming) - ahead > utc(now):
         return None
     with session_scope(rt.engine) as session:
         exists = period_issue(session, nl, period_key(nl, upcoming)) is not None

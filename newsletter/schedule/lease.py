@@ -11,8 +11,9 @@ import os
 import secrets
 import socket
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy import CursorResult, Engine, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.store.db import session_scope
@@ -44,11 +45,11 @@ def acquire(engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timed
     """Take the lease, or renew our own. Raises LeaseHeld when another live holder has it."""
     now = now or utcnow()
     with session_scope(engine) as session:
-        taken = session.execute(
+        taken = cast(CursorResult[Any], session.execute(  # an UPDATE's result is a CursorResult
             update(Lease)
             .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at <= now))
             .values(holder=holder, expires_at=now + ttl)
-        ).rowcount
+        )).rowcount
         if taken:
             return
         if session.get(Lease, name) is None:
@@ -59,7 +60,10 @@ def acquire(engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timed
             except IntegrityError:
                 pass  # someone inserted it between our two statements: theirs stands
         row = session.scalar(select(Lease).where(Lease.name == name))
-        raise LeaseHeld(name, row.holder, row.expires_at)
+        if row is not None:
+            raise LeaseHeld(name, row.holder, row.expires_at)
+    # Its holder released it between our statements: it is free now.
+    acquire(engine, holder, name=name, ttl=ttl, now=now)
 
 
 def renew(engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timedelta = DEFAULT_TTL,
@@ -67,9 +71,9 @@ def renew(engine: Engine, holder: str, *, name: str = RUNNER_LEASE, ttl: timedel
     """Extend our lease; False when it is no longer ours (we stalled past its expiry and another took it)."""
     now = now or utcnow()
     with session_scope(engine) as session:
-        return bool(session.execute(
+        return bool(cast(CursorResult[Any], session.execute(
             update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=now + ttl)
-        ).rowcount)
+        )).rowcount)
 
 
 def release(engine: Engine, holder: str, *, name: str = RUNNER_LEASE) -> None:

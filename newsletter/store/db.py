@@ -7,11 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session
 
 from newsletter.store.models import Meta, NewsletterRow
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -39,7 +43,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
-def alembic_config(engine: Engine):  # noqa: ANN201 - alembic's Config
+def alembic_config(engine: Engine | None) -> Config:
+    """Alembic's config for our migrations; without an engine it can read the scripts but not migrate."""
     from alembic.config import Config
 
     cfg = Config()
@@ -64,7 +69,7 @@ def current_revision(engine: Engine) -> str | None:
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    cfg = alembic_config(None)  # type: ignore[arg-type]
+    cfg = alembic_config(None)
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
 

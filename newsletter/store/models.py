@@ -7,7 +7,7 @@ the web and webhook write subscription status and event. Timestamps are naive UT
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -30,6 +31,9 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    if TYPE_CHECKING:
+        # SQLAlchemy types `__table__` as any FromClause; every model here maps one plain Table.
+        __table__: ClassVar[Table]
 
 
 # BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
@@ -214,6 +218,8 @@ class Subscription(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # In the confirmation link; set when one is sent, cleared on confirming or leaving (migration 0003_webhard).
+    confirm_nonce: Mapped[str | None] = mapped_column(String(32))
 
     subscriber: Mapped[Subscriber] = relationship()
 
@@ -309,6 +315,8 @@ class Editor(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # In every sign-in cookie; sign-out and a new password bump it, ending older cookies (0003_webhard).
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Lease(Base):

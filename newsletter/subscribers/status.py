@@ -7,6 +7,8 @@ accident. Bounces and complaints suppress the address for every newsletter; an u
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -76,6 +78,7 @@ def set_status(session: Session, subscriber_id: int, newsletter_id: int | None, 
         changed = sub.status != status and rank.get(sub.status, 0) < rank[status]
         if changed:
             sub.status, sub.status_changed_at = status, now
+        sub.confirm_nonce = None  # leaving ends every confirmation link sent before
         changes.append(Change(person.email, slug, sub.status, changed))
     if scope == "all":
         suppress(session, person.email, None, status)
@@ -90,17 +93,53 @@ def set_status(session: Session, subscriber_id: int, newsletter_id: int | None, 
     return changes
 
 
-def confirm(session: Session, subscriber_id: int, newsletter_id: int) -> str | None:
-    """Double opt-in: pending -> active. Returns the resulting status, or None if there is no subscription.
+def confirmation_nonce(sub: Subscription) -> str:
+    """The nonce for this subscription's confirmation links: made when the first one goes out, kept for the
+    resends of the same request (any of those emails works), cleared by confirming or leaving."""
+    if not sub.confirm_nonce:
+        sub.confirm_nonce = secrets.token_urlsafe(16)
+    return sub.confirm_nonce
 
-    Clicking the confirmation link is an explicit wish to receive this newsletter, so it lifts an earlier
-    unsubscribe for it; it never lifts a bounce or complaint suppression.
-    """
-    sub = session.scalar(
+
+def _awaiting(sub: Subscription | None, nonce: str | None) -> bool:
+    # A link without a nonce was sent before links carried one: it still confirms a pending subscription
+    # that has no nonce (so once only), never a later request or someone who left.
+    if sub is None or sub.status not in ("pending", "unsubscribed"):
+        return False
+    if nonce is None:
+        return sub.status == "pending" and sub.confirm_nonce is None
+    return sub.confirm_nonce is not None and hmac.compare_digest(sub.confirm_nonce, nonce)
+
+
+def _subscription(session: Session, subscriber_id: int, newsletter_id: int) -> Subscription | None:
+    return session.scalar(
         select(Subscription).where(
             Subscription.subscriber_id == subscriber_id, Subscription.newsletter_id == newsletter_id
         )
     )
+
+
+def can_confirm(session: Session, subscriber_id: int, newsletter_id: int, nonce: str | None) -> bool:
+    """Whether a confirmation link with this nonce would still do something (changes nothing)."""
+    return _awaiting(_subscription(session, subscriber_id, newsletter_id), nonce)
+
+
+def confirm_link(session: Session, subscriber_id: int, newsletter_id: int, nonce: str | None) -> str | None:
+    """A confirmation link was used: confirm when it is the link awaited (`can_confirm`), else None and
+    nothing changes (a second use, a link from before an unsubscribe, one for an earlier request)."""
+    if not can_confirm(session, subscriber_id, newsletter_id, nonce):
+        return None
+    return confirm(session, subscriber_id, newsletter_id)
+
+
+def confirm(session: Session, subscriber_id: int, newsletter_id: int) -> str | None:
+    """Double opt-in: pending -> active. Returns the resulting status, or None if there is no subscription.
+
+    Confirming is an explicit wish to receive this newsletter, so it lifts an earlier unsubscribe for it; it
+    never lifts a bounce or complaint suppression. (Links go through confirm_link; the operator's
+    `subscribers confirm` comes here directly.)
+    """
+    sub = _subscription(session, subscriber_id, newsletter_id)
     if sub is None:
         return None
     if sub.status in ("pending", "unsubscribed"):
@@ -121,7 +160,7 @@ def confirm(session: Session, subscriber_id: int, newsletter_id: int) -> str | N
         session.execute(
             update(Subscription)
             .where(Subscription.id == sub.id)
-            .values(status="active", confirmed_at=now, status_changed_at=now)
+            .values(status="active", confirmed_at=now, status_changed_at=now, confirm_nonce=None)
         )
         session.flush()
         return "active"

@@ -1,7 +1,9 @@
 """Signed tokens for links in emails: unsubscribe (never expires) and opt-in confirmation (expires).
 
-A token names a purpose, a subscriber and a newsletter, optionally an expiry, and carries an HMAC-SHA256
-of all of that under the installation's secret key. Changing any character makes it invalid.
+A token names a purpose, a subscriber and a newsletter, optionally an expiry and a nonce, and carries an
+HMAC-SHA256 of all of that under the installation's secret key. Changing any character makes it invalid.
+A confirmation token's nonce is the one kept on the pending subscription (newsletter.subscribers.status), so the
+link works only for the request that sent it, and only once.
 
 Why hmac + hashlib rather than itsdangerous: a send to 1,000,000 people signs 1,000,000 unsubscribe links,
 and a pre-keyed `hmac` copy signs one in about 2 microseconds where itsdangerous' serializer (JSON, base64,
@@ -38,6 +40,7 @@ class TokenData:
     subscriber_id: int
     newsletter_slug: str
     expires_at: int | None  # epoch seconds
+    nonce: str | None = None  # confirmation links: which confirmation request this link answers
 
 
 def _b64(data: bytes) -> str:
@@ -62,12 +65,17 @@ class Signer:
         return mac.digest()[:_MAC_BYTES]
 
     def make(
-        self, purpose: str, subscriber_id: int, newsletter_slug: str, expires_at: int | None = None
+        self, purpose: str, subscriber_id: int, newsletter_slug: str, expires_at: int | None = None,
+        nonce: str | None = None,
     ) -> str:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
+        if nonce is not None and (not nonce or "." in nonce):
+            raise ValueError("a token nonce must be a non-empty string without '.'")
         # Slugs are [a-z0-9-], so '.' cannot occur inside a field.
         payload = f"{purpose}.{int(subscriber_id)}.{newsletter_slug}.{expires_at or ''}".encode()
+        if nonce is not None:
+            payload += f".{nonce}".encode()
         return _b64(payload) + "." + _b64(self._sig(payload))
 
     def read(self, token: str, purpose: str, now: float | None = None) -> TokenData:
@@ -81,8 +89,12 @@ class Signer:
         if not hmac.compare_digest(sig, self._sig(payload)):
             raise InvalidToken("bad signature")
         try:
-            got_purpose, sid, slug, expires = payload.decode("utf-8").split(".")
-            data = TokenData(got_purpose, int(sid), slug, int(expires) if expires else None)
+            fields = payload.decode("utf-8").split(".")
+            if len(fields) not in (4, 5):
+                raise ValueError
+            got_purpose, sid, slug, expires = fields[:4]
+            data = TokenData(got_purpose, int(sid), slug, int(expires) if expires else None,
+                             fields[4] if len(fields) == 5 else None)
         except ValueError:
             raise InvalidToken("malformed token") from None
         if data.purpose != purpose:
@@ -108,10 +120,12 @@ class Signer:
         return out
 
     def confirm_url(
-        self, base_url: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS
+        self, base_url: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS,
+        nonce: str | None = None,
     ) -> str:
         expires = int(time.time()) + ttl
-        return f"{base_url.rstrip('/')}/confirm/{self.make(CONFIRM, subscriber_id, newsletter_slug, expires)}"
+        token = self.make(CONFIRM, subscriber_id, newsletter_slug, expires, nonce)
+        return f"{base_url.rstrip('/')}/confirm/{token}"
 
 
 def unsubscribe_url(base_url: str, secret: str, subscriber_id: int, newsletter_slug: str) -> str:
@@ -125,10 +139,12 @@ def unsubscribe_url(base_url: str, secret: str, subscriber_id: int, newsletter_s
 
 
 def confirm_url(
-    base_url: str, secret: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS
+    base_url: str, secret: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS,
+    nonce: str | None = None,
 ) -> str:
-    """The double opt-in link; it expires after `ttl` seconds (a week by default)."""
-    return Signer(secret).confirm_url(base_url, subscriber_id, newsletter_slug, ttl)
+    """The double opt-in link; it expires after `ttl` seconds (a week by default) and, with the subscription's
+    `nonce` (newsletter.subscribers.status.confirmation_nonce), works once."""
+    return Signer(secret).confirm_url(base_url, subscriber_id, newsletter_slug, ttl, nonce)
 
 
 def read_token(secret: str, token: str, purpose: str, now: float | None = None) -> TokenData:

@@ -22,14 +22,15 @@ from starlette.routing import Route
 from newsletter.compose import edit
 from newsletter.compose.build import load_issue
 from newsletter.compose.issue import issue_to_json
-from newsletter.deliver.optin import request_opt_in
+from newsletter.deliver.optin import OptInResult, request_opt_in
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
-from newsletter.subscribers.manage import InvalidAddress, add_subscriber, list_subscriptions
+from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
 from newsletter.web import approvals
 from newsletter.web.auth import editor_for_token
 from newsletter.web.edits import apply_edit
+from newsletter.web.limits import BodyTooLarge, read_body
 from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
 
@@ -68,13 +69,16 @@ def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
                                 headers={"WWW-Authenticate": 'Bearer realm="newsletter"'})
         body: Any = None
         if request.method in ("POST", "PUT", "PATCH"):
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
+            try:
+                raw = await read_body(request, MAX_BODY)
+            except BodyTooLarge:
                 return JSONResponse({"error": "the body is too large"}, 413)
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError as exc:
                 return JSONResponse({"error": f"the body is not JSON: {exc}"}, 400)
+            except RecursionError:
+                return JSONResponse({"error": "the body is not JSON we read: it is nested too deep"}, 400)
             if not isinstance(body, dict):
                 return JSONResponse({"error": "the body must be a JSON object"}, 400)
         try:
@@ -136,7 +140,7 @@ def get_item(state: WebState, request: Request, _body: Any, _editor: str) -> dic
     if story is None:
         raise ApiError(404, f"issue {issue_id} has no story {item_id}")
     with session_scope(state.engine) as session:
-        story["quote_candidates"] = edit.quote_candidates(session.get(IssueItem, item_id))
+        story["quote_candidates"] = edit.quote_candidates(session.get_one(IssueItem, item_id))
     return story
 
 
@@ -207,7 +211,7 @@ def put_order(state: WebState, request: Request, body: dict, _editor: str) -> di
     return _apply(state, issue_id, [lambda s: edit.reorder(s, issue_id, items)])
 
 
-def _status(change: Callable[[Any, int, str], None]) -> Handler:
+def _status(change: Callable[[Any, int, str], object]) -> Handler:
     def handler(state: WebState, request: Request, _body: Any, editor: str) -> dict[str, Any]:
         issue_id = request.path_params["issue_id"]
         with session_scope(state.engine) as session:
@@ -260,11 +264,12 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
     opt_in = _field(body, "double_opt_in", bool) if "double_opt_in" in body else False
     nl = state.newsletter(slug)
     mailer = state.make_mailer() if opt_in else None
+    result: OptInResult | AddResult
     try:
         with session_scope(state.engine) as session:
             row = _newsletter(state, session, slug)
             try:
-                if opt_in:
+                if mailer is not None and nl is not None:  # double opt-in (_newsletter found nl)
                     result = request_opt_in(session, row, nl, email, mailer, base_url=state.settings.base_url,
                                             secret=state.secret, name=name, origin="api")
                 else:

@@ -22,6 +22,7 @@ from newsletter.config import Settings
 from newsletter.deliver.mailer import Mailer
 from newsletter.store.db import get_engine
 from newsletter.web import api, archive, editor, signin
+from newsletter.web.limits import BodyLimit, PathNumbers
 from newsletter.web.pages import page
 from newsletter.web.public import public_routes
 from newsletter.web.state import STATIC, TEMPLATES, WebState
@@ -94,12 +95,14 @@ def create_app(
         *editor.routes(),
         *archive.routes(),
         *api.routes(),
-        *public_routes(settings, engine),
+        *public_routes(settings, engine, subscribe_limiter=state.subscribe_per_client),
     ]
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders, https=https),
+            Middleware(BodyLimit, limit=settings.max_body),
+            Middleware(PathNumbers),
             Middleware(SessionMiddleware, secret_key=state.derived_key("session cookie"),
                        session_cookie=SESSION_COOKIE, same_site="lax", https_only=https,
                        max_age=7 * 24 * 3600),

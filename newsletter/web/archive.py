@@ -79,7 +79,8 @@ async def newsletter_page(request: Request) -> Response:
 
     def load() -> dict:
         row, nl = _newsletter_row(state, slug)
-        return {"slug": slug, "name": nl.name if nl else row.name, "description": nl.description if nl else "",
+        return {"slug": slug, "name": nl.name if nl else row.name if row else slug,
+                "description": nl.description if nl else "",
                 "issues": _sent(state, row.id if row else None), "can_subscribe": nl is not None}
 
     return page(request, "archive_list.html", await run_in_threadpool(load))
@@ -131,7 +132,7 @@ def _atom_time(value: datetime) -> str:
 def atom_feed(state: WebState, slug: str) -> bytes:
     row, nl = _newsletter_row(state, slug)
     base = state.settings.base_url
-    name = nl.name if nl else row.name
+    name = nl.name if nl else row.name if row else slug
     feed = ET.Element("feed", xmlns=ATOM)
     ET.SubElement(feed, "title").text = name
     if nl and nl.description:
@@ -149,6 +150,8 @@ def atom_feed(state: WebState, slug: str) -> bytes:
         ).all()
         for issue_id in ids:
             issue = load_issue(session, issue_id)
+            if issue is None:  # deleted since the query above
+                continue
             when = issue.sent_at or issue.created_at
             latest = max(latest or when, when)
             url = f"{base}/archive/{slug}/{issue.number}"

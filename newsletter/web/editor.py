@@ -117,14 +117,14 @@ def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
         issue = load_issue(session, issue_id)
         if issue is None:
             raise HTTPException(404, f"There is no issue {issue_id}.")
-        rows = {i.id: i for i in session.get(IssueRow, issue_id).items}
+        rows = {i.id: i for i in session.get_one(IssueRow, issue_id).items}
         stories = []
         for story in issue.items:
             candidates = edit.quote_candidates(rows[story.id])
             kept_quotes = [dict(q) for q in rows[story.id].quotes or []]
             stories.append(StoryView(story, candidates, [i for i, c in enumerate(candidates) if c in kept_quotes]))
         approved_as_is = approvals.is_approved_as_is(session, issue_id)
-        approved_by = session.get(IssueRow, issue_id).approved_by
+        approved_by = session.get_one(IssueRow, issue_id).approved_by
     context: dict[str, Any] = {"issue": issue, "stories": stories, "approved_as_is": approved_as_is,
                                "approved_by": approved_by, "editable": issue.status not in edit.FROZEN,
                                "render_error": None, "report": None, "version": ""}
@@ -274,6 +274,8 @@ async def send_test(request: Request, form: FormData) -> Response:
     state = web_state(request)
     issue_id = request.path_params["issue_id"]
     address = request.session.get("editor_email")
+    if not address:  # signing in sets it: the test goes to the editor's own address
+        raise HTTPException(403, "Sign in again: this session does not say who you are.")
 
     def run() -> None:
         with session_scope(state.engine) as session:
@@ -302,7 +304,7 @@ async def send_test(request: Request, form: FormData) -> Response:
     return redirect(_issue_url(issue_id, "actions"))
 
 
-async def _status_change(request: Request, change: Callable[[Any, int], None], done: str) -> Response:
+async def _status_change(request: Request, change: Callable[[Any, int], object], done: str) -> Response:
     state = web_state(request)
     issue_id = request.path_params["issue_id"]
 
@@ -332,6 +334,8 @@ async def approve(request: Request, form: FormData) -> Response:
         def check() -> bool:
             with session_scope(state.engine) as session:
                 issue = load_issue(session, issue_id)
+            if issue is None:
+                raise HTTPException(404, f"There is no issue {issue_id}.")
             try:
                 _, report = preflight_issue(state.engine, _newsletter_for(state, issue.newsletter), issue_id,
                                             issue.number, state.settings)

@@ -48,7 +48,8 @@ def page(request: Request, name: str, context: dict[str, Any] | None = None, sta
 async def checked_form(request: Request) -> FormData:
     """The posted form, or 403 when its CSRF token does not match the session's."""
     form = await request.form()
-    if not csrf_ok(request.session, form.get("csrf")):
+    token = form.get("csrf")
+    if not csrf_ok(request.session, token if isinstance(token, str) else None):
         raise HTTPException(403, "The form has expired or did not come from this site. Reload the page and try again.")
     return form
 

@@ -5,9 +5,13 @@ alone (tests, or a public host separate from the editors' one).
 
 - GET  /u/{token}          a page with one button (mail scanners follow GET links, so GET changes nothing)
 - POST /u/{token}          unsubscribes at once: RFC 8058 one-click (`List-Unsubscribe=One-Click`) and the button
-- GET  /confirm/{token}    double opt-in confirmation
-- GET  /subscribe/{slug}   a subscribe form; POST sends the double opt-in email (same answer whatever the address)
+- GET  /confirm/{token}    a page with one button (a scanner that follows the link confirms nothing)
+- POST /confirm/{token}    double opt-in confirmation, once: the link names the request that sent it
+- GET  /subscribe/{slug}   a subscribe form; POST sends the double opt-in email (same answer whatever the address),
+                           at most 30 an hour per client, shared with the archive's form
 - POST /webhooks/sendgrid  SendGrid Event Webhook, ECDSA-signed
+
+Bodies are read with a running cap (newsletter.web.limits) before anything parses them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -35,6 +40,8 @@ from newsletter.store.db import get_engine, secret_key, session_scope
 from newsletter.store.models import Event, NewsletterRow, Subscriber, Subscription
 from newsletter.subscribers import status as subscription_status
 from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
+from newsletter.web.auth import AttemptLimiter
+from newsletter.web.limits import BodyTooLarge, read_body
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_EVENT_AGE = 300  # seconds: a signed request older than this is a replay
 MAX_WEBHOOK_BODY = 5 * 1024 * 1024
+MAX_FORM_BODY = 16 * 1024  # the subscribe form: an address, a name and a hidden field
+SUBSCRIBE_LIMIT = (30, 3600)  # posts per client per window (seconds); the archive's form uses the same
 
 # SendGrid event -> what it means for the address
 EVENT_OUTCOMES = {
@@ -97,9 +106,12 @@ def public_routes(
     *,
     webhook_public_key: str | None = None,
     max_event_age: int = MAX_EVENT_AGE,
+    subscribe_limiter: AttemptLimiter | None = None,
 ) -> list[Route]:
     """The routes; `engine` defaults to the settings' database, `webhook_public_key` to
-    SENDGRID_WEBHOOK_PUBLIC_KEY (base64 DER, as SendGrid shows it). Without a key every webhook is refused."""
+    SENDGRID_WEBHOOK_PUBLIC_KEY (base64 DER, as SendGrid shows it). Without a key every webhook is refused.
+    `subscribe_limiter` counts subscribe posts per client (pass the archive form's so both share one budget)."""
+    per_client = subscribe_limiter or AttemptLimiter(*SUBSCRIBE_LIMIT)
 
     def get_db() -> Engine:
         if engine is None:
@@ -166,9 +178,9 @@ def public_routes(
             log.info("unsubscribed subscriber %s from %s", data.subscriber_id, data.newsletter_slug)
         return unsubscribed_page(email, name)
 
-    async def confirm(request: Request) -> Response:
+    def confirm_token(request: Request) -> TokenData | Response:
         try:
-            data = signer().read(request.path_params["token"], CONFIRM)
+            return signer().read(request.path_params["token"], CONFIRM)
         except InvalidToken as exc:
             if "expired" in str(exc):
                 return _page(
@@ -177,12 +189,38 @@ def public_routes(
                     410,
                 )
             return _invalid_link()
+
+    def used_link() -> HTMLResponse:
+        return _page("This link has been used",
+                     "<p>Each confirmation link works once. If you want this newsletter, subscribe again "
+                     "to get a new one.</p>", 410)
+
+    async def confirm_page(request: Request) -> Response:
+        # Mail scanners and link previews fetch every link in a message: GET only shows the button.
+        data = confirm_token(request)
+        if isinstance(data, Response):
+            return data
         with session_scope(get_db()) as session:
             nl = session.scalar(select(NewsletterRow).where(NewsletterRow.slug == data.newsletter_slug))
-            result = subscription_status.confirm(session, data.subscriber_id, nl.id) if nl else None
+            usable = nl is not None and subscription_status.can_confirm(session, data.subscriber_id, nl.id,
+                                                                       data.nonce)
+            name = nl.name if nl else ""
+        if not usable:
+            return used_link()
+        return _page(f"Confirm your subscription to {name}",
+                     f"<p>Press the button to start receiving {html.escape(name)}.</p>"
+                     "<form method=post><button type=submit>Confirm my subscription</button></form>")
+
+    async def confirm(request: Request) -> Response:
+        data = confirm_token(request)
+        if isinstance(data, Response):
+            return data
+        with session_scope(get_db()) as session:
+            nl = session.scalar(select(NewsletterRow).where(NewsletterRow.slug == data.newsletter_slug))
+            result = subscription_status.confirm_link(session, data.subscriber_id, nl.id, data.nonce) if nl else None
             name = nl.name if nl else ""
         if result is None:
-            return _invalid_link()
+            return used_link()
         if result != "active":
             return _page(
                 "Subscription not confirmed",
@@ -211,8 +249,9 @@ def public_routes(
             return JSONResponse({"error": "missing or bad timestamp"}, 403)
         if age > max_event_age:
             return JSONResponse({"error": "stale timestamp"}, 403)
-        raw = await request.body()
-        if len(raw) > MAX_WEBHOOK_BODY:
+        try:
+            raw = await read_body(request, MAX_WEBHOOK_BODY)
+        except BodyTooLarge:
             return JSONResponse({"error": "body too large"}, 413)
         try:
             # Over the raw body, byte for byte: re-serialized JSON would not match the signature.
@@ -222,8 +261,8 @@ def public_routes(
         if not valid:
             return JSONResponse({"error": "bad signature"}, 403)
         try:
-            events = json.loads(raw)
-        except ValueError:
+            events = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             return JSONResponse({"error": "body is not JSON"}, 400)
         if not isinstance(events, list):
             return JSONResponse({"error": "expected a JSON array of events"}, 400)
@@ -251,12 +290,19 @@ def public_routes(
         if _cross_site(request, settings.base_url):
             # Another site's page posting this form would make its visitors' browsers sign up addresses.
             return _page("Please use the form on this site", "<p>This form only accepts posts from itself.</p>", 403)
-        raw = await request.body()
-        form = parse_qs(raw[:10_000].decode("utf-8", "replace"))
+        try:
+            raw = await read_body(request, MAX_FORM_BODY)
+        except BodyTooLarge:
+            return _page("That was too much", "<p>The form sends an address and a name, nothing larger.</p>", 413)
+        form = parse_qs(raw.decode("utf-8", "replace"))
         email = (form.get("email") or [""])[0].strip()
         name = (form.get("name") or [""])[0].strip()[:200] or None
         if (form.get("website") or [""])[0]:  # a field people never see: only bots fill it in
             return _check_inbox(nl)
+        client = request.client.host if request.client else "unknown"
+        if per_client.blocked_for(client):
+            return _page("Please try again later", "<p>Too many subscriptions from your address.</p>", 429)
+        per_client.failed(client)
         from newsletter.subscribers.manage import InvalidAddress, normalize_email
 
         try:
@@ -278,7 +324,8 @@ def public_routes(
         Route("/subscribe/{slug}", subscribe, methods=["POST"]),
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe, methods=["POST"]),
-        Route("/confirm/{token}", confirm, methods=["GET"]),
+        Route("/confirm/{token}", confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
     ]
 
@@ -336,6 +383,18 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
         mailer.close()
 
 
+def _finite(text: str) -> float:
+    # 1e400 reads as infinity, which no database's JSON column stores: refuse it with the body.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON")  # NaN, Infinity: Python's extensions, not JSON
+
+
 def _event_id(event: dict) -> str:
     if event.get("sg_event_id"):
         return str(event["sg_event_id"])[:200]
@@ -346,12 +405,17 @@ def _event_id(event: dict) -> str:
 def record_event(engine: Engine, event: dict) -> bool:
     """Store one SendGrid event and act on it, once. False when this event id was seen before."""
     kind = str(event.get("event", ""))[:40]
-    email = str(event.get("email", "")).strip()
+    email = str(event.get("email", "")).strip()[:320]  # the column's width: longer is no address anyway
     when = None
     if isinstance(event.get("timestamp"), int | float):
-        when = datetime.fromtimestamp(event["timestamp"], UTC).replace(tzinfo=None)
+        try:
+            when = datetime.fromtimestamp(event["timestamp"], UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):  # a year past 9999, or NaN: keep the event, not the time
+            when = None
     try:
-        send_id = int(event["send"]) if str(event.get("send", "")).isdigit() else None
+        send = str(event.get("send", ""))
+        # The column is a 32-bit integer: a longer number would make the database, not us, refuse the event.
+        send_id = int(send) if send.isascii() and send.isdigit() and len(send) <= 9 else None
         with session_scope(engine) as session:
             session.add(
                 Event(

@@ -1,12 +1,15 @@
 """Signing in and out, and the gate in front of the editors' pages.
 
-A session is a signed cookie holding the editor's id and when they signed in; RequireEditor checks both (and
-that the editor still exists) on every request under /editor/. Wrong passwords count per account (the lock
-in newsletter.web.auth) and per client address (WebState.limiter).
+A session is a signed cookie holding the editor's id, their session generation and when they signed in;
+RequireEditor checks all three (and that the editor still exists) on every request under /editor/, so signing
+out or a new password (which bump the generation) ends the cookie everywhere. Wrong passwords slow down the next
+try per address typed and client (WebState.throttle) and per client (WebState.limiter); every refusal, whatever
+its reason, gets the same message and takes as long as a checked password.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -21,13 +24,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.store.db import session_scope
 from newsletter.store.models import Editor, utcnow
-from newsletter.web.auth import csrf_token, sign_in
+from newsletter.web.auth import csrf_token, end_sessions, sign_in, verify_seconds
 from newsletter.web.pages import checked_form, flash, page, redirect
 from newsletter.web.state import web_state
 
 log = logging.getLogger(__name__)
 
 SESSION_HOURS = 12
+# The one answer to every refused sign-in: it must not tell an unknown address from a wrong password or a
+# throttled try, so it names all three.
+REFUSED = "Wrong email address or password, or too many tries: wait a moment and try again."
 
 
 def _safe_next(value: str | None) -> str:
@@ -49,42 +55,50 @@ async def signin(request: Request) -> Response:
     client = request.client.host if request.client else "unknown"
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     context = {"next": _safe_next(str(form.get("next", ""))), "email": email}
-    wait = state.limiter.blocked_for(client)
+    key = state.throttle.key(email, client)
+    wait = max(state.limiter.blocked_for(client), state.throttle.wait(key))
     if wait:
-        context["error"] = f"Too many failed sign-ins from your address. Try again in {_minutes(wait)}."
+        # Not checked, but answered after as long as a check takes: the same answer as a wrong password.
+        await asyncio.sleep(await run_in_threadpool(verify_seconds))
+        log.warning("sign-in refused: too many tries (from %s)", client)
+        context["error"] = REFUSED
         return page(request, "signin.html", context, 429, {"Retry-After": str(wait)})
 
     def check() -> tuple[int | None, int, str | None]:
         with session_scope(state.engine) as session:
             result = sign_in(session, email, password)
             editor = session.get(Editor, result.editor_id) if result.editor_id else None
-            return result.editor_id, result.locked_for, editor.email if editor else None
+            return result.editor_id, result.generation, editor.email if editor else None
 
-    editor_id, locked_for, address = await run_in_threadpool(check)
-    if locked_for:
-        state.limiter.failed(client)
-        log.warning("sign-in refused: account locked (from %s)", client)
-        context["error"] = (f"Too many wrong passwords: sign-in for this account is locked for {_minutes(locked_for)}."
-                            " An administrator can reset it with `newsletter editors add`.")
-        return page(request, "signin.html", context, 429, {"Retry-After": str(locked_for)})
+    editor_id, generation, address = await run_in_threadpool(check)
     if editor_id is None:
         state.limiter.failed(client)
+        state.throttle.failed(key)
         log.info("sign-in failed (from %s)", client)
-        context["error"] = "Wrong email address or password."
+        context["error"] = REFUSED
         return page(request, "signin.html", context, 401)
+    state.throttle.succeeded(key)
     request.session.clear()  # a fresh session (and CSRF token) for the signed-in editor
-    request.session.update(editor_id=editor_id, editor_email=address, signed_in_at=utcnow().isoformat())
+    request.session.update(editor_id=editor_id, editor_email=address, generation=generation,
+                           signed_in_at=utcnow().isoformat())
     csrf_token(request.session)
     return redirect(context["next"])
 
 
-def _minutes(seconds: int) -> str:
-    minutes = max(1, round(seconds / 60))
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
 async def signout(request: Request) -> Response:
     await checked_form(request)
+    editor_id, generation = request.session.get("editor_id"), request.session.get("generation")
+    if isinstance(editor_id, int):
+        state = web_state(request)
+
+        def end() -> None:
+            # The cookie is only signed, not stored: a copy of it would live on unless its generation dies.
+            with session_scope(state.engine) as db:
+                editor = db.get(Editor, editor_id)
+                if editor is not None and (editor.session_generation or 0) == generation:
+                    end_sessions(editor)
+
+        await run_in_threadpool(end)
     request.session.clear()
     flash(request, "ok", "You are signed out.")
     return redirect("/signin")
@@ -114,8 +128,8 @@ class RequireEditor:
     @staticmethod
     async def _signed_in(request: Request) -> bool:
         session = request.session
-        editor_id = session.get("editor_id")
-        if not isinstance(editor_id, int):
+        editor_id, generation = session.get("editor_id"), session.get("generation")
+        if not isinstance(editor_id, int) or not isinstance(generation, int):
             return False
         try:
             started = datetime.fromisoformat(session.get("signed_in_at", ""))
@@ -125,11 +139,12 @@ class RequireEditor:
             return False
         state = web_state(request)
 
-        def exists() -> bool:
+        def current() -> bool:
             with session_scope(state.engine) as db:
-                return db.get(Editor, editor_id) is not None
+                editor = db.get(Editor, editor_id)
+                return editor is not None and (editor.session_generation or 0) == generation
 
-        return await run_in_threadpool(exists)
+        return await run_in_threadpool(current)
 
 
 FormHandler = Callable[[Request, FormData], Awaitable[Response]]

@@ -15,7 +15,7 @@ from starlette.templating import Jinja2Templates
 from newsletter.config import Newsletter, Settings, load_all
 from newsletter.deliver.mailer import Mailer
 from newsletter.store.db import secret_key, session_scope
-from newsletter.web.auth import AttemptLimiter
+from newsletter.web.auth import AttemptLimiter, SignInThrottle
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -28,6 +28,7 @@ class WebState:
     templates: Jinja2Templates
     make_mailer: Callable[[], Mailer]
     limiter: AttemptLimiter = field(default_factory=AttemptLimiter)  # wrong sign-ins per client
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)  # wrong sign-ins per address + client
     # Subscriptions per client address (one address gets at most one confirmation email every ten minutes,
     # kept in the database by request_opt_in): a script cannot sign up thousands of strangers.
     subscribe_per_client: AttemptLimiter = field(default_factory=lambda: AttemptLimiter(limit=30, window=3600))

@@ -6,6 +6,8 @@ from newsletter.store.models import Base
 
 config = context.config
 engine = config.attributes.get("engine")
+if engine is None:  # the `alembic` command alone has no database URL
+    raise RuntimeError("migrate with `newsletter db upgrade` (newsletter.store.db.upgrade hands over the engine)")
 
 with engine.begin() as connection:
     context.configure(
