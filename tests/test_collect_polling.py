@@ -147,7 +147,7 @@ def test_items_stored_before_the_upgrade_are_not_delivered_again(workdir, feed_s
     body = "<p>A post with neither id nor link.</p>"
     feed_server.routes["/f"] = Route(body=rss("F", [{"title": "Idless", "body": body, "hours_ago": 3}]))
     old = make_engine(db_url)
-    upgrade(old, "0002_delivery")
+    upgrade(old, "0003_webhard")
     old_hash = hashlib.sha256(" ".join(f"Idless {body}".lower().split()).encode()).hexdigest()
     with old.begin() as conn:
         conn.execute(sa.text("insert into source (url, name, failures, created_at) values (:u, 's0', 0, :now)"),

@@ -8,7 +8,7 @@ or with relative links now made absolute, hashes the same. Items without an id a
 as their guid: their guid moves with it, or the next collect would deliver them again as new.
 
 Revision ID: 0003_feeds
-Revises: 0002_delivery
+Revises: 0003_webhard
 """
 
 import hashlib
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_feeds"
-down_revision = "0002_delivery"  # the brief said "0002": that revision id is "0002_delivery"
+down_revision = "0003_webhard"  # chained after main's 0003_webhard (the brief said "0002")
 branch_labels = None
 depends_on = None
 
