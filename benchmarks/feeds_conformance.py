@@ -42,6 +42,7 @@ from newsletter.collect.parse import (  # noqa: E402
     struct_to_utc,
 )
 from newsletter.collect.sanitize import html_to_text, sanitize_html  # noqa: E402
+from newsletter.collect.urls import web_url  # noqa: E402
 
 FIELDS = ("stored", "title", "link", "content text", "image", "date", "guid", "author", "sanitizer",
           "fast = feedparser")
@@ -71,16 +72,9 @@ def headers_of(body: bytes) -> dict[str, str]:
     return {k.strip().lower(): v for k, v in _HEADER.findall(head)}
 
 
-def _https_only(url: str | None) -> str | None:
-    # A digest links only to the web: the collector's rule, restated here so that the reference stands alone.
-    if url and url.strip().lower().startswith(("http://", "https://")):
-        return url.strip()
-    return None
-
-
 def reference(entry: dict, base: str) -> ParsedItem | None:
     """What the collector should store for one feedparser entry (None: nothing to store)."""
-    link = _https_only(entry.get("link"))
+    link = web_url(entry.get("link"))
     title = html_to_text(entry.get("title", "") or "")[:MAX_TITLE]
     content_html = sanitize_html(max(feedparser_bodies(entry), key=len), base=base)
     text = html_to_text(content_html)
@@ -89,7 +83,7 @@ def reference(entry: dict, base: str) -> ParsedItem | None:
     image = feedparser_image(entry)
     # feedparser leaves an enclosure's address as written; the collector makes a relative one absolute (as it
     # does with links in the content), so the reference does too: counted under "image" if that ever differs.
-    image = _https_only(urllib.parse.urljoin(base, image.strip()) if image and base else image)
+    image = web_url(urllib.parse.urljoin(base, image.strip()) if image and base else image)
     title = title or (text[:80] + "…" if len(text) > 80 else text) or link or "(untitled)"
     when = None
     for key in ("published_parsed", "updated_parsed", "created_parsed"):

@@ -53,6 +53,7 @@ def environment(url: str, folder: Path, **extra: str) -> dict[str, str]:
         "NEWSLETTER_SECRET_KEY": "bench-secret-key",
         "NEWSLETTER_BASE_URL": "https://news.example.com",
         "PYTHONUNBUFFERED": "1",
+        "NEWSLETTER_FETCH_ALLOW": "127.0.0.0/8",  # the benchmark's feed servers listen on loopback
     })
     env.update(extra)
     return env

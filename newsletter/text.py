@@ -64,6 +64,21 @@ def normalize_ws(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
+# Everything that ends a line somewhere: CR, LF, VT, FF, the C1 NEL (U+0085), U+2028/U+2029 and the
+# information separators str.splitlines() honours, plus tabs and any other whitespace run.
+_LINE_BREAKS = re.compile(r"[\s\x1c-\x1f\x85\u2028\u2029]+")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
+
+
+def single_line(text: str | None, limit: int | None = None) -> str:
+    """`text` on one line (titles, authors, names, subjects): every line break and control character gone,
+    runs of whitespace as one space; cut to `limit` characters when given."""
+    if not text:
+        return ""
+    line = _LINE_BREAKS.sub(" ", _CONTROLS.sub("", text)).strip()
+    return line[:limit].rstrip() if limit is not None else line
+
+
 def normalize_quotes(text: str) -> str:
     """Curly, low-9 and angle quote marks become ASCII ones; for matching, never for display."""
     return text.translate(_QUOTE_TABLE)

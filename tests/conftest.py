@@ -49,6 +49,15 @@ def schedule_toml(slug: str, sources: list[tuple[str, str]], extra: str = "") ->
 
 
 PG_ENV = "NEWSLETTER_TEST_DATABASE_URL"
+# The test servers (feeds, article pages, model endpoint) listen on loopback, which the fetcher's guard refuses
+# unless the operator allows it: every test opts in here, as an operator would; tests/test_security_fetch.py
+# unsets it to test the guard itself.
+FETCH_ALLOW_LOOPBACK = "127.0.0.1/32,::1/128"
+
+
+@pytest.fixture(autouse=True)
+def _fetch_allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_FETCH_ALLOW", FETCH_ALLOW_LOOPBACK)
 
 
 @contextmanager
@@ -94,7 +103,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Pat
     """A fresh project folder as a user has it: schedules/, its own database and outbox."""
     monkeypatch.chdir(tmp_path)
     for key in list(os.environ):
-        if key.startswith(("NEWSLETTER_", "SENDGRID_")) and key != PG_ENV:
+        if key.startswith(("NEWSLETTER_", "SENDGRID_")) and key not in (PG_ENV, "NEWSLETTER_FETCH_ALLOW"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", db_url)
     monkeypatch.setenv("NEWSLETTER_OUTBOX_DIR", str(tmp_path / "outbox"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from newsletter.deliver.errors import OutcomeUnknownError
@@ -84,8 +86,16 @@ def test_401_is_permanent_with_the_api_message(sendgrid_server: SendGridServer) 
 def test_400_is_permanent_and_names_the_field(
     mailer: SendGridMailer, sendgrid_server: SendGridServer
 ) -> None:
-    with pytest.raises(PermanentDeliveryError, match=r"400.*personalizations\[0\]\.to\[0\]\.email"):
-        mailer.push(MESSAGE, [Recipient("not an address")])
+    with pytest.raises(PermanentDeliveryError, match=r"400.*content"):
+        mailer.push(dataclasses.replace(MESSAGE, html="", text=""), people(1))
+
+
+def test_an_address_that_cannot_be_used_is_left_out_alone(
+    mailer: SendGridMailer, sendgrid_server: SendGridServer
+) -> None:
+    result = mailer.push(MESSAGE, [Recipient("not an address"), *people(2)])
+    assert list(result.failed) == ["not an address"] and "not a usable address" in result.failed["not an address"]
+    assert sendgrid_server.deliveries() == {"user0@example.com": 1, "user1@example.com": 1}
 
 
 def test_429_and_5xx_are_temporary_with_retry_after(

@@ -14,11 +14,13 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urljoin
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
+from newsletter.collect.urls import web_url
 from newsletter.store.models import Article, utcnow
 from newsletter.text import is_boilerplate, normalize_ws, word_count
 
@@ -117,7 +119,8 @@ def extract(html: bytes | str, url: str | None = None, content_type: str | None 
         byline=_byline(doc.author),
         site_name=doc.sitename,
         published_at=_date(doc.date),
-        image_url=doc.image,
+        # og:image is the page's to choose: relative to the page, then the same check as a feed's images.
+        image_url=web_url(urljoin(url or "", doc.image)) if doc.image else None,
         language=doc.language or _language(raw),
         text=text,
     )

@@ -1,6 +1,10 @@
-"""Fetching with limits: http(s), file:// URLs and plain paths, conditional GET, timeouts, a size cap.
+"""The one fetcher for every outbound request: http(s) with limits, conditional GET, timeouts, a size cap.
 
-Used for feeds and for article pages alike, so both obey the same limits.
+Used for feeds and for article pages alike, so both obey the same limits and the same guard
+(newsletter.collect.guard): every connection, including each hop of a redirect, goes only to an address the
+guard checked. Redirects are followed here, hop by hop (at most MAX_REDIRECTS), each target passing the http(s)
+URL check first; the result keeps the chain. file:// URLs and plain paths are read only when the caller says
+so (`local_files`, for the sources a schedule file lists: the operator's own disk), never for a link from a feed.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
+import httpcore
 import httpx
 
 from newsletter import __version__
+from newsletter.collect.guard import Guard, GuardedBackend, Refused
+from newsletter.collect.urls import web_url
 
 USER_AGENT = f"newsletter/{__version__} (+https://github.com/newsletter-digest/newsletter)"
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class FetchResult:
     not_modified: bool = False
     error: str | None = None
     elapsed: float = 0.0
-    # Each redirect followed: (status, absolute location), in order; collect remembers permanent ones.
+    # Each redirect followed, in order: (status, absolute target URL); final_url is the last target.
     redirects: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -73,13 +82,32 @@ def _read_file(url: str, limits: FetchLimits) -> FetchResult:
         return FetchResult(url, False, error=f"cannot read {path}: {exc.strerror or exc}")
 
 
-def make_client(limits: FetchLimits) -> httpx.AsyncClient:
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport over a connection pool whose network layer is the guard's."""
+
+    def __init__(self, guard: Guard, limits: FetchLimits) -> None:
+        super().__init__(trust_env=False)
+        # httpx builds its pool without a way to pass a network backend: build the same pool with ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.concurrency,
+            max_keepalive_connections=limits.concurrency,
+            network_backend=GuardedBackend(guard),
+        )
+
+
+def make_client(limits: FetchLimits, guard: Guard | None = None) -> httpx.AsyncClient:
+    """A client whose every connection passes `guard` (by default: public addresses and NEWSLETTER_FETCH_ALLOW).
+
+    Proxy settings from the environment are ignored on purpose: through a proxy the guard would only ever
+    see the proxy's address, never where the request really goes.
+    """
     return httpx.AsyncClient(
+        transport=_GuardedTransport(guard or Guard(), limits),
         timeout=httpx.Timeout(limits.timeout, connect=min(limits.timeout, 10.0)),
-        follow_redirects=True,
-        max_redirects=5,
+        follow_redirects=False,  # followed in _get, each hop checked
+        trust_env=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
-        limits=httpx.Limits(max_connections=limits.concurrency, max_keepalive_connections=limits.concurrency),
     )
 
 
@@ -91,13 +119,18 @@ async def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     accept: str = "*/*",
+    local_files: bool = False,
 ) -> FetchResult:
-    """Fetch one URL. Never raises: failures come back as ok=False with a readable error."""
+    """Fetch one URL. Never raises: failures come back as ok=False with a readable error.
+
+    `local_files`: read file:// URLs and paths too (only for sources listed in a schedule file)."""
     started = time.monotonic()
-    if is_local(url):
+    if is_local(url) and local_files:
         result = await asyncio.to_thread(_read_file, url, limits)
         result.elapsed = time.monotonic() - started
         return result
+    if web_url(url) is None:
+        return FetchResult(url, False, error="not an http(s) URL")
     headers = {"Accept": accept}
     if etag:
         headers["If-None-Match"] = etag
@@ -109,43 +142,81 @@ async def fetch(
         result = await asyncio.wait_for(_get(client, url, headers, limits), timeout=limits.timeout)
     except TimeoutError:
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
-    except TooLarge as exc:
+    except (TooLarge, Refused) as exc:
         result = FetchResult(url, False, error=str(exc))
     except httpx.TimeoutException:
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
     except httpx.TooManyRedirects:
-        result = FetchResult(url, False, error="too many redirects")
-    except httpx.HTTPError as exc:
+        result = FetchResult(url, False, error=f"too many redirects (more than {MAX_REDIRECTS})")
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         result = FetchResult(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     result.elapsed = time.monotonic() - started
     return result
 
 
 async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str], limits: FetchLimits) -> FetchResult:
-    async with client.stream("GET", url, headers=headers) as response:
-        common = {
-            "status": response.status_code,
-            "final_url": str(response.url),
-            "content_type": response.headers.get("content-type"),
-            "etag": response.headers.get("etag"),
-            "last_modified": response.headers.get("last-modified"),
-            "redirects": [(r.status_code, str(r.url.join(r.headers.get("location", "")))) for r in response.history],
-        }
-        if response.status_code == 304:
-            return FetchResult(url, True, not_modified=True, **common)
-        if response.status_code >= 400:
-            return FetchResult(url, False, error=f"HTTP {response.status_code}", **common)
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-            raise TooLarge(f"too large: {declared} bytes (limit {limits.max_bytes})")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limits.max_bytes:
-                raise TooLarge(f"too large: over {limits.max_bytes} bytes")
-            chunks.append(chunk)
-        return FetchResult(url, True, body=b"".join(chunks), **common)
+    current = url
+    redirects: list[tuple[int, str]] = []
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            result = await _hop(client, url, current, headers, limits, redirects)
+        except Refused as exc:  # this hop's address: say so with the chain that led there
+            return FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
+        if result is not None:
+            return result
+        current = redirects[-1][1]
+    raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _hop(client: httpx.AsyncClient, url: str, current: str, headers: dict[str, str], limits: FetchLimits,
+               redirects: list[tuple[int, str]]) -> FetchResult | None:
+    """One request: the result, or None after appending a redirect to follow to `redirects`."""
+    request = client.build_request("GET", current, headers=headers)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.InvalidURL:  # httpx parses a redirect's Location even when not following it
+        return FetchResult(url, False, final_url=current, redirects=redirects,
+                           error="redirect to a non-http(s) URL")
+    try:
+        location = response.headers.get("location")
+        if response.status_code in _REDIRECTS and location:
+            target = urljoin(str(response.url), location.strip())
+            if web_url(target) is None:
+                return FetchResult(url, False, status=response.status_code, final_url=current,
+                                   redirects=redirects,
+                                   error=f"HTTP {response.status_code} redirect to a non-http(s) URL")
+            redirects.append((response.status_code, target))
+            return None
+        return await _read(url, response, limits, redirects)
+    finally:
+        await response.aclose()
+
+
+async def _read(url: str, response: httpx.Response, limits: FetchLimits,
+                redirects: list[tuple[int, str]]) -> FetchResult:
+    common = {
+        "status": response.status_code,
+        "final_url": str(response.url),
+        "content_type": response.headers.get("content-type"),
+        "etag": response.headers.get("etag"),
+        "last_modified": response.headers.get("last-modified"),
+        "redirects": redirects,
+    }
+    if response.status_code == 304:
+        return FetchResult(url, True, not_modified=True, **common)
+    if response.status_code >= 400:
+        return FetchResult(url, False, error=f"HTTP {response.status_code}", **common)
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+        raise TooLarge(f"too large: {declared} bytes (limit {limits.max_bytes})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise TooLarge(f"too large: over {limits.max_bytes} bytes")
+        chunks.append(chunk)
+    return FetchResult(url, True, body=b"".join(chunks), **common)
 
 
 async def fetch_all(
@@ -154,18 +225,23 @@ async def fetch_all(
     *,
     accept: str = "*/*",
     on_done: Callable[[FetchResult], Awaitable[None] | None] | None = None,
+    local_files: bool = False,
+    guard: Guard | None = None,
 ) -> list[FetchResult]:
-    """Fetch (url, etag, last_modified) triples concurrently, capped overall and per host; keeps order."""
+    """Fetch (url, etag, last_modified) triples concurrently, capped overall and per host; keeps order.
+
+    `local_files` lets file paths through (a schedule's own sources); `guard` defaults to Guard()."""
     overall = asyncio.Semaphore(limits.concurrency)
     per_host: dict[str, asyncio.Semaphore] = {}
 
-    async with make_client(limits) as client:
+    async with make_client(limits, guard) as client:
 
         async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
             host = urlparse(url).netloc
             host_sem = per_host.setdefault(host, asyncio.Semaphore(limits.per_host))
             async with overall, host_sem:
-                result = await fetch(client, url, limits, etag=etag, last_modified=last_modified, accept=accept)
+                result = await fetch(client, url, limits, etag=etag, last_modified=last_modified, accept=accept,
+                                     local_files=local_files)
             if on_done is not None:
                 maybe = on_done(result)
                 if asyncio.iscoroutine(maybe):

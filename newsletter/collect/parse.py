@@ -29,6 +29,7 @@ from feedparser.datetimes import _parse_date as feedparser_date  # the same date
 from lxml import etree
 
 from newsletter.collect.sanitize import html_to_text, repair_cp1252, sanitize_html
+from newsletter.collect.urls import web_url
 
 MAX_TITLE = 1000
 
@@ -89,12 +90,6 @@ def struct_to_utc(value: Any) -> datetime | None:
         return datetime.fromtimestamp(calendar.timegm(value), UTC).replace(tzinfo=None)
     except (OverflowError, ValueError, TypeError):
         return None
-
-
-def _https_only(url: str | None) -> str | None:
-    if url and url.strip().lower().startswith(("http://", "https://")):
-        return url.strip()
-    return None
 
 
 _IMG_SRC = re.compile(r"<img\b[^>]*?\bsrc=\"([^\"]*)\"", re.I)
@@ -508,7 +503,7 @@ def parse_json_feed(body: bytes, url: str = "") -> ParsedFeed:
 def _clean(entries: list[_Entry], feed_title: str | None, *, base: str, parser: str) -> ParsedFeed:
     items: list[ParsedItem] = []
     for entry in entries:
-        link = _https_only(entry.link)
+        link = web_url(entry.link)
         title = html_to_text(entry.title)[:MAX_TITLE]
         body = max(entry.bodies, key=len) if entry.bodies else ""
         content_html = sanitize_html(body, base=base)
@@ -516,7 +511,7 @@ def _clean(entries: list[_Entry], feed_title: str | None, *, base: str, parser: 
         if not (title or text or link):
             continue
         # feedparser leaves an enclosure's address as written: a relative one is relative to the document.
-        image = _https_only(_urljoin(base, entry.image.strip()) if entry.image and base else entry.image)
+        image = web_url(_urljoin(base, entry.image.strip()) if entry.image and base else entry.image)
         title = title or (text[:80] + "…" if len(text) > 80 else text) or link or "(untitled)"
         # Hashed as stored, so that the migration of stored items (0003_feeds) computes the same.
         digest = content_hash(title, text, content_html, image)

@@ -251,7 +251,7 @@ async def _collect_async(
             progress(result.url)
 
     requests = [(s.url, *validators.get(s.url, (None, None))) for s in specs]
-    results = await fetch_all(requests, limits, accept=FEED_ACCEPT, on_done=on_done)
+    results = await fetch_all(requests, limits, accept=FEED_ACCEPT, on_done=on_done, local_files=True)
     out: list[tuple[FetchResult, ParsedFeed | None]] = []
     for result in results:
         future = parsed.get(result.url)

@@ -13,6 +13,7 @@ from newsletter.compose.select import feed_summary, select_items, window_for
 from newsletter.config import Newsletter
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, utcnow
+from newsletter.text import single_line
 
 EDITABLE = ("draft", "held")
 
@@ -33,7 +34,8 @@ class BuildResult:
 
 def _subject(nl: Newsletter, number: int, top_title: str) -> str:
     try:
-        return nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug)
+        # The top title is a feed's: one line, or the Subject header could not be built at all.
+        return single_line(nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug))
     except (KeyError, IndexError, ValueError) as exc:
         raise BuildError(f"{nl.path}: digest.subject: cannot fill {nl.digest.subject!r}: {exc}") from None
 

@@ -6,9 +6,11 @@ fixing a schedule at 7am should not have to guess.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -292,6 +294,63 @@ def load_all(directory: str | Path) -> LoadResult:
     return result
 
 
+# -- NEWSLETTER_FETCH_ALLOW: the outbound guard's exceptions (newsletter.collect.guard) --------------------
+
+ALLOW_ENV = "NEWSLETTER_FETCH_ALLOW"
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_HOST = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+
+
+def normal_host(host: str) -> str:
+    """A host as the allow-list compares it: no brackets, no trailing dot, lowercase."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+class AllowListError(ConfigError):
+    """NEWSLETTER_FETCH_ALLOW holds something that is neither a host name nor a network."""
+
+
+@dataclass(frozen=True)
+class Allow:
+    """The operator's exceptions: host names (exact, case-insensitive) and networks."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, *, where: str = ALLOW_ENV) -> Allow:
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for raw in text.split(","):
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            name = entry.rstrip(".")
+            if not _HOST.match(name):
+                raise AllowListError(
+                    f"{where}: {raw.strip()!r} is neither a host name nor a network "
+                    "(use e.g. intranet.example,10.1.0.0/16,127.0.0.1/32)"
+                )
+            hosts.add(name)
+        return cls(frozenset(hosts), tuple(networks))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Allow:
+        return cls.parse((os.environ if env is None else env).get(ALLOW_ENV, ""))
+
+    def allows_host(self, host: str) -> bool:
+        return normal_host(host) in self.hosts
+
+    def allows_address(self, ip: _IPAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Machine choices and secrets: from the environment, never from schedule files."""
@@ -308,6 +367,7 @@ class Settings:
     sendgrid_api_host: str = "https://api.sendgrid.com"
     smtp_url: str | None = None
     send_rate: float | None = None
+    fetch_allow: Allow = field(default_factory=Allow)  # NEWSLETTER_FETCH_ALLOW
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return f"Settings(database_url={_redact_url(self.database_url)!r}, mailer={self.mailer!r})"
@@ -354,4 +414,5 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         sendgrid_api_host=env.get("SENDGRID_API_HOST", "https://api.sendgrid.com").rstrip("/"),
         smtp_url=env.get("NEWSLETTER_SMTP_URL") or None,
         send_rate=send_rate,
+        fetch_allow=Allow.from_env(env),  # checked here too, so a typo stops the program at start
     )

@@ -43,6 +43,9 @@ class Message:
 class PushResult:
     provider_message_id: str | None = None  # e.g. SendGrid's X-Message-Id for the whole request
     message_ids: dict[str, str] = field(default_factory=dict)  # per address, where the backend knows them
+    # Recipients whose message could not be built (an address the email library refuses), with why: left out
+    # of this batch alone; the rest went out.
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 class DeliveryError(Exception):
@@ -65,7 +68,7 @@ class Mailer(Protocol):
     name: str
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
-        """Deliver one batch. Either every recipient was accepted, or it raises DeliveryError."""
+        """Deliver one batch. Every recipient was accepted (but those in `failed`), or it raises DeliveryError."""
         ...
 
     def flush(self) -> None: ...

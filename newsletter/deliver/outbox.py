@@ -12,7 +12,7 @@ from email.utils import make_msgid
 from pathlib import Path
 
 from newsletter.deliver.mailer import Message, PushResult, Recipient
-from newsletter.deliver.message import build_email, message_domain
+from newsletter.deliver.message import MessageBuildError, build_email, message_domain
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -38,15 +38,20 @@ class OutboxMailer:
         folder.mkdir(parents=True, exist_ok=True)
         domain = message_domain(message.from_address)
         ids: dict[str, str] = {}
+        failed: dict[str, str] = {}
         for recipient in recipients:
             message_id = make_msgid(domain=domain)
-            email = build_email(message, recipient, message_id=message_id)
+            try:
+                email = build_email(message, recipient, message_id=message_id)
+            except MessageBuildError as exc:
+                failed[recipient.email] = str(exc)
+                continue
             path = folder / f"{safe_name(recipient.email)}.eml"
             tmp = path.with_suffix(".eml.tmp")
             tmp.write_bytes(email.as_bytes())
             os.replace(tmp, path)
             ids[recipient.email] = message_id
-        return PushResult(provider_message_id=None, message_ids=ids)
+        return PushResult(provider_message_id=None, message_ids=ids, failed=failed)
 
     def flush(self) -> None:
         pass

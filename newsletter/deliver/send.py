@@ -366,15 +366,17 @@ class _Sender:
         now = utcnow()
         ids = result.message_ids if result else {}
         rejected = getattr(result, "rejected", None) or {}
-        if rejected:
-            rows = [r for r in rows if r[2] not in rejected]
+        failed = result.failed if result else {}  # not built (newsletter.deliver.message): not sent, not a bounce
+        if rejected or failed:
+            rows = [r for r in rows if r[2] not in rejected and r[2] not in failed]
         with session_scope(self.engine) as session:
             if rows:
                 insert_deliveries(session, [(self.send_id, batch.id, r[1], r[2], ids.get(r[2]), now) for r in rows])
                 session.execute(update(Send).where(Send.id == self.send_id).values(sent=Send.sent + len(rows)))
             for email in rejected:  # refused for good by the receiving server: a bounce
                 suppress(session, email, None, "bounced")
-            values: dict[str, Any] = {"error": None}
+            values: dict[str, Any] = {"error": "; ".join(f"not sent to {e}: {why}" for e, why in failed.items())[:2000]
+                                      if failed else None}
             if final:
                 values.update(status="sent", sent_at=now)
                 if result and result.provider_message_id:
@@ -384,6 +386,8 @@ class _Sender:
             batch.status = "sent"
         with self.lock:
             self.sent_now += len(rows)
+        for email, why in failed.items():
+            self._report(f"not sent to {email}: {why}")
 
     def _claim_next(self) -> _Batch | None:
         with session_scope(self.engine) as session:

@@ -29,6 +29,7 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
+from newsletter.deliver.message import MessageBuildError, recipient_address
 from newsletter.render import tokens
 
 MAX_PERSONALIZATIONS = 1000
@@ -74,7 +75,7 @@ class SendGridMailer:
         if self._prepared and self._prepared[0] is message:
             return self._prepared[1], self._prepared[2], self._prepared[3]
         text_keys = [
-            key for key, token in tokens.ALL.items() if token in message.text or token in message.subject
+            key for key, token in tokens.ALL.items() if token in message.text
         ]
         html_keys = [key for key, token in tokens.ALL.items() if token in message.html]
         body_html = message.html
@@ -90,7 +91,8 @@ class SendGridMailer:
             content.append({"type": "text/html", "value": body_html})
         base: dict[str, Any] = {
             "from": _address(message.from_address),
-            "subject": message.subject,
+            # SendGrid substitutes in the subject too, and a subject is made of feed titles: no tokens there.
+            "subject": tokens.defuse(message.subject),
             "content": content,
             "headers": headers,
         }
@@ -103,7 +105,10 @@ class SendGridMailer:
         self._prepared = (message, base, text_keys, html_keys)
         return base, text_keys, html_keys
 
-    def build_request(self, message: Message, recipients: Sequence[Recipient]) -> dict[str, Any]:
+    def build_request(self, message: Message, recipients: Sequence[Recipient],
+                      failed: dict[str, str] | None = None) -> dict[str, Any]:
+        """The Mail Send body. A recipient whose address cannot be used goes into `failed` (when given) instead
+        of failing the whole request; without `failed` it raises MessageBuildError."""
         if not recipients:
             raise ValueError("no recipients")
         if len(recipients) > MAX_PERSONALIZATIONS:
@@ -116,8 +121,15 @@ class SendGridMailer:
             if lowered in seen:  # SendGrid rejects the whole request for one repeated address
                 raise ValueError(f"{r.email} appears twice in one batch")
             seen.add(lowered)
-            values = {"email": r.email, "name": r.name or "", **r.values}
-            to = {"email": r.email, "name": r.name} if r.name else {"email": r.email}
+            try:
+                address = recipient_address(r)  # the same check as a message built for SMTP
+            except MessageBuildError as exc:
+                if failed is None:
+                    raise
+                failed[r.email] = str(exc)
+                continue
+            values = {"email": r.email, "name": address.display_name, **r.values}
+            to = {"email": r.email, "name": address.display_name} if address.display_name else {"email": r.email}
             p: dict[str, Any] = {"to": [to]}
             subs = {tokens.ALL[k]: values.get(k, "") for k in text_keys}
             for k in html_keys:
@@ -139,7 +151,10 @@ class SendGridMailer:
 
     # -- sending ---------------------------------------------------------------------------------------------
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
-        body = self.build_request(message, recipients)
+        failed: dict[str, str] = {}
+        body = self.build_request(message, recipients, failed)
+        if not body["personalizations"]:  # nobody left to send to
+            return PushResult(failed=failed)
         try:
             response = self.client.client.mail.send.post(request_body=body)
         except http_errors.HTTPError as exc:
@@ -151,7 +166,7 @@ class SendGridMailer:
             # The request went out whole and the answer never came: SendGrid may have accepted it.
             raise OutcomeUnknownError(f"no answer from SendGrid after sending the request: {exc!r}") from None
         message_id = response.headers.get("X-Message-Id") if response.headers else None
-        return PushResult(provider_message_id=message_id)
+        return PushResult(provider_message_id=message_id, failed=failed)
 
     def accepted(self, custom_args: dict[str, str], limit: int = 1000) -> set[str] | None:
         """Addresses SendGrid's Email Activity API reports for messages sent with these custom args.

@@ -26,7 +26,7 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
-from newsletter.deliver.message import build_email, message_domain
+from newsletter.deliver.message import MessageBuildError, build_email, message_domain
 
 # Replies that mean "not now" for the whole connection or message (RFC 5321 4.2.5 and common practice).
 TEMPORARY_CODES = range(400, 500)
@@ -160,6 +160,8 @@ class SMTPMailer:
             smtp = self._connect_partial(result)
             try:
                 result.message_ids[recipient.email] = self._send_one(smtp, sender, message, recipient)
+            except MessageBuildError as exc:  # nothing was sent for this one; the others go on
+                result.failed[recipient.email] = str(exc)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients[recipient.email]
                 if code in TEMPORARY_CODES:

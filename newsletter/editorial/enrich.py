@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from newsletter.collect.article import get_articles, run_sync
 from newsletter.collect.fetch import FetchLimits
+from newsletter.collect.urls import web_url
 from newsletter.config import Newsletter
 from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
@@ -73,10 +74,6 @@ def _label(row: IssueItem) -> str:
     return f"#{row.position} {row.title[:60]}"
 
 
-def _is_web(url: str | None) -> bool:
-    return bool(url) and urlparse(url).scheme in ("http", "https")
-
-
 def _source_name(item: Item) -> str:
     src = item.source
     if src is not None and (src.name or src.title):
@@ -115,7 +112,7 @@ def _load_articles(
     wanted = [
         r.url
         for r in rows
-        if word_count(r.item.content_text if r.item else "") < under_words and _is_web(r.url)
+        if word_count(r.item.content_text if r.item else "") < under_words and web_url(r.url) is not None
     ]
     if not wanted:
         return {}
@@ -150,8 +147,8 @@ def _story(row: IssueItem, articles: dict[str, Article], default_language: str) 
         notes.pop("article", None)
         notes["text"] = f"article page, {word_count(art.text)} words"
         row.notes = notes
-        if not row.image_url and art.image_url:
-            row.image_url = art.image_url
+        if not row.image_url and web_url(art.image_url):  # rows stored before the check existed, too
+            row.image_url = web_url(art.image_url)
         if not row.author and art.byline:
             row.author = art.byline[:500]
         return _Story(row, item, art.text, art.language or item.language or default_language, True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import escape
 
@@ -57,7 +58,10 @@ def _autoescape(name: str | None) -> bool:
 def make_environment(user_dir: Path | None) -> jinja2.Environment:
     search = [str(user_dir)] if user_dir and user_dir.is_dir() else []
     search.append(str(default_templates_dir()))
-    env = jinja2.Environment(
+    # Sandboxed: a template override is text an operator may copy from anywhere, and in a plain Environment
+    # `{{ cycler.__init__.__globals__.os }}` reaches the process (its environment, a shell). The sandbox
+    # refuses private and internal attributes; rendering cost is measured in benchmarks/render.py.
+    env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(search),
         # MJML is XML: every text node is escaped, so a feed's "<" or "&" cannot break the strict MRML parser.
         autoescape=_autoescape,
@@ -180,8 +184,11 @@ def _location(exc: jinja2.TemplateError) -> str:
 
 
 def context_for(
-    issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None
+    issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None,
+    placeholders: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The templates' variables; `placeholders` are the per-recipient tokens to place (tokens.render_tokens)."""
+    own = placeholders or tokens.ALL
     data = issue_to_json(issue)
     now = now or datetime.now(UTC).replace(tzinfo=None)
     return {
@@ -198,8 +205,8 @@ def context_for(
         "preheader": issue.preheader or _default_preheader(data),
         "archive_url": f"{base_url}/archive/{newsletter.slug}",
         "issue_url": f"{base_url}/archive/{newsletter.slug}/{issue.number}",
-        "unsubscribe_url": tokens.UNSUBSCRIBE_URL,
-        "recipient_email": tokens.EMAIL,
+        "unsubscribe_url": own["unsubscribe_url"],
+        "recipient_email": own["email"],
         "now": now,
         "refs": LinkRefs(),
     }
@@ -303,12 +310,14 @@ def render_issue(
     """`now` fixes the clock for relative ages ("3h ago"), for reproducible output."""
     started = time.perf_counter()
     env = _environment(*_user_templates_key(templates_dir))
-    context = context_for(issue, newsletter, base_url=base_url, now=now)
+    own = tokens.render_tokens()  # content cannot know them: only the templates place a per-recipient value
+    context = context_for(issue, newsletter, base_url=base_url, now=now, placeholders=own)
     mjml_source = render_template(env, HTML_TEMPLATE, context)
     html, used = compile_mjml(mjml_source, compiler=compiler)
-    text = render_template(env, TEXT_TEMPLATE, context)
+    html = tokens.finish(html, own)
+    text = tokens.finish(render_template(env, TEXT_TEMPLATE, context), own)
     return Rendered(
-        subject=issue.subject,
+        subject=tokens.defuse(issue.subject),
         preheader=context["preheader"],
         html=html,
         text=text,

