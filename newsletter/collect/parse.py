@@ -386,7 +386,8 @@ def _simple_rss(body: bytes, url: str, content_type: str | None) -> ParsedFeed |
         return None
     channel = channels[0]
     base = url
-    feed_title = _text(channel.find("title")) if channel.find("title") is not None else None
+    title_el = channel.find("title")
+    feed_title = _text(title_el) if title_el is not None else None
     language_el = channel.find("language")
     feed_lang = _text(language_el) or None if language_el is not None else None
     entries: list[_Entry] = []
