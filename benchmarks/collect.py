@@ -78,9 +78,13 @@ def serve(host: str, feeds: dict[str, bytes], latency: float) -> ThreadingHTTPSe
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer((host, 0), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
+    class Server(ThreadingHTTPServer):
+        # A class attribute, read by listen() inside the constructor: set on the instance afterwards it would
+        # come too late, leaving the default backlog of 5 and making the client wait on refused connections.
+        request_queue_size = 256
+        daemon_threads = True
+
+    server = Server((host, 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

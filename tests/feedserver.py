@@ -1,4 +1,4 @@
-"""A real HTTP server on loopback for feed tests: routes with status, delay, ETag/Last-Modified, big bodies."""
+"""A real HTTP server on loopback for feed tests: status, delay, ETag/Last-Modified, redirects, big bodies."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class Route:
     delay: float = 0.0  # seconds before answering
     etag: str | None = None
     last_modified: str | None = None
+    location: str | None = None  # sent as Location (with a 3xx status: a redirect)
     hits: int = 0
     conditional_hits: int = 0  # requests that carried If-None-Match / If-Modified-Since
 
@@ -65,6 +66,8 @@ class FeedServer:
                     self.send_header("ETag", route.etag)
                 if route.last_modified:
                     self.send_header("Last-Modified", route.last_modified)
+                if route.location:
+                    self.send_header("Location", route.location)
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(route.body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import func, select
 
 from newsletter.collect.fetch import FetchLimits
@@ -91,7 +93,8 @@ def test_conditional_get_turns_an_unchanged_feed_into_a_304(workdir, feed_server
 def test_items_are_deduplicated_across_runs_by_guid_link_and_content(workdir, feed_server, db_url) -> None:
     from tests.feedserver import Route
 
-    feed_server.routes["/f"] = Route(body=rss("F", GOOD))
+    now = datetime.now(UTC)  # one clock for both documents: the republished items keep their dates
+    feed_server.routes["/f"] = Route(body=rss("F", GOOD, now=now))
     engine = get_engine(db_url)
     nl = newsletter(feed_server.url("/f"))
     collect(engine, [nl])
@@ -100,7 +103,7 @@ def test_items_are_deduplicated_across_runs_by_guid_link_and_content(workdir, fe
         {**GOOD[1], "guid": "another", "link": "https://news.example/moved"},  # same content, new guid and link
         {"guid": "g-new", "title": "Really new", "link": "https://news.example/new", "body": "<p>Hi.</p>"},
     ]
-    feed_server.routes["/f"].body = rss("F", GOOD + republished)
+    feed_server.routes["/f"].body = rss("F", GOOD + republished, now=now)
     report = collect(engine, [nl])
     assert report.outcomes[0].new_items == 1
     with session_scope(engine) as session:

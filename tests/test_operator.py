@@ -148,7 +148,7 @@ def test_collect_exits_1_when_no_source_answered_and_counts_sources_backing_off(
 
 @pytest.mark.parametrize("body, said", [
     (b"<!doctype html><html><head><title>Blog</title></head><body>hi</body></html>", "this is an HTML page"),
-    (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', "this is JSON"),
+    (b'{"name": "a JSON document, not a JSON Feed"}', "this is JSON"),  # a JSON Feed is a feed (issue 14)
     (b"just some words on one line", "this is plain text"),
 ])
 def test_a_local_file_that_is_not_a_feed_says_what_it_is(workdir: Path, cli, body: bytes,  # noqa: ANN001

@@ -106,7 +106,9 @@ def check_delivered(messages: dict[str, EmailMessage], title: str) -> None:
 def test_feed_text_forms_no_placeholder_and_headers_hold_through_the_outbox(workdir, cli, title: str) -> None:
     setup_attack(workdir, cli, title)
     issue = json.loads(cli("issue", "show", "1", "--format", "json").output)
-    assert issue["subject"] == "Town Weekly #1: Harbour bridge Bcc: victim@evil.example reopens today %%email%%"
+    # U+0085 is read as Windows-1252's "…", as feedparser reads a C1 control in text (issue 14): still one line.
+    gap = " " if title == CLEAN_TITLE else "…"
+    assert issue["subject"] == f"Town Weekly #1: Harbour bridge Bcc: victim@evil.example reopens{gap}today %%email%%"
     assert "\n" not in issue["items"][0]["title"]
     cli("check", "town", ok=False)  # may find problems; must not crash on the title
     assert "3 now" in cli("send", "town").output

@@ -15,7 +15,7 @@ def show_report(report: CollectReport) -> None:
     table = Table(title="Collected", show_lines=False)
     for col in ("source", "status", "new", "seen", "time", "problem"):
         table.add_column(col, overflow="fold")
-    style = {"ok": "green", "not-modified": "cyan", "error": "red", "skipped": "yellow"}
+    style = {"ok": "green", "not-modified": "cyan", "error": "red", "skipped": "yellow", "gone": "red"}
     for o in report.outcomes:
         # A failing row names its URL: the name alone does not say which address to fix.
         name = escape(o.name) + (f"\n[dim]{escape(o.url)}[/]" if o.status in ("error", "skipped") and o.url != o.name
@@ -28,6 +28,8 @@ def show_report(report: CollectReport) -> None:
     if backing_off:
         footer += (f", {len(backing_off)} not fetched (backing off after earlier failures; "
                    "`--force` tries them now)")
+    if report.gone:
+        footer += f", {len(report.gone)} gone (410: not polled until `newsletter sources enable URL`)"
     console.print(footer + ".", highlight=False)
 
 

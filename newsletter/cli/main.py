@@ -65,6 +65,7 @@ COMMANDS: dict[str, Entry] = {
 COMMAND_MODULES = [
     "newsletter.cli.setup",
     "newsletter.cli.collect",
+    "newsletter.cli.sources",
     "newsletter.cli.issues",
     "newsletter.cli.approval",
     "newsletter.cli.schedule",

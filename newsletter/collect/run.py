@@ -1,6 +1,8 @@
 """A collect run: fetch every source at once, parse in parallel, store new items, record each source's state.
 
 A broken, slow or huge feed is recorded with its error and retried later with backoff; it never stops the others.
+Polling learns: a permanent redirect (301, 308) is remembered and the new address polled from then on, and a feed
+that answers 410 Gone is no longer polled until an operator re-enables it (`newsletter sources enable URL`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from newsletter.config import Newsletter
 from newsletter.store.db import session_scope
 from newsletter.store.models import Item, Source, utcnow
 
-FEED_ACCEPT = "application/atom+xml, application/rss+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+FEED_ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, application/xml;q=0.9, text/xml;q=0.9, "
+    "application/json;q=0.8, */*;q=0.1"
+)
 # Below this many documents a process pool costs more to start than it saves.
 PARALLEL_PARSE_MIN = 8
 MAX_BACKOFF = timedelta(hours=24)
@@ -31,7 +36,7 @@ MAX_BACKOFF = timedelta(hours=24)
 class SourceOutcome:
     url: str
     name: str
-    status: str  # ok, not-modified, error, skipped
+    status: str  # ok, not-modified, error, skipped (backing off), gone (410: not polled)
     new_items: int = 0
     seen_items: int = 0
     http_status: int | None = None
@@ -51,6 +56,15 @@ class CollectReport:
     @property
     def failed(self) -> list[SourceOutcome]:
         return [o for o in self.outcomes if o.status == "error"]
+
+    @property
+    def backing_off(self) -> list[SourceOutcome]:
+        """Sources not fetched this run because they failed before: failing all the same."""
+        return [o for o in self.outcomes if o.status == "skipped"]
+
+    @property
+    def gone(self) -> list[SourceOutcome]:
+        return [o for o in self.outcomes if o.status == "gone"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,17 @@ def _backoff(failures: int) -> timedelta:
 
 
 def _ensure_sources(session: Session, specs: list[SourceSpec]) -> dict[str, Source]:
-    rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_([s.url for s in specs])))}
+    urls = [s.url for s in specs]
+    rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_(urls)))}
+    # A schedule file updated to the address a permanent redirect gave: the same source (and its items, so that
+    # none is delivered again), now under its new URL.
+    missing = [u for u in urls if u not in rows]
+    if missing:
+        for moved in session.scalars(select(Source).where(Source.moved_to.in_(missing))):
+            new_url = moved.moved_to
+            if new_url and moved.url not in rows and new_url not in rows:
+                moved.url, moved.moved_to = new_url, None
+                rows[new_url] = moved
     for spec in specs:
         row = rows.get(spec.url)
         if row is None:
@@ -87,24 +111,32 @@ def _ensure_sources(session: Session, specs: list[SourceSpec]) -> dict[str, Sour
 
 
 def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int, int]:
-    """Insert the feed's new items. Dedupe by guid, then link, then content hash. Returns (new, seen)."""
+    """Insert the feed's new items. Returns (new, seen).
+
+    Seen: the same guid, or the same link, or the same content *and* the same date under another guid (a feed that
+    changed its ids). Two posts that say the same on different days ("Service restored") are two items.
+    """
     existing = session.execute(
-        select(Item.id, Item.guid, Item.link, Item.content_hash).where(Item.source_id == source.id)
+        select(Item.guid, Item.link, Item.content_hash, Item.published_at, Item.collected_at)
+        .where(Item.source_id == source.id)
     ).all()
-    guids = {row.guid: row.id for row in existing}
+    guids = {row.guid for row in existing}
     links = {row.link for row in existing if row.link}
-    hashes = {row.content_hash for row in existing}
+    # An item stored without a date got its collection time as published_at: it counts as dateless.
+    hashes = {(row.content_hash, None if row.published_at == row.collected_at else row.published_at)
+              for row in existing}
     new = seen = 0
     now = utcnow()
     fresh: list[dict] = []
     for item in feed.items:
-        if item.guid in guids or (item.link and item.link in links) or item.content_hash in hashes:
+        dated = (item.content_hash, item.published_at)
+        if item.guid in guids or (item.link and item.link in links) or dated in hashes:
             seen += 1
             continue
-        guids[item.guid] = -1
+        guids.add(item.guid)
         if item.link:
             links.add(item.link)
-        hashes.add(item.content_hash)
+        hashes.add(dated)
         fresh.append(
             {
                 "source_id": source.id,
@@ -127,9 +159,39 @@ def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int
     return new, seen
 
 
+GONE_HELP = "not polled until `newsletter sources enable {url}` (or remove it from the schedule file)"
+
+
+def _permanent_target(result: FetchResult) -> str | None:
+    """Where the leading 301/308 redirects led: a temporary one (302, 307) after them is not followed up."""
+    target = None
+    for status, location in result.redirects:
+        if status not in (301, 308):
+            break
+        target = location
+    return target
+
+
+def _learn_redirect(source: Source, result: FetchResult, outcome: SourceOutcome) -> None:
+    target = _permanent_target(result) if result.ok else None  # a move to a dead address is not learnt
+    if not target or target == (source.moved_to or source.url):
+        return
+    source.moved_to = None if target == source.url else target
+    status = next(s for s, loc in result.redirects if loc == target)
+    note = (f"moved permanently ({status}) to {target}: polled there from now on; update the schedule file "
+            "(the source keeps its items)")
+    outcome.warning = f"{note}; {outcome.warning}" if outcome.warning else note
+
+
 def _record(source: Source, result: FetchResult, outcome: SourceOutcome, now: datetime) -> None:
     source.last_fetched_at = now
     source.last_http_status = result.status
+    if outcome.status == "gone":
+        source.gone_at = now
+        source.last_status = "gone"
+        source.last_error = outcome.error
+        source.next_attempt_at = None
+        return
     if outcome.status == "error":
         source.failures = (source.failures or 0) + 1
         source.last_status = "error"
@@ -178,11 +240,12 @@ async def _collect_async(
         if result.ok and not result.not_modified:
             if pool is not None:
                 executor = pool.get()
-                parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body, result.url,
-                                                             result.content_type)
+                # Relative links are relative to where the feed was finally read from, after redirects.
+                parsed[result.url] = loop.run_in_executor(executor, parse_feed, result.body,
+                                                             result.final_url or result.url, result.content_type)
             else:
                 future: asyncio.Future[ParsedFeed] = loop.create_future()
-                future.set_result(parse_feed(result.body, result.url, result.content_type))
+                future.set_result(parse_feed(result.body, result.final_url or result.url, result.content_type))
                 parsed[result.url] = future
         if progress:
             progress(result.url)
@@ -216,6 +279,13 @@ def collect(
         due: list[SourceSpec] = []
         for spec in specs:
             row = rows[spec.url]
+            if row.gone_at is not None:  # an operator's decision, so not even --force polls it
+                report.outcomes.append(
+                    SourceOutcome(spec.url, spec.name, "gone", http_status=410,
+                                  error=f"HTTP 410 Gone since {row.gone_at:%Y-%m-%d %H:%M} UTC: "
+                                        + GONE_HELP.format(url=spec.url))
+                )
+                continue
             if not force and row.next_attempt_at and row.next_attempt_at > now:
                 report.outcomes.append(
                     SourceOutcome(spec.url, spec.name, "skipped",
@@ -224,13 +294,16 @@ def collect(
                 )
                 continue
             due.append(spec)
-        validators = {s.url: (rows[s.url].etag, rows[s.url].last_modified) for s in due}
+        # A source that moved permanently is polled at its new address; results come back under the spec's URL.
+        polled = {s.url: rows[s.url].moved_to or s.url for s in due}
+        validators = {polled[s.url]: (rows[s.url].etag, rows[s.url].last_modified) for s in due}
     if on_start:
         on_start(len(due))
     use_pool = parallel_parse if parallel_parse is not None else len(due) >= PARALLEL_PARSE_MIN
     pool = _LazyPool() if use_pool and (os.cpu_count() or 1) > 1 else None
     try:
-        fetched = asyncio.run(_collect_async(due, validators, limits, pool, progress))
+        fetched = asyncio.run(_collect_async([SourceSpec(polled[s.url], s.name) for s in due], validators, limits,
+                                             pool, progress))
     finally:
         if pool is not None:
             pool.close()
@@ -238,10 +311,13 @@ def collect(
     now = utcnow()
     with session_scope(engine) as session:
         rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_(list(names))))}
-        for result, feed in fetched:
-            outcome = SourceOutcome(result.url, names[result.url], "ok", http_status=result.status,
-                                    seconds=result.elapsed)
-            if not result.ok:
+        for spec, (result, feed) in zip(due, fetched, strict=True):
+            outcome = SourceOutcome(spec.url, spec.name, "ok", http_status=result.status, seconds=result.elapsed)
+            source = rows[spec.url]
+            if result.status == 410:
+                outcome.status = "gone"
+                outcome.error = "HTTP 410 Gone: " + GONE_HELP.format(url=spec.url)
+            elif not result.ok:
                 outcome.status, outcome.error = "error", result.error
             elif result.not_modified:
                 outcome.status = "not-modified"
@@ -249,11 +325,11 @@ def collect(
                 outcome.status, outcome.error = "error", feed.error if feed else "not parsed"
             else:
                 outcome.warning = feed.warning
-                source = rows[result.url]
                 if feed.title and not source.title:
                     source.title = feed.title[:500]
                 outcome.new_items, outcome.seen_items = store_items(session, source, feed)
-            _record(rows[result.url], result, outcome, now)
+            _learn_redirect(source, result, outcome)
+            _record(source, result, outcome, now)
             report.outcomes.append(outcome)
     order = {s.url: i for i, s in enumerate(specs)}
     report.outcomes.sort(key=lambda o: order.get(o.url, 0))

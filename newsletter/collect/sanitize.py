@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
+from typing import Literal
 
 import nh3
 
@@ -25,6 +27,21 @@ ALLOWED_ATTRIBUTES = {
     "th": {"colspan", "rowspan"},
 }
 URL_SCHEMES = {"http", "https", "mailto"}
+# Dropped with their content, not only their tags: a browser never shows what is inside them as text (nh3 would
+# keep an iframe's fallback markup as literal "<b>...</b>").
+DROPPED_WITH_CONTENT = {"script", "style", "iframe", "noembed", "noframes", "xmp"}
+
+# C1 control characters are never text: where they appear, a Windows-1252 document was declared ISO-8859-1
+# ("don\x92t"). Read them as Windows-1252, as feedparser's HTML processor does; the five codes 1252 leaves
+# undefined stay as they are.
+_C1 = re.compile("[\x80-\x9f]")
+_CP1252 = {code: bytes([code]).decode("cp1252")
+           for code in range(0x80, 0xA0) if code not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+
+def repair_cp1252(text: str) -> str:
+    return text.translate(_CP1252) if _C1.search(text) else text
+
 
 _BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|blockquote|tr|figcaption|pre)\s*>|<br\s*/?>", re.I)
 _TAG = re.compile(r"<[^>]+>")
@@ -32,27 +49,54 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANKS = re.compile(r"\n\s*\n+")
 
 
-def sanitize_html(fragment: str) -> str:
+_Relative = Literal["pass_through"] | tuple[Literal["rewrite_with_base"], str]
+
+
+def sanitize_html(fragment: str, base: str | None = None) -> str:
+    """Clean feed HTML; with an http(s) `base` (where the feed was finally read from), relative links and
+    image sources are made absolute, since in an email they would point nowhere."""
     if not fragment:
         return ""
-    return nh3.clean(
-        fragment,
+    fragment = repair_cp1252(fragment)
+    relative: _Relative = "pass_through"
+    if base and base.lower().startswith(("http://", "https://")):
+        relative = ("rewrite_with_base", base)
+    try:
+        cleaner = _cleaner(relative)
+    except ValueError:  # a base nh3 cannot read (e.g. "https://[bad"): leave relative links as they are
+        cleaner = _cleaner("pass_through")
+    return cleaner.clean(fragment)
+
+
+@lru_cache(maxsize=256)
+def _cleaner(relative: _Relative) -> nh3.Cleaner:
+    # Built once per base, not per call: building the rules is most of what nh3.clean costs (measured 25-40 us
+    # a call against 6 us with a kept Cleaner, on a two-paragraph item).
+    return nh3.Cleaner(
         tags=ALLOWED_TAGS,
+        clean_content_tags=DROPPED_WITH_CONTENT,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
+        url_relative=relative,
     )
+
+
+_TEXT_ONLY = nh3.Cleaner(tags=set(), attributes={}, strip_comments=True)
 
 
 def html_to_text(fragment: str) -> str:
     """Readable plain text from (sanitized) HTML: paragraphs kept as blank-line-separated blocks."""
     if not fragment:
         return ""
-    text = _BLOCK_END.sub("\n\n", fragment)
-    text = nh3.clean(text, tags=set(), attributes={}, strip_comments=True)  # drops remaining tags, keeps text
-    text = _TAG.sub(" ", text)
+    fragment = repair_cp1252(fragment)
+    if "<" in fragment:  # (a title or a name is mostly plain: no markup to take out)
+        text = _BLOCK_END.sub("\n\n", fragment)
+        text = _TEXT_ONLY.clean(text)  # drops remaining tags, keeps text
+        text = _TAG.sub(" ", text)
+    else:
+        text = fragment
     text = html.unescape(text)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    text = "\n".join(lines)
+    text = "\n".join(line.strip() for line in _SPACES.sub(" ", text).split("\n"))
     return _BLANKS.sub("\n\n", text).strip()

@@ -98,6 +98,10 @@ class Source(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Where a 301/308 said the feed now lives: polled instead of `url` (which stays the schedule file's key).
+    moved_to: Mapped[str | None] = mapped_column(String(2000))
+    # When the feed answered 410 Gone: no longer polled until an operator runs `newsletter sources enable URL`.
+    gone_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Item(Base):
