@@ -57,3 +57,10 @@ def test_two_branches_are_one_head_only_once_merged(tmp_path: Path, merged: bool
     else:  # two heads: the fast check gives up and Alembic decides (it refuses to guess)
         assert script_head(migrations / "versions") is None
         assert sorted(_alembic_heads(migrations)) == ["a1", "b1"]
+
+
+def test_a_comment_after_the_revision_is_not_read_as_one(tmp_path: Path) -> None:
+    migrations = _copy(tmp_path)
+    old_head = script_head(migrations / "versions")
+    _add(migrations, "0099_feature", "0099_feature", f'{old_head!r}  # chained after "0002" once')
+    assert script_head(migrations / "versions") == "0099_feature" == _alembic_heads(migrations)[0]

@@ -52,6 +52,8 @@ COMMANDS: dict[str, Entry] = {
     "serve": Entry(("newsletter.cli.web",),
                    "Serve the editors' workspace, the public archive, the API and the subscription pages."),
     "db": Entry(("newsletter.cli.setup",), "Database maintenance."),
+    "sources": Entry(("newsletter.cli.sources",),
+                     "Feeds as collect knows them: status, permanent redirects, 410 Gone."),
     "issue": Entry(("newsletter.cli.issues", "newsletter.cli.approval"), "Look at, approve and hold issues."),
     "schedule": Entry(("newsletter.cli.schedule",), "See and run the schedules."),
     "subscribers": Entry(("newsletter.cli.subscribers",), "Manage subscribers."),

@@ -101,7 +101,9 @@ def script_head(versions: Path = MIGRATIONS / "versions") -> str | None:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in versions.glob("*.py"):
-        found = dict((m.group(1), m.group(2)) for m in _REVISION_LINE.finditer(path.read_text(encoding="utf-8")))
+        # A trailing comment may quote other ids ("chained after 0002"): only the value before it counts.
+        found = {m.group(1): m.group(2).split("#", 1)[0]
+                 for m in _REVISION_LINE.finditer(path.read_text(encoding="utf-8"))}
         ids = _QUOTED.findall(found.get("revision", ""))
         if len(ids) != 1 or "down_revision" not in found:
             return None

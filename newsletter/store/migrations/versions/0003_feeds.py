@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_feeds"
-down_revision = "0003_webhard"  # chained after main's 0003_webhard (the brief said "0002")
+down_revision = "0003_webhard"
 branch_labels = None
 depends_on = None
 
