@@ -158,6 +158,32 @@ def raw_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int,
     return (time.process_time() - started) / (passes * len(urls))
 
 
+def aiohttp_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int) -> float | None:
+    """The same conditional GETs through aiohttp (a comparison only, when it is installed): CPU per request."""
+    import asyncio
+
+    try:
+        import aiohttp
+    except ImportError:
+        return None
+
+    async def run() -> None:
+        connector = aiohttp.TCPConnector(limit=64, limit_per_host=per_host)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(url: str) -> None:
+                async with session.get(url, headers={"If-None-Match": etags[url]}, allow_redirects=False) as r:
+                    await r.read()
+                    assert r.status == 304, r.status
+
+            await asyncio.gather(*(one(u) for u in urls))
+
+    started = time.process_time()
+    for _ in range(passes):
+        asyncio.run(run())
+    return (time.process_time() - started) / (passes * len(urls))
+
+
 def main() -> list[dict[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=200)
@@ -199,6 +225,7 @@ def main() -> list[dict[str, str]]:
         engine.dispose()
     cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes)
     cpu_raw = raw_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
+    cpu_aiohttp = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     server_process.terminate()
 
     assert first.new_items == baseline_items == args.feeds * args.items, (first.new_items, baseline_items)
@@ -222,7 +249,8 @@ def main() -> list[dict[str, str]]:
         {"benchmark": "collect", "case": f"client CPU per conditional GET answered 304 ({args.cpu_passes} runs "
                                          f"of {len(urls)})",
          "seconds": f"{cpu_304 * 1000:.3f} ms", "ratio": f"{cpu_304 / cpu_raw:.0f}x the floor",
-         "baseline / floor": f"no HTTP library (asyncio streams, keep-alive): {cpu_raw * 1000:.3f} ms"},
+         "baseline / floor": f"no HTTP library (asyncio streams, keep-alive): {cpu_raw * 1000:.3f} ms"
+                             + (f"; aiohttp: {cpu_aiohttp * 1000:.3f} ms" if cpu_aiohttp is not None else "")},
     ]
     return rows
 
