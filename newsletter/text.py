@@ -23,7 +23,14 @@ SINGLE_QUOTES = "'‘’‚‛‹›`´"
 _QUOTE_TABLE = str.maketrans({**{c: '"' for c in DOUBLE_QUOTES}, **{c: "'" for c in SINGLE_QUOTES}})
 
 _WS = re.compile(r"\s+")
-_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+# Chinese, Japanese and Korean do not separate words with spaces: each of their characters is a token, and
+# two of them count as about one word (a Chinese word is one to three characters).
+CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_CJK = re.compile(f"[{CJK_CHARS}]")
+_CJK_RUN = re.compile(f"[{CJK_CHARS}]+")
+_WORD = re.compile(rf"[{CJK_CHARS}]|[^\W{CJK_CHARS}]+(?:['’][^\W{CJK_CHARS}]+)*", re.UNICODE)
+# Sentence ends of CJK text: 。！？ (and their half-width forms), with any closing quote or bracket after them.
+_CJK_SENTENCE_END = re.compile(r"(?<=[。！？｡!?])(?![」』”’）)\]])|(?<=[。！？｡][」』”’）)\]])")
 
 # Lines that are page furniture rather than article prose. Matched against a whole paragraph or sentence.
 _BOILERPLATE = re.compile(
@@ -106,7 +113,10 @@ def words(text: str) -> list[str]:
 
 
 def word_count(text: str | None) -> int:
-    return len(_WORD.findall(text or ""))
+    """Words of `text`; a run of CJK characters counts as half as many words as it has characters."""
+    text = text or ""
+    cjk = len(_CJK.findall(text))
+    return len(_WORD.findall(text)) - cjk + (cjk + 1) // 2
 
 
 def _stem(token: str) -> str:
@@ -125,6 +135,9 @@ def tokens(text: str) -> list[str]:
         if w in STOPWORDS or len(w) < 2 or w.isdigit():
             continue
         out.append(_stem(w))
+    # CJK: overlapping character pairs, the usual index terms for scripts without spaces.
+    for run in _CJK_RUN.findall(text):
+        out += [run[i : i + 2] for i in range(len(run) - 1)] if len(run) > 1 else [run]
     return out
 
 
@@ -152,7 +165,9 @@ def is_prose(paragraph: str) -> bool:
     """A paragraph of running text rather than a heading, a list item or a caption."""
     if paragraph.startswith(("- ", "* ", "• ", "|")):
         return False
-    return word_count(paragraph) >= 6 and paragraph.rstrip("\"'”’)»").endswith((".", "!", "?", "…", ":"))
+    return word_count(paragraph) >= 6 and paragraph.rstrip("\"'”’)»」』）").endswith(
+        (".", "!", "?", "…", ":", "。", "！", "？", "｡")
+    )
 
 
 _PYSBD_LANGS = frozenset(pysbd.languages.LANGUAGE_CODES)
@@ -172,6 +187,9 @@ def split_sentences(paragraph: str, language: str | None = "en") -> list[str]:
     paragraph = normalize_ws(paragraph)
     if not paragraph:
         return []
+    if _CJK.search(paragraph) and re.search("[。！？｡]", paragraph):
+        # pysbd's English rules never split at 。, and its zh/ja rules need the language to be known.
+        return [p.strip() for p in _CJK_SENTENCE_END.split(paragraph) if p.strip()]
     try:
         parts = _segmenter(language_code(language)).segment(paragraph)
     except Exception:  # pysbd has rare regex failures on odd input; one sentence is better than none

@@ -145,6 +145,8 @@ def test_a_broken_template_names_its_file_and_line(workdir, feed_server, cli) ->
 
 def test_unknown_newsletter_and_missing_issue_are_clear(workdir, cli) -> None:
     assert "no newsletter 'nope'" in cli("build", "nope", ok=False).output
+    assert "no database here yet" in cli("issue", "show", "42", ok=False).output  # and none is created
+    cli("db", "upgrade")
     assert "no issue 42" in cli("issue", "show", "42", ok=False).output
 
 

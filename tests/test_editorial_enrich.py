@@ -216,13 +216,14 @@ def test_enrich_issue_fills_every_story_and_survives_a_stalled_page(
     assert s.notes["article"] == "fetch failed: timed out after 0.5s"
     assert s.notes["text"] == "feed, 5 words" and b.notes["text"].startswith("article page, ")
 
-    assert report.items == 3 and report.articles_fetched == 2 and report.articles_failed == 1
+    assert report.items == 3 and report.articles_fetched == 1 and report.articles_failed == 1  # a timeout: not fetched
+    assert "articles 1 fetched, 0 cached, 1 failed to fetch, 0 unusable" in report.summary_line()
     assert report.summaries == {"extractive": 2, "feed": 1}
     assert any("timed out" in p for p in report.problems)
 
     # A second build reads the article cache instead of the network.
     again = enrich_issue(session, issue, _newsletter(), limits=LIMITS)
-    assert server.pages["/harbour"].hits == 1 and again.articles_cached == 2
+    assert server.pages["/harbour"].hits == 1 and again.articles_cached == 1 and again.articles_failed == 1
 
 
 def test_copies_in_one_issue_become_also_covered_by(server: EditorialServer, session: Session) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.collect.article import extract
+from newsletter.collect.extract import extract
 from newsletter.editorial.quotes import extract_quotes
 from newsletter.text import appears_in, word_count
 
@@ -91,8 +91,7 @@ def test_text_without_quotes_falls_back_to_quotable_sentences() -> None:
 def test_quotes_never_repeat_the_summary_and_are_unique() -> None:
     page = extract((FIXTURES / "harbour-bridge.html").read_bytes(), "https://x.test/a", "text/html")
     summary = (
-        "“We have chosen the harder road because it is the right one for this town,” "
-        "said Council Leader Ingrid Holm."
+        "“We have chosen the harder road because it is the right one for this town,” said Council Leader Ingrid Holm."
     )
     quotes = extract_quotes(page.text, summary=summary, limit=3)
     texts = [q.text for q in quotes]
@@ -150,3 +149,139 @@ def test_narration_is_not_mixed_with_real_speech() -> None:
     assert [(q.text, q.speaker, q.direct) for q in quotes] == [
         ("We have never seen the water rise this fast in a single night", "Lena Berg", True)
     ]
+
+
+# The patterns below are the ones real pages got wrong (issue 15), rewritten as the project's own text.
+
+
+def _only(text: str, **kw) -> list[tuple[str, str | None, str]]:
+    return [(q.text, q.speaker, q.kind) for q in extract_quotes(text, **kw)]
+
+
+def test_every_quote_is_verbatim_at_its_offsets() -> None:
+    text = (
+        "The county approved the tram line on Wednesday after a four-hour meeting.\n"
+        "“This tram will change how a whole generation gets to class and to work,” said Mara Ilic.\n"
+        "Opponents walked out.  “We  were never asked what we wanted for our street,” said Tom Reyes.\n"
+    )
+    quotes = extract_quotes(text)
+    assert [q.speaker for q in quotes] == ["Mara Ilic", "Tom Reyes"]
+    for q in quotes:
+        assert q.kind == "speech" and text[q.start : q.end] == q.text
+    data = quotes[0].as_dict()
+    assert data["kind"] == "speech" and text[data["start"] : data["end"]] == data["text"]
+
+
+def test_she_added_is_never_the_speaker_but_resolves_to_the_woman_named_before() -> None:
+    text = (
+        "Rescuers reached the flooded farmhouse two hours after the first call.\n"
+        "Maria Lopez, a volunteer with the county rescue team, said the crews had done all they could.\n"
+        "She added: “They never stood a chance of saving her with the equipment they had.”\n"
+    )
+    [(quote, speaker, kind)] = _only(text)
+    assert quote == "They never stood a chance of saving her with the equipment they had."
+    assert (speaker, kind) == ("Maria Lopez", "speech")
+
+
+def test_a_pronoun_with_nobody_it_can_refer_to_names_no_one() -> None:
+    text = (
+        "Mr Obama said the bill had failed in the Senate again.\n"
+        "She added: “They never stood a chance of passing it in this Congress.”\n"
+    )
+    [(_, speaker, _)] = _only(text)
+    assert speaker is None  # "she" cannot be Mr Obama, and "She" is not a name
+
+
+def test_a_capitalised_word_is_not_a_speaker() -> None:
+    text = (
+        "The advice columnist had a rule for every awkward dinner.\n"
+        "Don’t say “Courtney, you should have known better than to trust them with the car.”\n"
+        "Don’t say “We all warned you about this years ago and you never listened.”\n"
+    )
+    quotes = extract_quotes(text)
+    assert quotes and all(q.speaker is None and q.kind == "speech" for q in quotes)
+
+
+def test_a_thread_of_commenters_never_shifts_a_quote_to_the_one_before() -> None:
+    text = (
+        "Readers responded within minutes of the redesign going live.\n"
+        "Jen Park wrote: “The new layout is much harder to read on a phone screen.”\n"
+        "“I would pay for a version without the autoplaying video ads,” another reader wrote.\n"
+        "“Bring back the old font, please, it was far easier on the eyes,” wrote a third.\n"
+    )
+    assert [s for _, s, _ in _only(text)] == ["Jen Park", None, None]
+
+
+def test_saying_comma_names_the_subject() -> None:
+    text = (
+        "The vote was closer than anyone expected.\n"
+        "Senator Ann Ruiz responded on social media within the hour, saying, “We will not stand by while "
+        "the state closes rural hospitals.”\n"
+    )
+    [(_, speaker, _)] = _only(text)
+    assert speaker == "Senator Ann Ruiz"
+
+
+def test_it_said_in_a_statement_resolves_to_the_organisation() -> None:
+    text = (
+        "Brightline Corp cut 200 jobs at its Leeds plant on Monday.\n"
+        "“We regret the impact these changes will have on our staff and their families,” it said in a "
+        "statement.\n"
+    )
+    [(_, speaker, kind)] = _only(text)
+    assert (speaker, kind) == ("Brightline Corp", "speech")
+
+
+def test_said_in_a_letter_to_someone_is_not_said_by_them() -> None:
+    text = (
+        "The mayors of the state's five largest cities asked for the ban to be lifted.\n"
+        "“Local officials know their communities best and must be free to act,” the mayors said in a letter "
+        "to Abbott last month: “Let us do the jobs we were elected to do.”\n"
+        "“Masks in schools are a decision for parents and teachers together,” Mayor Ron Nirenberg said in a "
+        "letter to Abbott last month.\n"
+    )
+    speakers = [s for _, s, _ in _only(text)]
+    assert "Abbott" not in speakers
+    assert speakers[:2] == [None, None] and speakers[2] is not None and speakers[2].endswith("Ron Nirenberg")
+
+
+def test_a_review_headline_in_quotes_is_not_speech() -> None:
+    text = (
+        "The game costs ten dollars to unlock after the first three levels.\n"
+        "Our review, “Nintendo’s Best Phone Game Yet Is Also Its Most Expensive One”, went up on Thursday.\n"
+    )
+    assert all(q.kind != "speech" for q in extract_quotes(text))
+
+
+def test_page_furniture_and_instructions_are_never_passages() -> None:
+    from collections import Counter
+
+    text = (
+        "Nintendo released Super Mario Run for iPhone on Thursday after months of delays.\n"
+        "To see Super Mario Run in action, check out the footage below:\n"
+        "To start checking it again, simply run r2e unpause n.\n"
+        "Subscribe to our newsletter to get the latest gaming news every single morning.\n"
+        "This means the full game will cost players more than any other mobile title the company sells.\n"
+        "The full game costs ten dollars, which is more than most mobile games charge for everything.\n"
+        "Nintendo expects the game to reach more than a hundred million phones by the end of next year.\n"
+    )
+    rejected: Counter[str] = Counter()
+    quotes = extract_quotes(
+        text, summary="Nintendo released Super Mario Run for iPhone on Thursday.", rejected=rejected
+    )
+    assert quotes and all(q.kind == "passage" and q.speaker is None for q in quotes)
+    shown = [q.text for q in quotes]
+    assert not any(s.startswith(("To see", "To start", "Subscribe", "This means", "Nintendo released")) for s in shown)
+    assert all(text[q.start : q.end] == q.text for q in quotes)
+    assert rejected["page furniture"] >= 2 and rejected["needs its neighbour"] >= 1
+
+
+def test_stored_quotes_keep_their_kind_and_old_ones_are_speech_only_with_a_speaker() -> None:
+    from newsletter.compose.issue import quote_from_dict
+
+    text = "Officials expect the water to recede by the end of the week if the rain stops."
+    [passage] = extract_quotes(text + "\n" + text.replace("week", "month"), limit=1)
+    back = quote_from_dict(passage.as_dict())
+    assert (back.kind, back.speaker, back.start, back.end) == ("passage", None, passage.start, passage.end)
+    assert quote_from_dict({"text": "We will rebuild the bridge.", "speaker": "Ann Ruiz"}).kind == "speech"
+    assert quote_from_dict({"text": "The bridge closed in June.", "speaker": None}).kind == "passage"

@@ -208,3 +208,20 @@ def test_a_template_added_or_edited_later_is_used_at_once(tmp_path: Path) -> Non
 
     os.utime(footer, ns=(footer.stat().st_atime_ns, footer.stat().st_mtime_ns + 10**9))
     assert "Version two" in render(make_issue(1), templates_dir=tmp_path).html
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_a_passage_is_not_shown_as_speech(compiler: str) -> None:
+    from newsletter.compose.issue import Quote
+
+    issue = make_issue(1, quotes=1, related=0)
+    story = issue.items[0]
+    speech = story.quotes[0]
+    passage = "The bridge will close for eleven weeks from the first of June while its deck is replaced."
+    story.quotes.append(Quote(text=passage, kind="passage", start=0, end=len(passage)))
+    rendered = render(issue, compiler=compiler)
+    page = visible_text(rendered.html)
+    assert f"“{speech.text}”" in page
+    assert f"{passage} — from {story.source}" in page and f"“{passage}" not in page
+    text = " ".join(rendered.text.split())
+    assert f"“{passage}" not in text and f"| {passage[:30]}" in text and f"— from {story.source}" in text

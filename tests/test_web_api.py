@@ -67,7 +67,7 @@ def test_list_and_get_issues(site, call) -> None:
     assert [i["id"] for i in call("GET", "/api/issues?status=sent")["issues"]] == [site.sent_issue_id]
     assert call("GET", "/api/issues?newsletter=other")["issues"] == []
     issue = call("GET", f"/api/issues/{site.draft_issue_id}")
-    assert issue["version"] == 1 and issue["newsletter"] == "city" and issue["approved_as_is"] is False
+    assert issue["version"] == 2 and issue["newsletter"] == "city" and issue["approved_as_is"] is False
     assert {i["title"] for i in issue["items"]} == set(_items(site))
     assert call("GET", "/api/issues/99", status=404)["error"] == "no issue 99"
     assert call("GET", "/api/newsletters")["newsletters"][0]["slug"] == "city"

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
         Example: `newsletter issue approve 3 --by ann@example.com`
         """
         editor = by or _default_editor()
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             try:
                 row = approve(session, issue_id, editor)
             except ApprovalError as exc:
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
 
         Example: `newsletter issue hold 3`
         """
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             try:
                 row = hold(session, issue_id, _default_editor())
             except ApprovalError as exc:
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
 
         Example: `newsletter issue reopen 3`
         """
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             try:
                 row = reopen(session, issue_id, _default_editor())
             except ApprovalError as exc:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from newsletter.cli.common import console, engine, fail, newsletters
+from newsletter.cli.common import console, engine, fail, newsletters, settings
 from newsletter.collect.run import CollectReport, collect
 
 
@@ -16,11 +17,25 @@ def show_report(report: CollectReport) -> None:
         table.add_column(col, overflow="fold")
     style = {"ok": "green", "not-modified": "cyan", "error": "red", "skipped": "yellow"}
     for o in report.outcomes:
-        table.add_row(o.name, f"[{style.get(o.status, '')}]{o.status}[/]", str(o.new_items), str(o.seen_items),
-                      f"{o.seconds:.2f}s", o.error or o.warning or "")
+        # A failing row names its URL: the name alone does not say which address to fix.
+        name = escape(o.name) + (f"\n[dim]{escape(o.url)}[/]" if o.status in ("error", "skipped") and o.url != o.name
+                                 else "")
+        table.add_row(name, f"[{style.get(o.status, '')}]{o.status}[/]", str(o.new_items), str(o.seen_items),
+                      f"{o.seconds:.2f}s", escape(o.error or o.warning or ""))
     console.print(table)
-    console.print(f"{report.new_items} new items from {len(report.outcomes)} sources; "
-                  f"{len(report.failed)} failed.")
+    backing_off = [o for o in report.outcomes if o.status == "skipped"]
+    footer = f"{report.new_items} new items from {len(report.outcomes)} sources; {len(report.failed)} failed"
+    if backing_off:
+        footer += (f", {len(backing_off)} not fetched (backing off after earlier failures; "
+                   "`--force` tries them now)")
+    console.print(footer + ".", highlight=False)
+
+
+def exit_code(report: CollectReport) -> int:
+    """0 when at least one source answered (new items or not); 1 when none did: every source failed or is
+    backing off, so nothing could be collected (a cron job should hear about that)."""
+    answered = [o for o in report.outcomes if o.status in ("ok", "not-modified")]
+    return 0 if answered or not report.outcomes else 1
 
 
 def register(app: typer.Typer) -> None:
@@ -31,11 +46,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch the feeds of the given newsletters (all by default) and store new items.
 
+        Exits 0 when at least one source answered, 1 when none did (all failed or backing off).
         Example: `newsletter collect ai-weekly`
         """
         known = newsletters()
         if slugs:
             missing = [s for s in slugs if s not in known]
+            broken = [s for s in missing if (settings().schedules_dir / f"{s}.toml").exists()]
+            if broken:  # its errors were just printed: "unknown" would be a second, false one
+                fail(f"{', '.join(f'{settings().schedules_dir}/{s}.toml' for s in broken)} did not load (see the "
+                     "warning above): fix it, then collect again")
             if missing:
                 fail(f"unknown newsletter(s): {', '.join(missing)} (known: {', '.join(sorted(known)) or 'none'})")
             chosen = [known[s] for s in slugs]
@@ -52,3 +72,4 @@ def register(app: typer.Typer) -> None:
                 progress=lambda _url: bar.advance(task),
             )
         show_report(report)
+        raise typer.Exit(exit_code(report))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -29,18 +31,30 @@ def register(app: typer.Typer) -> None:
     def build_cmd(
         slug: str = typer.Argument(..., help="The newsletter (its schedule file name)."),
         no_enrich: bool = typer.Option(False, "--no-enrich", help="Skip summaries, quotes and related reading."),
+        since: datetime = typer.Option(None, "--since", formats=["%Y-%m-%d"], help="Take items published since "
+                                       "this date (UTC), instead of the last `window_days` (a first issue from "
+                                       "older feeds)."),
+        window_days: int = typer.Option(None, "--window-days", min=1, help="This time only: a window of N days "
+                                        "instead of the schedule file's `digest.window_days`."),
     ) -> None:
         """Build the next issue as a draft from the items collected in the window.
 
-        Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`
+        Rebuilding replaces the current draft. Example: `newsletter build ai-weekly`, or for a first issue from
+        older feeds `newsletter build ai-weekly --since 2026-01-01`
         """
         nl = newsletter(slug)
+        if since is not None and window_days is not None:
+            fail("--since and --window-days both set the window: give one of them")
+        if window_days is not None:  # not capped as the file's setting is: a one-off, chosen by hand
+            nl = nl.model_copy(update={"digest": nl.digest.model_copy(update={"window_days": window_days})})
         try:
-            result = build_issue(engine(), nl, enrich=not no_enrich)
+            result = build_issue(engine(), nl, enrich=not no_enrich, since=since)
         except BuildError as exc:
             fail(str(exc))
+        if result.stale:
+            fail(f"no issue built: {result.stale}")
         for problem in result.problems:
-            console.print(f"[yellow]note:[/] {problem}", highlight=False)
+            console.print(f"[yellow]note:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         if result.issue_id is None:
             console.print(f"Run `newsletter collect {slug}` to fetch new items.")
             return
@@ -57,7 +71,7 @@ def register(app: typer.Typer) -> None:
         fmt: Format = typer.Option(Format.table, "--format", help="table, or json (a stable, documented format)."),
     ) -> None:
         """Show an issue. Example: `newsletter issue show 3 --format json`"""
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             row = session.get(IssueRow, issue_id)
             if row is None:
                 fail(f"no issue {issue_id}")
@@ -68,14 +82,20 @@ def register(app: typer.Typer) -> None:
         if fmt is Format.json:
             typer.echo(json.dumps(issue_to_json(issue), indent=2, ensure_ascii=False))
             return
-        console.print(f"[bold]{issue.subject}[/] — {issue.newsletter} #{issue.number}, {issue.status}")
+        # Feed text is data, not Rich markup (a "[1]" in a title must print as it is); URLs never wrap.
+        console.print(f"[bold]{escape(issue.subject)}[/] — {issue.newsletter} #{issue.number}, {issue.status}")
         for story in issue.stories:
-            console.print(f"\n[bold]{story.position + 1}. {story.title}[/]\n   {story.source} · {story.url}")
+            console.print(f"\n[bold]{story.position + 1}. {escape(story.title)}[/]\n   "
+                          f"{escape(story.source)} · {escape(story.url)}", highlight=False, soft_wrap=True)
             if story.summary:
-                console.print(f"   {story.summary}", highlight=False)
+                console.print(f"   {escape(story.summary)}", highlight=False)
             for quote in story.quotes:
-                console.print(f"   “{quote.text}”" + (f" — {quote.speaker}" if quote.speaker else ""),
+                console.print(f"   “{escape(quote.text)}”" + (f" — {escape(quote.speaker)}" if quote.speaker else ""),
                               highlight=False)
+            for label, links in (("related", story.related), ("also covered by", story.also_covered_by)):
+                for link in links:
+                    console.print(f"   {label}: {escape(link.title)} ({escape(link.source or '')}) {escape(link.url)}",
+                                  highlight=False, soft_wrap=True)
 
     @issue_app.command("list")
     def list_cmd(slug: str = typer.Argument(None, help="Only this newsletter.")) -> None:
@@ -83,7 +103,7 @@ def register(app: typer.Typer) -> None:
         table = Table()
         for col in ("id", "newsletter", "number", "status", "stories", "subject", "created"):
             table.add_column(col)
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             query = select(IssueRow).join(NewsletterRow).order_by(IssueRow.id.desc())
             if slug:
                 query = query.where(NewsletterRow.slug == slug)

@@ -26,7 +26,7 @@ def _load(slug: str, issue_id: int | None) -> tuple[Newsletter, int, int, Render
     from newsletter.store.db import session_scope
 
     nl = newsletter(slug)
-    eng = engine()
+    eng = engine(existing=True)
     with session_scope(eng) as session:
         try:
             issue = resolve_issue(session, slug, issue_id)

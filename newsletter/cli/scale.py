@@ -13,7 +13,11 @@ WORK_QUEUES = ("collect", "build", "send", "maintenance")  # the `schedule` queu
 
 
 def _url() -> str:
-    from newsletter.scale.mode import is_postgres
+    """The PostgreSQL URL of scale mode; fails in one line without PostgreSQL or without the `postgres` extra.
+
+    Every scale command calls this before it imports `newsletter.scale.app` (which needs procrastinate).
+    """
+    from newsletter.scale.mode import is_postgres, require_postgres_extra
 
     url = settings().database_url
     if not is_postgres(url):
@@ -21,6 +25,10 @@ def _url() -> str:
 
         fail(f"scale mode needs PostgreSQL: NEWSLETTER_DATABASE_URL is {redact_url(url)} "
              "(e.g. postgresql+psycopg://user@host/newsletter)")
+    try:
+        require_postgres_extra()
+    except ConfigError as exc:
+        fail(str(exc))
     return url
 
 
@@ -74,11 +82,11 @@ def register(app: typer.Typer) -> None:
 
         Example: `newsletter scale send ai-weekly`, then watch `newsletter scale status`.
         """
+        url = _url()  # first: it says so when the postgres extra is missing
         from newsletter.compose.build import BuildError, resolve_issue
         from newsletter.scale.app import connected
         from newsletter.store.db import session_scope
 
-        url = _url()
         newsletter(slug)
         _ready(url)
         with session_scope(engine()) as session:
@@ -91,8 +99,13 @@ def register(app: typer.Typer) -> None:
             return
         if issue.status == "held":
             fail(f"issue #{issue.number} of {slug} is held by an editor; release it first")
+        from newsletter.deliver.audience import empty_audience_hint, fresh_audience
         from newsletter.deliver.preflight import preflight_issue
         from newsletter.render.engine import TemplateError
+
+        if fresh_audience(engine(), issue.id) == 0 and not force:
+            fail(f"nobody would get issue #{issue.number}: {slug} has no active subscribers. Nothing queued; "
+                 f"{empty_audience_hint(slug)} (--force sends it to nobody and marks it sent).")
 
         try:
             _, report = preflight_issue(engine(), newsletter(slug), issue.id, issue.number, settings())
@@ -120,10 +133,10 @@ def register(app: typer.Typer) -> None:
 
         Example: `newsletter scale collect` (all newsletters) or `newsletter scale collect ai-weekly`
         """
+        url = _url()  # first: it says so when the postgres extra is missing
         from newsletter.scale import tasks
         from newsletter.scale.app import connected
 
-        url = _url()
         known = newsletters()
         missing = [s for s in slugs or [] if s not in known]
         if missing:
@@ -193,13 +206,3 @@ def run_scheduler() -> None:
     itself to `newsletter worker` processes. Several may run; each minute is still handled once."""
     console.print("Scale mode: deferring scheduled collects and sends to the workers (Ctrl-C to stop).")
     run_worker(["schedule", "maintenance"])
-
-
-def require_scale(flag: bool) -> bool:
-    """For `newsletter run`: whether to defer jobs to workers instead of running them in this process."""
-    from newsletter.scale.mode import scale_mode
-
-    try:
-        return scale_mode(settings(), flag)
-    except ConfigError as exc:
-        fail(str(exc))

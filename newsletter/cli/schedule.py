@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import typer
 from rich.table import Table
 
-from newsletter.cli.common import console, engine, fail, newsletters, settings
+from newsletter.cli.common import console, engine, fail, missing_database, require_scale, settings, warn
 
 
 def _when(value: datetime | None) -> str:
@@ -16,6 +17,12 @@ def _when(value: datetime | None) -> str:
     local = f"{value:%a %Y-%m-%d %H:%M %Z}"
     return local if value.utcoffset() == timedelta(0) and value.tzname() == "UTC" else \
         f"{local} ({value.astimezone(UTC):%H:%M} UTC)"
+
+
+def _warn_not_scheduled(errors: list[str]) -> None:
+    """Each schedule file that does not load, in words on stderr (the JSON log line alone is easy to miss)."""
+    for error in errors:
+        warn(f"{error} (not scheduled until it loads)")
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +38,9 @@ def register(app: typer.Typer) -> None:
         One process per database: a second one is refused. Edit schedule files while it runs (or send
         SIGHUP); SIGTERM stops it cleanly. Example: `newsletter run`
         """
-        from newsletter.cli.scale import require_scale, run_scheduler
-
         if require_scale(scale):
+            from newsletter.cli.scale import run_scheduler
+
             run_scheduler()
             return
         from newsletter.schedule.lease import LeaseHeld
@@ -41,6 +48,7 @@ def register(app: typer.Typer) -> None:
 
         setup_logging()
         runner = Runner(engine(), settings(), tick_seconds=tick)
+        runner.on_config_errors = _warn_not_scheduled
         try:
             runner.start()
         except LeaseHeld as exc:
@@ -59,6 +67,7 @@ def register(app: typer.Typer) -> None:
 
         Example: `newsletter schedule list`
         """
+        from newsletter.config import load_all
         from newsletter.schedule.cadence import approval_policy, next_fire_times
         from newsletter.schedule.jobs import last_cycle
         from newsletter.schedule.lease import current
@@ -68,12 +77,15 @@ def register(app: typer.Typer) -> None:
         table = Table()
         for col in ("newsletter", "send", "next send", "next collect", "approval", "last run", "outcome"):
             table.add_column(col)
-        eng = engine()
-        with session_scope(eng) as session:
-            for slug, nl in sorted(newsletters().items()):
+        # Before the first run there may be no database: the schedule still shows, and none is created.
+        eng = engine() if missing_database() is None else None
+        loaded = load_all(settings().schedules_dir)
+        _warn_not_scheduled(loaded.errors)
+        with contextlib.nullcontext(None) if eng is None else session_scope(eng) as session:
+            for slug, nl in sorted(loaded.newsletters.items()):
                 send = next_fire_times(nl, now, 1)
                 collect = next_fire_times(nl, now, 1, job="collect")
-                last = last_cycle(session, slug)
+                last = last_cycle(session, slug) if session is not None else None
                 last_text = f"{last.started_at:%Y-%m-%d %H:%M} UTC" if last else "never"
                 outcome = last.outcome if last else "—"
                 detail = (last.detail or "") if last else ""
@@ -85,7 +97,10 @@ def register(app: typer.Typer) -> None:
                               _when(send[0] if send else None), _when(collect[0] if collect else None),
                               approval, last_text, f"{outcome}: {detail}" if detail else outcome)
         console.print(table)
-        lease = current(eng)
+        if loaded.errors:
+            console.print(f"{len(loaded.errors)} schedule file(s) did not load (see the warnings): nothing of "
+                          "theirs is collected or sent until they do.", highlight=False)
+        lease = current(eng) if eng is not None else None
         if lease is not None and lease.expires_at > now.replace(tzinfo=None):
             console.print(f"`newsletter run` is running ({lease.holder}).", highlight=False)
         else:

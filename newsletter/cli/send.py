@@ -11,6 +11,7 @@ from newsletter.cli.common import console, engine, fail, newsletter, settings
 from newsletter.cli.render import print_report
 from newsletter.compose.build import BuildError, resolve_issue
 from newsletter.config import ConfigError
+from newsletter.deliver.audience import empty_audience_hint, fresh_audience
 from newsletter.deliver.factory import make_mailer
 from newsletter.deliver.mailer import DeliveryError
 from newsletter.deliver.preflight import preflight_issue
@@ -39,7 +40,8 @@ def register(app: typer.Typer) -> None:
         unknown: str = typer.Option("hold", "--unknown", help="Batches whose outcome could not be found out "
                                     "(connection lost mid-request, provider cannot be asked): hold them for you "
                                     "to decide, resend (risk: a second copy) or skip (risk: they miss it)."),
-        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails."),
+        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails, or when no "
+                                   "one is subscribed (the issue is then marked sent, to nobody)."),
         batch_size: int = typer.Option(None, "--batch-size", min=1, max=1000, help="Recipients per batch "
                                        "(default 1000, SMTP 50); a resumed send keeps the size it started with."),
     ) -> None:
@@ -77,6 +79,11 @@ def register(app: typer.Typer) -> None:
                 send_test(nl, issue.id, eng, mailer, settings(), address)
                 console.print(f"Sent a test of issue #{issue.number} to {address} via {mailer.name}.")
                 return
+            audience = fresh_audience(eng, issue.id)
+            if audience == 0 and not force:
+                fail(f"nobody would get issue #{issue.number}: {slug} has no active subscribers. Nothing was sent "
+                     f"and the issue is unchanged; {empty_audience_hint(slug)}, then send again "
+                     "(--force sends it to nobody and marks it sent).")
             if unknown not in UNKNOWN_POLICIES:
                 fail(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}")
             if rate is not None and rate <= 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from newsletter.cli.common import console, fail, settings
+from newsletter.cli.common import console, fail, require_postgres_driver, require_scale, settings
 from newsletter.cli.scaffold import TEMPLATE
 from newsletter.config import SLUG_RE, ConfigError, load_newsletter
 
@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
         from newsletter.store.db import current_revision, head_revision, make_engine, upgrade
 
         url = settings().database_url
+        require_postgres_driver()
+        scale_on = require_scale(scale)  # before touching the database: a missing extra is said first
         try:
             eng = make_engine(url)
             before = current_revision(eng)
@@ -62,9 +64,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"{redact_url(url)} is up to date (revision {after}).")
         else:
             console.print(f"Upgraded {redact_url(url)} from {before or 'empty'} to {after}.")
-        from newsletter.cli.scale import require_scale
-
-        if require_scale(scale):
+        if scale_on:
             from newsletter.scale.app import ensure_schema
 
             try:

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         table = Table()
         for col in ("email", "name", "status", "since"):
             table.add_column(col)
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
             rows = list_subscriptions(session, row, status)
         for email, name, state, created in rows:
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         Example: `newsletter subscribers export -n ai-weekly -o subscribers.csv`
         """
         nl = newsletter(slug)
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
             if output is None:
                 export_csv(session, row, sys.stdout, status)

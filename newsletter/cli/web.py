@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import sys
@@ -57,9 +58,13 @@ def register(app: typer.Typer) -> None:
 
         host = host or os.environ.get("NEWSLETTER_HOST") or "127.0.0.1"
         port = port or _env_port()
-        web = create_app(settings(), engine=engine())
-        console.print(f"Serving on http://{host}:{port} (public address {settings().base_url}); "
-                      f"editors sign in at {settings().base_url}/signin")
+        current = settings()
+        if not os.environ.get("NEWSLETTER_BASE_URL"):  # no public address given: links point where we listen
+            shown = "localhost" if host in ("127.0.0.1", "::1", "0.0.0.0", "::") else host
+            current = dataclasses.replace(current, base_url=f"http://{shown}:{port}")
+        web = create_app(current, engine=engine())
+        console.print(f"Serving on http://{host}:{port} (public address {current.base_url}); "
+                      f"editors sign in at {current.base_url}/signin", soft_wrap=True, highlight=False)
         proxies = trusted_proxies(os.environ.get("NEWSLETTER_TRUSTED_PROXIES"))
         if proxies:
             console.print(f"Trusting X-Forwarded-For from {', '.join(proxies)}")
@@ -93,7 +98,12 @@ def register(app: typer.Typer) -> None:
             except AuthError as exc:
                 fail(str(exc))
             address = editor.email
-        console.print(f"Editor {address} can sign in at {settings().base_url}/signin")
+        if os.environ.get("NEWSLETTER_BASE_URL"):
+            console.print(f"Editor {address} can sign in at {settings().base_url}/signin", soft_wrap=True)
+        else:  # where `serve` will listen is not known here: say what the default is, not a guess
+            console.print(f"Editor {address} can sign in at /signin of `newsletter serve` "
+                          f"({settings().base_url}/signin with the default port; set NEWSLETTER_BASE_URL to "
+                          "the public address)", soft_wrap=True, highlight=False)
 
     @editors.command("passwd")
     def passwd_cmd(
@@ -127,7 +137,7 @@ def register(app: typer.Typer) -> None:
         from newsletter.store.db import session_scope
         from newsletter.web.auth import AuthError, issue_api_token
 
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             try:
                 token = issue_api_token(session, email)
             except AuthError as exc:
@@ -143,7 +153,7 @@ def register(app: typer.Typer) -> None:
         from newsletter.store.db import session_scope
         from newsletter.store.models import Editor
 
-        with session_scope(engine()) as session:
+        with session_scope(engine(existing=True)) as session:
             rows = session.scalars(select(Editor).order_by(Editor.email)).all()
             for editor in rows:
                 notes = []

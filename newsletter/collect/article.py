@@ -1,4 +1,4 @@
-"""Article pages: fetched once per URL with the feeds' limits; main text and metadata by trafilatura.
+"""Article pages: fetched once per URL with the feeds' limits; main text and metadata by collect.extract.
 
 Results, good or bad, are kept in the `article` table: a page is not fetched again for every issue, and a
 page that failed says why. Failures are retried after a day, in case the site was only down.
@@ -8,122 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from urllib.parse import urljoin
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.collect.extract import extract
 from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
-from newsletter.collect.urls import web_url
 from newsletter.store.models import Article, utcnow
-from newsletter.text import is_boilerplate, normalize_ws, word_count
 
 log = logging.getLogger(__name__)
 
-MIN_ARTICLE_WORDS = 60  # less main text than this is a landing page, a paywall or a video, not an article
 RETRY_FAILED_AFTER = timedelta(days=1)
-_HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "")
-_LANG_ATTR = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?)", re.I)
-_META_LANG = re.compile(
-    rb"<meta[^>]+(?:property=[\"']og:locale[\"']|http-equiv=[\"']content-language[\"'])[^>]*content=[\"']"
-    rb"([A-Za-z]{2,3})",
-    re.I,
-)
-
-
-@dataclass
-class Extracted:
-    status: str  # ok, not-article
-    error: str | None = None
-    title: str | None = None
-    byline: str | None = None
-    site_name: str | None = None
-    published_at: datetime | None = None
-    image_url: str | None = None
-    language: str | None = None
-    text: str = ""
-
-
-def _language(html: bytes) -> str | None:
-    head = html[:20000]
-    m = _LANG_ATTR.search(head) or _META_LANG.search(head)
-    return m.group(1).decode("ascii").replace("_", "-").lower() if m else None
-
-
-def _byline(author: str | None) -> str | None:
-    """trafilatura joins every author mark-up it sees; keep each name once ("Jane Doe; JANE DOE")."""
-    if not author:
-        return None
-    seen: dict[str, str] = {}
-    for part in re.split(r"\s*;\s*", author):
-        part = normalize_ws(part)
-        if part and part.lower() not in seen:
-            seen[part.lower()] = part
-    return "; ".join(seen.values())[:500] or None
-
-
-def _clean_text(text: str, title: str | None) -> str:
-    """Drop furniture that survives extraction ("Advertisement", "Share this") and a repeated headline."""
-    lines = [normalize_ws(line) for line in text.splitlines()]
-    lines = [line for line in lines if line and not is_boilerplate(line)]
-    if lines and title and normalize_ws(title).lower() == lines[0].lower():
-        lines = lines[1:]
-    return "\n".join(lines)
-
-
-def _date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(tz=None).replace(tzinfo=None)
-    return parsed
-
-
-def extract(html: bytes | str, url: str | None = None, content_type: str | None = None) -> Extracted:
-    """Main text and metadata of one page. Never raises: an unusable page comes back as not-article."""
-    import trafilatura
-
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if kind not in _HTML_TYPES:
-        return Extracted("not-article", f"not a web page ({kind})")
-    raw = html.encode("utf-8") if isinstance(html, str) else html
-    try:
-        doc = trafilatura.bare_extraction(
-            raw, url=url, with_metadata=True, include_comments=False, include_tables=False, deduplicate=True
-        )
-    except Exception as exc:  # trafilatura raises a variety of parser errors on broken markup
-        return Extracted("not-article", f"extraction failed: {type(exc).__name__}: {exc}")
-    if isinstance(doc, dict):  # only with as_dict=True, which is not asked for
-        raise TypeError("trafilatura.bare_extraction returned a dict instead of a Document")
-    text = _clean_text(doc.text or "", doc.title) if doc else ""
-    if doc is None or word_count(text) < MIN_ARTICLE_WORDS:
-        return Extracted(
-            "not-article",
-            f"no article text found ({word_count(text)} words)",
-            title=(doc.title if doc else None),
-            language=_language(raw),
-        )
-    return Extracted(
-        "ok",
-        title=doc.title,
-        byline=_byline(doc.author),
-        site_name=doc.sitename,
-        published_at=_date(doc.date),
-        # og:image is the page's to choose: relative to the page, then the same check as a feed's images.
-        image_url=web_url(urljoin(url or "", doc.image)) if doc.image else None,
-        language=doc.language or _language(raw),
-        text=text,
-    )
 
 
 def _store(session: Session, row: Article | None, url: str, result: FetchResult) -> Article:

@@ -56,6 +56,23 @@ def _describe_bozo(exc: BaseException | None) -> str:
     return f"{text}{where}".strip() or type(exc).__name__
 
 
+def _not_a_feed(body: bytes, exc: BaseException | None) -> str:
+    """What the document is instead of a feed. The XML parser's own message only helps for XML: for HTML, JSON
+    or plain text it reads "syntax error at line 2" (feedparser feeds expat a prefix), which points nowhere."""
+    head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
+    if not head:
+        return "not a feed: the document is empty"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "not a feed: this is an HTML page; use the address of its RSS or Atom feed (often linked in the page)"
+    if head[:1] in (b"{", b"["):
+        return "not a feed: this is JSON; an RSS or Atom (XML) feed is needed"
+    if not head.startswith(b"<"):
+        return "not a feed: this is plain text, not RSS or Atom (XML)"
+    if exc is None:
+        return "not a feed: an XML document, but neither RSS nor Atom"
+    return f"not a feed: {_describe_bozo(exc)}"
+
+
 def _when(entry: dict) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):  # feedparser: struct_time in UTC
         value = entry.get(key)
@@ -140,7 +157,7 @@ def _parse_with_feedparser(body: bytes, url: str, content_type: str | None) -> P
     except Exception as exc:  # feedparser is defensive, but a parser bug must not stop a collect run
         return ParsedFeed(ok=False, error=f"cannot parse: {type(exc).__name__}: {exc}")
     if not parsed.get("version") and not parsed.entries:
-        return ParsedFeed(ok=False, error=f"not a feed: {_describe_bozo(parsed.get('bozo_exception'))}")
+        return ParsedFeed(ok=False, error=_not_a_feed(body, parsed.get("bozo_exception")))
     result = _clean(parsed.entries, parsed.feed, None)
     if parsed.get("bozo") and not isinstance(parsed.get("bozo_exception"), _BENIGN):
         problem = _describe_bozo(parsed.get("bozo_exception"))

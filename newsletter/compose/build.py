@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -30,6 +30,9 @@ class BuildResult:
     rebuilt: bool
     problems: list[str] = field(default_factory=list)
     enrichment: str | None = None  # what the editorial core did, in one line
+    # With no issue built: why not, when it is not the ordinary "nothing new since the last issue" (nothing
+    # collected yet, or everything collected is older than the window), with what to run instead.
+    stale: str | None = None
 
 
 def _subject(nl: Newsletter, number: int, top_title: str) -> str:
@@ -75,8 +78,12 @@ def build_issue(
     period: str | None = None,
     enrich: bool = True,
     allow_empty: bool = False,
+    since: datetime | None = None,
 ) -> BuildResult:
-    """Create the next draft, or rebuild the current unapproved draft in place (keeping its intro)."""
+    """Create the next draft, or rebuild the current unapproved draft in place (keeping its intro).
+
+    `since` starts the window there instead of `window_days` back (a first issue from old feeds).
+    """
     now = now or utcnow()
     with session_scope(engine) as session:
         nrow = ensure_newsletter(session, nl.slug, nl.name)
@@ -88,10 +95,14 @@ def build_issue(
             .order_by(IssueRow.number.desc())
         )
         start, end = window_for(session, nrow.id, nl, now)
+        if since is not None:
+            start = since
         groups = select_items(session, nrow.id, nl, start, end)
         if not groups and not allow_empty:
+            stale = _why_nothing(session, nl, start)
             return BuildResult(None, None, 0, False,
-                               [f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"])
+                               [stale or f"nothing new since {start:%Y-%m-%d %H:%M} UTC: no issue built"],
+                               stale=stale)
         rebuilt = draft is not None
         if draft is None:
             number = (session.scalar(select(func.max(IssueRow.number)).where(IssueRow.newsletter_id == nrow.id))
@@ -113,6 +124,30 @@ def build_issue(
         result.enrichment, problems = enrich_stories(engine, result.issue_id, nl)
         result.problems.extend(problems)
     return result
+
+
+def _why_nothing(session: Session, nl: Newsletter, start: datetime) -> str | None:
+    """Why a build found nothing, when it is not simply "nothing new since the last issue", and the way out."""
+    from newsletter.store.models import Source
+
+    when = func.coalesce(Item.published_at, Item.collected_at)
+    count, newest = session.execute(
+        select(func.count(Item.id), func.max(when)).join(Source)
+        .where(Source.url.in_([s.url for s in nl.sources]))).one()
+    if not count:
+        return (f"no items collected yet from its {len(nl.sources)} source(s): run `newsletter collect {nl.slug}` "
+                "(its table shows what each source gave)")
+    last_sent_end = session.scalar(select(func.max(IssueRow.window_end)).join(NewsletterRow)
+                                   .where(NewsletterRow.slug == nl.slug, IssueRow.status == "sent"))
+    if last_sent_end is not None and newest is not None and newest <= last_sent_end:
+        return None  # the ordinary case: everything collected was in an issue already
+    if newest is not None and newest <= start:
+        suggest = newest - timedelta(days=nl.digest.window_days)
+        return (f"{count} item(s) collected, all older than the {nl.digest.window_days}-day window "
+                f"(since {start:%Y-%m-%d %H:%M} UTC); the newest is from {newest:%Y-%m-%d}. For a first issue "
+                f"from these: `newsletter build {nl.slug} "
+                f"--since {suggest:%Y-%m-%d}` or `--window-days N`")
+    return None
 
 
 def _refuse_if_pending(session: Session, newsletter_id: int, period: str | None) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 
 from newsletter.store.models import IssueItem, IssueRow
 
-JSON_VERSION = 1
+# 2: each quote has `kind` ("speech" or "passage") and `start`/`end` offsets in the article text (null for a
+# quote stored before version 2, whose kind is then inferred: "speech" when it names a speaker).
+JSON_VERSION = 2
 
 
 def has_content(row: IssueRow) -> bool:
@@ -21,10 +23,34 @@ def has_content(row: IssueRow) -> bool:
     return any(i.included for i in row.items) or bool((row.intro or "").strip())
 
 
+QUOTE_KINDS = ("speech", "passage")
+
+
 @dataclass
 class Quote:
+    """A key quote. `speech`: words someone said, shown in quotation marks with the speaker. `passage`: a key
+    statement of the article itself, shown without quotation marks and credited to the publication."""
+
     text: str
     speaker: str | None = None
+    kind: str = "speech"
+    start: int | None = None  # character offsets in the article text the quote was taken from
+    end: int | None = None
+
+
+def quote_from_dict(data: dict[str, Any]) -> Quote:
+    """A stored quote; one from before quote kinds existed is speech only if it names a speaker, so narration
+    is never shown as someone's words."""
+    kind = data.get("kind")
+    if kind not in QUOTE_KINDS:
+        kind = "speech" if data.get("speaker") else "passage"
+    return Quote(
+        text=data["text"],
+        speaker=data.get("speaker") if kind == "speech" else None,
+        kind=kind,
+        start=data.get("start"),
+        end=data.get("end"),
+    )
 
 
 @dataclass
@@ -95,7 +121,7 @@ def story_from_row(row: IssueItem) -> Story:
         summary=row.summary,
         summary_method=row.summary_method,
         image_url=row.image_url,
-        quotes=[Quote(text=q["text"], speaker=q.get("speaker")) for q in row.quotes or []],
+        quotes=[quote_from_dict(q) for q in row.quotes or []],
         related=[Link(**_link_fields(r)) for r in row.related or []],
         also_covered_by=[Link(**_link_fields(r)) for r in row.also_covered_by or []],
     )

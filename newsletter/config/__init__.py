@@ -251,21 +251,65 @@ def _message(err: ErrorDetails) -> str:
     return msg
 
 
+_TABLE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _line_of(source: str, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the key a validation error is about (1-based), or of its table when the key is missing.
+
+    tomllib keeps no positions, so this follows the file's tables and `[[array]]` entries line by line; keys
+    written as dotted or quoted names are not found, and the error then goes without a line.
+    """
+    found: dict[tuple[int | str, ...], int] = {}
+    table: tuple[int | str, ...] = ()
+    counts: dict[str, int] = {}
+    for number, text in enumerate(source.splitlines(), start=1):
+        header = _TABLE.match(text)
+        if header:
+            name = header.group(2)
+            if header.group(1) == "[[":
+                counts[name] = counts.get(name, -1) + 1
+                table = (*name.split("."), counts[name])
+            else:
+                table = tuple(name.split("."))
+            found.setdefault(table, number)
+            continue
+        key = _KEY.match(text)
+        if key and not text.lstrip().startswith("#"):
+            found.setdefault((*table, key.group(1)), number)
+    for end in range(len(loc), 0, -1):  # the key itself, else the nearest table that holds it
+        if tuple(loc[:end]) in found:
+            return found[tuple(loc[:end])]
+    return None
+
+
 def load_newsletter(path: str | Path) -> Newsletter:
     """Read and validate one schedule file. Raises ConfigError naming the file, line or field."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        source = path.read_text(encoding="utf-8")
+        data = tomllib.loads(source)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    slug_from_name = "slug" not in data
     data.setdefault("slug", path.stem)
     data["path"] = str(path)
     try:
         return Newsletter.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{path}: {_loc(err['loc'])}: {_message(err)}" for err in exc.errors()]
+        lines = []
+        for err in exc.errors():
+            message = _message(err)
+            if slug_from_name and err["loc"] == ("slug",):
+                # The slug nobody wrote: say where it came from and the two ways out.
+                fixed = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-") or "my-digest"
+                message = (f"'{path.stem}' (the file name) is not a valid slug: {message}; rename the file to "
+                           f"{fixed}.toml or set slug = \"{fixed}\" in it")
+            line = _line_of(source, err["loc"])
+            lines.append(f"{path}: {_loc(err['loc'])}: {message}" + (f" (line {line})" if line else ""))
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -407,7 +451,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         outbox_dir=Path(env.get("NEWSLETTER_OUTBOX_DIR", "outbox")),
         schedules_dir=Path(env.get("NEWSLETTER_SCHEDULES_DIR", "schedules")),
         templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR", "templates")),
-        base_url=env.get("NEWSLETTER_BASE_URL", "http://localhost:8000").rstrip("/"),
+        # Unset: where `newsletter serve` listens by default, on NEWSLETTER_PORT if that is set.
+        base_url=(env.get("NEWSLETTER_BASE_URL")
+                  or f"http://localhost:{env.get('NEWSLETTER_PORT') or 8000}").rstrip("/"),
         max_body=max_body,
         secret_key=env.get("NEWSLETTER_SECRET_KEY") or None,
         sendgrid_api_key=env.get("SENDGRID_API_KEY") or None,

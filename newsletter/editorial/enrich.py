@@ -23,7 +23,7 @@ from newsletter.collect.urls import web_url
 from newsletter.config import Newsletter
 from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
-from newsletter.editorial.quotes import extract_quotes
+from newsletter.editorial.quotes import SPEECH, extract_quotes
 from newsletter.editorial.related import Doc, RelatedIndex, related_entries
 from newsletter.editorial.summarize import extractive_summary
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, utcnow
@@ -40,10 +40,11 @@ class EnrichReport:
     items: int = 0
     articles_fetched: int = 0
     articles_cached: int = 0
-    articles_failed: int = 0
+    articles_failed: int = 0  # the fetch itself failed (timeout, HTTP error): not counted as fetched
+    articles_unusable: int = 0  # fetched or cached, but no article in the page
     summaries: Counter[str] = field(default_factory=Counter)  # by summary_method
     quotes: int = 0
-    direct_quotes: int = 0
+    direct_quotes: int = 0  # of kind speech; the rest are passages
     related: int = 0
     also_covered: int = 0
     merged: int = 0  # stories dropped as another source's copy of a story already in the issue
@@ -57,7 +58,8 @@ class EnrichReport:
         return (
             f"{self.items} stories: summaries {methods}; {self.quotes} quotes; {self.related} related links; "
             f"articles {self.articles_fetched} fetched, {self.articles_cached} cached, "
-            f"{self.articles_failed} unusable; {len(self.problems)} problems"
+            f"{self.articles_failed} failed to fetch, {self.articles_unusable} unusable; "
+            f"{len(self.problems)} problems"
         )
 
 
@@ -129,12 +131,15 @@ def _load_articles(
         return {}
     report.fetch_seconds = stats.get("fetch_seconds", 0.0)
     for art in articles.values():
+        if art.status == "failed":  # nothing came back: neither fetched nor cached
+            report.articles_failed += 1
+            continue
         if art.fetched_at >= started_at:
             report.articles_fetched += 1
         else:
             report.articles_cached += 1
         if art.status != "ok":
-            report.articles_failed += 1
+            report.articles_unusable += 1
     return articles
 
 
@@ -287,7 +292,7 @@ def _quotes(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None
             )
             row.quotes = [q.as_dict() for q in found]
             report.quotes += len(found)
-            report.direct_quotes += sum(q.direct for q in found)
+            report.direct_quotes += sum(q.kind == SPEECH for q in found)
         except Exception as exc:
             log.exception("quotes failed for %s", row.url)
             report.problems.append(f"{_label(row)}: quotes: {type(exc).__name__}: {exc}")

@@ -1,23 +1,34 @@
-"""Key quotes: direct speech taken verbatim from the article, with its speaker when the text names one.
+"""Key quotes of one story, of two kinds that are never confused, each verbatim at its offsets in the article.
 
-Direct speech is found by walking each paragraph's quote marks (straight, curly, German low-high, angle
-quotes); a quotation left open at the end of a paragraph carries on into the next one, as English does for
-speech that spans paragraphs. When nobody speaks in the article, its most quotable sentences stand in.
-Every quote is checked to occur in the source text (after whitespace and quote-mark normalisation) before it
-is kept, so a bug here can drop a quote but never invent one.
+- `speech`: words inside quotation marks in the article, with the speaker as the article names them. Quoted
+  passages are found by walking each paragraph's quote marks (straight, curly, German low-high, angle quotes);
+  a quotation left open at the end of a paragraph carries on into the next one, as English does for speech
+  that spans paragraphs. A speaker is a name the text gives right by the quote ('…," said Mara Ilic',
+  'Helen Clark said: "…"', 'saying, "…"'); a pronoun resolves to the last person the text named near it that it
+  can refer to; a capitalised word that is not a name ("She", "Don't", "Police") is never a speaker. When in
+  doubt there is no speaker rather than a wrong one.
+- `passage`: a key statement of the writer's own, pulled from the article when nobody speaks in it. Shown
+  without quotation marks and credited to the publication. Only a sentence that stands on its own and states
+  something: never page furniture ("watch the video below", "subscribe", "run r2e pause"), never one that leans
+  on its neighbour ("This means…", "…the following:"), never one that repeats the summary. Each rejected
+  candidate is counted by reason when the caller asks (the benchmark reports them).
+
+Every quote carries `start`/`end`, character offsets into the text it was taken from, and is checked to occur
+there before it is kept, so a bug here can drop a quote but never invent one.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from newsletter.text import (
-    appears_in,
     cosine,
     idf_table,
+    is_boilerplate,
     match_key,
-    paragraphs,
+    normalize_ws,
     sentences,
     split_sentences,
     tf_vector,
@@ -25,19 +36,24 @@ from newsletter.text import (
     word_count,
 )
 
+SPEECH = "speech"
+PASSAGE = "passage"
+KINDS = (SPEECH, PASSAGE)
+
 MIN_WORDS = 6  # shorter than this is a fragment ("distressing", "common sense gun laws")
 MAX_WORDS = 60
 MAX_PARAGRAPHS = 3  # an unclosed quote mark must not swallow the rest of the article
+PRONOUN_REACH = 3  # paragraphs back a "she said" may refer to
 
-_OPENERS = "“„«‹"
-_CLOSERS = "”“»›"
-_PAIRS = {"“": "”", "„": "“”", "«": "»", "‹": "›", '"': '"'}
+_OPENERS = "“„«‹「『"
+_CLOSERS = "”“»›」』"
+_PAIRS = {"“": "”", "„": "“”", "«": "»", "‹": "›", '"': '"', "「": "」", "『": "』"}
 
 _VERBS = (
     r"(?:said|says|say|told|tells|added|adds|explained|explains|noted|notes|wrote|writes|argued|argues|asked|"
     r"asks|stated|states|warned|warns|recalled|recalls|insisted|insists|continued|continues|replied|replies|"
     r"tweeted|posted|admitted|admits|acknowledged|acknowledges|declared|declares|remarked|remarks|"
-    r"observed|observes|explained|conceded|concedes|predicted|predicts|responded|responds|announced|"
+    r"observed|observes|conceded|concedes|predicted|predicts|responded|responds|announced|"
     r"announces|emphasized|emphasised|stressed|stresses|suggested|suggests|claimed|claims|joked|jokes|"
     # French, German, Spanish, Italian: the common reporting verbs, so speakers are named there too.
     r"a\s+déclaré|a\s+dit|a\s+affirmé|a\s+expliqué|a\s+ajouté|a\s+souligné|a\s+indiqué|a\s+estimé|"
@@ -49,36 +65,77 @@ _UPPER = "A-ZÀ-ÖØ-ÞĆČĐŁŃŒŘŚŠŹŻŽ"
 _TITLE = r"(?:(?:Mr|Mrs|Ms|Dr|Prof|Sen|Rep|Gov|Gen|Sir|Dame|President|Senator|Professor)\.?\s+)"
 _NAME_WORD = rf"(?:[{_UPPER}]\.|[{_UPPER}][\w’'-]*)"  # "Ilic" or an initial "J."; never runs past a full stop
 _NAME = rf"(?:{_TITLE}?{_NAME_WORD}(?:\s+(?:de|van|von|der|da|al|bin|le)?\s*{_NAME_WORD}){{0,3}})"
-_PRONOUN = r"(?:he|she|they|He|She|They)"
-_NOT_NAMES_TEXT = """The A An It This That These Those We I You But And So Or If In On At For As When While
-After Before Then There Here His Her Their Its Our My Your"""
-_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+_PRONOUN = r"(?:he|she|they|it|He|She|They|It)"
+# Lower-case words allowed between a reporting verb and the name ("said transport chief Mara Ilic"), but not a
+# preposition: in 'said in a letter to Abbott' Abbott is who was written to, not who wrote.
+_DESCRIPTOR = r"(?!(?:to|in|at|on|with|by|for|of|from|about|during|after|before|last|into)\b)"
+
+# Capitalised words that start sentences but never name anyone. A single-word "name" whose lower-case form
+# the article also uses is treated the same way (see _Names.clean).
+_NOT_NAMES = frozenset(
+    """The A An It Its This That These Those We I You But And So Or If In On At For As When While After Before
+    Then There Here His Her Hers Their Its Our My Your He She They Them Him Us Me Who What Why How Where Which
+    Some Many Most All Every Each One Both Neither Either Also Still Even Just Only Once Later Earlier Now
+    Today Yesterday Tomorrow Meanwhile However Instead Yes No Not Never Please Let Do Does Did Is Are Was Were
+    Has Have Had Will Would Can Could Should May Might Must Shall Said Says Asked According Speaking Writing
+    Last Next First Another Other Others Such Because Although Though Since Until Unless Whether Thanks Dear
+    Officials Police Critics Experts People Residents Sources Analysts Researchers Scientists Officers
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday""".split()  # noqa: SIM905 - a word list reads better as text
+)
+_CONTRACTION = re.compile(r"['’](?:t|s|ll|re|ve|d|m)$", re.IGNORECASE)
+_ORG_WORD = re.compile(
+    r"\b(?:Inc|Corp|Corporation|Ltd|LLC|plc|Group|Company|Co|Ministry|Department|Agency|Council|Commission|"
+    r"University|Institute|Foundation|Association|Office|Party|Bank|Court|Police|Authority|Board|Service)\b\.?"
+)
+_ACRONYM = re.compile(r"^[A-Z]{2,6}$")
 
 # Right after the closing mark, within the same clause: ", said LeCun" / ", said transport chief Mara Ilic" /
-# ", LeCun said" / ", he said" / ", according to LeCun" / ", developer Ammar Askar wrote".
+# ", LeCun said" / ", he said" / ", according to LeCun" / ", developer Ammar Askar wrote" / ", it said in a
+# statement".
 _AFTER = re.compile(
-    rf"^[\s,;:—–-]*(?:{_VERBS}\s+(?:(?:the\s+)?[a-zà-ÿ][\w’'-]*,?\s+){{0,3}}?(?P<a>{_NAME}|{_PRONOUN})\b"
-    rf"|(?:[^.!?\"“”]{{0,60}}?\s)??(?P<b>{_NAME}|{_PRONOUN})\s+(?:{_VERBS}|has\s+said|had\s+said|once\s+said)\b"
+    rf"^[\s,;:—–-]*(?:{_VERBS}\s+(?:(?:the\s+)?{_DESCRIPTOR}[a-zà-ÿ][\w’'-]*,?\s+){{0,3}}?"
+    rf"(?P<a>{_PRONOUN}|{_NAME})\b"
+    rf"|(?:[^.!?\"“”]{{0,60}}?\s)??(?P<b>{_PRONOUN}|{_NAME})\s+(?:{_VERBS}|has\s+said|had\s+said|once\s+said)\b"
     rf"|{_ACCORDING}\s+(?P<c>{_NAME}))"
 )
-# "LeCun said:" / "As LeCun put it," / "Uber tweeted this announcement:" right before the opening mark.
+# A verb right after the quote with no name: the subject came before the opening mark
+# ('The mayors "…" said in a letter to Abbott last month').
+_AFTER_VERB_ONLY = re.compile(rf"^[\s,;:—–-]*(?:{_VERBS}|has\s+said)\b")
+# Before the opening mark, in the same clause: "LeCun said:" / "As LeCun put it," / "Uber tweeted this:" /
+# "Obama responded on Twitter, saying,".
 _BEFORE = re.compile(
-    rf"(?:(?P<a>{_NAME}|{_PRONOUN})\s+(?:[a-z]+\s+){{0,3}}?(?:{_VERBS}|put\s+it|puts\s+it)"
-    rf"(?:\s+[\w’'.-]+){{0,3}}?|{_ACCORDING}\s+(?P<c>{_NAME}))\s*[,:]?\s*(?:that\s+)?$"
+    rf"^(?P<a>{_PRONOUN}|{_NAME})\s+(?:[a-z]+\s+){{0,3}}?(?:{_VERBS}|put\s+it|puts\s+it)"
+    rf"(?:\s+[\w’'.-]+){{0,3}}?\s*[,:]?\s*(?:that\s+)?$"
 )
+# A colon closes the attribution however long it is ('Ann Ruiz said in a letter to the board last month:').
+_BEFORE_LONG_COLON = re.compile(
+    rf"^(?P<a>{_PRONOUN}|{_NAME})\s+(?:[a-z]+\s+){{0,3}}?{_VERBS}(?:\s+[\w’'.-]+){{0,8}}?\s*:\s*$"
+)
+_BEFORE_SAYING = re.compile(rf"^(?P<a>{_PRONOUN}|{_NAME})\b[^.!?\"“”]{{0,120}}?,?\s+saying\s*[,:]?\s*$")
+_BEFORE_ACCORDING = re.compile(rf"{_ACCORDING}\s+(?P<c>{_NAME})\s*[,:]?\s*$")
 _BEFORE_COLON = re.compile(rf"(?P<a>{_NAME})\s*:\s*$")
+_BEFORE_SUBJECT = re.compile(rf"(?P<a>{_NAME})\s*,?\s*$")
+_NAME_START = re.compile(rf"(?<![\w’'-])(?:{_PRONOUN}|{_NAME})\b")
+_NARRATIVE = re.compile(rf"(?P<n>{_NAME})(?:,[^,.;\"“”]{{1,100}},)?\s+(?:{_VERBS}|has\s+said|had\s+said)\b")
+_TITLED = re.compile(rf"{_TITLE}{_NAME_WORD}(?:\s+{_NAME_WORD})?")
 
 
 @dataclass(frozen=True)
 class Quote:
     text: str
     speaker: str | None
-    direct: bool  # direct speech, as opposed to a quotable sentence of the article
-    paragraph: int
+    kind: str  # SPEECH or PASSAGE
+    start: int  # text[start:end] of the article text is this quote (a multi-paragraph one: with its breaks)
+    end: int
+    paragraph: int = 0
     position: int = 0  # order within the article, for display
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"text": self.text, "speaker": self.speaker}
+    @property
+    def direct(self) -> bool:
+        return self.kind == SPEECH
+
+    def as_dict(self) -> dict[str, str | int | None]:
+        return {"text": self.text, "speaker": self.speaker, "kind": self.kind, "start": self.start, "end": self.end}
 
 
 @dataclass
@@ -139,45 +196,119 @@ def _is_title(text: str) -> bool:
     return bool(ws) and sum(w[0].isupper() for w in ws) / len(ws) > 0.7 and not text.rstrip().endswith(".")
 
 
-def _clean_name(name: str | None) -> str | None:
-    if not name:
-        return None
-    name = name.strip().rstrip(".,;:")
-    first = name.split()[0]
-    if first in _NOT_NAMES:
-        return None
-    return name
+def _is_pronoun(name: str | None) -> bool:
+    return bool(name) and re.fullmatch(_PRONOUN, name or "") is not None
 
 
-def _speaker(span: _Span) -> tuple[str | None, bool]:
-    """(speaker, is_pronoun). Attribution after the quote wins, as it does in news style."""
+def _is_org(name: str) -> bool:
+    return bool(_ORG_WORD.search(name) or _ACRONYM.match(name))
+
+
+class _Names:
+    """What counts as a name in this article: a capitalised word the article never uses in lower case."""
+
+    def __init__(self, text: str) -> None:
+        self.lower = set(re.findall(r"(?<![\w./@-])[a-z][\w’'-]*\b(?![./@]\w)", text))
+
+    def clean(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        name = name.strip().rstrip(".,;:")
+        parts = name.split()
+        if not parts or _is_pronoun(name):
+            return None
+        if parts[0].rstrip(".") in _NOT_NAMES or any(_CONTRACTION.search(p) for p in parts):
+            return None
+        if len(parts) == 1 and not _ACRONYM.match(name) and name.lower() in self.lower:
+            return None  # "Police", "Critics", "Don't": a common word that happened to start the sentence
+        return name
+
+
+def _last_clause(before: str) -> str:
+    """The part of the text before a quote that belongs to its sentence."""
+    before = before[-300:]
+    cut = max(before.rfind(". "), before.rfind("! "), before.rfind("? "), before.rfind("” "), before.rfind('" '))
+    return before[cut + 2 :] if cut >= 0 else before
+
+
+def _speaker_before(before: str, names: _Names) -> tuple[str | None, str | None]:
+    """(name, pronoun) named in the clause right before the opening mark."""
+    clause = _last_clause(before).rstrip()
+    if not clause:
+        return None, None
+    m = _BEFORE_COLON.search(clause)
+    if m and names.clean(m.group("a")):
+        return names.clean(m.group("a")), None
+    m = _BEFORE_ACCORDING.search(clause)
+    if m and names.clean(m.group("c")):
+        return names.clean(m.group("c")), None
+    for start in _NAME_START.finditer(clause):
+        rest = clause[start.start() :]
+        m = _BEFORE.match(rest) or _BEFORE_LONG_COLON.match(rest) or _BEFORE_SAYING.match(rest)
+        if not m:
+            continue
+        found = m.group("a")
+        if _is_pronoun(found):
+            return None, found.lower()
+        if names.clean(found):
+            return names.clean(found), None
+    return None, None
+
+
+def _speaker(span: _Span, names: _Names) -> tuple[str | None, str | None]:
+    """(speaker, pronoun): the name the text gives, or the pronoun it uses instead. Attribution after the
+    quote wins, as it does in news style."""
     m = _AFTER.match(span.after)
     if m:
-        name = m.group("a") or m.group("b") or m.group("c")
-        if name and re.fullmatch(_PRONOUN, name):
-            return None, True
-        cleaned = _clean_name(name)
+        found = m.group("a") or m.group("b") or m.group("c")
+        if _is_pronoun(found):
+            return None, found.lower()
+        cleaned = names.clean(found)
         if cleaned:
-            return cleaned, False
-    before = span.before.rstrip()[-200:]  # the attribution sits right before the mark; bounds regex work
-    if before:
-        m = _BEFORE_COLON.search(before) or _BEFORE.search(before)
-        if m:
-            name = m.group("a") or m.groupdict().get("c")
-            if name and re.fullmatch(_PRONOUN, name):
-                return None, True
-            return _clean_name(name), False
-    return None, False
+            return cleaned, None
+    if _AFTER_VERB_ONLY.match(span.after):
+        m = _BEFORE_SUBJECT.search(span.before.rstrip())
+        return (names.clean(m.group("a")) if m else None), None
+    return _speaker_before(span.before, names)
 
 
-_NARRATIVE = re.compile(rf"(?P<n>{_NAME})(?:,[^,.;\"“”]{{1,100}},)?\s+{_VERBS}\b")
+def _people_mentioned(text: str, names: _Names) -> list[str]:
+    """People and organisations the text has saying something, names with a title, and organisations, in
+    order."""
+    found: list[tuple[int, str]] = []
+    for m in re.finditer(_NAME, text):
+        if _is_org(m.group(0)) and names.clean(m.group(0)):
+            found.append((m.start(), m.group(0)))
+    for m in _NARRATIVE.finditer(text):
+        name = names.clean(m.group("n"))
+        if name:
+            found.append((m.start(), name))
+    for m in _TITLED.finditer(text):
+        name = names.clean(m.group(0))
+        if name:
+            found.append((m.start(), name))
+    return [n for _, n in sorted(found)]
 
 
-def _narrative_speaker(text: str) -> str | None:
-    """The last person the text has saying something in reported speech ("Okafor, who leads X, said")."""
-    names = [_clean_name(m.group("n")) for m in _NARRATIVE.finditer(text[-600:])]
-    names = [n for n in names if n]
-    return names[-1] if names else None
+def _mentions_other(before: str, speaker: str, names: _Names) -> bool:
+    """Whether the words since the previous quotation (in this paragraph) name anyone but `speaker`."""
+    cut = max(before.rfind(c) for c in '"”»›」')
+    # Only a name that opens a sentence of its own is someone new speaking ('Jones disagreed:'); names inside
+    # the attribution ('said Ann Ruiz, CEO of Acme, in a note.') are not.
+    found = (names.clean(m.group("n")) for m in re.finditer(rf"[.!?]\s+(?P<n>{_NAME})", before[cut + 1 :].strip()))
+    return any(n and n not in speaker and speaker not in n for n in found)
+
+
+def _can_refer(pronoun: str, name: str) -> bool:
+    if pronoun == "it":
+        return _is_org(name)
+    if pronoun == "they":
+        return False  # a group or a person: too unsure to name anyone
+    if _is_org(name):
+        return False
+    if pronoun == "she":
+        return not re.match(r"(?:Mr|Sir)\b", name)
+    return not re.match(r"(?:Mrs|Ms|Miss|Dame)\b", name)
 
 
 def _quote_text(parts: list[str]) -> str:
@@ -196,6 +327,34 @@ def _trim(text: str, language: str | None) -> str | None:
             break
         out = candidate
     return out or None
+
+
+def _locate(fragment: str, text: str, hint: int = 0) -> tuple[int, int] | None:
+    """Where `fragment` occurs in `text` (from `hint` on, else anywhere): exactly, or across the line breaks and
+    opening marks of a quotation that runs over paragraphs."""
+    for start in (hint, 0):
+        i = text.find(fragment, start)
+        if i >= 0:
+            return i, i + len(fragment)
+    pieces = fragment.split()
+    if not pieces:
+        return None
+    pattern = re.compile(r"\s+(?:[\"“„«‹]\s*)?".join(re.escape(p) for p in pieces))
+    m = pattern.search(text, hint) or pattern.search(text)
+    return (m.start(), m.end()) if m else None
+
+
+def _paragraph_offsets(text: str) -> list[tuple[str, int]]:
+    """The paragraphs the quote finder walks (one per non-empty line, whitespace normalised), each with where
+    its line starts in `text`."""
+    out = []
+    pos = 0
+    for raw in text.splitlines(keepends=True):
+        line = normalize_ws(raw)
+        if line and not is_boilerplate(line):
+            out.append((line, pos))
+        pos += len(raw)
+    return out
 
 
 def _overlaps(text: str, others: list[str]) -> bool:
@@ -218,51 +377,67 @@ def extract_quotes(
     summary: str = "",
     language: str | None = "en",
     quotable_fallback: bool = True,
+    rejected: Counter[str] | None = None,
 ) -> list[Quote]:
-    """Up to `limit` verbatim quotes from `text`, in article order; none that repeats `summary`."""
+    """Up to `limit` verbatim quotes from `text`: speech in article order, or, when nobody speaks, passages.
+
+    None repeats `summary`. `rejected`, when given, counts the candidate passages turned down, by reason.
+    """
     if limit <= 0 or not text.strip():
         return []
-    paras = paragraphs(text)
+    located = _paragraph_offsets(text)
+    paras = [p for p, _ in located]
+    names = _Names(text)
     summary_sents = split_sentences(summary, language) if summary else []
     doc_terms = tokens(" ".join(paras))
-    candidates: list[tuple[float, Quote]] = []
-    last_speaker: tuple[str, int] | None = None
+    candidates: list[Quote] = []
+    last: tuple[str, int] | None = None  # the last speaker named, and the paragraph
     for position, span in enumerate(find_direct_speech(paras)):
-        name, pronoun = _speaker(span)
+        name, pronoun = _speaker(span, names)
         if name is None and pronoun:
-            # "she said": the person the sentence before introduced ("Maria Okafor, who leads ..., said")
-            name = _narrative_speaker(span.before)
+            # "she said": the last person the text named, a few paragraphs back at most, that "she" can be.
+            window = " ".join(paras[max(0, span.start_para - PRONOUN_REACH) : span.start_para] + [span.before])
+            people = [p for p in _people_mentioned(window, names) if _can_refer(pronoun, p)]
+            if not people and last and span.start_para - last[1] <= PRONOUN_REACH and _can_refer(pronoun, last[0]):
+                people = [last[0]]
+            name = people[-1] if people else None
+        elif name is None and last and last[1] == span.start_para and not _mentions_other(span.before, last[0], names):
+            # Unattributed speech that goes on in the same paragraph, right after an attributed one ('"…," she
+            # said. "…"') continues the same speaker; in the next paragraph it may be anyone (a thread).
+            name = last[0]
         if name:
-            last_speaker = (name, span.end_para)
-        elif last_speaker and span.start_para - last_speaker[1] <= (3 if pronoun else 1):
-            # "he said" refers back a few paragraphs; an unattributed quote right after an attributed one
-            # continues the same speaker.
-            name = last_speaker[0]
-        elif pronoun and span.start_para > 0:
-            name = _narrative_speaker(paras[span.start_para - 1])
+            last = (name, span.end_para)
         quote = _trim(_quote_text(span.parts), language)
         # A quote starting in lower case is the tail of a paraphrased sentence ('said the rules "will not ..."'):
         # it reads as a fragment on its own.
         if not quote or word_count(quote) < MIN_WORDS or _is_title(quote) or quote[:1].islower():
             continue
-        candidates.append((0.0, Quote(quote, name, True, span.start_para, position)))
-    chosen = _rank(candidates, doc_terms, limit, summary_sents, text)
-    # Narration in quote marks next to real speech would pass for speech: sentences only when nobody speaks.
+        where = _locate(quote, text, located[span.start_para][1])
+        if where is None:
+            continue  # never show words the article does not contain
+        start, end = where
+        shown = text[start:end] if "\n" not in text[start:end] else quote
+        candidates.append(Quote(shown, name, SPEECH, start, end, span.start_para, position))
+    chosen = _rank(candidates, doc_terms, limit, summary_sents)
+    # Narration next to real speech would pass for more speech: passages only when nobody speaks.
     if quotable_fallback and not chosen:
-        pool = [(0.0, q) for q in _quotable_sentences(text, language)]
-        chosen += _rank(pool, doc_terms, limit - len(chosen), summary_sents + [q.text for q in chosen], text)
-    return sorted(chosen, key=lambda q: (not q.direct, q.paragraph, q.position))
+        chosen = _rank(_passages(text, language, rejected), doc_terms, limit, summary_sents, rejected)
+    return sorted(chosen, key=lambda q: (q.kind != SPEECH, q.paragraph, q.position))
 
 
 def _rank(
-    candidates: list[tuple[float, Quote]], doc_terms: list[str], limit: int, avoid: list[str], source: str
+    candidates: list[Quote],
+    doc_terms: list[str],
+    limit: int,
+    avoid: list[str],
+    rejected: Counter[str] | None = None,
 ) -> list[Quote]:
     if not candidates or limit <= 0:
         return []
-    idf = idf_table([tokens(q.text) for _, q in candidates] + [doc_terms])
+    idf = idf_table([tokens(q.text) for q in candidates] + [doc_terms])
     centroid = tf_vector(doc_terms, idf)
     scored = []
-    for _, q in candidates:
+    for q in candidates:
         n = word_count(q.text)
         score = cosine(tf_vector(tokens(q.text), idf), centroid)
         score += 0.15 if q.speaker else 0.0
@@ -272,34 +447,93 @@ def _rank(
     kept: list[Quote] = []
     for _, q in scored:
         if len(kept) >= limit:
-            break
-        if _overlaps(q.text, avoid + [k.text for k in kept]):
+            if rejected is None:
+                break
+            rejected["not among the best"] += 1
             continue
-        if not appears_in(q.text, source):
-            continue  # never show words the article does not contain
+        if _overlaps(q.text, avoid + [k.text for k in kept]):
+            if rejected is not None:
+                rejected["repeats the summary or another pick"] += 1
+            continue
         kept.append(q)
     return kept
 
 
+# Openers that lean on the sentence before ("This means…", "But…", "He…").
 _WEAK_START = re.compile(
-    r"^(?:but|and|so|or|yet|also|this|that|these|those|it|he|she|they|his|her|their|there|here|such|"
-    r"however|meanwhile|then|which|when|while|because|if|as)\b",
+    r"^(?:but|and|so|or|yet|also|this|that|these|those|it|its|he|she|they|his|her|their|there|here|such|"
+    r"however|meanwhile|then|which|when|while|because|if|as|still|instead|thus|other|others|another|both|"
+    r"later|earlier|now|indeed|moreover|furthermore|in\s+addition|for\s+example|for\s+instance|as\s+a\s+result)\b",
     re.IGNORECASE,
 )
+# Sentences that point at something else on the page.
+_POINTS_AWAY = re.compile(
+    r"\b(?:below|above|the\s+following|as\s+follows|here'?s\s+how|see\s+(?:the\s+)?(?:video|photos?|chart|map|"
+    r"image|table|list)|(?:in|at)\s+the\s+(?:video|clip|footage|gallery|photo|image|chart|map)s?)\b|:\s*$",
+    re.IGNORECASE,
+)
+# Page furniture and instructions to the reader rather than a statement of the story.
+_FURNITURE = re.compile(
+    r"\b(?:subscribe|sign\s+up|newsletter|click|tap|share\s+(?:this|on|via)|follow\s+(?:us|@)|download|"
+    r"watch|video|footage|podcast|listen|read\s+(?:more|next|on)|check\s+(?:out|it)|comments?\s+section|"
+    r"cookies?|privacy\s+policy|terms\s+of\s+(?:use|service)|advert|sponsored|affiliate|all\s+rights)\b"
+    r"|^(?:to\s+\w+|simply|just|first|next|then|now|please|make\s+sure|be\s+sure|don'?t|do\s+not|try|use|run|"
+    r"type|enter|open|go\s+to|visit|find|see|get|install|add)\b"
+    r"|`|\$\s|\b\w+\.(?:py|sh|js|json|yml|yaml|toml|exe)\b|--\w",
+    re.IGNORECASE,
+)
+_PERSONAL = re.compile(r"\b(?:I|[Mm]e|[Mm]y|[Yy]ou|[Yy]our|[Ww]e|[Oo]ur|[Uu]s)\b")
+# A claim has a finite verb: a rough test, but a headline fragment or a list item usually has none.
+_FINITE = re.compile(
+    r"\b(?:is|are|was|were|be|been|has|have|had|will|would|can|could|may|might|must|should|does|do|did|"
+    r"\w+(?:ed|es|s))\b",
+    re.IGNORECASE,
+)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
-def _quotable_sentences(text: str, language: str | None) -> list[Quote]:
-    """Sentences that stand on their own: complete, assertive, no dangling reference, no half a quote."""
+def _passage_problem(s: str) -> str | None:
+    """Why a sentence cannot stand as a pulled passage, or None if it can."""
+    n = word_count(s)
+    cjk = len(_CJK.findall(s))
+    if cjk:
+        if not 15 <= cjk <= 120:
+            return "too short or too long"
+    elif n < 10 or n > 40:
+        return "too short or too long"
+    if s.endswith(("?", "!")) or s.endswith(("？", "！")):
+        return "question or exclamation"
+    if _FURNITURE.search(s):
+        return "page furniture"
+    if _WEAK_START.match(s.lstrip("\"“'‘ ")) or _POINTS_AWAY.search(s):
+        return "needs its neighbour"
+    marks = sum(s.count(c) for c in '"“”„«»「」')
+    if marks % 2:
+        return "part of a quotation"
+    if marks:
+        return "contains speech"  # the quoted words belong to someone; show them as speech or not at all
+    if _PERSONAL.search(s):
+        return "first person or direct address"
+    if not cjk and not _FINITE.search(s):
+        return "no claim"
+    return None
+
+
+def _passages(text: str, language: str | None, rejected: Counter[str] | None) -> list[Quote]:
+    """Sentences that stand on their own as a statement of the story, located in `text`."""
     out = []
+    hint = 0
     for sent in sentences(text, language):
-        s = sent.text
-        n = word_count(s)
-        if n < 10 or n > 40 or s.endswith("?") or _WEAK_START.match(s):
-            continue
-        marks = sum(s.count(c) for c in '"“”„«»')
-        if marks % 2:
-            continue  # a piece of a longer quotation
-        if re.search(r"\b(?:I|[Mm]e|[Mm]y|[Yy]ou|[Yy]our)\b", s):
-            continue
-        out.append(Quote(s, None, False, sent.paragraph, sent.index))
+        problem = _passage_problem(sent.text)
+        if problem is None:
+            where = _locate(sent.text, text, hint)
+            if where is None:
+                problem = "not found verbatim"
+            else:
+                hint = where[0]
+                start, end = where
+                out.append(Quote(text[start:end], None, PASSAGE, start, end, sent.paragraph, sent.index))
+                continue
+        if rejected is not None:
+            rejected[problem] += 1
     return out

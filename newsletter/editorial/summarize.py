@@ -2,7 +2,9 @@
 
 Each sentence is scored on where it sits (news puts the point first), how central it is to the article
 (cosine with the article's term vector) and how much it shares with the headline; sentences that lean on
-context ("But he ...", "This ...") lose points unless they follow a chosen sentence. Picks are greedy under a
+context ("But he ...", "This ...") and very short ones ("It failed.") are only taken right after the sentence they
+follow, and a first-person sentence ("I spent a week…") never opens the summary of a news story (it may open
+one of a review or a column, whose sentences are often in the first person). Picks are greedy under a
 sentence count and a word budget, skipping near-repeats of what is already chosen. A sentence is never cut:
 one that does not fit the budget is skipped.
 """
@@ -33,8 +35,12 @@ _DANGLING = re.compile(
 )
 # First-person narration and direct address make poor summary sentences for a third party.
 _PERSONAL = re.compile(r"\b(?:I|I'm|I've|I'd|me|my|you|your)\b")
+# A summary never opens with the writer speaking ("I spent a week with…"): it is about the story.
+_FIRST_PERSON_OPENER = re.compile(r"^\W*(?:I|I['’]m|I['’]ve|I['’]d|I['’]ll|My|Me|We|We['’]re|We['’]ve|Our)\b")
 
-MIN_WORDS = 6
+MIN_WORDS = 2  # "It failed." can be the point; short sentences compete on the same scores
+FIRST_PERSON_PIECE = 0.25  # this share of sentences in the first person makes a first-person piece
+SHORT_WORDS = 6  # below this a sentence is only picked right after the one it completes
 MAX_WORDS = 60
 
 
@@ -98,7 +104,12 @@ def extractive_summary(
         language=language,
         weights=weights,
     )
-    return " ".join(strip_dateline(s.text) if s.index == 0 else s.text for s in picked)
+    out = ""
+    for s in picked:
+        sent = strip_dateline(s.text) if s.index == 0 else s.text
+        # CJK text has no space between sentences.
+        out += ("" if not out or out.endswith(("。", "！", "？", "」", "』")) else " ") + sent
+    return out
 
 
 def pick_sentences(
@@ -110,13 +121,19 @@ def pick_sentences(
     language: str | None = "en",
     weights: Weights = DEFAULT_WEIGHTS,
 ) -> list[Sentence]:
-    sents = [s for s in sentences(text, language) if MIN_WORDS <= word_count(s.text) <= MAX_WORDS]
+    every = sentences(text, language)
+    sents = [s for s in every if MIN_WORDS <= word_count(s.text) <= MAX_WORDS]
     sents = [s for s in sents if not _same_as_title(s.text, title)]
     if not sents:
         return []
     scored = sorted(score_sentences(sents, title, weights), key=lambda x: -x[0])
     chosen: list[tuple[Sentence, dict[str, float]]] = []
     used = 0
+    # Sentences that lean on the one before ("But it failed.", "He said…") or are very short only come in
+    # right after that sentence; a first-person sentence never opens the summary.
+    leaning = {s.index for s in sents if _DANGLING.match(s.text.lstrip("\"“'‘ ")) or word_count(s.text) < SHORT_WORDS}
+    # In a piece written in the first person (a review, an essay, a column) "I" is the story; in news it is not.
+    first_person_piece = sum(bool(_PERSONAL.search(s.text)) for s in every) >= FIRST_PERSON_PIECE * len(every)
     for score, sent, vec in scored:
         if len(chosen) >= max_sentences:
             break
@@ -124,6 +141,15 @@ def pick_sentences(
             break
         n = word_count(sent.text)
         if used + n > max_words:
+            continue
+        picked = {s.index for s, _ in chosen}
+        if sent.index in leaning and sent.index - 1 not in picked:
+            continue
+        if (
+            not first_person_piece
+            and _FIRST_PERSON_OPENER.match(sent.text)
+            and (not picked or sent.index < min(picked))
+        ):
             continue
         penalty = max((cosine(vec, v) for _, v in chosen), default=0.0)
         if penalty > 0.6:

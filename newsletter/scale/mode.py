@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from sqlalchemy.engine import make_url
@@ -11,6 +12,22 @@ from sqlalchemy.engine import make_url
 from newsletter.config import ConfigError, Settings, redact_url
 
 SCALE_ENV = "NEWSLETTER_SCALE"
+EXTRA_HINT = "pip install 'newsletter[postgres]'"
+# What the `postgres` extra brings (pyproject.toml): the driver, and the job queue of scale mode.
+POSTGRES_MODULES = ("psycopg", "procrastinate")
+
+
+def missing_postgres_extra() -> list[str]:
+    """The modules of the `postgres` extra that are not installed (found without importing them)."""
+    return [name for name in POSTGRES_MODULES if importlib.util.find_spec(name) is None]
+
+
+def require_postgres_extra(what: str = "scale mode", modules: tuple[str, ...] = POSTGRES_MODULES) -> None:
+    """Raise ConfigError, in one line, when the `postgres` extra (or the given part of it) is not installed."""
+    missing = [name for name in missing_postgres_extra() if name in modules]
+    if missing:
+        raise ConfigError(f"{what} needs the postgres extra ({', '.join(missing)} not installed): "
+                          f"install newsletter[postgres] ({EXTRA_HINT}, or pip install -e '.[postgres]' in a checkout)")
 
 
 def is_postgres(url: str) -> bool:

@@ -42,7 +42,9 @@ log = logging.getLogger("newsletter.schedule")
 EMPTY_NOTE = "Nothing new this time: the sources we follow published nothing since the last issue."
 RETRY_AFTER = timedelta(minutes=5)  # a failed or interrupted send is tried again this often
 MAX_BACKOFF = timedelta(hours=6)  # the longest wait between two tries of a failing send
-RETRIED = ("failed", "held-preflight")  # cycle outcomes tried again automatically
+# Cycle outcomes tried again automatically (with growing waits, for up to a day): "waiting-audience" is a send
+# that found nobody subscribed, which must not mark the issue sent to nobody.
+RETRIED = ("failed", "held-preflight", "waiting-audience")
 REMIND_EVERY = timedelta(hours=1)  # an issue waiting for approval is mentioned in the log this often
 
 
@@ -228,8 +230,13 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa
 
 
 def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
+    from newsletter.deliver.audience import empty_audience_hint, fresh_audience
     from newsletter.deliver.send import SendError
 
+    if fresh_audience(rt.engine, issue_id) == 0:
+        return Step("send", "waiting-audience",
+                    f"issue {issue_id} waits: {nl.slug} has no active subscribers, so nothing was sent and the "
+                    f"issue is kept; {empty_audience_hint(nl.slug)} and it goes out at the next retry"), 0
     mailer = rt.mailer_factory(rt.settings)
     try:
         report = deliver(rt, nl, issue_id, mailer)
@@ -465,7 +472,7 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
                     out.append(slug)
             elif last.outcome in ("waiting-approval", "changed-since-approval") or row.status == "approved":
                 if is_approved_as_is(session, row.id):
-                    if last.outcome != "failed" or retry:
+                    if last.outcome not in RETRIED or retry:
                         out.append(slug)
                 elif last.outcome in ("waiting-approval", "changed-since-approval"):
                     seen = rt._reminded.get(row.id)

@@ -98,6 +98,8 @@ class Runner:
         self.reload_requested = False
         self.exit_code = 0
         self._mtimes: dict[str, tuple[int, int]] = {}
+        # Told of every schedule file that does not load, at start and on every reload (the CLI prints them).
+        self.on_config_errors: Callable[[list[str]], None] | None = None
 
     # --- schedule files ---------------------------------------------------------------------------------
 
@@ -136,6 +138,8 @@ class Runner:
         self.rt.newsletters = found  # one assignment: jobs see the old or the new set, never half of it
         for error in errors:
             log_line(event="config-error", detail=error)
+        if errors and self.on_config_errors is not None:
+            self.on_config_errors(errors)
         return errors
 
     def sync_jobs(self) -> None:

@@ -122,6 +122,8 @@ async def issue_page(request: Request) -> Response:
         return public_html(stored, state.settings.base_url, slug)
 
     body = await run_in_threadpool(load)
+    # On the web the email is the page's main content: a <main> landmark for screen readers (not in the email).
+    body = re.sub(r"(<body\b[^>]*>)", r"\1<main>", body, count=1).replace("</body>", "</main></body>", 1)
     return Response(body, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARCHIVE_CSP})
 
 

@@ -83,12 +83,19 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<meta name=robots content=noindex><title>{html.escape(title)}</title>"
-        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;"
-        "color:#18181b}button{font:inherit;padding:.6rem 1.2rem;border-radius:.4rem;border:0;"
-        "background:#c2410c;color:#fff;cursor:pointer}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;"
+        "color:#18181b}h1{font-size:1.6rem;line-height:1.25;overflow-wrap:anywhere}"
+        "input{font:inherit;box-sizing:border-box;width:100%;padding:.55rem .7rem;margin-top:.25rem;"
+        "border:1px solid #a1a1aa;border-radius:.4rem}"
+        "button{font:inherit;padding:.6rem 1.2rem;border-radius:.4rem;border:0;"
+        "background:#c2410c;color:#fff;cursor:pointer}"
+        ":focus-visible{outline:3px solid #1d4ed8;outline-offset:2px}</style></head>"
+        f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>",
         status_code=status,
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        # same-origin, not no-referrer: token URLs still never leave in a Referer, but a browser posting one of
+        # these forms sends its real Origin (with no-referrer Chromium sends `Origin: null`, which
+        # _cross_site rightly refuses: every sign-up from a real browser was answered 403).
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "same-origin"},
     )
 
 
