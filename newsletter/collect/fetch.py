@@ -5,29 +5,25 @@ Used for feeds and for article pages alike, so both obey the same limits and the
 guard checked. Redirects are followed here, hop by hop (at most MAX_REDIRECTS), each target passing the http(s)
 URL check first; the result keeps the chain. file:// URLs and plain paths are read only when the caller says
 so (`local_files`, for the sources a schedule file lists: the operator's own disk), never for a link from a feed.
-
-The client is aiohttp, chosen by measurement (benchmarks/collect.py): a quarter of httpx's CPU per request.
-Connections are kept across 304s, redirects and error pages, so a site polled for many feeds sees at most
-`per_host` connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
+import functools
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
-import aiohttp
-import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
+import httpcore
+import httpx
 
 from newsletter import __version__
-from newsletter.collect.guard import Guard, Refused, Unresolvable
+from newsletter.collect.guard import Guard, GuardedBackend, Refused
 from newsletter.collect.urls import web_url
 
 USER_AGENT = f"newsletter/{__version__} (+https://github.com/newsletter-digest/newsletter)"
@@ -67,10 +63,6 @@ class TooLarge(Exception):
     pass
 
 
-class TooManyRedirects(Exception):
-    pass
-
-
 def is_local(url: str) -> bool:
     scheme = urlparse(url).scheme
     return scheme == "file" or scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/"))
@@ -94,82 +86,121 @@ def _read_file(url: str, limits: FetchLimits) -> FetchResult:
         return FetchResult(url, False, error=f"cannot read {path}: {exc.strerror or exc}")
 
 
-def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
-    except ValueError:
-        return False
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context per process: loading the CA bundle costs ~18 ms, too much to pay on every run."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
-class _CheckedResolver(AbstractResolver):
-    """aiohttp's resolver that answers only with addresses the guard checked, so connections are pinned to them.
+Origin = tuple[bytes, bytes, int]  # (scheme, host, port), as httpx's request URL gives them
 
-    Every hop's host is checked (`check`) before aiohttp is asked for it, literal addresses included: aiohttp
-    does not ask a resolver for a host it takes for an address, so the check cannot live in the resolver alone.
-    A host is resolved once per run; aiohttp's own DNS cache is off, so it always asks here.
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that tells the transport when it is closed, so the host's pool is known to be idle."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._release is not None:
+                release, self._release = self._release, None
+                release()
+
+
+class _GuardedTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport, one connection pool per host, each pool's network layer the guard's.
+
+    A pool per host rather than one for all: httpcore's pool looks at every connection it holds on each
+    request and on each response closed, which with 64 connections costs more than reconnecting; a host's
+    pool holds at most `per_host`. Pools of hosts with nothing in flight are kept (their connections alive)
+    up to IDLE_HOSTS, the least recently used closed first, so a run over thousands of hosts keeps a bounded
+    number of sockets open.
     """
 
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
-        self._checked: dict[tuple[str, int], asyncio.Future[list[str]]] = {}
+    IDLE_HOSTS = 32
 
-    async def check(self, host: str, port: int, spelled: str | None = None) -> list[str]:
-        """Check `host` (as aiohttp will connect to it); `spelled` is the URL's own spelling of the same address
-        (yarl writes ::ffff:127.0.0.1 as ::ffff:7f00:1), used in the message only when it is the same address."""
-        key = (host, port)
-        found = self._checked.get(key)
-        if found is None:  # one lookup even when many requests to a new host start at once
-            name = spelled if spelled and _same_ip(spelled, host) else host
-            found = self._checked[key] = asyncio.ensure_future(self.guard.addresses(name, port))
-        return await asyncio.shield(found)
+    def __init__(self, guard: Guard, limits: FetchLimits) -> None:
+        self._backend = GuardedBackend(guard)
+        self._limits = limits
+        self._pools: dict[Origin, httpx.AsyncHTTPTransport] = {}
+        self._active: dict[Origin, int] = {}
+        self._idle: OrderedDict[Origin, None] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = self._checked.get((host, port))
-        if found is None or not found.done() or found.exception() is not None:
-            # Fail closed: a host aiohttp spells differently from the URL's was never checked.
-            raise Refused(f"refused: {host} was not checked before connecting")
-        return [
-            {"hostname": host, "host": address, "port": port,
-             "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-             "proto": 0, "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}
-            for address in found.result()
-        ]
+    def _pool(self, origin: Origin) -> httpx.AsyncHTTPTransport:
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False)
+            # httpx builds its pool without a way to pass a network backend: build the same pool with ours.
+            pool._pool = httpcore.AsyncConnectionPool(
+                ssl_context=_ssl_context(),
+                max_connections=self._limits.per_host,
+                max_keepalive_connections=self._limits.per_host,
+                network_backend=self._backend,
+            )
+            self._pools[origin] = pool
+        return pool
 
-    async def close(self) -> None:
-        for found in self._checked.values():
-            found.cancel()
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        origin = (request.url.raw_scheme, request.url.raw_host, request.url.port or 0)
+        pool = self._pool(origin)
+        self._idle.pop(origin, None)
+        self._active[origin] = self._active.get(origin, 0) + 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self._release(origin)
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _ReleasingStream(response.stream, lambda: self._release(origin))
+        return response
+
+    def _release(self, origin: Origin) -> None:
+        self._active[origin] -= 1
+        if self._active[origin]:
+            return
+        del self._active[origin]
+        self._idle[origin] = None
+        while len(self._idle) > self.IDLE_HOSTS:
+            oldest, _ = self._idle.popitem(last=False)
+            task = asyncio.get_running_loop().create_task(self._pools.pop(oldest).aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        self._idle.clear()
+        for pool in pools:
+            await pool.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
-@dataclass
-class _Client:
-    session: aiohttp.ClientSession
-    resolver: _CheckedResolver
+def make_client(limits: FetchLimits, guard: Guard | None = None) -> httpx.AsyncClient:
+    """A client whose every connection passes `guard` (by default: public addresses and NEWSLETTER_FETCH_ALLOW).
 
-
-def _make_client(limits: FetchLimits, guard: Guard | None = None) -> _Client:
-    """A session whose every connection goes to an address `guard` checked (by default: public addresses and
-    NEWSLETTER_FETCH_ALLOW).
-
-    Proxy settings from the environment are ignored on purpose (trust_env=False): through a proxy the guard would
-    only ever see the proxy's address, never where the request really goes. TLS is aiohttp's default: the
-    certificate is checked against the URL's host name (also sent for SNI), whatever address was connected to.
+    Proxy settings from the environment are ignored on purpose: through a proxy the guard would only ever
+    see the proxy's address, never where the request really goes.
     """
-    resolver = _CheckedResolver(guard or Guard())
-    connector = aiohttp.TCPConnector(
-        resolver=resolver, use_dns_cache=False, limit=limits.concurrency, limit_per_host=limits.per_host,
-    )
-    session = aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(limits.timeout, 10.0)),
+    return httpx.AsyncClient(
+        transport=_GuardedTransport(guard or Guard(), limits),
+        timeout=httpx.Timeout(limits.timeout, connect=min(limits.timeout, 10.0)),
+        follow_redirects=False,  # followed in _get, each hop checked
         trust_env=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
     )
-    return _Client(session, resolver)
 
 
 async def fetch(
-    client: _Client,
+    client: httpx.AsyncClient,
     url: str,
     limits: FetchLimits,
     *,
@@ -199,17 +230,19 @@ async def fetch(
         result = await asyncio.wait_for(_get(client, url, headers, limits), timeout=limits.timeout)
     except TimeoutError:
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
-    except (TooLarge, Refused, Unresolvable) as exc:
+    except (TooLarge, Refused) as exc:
         result = FetchResult(url, False, error=str(exc))
-    except TooManyRedirects:
+    except httpx.TimeoutException:
+        result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
+    except httpx.TooManyRedirects:
         result = FetchResult(url, False, error=f"too many redirects (more than {MAX_REDIRECTS})")
-    except (aiohttp.ClientError, ValueError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         result = FetchResult(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     result.elapsed = time.monotonic() - started
     return result
 
 
-async def _get(client: _Client, url: str, headers: dict[str, str], limits: FetchLimits) -> FetchResult:
+async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str], limits: FetchLimits) -> FetchResult:
     current = url
     redirects: list[tuple[int, str]] = []
     for _ in range(MAX_REDIRECTS + 1):
@@ -220,77 +253,78 @@ async def _get(client: _Client, url: str, headers: dict[str, str], limits: Fetch
         if result is not None:
             return result
         current = redirects[-1][1]
-    raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+    raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
 
-async def _hop(client: _Client, url: str, current: str, headers: dict[str, str], limits: FetchLimits,
+async def _hop(client: httpx.AsyncClient, url: str, current: str, headers: dict[str, str], limits: FetchLimits,
                redirects: list[tuple[int, str]]) -> FetchResult | None:
     """One request: the result, or None after appending a redirect to follow to `redirects`."""
+    request = client.build_request("GET", current, headers=headers)
     try:
-        target_url = yarl.URL(current)
-    except ValueError:
-        return FetchResult(url, False, final_url=current, redirects=redirects, error="not an http(s) URL")
-    if target_url.raw_host is None or target_url.scheme not in ("http", "https"):
-        return FetchResult(url, False, final_url=current, redirects=redirects, error="not an http(s) URL")
-    await client.resolver.check(target_url.raw_host, target_url.port or 0, urlparse(current).hostname)
-    async with client.session.get(target_url, headers=headers, allow_redirects=False) as response:
-        location = response.headers.get("Location")
-        if response.status in _REDIRECTS and location:
+        response = await client.send(request, stream=True)
+    except httpx.InvalidURL:  # httpx parses a redirect's Location even when not following it
+        return FetchResult(url, False, final_url=current, redirects=redirects,
+                           error="redirect to a non-http(s) URL")
+    try:
+        location = response.headers.get("location")
+        if response.status_code in _REDIRECTS and location:
             await _drain(response)
             target = urljoin(str(response.url), location.strip())
             if web_url(target) is None:
-                return FetchResult(url, False, status=response.status, final_url=current,
+                return FetchResult(url, False, status=response.status_code, final_url=current,
                                    redirects=redirects,
-                                   error=f"HTTP {response.status} redirect to a non-http(s) URL")
-            redirects.append((response.status, target))
+                                   error=f"HTTP {response.status_code} redirect to a non-http(s) URL")
+            redirects.append((response.status_code, target))
             return None
         return await _read(url, response, limits, redirects)
+    finally:
+        await response.aclose()
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def _drain(response: httpx.Response) -> None:
     """Read a body we do not keep (a 304's, a redirect's, an error page's) when it is small.
 
     The connection goes back to the pool only once its response was read to the end; closed earlier, it is
     dropped, and the next request to the host pays a new connection (a TLS handshake on https).
     A large body is not worth reading: the connection is dropped instead.
     """
-    declared = response.headers.get("Content-Length")
+    declared = response.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > _DRAIN_BYTES):
         return
     size = 0
-    async for chunk in response.content.iter_any():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > _DRAIN_BYTES:
             return
 
 
-async def _read(url: str, response: aiohttp.ClientResponse, limits: FetchLimits,
+async def _read(url: str, response: httpx.Response, limits: FetchLimits,
                 redirects: list[tuple[int, str]]) -> FetchResult:
     common = {
-        "status": response.status,
+        "status": response.status_code,
         "final_url": str(response.url),
-        "content_type": response.headers.get("Content-Type"),
-        "etag": response.headers.get("ETag"),
-        "last_modified": response.headers.get("Last-Modified"),
+        "content_type": response.headers.get("content-type"),
+        "etag": response.headers.get("etag"),
+        "last_modified": response.headers.get("last-modified"),
         "redirects": redirects,
     }
-    if response.status == 304:
+    if response.status_code == 304:
         await _drain(response)
-        return FetchResult(url, True, not_modified=True, **common)  # type: ignore[arg-type]
-    if response.status >= 400:
+        return FetchResult(url, True, not_modified=True, **common)
+    if response.status_code >= 400:
         await _drain(response)
-        return FetchResult(url, False, error=f"HTTP {response.status}", **common)  # type: ignore[arg-type]
-    declared = response.headers.get("Content-Length")
+        return FetchResult(url, False, error=f"HTTP {response.status_code}", **common)
+    declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_bytes:
         raise TooLarge(f"too large: {declared} bytes (limit {limits.max_bytes})")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_any():  # decoded (gzip, deflate): the cap is on what we keep
+    async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limits.max_bytes:
             raise TooLarge(f"too large: over {limits.max_bytes} bytes")
         chunks.append(chunk)
-    return FetchResult(url, True, body=b"".join(chunks), **common)  # type: ignore[arg-type]
+    return FetchResult(url, True, body=b"".join(chunks), **common)
 
 
 async def fetch_all(
@@ -308,8 +342,7 @@ async def fetch_all(
     overall = asyncio.Semaphore(limits.concurrency)
     per_host: dict[str, asyncio.Semaphore] = {}
 
-    client = _make_client(limits, guard)
-    async with client.session:
+    async with make_client(limits, guard) as client:
 
         async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
             host = urlparse(url).netloc
