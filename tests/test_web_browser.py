@@ -102,7 +102,7 @@ def test_editor_signs_in_shapes_the_draft_sends_a_test_and_approves(server, brow
     ferry, bridge = items["Ferry fares rise"], items["Bridge plan approved"]
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     page = context.new_page()
-    page.set_default_timeout(5000)
+    page.set_default_timeout(30000)
 
     page.goto(f"{base}/editor/issues/{site.draft_issue_id}")
     assert page.url.startswith(f"{base}/signin")
@@ -158,7 +158,7 @@ def test_visitor_subscribes_confirms_and_reads_sent_issues_only(server, browser)
     site, base = server
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
-    page.set_default_timeout(5000)
+    page.set_default_timeout(30000)
 
     page.goto(f"{base}/archive/city")
     issues = page.locator("#issues")

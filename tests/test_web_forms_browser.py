@@ -28,7 +28,7 @@ def test_the_subscribe_page_signs_a_reader_up_from_a_real_browser(server, browse
     site, base = server
     context = browser.new_context(viewport={"width": width, "height": 844}, is_mobile=width < 600)
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(30000)  # waits only as long as a loaded machine needs
     page.goto(f"{base}/subscribe/city")
     address = f"reader{width}@example.net"
     field = page.get_by_label("Email")
@@ -65,7 +65,7 @@ def test_typed_text_survives_another_button_and_leaving_asks_first(server, brows
     site, base = server
     context = browser.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 600)
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(30000)  # waits only as long as a loaded machine needs
     _sign_in(page, base, site)
     stories = page.locator("article.story")
     first, second = stories.nth(0), stories.nth(1)
@@ -92,7 +92,7 @@ def test_typed_text_survives_another_button_and_leaving_asks_first(server, brows
     page.on("dialog", dismiss)
     page.locator("article.story").nth(0).locator("textarea[name=summary]").press("End")  # a user gesture
     with contextlib.suppress(Exception):  # dismissing the dialog cancels the navigation (goto then fails)
-        page.goto(f"{base}/editor/", timeout=3000)
+        page.goto(f"{base}/editor/", timeout=15000)
     assert dialogs == ["beforeunload"]
     page.remove_listener("dialog", dismiss)
 
@@ -148,7 +148,7 @@ def test_every_page_passes_axe_and_fits_a_phone(server, browser, width: int) -> 
     # bypass_csp: our pages allow no inline script, and axe is injected as one (the test's only exception).
     context = browser.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 600, bypass_csp=True)
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(30000)  # waits only as long as a loaded machine needs
     page.goto(f"{base}/signin")
     found = {f"{base}/signin": _axe(page)}
     _sign_in(page, base, site)
@@ -170,7 +170,7 @@ def test_the_editor_by_keyboard_and_on_a_phone(server, browser, width: int) -> N
     site, base = server
     context = browser.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 600)
     page = context.new_page()
-    page.set_default_timeout(10000)
+    page.set_default_timeout(30000)  # waits only as long as a loaded machine needs
     _sign_in(page, base, site)
     # The header: brand and links apart, the sign-out button whole inside the page.
     brand, issues = page.locator("header.top .brand").bounding_box(), page.get_by_role("link", name="Issues")
