@@ -25,15 +25,45 @@ sys.path.insert(0, str(ROOT))
 from newsletter.editorial.related import MIN_COSINE, Doc, RelatedIndex  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "related_pairs.json"
+# ../shared next to the repository, or next to the folder of worktrees a checkout may sit in.
+CORPUS = next((p / "shared" / "corpus" / "feeds" for p in ROOT.parents[:2] if (p / "shared" / "corpus").is_dir()),
+              ROOT.parent / "shared" / "corpus" / "feeds")
 OLD_FLOOR = 0.1  # the floor before issue 16
+TEXT_WORDS = 150
+
+
+def load_docs(corpus: Path = CORPUS) -> tuple[list[Doc], dict[str, int]]:
+    """The fixture's documents (corpus entries read from `corpus`, skipped when it is absent) and their keys."""
+    import feedparser
+    import nh3
+
+    fx = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    feeds: dict[str, list] = {}
+    docs: list[Doc] = []
+    key: dict[str, int] = {}
+    for d in fx["docs"]:
+        if "feed" in d:
+            if not (corpus / d["feed"]).exists():
+                continue
+            entries = feeds.setdefault(d["feed"], feedparser.parse(str(corpus / d["feed"])).entries)
+            entry = entries[d["entry"]]
+            if entry.get("title") != d["title"]:
+                raise SystemExit(f"{FIXTURE}: {d['key']}: entry {d['entry']} of {d['feed']} is not {d['title']!r}")
+            text = nh3.clean(entry.get("summary", "") or "", tags=set())
+            d = {**d, "url": entry.get("link", ""), "source": d["feed"], "text": " ".join(text.split()[:TEXT_WORDS])}
+        key[d["key"]] = len(docs)
+        docs.append(Doc(len(docs), d["title"], d["url"], d["source"], d["text"]))
+    return docs, key
 
 
 def measure(floor: float, label: str) -> dict[str, str]:
     fx = json.loads(FIXTURE.read_text(encoding="utf-8"))
-    docs = [Doc(i, d["title"], d["url"], d["source"], d["text"]) for i, d in enumerate(fx["docs"])]
-    key = {d["key"]: i for i, d in enumerate(fx["docs"])}
-    related = {frozenset((key[a], key[b])) for a, b in fx["related"]}
-    same = {frozenset((key[a], key[b])) for a, b in fx["same"]}
+    docs, key = load_docs()
+
+    def pairs(name: str) -> set[frozenset[int]]:
+        return {frozenset((key[a], key[b])) for a, b in fx[name] if a in key and b in key}
+
+    related, same = pairs("related"), pairs("same")
     index = RelatedIndex(docs)
     p_at_3: list[float] = []
     offered = hits = off_topic = copies = found = possible = 0

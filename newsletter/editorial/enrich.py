@@ -23,6 +23,7 @@ from newsletter.collect.urls import web_url
 from newsletter.config import Newsletter
 from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
+from newsletter.editorial.headline import headline
 from newsletter.editorial.quotes import SPEECH, extract_quotes
 from newsletter.editorial.related import Doc, RelatedIndex, related_entries
 from newsletter.editorial.summarize import extractive_summary
@@ -156,6 +157,8 @@ def _story(row: IssueItem, articles: dict[str, Article], default_language: str) 
             row.image_url = web_url(art.image_url)
         if not row.author and art.byline:
             row.author = art.byline[:500]
+        if art.title:  # the page's own headline, when the feed's is a cut-off start of it
+            row.title = headline(item.title, art.text, art.title)
         return _Story(row, item, art.text, art.language or item.language or default_language, True)
     if art is not None and art.status != "ok":
         notes["article"] = art.error or art.status
