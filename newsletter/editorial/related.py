@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from rank_bm25 import BM25Okapi
 
-from newsletter.editorial.cluster import LEAD_WORDS, STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url
+from newsletter.editorial.cluster import LEAD_WORDS, STORY_THRESHOLD, TITLE_THRESHOLD, canonical_url, opening_key
 from newsletter.text import clip_words, cosine, idf_table, split_sentences, tf_vector, tokens
 
 INDEX_WORDS = 200  # title and opening words are what a story is about; the tail is noise and time
@@ -60,6 +60,7 @@ class RelatedIndex:
         self.bm25 = BM25Okapi(self.terms) if docs and any(self.terms) else None
         self._idf = idf_table(self.terms)
         self._urls = [canonical_url(d.url) for d in docs]
+        self._openings = [opening_key(d.text) for d in docs]  # a reblog or syndicated copy opens word for word alike
         self._vectors: dict[int, dict[str, float]] = {}  # by position, made when first needed
         self._title_vectors: dict[int, dict[str, float]] = {}
         self._lead_vectors: dict[int, dict[str, float]] = {}
@@ -99,6 +100,9 @@ class RelatedIndex:
             return True
         url = canonical_url(a.url)
         if url and url == self._urls[b_index]:
+            return True
+        opening = opening_key(a.text)
+        if opening and opening == self._openings[b_index]:
             return True
         if cosine(self._vec(tokens(a.title)), self._title_vec(b_index)) >= TITLE_THRESHOLD:
             return True
