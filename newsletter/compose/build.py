@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter.compose.issue import Issue, issue_from_row
-from newsletter.compose.select import feed_summary, select_items, window_for
+from newsletter.compose.issue import Issue, aggregated, issue_from_row
+from newsletter.compose.select import feed_summary, select_items, sent_before, window_for
 from newsletter.config import Newsletter
 from newsletter.editorial.headline import fit_subject, headline
 from newsletter.store.db import ensure_newsletter, session_scope
@@ -69,7 +69,7 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         quotes=[],
         related=[],
         also_covered_by=others,
-        notes={},
+        notes={"via": lead.source.name or lead.source.title or ""} if aggregated(lead.source.url, lead.link) else {},
     )
 
 
@@ -118,6 +118,10 @@ def build_issue(
             session.flush()
         draft.window_start, draft.window_end = start, end
         draft.items.extend(_story_row(group, i, nl) for i, group in enumerate(groups))
+        updates = sent_before(session, nrow.id, [g[0] for g in groups])  # those left changed materially
+        for row in draft.items:
+            if row.item_id in updates:
+                row.notes = {**(row.notes or {}), "update_of": updates[row.item_id][0]}
         top = headline(groups[0][0].title, groups[0][0].content_text) if groups else "nothing new"
         draft.subject = _subject(nl, draft.number, top)
         draft.html = draft.text = draft.rendered_hash = None
