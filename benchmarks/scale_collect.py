@@ -12,7 +12,6 @@ Needs NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL (PostgreSQL)
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import tempfile
@@ -25,12 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.collect import serve_all  # noqa: E402
 from benchmarks.scale_common import (  # noqa: E402
-    NO_DATABASE,
     base_url,
     environment,
     fresh_schema,
     jobs_left,
+    keep,
     newsletter,
+    scale_arguments,
+    skipped,
     wait_for,
     workers,
     workers_ready,
@@ -64,25 +65,17 @@ def count_items(url: str) -> int:
     return found
 
 
-def _keep(rows: list[dict[str, str]], row: dict[str, str]) -> None:
-    rows.append(row)
-    print(" | ".join(row.values()), file=sys.stderr, flush=True)  # a long run's figures survive a later failure
-
-
 def main() -> list[dict[str, str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = scale_arguments(__doc__, concurrency=2)
     parser.add_argument("--feeds", type=int, default=5000)
     parser.add_argument("--items", type=int, default=20)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--hosts", type=int, default=10)
-    parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--chunk", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=2, help="jobs at once in each worker")
     args = parser.parse_args()
     base = base_url()
     if not base:
-        print(NO_DATABASE, file=sys.stderr)
-        return [{"benchmark": "scale collect", "case": NO_DATABASE}]
+        return skipped("scale collect")
 
     ready: multiprocessing.Queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve_all, args=(args.feeds, args.items, args.hosts, args.latency,
@@ -104,9 +97,9 @@ def main() -> list[dict[str, str]]:
             newsletter(env, "collect")
             baseline = time.perf_counter() - started
             assert count_items(url) == expected, count_items(url)
-        _keep(rows, {"benchmark": "scale collect", "case": f"{label}: newsletter collect, one process (baseline)",
+        keep(rows, {"benchmark": "scale collect", "case": f"{label}: newsletter collect, one process (baseline)",
                      "seconds": f"{baseline:.1f}", "feeds/s": f"{args.feeds / baseline:.0f}", "ratio": "1.0x"})
-        for count in [int(w) for w in args.workers.split(",")]:
+        for count in args.workers:
             with tempfile.TemporaryDirectory() as tmp, fresh_schema(base) as url:
                 folder = Path(tmp)
                 write_schedules(folder / "schedules", urls)
@@ -123,7 +116,7 @@ def main() -> list[dict[str, str]]:
                 found = count_items(url)
                 assert found == expected, (found, expected)
             case = f"{label}: {count} worker(s) x {args.concurrency} jobs, chunks of {args.chunk}"
-            _keep(rows, {"benchmark": "scale collect", "case": case,
+            keep(rows, {"benchmark": "scale collect", "case": case,
                          "seconds": f"{seconds:.1f}", "feeds/s": f"{args.feeds / seconds:.0f}",
                          "ratio": f"{baseline / seconds:.2f}x"})
     finally:

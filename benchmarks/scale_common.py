@@ -6,17 +6,19 @@ The database comes from NEWSLETTER_BENCH_DATABASE_URL, else NEWSLETTER_TEST_DATA
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from tests import postgres
 
 NO_DATABASE = ("skipped: set NEWSLETTER_BENCH_DATABASE_URL (or NEWSLETTER_TEST_DATABASE_URL) to a PostgreSQL URL, "
                "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -26,22 +28,34 @@ def base_url() -> str | None:
     return os.environ.get("NEWSLETTER_BENCH_DATABASE_URL") or os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
 
 
+def skipped(benchmark: str) -> list[dict[str, str]]:
+    """The one row of a benchmark that has no PostgreSQL to run on (and why, on stderr)."""
+    print(NO_DATABASE, file=sys.stderr)
+    return [{"benchmark": benchmark, "case": NO_DATABASE}]
+
+
+def worker_counts(text: str) -> list[int]:
+    return [int(w) for w in text.split(",")]
+
+
+def scale_arguments(doc: str, *, concurrency: int) -> argparse.ArgumentParser:
+    """The options every scale benchmark takes (worker processes per run, jobs at once in each); add your own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--workers", type=worker_counts, default=[1, 2, 4], help="worker processes per run: 1,2,4")
+    parser.add_argument("--concurrency", type=int, default=concurrency, help="jobs at once in each worker")
+    return parser
+
+
+def keep(rows: list[dict[str, str]], row: dict[str, str]) -> None:
+    rows.append(row)
+    print(" | ".join(row.values()), file=sys.stderr, flush=True)  # a long run's figures survive a later failure
+
+
 @contextmanager
 def fresh_schema(base: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {name}"))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{name}"
-    finally:
-        from newsletter.store.db import _engine_for
-
-        _engine_for.cache_clear()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {name} CASCADE"))
-        admin.dispose()
+    """A schema of its own for one run (tests/postgres.py, the one the tests use), dropped afterwards."""
+    with postgres.fresh_schema(base, prefix="bench_") as url:
+        yield url
 
 
 def environment(url: str, folder: Path, **extra: str) -> dict[str, str]:

@@ -18,7 +18,6 @@ Needs NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL (PostgreSQL)
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import re
 import sys
@@ -31,11 +30,13 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale_common import (  # noqa: E402
-    NO_DATABASE,
     base_url,
     environment,
     fresh_schema,
+    keep,
     newsletter,
+    scale_arguments,
+    skipped,
     wait_for,
     workers,
     workers_ready,
@@ -105,25 +106,17 @@ def time_split(logs: list[Path]) -> tuple[float, float, float]:
     return total, db, provider
 
 
-def _keep(rows: list[dict[str, str]], row: dict[str, str]) -> None:
-    rows.append(row)
-    print(" | ".join(row.values()), file=sys.stderr, flush=True)  # a long run's figures survive a later failure
-
-
 def main() -> list[dict[str, str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = scale_arguments(__doc__, concurrency=1)
     parser.add_argument("--subscribers", type=int, default=1_000_000)
-    parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=1, help="jobs at once in each worker")
     parser.add_argument("--mailer", choices=("sendgrid", "outbox"), default="sendgrid")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-process `newsletter send`")
     args = parser.parse_args()
     base = base_url()
     if not base:
-        print(NO_DATABASE, file=sys.stderr)
-        return [{"benchmark": "scale send", "case": NO_DATABASE}]
-    counts = [int(w) for w in args.workers.split(",")]
+        return skipped("scale send")
+    counts = args.workers
 
     from tests.scale_world import SLUG, make_world, write_schedule
 
@@ -155,7 +148,7 @@ def main() -> list[dict[str, str]]:
                 newsletter(env, "send", SLUG, "--issue", str(issues[0]), "--force")
                 baseline = time.perf_counter() - started
                 check_ledger(engine, issues[0], args.subscribers)
-                _keep(rows, {"benchmark": "scale send", "case": f"{label}: newsletter send, one process (baseline)",
+                keep(rows, {"benchmark": "scale send", "case": f"{label}: newsletter send, one process (baseline)",
                              "seconds": f"{baseline:.1f}", "recipients/s": f"{args.subscribers / baseline:,.0f}",
                              "job time: db / provider / ours": "", "ratio": "1.0x"})
             for count, issue_id in zip(counts, issues[1:], strict=False):
@@ -174,7 +167,7 @@ def main() -> list[dict[str, str]]:
                 check_ledger(engine, issue_id, args.subscribers)
                 busy, db, provider = time_split(logs)
                 case = f"{label}: {count} worker(s) x {args.concurrency} job(s)"
-                _keep(rows, {"benchmark": "scale send", "case": case, "seconds": f"{seconds:.1f}",
+                keep(rows, {"benchmark": "scale send", "case": case, "seconds": f"{seconds:.1f}",
                              "recipients/s": f"{args.subscribers / seconds:,.0f}",
                              "job time: db / provider / ours": f"{db / busy:.0%} / {provider / busy:.0%} / "
                                                                f"{(busy - db - provider) / busy:.0%} of {busy:.0f}s",

@@ -77,7 +77,9 @@ def message():  # noqa: ANN201
 
 def run_send_phase(db_url: str, server_url: str, concurrency: int) -> dict:
     """In a child process: the send itself. Prints one JSON line."""
-    from newsletter.deliver.send import SendOptions, run_send, start_send
+    from newsletter.deliver.engine import SendOptions
+    from newsletter.deliver.ledger import start_send
+    from newsletter.deliver.send import run_send
     from newsletter.deliver.sendgrid import SendGridMailer
     from newsletter.store.db import get_engine
     from newsletter.subscribers.tokens import Signer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ os.environ["COLUMNS"] = "200"
 from typer.testing import CliRunner  # noqa: E402
 
 from tests.feedserver import FeedServer  # noqa: E402
+from tests.postgres import fresh_schema  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -66,22 +66,8 @@ def postgres_schema() -> Iterator[str]:
     base = os.environ.get(PG_ENV)
     if not base:
         pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests need a server (.ci/run sets it)")
-    import sqlalchemy as sa
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"create schema {name}"))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{name}"
-    finally:
-        from newsletter.store.db import _engine_for
-
-        _engine_for.cache_clear()  # close pooled connections before dropping what they point at
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"drop schema {name} cascade"))
-        admin.dispose()
+    with fresh_schema(base) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite"])

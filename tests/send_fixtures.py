@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select
 
+from newsletter.deliver.engine import SendOptions
+from newsletter.deliver.ledger import start_send
 from newsletter.deliver.mailer import Message
-from newsletter.deliver.send import SendOptions, run_send, start_send
+from newsletter.deliver.send import run_send
 from newsletter.store.db import ensure_newsletter, get_engine, session_scope
 from newsletter.store.models import IssueRow, Subscriber, Subscription
 from newsletter.subscribers.tokens import Signer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from newsletter.deliver.send import SendOptions
+from newsletter.deliver.engine import SendOptions
 from newsletter.deliver.sendgrid import SendGridMailer
 from tests.conftest_sendgrid import SENDGRID_TEST_KEY
 from tests.send_fixtures import World, make_world

@@ -125,9 +125,9 @@ def test_list_unsubscribe_headers_are_checked_when_given() -> None:
 
 
 def test_the_mailers_real_headers_pass() -> None:
+    from newsletter.deliver.issue_mail import make_message
     from newsletter.deliver.mailer import Recipient
     from newsletter.deliver.message import build_email
-    from newsletter.deliver.send import make_message
 
     rendered = render(make_issue(1))
     message = make_message(make_newsletter(), rendered.subject, rendered.html, rendered.text, issue_number=42,

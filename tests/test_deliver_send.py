@@ -7,9 +7,9 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from newsletter.deliver.engine import SendOptions, SendProgress
 from newsletter.deliver.errors import OutcomeUnknownError
 from newsletter.deliver.mailer import PermanentDeliveryError, TemporaryDeliveryError
-from newsletter.deliver.send import SendOptions, SendProgress
 from newsletter.deliver.sendgrid import SendGridMailer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Send, SendBatch
@@ -222,7 +222,7 @@ def test_ctrl_c_asks_to_stop_then_a_second_one_interrupts() -> None:
 
 @BOTH_DATABASES
 def test_a_second_runner_of_the_same_send_is_refused(world: World, sendgrid_server: SendGridServer) -> None:
-    from newsletter.deliver.send import SendError
+    from newsletter.deliver.errors import SendError
 
     issue = world.new_issue(1)
     sendgrid_server.delay = 0.1

@@ -121,7 +121,7 @@ def test_a_batch_in_the_hands_of_a_live_process_is_never_taken_over(world) -> No
 
 
 def test_a_send_begun_by_newsletter_send_is_planned_from_where_it_stopped(tmp_path) -> None:  # noqa: ANN001
-    from newsletter.deliver.send import start_send
+    from newsletter.deliver.ledger import start_send
 
     with postgres_schema() as url:
         w = make_world(url, subscribers=2_050)
@@ -141,7 +141,8 @@ def test_a_send_begun_by_newsletter_send_is_planned_from_where_it_stopped(tmp_pa
 
 
 def test_one_runner_per_send_between_the_workers_and_newsletter_send(world) -> None:  # noqa: ANN001
-    from newsletter.deliver.send import SendError, SendLease
+    from newsletter.deliver.errors import SendError
+    from newsletter.deliver.lease import SendLease
 
     # begin_send (the fixture) took the send's lease for the workers: a hand-run `newsletter send` is refused.
     with pytest.raises(SendError, match="already running in the scale-mode workers"):

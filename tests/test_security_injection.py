@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from newsletter.deliver.send import SendOptions
+from newsletter.deliver.engine import SendOptions
 from newsletter.deliver.smtp import SMTPMailer
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, SendBatch, Subscriber, Subscription, Suppression

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
 
 import typer
+from sqlalchemy.orm import Session
 
 from newsletter.cli.common import console, engine, fail
 from newsletter.compose.approval import ApprovalError, approve, hold, reopen
 from newsletter.store.db import session_scope
+from newsletter.store.models import IssueRow
 
 
 def _default_editor() -> str:
     return os.environ.get("NEWSLETTER_EDITOR") or getpass.getuser()
+
+
+def _change(change: Callable[[Session, int, str], IssueRow], issue_id: int) -> tuple[int, str]:
+    """Hold or reopen the issue as the default editor; the issue's number and newsletter, or the reason it fails."""
+    with session_scope(engine(existing=True)) as session:
+        try:
+            row = change(session, issue_id, _default_editor())
+        except ApprovalError as exc:
+            fail(str(exc))
+        return row.number, row.newsletter.slug
 
 
 def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the `issue` group
@@ -44,12 +57,7 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
 
         Example: `newsletter issue hold 3`
         """
-        with session_scope(engine(existing=True)) as session:
-            try:
-                row = hold(session, issue_id, _default_editor())
-            except ApprovalError as exc:
-                fail(str(exc))
-            number, slug = row.number, row.newsletter.slug
+        number, slug = _change(hold, issue_id)
         console.print(f"Held issue #{number} of {slug} (id {issue_id}): the schedule will not send it.")
 
     @issue_app.command("reopen")
@@ -58,10 +66,5 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join the 
 
         Example: `newsletter issue reopen 3`
         """
-        with session_scope(engine(existing=True)) as session:
-            try:
-                row = reopen(session, issue_id, _default_editor())
-            except ApprovalError as exc:
-                fail(str(exc))
-            number, slug = row.number, row.newsletter.slug
+        number, slug = _change(reopen, issue_id)
         console.print(f"Reopened issue #{number} of {slug} (id {issue_id}) as a draft.")

@@ -12,19 +12,12 @@ from newsletter.cli.render import print_report
 from newsletter.compose.build import BuildError, resolve_issue
 from newsletter.config import ConfigError
 from newsletter.deliver.audience import empty_audience_hint, fresh_audience
+from newsletter.deliver.engine import UNKNOWN_POLICIES, SendOptions, SendProgress
+from newsletter.deliver.errors import SendError
 from newsletter.deliver.factory import make_mailer
 from newsletter.deliver.mailer import DeliveryError
 from newsletter.deliver.preflight import preflight_issue
-from newsletter.deliver.send import (
-    UNKNOWN_POLICIES,
-    SendError,
-    SendOptions,
-    SendProgress,
-    default_concurrency,
-    send_issue,
-    send_test,
-    stop_on_ctrl_c,
-)
+from newsletter.deliver.send import default_concurrency, send_issue, send_test, stop_on_ctrl_c
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import session_scope
 

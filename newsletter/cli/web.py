@@ -6,10 +6,34 @@ import dataclasses
 import ipaddress
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
 from newsletter.cli.common import console, engine, fail, settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from newsletter.store.models import Editor
+
+
+def _set_password(change: Callable[[Session, str, str], Editor], email: str, stdin: bool, prompt: str) -> str:
+    """Read a password (from standard input, or asked twice) and give it to the editor; their address, or fail."""
+    from newsletter.store.db import session_scope
+    from newsletter.web.auth import AuthError
+
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    with session_scope(engine()) as session:
+        try:
+            editor = change(session, email, password)
+        except AuthError as exc:
+            fail(str(exc))
+        return editor.email
 
 
 def _env_port() -> int:
@@ -85,19 +109,9 @@ def register(app: typer.Typer) -> None:
 
         Example: `newsletter editors add ann@example.com` (asks for the password twice)
         """
-        from newsletter.store.db import session_scope
-        from newsletter.web.auth import AuthError, create_editor
+        from newsletter.web.auth import create_editor
 
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-        with session_scope(engine()) as session:
-            try:
-                editor = create_editor(session, email, password)
-            except AuthError as exc:
-                fail(str(exc))
-            address = editor.email
+        address = _set_password(create_editor, email, password_stdin, "Password")
         if os.environ.get("NEWSLETTER_BASE_URL"):
             console.print(f"Editor {address} can sign in at {settings().base_url}/signin", soft_wrap=True)
         else:  # where `serve` will listen is not known here: say what the default is, not a guess
@@ -114,19 +128,9 @@ def register(app: typer.Typer) -> None:
 
         Example: `newsletter editors passwd ann@example.com` (asks for the new password twice)
         """
-        from newsletter.store.db import session_scope
-        from newsletter.web.auth import AuthError, change_password
+        from newsletter.web.auth import change_password
 
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-        with session_scope(engine()) as session:
-            try:
-                editor = change_password(session, email, password)
-            except AuthError as exc:
-                fail(str(exc))
-            address = editor.email
+        address = _set_password(change_password, email, password_stdin, "New password")
         console.print(f"New password set for {address}; their earlier sessions are signed out")
 
     @editors.command("token")

@@ -1,6 +1,6 @@
 """Who an issue would reach if its send started now: the number a send with nobody to send to is refused on.
 
-A send freezes its audience when it starts (`deliver.send.start_send`); once started, its own count is the one
+A send freezes its audience when it starts (`deliver.ledger.start_send`); once started, its own count is the one
 that matters and resuming it is never refused. Before that, an empty audience means a mistake (no subscribers
 imported yet, the wrong newsletter): sending would mark the issue sent to nobody, for good.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, func, select
 
-from newsletter.deliver.send import audience_query
+from newsletter.deliver.ledger import audience_query
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Send, Subscription
 

@@ -1,7 +1,9 @@
-"""Delivery outcomes that the Mailer protocol's two error kinds do not capture, for exactly-once sends.
+"""Delivery outcomes that the Mailer protocol's two error kinds do not capture, for exactly-once sends, and the
+error that says a send cannot start or go on as asked.
 
-Both are TemporaryDeliveryError, so code that knows only the protocol still treats them as "try again later";
-newsletter.deliver.send looks closer, because a blind retry of either could send someone a second copy.
+OutcomeUnknownError and PartialDeliveryError are TemporaryDeliveryError, so code that knows only the protocol still
+treats them as "try again later"; the batch engine (newsletter.deliver.engine) looks closer, because a blind retry of
+either could send someone a second copy.
 """
 
 from __future__ import annotations
@@ -34,3 +36,8 @@ class PartialDeliveryError(TemporaryDeliveryError):
         self.accepted = accepted
         # The address whose message was in flight when the connection died, if any: its outcome is unknown.
         self.outcome_unknown_for = outcome_unknown_for
+
+
+class SendError(Exception):
+    """The send cannot start or go on as asked (no such issue, nothing in it, already running elsewhere): retrying
+    will not help until someone changes something; the message says what."""

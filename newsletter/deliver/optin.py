@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Newsletter
+from newsletter.deliver.issue_mail import list_id
 from newsletter.deliver.mailer import Mailer, Message, Recipient
 from newsletter.store.models import NewsletterRow, Subscription, Suppression, utcnow
 from newsletter.subscribers.manage import add_subscriber
@@ -80,7 +81,7 @@ def request_opt_in(
         reply_to=nl.reply_to,
         html=body,
         text=text,
-        list_id=f"{nl.name} <{nl.slug}.{nl.from_address.rpartition('@')[2].rstrip('>').strip() or 'localhost'}>",
+        list_id=list_id(nl),
         categories=(nl.slug, "confirmation"),
         custom_args={"newsletter": nl.slug, "kind": "confirmation"},
     )

@@ -6,11 +6,10 @@ and the editors' workspace.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import Engine
 
 from newsletter.config import Newsletter, Settings
+from newsletter.deliver.issue_mail import make_message, templates_dir
 from newsletter.deliver.mailer import Recipient
 from newsletter.deliver.message import build_email
 from newsletter.render.cache import rendered_issue
@@ -22,16 +21,10 @@ SAMPLE_RECIPIENT = "preflight@example.org"
 
 def sample_headers(nl: Newsletter, rendered: Rendered, issue_id: int, number: int, base_url: str) -> dict[str, str]:
     """The headers one real copy would carry (List-Unsubscribe and friends), built by the real builder."""
-    from newsletter.deliver.send import make_message
-
     message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=number,
                            issue_id=issue_id)
     sample = Recipient(SAMPLE_RECIPIENT, values={"unsubscribe_url": f"{base_url}/u/preflight"})
     return dict(build_email(message, sample).items())
-
-
-def templates_dir(settings: Settings) -> Path | None:
-    return settings.templates_dir if settings.templates_dir.is_dir() else None
 
 
 def preflight_issue(engine: Engine, nl: Newsletter, issue_id: int, number: int, settings: Settings

@@ -61,7 +61,7 @@ class SendGridMailer:
         if not api_key:
             raise PermanentDeliveryError("SENDGRID_API_KEY is not set")
         # How old a request must be before the Email Activity API's silence about it is believed
-        # (newsletter.deliver.send); SendGrid's feed shows messages within a few minutes.
+        # (newsletter.deliver.engine); SendGrid's feed shows messages within a few minutes.
         if activity_settle_seconds is None:
             activity_settle_seconds = float(os.environ.get("SENDGRID_ACTIVITY_SETTLE_SECONDS", "300"))
         self.activity_settle_seconds = activity_settle_seconds
@@ -173,7 +173,7 @@ class SendGridMailer:
 
         None when the API cannot answer (no Email Activity add-on, network trouble): the caller must then not
         assume anything. An empty set means none were found; the Activity feed lags by a few minutes, so the
-        caller only trusts an empty answer for requests old enough (see newsletter.deliver.send).
+        caller only trusts an empty answer for requests old enough (see newsletter.deliver.engine).
         """
         query = " AND ".join(f"unique_args['{k}']=\"{v}\"" for k, v in custom_args.items())
         try:

@@ -16,29 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
-from newsletter.deliver.send import audience_query
+from newsletter.deliver.errors import SendError
+from newsletter.deliver.lease import holder_gone, lease_name
+from newsletter.deliver.ledger import Batch, audience_query, epoch
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
 
 # States in which a batch is neither delivered nor given up, i.e. someone still has to finish it.
 OPEN = ("claimed", "sending", "retry")
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    number: int
-    first: int  # subscription ids, inclusive
-    last: int
-    status: str  # the state it was in when claimed: pending (fresh) or an open state (resumed)
-    attempts: int
-    last_attempt_at: datetime | None = None  # when a resumed batch was last handed to the provider
-    error: str | None = None
 
 
 def claimer(job_id: int | None, worker: str) -> str:
@@ -83,8 +72,11 @@ def plan_batches(engine: Engine, send_id: int) -> int:
 
 
 def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
-          guard: Connection | None = None) -> Claimed | None:
+          guard: Connection | None = None) -> Batch | None:
     """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
+
+    The batch comes back in the state it was in when claimed: `pending` (fresh) or an open one (resumed), which
+    is what the engine's `resume` needs; its time is when it was planned or last handed to the provider.
 
     In order: the batch this job already holds (it is being retried), a pending batch, an open batch whose job
     is gone for good. Row locks with SKIP LOCKED make concurrent claimers take different batches.
@@ -115,8 +107,8 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
                 break
         if row is None:
             return None
-        claimed = Claimed(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
-                          row.attempts, row.claimed_at, row.error)
+        claimed = Batch(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
+                        row.attempts, epoch(row.claimed_at), row.error)
         row.claimed_by = claimer(job_id, me)[:200]
         if row.status == "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
@@ -246,20 +238,14 @@ SCALE_HOLDER = "the scale-mode workers:jobs:-"
 LEASE_SECONDS = 120.0
 
 
-def lease_name(send_id: int) -> str:
-    return f"send:{send_id}"
-
-
 def take_lease(engine: Engine, send_id: int) -> None:
-    from newsletter.deliver.send import SendError, _dead_here
-
     with session_scope(engine) as session:
         lease = session.get(Lease, lease_name(send_id), with_for_update=True)
         now = utcnow()
         until = now + timedelta(seconds=LEASE_SECONDS)
         if lease is None:
             session.add(Lease(name=lease_name(send_id), holder=SCALE_HOLDER, expires_at=until))
-        elif lease.holder == SCALE_HOLDER or lease.expires_at < now or _dead_here(lease.holder):
+        elif lease.holder == SCALE_HOLDER or lease.expires_at < now or holder_gone(lease.holder):
             lease.holder, lease.expires_at = SCALE_HOLDER, until
         else:
             raise SendError(f"send {send_id} is being run by {lease.holder.rsplit(':', 1)[0]} (`newsletter send`); "

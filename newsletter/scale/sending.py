@@ -1,4 +1,5 @@
-"""Deliver one claimed batch of a send with the ledger's own batch sender (newsletter.deliver.send).
+"""Deliver one claimed batch of a send in a scale-mode worker, with the engine `newsletter send` uses
+(newsletter.deliver.engine), and time where that went.
 
 Each batch is marked `sending` (committed) before the provider is called and `sent`, with one delivery row per
 recipient, in one transaction after it; a retry sends only the recipients without a delivery row. What differs
@@ -13,14 +14,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine, event, select
 
 from newsletter.config import Newsletter, Settings
+from newsletter.deliver.engine import BatchSender, SendJob, SendOptions
+from newsletter.deliver.issue_mail import issue_message
+from newsletter.deliver.ledger import Batch
 from newsletter.deliver.mailer import Mailer, Message, PushResult, Recipient, TemporaryDeliveryError
-from newsletter.deliver.send import SendOptions, _Batch, _Sender, make_message
-from newsletter.scale.ledger import Claimed
 from newsletter.store.db import secret_key, session_scope
 from newsletter.store.models import IssueRow, NewsletterRow, Send
 from newsletter.subscribers.tokens import Signer
@@ -30,27 +31,7 @@ class SettleWait(TemporaryDeliveryError):
     """The provider's activity log is not old enough to be believed yet: come back in retry_after seconds."""
 
 
-@dataclass(frozen=True)
-class SendJob:
-    """What every batch of one send needs; built once per send in each worker process."""
-
-    send_id: int
-    issue_id: int
-    newsletter_id: int
-    slug: str
-    message: Message
-    signer: Signer
-    base_url: str
-
-
-def _templates(settings: Settings):  # noqa: ANN202 - Path | None
-    return settings.templates_dir if settings.templates_dir.is_dir() else None
-
-
 def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) -> SendJob:
-    from newsletter.compose.build import load_issue
-    from newsletter.render.cache import rendered_issue
-
     with session_scope(engine) as session:
         send = session.get(Send, send_id)
         if send is None:
@@ -59,14 +40,8 @@ def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) 
         newsletter_id = session.execute(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id)).scalar_one()
         secret = secret_key(session, settings.secret_key)
     # The issue was rendered once before the send started; this reads that render back.
-    rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=_templates(settings))
-    with session_scope(engine) as session:
-        issue = load_issue(session, issue_id)
-    if issue is None:
-        raise LookupError(f"no issue {issue_id}")
-    message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=issue.number,
-                           issue_id=issue_id, send_id=send_id)
-    return SendJob(send_id, issue_id, newsletter_id, nl.slug, message, Signer(secret), settings.base_url)
+    message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
+    return SendJob(send_id, newsletter_id, nl.slug, message, Signer(secret), settings.base_url)
 
 
 def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:
@@ -160,11 +135,7 @@ def _settle_later(seconds: float) -> None:
                      retry_after=seconds)
 
 
-def _epoch(value: datetime | None) -> float:
-    return value.replace(tzinfo=UTC).timestamp() if value else 0.0
-
-
-def deliver(engine: Engine, job: SendJob, batch: Claimed, mailer: Mailer, me: str) -> tuple[str, Timing]:
+def deliver(engine: Engine, job: SendJob, batch: Batch, mailer: Mailer, me: str) -> tuple[str, Timing]:
     """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
 
     Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
@@ -173,18 +144,11 @@ def deliver(engine: Engine, job: SendJob, batch: Claimed, mailer: Mailer, me: st
     timing = Timing()
     started, db_before = time.perf_counter(), database_seconds()
     options = SendOptions(max_attempts=1, sleep=_settle_later)
-    sender = _Sender(engine, job.send_id, job.newsletter_id, job.slug, job.message, _Timed(mailer, timing),
-                     job.signer, job.base_url, options)
-    sender.me = me  # claims and attempts name the job, so that its retry finds the batch again
-    current = _Batch(batch.id, batch.number, batch.first, batch.last, batch.status, batch.attempts,
-                     _epoch(batch.last_attempt_at), batch.error)
+    # Claims and attempts name the job (`me`), so that its retry finds the batch again.
+    sender = BatchSender(engine, job, _Timed(mailer, timing), options, me)
     try:
-        if current.status == "sending":  # its process died while the provider had it: outcome unknown
-            sender._set_batch(current, status="unknown", error="interrupted while the provider was called")
-        if current.status == "unknown" and not sender.resolve(current):
-            return "unknown", timing
-        sender.deliver(current)
-        return current.status, timing
+        sender.resume(batch)
+        return batch.status, timing
     finally:
         mailer.flush()
         timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before

@@ -21,9 +21,10 @@ from procrastinate import JobContext
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.retry import RetryDecision, RetryStrategy
 from procrastinate.types import JSONDict
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
+from newsletter.deliver.engine import SendJob
 from newsletter.deliver.mailer import Mailer, TemporaryDeliveryError
 from newsletter.scale import due, ledger, sending
 from newsletter.scale.app import app
@@ -110,7 +111,7 @@ def newsletter(slug: str) -> Newsletter:
 
 
 _local = threading.local()  # a mailer per worker thread: backends keep per-request state
-_send_jobs: dict[int, sending.SendJob] = {}
+_send_jobs: dict[int, SendJob] = {}
 _send_jobs_lock = threading.Lock()
 
 
@@ -122,7 +123,7 @@ def mailer() -> Mailer:
     return _local.mailer
 
 
-def send_job(send_id: int) -> sending.SendJob:
+def send_job(send_id: int) -> SendJob:
     with _send_jobs_lock:
         job = _send_jobs.get(send_id)
     if job is None:
@@ -286,7 +287,9 @@ def _slug_of_issue(issue_id: int) -> str:
 def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
     """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
     from newsletter.compose.issue import has_content
-    from newsletter.deliver.send import SENDABLE, SendError, start_send
+    from newsletter.deliver.errors import SendError
+    from newsletter.deliver.ledger import start_send
+    from newsletter.deliver.send import SENDABLE
 
     with session_scope(eng) as session:
         nrow = ensure_newsletter(session, nl.slug, nl.name)
@@ -357,8 +360,9 @@ def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None 
 @app.task(queue="send", retry=SEND_RETRY, pass_context=True)
 def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     """Claim the next batch of the send (row lock, SKIP LOCKED), deliver it, and defer the next one."""
+    from newsletter.deliver.errors import SendError
+    from newsletter.deliver.ledger import fail_send
     from newsletter.deliver.mailer import PermanentDeliveryError
-    from newsletter.deliver.send import SendError
 
     eng = engine()
     sending.time_database(eng)
@@ -381,9 +385,7 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
         try:
             state, timing = sending.deliver(eng, send_job(send_id), batch, mailer(), me)
         except PermanentDeliveryError as exc:  # the provider will not take this send: stop it for everyone
-            with session_scope(eng) as session:
-                session.execute(update(Send).where(Send.id == send_id).values(status="failed",
-                                                                               error=str(exc)[:4000]))
+            fail_send(eng, send_id, str(exc))
             raise
     done = ledger.finish_if_done(eng, send_id, job_id)
     if done is None and ledger.remaining(eng, send_id, job_id).get("pending"):

@@ -223,7 +223,8 @@ def approval_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
 
 def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa: ANN201 - a SendReport
     """send_issue, stopping after the batch in flight when the runner is asked to stop."""
-    from newsletter.deliver.send import SendOptions, send_issue
+    from newsletter.deliver.engine import SendOptions
+    from newsletter.deliver.send import send_issue
 
     options = SendOptions(**{"stop": rt.stop, **rt.send_options})
     return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options)
@@ -231,7 +232,7 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa
 
 def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
     from newsletter.deliver.audience import empty_audience_hint, fresh_audience
-    from newsletter.deliver.send import SendError
+    from newsletter.deliver.errors import SendError
 
     if fresh_audience(rt.engine, issue_id) == 0:
         return Step("send", "waiting-audience",

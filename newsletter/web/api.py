@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -29,7 +29,16 @@ from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscrip
 from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
 from newsletter.web import approvals
 from newsletter.web.auth import editor_for_token
-from newsletter.web.edits import apply_edit
+from newsletter.web.edits import (
+    EDITS,
+    BadValue,
+    NoNewsletter,
+    NoSuchIssue,
+    change_of,
+    edit_issue,
+    json_fields,
+    json_of,
+)
 from newsletter.web.limits import BodyTooLarge, read_body
 from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
@@ -145,62 +154,54 @@ def get_item(state: WebState, request: Request, _body: Any, _editor: str) -> dic
 
 
 def _apply(state: WebState, issue_id: int, changes: list[Callable[[Any], edit.Edit]]) -> dict[str, Any]:
-    with session_scope(state.engine) as session:
-        row = session.get(IssueRow, issue_id)
-        if row is None:
-            raise ApiError(404, f"no issue {issue_id}")
-        slug = row.newsletter.slug
-    nl = state.newsletter(slug)
-    if nl is None:
-        raise ApiError(409, f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
-
     def all_of(session: Any) -> None:
         for change in changes:  # one transaction: a request is applied whole or not at all
             change(session)
 
-    apply_edit(state.engine, nl, issue_id, all_of, base_url=state.settings.base_url,
-                    templates_dir=state.templates_dir)
+    try:
+        edit_issue(state, issue_id, all_of)
+    except NoSuchIssue as exc:
+        raise ApiError(404, str(exc)) from None
+    except NoNewsletter as exc:
+        raise ApiError(409, str(exc)) from None
     return _issue_json(state, issue_id)
 
 
 def _field(body: dict, name: str, kind: type | tuple[type, ...]) -> Any:
-    value = body[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ApiError(400, f"{name}: expected {names}")
-    return value
+    try:
+        return json_of(kind)(body[name])
+    except BadValue as exc:
+        raise ApiError(400, f"{name}: {exc}") from None
 
 
-def patch_issue(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
-    issue_id = request.path_params["issue_id"]
-    unknown = set(body) - {"intro"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (only 'intro' can be set here)")
-    changes = []
-    if "intro" in body:
-        intro = _field(body, "intro", (str, type(None)))
-        changes.append(lambda s: edit.set_intro(s, issue_id, intro))
-    return _apply(state, issue_id, changes)
+def _patch(on: Literal["issue", "story"]) -> Handler:
+    """PATCH of an issue or a story: each field of the body is one edit of the table (web/edits.py)."""
+    fields = json_fields(on)
+    hint = f"(only '{fields[0]}' can be set here)" if len(fields) == 1 else f"(use {', '.join(fields)})"
+
+    def handler(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
+        issue_id, item_id = request.path_params["issue_id"], request.path_params.get("item_id")
+        unknown = set(body) - set(fields)
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} {hint}")
+        changes = []
+        for name in fields:
+            if name in body:
+                from_json = EDITS[name].from_json
+                assert from_json is not None  # json_fields lists only edits the API can make
+                try:
+                    value = from_json(body[name])
+                except BadValue as exc:
+                    raise ApiError(400, f"{name}: {exc}") from None
+                changes.append(change_of(name, issue_id, item_id, value))
+        return _apply(state, issue_id, changes)
+
+    handler.__name__ = f"patch_{on}"
+    return handler
 
 
-def patch_item(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
-    issue_id, item_id = request.path_params["issue_id"], request.path_params["item_id"]
-    unknown = set(body) - {"included", "summary", "quotes"}
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (use included, summary, quotes)")
-    changes: list[Callable[[Any], edit.Edit]] = []
-    if "included" in body:
-        included = _field(body, "included", bool)
-        changes.append(lambda s: edit.set_included(s, issue_id, item_id, included))
-    if "summary" in body:
-        summary = _field(body, "summary", str)
-        changes.append(lambda s: edit.set_summary(s, issue_id, item_id, summary))
-    if "quotes" in body:
-        keep = _field(body, "quotes", list)
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keep):
-            raise ApiError(400, "quotes: expected a list of quote numbers (indexes into quote_candidates)")
-        changes.append(lambda s: edit.keep_quotes(s, issue_id, item_id, keep))
-    return _apply(state, issue_id, changes)
+patch_issue = _patch("issue")
+patch_item = _patch("story")
 
 
 def put_order(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from newsletter.render.preview import force_dark
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.web import approvals
-from newsletter.web.edits import apply_edit
+from newsletter.web.edits import EDITS, BadValue, NoSuchIssue, change_of, edit_issue
 from newsletter.web.pages import flash, page, redirect
 from newsletter.web.signin import RequireEditor, form_action
 from newsletter.web.state import WebState, web_state
@@ -194,16 +194,10 @@ async def _edit(request: Request, change: Callable[[Any], edit.Edit], anchor: st
     issue_id = request.path_params["issue_id"]
 
     def run() -> edit.Edit:
-        with session_scope(state.engine) as session:
-            row = session.get(IssueRow, issue_id)
-            if row is None:
-                raise HTTPException(404, f"There is no issue {issue_id}.")
-            slug = row.newsletter.slug
-        nl = state.newsletter(slug)
-        if nl is None:
-            raise edit.EditError(f"{state.settings.schedules_dir}/{slug}.toml is missing or broken")
-        return apply_edit(state.engine, nl, issue_id, change, base_url=state.settings.base_url,
-                               templates_dir=state.templates_dir)
+        try:
+            return edit_issue(state, issue_id, change)
+        except NoSuchIssue:
+            raise HTTPException(404, f"There is no issue {issue_id}.") from None
 
     try:
         result = await run_in_threadpool(run)
@@ -219,52 +213,23 @@ async def _edit(request: Request, change: Callable[[Any], edit.Edit], anchor: st
     return redirect(_issue_url(issue_id, anchor))
 
 
-def _item_id(request: Request) -> int:
-    return request.path_params["item_id"]
+def _form_edit(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """The form endpoint of one edit of the table (web/edits.py): read the form, make the change, go back."""
+    kind = EDITS[name]
+    assert kind.from_form is not None, f"the edit {name} has no form"
+    from_form = kind.from_form
 
+    async def handler(request: Request, form: FormData) -> Response:
+        try:
+            value = from_form(form)
+        except BadValue as exc:
+            raise HTTPException(400, str(exc)) from None
+        item_id = request.path_params.get("item_id")
+        anchor = f"story-{item_id}" if kind.on == "story" else name
+        return await _edit(request, change_of(name, request.path_params["issue_id"], item_id, value), anchor)
 
-@form_action
-async def set_included(request: Request, form: FormData) -> Response:
-    included = form.get("included") == "1"
-    item_id = _item_id(request)
-    return await _edit(request, lambda s: edit.set_included(s, request.path_params["issue_id"], item_id, included),
-                       f"story-{item_id}")
-
-
-@form_action
-async def move_item(request: Request, form: FormData) -> Response:
-    try:
-        offset = int(str(form.get("offset", "0")))
-    except ValueError:
-        raise HTTPException(400, "offset must be a whole number") from None
-    item_id = _item_id(request)
-    return await _edit(request, lambda s: edit.move(s, request.path_params["issue_id"], item_id, offset),
-                       f"story-{item_id}")
-
-
-@form_action
-async def set_summary(request: Request, form: FormData) -> Response:
-    summary = str(form.get("summary", ""))
-    item_id = _item_id(request)
-    return await _edit(request, lambda s: edit.set_summary(s, request.path_params["issue_id"], item_id, summary),
-                       f"story-{item_id}")
-
-
-@form_action
-async def keep_quotes(request: Request, form: FormData) -> Response:
-    try:
-        keep = [int(str(v)) for v in form.getlist("keep")]
-    except ValueError:
-        raise HTTPException(400, "quote numbers must be whole numbers") from None
-    item_id = _item_id(request)
-    return await _edit(request, lambda s: edit.keep_quotes(s, request.path_params["issue_id"], item_id, keep),
-                       f"story-{item_id}")
-
-
-@form_action
-async def set_intro(request: Request, form: FormData) -> Response:
-    intro = str(form.get("intro", ""))
-    return await _edit(request, lambda s: edit.set_intro(s, request.path_params["issue_id"], intro), "intro")
+    handler.__name__ = f"edit_{name}"
+    return form_action(handler)
 
 
 @form_action
@@ -363,11 +328,11 @@ EDITOR_ROUTES = [
     Route("/", home, methods=["GET"]),
     Route("/issues/{issue_id:int}", issue_page, methods=["GET"]),
     Route("/issues/{issue_id:int}/preview/{view}", preview, methods=["GET"]),
-    Route("/issues/{issue_id:int}/items/{item_id:int}/include", set_included, methods=["POST"]),
-    Route("/issues/{issue_id:int}/items/{item_id:int}/move", move_item, methods=["POST"]),
-    Route("/issues/{issue_id:int}/items/{item_id:int}/summary", set_summary, methods=["POST"]),
-    Route("/issues/{issue_id:int}/items/{item_id:int}/quotes", keep_quotes, methods=["POST"]),
-    Route("/issues/{issue_id:int}/intro", set_intro, methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/include", _form_edit("included"), methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/move", _form_edit("move"), methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/summary", _form_edit("summary"), methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/quotes", _form_edit("quotes"), methods=["POST"]),
+    Route("/issues/{issue_id:int}/intro", _form_edit("intro"), methods=["POST"]),
     Route("/issues/{issue_id:int}/test", send_test, methods=["POST"]),
     Route("/issues/{issue_id:int}/approve", approve, methods=["POST"]),
     Route("/issues/{issue_id:int}/hold", hold, methods=["POST"]),

@@ -1,0 +1,261 @@
+"""Delivering one batch of a send, and settling a batch whose outcome is unknown: the same code on one machine
+(`newsletter send`, `newsletter run`) and in the scale-mode workers.
+
+A batch is handed to the provider until it is sent, held (outcome unknown and no way to find out) or refused for
+good, every step written to the ledger (newsletter.deliver.ledger) before the next one:
+
+    deliver(batch)  -- mark `sending` (attempt N), push, then record what happened:
+                         accepted      -> deliveries + `sent`, in one transaction
+                         partly (SMTP) -> deliveries for those accepted; the rest again
+                         no answer     -> `unknown`, then settle(batch)
+                         for now       -> `retry`, back off (full jitter, never before Retry-After), again,
+                                          until `max_attempts`: then it raises, the ledger says `retry`
+                         for good      -> `failed`, and it raises
+    settle(batch)   -- an `unknown` batch: ask the provider what it accepted (once its activity log is old enough),
+                       else resend (idempotent outbox, or `--unknown resend`), skip (`--unknown skip`), or hold
+    resume(batch)   -- a batch an earlier run or a dead worker left in any open state: settle, then deliver
+
+What a push did to each recipient lands in one place, `BatchSender._pushed`: delivered, refused for good by
+the receiving server (a bounce: suppressed, no delivery), or left out because its copy could not be built
+(PushResult.failed: no delivery, not a bounce, named in the batch's error); the rest of the batch goes on.
+
+The engine waits (backoff, pacing, the activity log) through `SendOptions.sleep`; a scale-mode worker passes a
+sleep that raises instead, so that the job queue does the waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from newsletter.deliver.errors import OutcomeUnknownError, PartialDeliveryError
+from newsletter.deliver.lease import worker_name
+from newsletter.deliver.ledger import Batch, Ledger, Row, batch_key
+from newsletter.deliver.mailer import (
+    Mailer,
+    Message,
+    PermanentDeliveryError,
+    PushResult,
+    Recipient,
+    TemporaryDeliveryError,
+)
+from newsletter.subscribers.tokens import Signer
+
+UNKNOWN_POLICIES = ("hold", "resend", "skip")
+
+
+@dataclass
+class SendProgress:
+    sent: int  # delivered so far, this run and earlier ones
+    total: int
+    sent_this_run: int
+    elapsed: float  # seconds, this run
+    note: str | None = None  # e.g. "rate limited, retrying in 2.0s"
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.sent)
+
+    @property
+    def rate(self) -> float:
+        return self.sent_this_run / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return self.remaining / self.rate if self.rate > 0 else None
+
+
+@dataclass
+class SendOptions:
+    batch_size: int | None = None  # default: 1000, or 50 for SMTP
+    rate: float | None = None  # messages per second, None: as fast as the provider takes them
+    max_attempts: int = 8
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    unknown: str = "hold"  # what to do with a batch whose outcome cannot be found out: hold, resend, skip
+    stop: threading.Event | None = None  # set it (Ctrl-C does) to stop after the batch in flight
+    progress: Callable[[SendProgress], None] | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic  # tests pass a fake clock with a fake sleep
+    # Batches in flight at once. >1 overlaps building the next request and writing the ledger with the
+    # provider's work on the previous one; only for thread-safe mailers (SendGrid: one HTTP request per push).
+    concurrency: int = 1
+
+
+@dataclass(frozen=True)
+class SendJob:
+    """What every batch of one send needs besides the ledger: the issue's Message and how to sign its links."""
+
+    send_id: int
+    newsletter_id: int
+    slug: str
+    message: Message
+    signer: Signer
+    base_url: str
+
+
+class BatchSender:
+    """Delivers batches of one send through one mailer; thread-safe for `concurrency` > 1 (see SendOptions)."""
+
+    def __init__(self, engine: Engine, job: SendJob, mailer: Mailer, options: SendOptions,
+                 me: str | None = None) -> None:
+        self.job, self.mailer, self.options = job, mailer, options
+        self.ledger = Ledger(engine, job.send_id, job.newsletter_id)
+        self.base_url = job.base_url.rstrip("/")
+        self.me = me or worker_name()  # claims and attempts name it (a scale job: so that its retry finds them)
+        self.started = time.monotonic()
+        self.sent_now = 0
+        self.batches_now = 0
+        self.next_slot = options.clock()
+        self.lock = threading.Lock()
+
+    # -- the batch API --------------------------------------------------------------------------------------
+    def resume(self, batch: Batch) -> None:
+        """Finish a batch found in any open state; it ends sent, or `unknown` when held."""
+        if batch.status == "sending":  # its process died while the provider had it: outcome unknown
+            self.ledger.unknown(batch, "interrupted while the provider was called")
+        if batch.status == "unknown" and not self.settle(batch):
+            return
+        self.deliver(batch)
+
+    def deliver(self, batch: Batch) -> None:
+        """Send what is left of one batch until it is sent, held (unknown) or the errors are permanent."""
+        rows = batch.rows if batch.rows is not None else self.ledger.rows_left(batch)
+        batch.rows = None
+        message = dataclasses.replace(
+            self.job.message, custom_args={**self.job.message.custom_args, "send": str(self.job.send_id),
+                                           "batch": batch_key(self.job.send_id, batch.number)})
+        failures = 0
+        while True:
+            if not rows:
+                self.ledger.record(batch, [], final=True)
+                return
+            self._pace(len(rows))
+            recipients = self._recipients(rows)
+            self.ledger.sending(batch, self.me)
+            try:
+                result = self.mailer.push(message, recipients)
+            except PermanentDeliveryError as exc:
+                self.ledger.failed(batch, str(exc))
+                raise
+            except PartialDeliveryError as exc:
+                accepted = [r for r in rows if r[2] in exc.accepted]
+                self._count(self.ledger.record(batch, accepted, message_ids=exc.accepted))
+                rows = [r for r in rows if r[2] not in exc.accepted]
+                failures += 1
+                if exc.outcome_unknown_for:
+                    self.ledger.unknown(batch, f"unknown-for:{exc.outcome_unknown_for}")
+                    if not self.settle(batch):
+                        return
+                    rows = self.ledger.rows_left(batch)
+                    if rows:
+                        self._retry_or_stop(batch, exc, failures)
+                    continue
+                self._retry_or_stop(batch, exc, failures)
+                continue
+            except OutcomeUnknownError as exc:
+                self.ledger.unknown(batch, str(exc))
+                if not self.settle(batch):
+                    return
+                rows = self.ledger.rows_left(batch)
+                failures += 1
+                if rows:
+                    self._retry_or_stop(batch, exc, failures)
+                continue
+            except TemporaryDeliveryError as exc:
+                failures += 1
+                self._retry_or_stop(batch, exc, failures)
+                continue
+            self._pushed(batch, rows, result)
+            self.batches_now += 1
+            return
+
+    def settle(self, batch: Batch) -> bool:
+        """Settle a batch whose outcome is unknown. True: its remaining recipients may be sent now."""
+        lookup = getattr(self.mailer, "accepted", None)
+        if lookup is not None:
+            settle = float(getattr(self.mailer, "activity_settle_seconds", 0) or 0)
+            wait = batch.claimed_at + settle - time.time() if batch.claimed_at else settle
+            if wait > 0:
+                self.report(f"waiting {wait:.0f}s for the provider's activity log to settle (batch "
+                            f"{batch.number})")
+                self.options.sleep(wait)
+            accepted = lookup({"send": str(self.job.send_id), "batch": batch_key(self.job.send_id, batch.number)})
+            if accepted is not None:
+                rows = self.ledger.rows_left(batch)
+                self._count(self.ledger.record(batch, [r for r in rows if r[2].lower() in accepted]))
+                self.ledger.retry(batch, None)
+                return True
+        policy = self.options.unknown
+        if getattr(self.mailer, "name", "") == "outbox":
+            policy = "resend"  # one file per address, overwritten: sending again cannot duplicate
+        if policy == "resend":
+            self.ledger.retry(batch, None)
+            return True
+        if policy == "skip":
+            rows = self.ledger.rows_left(batch)
+            error = batch.error or ""
+            only = error[len("unknown-for:"):] if error.startswith("unknown-for:") else None
+            self._count(self.ledger.record(batch, [r for r in rows if only is None or r[2] == only]))
+            self.ledger.retry(batch, None)
+            return True
+        if batch.status != "unknown":
+            self.ledger.unknown(batch)
+        return False
+
+    def report(self, note: str | None = None) -> None:
+        """Tell the caller's progress callback where the send is (and why it waits, in `note`)."""
+        if self.options.progress:
+            ledger = self.ledger
+            self.options.progress(SendProgress(ledger.sent_before + self.sent_now, ledger.total, self.sent_now,
+                                               time.monotonic() - self.started, note))
+
+    # -- one push -------------------------------------------------------------------------------------------
+    def _pushed(self, batch: Batch, rows: Sequence[Row], result: PushResult) -> None:
+        """Record a push that returned: each recipient delivered, refused for good (a bounce), or left out because
+        its message could not be built (PushResult.failed: recorded on the batch, skipped); batch `sent`."""
+        bounced: Mapping[str, str] = getattr(result, "rejected", None) or {}
+        not_built = result.failed
+        delivered = ([r for r in rows if r[2] not in bounced and r[2] not in not_built] if bounced or not_built
+                     else rows)
+        self._count(self.ledger.record(batch, delivered, message_ids=result.message_ids, bounced=bounced,
+                                       not_built=not_built, final=True,
+                                       provider_message_id=result.provider_message_id))
+        for email, why in not_built.items():
+            self.report(f"not sent to {email}: {why}")
+
+    def _count(self, delivered: int) -> None:
+        with self.lock:
+            self.sent_now += delivered
+
+    def _recipients(self, rows: Sequence[Row]) -> list[Recipient]:
+        urls = self.job.signer.unsubscribe_urls(self.base_url, [r[1] for r in rows], self.job.slug)
+        return [Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
+                for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
+
+    def _pace(self, count: int) -> None:
+        if not self.options.rate:
+            return
+        with self.lock:
+            now = self.options.clock()
+            wait = self.next_slot - now
+            self.next_slot = max(now, self.next_slot) + count / self.options.rate
+        if wait > 0:
+            self.options.sleep(wait)
+
+    def _retry_or_stop(self, batch: Batch, exc: TemporaryDeliveryError, failures: int) -> None:
+        self.ledger.retry(batch, str(exc))
+        if failures >= self.options.max_attempts:
+            raise TemporaryDeliveryError(
+                f"batch {batch.number} still failing after {failures} attempts: {exc}", exc.retry_after)
+        delay = random.uniform(0, min(self.options.backoff_cap, self.options.backoff_base * 2 ** (failures - 1)))
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, 3600.0))
+        self.report(f"{exc}; retrying batch {batch.number} in {delay:.1f}s")
+        self.options.sleep(delay)
