@@ -68,7 +68,9 @@ def setup_attack(workdir: Path, cli, title: str = TITLE) -> None:  # noqa: ANN00
         encoding="utf-8", newline="",
     )
     (workdir / "schedules" / "town.toml").write_text(schedule_toml(
-        "town", [("Attack", str(workdir / "attack.xml"))], "[digest]\nfetch_articles_under_words = 0\n"))
+        "town", [("Attack", str(workdir / "attack.xml"))], "[digest]\nfetch_articles_under_words = 0\n"
+        # The title alone, so the subject stays under the length inboxes show whole and keeps the attack's end.
+        'subject = "{top_title}"\n'))
     csv = workdir / "people.csv"
     people = PEOPLE if title == TITLE else [(a, f"Reader {i}") for i, (a, _) in enumerate(PEOPLE)]
     csv.write_text("email,name\n" + "".join(f'{a},"{n}"\n' for a, n in people), newline="")
@@ -106,7 +108,7 @@ def check_delivered(messages: dict[str, EmailMessage], title: str) -> None:
 def test_feed_text_forms_no_placeholder_and_headers_hold_through_the_outbox(workdir, cli, title: str) -> None:
     setup_attack(workdir, cli, title)
     issue = json.loads(cli("issue", "show", "1", "--format", "json").output)
-    assert issue["subject"] == "Town Weekly #1: Harbour bridge Bcc: victim@evil.example reopens today %%email%%"
+    assert issue["subject"] == "Harbour bridge Bcc: victim@evil.example reopens today %%email%%"
     assert "\n" not in issue["items"][0]["title"]
     cli("check", "town", ok=False)  # may find problems; must not crash on the title
     assert "3 now" in cli("send", "town").output

@@ -4,8 +4,8 @@ Two items are the same story when they point at the same page (URLs compared wit
 scheme, "www." or a trailing slash: the Hacker News link and the site's own feed), carry the same text, or
 (from different sources, published within a few days of each other) their headlines and opening words are
 close in TF-IDF cosine (two outlets on one announcement). Items from one source are not merged on wording
-alone (a follow-up is a new story), except when their text opens with the same words, word for word: a
-reblog ("blogname: <the post>") or a syndicated copy of one post is the same story whatever the source.
+alone (a follow-up is a new story), except a reblog ("blogname: <the post>", opening with the post's words,
+word for word); from different sources, the same opening words are a syndicated copy of one post.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class _Similarity:
         # Plain lists: ORM attribute access in the pair loop costs more than the cosine.
         self.hashes = [it.content_hash or "" for it in items]
         self.openings = [opening_key(it.content_text) for it in items]
+        self.reblogs = [bool(_REBLOG_PREFIX.match((it.content_text or "").strip())) for it in items]
         self.sources = [it.source_id for it in items]
         self.dates = [getattr(it, "published_at", None) for it in items]
         self.by_key: dict[str, list[int]] = {}
@@ -130,8 +131,10 @@ class _Similarity:
         """1.0 for certain matches; 0.5 is on the threshold."""
         if (self.urls[i] and self.urls[i] == self.urls[j]) or (self.hashes[i] and self.hashes[i] == self.hashes[j]):
             return 1.0
-        if self.openings[i] and self.openings[i] == self.openings[j]:
-            return 1.0
+        if self.openings[i] and self.openings[i] == self.openings[j] and (
+            self.sources[i] != self.sources[j] or self.reblogs[i] or self.reblogs[j]
+        ):
+            return 1.0  # a syndicated copy, or a reblog in the same feed; one source's re-used text is not
         if self.sources[i] == self.sources[j] or _apart(self.dates[i], self.dates[j]):
             return 0.0
         t = cosine(self.title_vecs[i], self.title_vecs[j])
