@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "render": [],
     "send_1m": [],
     "editorial": [],
+    "related": [],
     "schedule": [],
     "web": [],
     # PostgreSQL only (NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL), at a scale that runs in

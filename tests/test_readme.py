@@ -79,7 +79,7 @@ def test_your_own_newsletter_runs_as_written(tmp_path: Path) -> None:
             names = iter(["desk", "wire"])
             text = re.sub(r'^url = "https://[^"]+"', lambda _m, n=names: f'url = "{feeds}/{next(n)}.xml"', text,
                           flags=re.M)
-            text = text.replace("related = 5", "related = 0")
+            text = text.replace("related = 3", "related = 0")
             path.write_text(text, encoding="utf-8")
             (tmp_path / "people.csv").write_text("email,name\nann@example.com,Ann\nbo@example.org,Bo\n",
                                                  encoding="utf-8")

@@ -68,7 +68,9 @@ def setup_attack(workdir: Path, cli, title: str = TITLE) -> None:  # noqa: ANN00
         encoding="utf-8", newline="",
     )
     (workdir / "schedules" / "town.toml").write_text(schedule_toml(
-        "town", [("Attack", str(workdir / "attack.xml"))], "[digest]\nfetch_articles_under_words = 0\n"))
+        "town", [("Attack", str(workdir / "attack.xml"))], "[digest]\nfetch_articles_under_words = 0\n"
+        # The title alone, so the subject stays under the length inboxes show whole and keeps the attack's end.
+        'subject = "{top_title}"\n'))
     csv = workdir / "people.csv"
     people = PEOPLE if title == TITLE else [(a, f"Reader {i}") for i, (a, _) in enumerate(PEOPLE)]
     csv.write_text("email,name\n" + "".join(f'{a},"{n}"\n' for a, n in people), newline="")
@@ -108,7 +110,7 @@ def test_feed_text_forms_no_placeholder_and_headers_hold_through_the_outbox(work
     issue = json.loads(cli("issue", "show", "1", "--format", "json").output)
     # U+0085 is read as Windows-1252's "…", as feedparser reads a C1 control in text (issue 14): still one line.
     gap = " " if title == CLEAN_TITLE else "…"
-    assert issue["subject"] == f"Town Weekly #1: Harbour bridge Bcc: victim@evil.example reopens{gap}today %%email%%"
+    assert issue["subject"] == f"Harbour bridge Bcc: victim@evil.example reopens{gap}today %%email%%"
     assert "\n" not in issue["items"][0]["title"]
     cli("check", "town", ok=False)  # may find problems; must not crash on the title
     assert "3 now" in cli("send", "town").output

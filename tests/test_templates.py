@@ -59,7 +59,23 @@ def test_every_part_of_a_story_is_shown(compiler: str) -> None:
         for link in story.also_covered_by:
             assert link.url in hrefs and link.source in text
     assert "2h ago" in text  # relative age against the render clock
-    assert "Related reading" in text and "Also covered by" in text
+    # The labelled blocks of the card, with the number of quotes pulled.
+    for label in ("Summary", "Source", "Key quotes · 3 pulled", "You might also wanna read", "Also covered by"):
+        assert label in text, label
+    assert "news.example.org · 2h ago" in text  # the link's domain and its age
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_the_card_shows_the_aggregator_chain_and_a_long_issue_opens_with_its_contents(compiler: str) -> None:
+    issue = make_issue(6)
+    issue.items[0].via, issue.items[0].url = "Hacker News", "https://techstrong.ai/articles/lecun-open-source"
+    rendered = render(issue, compiler=compiler)
+    text = visible_text(rendered.html)
+    assert "Hacker News → techstrong.ai" in text
+    assert text.index("In this issue") < text.index("Summary")  # before the first story
+    assert "Source: Hacker News → techstrong.ai" in rendered.text and "In this issue:" in rendered.text
+    short = render(make_issue(3), compiler=compiler)
+    assert "In this issue" not in visible_text(short.html) and "In this issue" not in short.text
 
 
 def test_title_links_to_the_story_and_quotes_are_set_apart() -> None:

@@ -28,7 +28,8 @@ summary_sentences = 3
 summary_words = 80
 fetch_articles_under_words = 150   # read the article page when the feed gives less text than this
 quotes = 3                 # key quotes per story, verbatim from the article
-related = 5                # "you might also read" links per story
+related = 3                # "you might also read" links per story, at most
+related_total = 10         # and per issue: the closest ones are kept
 
 [schedule]
 collect = "every 1 hour"

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter.compose.issue import Issue, issue_from_row
-from newsletter.compose.select import feed_summary, select_items, window_for
+from newsletter.compose.issue import Issue, aggregated, issue_from_row
+from newsletter.compose.select import feed_summary, select_items, sent_before, window_for
 from newsletter.config import Newsletter
+from newsletter.editorial.headline import fit_subject, headline
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, utcnow
 from newsletter.text import single_line
@@ -38,7 +39,9 @@ class BuildResult:
 def _subject(nl: Newsletter, number: int, top_title: str) -> str:
     try:
         # The top title is a feed's: one line, or the Subject header could not be built at all.
-        return single_line(nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug))
+        top_title = single_line(top_title)
+        filled = single_line(nl.digest.subject.format(name=nl.name, number=number, top_title=top_title, slug=nl.slug))
+        return fit_subject(filled, top_title)  # whole in an inbox list: the title cut at a word
     except (KeyError, IndexError, ValueError) as exc:
         raise BuildError(f"{nl.path}: digest.subject: cannot fill {nl.digest.subject!r}: {exc}") from None
 
@@ -54,7 +57,7 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         item_id=lead.id,
         position=position,
         included=True,
-        title=lead.title,
+        title=headline(lead.title, lead.content_text),
         url=lead.link or "",
         source_name=lead.source.name or lead.source.title or lead.source.url,
         author=lead.author,
@@ -66,7 +69,7 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         quotes=[],
         related=[],
         also_covered_by=others,
-        notes={},
+        notes={"via": lead.source.name or lead.source.title or ""} if aggregated(lead.source.url, lead.link) else {},
     )
 
 
@@ -115,7 +118,12 @@ def build_issue(
             session.flush()
         draft.window_start, draft.window_end = start, end
         draft.items.extend(_story_row(group, i, nl) for i, group in enumerate(groups))
-        draft.subject = _subject(nl, draft.number, groups[0][0].title if groups else "nothing new")
+        updates = sent_before(session, nrow.id, [g[0] for g in groups])  # those left changed materially
+        for row in draft.items:
+            if row.item_id in updates:
+                row.notes = {**(row.notes or {}), "update_of": updates[row.item_id][0]}
+        top = headline(groups[0][0].title, groups[0][0].content_text) if groups else "nothing new"
+        draft.subject = _subject(nl, draft.number, top)
         draft.html = draft.text = draft.rendered_hash = None
         draft.approved_at = draft.approved_by = draft.approved_hash = None
         session.flush()

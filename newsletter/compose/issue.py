@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from newsletter.store.models import IssueItem, IssueRow
 
@@ -80,6 +81,8 @@ class Story:
     quotes: list[Quote] = field(default_factory=list)
     related: list[Link] = field(default_factory=list)
     also_covered_by: list[Link] = field(default_factory=list)
+    update_of: int | None = None  # the number of an earlier issue that sent this story before it changed
+    via: str | None = None  # the aggregator (Hacker News, a link blog) the link came through, if it did
 
 
 @dataclass
@@ -103,6 +106,24 @@ class Issue:
         return [s for s in self.items if s.included]
 
 
+def link_domain(url: str | None) -> str:
+    """The host a link points at, as a reader would name it: "techstrong.ai", not "www.techstrong.ai:443"."""
+    host = (urlsplit(url or "").hostname or "").lower()
+    return host.removeprefix("www.")
+
+
+def _site(url: str | None) -> str:
+    # The last two labels: a feed on feeds.example.com and its links on example.com are one site. Rough for
+    # names like bbc.co.uk, where it can only err towards showing the chain.
+    return ".".join(link_domain(url).split(".")[-2:])
+
+
+def aggregated(feed_url: str | None, link: str | None) -> bool:
+    """Whether an item's link leaves the site of the feed it came from (an aggregator or a link blog)."""
+    feed, page = _site(feed_url), _site(link)
+    return bool(feed and page and feed != page)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
@@ -124,6 +145,8 @@ def story_from_row(row: IssueItem) -> Story:
         quotes=[quote_from_dict(q) for q in row.quotes or []],
         related=[Link(**_link_fields(r)) for r in row.related or []],
         also_covered_by=[Link(**_link_fields(r)) for r in row.also_covered_by or []],
+        update_of=(row.notes or {}).get("update_of"),
+        via=(row.notes or {}).get("via"),
     )
 
 
@@ -180,6 +203,9 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "quotes": [asdict(q) for q in s.quotes],
                 "related": [asdict(r) for r in s.related],
                 "also_covered_by": [asdict(r) for r in s.also_covered_by],
+                "update_of": s.update_of,
+                "via": s.via,
+                "domain": link_domain(s.url),
             }
             for s in items
         ],

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Newsletter
-from newsletter.editorial.cluster import group_same_story
+from newsletter.editorial.cluster import canonical_url, group_same_story, opening_key
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, Source
 from newsletter.text import split_sentences
 
@@ -29,6 +29,11 @@ def feed_summary(text: str, max_words: int, max_sentences: int = 3, language: st
         chosen.append(sentence)
         words += n
     return " ".join(chosen)
+
+
+RECENT_ISSUES = 4  # a story sent in one of the newsletter's last issues is not sent again unless it changed
+NEW_MATERIAL = 0.2  # share of an item's distinct words the sent copy did not have: a real update, not a re-post
+MIN_NEW_WORDS = 15
 
 
 @dataclass
@@ -77,6 +82,8 @@ def select_items(session: Session, newsletter_id: int, nl: Newsletter, start: da
             .where(Source.url.in_(urls), when > start, when <= end, Item.id.not_in(already))
         )
     )
+    repeated = sent_before(session, newsletter_id, items)
+    items = [it for it in items if repeated.get(it.id, (0, True))[1]]  # re-sent only with something new
     ranked = rank(items, start, end)
     per_source_cap = {s.url: s.max_items or nl.digest.max_per_source for s in nl.sources}
     groups = group_same_story([c.item for c in ranked])
@@ -92,6 +99,40 @@ def select_items(session: Session, newsletter_id: int, nl: Newsletter, start: da
         if len(chosen) >= nl.digest.max_items:
             break
     return chosen
+
+
+def sent_before(session: Session, newsletter_id: int, items: list[Item]) -> dict[int, tuple[int, bool]]:
+    """For each of `items` that is a story of one of the last sent issues (the same page, or a copy opening
+    with the same words): item id -> (that issue's number, whether it changed materially since)."""
+    recent = select(IssueRow.id).where(
+        IssueRow.newsletter_id == newsletter_id, IssueRow.status.in_(("sent", "sending"))
+    ).order_by(IssueRow.number.desc()).limit(RECENT_ISSUES)
+    sent = session.execute(
+        select(IssueRow.number, IssueItem.url, Item.content_text)
+        .join(IssueItem, IssueItem.issue_id == IssueRow.id)
+        .join(Item, Item.id == IssueItem.item_id)
+        .where(IssueRow.id.in_(recent.scalar_subquery()), IssueItem.included.is_(True))
+    ).all()
+    if not sent:
+        return {}
+    by_key: dict[str, tuple[int, str]] = {}
+    for number, url, text in sent:
+        for key in (canonical_url(url), opening_key(text)):
+            if key and (key not in by_key or by_key[key][0] < number):
+                by_key[key] = (number, text or "")
+    out: dict[int, tuple[int, bool]] = {}
+    for item in items:
+        hit = by_key.get(canonical_url(item.link)) or by_key.get(opening_key(item.content_text))
+        if hit is not None:
+            out[item.id] = (hit[0], _changed(hit[1], item.content_text))
+    return out
+
+
+def _changed(before: str, now: str) -> bool:
+    old = set((before or "").lower().split())
+    new = set((now or "").lower().split())
+    added = new - old
+    return len(added) >= MIN_NEW_WORDS and len(added) >= NEW_MATERIAL * max(len(new), 1)
 
 
 def newsletter_row(session: Session, slug: str) -> NewsletterRow | None:

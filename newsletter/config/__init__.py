@@ -87,7 +87,8 @@ class Digest(Strict):
     summary_words: int = Field(default=80, ge=10, le=400)
     fetch_articles_under_words: int = Field(default=150, ge=0)
     quotes: int = Field(default=3, ge=0, le=10)
-    related: int = Field(default=5, ge=0, le=20)
+    related: int = Field(default=3, ge=0, le=20)  # links per story, at most
+    related_total: int = Field(default=10, ge=0, le=200)  # links per issue: the closest ones are kept
 
 
 class Schedule(Strict):

@@ -4,11 +4,14 @@ Two items are the same story when they point at the same page (URLs compared wit
 scheme, "www." or a trailing slash: the Hacker News link and the site's own feed), carry the same text, or
 (from different sources, published within a few days of each other) their headlines and opening words are
 close in TF-IDF cosine (two outlets on one announcement). Items from one source are not merged on wording
-alone: a follow-up is a new story.
+alone (a follow-up is a new story), except a reblog ("blogname: <the post>", opening with the post's words,
+word for word); from different sources, the same opening words are a syndicated copy of one post.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -22,6 +25,8 @@ STORY_THRESHOLD = 0.4  # headline + opening words
 MAX_APART = timedelta(days=3)  # two outlets cover one story within days; weeks apart it is a new story
 LEAD_WORDS = 80
 KEY_WORDS = 150  # candidate pairs are proposed from a longer stretch than they are scored on
+OPENING_WORDS = 30  # this many words in the same order are one post, not two that happen to agree
+_REBLOG_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,49}\s*:\s*")  # Tumblr's "blogname : " before a reblogged post
 _TRACKING = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "ref", "ref_src", "cmpid", "ocid", "smid"})
 
 
@@ -61,6 +66,15 @@ def _lead(text: str, words: int = LEAD_WORDS) -> str:
     return " ".join((text or "").split()[:words])
 
 
+def opening_key(text: str | None) -> str:
+    """A fingerprint of the text's first words (case, punctuation and a reblog's "blogname:" aside), or "" when
+    the text is too short for its opening to tell one post from another."""
+    words = re.findall(r"\w+", _REBLOG_PREFIX.sub("", (text or "").strip(), count=1).lower())
+    if len(words) < OPENING_WORDS // 2:
+        return ""
+    return hashlib.sha1(" ".join(words[:OPENING_WORDS]).encode(), usedforsecurity=False).hexdigest()
+
+
 def _apart(when_a: datetime | None, when_b: datetime | None) -> bool:
     return bool(when_a and when_b and abs(when_a - when_b) > MAX_APART)
 
@@ -85,6 +99,8 @@ class _Similarity:
         self.urls = [canonical_url(it.link) for it in items]
         # Plain lists: ORM attribute access in the pair loop costs more than the cosine.
         self.hashes = [it.content_hash or "" for it in items]
+        self.openings = [opening_key(it.content_text) for it in items]
+        self.reblogs = [bool(_REBLOG_PREFIX.match((it.content_text or "").strip())) for it in items]
         self.sources = [it.source_id for it in items]
         self.dates = [getattr(it, "published_at", None) for it in items]
         self.by_key: dict[str, list[int]] = {}
@@ -93,7 +109,8 @@ class _Similarity:
             vec = tf_vector(tokens(it.title or "") * 2 + tokens(_lead(it.content_text, KEY_WORDS)), idf)
             keys = [f"t:{t}" for t in sorted(vec, key=lambda t: -vec[t])[: self.KEY_TERMS]]
             keys += [
-                k for k in (f"u:{self.urls[i]}" if self.urls[i] else "", f"h:{it.content_hash or ''}") if k != "h:"
+                k for k in (f"u:{self.urls[i]}" if self.urls[i] else "", f"h:{it.content_hash or ''}",
+                            f"o:{self.openings[i]}") if k not in ("h:", "o:")
             ]
             self.keys.append(keys)
             for key in keys:
@@ -114,6 +131,10 @@ class _Similarity:
         """1.0 for certain matches; 0.5 is on the threshold."""
         if (self.urls[i] and self.urls[i] == self.urls[j]) or (self.hashes[i] and self.hashes[i] == self.hashes[j]):
             return 1.0
+        if self.openings[i] and self.openings[i] == self.openings[j] and (
+            self.sources[i] != self.sources[j] or self.reblogs[i] or self.reblogs[j]
+        ):
+            return 1.0  # a syndicated copy, or a reblog in the same feed; one source's re-used text is not
         if self.sources[i] == self.sources[j] or _apart(self.dates[i], self.dates[j]):
             return 0.0
         t = cosine(self.title_vecs[i], self.title_vecs[j])

@@ -23,6 +23,7 @@ from newsletter.collect.urls import web_url
 from newsletter.config import Newsletter
 from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
+from newsletter.editorial.headline import headline
 from newsletter.editorial.quotes import SPEECH, extract_quotes
 from newsletter.editorial.related import Doc, RelatedIndex, related_entries
 from newsletter.editorial.summarize import extractive_summary
@@ -156,6 +157,8 @@ def _story(row: IssueItem, articles: dict[str, Article], default_language: str) 
             row.image_url = web_url(art.image_url)
         if not row.author and art.byline:
             row.author = art.byline[:500]
+        if art.title:  # the page's own headline, when the feed's is a cut-off start of it
+            row.title = headline(item.title, art.text, art.title)
         return _Story(row, item, art.text, art.language or item.language or default_language, True)
     if art is not None and art.status != "ok":
         notes["article"] = art.error or art.status
@@ -250,19 +253,31 @@ def _in_window(item: Item | None, issue: IssueRow) -> bool:
     return when is None or start <= when <= end
 
 
-def _related(session: Session, issue: IssueRow, stories: list[_Story], nl: Newsletter, report: EnrichReport):
-    limit = nl.digest.related
+def _related(
+    session: Session, issue: IssueRow, stories: list[_Story], nl: Newsletter, report: EnrichReport
+) -> None:
+    """Related reading from the archive, never a story of this issue: not its own items, not the copies merged
+    into them, not another copy found on the way. At most `related` links per story and `related_total` per
+    issue, the closest ones kept."""
+    per_story, budget = nl.digest.related, nl.digest.related_total
     index = _archive(session, stories)
-    for story in stories:
+    issue_ids = {r.item_id for r in issue.items if r.item_id is not None}
+    issue_urls = {r.url for r in issue.items} | {
+        c.get("url", "") for r in issue.items for c in (r.also_covered_by or [])
+    }
+    offers: dict[int, list[tuple[Doc, float]]] = {}
+    copies: set[int] = set()  # other copies of any story of this issue
+    for n, story in enumerate(stories):
         row = story.row
         try:
             covered = list(row.also_covered_by or [])
             doc = Doc(story.item.id, row.title, row.url, row.source_name, story.text, story.item.content_hash)
-            exclude_urls = {row.url} | {c.get("url", "") for c in covered}
-            picked, same = index.related(doc, limit, exclude_urls=exclude_urls)
-            row.related = related_entries(picked, story.language)
+            # A few more than needed: some may turn out to be copies of another story of this issue.
+            picked, same = index.related_scored(doc, per_story + 3, exclude_ids=issue_ids, exclude_urls=issue_urls)
+            offers[n] = picked
+            copies.update(d.id for d in same)
             # Another source's copy of this story, from the same period, is "also covered by".
-            known = {canonical_url(u) for u in exclude_urls}
+            known = {canonical_url(u) for u in {row.url} | {c.get("url", "") for c in covered}}
             for other in same:
                 other_item = session.get(Item, other.id)
                 if (
@@ -276,11 +291,28 @@ def _related(session: Session, issue: IssueRow, stories: list[_Story], nl: Newsl
                 known.add(canonical_url(other.url))
                 report.also_covered += 1
             row.also_covered_by = covered
-            report.related += len(row.related)
         except Exception as exc:
             log.exception("related reading failed for %s", row.url)
             report.problems.append(f"{_label(row)}: related: {type(exc).__name__}: {exc}")
             row.notes = {**(row.notes or {}), "related": f"failed: {type(exc).__name__}"}
+    ranked = sorted(
+        ((score, n, d) for n, picked in offers.items() for d, score in picked if d.id not in copies),
+        key=lambda o: -o[0],
+    )
+    kept: dict[int, list[Doc]] = {n: [] for n in offers}
+    shown: set[int] = set()  # one archive story is offered once per issue, under the story it is closest to
+    total = 0
+    for _score, n, d in ranked:
+        if total >= budget:
+            break
+        if len(kept[n]) >= per_story or d.id in shown:
+            continue
+        kept[n].append(d)
+        shown.add(d.id)
+        total += 1
+    for n, docs in kept.items():
+        stories[n].row.related = related_entries(docs, stories[n].language)
+        report.related += len(docs)
 
 
 def _quotes(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None:

@@ -20,7 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markupsafe import escape
 
-from newsletter.compose.issue import Issue, issue_to_json
+from newsletter.compose.issue import Issue, issue_to_json, link_domain
 from newsletter.config import Newsletter
 from newsletter.render import tokens
 
@@ -71,6 +71,7 @@ def make_environment(user_dir: Path | None) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["reltime"] = relative_time
+    env.filters["domain"] = link_domain
     env.filters["markdown"] = _markdown
     env.filters["wrap"] = _wrap
     env.filters["text_ref"] = _text_ref
@@ -174,7 +175,10 @@ def relative_time(value: datetime | str | None, now: datetime | None = None) -> 
     if seconds < 86400:
         return f"{int(seconds // 3600)}h ago"
     days = int(seconds // 86400)
-    return f"{days}d ago" if days < 60 else value.strftime("%d %b %Y")
+    # One format throughout ("18d ago", "5mo ago", "2y ago"), never a date beside an age in one issue.
+    if days < 100:
+        return f"{days}d ago"
+    return f"{days // 30}mo ago" if days < 730 else f"{days // 365}y ago"
 
 
 def _location(exc: jinja2.TemplateError) -> str:

@@ -1,0 +1,80 @@
+"""Related reading adds something: never a story of the same issue, nothing off-topic, a budget per issue."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from newsletter.editorial.cluster import canonical_url
+from newsletter.editorial.enrich import enrich_issue
+from newsletter.editorial.related import Doc, RelatedIndex
+from tests.test_editorial_enrich import _issue, _item, _newsletter, _source, session  # noqa: F401
+
+PAIRS = Path(__file__).resolve().parents[1] / "benchmarks" / "fixtures" / "related_pairs.json"
+
+
+def test_demo_issue_links_no_story_of_its_own_nor_a_copy_of_one(workdir: Path, cli) -> None:  # noqa: ANN001
+    cli("demo", "--dir", str(workdir / "demo"))
+    db = sqlite3.connect(workdir / "demo" / "demo.db")
+    rows = db.execute("select url, included, related, also_covered_by from issue_item").fetchall()
+    own = {canonical_url(url) for url, *_ in rows}
+    own |= {canonical_url(c["url"]) for *_, covered in rows for c in json.loads(covered or "[]")}
+    linked = [canonical_url(r["url"]) for _, included, related, _ in rows if included
+              for r in json.loads(related or "[]")]
+    assert not own & set(linked), "related reading points back into the same issue"
+    assert len(linked) == len(set(linked))  # and offers one archive story once
+
+
+def _demo_docs() -> tuple[list[Doc], dict[str, Doc]]:
+    """The demo's sample items, as kept in the related-reading benchmark's labelled set."""
+    fx = json.loads(PAIRS.read_text(encoding="utf-8"))
+    kept = [d for d in fx["docs"] if "text" in d]
+    docs = [Doc(i, d["title"], d["url"], d["source"], d["text"]) for i, d in enumerate(kept)]
+    return docs, {d["key"]: docs[i] for i, d in enumerate(kept)}
+
+
+def test_off_topic_matches_are_not_offered_and_related_ones_are() -> None:
+    docs, by_key = _demo_docs()
+    index = RelatedIndex(docs)
+    protein = index.related(by_key["demo9"], 3)[0]  # Machine Learning Model Predicts Protein Misfolding
+    assert "Hollowbrook Labs Releases Tern Speech Model Under Open License" not in [d.title for d in protein]
+    audits = index.related(by_key["demo2"], 3)[0]  # open-source developers push back on the audit rules
+    assert "Standards Board Proposes Mandatory Audits for High-Risk AI Systems" in [d.title for d in audits]
+
+
+def test_each_story_and_the_issue_keep_to_their_link_budget(session: Session) -> None:  # noqa: F811
+    desk, old = _source(session, "Desk"), _source(session, "Archive")
+    earlier = {
+        "bridge": ["Engineers inspect the harbour bridge piers after the winter storms",
+                   "Larch or steel: what the harbour bridge rebuild could cost the council",
+                   "Ferry timetable extended while the harbour bridge is closed",
+                   "Harbour bridge closure: cyclists asked to use the ferry"],
+        "tram": ["University students petition for a tram line along the river",
+                 "County studies electric buses and a tram for the university route",
+                 "Tram depot site chosen near the central station",
+                 "Fourteen tram stations: the county publishes the route map"],
+    }
+    for topic, titles in earlier.items():
+        for n, title in enumerate(titles):
+            _item(session, old, title, f"https://old.example/{topic}/{n}",
+                  f"{title}. Earlier reporting on the {topic} plans from the archive, part {n}.", days_ago=30 + n)
+    texts = {
+        "bridge": "The harbour bridge will be rebuilt in larch timber, the council decided after a debate on steel.",
+        "tram": "The county approved the tram line to the university, with fourteen stations along the river.",
+    }
+    stories = [_item(session, desk, f"Council decides on the {t}", f"https://desk.example/{t}", text)
+               for t, text in texts.items()]
+    issue = _issue(session, stories)
+
+    def links(total: int) -> dict[str, list[str]]:
+        enrich_issue(session, issue, _newsletter(digest={"related": 3, "related_total": total, "quotes": 0}))
+        return {r.url: [x["url"] for x in r.related] for r in issue.items}
+
+    roomy = links(20)
+    assert all(len(v) <= 3 for v in roomy.values()) and sum(len(v) for v in roomy.values()) >= 2, roomy
+    assert all(u.startswith(f"https://old.example/{t}/") for t in texts for u in roomy[f"https://desk.example/{t}"])
+    tight = links(1)
+    assert sum(len(v) for v in tight.values()) == 1
