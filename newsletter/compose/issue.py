@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter.collect.urls import web_url
 from newsletter.store.models import IssueItem, IssueRow
 
 # 2: each quote has `kind` ("speech" or "passage") and `start`/`end` offsets in the article text (null for a
@@ -197,7 +198,9 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "source": s.source,
                 "author": s.author,
                 "published": _iso(s.published),
-                "image_url": s.image_url,
+                # Checked again here, where every render and the API read it: an address stored by an older
+                # version or set by hand is shown only if it is http(s), never javascript: or data:.
+                "image_url": web_url(s.image_url),
                 "summary": s.summary,
                 "summary_method": s.summary_method,
                 "quotes": [asdict(q) for q in s.quotes],
