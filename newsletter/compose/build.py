@@ -49,6 +49,14 @@ def _subject(nl: Newsletter, number: int, top_title: str) -> str:
         raise BuildError(f"{nl.path}: digest.subject: cannot fill {nl.digest.subject!r}: {exc}") from None
 
 
+MIN_PICTURE_PX = 100  # a picture declared smaller than this is a tracking pixel, an icon or an emoji, not the story's
+
+
+def _tiny(img: lxml_html.HtmlElement) -> bool:
+    sizes = [img.get("width", ""), img.get("height", "")]
+    return any(size.strip().isdigit() and int(size) < MIN_PICTURE_PX for size in sizes)
+
+
 def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
     """The first picture in an item's body, http(s) only, and its caption: its alt text, else its title, unless
     that only repeats the headline. A picture post (an item that is only an <img>, like Tumblr's "Photo"
@@ -61,7 +69,7 @@ def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
         return None, ""
     for img in root.iter("img"):
         src = web_url(img.get("src"))
-        if src is None:  # data:, javascript:, relative: not a picture an email can show
+        if src is None or _tiny(img):  # data:, javascript:, relative; a tracking pixel, an icon, an emoji
             continue
         for attr in ("alt", "title"):
             caption = single_line(img.get(attr) or "")
