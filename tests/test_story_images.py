@@ -76,6 +76,14 @@ def test_a_feed_picture_shows_in_the_card_with_width_and_alt_and_not_in_the_text
     assert "The harbour bridge reopened on Monday" in rendered.html  # the card still reads without it
 
 
+def test_images_off_a_long_headline_is_cut_to_one_short_alt_line(workdir, feed_server, cli) -> None:  # noqa: ANN001
+    title = "Harbour board approves the long-delayed dredging of the inner basin before the summer season"
+    long = _item("long", title, "<p>Dredging starts in March. The board voted seven to two.</p>",
+                 '<media:thumbnail url="https://harbour.example/img/dredger.jpg"/>')
+    [img] = images(_issue(workdir, feed_server, cli, long).html)
+    assert img["alt"] and len(img["alt"]) <= 61 and title.startswith(img["alt"].rstrip("…"))
+
+
 def test_javascript_and_data_pictures_never_reach_the_email(workdir, feed_server, cli) -> None:  # noqa: ANN001
     hostile = (
         _item("a", "Ferry timetable changes", "<p>Ferries run every twenty minutes from May. Fares stay.</p>",
