@@ -238,3 +238,35 @@ def test_a_second_runner_of_the_same_send_is_refused(world: World, sendgrid_serv
     exactly_once(sendgrid_server, 500)
     # Once it is over, running it again is fine (and finds nothing to do).
     assert world.send(issue, mailer_for(sendgrid_server), 100).sent_now == 0
+
+
+@BOTH_DATABASES
+def test_two_sends_started_together_make_one_send_not_a_crash(world: World) -> None:
+    """D7: both find no send for the issue and both insert one; the loser takes the winner's send."""
+    from sqlalchemy import create_engine, event
+
+    from newsletter.deliver.ledger import start_send
+
+    issue = world.new_issue(1)
+    elsewhere = create_engine(world.engine.url)  # another process's connection to the same database
+    winner: list[int] = []
+
+    def the_other_runner_wins(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        # Between our look-up and our insert, the other runner creates and commits the issue's send.
+        if statement.lstrip().upper().startswith("INSERT INTO SEND ") and not winner:
+            with session_scope(elsewhere) as s:
+                send = Send(issue_id=issue, mailer="outbox", status="running", max_subscription_id=0,
+                            batch_size=100, total=0, sent=0)
+                s.add(send)
+                s.flush()
+                winner.append(send.id)
+
+    event.listen(world.engine, "before_cursor_execute", the_other_runner_wins)
+    try:
+        send_id = start_send(world.engine, issue, world.newsletter_id, "outbox", 100)
+    finally:
+        event.remove(world.engine, "before_cursor_execute", the_other_runner_wins)
+        elsewhere.dispose()
+    assert winner and send_id == winner[0]  # the winner's send, and no IntegrityError
+    with session_scope(world.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Send).where(Send.issue_id == issue)) == 1

@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.store.db import session_scope
@@ -113,7 +114,22 @@ def epoch(value: datetime | None) -> float:
 
 
 def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
-    """The send of this issue: created (audience frozen) on first call, the same one on every resume."""
+    """The send of this issue: created (audience frozen) on first call, the same one on every resume.
+
+    Two `newsletter send` started together both find no send and both insert one; the issue's unique key lets
+    one win, and the other takes the winner's send (whose lease then tells it "already running").
+    """
+    try:
+        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size)
+    except IntegrityError:
+        with session_scope(engine) as session:
+            won = session.scalar(select(Send.id).where(Send.issue_id == issue_id))
+        if won is None:
+            raise
+        return won
+
+
+def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.issue_id == issue_id))
         if send is None:
