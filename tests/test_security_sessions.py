@@ -67,12 +67,13 @@ def test_refused_sign_ins_look_alike_whatever_the_reason(site: Site, client, mon
 
     assert {a for _, a in wrong} == {a for _, a in unknown} == {(401, REFUSED, None)}
     assert {a[:2] for _, a in throttled_editor} == {a[:2] for _, a in throttled_unknown} == {(429, REFUSED)}
-    # The fastest of each series is its real cost: a loaded machine only ever adds time (the hole was 3 ms
-    # against 150 ms, far outside this bound).
+    # The fastest of each series is its real cost: a loaded machine only ever adds time. A skipped check waits
+    # a running average of real checks, which load inflates, hence 3x rather than 2x; the hole was 3 ms against
+    # 150 ms (50x), far outside it.
     fastest = {name: min(t for t, _ in series) for name, series in
                [("wrong", wrong), ("unknown", unknown), ("throttled editor", throttled_editor),
                 ("throttled unknown", throttled_unknown)]}
-    assert max(fastest.values()) < 2 * min(fastest.values()), fastest
+    assert max(fastest.values()) < 3 * min(fastest.values()), fastest
     assert client.get("/editor/", follow_redirects=False).status_code == 303
 
 

@@ -125,6 +125,29 @@ def test_pick_quotes_and_pick_a_dropped_one_again(site, editor_client) -> None:
     assert "there is no quote 8" in page
 
 
+def test_a_storys_form_saves_its_summary_and_quotes_together_or_neither(site, editor_client) -> None:
+    items = _items(site)
+    bridge = items["Bridge plan approved"]
+    page = _post(editor_client, site, f"items/{bridge}/story", summary="Both at once.", quotes="1", keep=["1"])
+    assert f"items/{bridge}/story" in page and f"items/{bridge}/quotes" not in page  # one form for both
+    with session_scope(site.engine) as session:
+        row = session.get(IssueItem, bridge)
+        assert row.summary == "Both at once." and len(row.quotes) == 1
+        kept = row.quotes[0]["text"]
+    assert "best news for commuters" in kept
+    # A bad quote number refuses the whole save: the summary typed with it is not half-saved.
+    page = _post(editor_client, site, f"items/{bridge}/story", summary="Never saved.", quotes="1", keep=["7"])
+    assert "there is no quote 8" in page
+    with session_scope(site.engine) as session:
+        row = session.get(IssueItem, bridge)
+        assert row.summary == "Both at once." and [q["text"] for q in row.quotes] == [kept]
+    # A story shown without quotes to pick posts no "quotes": its quotes stay as they are.
+    _post(editor_client, site, f"items/{bridge}/story", summary="Only the summary.")
+    with session_scope(site.engine) as session:
+        row = session.get(IssueItem, bridge)
+        assert row.summary == "Only the summary." and [q["text"] for q in row.quotes] == [kept]
+
+
 def test_reorder_stories(site, editor_client) -> None:
     items = _items(site)
 

@@ -109,6 +109,61 @@ def test_typed_text_survives_another_button_and_leaving_asks_first(server, brows
     context.close()
 
 
+def _story_row(site, title: str) -> tuple[int, str, list[str]]:  # noqa: ANN001
+    from newsletter.store.models import IssueItem
+
+    with session_scope(site.engine) as session:
+        item = session.scalars(select(IssueItem).where(IssueItem.issue_id == site.draft_issue_id,
+                                                       IssueItem.title == title)).one()
+        return item.id, item.summary, [q["text"] for q in item.quotes or []]
+
+
+@pytest.mark.parametrize(("width", "button"), [(390, "Keep these quotes for"), (1280, "Save summary of")])
+def test_either_button_of_a_story_saves_its_summary_and_its_quotes(server, browser, width: int,  # noqa: F811
+                                                                    button: str) -> None:
+    from playwright.sync_api import expect
+
+    site, base = server
+    context = browser.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 600)
+    page = context.new_page()
+    page.set_default_timeout(30000)  # waits only as long as a loaded machine needs
+    _sign_in(page, base, site)
+    title = "Bridge plan approved"
+    item_id, summary_before, quotes_before = _story_row(site, title)
+    assert len(quotes_before) >= 2, quotes_before
+    story = page.locator(f"#story-{item_id}")
+    typed = f"Typed at {width} px, then saved with “{button}”."
+    story.locator("textarea[name=summary]").fill(typed)
+    story.locator("details summary").click()  # the quotes fold away until asked for
+    boxes = story.locator("input[name=keep]")
+    expect(boxes.first).to_be_checked()
+    boxes.first.uncheck()
+    with page.expect_navigation():
+        story.get_by_role("button", name=f"{button} “{title}”").click()
+    page.wait_for_load_state("load")
+
+    _, summary, quotes = _story_row(site, title)
+    assert summary == typed and quotes == quotes_before[1:]
+    story = page.locator(f"#story-{item_id}")
+    expect(story.locator("textarea[name=summary]")).to_have_value(typed)
+    expect(story.locator("input[name=keep]").first).not_to_be_checked()
+    expect(page.locator(".unsaved-note")).to_have_count(0)  # saved, so nothing is marked as waiting
+    expect(story.get_by_role("button", name=f"{button} “{title}”")).to_be_focused()
+
+    # Put the draft back as the other tests expect it.
+    story.locator("textarea[name=summary]").fill(summary_before)
+    if button.startswith("Keep"):  # focus came back to that button, so its fold opened again around it
+        expect(story.locator("details")).to_have_attribute("open", "")
+    else:
+        story.locator("details summary").click()
+    story.locator("input[name=keep]").first.check()
+    with page.expect_navigation():
+        story.get_by_role("button", name=f"Save summary of “{title}”").click()
+    page.wait_for_load_state("load")
+    assert _story_row(site, title)[2] == quotes_before
+    context.close()
+
+
 # -- the editor on a phone and with a keyboard; axe-core on every page ----------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

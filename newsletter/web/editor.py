@@ -332,6 +332,7 @@ EDITOR_ROUTES = [
     Route("/issues/{issue_id:int}/items/{item_id:int}/move", _form_edit("move"), methods=["POST"]),
     Route("/issues/{issue_id:int}/items/{item_id:int}/summary", _form_edit("summary"), methods=["POST"]),
     Route("/issues/{issue_id:int}/items/{item_id:int}/quotes", _form_edit("quotes"), methods=["POST"]),
+    Route("/issues/{issue_id:int}/items/{item_id:int}/story", _form_edit("story"), methods=["POST"]),
     Route("/issues/{issue_id:int}/intro", _form_edit("intro"), methods=["POST"]),
     Route("/issues/{issue_id:int}/test", send_test, methods=["POST"]),
     Route("/issues/{issue_id:int}/approve", approve, methods=["POST"]),

@@ -112,6 +112,28 @@ def _form_quotes(form: FormData) -> list[int]:
 
 
 @dataclass(frozen=True)
+class StoryForm:
+    """A story's form on the issue page: its summary and, when the page showed them, the quotes to keep."""
+
+    summary: str
+    keep: list[int] | None  # None: the form had no quotes to choose from, so they stay as they are
+
+
+def _form_story(form: FormData) -> StoryForm:
+    keep = _form_quotes(form) if form.get("quotes") == "1" else None
+    return StoryForm(str(form.get("summary", "")), keep)
+
+
+def _save_story(session: Session, issue_id: int, item_id: int, value: StoryForm) -> edit.Edit:
+    """The summary and the quotes in one change: either button of the story's form saves both, or neither."""
+    summary = edit.set_summary(session, issue_id, item_id, value.summary)
+    if value.keep is None:
+        return summary
+    quotes = edit.keep_quotes(session, issue_id, item_id, value.keep)
+    return edit.Edit(issue_id, summary.changed or quotes.changed, summary.reopened or quotes.reopened)
+
+
+@dataclass(frozen=True)
 class EditKind:
     """One kind of change. `make(session, issue_id, story_id, value)`; story_id is None for an issue's edit."""
 
@@ -129,6 +151,7 @@ EDITS: dict[str, EditKind] = {e.name: e for e in (
     EditKind("move", "story", edit.move, _form_offset, None),
     EditKind("summary", "story", edit.set_summary, lambda form: str(form.get("summary", "")), json_of(str)),
     EditKind("quotes", "story", edit.keep_quotes, _form_quotes, _json_quotes),
+    EditKind("story", "story", _save_story, _form_story, None),  # the API's PATCH already takes both at once
 )}
 
 

@@ -14,8 +14,10 @@
       sessionStorage.setItem(key, String(window.scrollY));
     }
     // A second click while the first is on its way would post the same change twice.
-    const button = form.querySelector("button[type=submit]");
-    if (button) { setTimeout(function () { button.disabled = true; }, 0); }
+    // (A story's form has two buttons, "Save summary" and "Keep these quotes": both save the same form.)
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      setTimeout(function () { button.disabled = true; }, 0);
+    });
   });
 })();
 
@@ -82,7 +84,7 @@
       });
       let target = null;
       forms.forEach(function (f) {
-        const b = f.querySelector("button[type=submit]");
+        const b = f.querySelectorAll("button[type=submit]")[want.button || 0];
         if (!target && b && !b.disabled && (want.index === undefined || forms.indexOf(f) === want.index)) { target = b; }
       });
       if (!target && want.story) {
@@ -91,6 +93,9 @@
       }
       // After the load and the jump to the story's #fragment, which would otherwise leave focus on <body>.
       if (target) {
+        // "Keep these quotes" sits in a folded <details>: unfold it, or the button could not take focus.
+        const fold = target.closest("details");
+        if (fold) { fold.open = true; }
         window.addEventListener("load", function () {
           setTimeout(function () { target.focus({ preventScroll: true }); }, 0);
         });
@@ -104,6 +109,8 @@
       return f.getAttribute("action") === action;
     });
     const story = form.closest("[data-story]");
-    sessionStorage.setItem(key, JSON.stringify({ action: action, index: same.indexOf(form), story: story ? story.id : null }));
+    const button = Array.from(form.querySelectorAll("button[type=submit]")).indexOf(event.submitter);
+    sessionStorage.setItem(key, JSON.stringify({ action: action, index: same.indexOf(form), button: Math.max(button, 0),
+                                                 story: story ? story.id : null }));
   });
 })();
