@@ -137,3 +137,48 @@ def test_right_to_left_issue_reads_from_the_right(browser) -> None:  # noqa: ANN
         page.screenshot(path=str(ARTIFACTS / "rtl-375px.png"), full_page=True)
     finally:
         page.close()
+
+
+def _png(width: int, height: int) -> bytes:
+    """A solid-colour PNG of the given size: a stand-in picture whose shape the card must keep."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\x00" + b"\x3c\x6e\x91" * width) * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("images", ["on", "off"])
+@pytest.mark.parametrize("width", [375, 600])
+def test_story_pictures_with_images_on_and_off(browser, demo_issue, width: int, images: str) -> None:  # noqa: ANN001
+    html, titles = demo_issue
+    picture = _png(1200, 675)
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    # Every picture request is answered here (on) or refused, as a client that blocks images does (off).
+    page.route(re.compile(r"\.(?:jpe?g|png|gif|webp)(?:\?.*)?$"),
+               lambda route: route.fulfill(body=picture, content_type="image/png") if images == "on"
+               else route.abort("blockedbyclient"))
+    try:
+        page.set_content(html, wait_until="load")
+        shown = page.evaluate("""() => [...document.querySelectorAll('.s img')].map(i => {
+            const r = i.getBoundingClientRect();
+            return {alt: i.alt, width: r.width, height: r.height, right: r.right, loaded: i.naturalWidth > 0}; })""")
+        assert len(shown) >= 1, "the demo issue has stories with pictures"
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width  # no sideways scrolling
+        for img in shown:
+            assert any(t.startswith(img["alt"].rstrip("…")) for t in titles) and img["right"] <= width, img
+            if images == "on":  # the picture's own shape, the card's width (less its padding)
+                assert img["loaded"] and img["width"] <= min(width, 600) - 48 + 1, img
+                assert abs(img["height"] - img["width"] * 675 / 1200) <= 2, img
+            else:
+                assert not img["loaded"]
+        visible = page.evaluate("() => [...document.querySelectorAll('h2 a.t')].filter(a => a.offsetHeight > 0).length")
+        assert visible == len(titles)  # the card reads the same without its pictures
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"demo-{width}px-images-{images}.png"), full_page=True)
+    finally:
+        page.close()

@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.compose.issue import Issue
 from newsletter.render.engine import render_issue
 from tests.fixtures.issues import NOW, make_issue, make_newsletter
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"
 
+def _pictured(issue: Issue) -> Issue:
+    """The first story with a picture, the others without: both cards are in the golden file."""
+    issue.items[0].image_url = "https://example.org/img/story-1.jpg"
+    return issue
+
+
 CASES = {
-    "digest-ltr": (make_issue(3), make_newsletter()),
+    "digest-ltr": (_pictured(make_issue(3)), make_newsletter()),
     "digest-rtl": (make_issue(1, intro=""), make_newsletter(language="he", direction="rtl")),
 }
 

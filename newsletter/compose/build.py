@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from lxml import etree
+from lxml import html as lxml_html
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from newsletter.collect.urls import web_url
 from newsletter.compose.issue import Issue, aggregated, issue_from_row
 from newsletter.compose.select import feed_summary, select_items, sent_before, window_for
 from newsletter.config import Newsletter
@@ -46,8 +49,39 @@ def _subject(nl: Newsletter, number: int, top_title: str) -> str:
         raise BuildError(f"{nl.path}: digest.subject: cannot fill {nl.digest.subject!r}: {exc}") from None
 
 
+MIN_PICTURE_PX = 100  # a picture declared smaller than this is a tracking pixel, an icon or an emoji, not the story's
+
+
+def _tiny(img: lxml_html.HtmlElement) -> bool:
+    sizes = [img.get("width", ""), img.get("height", "")]
+    return any(size.strip().isdigit() and int(size) < MIN_PICTURE_PX for size in sizes)
+
+
+def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
+    """The first picture in an item's body, http(s) only, and its caption: its alt text, else its title, unless
+    that only repeats the headline. A picture post (an item that is only an <img>, like Tumblr's "Photo"
+    posts) has nothing else: this is its picture and its text. (None, "") when there is no picture."""
+    if "<img" not in content_html:
+        return None, ""
+    try:
+        root = lxml_html.fragment_fromstring(content_html, create_parent="div")
+    except (etree.ParserError, ValueError):  # markup lxml cannot read: no picture rather than no issue
+        return None, ""
+    for img in root.iter("img"):
+        src = web_url(img.get("src"))
+        if src is None or _tiny(img):  # data:, javascript:, relative; a tracking pixel, an icon, an emoji
+            continue
+        for attr in ("alt", "title"):
+            caption = single_line(img.get(attr) or "")
+            if caption and caption.casefold() != single_line(title).casefold():
+                return src, caption
+        return src, ""
+    return None, ""
+
+
 def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
     lead = group[0]
+    picture, caption = first_picture(lead.content_html, lead.title)
     others = [
         {"title": other.title, "url": other.link or "", "source": other.source.name or other.source.url}
         for other in group[1:]
@@ -62,9 +96,9 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         source_name=lead.source.name or lead.source.title or lead.source.url,
         author=lead.author,
         published_at=lead.published_at,
-        image_url=lead.image_url,
+        image_url=lead.image_url or picture,  # the feed's own choice first (media:thumbnail, an enclosure)
         summary=feed_summary(lead.content_text, nl.digest.summary_words, nl.digest.summary_sentences,
-                             lead.language or nl.language),
+                             lead.language or nl.language) or caption,
         summary_method="feed",
         quotes=[],
         related=[],

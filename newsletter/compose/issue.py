@@ -124,6 +124,20 @@ def aggregated(feed_url: str | None, link: str | None) -> bool:
     return bool(feed and page and feed != page)
 
 
+def _web_image(url: str | None) -> str | None:
+    """`url` if it is an absolute http(s) address with a host and no whitespace or control characters, else None.
+    Collecting already checks with collect.urls.web_url; this second look is kept here because `issue list`
+    and `show` must not import the collect package (tests/test_cli_lazy.py)."""
+    if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    return url if parts.scheme.lower() in ("http", "https") and host else None
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
@@ -197,7 +211,9 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "source": s.source,
                 "author": s.author,
                 "published": _iso(s.published),
-                "image_url": s.image_url,
+                # Checked again here, where every render and the API read it: an address stored by an older
+                # version or set by hand is shown only if it is http(s), never javascript: or data:.
+                "image_url": _web_image(s.image_url),
                 "summary": s.summary,
                 "summary_method": s.summary_method,
                 "quotes": [asdict(q) for q in s.quotes],
