@@ -42,7 +42,7 @@ from newsletter.collect.parse import (  # noqa: E402
     struct_to_utc,
 )
 from newsletter.collect.sanitize import html_to_text, sanitize_html  # noqa: E402
-from newsletter.collect.urls import web_url  # noqa: E402
+from newsletter.urls import web_url  # noqa: E402
 
 FIELDS = ("stored", "title", "link", "content text", "image", "date", "guid", "author", "sanitizer",
           "fast = feedparser")

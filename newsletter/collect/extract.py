@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin
 
-from newsletter.collect.urls import web_url
 from newsletter.text import is_boilerplate, is_prose, normalize_ws, word_count, words
+from newsletter.urls import web_url
 
 # trafilatura's own fallback (its readability port and jusText) stays on: measured, it adds 0.001 F1 on the
 # extraction benchmark for about 7 ms a page, next to the readability-lxml pass below.

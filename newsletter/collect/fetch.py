@@ -24,7 +24,7 @@ import httpx
 
 from newsletter import __version__
 from newsletter.collect.guard import Guard, GuardedBackend, Refused
-from newsletter.collect.urls import web_url
+from newsletter.urls import web_url
 
 USER_AGENT = f"newsletter/{__version__} (+https://github.com/newsletter-digest/newsletter)"
 DEFAULT_TIMEOUT = 20.0

@@ -29,7 +29,7 @@ from feedparser.datetimes import _parse_date as feedparser_date  # the same date
 from lxml import etree
 
 from newsletter.collect.sanitize import html_to_text, repair_cp1252, sanitize_html
-from newsletter.collect.urls import web_url
+from newsletter.urls import web_url
 
 MAX_TITLE = 1000
 

@@ -10,7 +10,6 @@ from lxml import html as lxml_html
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter.collect.urls import web_url
 from newsletter.compose.issue import Issue, aggregated, issue_from_row
 from newsletter.compose.select import feed_summary, select_items, sent_before, window_for
 from newsletter.config import Newsletter
@@ -18,6 +17,7 @@ from newsletter.editorial.headline import fit_subject, headline
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, Item, NewsletterRow, utcnow
 from newsletter.text import single_line
+from newsletter.urls import web_url
 
 EDITABLE = ("draft", "held")
 

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.store.models import IssueItem, IssueRow
+from newsletter.urls import web_url
 
 # 2: each quote has `kind` ("speech" or "passage") and `start`/`end` offsets in the article text (null for a
 # quote stored before version 2, whose kind is then inferred: "speech" when it names a speaker).
@@ -124,20 +125,6 @@ def aggregated(feed_url: str | None, link: str | None) -> bool:
     return bool(feed and page and feed != page)
 
 
-def _web_image(url: str | None) -> str | None:
-    """`url` if it is an absolute http(s) address with a host and no whitespace or control characters, else None.
-    Collecting already checks with collect.urls.web_url; this second look is kept here because `issue list`
-    and `show` must not import the collect package (tests/test_cli_lazy.py)."""
-    if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        return None
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return None
-    return url if parts.scheme.lower() in ("http", "https") and host else None
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
@@ -213,7 +200,7 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "published": _iso(s.published),
                 # Checked again here, where every render and the API read it: an address stored by an older
                 # version or set by hand is shown only if it is http(s), never javascript: or data:.
-                "image_url": _web_image(s.image_url),
+                "image_url": web_url(s.image_url),
                 "summary": s.summary,
                 "summary_method": s.summary_method,
                 "quotes": [asdict(q) for q in s.quotes],

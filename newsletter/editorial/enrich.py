@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, joinedload
 
 from newsletter.collect.article import get_articles, run_sync
 from newsletter.collect.fetch import FetchLimits
-from newsletter.collect.urls import web_url
 from newsletter.config import Newsletter
 from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
@@ -29,6 +28,7 @@ from newsletter.editorial.related import Doc, RelatedIndex, related_entries
 from newsletter.editorial.summarize import extractive_summary
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, utcnow
 from newsletter.text import word_count
+from newsletter.urls import web_url
 
 log = logging.getLogger(__name__)
 
