@@ -223,7 +223,9 @@ def _extractive(story: _Story, nl: Newsletter, notes: dict) -> None:
         notes.setdefault("summary", "no whole sentences to summarize; kept the feed's text")
 
 
-def _archive(session: Session, stories: list[_Story]) -> RelatedIndex:
+def _archive(session: Session, stories: list[_Story]) -> tuple[RelatedIndex, dict[int, Item]]:
+    """The index over the archive, and its items by id (held here: the session keeps loaded rows only while
+    something refers to them, and looking each copy up again cost a query apiece)."""
     items = session.scalars(
         select(Item).options(joinedload(Item.source)).order_by(Item.id.desc()).limit(ARCHIVE_LIMIT)
     ).all()
@@ -239,7 +241,7 @@ def _archive(session: Session, stories: list[_Story]) -> RelatedIndex:
         )
         for it in items
     ]
-    return RelatedIndex(docs)
+    return RelatedIndex(docs), {it.id: it for it in items}
 
 
 def _in_window(item: Item | None, issue: IssueRow) -> bool:
@@ -260,7 +262,7 @@ def _related(
     into them, not another copy found on the way. At most `related` links per story and `related_total` per
     issue, the closest ones kept."""
     per_story, budget = nl.digest.related, nl.digest.related_total
-    index = _archive(session, stories)
+    index, archive_items = _archive(session, stories)
     issue_ids = {r.item_id for r in issue.items if r.item_id is not None}
     issue_urls = {r.url for r in issue.items} | {
         c.get("url", "") for r in issue.items for c in (r.also_covered_by or [])
@@ -279,7 +281,7 @@ def _related(
             # Another source's copy of this story, from the same period, is "also covered by".
             known = {canonical_url(u) for u in {row.url} | {c.get("url", "") for c in covered}}
             for other in same:
-                other_item = session.get(Item, other.id)
+                other_item = archive_items.get(other.id) or session.get(Item, other.id)
                 if (
                     other_item is None
                     or other_item.source_id == story.item.source_id
