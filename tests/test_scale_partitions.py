@@ -128,9 +128,26 @@ class Send:
         for log in self.logs:
             log.close()
 
+    def state(self) -> str:
+        """The ledger's batches and the job queue, for a failure message."""
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                batches = conn.execute(sa.text(
+                    "SELECT number, status, attempts, claimed_by, error FROM send_batch ORDER BY number")).all()
+                jobs = conn.execute(sa.text(
+                    "SELECT id, task_name, status, attempts, worker_id FROM procrastinate_jobs ORDER BY id")).all()
+                workers = conn.execute(sa.text("SELECT * FROM procrastinate_workers")).all()
+        except sa.exc.SQLAlchemyError as exc:
+            return f"(no state: {exc})"
+        finally:
+            engine.dispose()
+        return "\n".join(["batches:", *map(str, batches), "jobs:", *map(str, jobs), "workers:", *map(str, workers)])
+
     def log_text(self) -> str:
-        return "\n".join(f"--- {Path(log.name).name}\n{Path(log.name).read_text(errors='replace')[-4000:]}"
-                         for log in self.logs)
+        exits = ", ".join(f"pid {w.pid}: {w.poll()}" for w in self.workers)
+        tails = (f"--- {Path(f.name).name}\n{Path(f.name).read_text(errors='replace')[-4000:]}" for f in self.logs)
+        return "\n".join([self.state(), f"worker exit codes (None: running): {exits}", *tails])
 
     def assert_exactly_once(self) -> None:
         copies = self.sendgrid.deliveries()
@@ -293,4 +310,34 @@ def test_worker_cut_off_from_sendgrid_after_its_request_was_accepted(send: Send)
     assert settled_by.endswith(f":{inside.pid}")
     assert len(run.sendgrid.accepted) == BATCHES  # nothing was sent twice, by either worker
     run.stop_workers()
+    run.assert_exactly_once()
+
+
+def test_postgresql_restarted_mid_send(send: Send) -> None:
+    """The database goes down after SendGrid accepted a batch and before the worker could record it, and comes
+    back a few seconds later (a restart, a failover): the send finishes by itself, exactly once."""
+    run = send
+    inside = run.start_worker(inside=True)
+    restarted = threading.Event()
+    cut: dict[str, int] = {}
+
+    def restart_postgres(accepted: Accepted) -> None:
+        cut["batch"] = run.batch_of(accepted)
+        run.pg.stop("fast")  # every connection is closed; the 202 is answered into a dead database
+
+        def back() -> None:
+            time.sleep(3)
+            run.pg.start()
+            restarted.set()
+
+        threading.Thread(target=back, daemon=True).start()
+
+    on_nth_accept(run, 3, restart_postgres)
+    run.queue()
+    wait_for(restarted.is_set, 60, "PostgreSQL to be restarted", run)
+    wait_for(lambda: send_status(run) == "done", 45, "the send to finish after the restart", run)
+    assert inside.poll() is None, run.log_text()  # the worker rode out the restart
+    assert len(run.sendgrid.accepted) == BATCHES
+    run.stop_workers()
+    assert inside.returncode == 0  # and SIGTERM still stops it for good
     run.assert_exactly_once()
