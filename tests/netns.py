@@ -118,7 +118,7 @@ def _free_subnets(count: int) -> list[str]:
     while len(out) < count:
         base = f"10.{rng.randint(200, 249)}.{rng.randint(0, 255)}"
         last = rng.randrange(0, 256, 4)
-        if f"{base}.{last + 1}/" in used or f"{base}.{last + 2}/" in used or (base, last) in out:
+        if f"{base}.{last + 1}/" in used or f"{base}.{last + 2}/" in used or f"{base}.{last}" in out:
             continue
         out.append(f"{base}.{last}")
     return out

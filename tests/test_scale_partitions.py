@@ -233,6 +233,10 @@ def test_worker_cut_off_from_postgresql_mid_batch_the_others_finish_the_send(sen
     the silent worker's connections (and the batch lock they held), its job is found stalled and retried by the
     other worker, which asks SendGrid what it accepted for that batch instead of sending it again. When the
     network comes back, the cut-off worker sends nothing more.
+
+    The server drops silent peers within seconds because the test tuned it so (tcp_keepalives_*,
+    tcp_user_timeout: tests/netns.py); with PostgreSQL's defaults the lock would stay held, and that one batch
+    would wait for the partition to heal, to be recorded by the worker that sent it.
     """
     run = send
     inside = run.start_worker(inside=True)
