@@ -84,16 +84,16 @@ def test_crash_after_the_provider_accepted_resumes_without_duplicates(
         pass
 
     mailer = mailer_for(sendgrid_server)
-    real_push, calls = mailer.push, []
+    real_push, calls = mailer.push_prepared, []
 
-    def push_then_die(message, recipients):  # noqa: ANN001, ANN202
-        result = real_push(message, recipients)
+    def push_then_die(prepared):  # noqa: ANN001, ANN202
+        result = real_push(prepared)
         calls.append(1)
         if len(calls) == 3:
             raise Crash  # the process dies between the provider's 202 and our commit
         return result
 
-    mailer.push = push_then_die
+    mailer.push_prepared = push_then_die  # the request is built (prepare) before the batch is marked sending
     with pytest.raises(Crash):
         world.send(world.new_issue(1), mailer, 100)
     with session_scope(world.engine) as s:
