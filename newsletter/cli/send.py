@@ -133,12 +133,13 @@ def register(app: typer.Typer) -> None:
                           f"Run `newsletter send {slug}` again to resume.")
             raise typer.Exit(130)
         if report.status == "held":
+            others = _tally(report)
             console.print(f"[yellow]Held:[/] {report.held_recipients} recipients in batch(es) "
                           f"{', '.join(map(str, report.held_batches))} may or may not have received the issue "
                           f"(the provider's answer was lost and it cannot be asked). Everyone else was sent it"
-                          f"{_tally(report)}. Decide for these batches with `newsletter send {slug} --unknown "
-                          f"resend` (they may get a second copy) or `--unknown skip` (they may miss this issue).",
-                          highlight=False)
+                          f"{f' (but: {others[2:]})' if others else ''}. Decide for these batches with "
+                          f"`newsletter send {slug} --unknown resend` (they may get a second copy) or "
+                          "`--unknown skip` (they may miss this issue).", highlight=False)
             raise typer.Exit(3)
         if report.status == "already-sent":
             console.print(f"Issue #{issue.number} was already sent to {report.total} subscribers; nothing to do.")
