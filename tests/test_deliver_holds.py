@@ -58,11 +58,12 @@ def mailer_without_activity(server: SendGridServer) -> SendGridMailer:
 
 # -- SMTP: the hold names the one message in flight (D5); progress is not failure (D6) -------------------------
 
+@BOTH_DATABASES
 def test_smtp_hold_names_only_the_message_in_flight_and_sends_the_rest(
-    tmp_path: Path, smtpd: tuple[Recorder, int]
+    db_url: str, smtpd: tuple[Recorder, int]
 ) -> None:
     recorder, port = smtpd
-    world = make_world(f"sqlite:///{tmp_path / 'd5.db'}", 60)
+    world = make_world(db_url, 60)
     recorder.lose_answer.add("user10@example.com")  # accepted, and the connection dies before the "250"
     issue = world.new_issue(1)
     report = world.send(issue, SMTPMailer("127.0.0.1", port), 50, no_wait())
