@@ -20,7 +20,7 @@ from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Subscriber
 from newsletter.subscribers.status import set_status
 from tests import smtp_server
-from tests.conftest import rss
+from tests.conftest import BOTH_DATABASES, rss
 from tests.feedserver import Route
 from tests.sendgrid_server import SendGridServer
 from tests.smtp_server import Recorder
@@ -42,6 +42,7 @@ def subscribe(workdir: Path, cli, n: int) -> None:  # noqa: ANN001
     cli("subscribers", "import", "people.csv", "-n", "city")
 
 
+@BOTH_DATABASES
 def test_the_loser_of_two_sends_started_together_says_already_running_in_one_line(
     workdir: Path, feed_server, cli, sendgrid_env: SendGridServer  # noqa: ANN001
 ) -> None:
