@@ -4,9 +4,12 @@
 A batch is handed to the provider until it is sent, held (outcome unknown and no way to find out) or refused for
 good, every step written to the ledger (newsletter.deliver.ledger) before the next one:
 
-    deliver(batch)  -- mark `sending` (attempt N), push, then record what happened:
+    deliver(batch)  -- build the request (Mailer.prepare, when it has one), mark `sending` (attempt N), push,
+                       then record what happened:
                          accepted      -> deliveries + `sent`, in one transaction
-                         partly (SMTP) -> deliveries for those accepted; the rest again
+                         partly (SMTP) -> deliveries for those accepted; the one message in flight when the
+                                          connection died is held by name (ledger.hold); the rest again. An
+                                          attempt that delivered someone does not count toward max_attempts
                          no answer     -> `unknown`, then settle(batch)
                          for now       -> `retry`, back off (full jitter, never before Retry-After), again,
                                           until `max_attempts`: then it raises, the ledger says `retry`
@@ -131,16 +134,17 @@ class BatchSender:
         message = dataclasses.replace(
             self.job.message, custom_args={**self.job.message.custom_args, "send": str(self.job.send_id),
                                            "batch": batch_key(self.job.send_id, batch.number)})
-        failures = 0
+        failures = 0  # attempts that delivered nothing: only those count toward max_attempts
         while True:
             if not rows:
-                self.ledger.record(batch, [], final=True)
+                self.ledger.record(batch, [], final=True)  # `unknown` when someone of it is held by name
                 return
             self._pace(len(rows))
             recipients = self._recipients(rows)
+            push = self._prepare(message, recipients)  # built before the mark: a kill while building holds nobody
             self.ledger.sending(batch, self.me)
             try:
-                result = self.mailer.push(message, recipients)
+                result = push()
             except PermanentDeliveryError as exc:
                 self.ledger.failed(batch, str(exc))
                 raise
@@ -148,16 +152,14 @@ class BatchSender:
                 accepted = [r for r in rows if r[2] in exc.accepted]
                 self._count(self.ledger.record(batch, accepted, message_ids=exc.accepted))
                 rows = [r for r in rows if r[2] not in exc.accepted]
-                failures += 1
                 if exc.outcome_unknown_for:
-                    self.ledger.unknown(batch, f"unknown-for:{exc.outcome_unknown_for}")
-                    if not self.settle(batch):
-                        return
-                    rows = self.ledger.rows_left(batch)
-                    if rows:
-                        self._retry_or_stop(batch, exc, failures)
-                    continue
-                self._retry_or_stop(batch, exc, failures)
+                    # Only the message in flight is uncertain: hold that one by name, send the rest of the batch.
+                    self.ledger.hold(batch, [r for r in rows if r[2] == exc.outcome_unknown_for], str(exc))
+                    rows = [r for r in rows if r[2] != exc.outcome_unknown_for]
+                if not accepted:
+                    failures += 1
+                if rows:
+                    self._retry_or_stop(batch, exc, failures)
                 continue
             except OutcomeUnknownError as exc:
                 self.ledger.unknown(batch, str(exc))
@@ -198,13 +200,9 @@ class BatchSender:
         if policy == "resend":
             self.ledger.retry(batch, None)
             return True
-        if policy == "skip":
-            rows = self.ledger.rows_left(batch)
-            error = batch.error or ""
-            only = error[len("unknown-for:"):] if error.startswith("unknown-for:") else None
-            self._count(self.ledger.record(batch, [r for r in rows if only is None or r[2] == only]))
-            self.ledger.retry(batch, None)
-            return True
+        if policy == "skip":  # recorded as skipped, never as delivered (newsletter.deliver.ledger.Ledger.decide)
+            self.ledger.decide(batch, "skip")
+            return False
         if batch.status != "unknown":
             self.ledger.unknown(batch)
         return False
@@ -230,6 +228,15 @@ class BatchSender:
         for email, why in not_built.items():
             self.report(f"not sent to {email}: {why}")
 
+    def _prepare(self, message: Message, recipients: Sequence[Recipient]) -> Callable[[], PushResult]:
+        """Build the batch's request (a mailer with `prepare`: every message, the whole body) now, before the batch
+        is marked `sending`, so that only the network call itself can leave an unknown outcome."""
+        prepare = getattr(self.mailer, "prepare", None)
+        if prepare is None:
+            return lambda: self.mailer.push(message, recipients)
+        prepared = prepare(message, recipients)
+        return lambda: self.mailer.push_prepared(prepared)  # type: ignore[attr-defined]
+
     def _count(self, delivered: int) -> None:
         with self.lock:
             self.sent_now += delivered
@@ -254,7 +261,7 @@ class BatchSender:
         if failures >= self.options.max_attempts:
             raise TemporaryDeliveryError(
                 f"batch {batch.number} still failing after {failures} attempts: {exc}", exc.retry_after)
-        delay = random.uniform(0, min(self.options.backoff_cap, self.options.backoff_base * 2 ** (failures - 1)))
+        delay = random.uniform(0, min(self.options.backoff_cap, self.options.backoff_base * 2 ** max(0, failures - 1)))
         if exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, 3600.0))
         self.report(f"{exc}; retrying batch {batch.number} in {delay:.1f}s")

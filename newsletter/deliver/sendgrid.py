@@ -150,9 +150,17 @@ class SendGridMailer:
         return {"personalizations": personalizations, **base}
 
     # -- sending ---------------------------------------------------------------------------------------------
-    def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
+    def prepare(self, message: Message, recipients: Sequence[Recipient]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The whole request body (and who could not be put in it), built before the engine marks the batch
+        `sending`: a crash while building leaves it certainly unsent (newsletter.deliver.engine)."""
         failed: dict[str, str] = {}
-        body = self.build_request(message, recipients, failed)
+        return self.build_request(message, recipients, failed), failed
+
+    def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
+        return self.push_prepared(self.prepare(message, recipients))
+
+    def push_prepared(self, prepared: tuple[dict[str, Any], dict[str, str]]) -> PushResult:
+        body, failed = prepared
         if not body["personalizations"]:  # nobody left to send to
             return PushResult(failed=failed)
         try:
