@@ -9,14 +9,14 @@ exactly "this person was sent this issue".
 listed batches, never to one that goes unknown later. `send_batch.decision` / `decided_at` record what the
 operator decided for that batch.
 
-Revision ID: 0005_holds
+Revision ID: 0004_holds
 Revises: 0003_feeds
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_holds"
+revision = "0004_holds"
 down_revision = "0003_feeds"
 branch_labels = None
 depends_on = None
