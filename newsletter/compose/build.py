@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter.compose.issue import Issue, aggregated, issue_from_row
-from newsletter.compose.select import feed_summary, select_items, sent_before, window_for
+from newsletter.compose.select import feed_summary, followed_up, select_items, sent_before, window_for
 from newsletter.config import Newsletter
 from newsletter.editorial.headline import fit_subject, headline
 from newsletter.store.db import ensure_newsletter, session_scope
@@ -152,10 +152,14 @@ def build_issue(
             session.flush()
         draft.window_start, draft.window_end = start, end
         draft.items.extend(_story_row(group, i, nl) for i, group in enumerate(groups))
-        updates = sent_before(session, nrow.id, [g[0] for g in groups])  # those left changed materially
+        leads = [g[0] for g in groups]
+        updates = sent_before(session, nrow.id, leads)  # those left changed materially
+        follow_ups = followed_up(session, nrow.id, leads, skip=set(updates))
         for row in draft.items:
             if row.item_id in updates:
                 row.notes = {**(row.notes or {}), "update_of": updates[row.item_id][0]}
+            elif row.item_id in follow_ups:
+                row.notes = {**(row.notes or {}), "follow_up": follow_ups[row.item_id]}
         top = headline(groups[0][0].title, groups[0][0].content_text) if groups else "nothing new"
         draft.subject = _subject(nl, draft.number, top)
         draft.html = draft.text = draft.rendered_hash = None
