@@ -61,12 +61,26 @@ def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
     """The first picture in an item's body, http(s) only, and its caption: its alt text, else its title, unless
     that only repeats the headline. A picture post (an item that is only an <img>, like Tumblr's "Photo"
     posts) has nothing else: this is its picture and its text. (None, "") when there is no picture."""
+    src, caption, _ = picture_and_size(content_html, title)
+    return src, caption
+
+
+def _declared_size(img: lxml_html.HtmlElement) -> tuple[int, int] | None:
+    width, height = (img.get(attr, "").strip() for attr in ("width", "height"))
+    if width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
+        return int(width), int(height)
+    return None
+
+
+def picture_and_size(content_html: str, title: str) -> tuple[str | None, str, tuple[int, int] | None]:
+    """first_picture, and the picture's size when the body declares both its width and height (the email
+    gives the picture a height in proportion then; else "auto")."""
     if "<img" not in content_html:
-        return None, ""
+        return None, "", None
     try:
         root = lxml_html.fragment_fromstring(content_html, create_parent="div")
     except (etree.ParserError, ValueError):  # markup lxml cannot read: no picture rather than no issue
-        return None, ""
+        return None, "", None
     for img in root.iter("img"):
         src = web_url(img.get("src"))
         if src is None or _tiny(img):  # data:, javascript:, relative; a tracking pixel, an icon, an emoji
@@ -74,14 +88,24 @@ def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
         for attr in ("alt", "title"):
             caption = single_line(img.get(attr) or "")
             if caption and caption.casefold() != single_line(title).casefold():
-                return src, caption
-        return src, ""
-    return None, ""
+                return src, caption, _declared_size(img)
+        return src, "", _declared_size(img)
+    return None, "", None
+
+
+def _empty(item: Item) -> bool:
+    """Nothing to show a reader: no words and no usable picture (a picture post whose <img> is data: or an icon)."""
+    return not item.content_text.split() and not item.image_url and first_picture(item.content_html,
+                                                                                   item.title)[0] is None
 
 
 def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
     lead = group[0]
-    picture, caption = first_picture(lead.content_html, lead.title)
+    picture, caption, size = picture_and_size(lead.content_html, lead.title)
+    notes: dict[str, object] = {"via": lead.source.name or lead.source.title or ""} if aggregated(
+        lead.source.url, lead.link) else {}
+    if size and (lead.image_url or picture) == picture:  # the size belongs to the picture shown
+        notes["image_size"] = list(size)
     others = [
         {"title": other.title, "url": other.link or "", "source": other.source.name or other.source.url}
         for other in group[1:]
@@ -103,7 +127,7 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         quotes=[],
         related=[],
         also_covered_by=others,
-        notes={"via": lead.source.name or lead.source.title or ""} if aggregated(lead.source.url, lead.link) else {},
+        notes=notes,
     )
 
 
@@ -135,6 +159,8 @@ def build_issue(
         if since is not None:
             start = since
         groups = select_items(session, nrow.id, nl, start, end)
+        dropped = [g[0] for g in groups if all(_empty(it) for it in g)]
+        groups = [g for g in groups if not all(_empty(it) for it in g)]
         if not groups and not allow_empty:
             stale = _why_nothing(session, nl, start)
             return BuildResult(None, None, 0, False,
@@ -165,7 +191,9 @@ def build_issue(
         draft.html = draft.text = draft.rendered_hash = None
         draft.approved_at = draft.approved_by = draft.approved_hash = None
         session.flush()
-        result = BuildResult(draft.id, draft.number, len(groups), rebuilt)
+        result = BuildResult(draft.id, draft.number, len(groups), rebuilt, [
+            f"left out “{single_line(it.title) or it.link}” from {it.source.name or it.source.url}: no text and no "
+            "usable picture (a picture post whose picture is not an http(s) address, or an icon)" for it in dropped])
     if enrich and result.items and result.issue_id is not None:
         result.enrichment, problems = enrich_stories(engine, result.issue_id, nl)
         result.problems.extend(problems)
