@@ -155,3 +155,13 @@ def test_a_picture_post_without_a_usable_picture_is_left_out_with_a_note(workdir
     assert "left out “Photo” from Harbour Desk: no text and no usable picture" in note, note
     assert "Built issue #1 (id 1) of harbour with 1 stories." in note
     assert ">Photo<" not in rendered.html and "Bridge reopens after repairs" in rendered.html
+
+
+def test_a_feeds_advert_is_not_the_storys_picture(workdir, feed_server, cli) -> None:  # noqa: ANN001
+    # FeedBurner's ad unit, as rss2email's feed carries it after every post.
+    ad = _item("ad", "Version 2.68 released", '<p>Version 2.68 is out with new features.</p>'
+               '<p><a href="http://feedads.g.doubleclick.net/~a/x/0/da"><img src="http://feedads.g.doubleclick.net/'
+               '~a/x/0/di" border="0" ismap="true"></a></p>')
+    rendered = _issue(workdir, feed_server, cli, ad)
+    assert "doubleclick" not in rendered.html and images(rendered.html) == []
+    assert "Version 2.68 is out with new features." in rendered.html

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from lxml import etree
 from lxml import html as lxml_html
@@ -52,6 +53,17 @@ def _subject(nl: Newsletter, number: int, top_title: str) -> str:
 MIN_PICTURE_PX = 100  # a picture declared smaller than this is a tracking pixel, an icon or an emoji, not the story's
 
 
+# Pictures a feed's body carries that are not the story's: FeedBurner's ads and share buttons, WordPress's
+# counters. A hand-kept list (no maintained library names feed ad hosts); `ismap` images are ad units too.
+AD_HOSTS = ("doubleclick.net", "feeds.feedburner.com", "feedproxy.google.com", "pixel.wp.com",
+            "stats.wordpress.com", "feeds.wordpress.com")
+
+
+def _advert(img: lxml_html.HtmlElement, src: str) -> bool:
+    host = (urlsplit(src).hostname or "").lower()
+    return img.get("ismap") is not None or any(host == h or host.endswith("." + h) for h in AD_HOSTS)
+
+
 def _tiny(img: lxml_html.HtmlElement) -> bool:
     sizes = [img.get("width", ""), img.get("height", "")]
     return any(size.strip().isdigit() and int(size) < MIN_PICTURE_PX for size in sizes)
@@ -83,8 +95,8 @@ def picture_and_size(content_html: str, title: str) -> tuple[str | None, str, tu
         return None, "", None
     for img in root.iter("img"):
         src = web_url(img.get("src"))
-        if src is None or _tiny(img):  # data:, javascript:, relative; a tracking pixel, an icon, an emoji
-            continue
+        if src is None or _tiny(img) or _advert(img, src):  # data:, javascript:, relative; a tracking pixel,
+            continue  # an icon, an emoji; an advert
         for attr in ("alt", "title"):
             caption = single_line(img.get(attr) or "")
             if caption and caption.casefold() != single_line(title).casefold():
