@@ -140,10 +140,8 @@ def test_every_picture_in_the_email_has_a_width_a_height_and_alt_text(workdir, f
         assert img.get("width") and img.get("height") and img.get("alt"), img
     assert shown["https://harbour.example/logo.png"]["alt"] == "Harbour Desk"
     assert shown["https://harbour.example/logo.png"]["width"] == "120"
-    # The heron's page declared 500 x 750: the card's 552 px wide picture is 828 px high, not stretched.
-    assert shown["https://harbour.example/img/heron.jpg"]["height"] == "828"
-    # The bridge's size is not known here: "auto" (the picture's own shape), never a guessed number.
-    assert shown["https://harbour.example/img/bridge.jpg"]["height"] == "auto"
+    for src in ("https://harbour.example/img/heron.jpg", "https://harbour.example/img/bridge.jpg"):
+        assert shown[src]["height"] == "auto"  # the picture's own shape at any width, never a stretched number
 
 
 def test_a_picture_post_without_a_usable_picture_is_left_out_with_a_note(workdir, feed_server,

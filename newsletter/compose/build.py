@@ -73,26 +73,12 @@ def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
     """The first picture in an item's body, http(s) only, and its caption: its alt text, else its title, unless
     that only repeats the headline. A picture post (an item that is only an <img>, like Tumblr's "Photo"
     posts) has nothing else: this is its picture and its text. (None, "") when there is no picture."""
-    src, caption, _ = picture_and_size(content_html, title)
-    return src, caption
-
-
-def _declared_size(img: lxml_html.HtmlElement) -> tuple[int, int] | None:
-    width, height = (img.get(attr, "").strip() for attr in ("width", "height"))
-    if width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
-        return int(width), int(height)
-    return None
-
-
-def picture_and_size(content_html: str, title: str) -> tuple[str | None, str, tuple[int, int] | None]:
-    """first_picture, and the picture's size when the body declares both its width and height (the email
-    gives the picture a height in proportion then; else "auto")."""
     if "<img" not in content_html:
-        return None, "", None
+        return None, ""
     try:
         root = lxml_html.fragment_fromstring(content_html, create_parent="div")
     except (etree.ParserError, ValueError):  # markup lxml cannot read: no picture rather than no issue
-        return None, "", None
+        return None, ""
     for img in root.iter("img"):
         src = web_url(img.get("src"))
         if src is None or _tiny(img) or _advert(img, src):  # data:, javascript:, relative; a tracking pixel,
@@ -100,9 +86,9 @@ def picture_and_size(content_html: str, title: str) -> tuple[str | None, str, tu
         for attr in ("alt", "title"):
             caption = single_line(img.get(attr) or "")
             if caption and caption.casefold() != single_line(title).casefold():
-                return src, caption, _declared_size(img)
-        return src, "", _declared_size(img)
-    return None, "", None
+                return src, caption
+        return src, ""
+    return None, ""
 
 
 def _empty(item: Item) -> bool:
@@ -113,11 +99,7 @@ def _empty(item: Item) -> bool:
 
 def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
     lead = group[0]
-    picture, caption, size = picture_and_size(lead.content_html, lead.title)
-    notes: dict[str, object] = {"via": lead.source.name or lead.source.title or ""} if aggregated(
-        lead.source.url, lead.link) else {}
-    if size and (lead.image_url or picture) == picture:  # the size belongs to the picture shown
-        notes["image_size"] = list(size)
+    picture, caption = first_picture(lead.content_html, lead.title)
     others = [
         {"title": other.title, "url": other.link or "", "source": other.source.name or other.source.url}
         for other in group[1:]
@@ -139,7 +121,7 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         quotes=[],
         related=[],
         also_covered_by=others,
-        notes=notes,
+        notes={"via": lead.source.name or lead.source.title or ""} if aggregated(lead.source.url, lead.link) else {},
     )
 
 

@@ -86,7 +86,6 @@ class Story:
     via: str | None = None  # the aggregator (Hacker News, a link blog) the link came through, if it did
     # The sent story this one continues (related by topic, not the same story): {"number", "title", "url"}.
     follow_up: dict[str, Any] | None = None
-    image_size: tuple[int, int] | None = None  # the picture's own (width, height), when its page declared it
 
 
 @dataclass
@@ -152,14 +151,8 @@ def story_from_row(row: IssueItem) -> Story:
         update_of=(row.notes or {}).get("update_of"),
         via=(row.notes or {}).get("via"),
         follow_up=_follow_up((row.notes or {}).get("follow_up")),
-        image_size=_size((row.notes or {}).get("image_size")),
     )
 
-
-def _size(data: Any) -> tuple[int, int] | None:
-    if isinstance(data, list) and len(data) == 2 and all(isinstance(v, int) and v > 0 for v in data):
-        return data[0], data[1]
-    return None
 
 
 def _follow_up(data: Any) -> dict[str, Any] | None:
@@ -227,8 +220,6 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "update_of": s.update_of,
                 "via": s.via,
                 "follow_up": s.follow_up,
-                # The height the picture takes at the card's 552 px, in proportion; "auto" when unknown.
-                "image_height": round(552 * s.image_size[1] / s.image_size[0]) if s.image_size else "auto",
                 "domain": link_domain(s.url),
             }
             for s in items
@@ -245,7 +236,5 @@ def content_hash(issue: Issue) -> str:
         # Added after issues were approved with this hash: at their defaults they leave it as it was.
         if item.get("follow_up") is None:
             item.pop("follow_up", None)
-        if item.get("image_height") == "auto":
-            item.pop("image_height", None)
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

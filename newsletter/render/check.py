@@ -338,8 +338,8 @@ def check_images(report: Report, page: _Page) -> None:
         report.add("warn", "img-width", f"image {img.get('src')!r} has no width attribute: Outlook shows it at "
                                         "its natural size")
     for img in no_height:
-        report.add("warn", "img-height", f"image {img.get('src')!r} has no height attribute (a number, or "
-                                         "\"auto\" for the picture's own shape): some clients leave no room for it")
+        report.add("warn", "img-height", f"image {img.get('src')!r} has no height attribute (height=auto "
+                                         "keeps the picture's own shape): some clients then size it oddly")
     if page.images and not (missing_alt or empty_alt or no_width or no_height):
         report.add("ok", "img", f"all {len(page.images)} images have alt text, a width and a height")
     if not page.images:
