@@ -11,23 +11,38 @@ rules the README states. Real cycles with real deliveries close the file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
+from newsletter.config import Settings
+from newsletter.deliver.outbox import OutboxMailer
 from newsletter.schedule import jobs
 from newsletter.schedule.cadence import next_fire_times, send_grace
 from newsletter.schedule.jobs import CycleResult, due_period, record, utc
 from newsletter.schedule.runner import Runner
 from newsletter.schedule.status import schedule_status
-from newsletter.store.db import session_scope
+from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import IssueRow
-from tests.schedule_support import PEOPLE, Clock, Paper, SteppedScheduler, clock_apscheduler, make_paper, next_job_time
+from tests.feedserver import FeedServer
+from tests.schedule_support import (
+    PEOPLE,
+    Clock,
+    CountingMailer,
+    Paper,
+    SteppedScheduler,
+    clock_apscheduler,
+    make_paper,
+    next_job_time,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,36 @@ def paper(workdir, feed_server) -> Paper:  # noqa: ANN001
     return make_paper(workdir, feed_server)
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[tuple[Path, Engine, FeedServer]]:  # noqa: ANN001
+    """One database and feed server for the whole matrix: each case is its own newsletter (its own slug,
+    schedule folder, job and "first seen" row), so a case still starts on a fresh database for its newsletter,
+    without paying for a new database and server each time."""
+    root = tmp_path_factory.mktemp("dst")
+    server = FeedServer().start()
+    try:
+        yield root, get_engine(f"sqlite:///{root / 'newsletter.db'}"), server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def desk(shared, request) -> Paper:  # noqa: ANN001
+    """A newsletter of its own for one case of the matrix (no readers: the cycle there is the stand-in)."""
+    root, engine, server = shared
+    slug = f"case{next(_CASES)}"
+    folder = root / slug
+    (folder / "schedules").mkdir(parents=True)
+    settings = Settings(database_url=str(engine.url), outbox_dir=folder / "outbox", schedules_dir=folder / "schedules",
+                        secret_key="test-secret-key")
+    mailer = CountingMailer(OutboxMailer(settings.outbox_dir))
+    return Paper(folder, server, settings, mailer, jobs.Runtime(engine, settings, mailer_factory=lambda _s: mailer),
+                 slug=slug)
+
+
+_CASES = itertools.count(1)
+
+
 @pytest.fixture
 def clock(monkeypatch) -> Clock:  # noqa: ANN001
     c = Clock(datetime(2026, 1, 1, tzinfo=UTC))
@@ -179,12 +224,12 @@ SPRING = {  # when runners are up, relative to the spring-forward day (the send 
 @pytest.mark.parametrize("scenario", list(SPRING))
 @pytest.mark.parametrize("zone", ZONES, ids=ZONE_IDS)
 def test_a_send_in_the_spring_gap_goes_out_once_at_the_first_valid_instant(
-        paper: Paper, clock: Clock, runs: list, zone: Zone, scenario: str, kind: str) -> None:
-    paper.configure(send=CADENCES[kind](2, 30), timezone=zone.name, collect=QUIET_COLLECT)
+        desk: Paper, clock: Clock, runs: list, zone: Zone, scenario: str, kind: str) -> None:
+    desk.configure(send=CADENCES[kind](2, 30), timezone=zone.name, collect=QUIET_COLLECT)
     up = SPRING[scenario](zone)
     dues = expected_dues(zone, kind, "02:30", zone.spring - timedelta(days=8), up[-1][1])
-    drive(paper, clock, up)
-    want = expected_sends(zone, kind, dues, up, send_grace(paper.nl))
+    drive(desk, clock, up)
+    want = expected_sends(zone, kind, dues, up, send_grace(desk.nl))
     assert spell(zone, runs) == spell(zone, want)
     # The spring day's issue went out exactly once, at 03:00 or, when no runner was up then, at its start.
     day = [at for at, period in runs if period == period_of(zone, kind, zone.jump)]
@@ -206,30 +251,30 @@ AUTUMN = {  # relative to the day the clocks go back; the send is at the first o
 @pytest.mark.parametrize("kind", list(CADENCES))
 @pytest.mark.parametrize("scenario", list(AUTUMN))
 @pytest.mark.parametrize("zone", ZONES, ids=ZONE_IDS)
-def test_a_send_in_the_repeated_hour_goes_out_once(paper: Paper, clock: Clock, runs: list, zone: Zone,
+def test_a_send_in_the_repeated_hour_goes_out_once(desk: Paper, clock: Clock, runs: list, zone: Zone,
                                                    scenario: str, kind: str) -> None:
     hh, mm = (int(x) for x in zone.repeated.split(":"))
-    paper.configure(send=CADENCES[kind](hh, mm), timezone=zone.name, collect=QUIET_COLLECT)
+    desk.configure(send=CADENCES[kind](hh, mm), timezone=zone.name, collect=QUIET_COLLECT)
     up = AUTUMN[scenario](zone, zone.repeated)
     dues = expected_dues(zone, kind, zone.repeated, zone.autumn - timedelta(days=8), up[-1][1])
-    drive(paper, clock, up)
-    assert spell(zone, runs) == spell(zone, expected_sends(zone, kind, dues, up, send_grace(paper.nl)))
+    drive(desk, clock, up)
+    assert spell(zone, runs) == spell(zone, expected_sends(zone, kind, dues, up, send_grace(desk.nl)))
     assert len([p for _at, p in runs if p == period_of(zone, kind, local(zone, zone.autumn, "12:00"))]) == 1
 
 
 @pytest.mark.parametrize("kind", list(CADENCES))
 @pytest.mark.parametrize("zone", ZONES, ids=ZONE_IDS)
 def test_editing_the_send_line_in_the_spring_window_still_sends_that_period(
-        paper: Paper, clock: Clock, runs: list, zone: Zone, kind: str) -> None:
+        desk: Paper, clock: Clock, runs: list, zone: Zone, kind: str) -> None:
     """The `send` line changed from 07:00 to 02:30 at 03:10 on the spring day: that day's issue goes out at
     the reload (a moment after its 03:00), not the next day or week; and not again at 07:00."""
-    paper.configure(send=CADENCES[kind](7, 0), timezone=zone.name, collect=QUIET_COLLECT)
+    desk.configure(send=CADENCES[kind](7, 0), timezone=zone.name, collect=QUIET_COLLECT)
     edit, end = local(zone, zone.spring, "03:10"), local(zone, zone.spring, "12:00", days=1)
-    runner = start_runner(paper, clock, local(zone, zone.spring, "01:00", days=-1))
+    runner = start_runner(desk, clock, local(zone, zone.spring, "01:00", days=-1))
     try:
         run_until(runner, clock, edit)
         before = len(runs)
-        paper.configure(send=CADENCES[kind](2, 30), timezone=zone.name, collect=QUIET_COLLECT)
+        desk.configure(send=CADENCES[kind](2, 30), timezone=zone.name, collect=QUIET_COLLECT)
         runner.reload()  # what a changed file or SIGHUP does on the next tick
         runner.scheduler.step()
         run_until(runner, clock, end)
@@ -332,16 +377,16 @@ def test_a_run_dropped_by_apscheduler_past_its_grace_is_said_too(paper: Paper, c
 
 @pytest.mark.parametrize("zone", ZONES, ids=ZONE_IDS)
 @pytest.mark.parametrize("send", ["daily at {t}", "weekly on sunday at {t}", "every 30 minutes"])
-def test_schedule_list_never_shows_a_next_send_in_the_past_in_the_repeated_hour(paper: Paper, zone: Zone,
+def test_schedule_list_never_shows_a_next_send_in_the_past_in_the_repeated_hour(desk: Paper, zone: Zone,
                                                                                 send: str) -> None:
-    paper.configure(send=send.format(t=zone.repeated), timezone=zone.name)
+    desk.configure(send=send.format(t=zone.repeated), timezone=zone.name)
     first = local(zone, zone.autumn, zone.repeated) - timedelta(hours=2)
     for minute in range(0, 4 * 60, 5):  # both occurrences of the hour and around them
         now = first + timedelta(minutes=minute)
-        with session_scope(paper.rt.engine) as session:
-            shown = schedule_status(session, paper.nl, now).next_send
+        with session_scope(desk.rt.engine) as session:
+            shown = schedule_status(session, desk.nl, now).next_send
         assert shown is not None and shown.astimezone(UTC) > now, (now, shown)
-        assert next_fire_times(paper.nl, now, 1)[0] == shown
+        assert next_fire_times(desk.nl, now, 1)[0] == shown
 
 
 def test_issue_rows_are_one_per_period_after_a_real_autumn_restart(paper: Paper, clock: Clock) -> None:

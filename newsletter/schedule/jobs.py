@@ -511,7 +511,15 @@ def missed_beyond_grace(session: Session, nl: Newsletter, now: datetime) -> Miss
     # Strictly after the last cycle (a cycle at the due time ran it); from the moment it existed, inclusive.
     since = max(existed, utc(last_ran)) if last_ran is not None else existed - timedelta(microseconds=1)
     grace = send_grace(nl)
-    dues = [d for d in next_fire_times(nl, since, MISSED_SCAN) if now - utc(d) > grace]
+    limit = now - grace  # a send due before this is late by more than its grace
+    dues: list[datetime] = []
+    while len(dues) < MISSED_SCAN:  # page by page: usually the first page ends past the limit
+        page = next_fire_times(nl, since, 8)
+        late = [d for d in page if utc(d) < limit]
+        dues += late
+        if len(late) < len(page) or not page:
+            break
+        since = page[-1]
     if not dues:
         return None
     latest = dues[-1].astimezone(timezone_of(nl))
