@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import apscheduler.executors.base as aps_executors
+import apscheduler.schedulers.base as aps_base
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import func, select
 
 from newsletter.config import Newsletter, Settings, load_newsletter, settings_from_env
@@ -115,3 +119,52 @@ def make_paper(workdir: Path, server: FeedServer) -> Paper:
 
 def hours(n: float) -> timedelta:
     return timedelta(hours=n)
+
+
+# --- APScheduler on a controlled clock ------------------------------------------------------------------
+
+
+class Clock:
+    """The time the runner, its jobs and APScheduler all read; the test moves it."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+class SteppedScheduler(BaseScheduler):
+    """APScheduler's own job processing (due jobs from the persistent store, coalescing, misfire grace, next run
+    times from the trigger), stepped by the test instead of a thread's timer; jobs run in the caller."""
+
+    def __init__(self, **options: object) -> None:
+        options["executors"] = {"default": DebugExecutor()}
+        super().__init__(**options)
+
+    def wakeup(self) -> None:
+        """Nothing to wake: the test calls step() at each moment it sets."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+    def step(self) -> None:
+        self._process_jobs()
+
+
+def clock_apscheduler(monkeypatch, clock: Clock) -> None:  # noqa: ANN001
+    """APScheduler 3 reads the time in two places (the scheduler's loop and the executor's misfire check):
+    point both at the controlled clock, as libfaketime would for the whole process."""
+
+    class ClockDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN001, ANN206
+            return clock().astimezone(tz) if tz is not None else clock().replace(tzinfo=None)
+
+    monkeypatch.setattr(aps_base, "datetime", ClockDatetime)
+    monkeypatch.setattr(aps_executors, "datetime", ClockDatetime)
+
+
+def next_job_time(scheduler: BaseScheduler) -> datetime | None:
+    times = [job.next_run_time for job in scheduler.get_jobs() if job.next_run_time is not None]
+    return min(times) if times else None

@@ -81,6 +81,7 @@ def test_bad_schedules_name_the_file_and_field(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("tz", "spring", "autumn"), [
     ("Europe/Paris", datetime(2026, 3, 29), datetime(2026, 10, 25)),
     ("America/New_York", datetime(2026, 3, 8), datetime(2026, 11, 1)),
+    ("Australia/Sydney", datetime(2026, 10, 4), datetime(2026, 4, 5)),
 ])
 def test_weekly_send_keeps_local_time_across_dst_and_fires_once_a_week(tmp_path: Path, tz: str, spring: datetime,
                                                                        autumn: datetime) -> None:
@@ -99,9 +100,10 @@ def test_weekly_send_keeps_local_time_across_dst_and_fires_once_a_week(tmp_path:
             assert len(offsets) == 2, "the five weeks straddle the change"
             wanted = tuple(int(x) for x in send[-5:].split(":"))
             for f in local:
-                # The wall-clock time stays put; a time skipped by spring-forward goes out an hour later.
+                # The wall-clock time stays put; a time skipped by spring-forward goes out at the first valid
+                # instant after it, when the clocks jump to 03:00.
                 skipped = f.date() == change.date() and change == spring and wanted[0] == 2
-                assert (f.hour, f.minute) == ((3, 30) if skipped else wanted), (send, f)
+                assert (f.hour, f.minute) == ((3, 0) if skipped else wanted), (send, f)
             utc_hours = {f.astimezone(UTC).hour for f in local if f.date() != change.date()}
             assert len(utc_hours) == 2, "in UTC the send moves by an hour with the change"
 

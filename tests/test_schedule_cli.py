@@ -58,3 +58,17 @@ def test_schedule_list_and_run_now(paper: Paper, cli) -> None:  # noqa: ANN001
     busy = cli("schedule", "run", "paper", "--now", ok=False)
     assert busy.exit_code == 1 and "ops-box:4242" in busy.output
     assert "`newsletter run` is running (ops-box:4242)" in cli("schedule", "list").output
+
+
+def test_schedule_list_says_a_send_missed_beyond_its_grace(paper: Paper, cli) -> None:  # noqa: ANN001
+    """A runner last ran this daily newsletter four days ago and then stopped: the sends since then that are
+    past their grace are said, although no `newsletter run` is up to notice them."""
+    from newsletter.schedule.jobs import record
+
+    paper.configure(send="daily at 07:00", timezone="Europe/Paris")
+    four_days_ago = datetime.now(UTC) - timedelta(days=4)
+    record(paper.rt.engine, "paper", "seen", four_days_ago, "first-seen")
+    record(paper.rt.engine, "paper", "cycle", four_days_ago, "sent", "an earlier issue")
+    listing = " ".join(cli("schedule", "list").output.split())  # the table wraps long cells
+    assert "missed" in listing and "grace" in listing, listing
+    assert "No `newsletter run` is running" in listing

@@ -68,9 +68,8 @@ def register(app: typer.Typer) -> None:
         Example: `newsletter schedule list`
         """
         from newsletter.config import load_all
-        from newsletter.schedule.cadence import approval_policy, next_fire_times
-        from newsletter.schedule.jobs import last_cycle
         from newsletter.schedule.lease import current
+        from newsletter.schedule.status import schedule_status
         from newsletter.store.db import session_scope
 
         now = datetime.now(UTC)
@@ -83,19 +82,13 @@ def register(app: typer.Typer) -> None:
         _warn_not_scheduled(loaded.errors)
         with contextlib.nullcontext(None) if eng is None else session_scope(eng) as session:
             for slug, nl in sorted(loaded.newsletters.items()):
-                send = next_fire_times(nl, now, 1)
-                collect = next_fire_times(nl, now, 1, job="collect")
-                last = last_cycle(session, slug) if session is not None else None
-                last_text = f"{last.started_at:%Y-%m-%d %H:%M} UTC" if last else "never"
-                outcome = last.outcome if last else "—"
-                detail = (last.detail or "") if last else ""
+                status = schedule_status(session, nl, now)
                 approval = nl.schedule.approval
-                if approval_policy(nl).mode != "auto":
-                    draft = next_fire_times(nl, now, 1, job="build")
-                    approval += f"; next draft {_when(draft[0] if draft else None)}"
-                table.add_row(slug, f"{nl.schedule.send} ({nl.schedule.timezone})",
-                              _when(send[0] if send else None), _when(collect[0] if collect else None),
-                              approval, last_text, f"{outcome}: {detail}" if detail else outcome)
+                if status.next_draft is not None:
+                    approval += f"; next draft {_when(status.next_draft)}"
+                table.add_row(slug, f"{nl.schedule.send} ({nl.schedule.timezone})", _when(status.next_send),
+                              _when(status.next_collect), approval,
+                              f"{status.last_at:%Y-%m-%d %H:%M} UTC" if status.last_at else "never", status.outcome)
         console.print(table)
         if loaded.errors:
             console.print(f"{len(loaded.errors)} schedule file(s) did not load (see the warnings): nothing of "

@@ -82,39 +82,79 @@ class Cadence:
 
 
 class LocalCronTrigger(CronTrigger):
-    """A CronTrigger that fires once when the clocks go back, not twice.
+    """A CronTrigger that keeps local wall-clock times through daylight-saving changes, each at most once.
 
-    APScheduler 3 yields both instants of an ambiguous local time (e.g. 02:30 on the last Sunday of October in
-    Paris); a digest at "02:30" means the first of them. A time that does not exist (spring forward) fires at
-    the same instant one hour later on the wall clock, as APScheduler already does.
+    APScheduler 3 matches the cron fields against the wall clock and then attaches the zone, so around a change
+    it yields both instants of a repeated time (the clocks go back) and, for a time that does not exist (the
+    clocks go forward), an instant an hour later on the wall clock, or none at all when asked from inside that
+    hour: a runner started at 03:10 on the spring-forward day was told "tomorrow" for a 02:30 send.
+
+    Here the fields are matched on a naive wall clock (the same fields in UTC, which has no changes), and each
+    matching wall time W becomes one instant:
+
+    - W exists once: that instant;
+    - W happens twice (the clocks went back): the first of them, never the repeat;
+    - W does not exist (the clocks went forward): the first valid instant after it, the moment the clocks
+      jumped (02:30 in Paris on the last Sunday of March goes out at 03:00 CEST). Several skipped times
+      (a cron every 15 minutes) fall on that one instant and fire once.
+
+    Wall time to instant is non-decreasing, so the next fire time is the first matching W whose instant is not
+    before the cursor. The twin trigger is rebuilt on demand and not pickled: the job store's state stays
+    APScheduler's own (and `repr`, which the runner compares, is unchanged).
     """
 
+    def _wall_trigger(self) -> CronTrigger:
+        twin = getattr(self, "_wall", None)
+        if twin is None:
+            twin = CronTrigger.__new__(CronTrigger)
+            twin.__setstate__({"version": 2, "timezone": UTC, "start_date": None, "end_date": None,
+                               "fields": self.fields, "jitter": None})
+            self._wall = twin
+        return twin
+
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        tz = self.timezone
         cursor = now.astimezone(UTC)
-        if previous_fire_time is not None:
-            cursor = min(cursor, previous_fire_time.astimezone(UTC) + timedelta(microseconds=1))
-        fire = super().get_next_fire_time(previous_fire_time, now)
-        for _ in range(3000):  # a few dozen steps at most, around one repeated hour
-            if fire is None:
+        if previous_fire_time is not None:  # the first fire after the previous one (APScheduler catches up so)
+            cursor = previous_fire_time.astimezone(UTC) + timedelta(microseconds=1)
+        if self.start_date is not None:
+            cursor = max(cursor, self.start_date.astimezone(UTC))
+        # The wall clock just before the cursor, plus that microsecond: exactly at the end of a gap this is the
+        # start of the gap, so a skipped time due at that very instant is still found.
+        one = timedelta(microseconds=1)
+        wall = ((cursor - one).astimezone(tz).replace(tzinfo=None) + one).replace(tzinfo=UTC)
+        twin = self._wall_trigger()
+        for _ in range(10_000):  # only the repeated hour is stepped over, one matching minute at a time
+            match = twin.get_next_fire_time(None, wall)
+            if match is None:
                 return None
-            at = fire.astimezone(UTC)
-            if at >= cursor and not _second_of_repeated_time(fire, self.timezone):
-                return fire
-            if at >= cursor:  # the repeat of a time already fired: look past it
-                cursor = at + timedelta(microseconds=1)
-            else:  # started inside the repeated hour, APScheduler lost the fold and went back: step forward
-                cursor = (cursor + timedelta(minutes=1)).replace(second=0, microsecond=0)
-            fire = super().get_next_fire_time(None, cursor.astimezone(self.timezone))
-        return fire
+            instant = wall_instant(match.replace(tzinfo=None), tz)
+            if self.end_date is not None and instant > self.end_date.astimezone(UTC):
+                return None
+            if instant >= cursor:
+                return instant.astimezone(tz)
+            wall = match + one  # the repeat of a time that already fired (the clocks went back): look past it
+        return None
 
 
-def _second_of_repeated_time(value: datetime, tz: ZoneInfo) -> bool:
-    wall = value.astimezone(tz).replace(tzinfo=None)
+def wall_instant(wall: datetime, tz: ZoneInfo) -> datetime:
+    """The one UTC instant a schedule means by the naive local time `wall`: itself, the first of a repeated
+    time, or the end of the gap for a time the clocks skipped."""
     first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if second <= first:  # unambiguous (equal), or a spring-forward gap (fold=1 maps earlier)
-        return False
-    return value.astimezone(UTC) == second
+    if first <= second:  # exists once (equal), or twice (the first is earlier)
+        return first
+    # Skipped: fold=0 reads it with the offset before the change (the later instant), fold=1 with the one after.
+    # The clocks jumped between the two; find that instant to the second (zoneinfo does not list transitions).
+    after = first.astimezone(tz).utcoffset()
+    lo, hi = int(second.timestamp()), int(first.timestamp())  # offset before at lo, after at hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(tz).utcoffset() == after:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
 
 
 def _clock(match: re.Match[str], text: str) -> tuple[int, int]:
@@ -242,9 +282,11 @@ class ShiftedTrigger(BaseTrigger):
         self.offset = offset
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        prev = previous_fire_time + self.offset if previous_fire_time else None
-        fire = self.base.get_next_fire_time(prev, now + self.offset)
-        return fire - self.offset if fire else None
+        # In UTC: local arithmetic would move by wall-clock hours across a change and drop the fold of a
+        # repeated hour (an aware datetime plus a timedelta keeps the wall time, not the instant).
+        prev = _utc(previous_fire_time) + self.offset if previous_fire_time else None
+        fire = self.base.get_next_fire_time(prev, _utc(now) + self.offset)
+        return _utc(fire) - self.offset if fire else None
 
     def __str__(self) -> str:
         return f"{self.base} minus {self.offset}"
@@ -261,33 +303,40 @@ def local_time(value: datetime, tz: ZoneInfo) -> datetime:
     return value.astimezone(UTC).astimezone(tz)
 
 
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def fire_times(trigger: BaseTrigger, after: datetime, count: int, tz: ZoneInfo) -> list[datetime]:
-    """The next `count` fire times strictly after `after`, in local time."""
+    """The next `count` fire times strictly after `after`, in local time.
+
+    Stepped in UTC: `local + timedelta` keeps the wall time and resets the fold, so inside the repeated hour
+    it would step back an hour and offer a time already past.
+    """
     out: list[datetime] = []
-    now = local_time(after, tz) + timedelta(microseconds=1)
+    cursor = _utc(after) + timedelta(microseconds=1)
     prev: datetime | None = None
     while len(out) < count:
-        fire = trigger.get_next_fire_time(prev, now)
+        fire = trigger.get_next_fire_time(prev, cursor.astimezone(tz))
         if fire is None:
             break
         fire = local_time(fire, tz)
         out.append(fire)
-        prev, now = fire, fire + timedelta(microseconds=1)
+        prev, cursor = fire, _utc(fire) + timedelta(microseconds=1)
     return out
 
 
 def last_fire_time(trigger: BaseTrigger, now: datetime, tz: ZoneInfo) -> datetime | None:
     """The latest fire time at or before `now` (local), looking back at most about a year."""
-    now = local_time(now, tz)
-    limit = now.astimezone(UTC)  # compare in UTC: same-zone comparison ignores fold and gets the repeated hour wrong
+    limit = _utc(now)  # compare in UTC: same-zone comparison ignores fold and gets the repeated hour wrong
     for back in _LOOKBACKS:  # widening windows: a minutely cron walks 120 fire times, not a year's worth
         found: datetime | None = None
-        cursor, prev = now - back, None
+        cursor, prev = limit - back, None
         while True:
-            fire = trigger.get_next_fire_time(prev, cursor)
-            if fire is None or fire.astimezone(UTC) > limit:
+            fire = trigger.get_next_fire_time(prev, cursor.astimezone(tz))
+            if fire is None or _utc(fire) > limit:
                 break
-            found, prev, cursor = fire, fire, fire + timedelta(microseconds=1)
+            found, prev, cursor = fire, fire, _utc(fire) + timedelta(microseconds=1)
         if found is not None:
             return local_time(found, tz)
     return None

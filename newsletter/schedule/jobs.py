@@ -29,6 +29,7 @@ from newsletter.schedule.cadence import (
     approval_policy,
     build_ahead,
     last_send_due,
+    next_fire_times,
     next_send_after,
     period_key,
     send_grace,
@@ -408,6 +409,53 @@ def last_cycle(session: Session, slug: str) -> ScheduleRun | None:
                           .order_by(ScheduleRun.started_at.desc(), ScheduleRun.id.desc()))
 
 
+# --- when a send counts as missed ----------------------------------------------------------------------
+#
+# A newsletter "exists" for the scheduler from the moment a `newsletter run` on this database first saw its
+# schedule file (a "seen" row, written once; for databases from before that row, the first cycle ever run).
+# Not its row in the newsletter table: `newsletter send` or `build` by hand create that row long before a
+# schedule runs, and a faked clock (the tests, libfaketime) would put it in the future. A send due before that
+# moment is not missed, with one exception: a send whose period was still running when the newsletter first
+# appeared, and within its grace, goes out at once (a runner first started at 03:10 on the spring-forward day
+# still sends that day's issue due at 03:00; one first started at 06:58 does not send yesterday's 07:00 issue).
+
+SEEN_JOB = "seen"
+
+
+def note_first_seen(rt: Runtime, nl: Newsletter, now: datetime) -> datetime:
+    """Record, once, when a runner first saw this newsletter; returns that moment."""
+    with session_scope(rt.engine) as session:
+        known = existed_since(session, nl.slug)
+        if known is not None:
+            return known
+        session.add(ScheduleRun(newsletter_slug=nl.slug, job=SEEN_JOB, started_at=naive(now), finished_at=naive(now),
+                                outcome="first-seen", detail="first seen by `newsletter run` on this database"))
+    log_line(event="first-seen", newsletter=nl.slug, at=utc(now).isoformat(),
+             detail="sends due before now are not missed sends")
+    return utc(now)
+
+
+def existed_since(session: Session, slug: str) -> datetime | None:
+    """When the scheduler first knew this newsletter: its "seen" row, or its first cycle (older databases)."""
+    first = session.scalar(select(ScheduleRun.started_at).where(
+        ScheduleRun.newsletter_slug == slug, ScheduleRun.job.in_((SEEN_JOB, "cycle")))
+        .order_by(ScheduleRun.started_at).limit(1))
+    return utc(first) if first is not None else None
+
+
+def _counts(nl: Newsletter, due: datetime, existed: datetime | None) -> bool:
+    """Whether the send due at `due` was this newsletter's to make (see above)."""
+    if existed is None:
+        return False  # never seen by a runner: nothing of its past is missed
+    return utc(due) >= existed or period_key(nl, due) == period_key(nl, existed)
+
+
+def _ran_since(session: Session, slug: str, due: datetime) -> bool:
+    return session.scalar(select(ScheduleRun.id).where(
+        ScheduleRun.newsletter_slug == slug, ScheduleRun.job == "cycle",
+        ScheduleRun.started_at >= naive(due)).limit(1)) is not None
+
+
 def missed_send(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
     """The due send this process has not run yet (it was down at the time), if still within its grace."""
     now = utc(now)
@@ -415,10 +463,86 @@ def missed_send(rt: Runtime, nl: Newsletter, now: datetime) -> datetime | None:
     if due is None or now - utc(due) > send_grace(nl):
         return None
     with session_scope(rt.engine) as session:
-        ran = session.scalar(select(ScheduleRun.id).where(
-            ScheduleRun.newsletter_slug == nl.slug, ScheduleRun.job == "cycle",
-            ScheduleRun.started_at >= naive(due)))
-    return None if ran else due
+        if not _counts(nl, due, existed_since(session, nl.slug)) or _ran_since(session, nl.slug, due):
+            return None
+    return due
+
+
+@dataclass(frozen=True)
+class Missed:
+    """Sends that did not run within their grace: not sent late (they would crowd the next one), but said."""
+
+    due: datetime  # the latest of them, local time
+    count: int
+    late: timedelta  # of the latest
+    grace: timedelta
+    period: str
+
+    def detail(self, nl: Newsletter) -> str:
+        upcoming = next_send_after(nl, self.due + self.late)
+        after = f"; the next send is {upcoming:%a %Y-%m-%d %H:%M %Z}" if upcoming else ""
+        earlier = f" ({self.count - 1} earlier send{'s' if self.count > 2 else ''} too)" if self.count > 1 else ""
+        return (f"the send due {self.due:%a %Y-%m-%d %H:%M %Z} was missed by {_span(self.late)}{earlier}, more "
+                f"than its grace of {_span(self.grace)}: not sent (no `newsletter run` ran it in time){after}; "
+                f"`newsletter schedule run {nl.slug} --now` sends the current period's issue by hand")
+
+
+def _span(value: timedelta) -> str:
+    minutes = int(value.total_seconds() // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"))
+             if n]
+    return " ".join(parts) or f"{int(value.total_seconds())} seconds"
+
+
+MISSED_SCAN = 400  # send times looked at after the last run: a year of a daily send
+
+
+def missed_beyond_grace(session: Session, nl: Newsletter, now: datetime) -> Missed | None:
+    """Sends due after the last run (and after the newsletter existed) that are now past their grace."""
+    now = utc(now)
+    existed = existed_since(session, nl.slug)
+    if existed is None:
+        return None  # never seen by a runner: nothing of its past is missed
+    last_ran = session.scalar(select(ScheduleRun.started_at).where(
+        ScheduleRun.newsletter_slug == nl.slug, ScheduleRun.job == "cycle")
+        .order_by(ScheduleRun.started_at.desc()).limit(1))
+    # Strictly after the last cycle (a cycle at the due time ran it); from the moment it existed, inclusive.
+    since = max(existed, utc(last_ran)) if last_ran is not None else existed - timedelta(microseconds=1)
+    grace = send_grace(nl)
+    limit = now - grace  # a send due before this is late by more than its grace
+    dues: list[datetime] = []
+    while len(dues) < MISSED_SCAN:  # page by page: usually the first page ends past the limit
+        page = next_fire_times(nl, since, 8)
+        late = [d for d in page if utc(d) < limit]
+        dues += late
+        if len(late) < len(page) or not page:
+            break
+        since = page[-1]
+    if not dues:
+        return None
+    latest = dues[-1].astimezone(timezone_of(nl))
+    return Missed(latest, len(dues), now - utc(latest), grace, period_key(nl, latest))
+
+
+def report_missed(rt: Runtime, nl: Newsletter, now: datetime) -> Missed | None:
+    """Say (once) that sends were missed beyond their grace: a cycle row for `schedule list` and a JSON line.
+
+    The row is dated at the missed send's due time (and finished when noticed), so that it stands for that send
+    only: a later send still due within its grace is still caught up.
+    """
+    with session_scope(rt.engine) as session:
+        missed = missed_beyond_grace(session, nl, now)
+        if missed is None:
+            return None
+        detail = missed.detail(nl)
+        session.add(ScheduleRun(newsletter_slug=nl.slug, job="cycle", started_at=naive(missed.due),
+                                finished_at=naive(now), outcome="missed", detail=f"{missed.period}: {detail}"))
+    log_line(event="missed", newsletter=nl.slug, period=missed.period, due=missed.due.isoformat(),
+             missed=missed.count, late_seconds=int(missed.late.total_seconds()),
+             grace_seconds=int(missed.grace.total_seconds()), outcome="missed", detail=detail)
+    return missed
 
 
 def _backoff(session: Session, slug: str, period: str, base: timedelta) -> timedelta:

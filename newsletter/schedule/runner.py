@@ -5,7 +5,10 @@ APScheduler 3 with a persistent job store in the newsletter database runs, per n
 a scheduler alone does not give:
 
 - a lease row, so a second `newsletter run` against the same database is refused instead of racing;
-- catch-up on start from the database (a send due while the process was down goes out once, within its grace);
+- catch-up on start and on reload, from the database: a send due while the process was down (or under a schedule
+  just edited) goes out once, within its grace; one missed by more is said, in the log and `schedule list`;
+- a newsletter's past begins when a runner first saw it (see `jobs.note_first_seen`): no "catch-up" of a
+  period that ended before it existed;
 - resuming sends that were interrupted and sending issues approved after their send time;
 - reloading schedule files when they change (or on SIGHUP) without a restart;
 - a clean stop on SIGTERM: the batch in flight finishes, the rest resumes from the ledger next time.
@@ -21,10 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
 
@@ -32,7 +37,15 @@ from newsletter.config import ConfigError, Newsletter, Settings, load_newsletter
 from newsletter.deliver.mailer import Mailer
 from newsletter.schedule import jobs
 from newsletter.schedule.cadence import build_ahead, build_trigger, collect_trigger, send_grace, send_trigger
-from newsletter.schedule.jobs import Runtime, log_line, missed_build, missed_send, pending_sends
+from newsletter.schedule.jobs import (
+    Runtime,
+    log_line,
+    missed_build,
+    missed_send,
+    note_first_seen,
+    pending_sends,
+    report_missed,
+)
 from newsletter.schedule.lease import DEFAULT_TTL, LeaseHeld, acquire, new_holder, release, renew
 
 JOBSTORE_TABLE = "apscheduler_jobs"
@@ -81,6 +94,7 @@ class Runner:
         lease_ttl: timedelta = DEFAULT_TTL,
         mailer_factory: Callable[[Settings], Mailer] | None = None,
         clock: Callable[[], datetime] | None = None,
+        scheduler_factory: Callable[..., BaseScheduler] = BackgroundScheduler,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -92,7 +106,9 @@ class Runner:
             self.rt.mailer_factory = mailer_factory
         if clock is not None:
             self.rt.clock = clock
-        self.scheduler: BackgroundScheduler | None = None
+        # The tests give a scheduler they step at moments of a controlled clock; `newsletter run` a background one.
+        self.scheduler_factory = scheduler_factory
+        self.scheduler: BaseScheduler | None = None
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.reload_requested = False
@@ -136,16 +152,23 @@ class Runner:
                 continue
             found[nl.slug] = nl
         self.rt.newsletters = found  # one assignment: jobs see the old or the new set, never half of it
+        now = self.rt.clock()
+        for nl in found.values():
+            note_first_seen(self.rt, nl, now)
         for error in errors:
             log_line(event="config-error", detail=error)
         if errors and self.on_config_errors is not None:
             self.on_config_errors(errors)
         return errors
 
-    def sync_jobs(self) -> None:
-        """Make the job store match the schedule files; unchanged jobs keep their stored next run time."""
+    def sync_jobs(self) -> set[str]:
+        """Make the job store match the schedule files; unchanged jobs keep their stored next run time.
+
+        Returns the ids of the jobs added or replaced (APScheduler gives them their next run time).
+        """
         assert self.scheduler is not None
         wanted: dict[str, JobSpec] = {}
+        changed: set[str] = set()
         for nl in self.rt.newsletters.values():
             try:
                 for spec in job_specs(nl):
@@ -160,6 +183,7 @@ class Runner:
             existing = self.scheduler.get_job(spec.job_id, jobstore="default")
             if existing is not None and spec.same_as(existing):
                 continue
+            changed.add(spec.job_id)
             self.scheduler.add_job(
                 spec.func, spec.trigger, id=spec.job_id, name=spec.job_id, args=[spec.slug], jobstore="default",
                 replace_existing=True, coalesce=True, max_instances=1,
@@ -168,11 +192,16 @@ class Runner:
             job = self.scheduler.get_job(spec.job_id, jobstore="default")
             log_line(event="job-scheduled", job=spec.job_id, trigger=str(spec.trigger),
                      next_run=job.next_run_time.isoformat() if job and job.next_run_time else None)
+        return changed
 
     def reload(self) -> None:
         self.reload_requested = False
         errors = self.load()
-        self.sync_jobs()
+        changed = self.sync_jobs()
+        # An edited `send` line gets a new next run time from now on: a send it made due a moment ago (a 02:30
+        # send in the spring gap went out at 03:00, edited at 03:10) would otherwise wait a day or a week.
+        # Only within the grace, and nothing is called missed: under the old line that time was not a send time.
+        self.catch_up_sends({job.split(":", 1)[1] for job in changed if job.startswith("send:")}, report=False)
         log_line(event="reloaded", newsletters=sorted(self.rt.newsletters), errors=len(errors))
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -182,13 +211,14 @@ class Runner:
         acquire(self.engine, self.holder, ttl=self.lease_ttl)
         jobs.RUNTIME = self.rt
         self.load()
-        self.scheduler = BackgroundScheduler(
+        self.scheduler = self.scheduler_factory(
             jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=JOBSTORE_TABLE),
                        "runtime": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(max_workers=4)},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
+        self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         self.scheduler.start(paused=True)  # the job store is readable now; nothing runs until resume()
         self.sync_jobs()
         self.catch_up()
@@ -196,21 +226,46 @@ class Runner:
         log_line(event="runner-started", holder=self.holder, newsletters=sorted(self.rt.newsletters),
                  database=_redacted(self.settings.database_url))
 
+    def catch_up_sends(self, slugs: set[str], *, report: bool = True) -> set[str]:
+        """Sends due while no runner was up, or made due by an edit, run now (within their grace); with
+        `report`, one missed by more than its grace is said. Returns the newsletters set to send now."""
+        assert self.scheduler is not None
+        now = self.rt.clock()
+        caught: set[str] = set()
+        for slug in sorted(slugs):
+            nl = self.rt.newsletters.get(slug)
+            job = self.scheduler.get_job(f"send:{slug}", jobstore="default")
+            if nl is None or job is None:
+                continue
+            due = missed_send(self.rt, nl, now)
+            if report:  # before the catch-up's own cycle row, which would hide the sends missed before it
+                report_missed(self.rt, nl, now)
+            if due is None:
+                continue
+            caught.add(slug)
+            if job.next_run_time is not None and job.next_run_time <= now:
+                continue  # the job store still has the missed run: APScheduler runs it once (coalesced)
+            self.scheduler.modify_job(f"send:{slug}", jobstore="default", next_run_time=now)
+            log_line(event="catch-up", newsletter=slug, due=due.isoformat())
+        return caught
+
+    def _on_missed(self, event: JobExecutionEvent) -> None:
+        """APScheduler dropped a run past its grace (a process suspended, a long send before it): say so in
+        our log and in `schedule list`, not only in APScheduler's warning."""
+        kind, _, slug = event.job_id.partition(":")
+        nl = self.rt.newsletters.get(slug)
+        if kind != "send" or nl is None:
+            return
+        try:
+            report_missed(self.rt, nl, self.rt.clock())
+        except Exception as exc:  # a database hiccup: APScheduler's warning still says it
+            log_line(event="missed-report-failed", newsletter=slug, detail=f"{type(exc).__name__}: {exc}")
+
     def catch_up(self) -> None:
         """Sends due while no runner was up (within their grace) run now; interrupted sends resume."""
         assert self.scheduler is not None
         now = self.rt.clock()
-        caught: set[str] = set()
-        for slug, nl in self.rt.newsletters.items():
-            due = missed_send(self.rt, nl, now)
-            if due is None:
-                continue
-            caught.add(slug)
-            job = self.scheduler.get_job(f"send:{slug}", jobstore="default")
-            if job is not None and job.next_run_time is not None and job.next_run_time <= now:
-                continue  # the job store still has the missed run: APScheduler runs it once (coalesced)
-            self.scheduler.modify_job(f"send:{slug}", jobstore="default", next_run_time=now)
-            log_line(event="catch-up", newsletter=slug, due=due.isoformat())
+        caught = self.catch_up_sends(set(self.rt.newsletters))
         for slug, nl in self.rt.newsletters.items():
             build_due = missed_build(self.rt, nl, now)
             if build_due is not None and self.scheduler.get_job(f"build:{slug}", jobstore="default") is not None:
