@@ -34,6 +34,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from newsletter import __version__
 from newsletter.collect.guard import Guard, IPAddress, Refused
@@ -150,6 +151,7 @@ class _GuardedConnector(aiohttp.TCPConnector):
     def __init__(self, guard: Guard, limits: FetchLimits) -> None:
         self.guard = guard
         self.approved: set[IPAddress] = set()
+        self._literals: set[str] = set()
         self._recent: OrderedDict[Any, None] = OrderedDict()
         super().__init__(
             resolver=_GuardResolver(guard, self.approved),
@@ -167,9 +169,14 @@ class _GuardedConnector(aiohttp.TCPConnector):
         return socket.socket(family=family, type=type_, proto=proto)
 
     async def approve_literal(self, host: str, port: int) -> None:
-        """Check an address written in the URL (aiohttp connects to it without a resolver)."""
+        """Check an address written in the URL (aiohttp connects to it without a resolver).
+
+        Once per address and run: an address is its own answer, and the allow-list does not change in a run."""
+        if host in self._literals:
+            return
         for text in await self.guard.addresses(host, port):
             self.approved.add(ipaddress.ip_address(text))
+        self._literals.add(host)
 
     def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
         super()._release(key, protocol, should_close=should_close)
@@ -217,7 +224,7 @@ async def fetch(
 
     `local_files`: read file:// URLs and paths too (only for sources listed in a schedule file)."""
     started = time.monotonic()
-    if is_local(url) and local_files:
+    if local_files and is_local(url):
         result = await asyncio.to_thread(_read_file, url, limits)
         result.elapsed = time.monotonic() - started
         return result
@@ -229,9 +236,10 @@ async def fetch(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     try:
-        # wait_for bounds the whole exchange, not only each socket read: a server that trickles bytes
-        # forever must not hold a collect run hostage.
-        result = await asyncio.wait_for(_get(client, url, headers, limits), timeout=limits.timeout)
+        # The timeout bounds the whole exchange, not only each socket read: a server that trickles bytes
+        # forever must not hold a collect run hostage. (asyncio.timeout, not wait_for: no task per request.)
+        async with asyncio.timeout(limits.timeout):
+            result = await _get(client, url, headers, limits)
     except TimeoutError:  # aiohttp's own timeouts (ServerTimeoutError...) are TimeoutErrors too
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
     except (TooLarge, Refused) as exc:
@@ -269,13 +277,16 @@ async def _get(client: aiohttp.ClientSession, url: str, headers: dict[str, str],
 async def _hop(client: aiohttp.ClientSession, url: str, current: str, headers: dict[str, str],
                limits: FetchLimits, redirects: list[tuple[int, str]]) -> FetchResult | None:
     """One request: the result, or None after appending a redirect to follow to `redirects`."""
-    parsed = urlparse(current)
-    host = parsed.hostname or ""
+    target_url = URL(current)  # parsed once, by the parser aiohttp itself uses: the host checked is the one used
+    host = target_url.raw_host or ""
     if _looks_like_address(host):
         connector = client.connector
         assert isinstance(connector, _GuardedConnector)
-        await connector.approve_literal(host, parsed.port or (443 if parsed.scheme == "https" else 80))
-    async with client.get(current, headers=headers, allow_redirects=False) as response:
+        # Checked as written (yarl rewrites ::ffff:127.0.0.1 as ::ffff:7f00:1; the message should show the
+        # URL's spelling). Should the two parsers ever disagree on the host, the socket factory still refuses
+        # an address this did not approve.
+        await connector.approve_literal(urlparse(current).hostname or host, target_url.port or 0)
+    async with client.get(target_url, headers=headers, allow_redirects=False) as response:
         location = response.headers.get("location")
         if response.status in _REDIRECTS and location:
             await _drain(response)

@@ -45,6 +45,14 @@ def _same_address(name: str, ip: IPAddress) -> bool:
         return False
 
 
+def _plain_address(name: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return isinstance(ip, ipaddress.IPv6Address) or str(ip) == name
+
+
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address carries (mapped, compatible, 6to4, Teredo, NAT64), if any."""
     if ip.ipv4_mapped is not None:
@@ -102,7 +110,9 @@ class Guard:
         name = normal_host(host)
         resolver = self._resolver or default_resolver
         try:
-            found = await resolver(name, port)
+            # An address written out in its usual form is its own answer: no lookup (one costs a thread hop).
+            # Other spellings (2130706433, 0x7f.1) go to the resolver, which reads them as the OS would.
+            found = [name] if _plain_address(name) else await resolver(name, port)
         except (OSError, UnicodeError) as exc:
             raise Unresolvable(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
         if not found:
