@@ -241,6 +241,11 @@ def main() -> list[dict[str, str]]:
     was, was_304, was_first, was_second = collect_twice(httpx_fetch.fetch_all)
     cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all)
     cpu_httpx, _ = conditional_get_cpu(urls, args.cpu_passes, httpx_fetch.fetch_all)
+    httpx_fetch.PLAIN_ASYNCIO = True  # the same httpx fetcher, httpcore's network layer on asyncio streams
+    try:
+        cpu_httpx_asyncio, _ = conditional_get_cpu(urls, args.cpu_passes, httpx_fetch.fetch_all)
+    finally:
+        httpx_fetch.PLAIN_ASYNCIO = False
     cpu_raw = raw_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     cpu_aiohttp = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     server_process.terminate()
@@ -272,7 +277,8 @@ def main() -> list[dict[str, str]]:
          "baseline / floor": f"no HTTP library (asyncio streams, keep-alive): {cpu_raw * 1000:.3f} ms"
                              + f"; bare aiohttp: {cpu_aiohttp * 1000:.3f} ms"
                              + f"; httpx fetcher (as before): {cpu_httpx * 1000:.3f} ms, "
-                               f"{cpu_httpx / cpu_raw:.1f}x the floor"},
+                               f"{cpu_httpx / cpu_raw:.1f}x the floor; httpx, httpcore on plain asyncio: "
+                               f"{cpu_httpx_asyncio * 1000:.3f} ms"},
     ]
     return rows
 

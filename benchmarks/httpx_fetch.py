@@ -31,7 +31,69 @@ from newsletter.urls import web_url
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DRAIN_BYTES = 64 * 1024
+# True: httpcore's network layer is AsyncioBackend below instead of its anyio one (the pool's locks stay anyio's).
+PLAIN_ASYNCIO = False
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """httpcore's network stream on asyncio's own streams, without anyio in between."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError:
+            raise httpcore.ReadTimeout() from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            try:
+                self._writer.write(buffer)
+                async with asyncio.timeout(timeout):
+                    await self._writer.drain()
+            except TimeoutError:
+                raise httpcore.WriteTimeout() from None
+            except OSError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        self._writer.close()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        async with asyncio.timeout(timeout):
+            await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        return self
+
+    def get_extra_info(self, info: str) -> object:
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "is_readable":
+            return self._reader.at_eof() or bool(self._reader._buffer)  # type: ignore[attr-defined]
+        return self._writer.get_extra_info(info)
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[SocketOption] | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout() from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return AsyncioStream(reader, writer)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network layer with the guard in front: it connects to the address that was checked.
@@ -42,7 +104,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, guard: Guard, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
         self.guard = guard
-        self.inner = inner or httpcore.AnyIOBackend()
+        self.inner = inner or (AsyncioBackend() if PLAIN_ASYNCIO else httpcore.AnyIOBackend())
 
     async def connect_tcp(
         self,
@@ -340,7 +402,7 @@ async def fetch_all(
         async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
             host = urlparse(url).netloc
             host_sem = per_host.setdefault(host, asyncio.Semaphore(limits.per_host))
-            async with overall, host_sem:
+            async with overall, host_sem:  # as main had it (fetch.py now takes the host's turn first)
                 result = await fetch(client, url, limits, etag=etag, last_modified=last_modified, accept=accept,
                                      local_files=local_files)
             if on_done is not None:

@@ -368,7 +368,9 @@ async def fetch_all(
         async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
             host = urlparse(url).netloc
             host_sem = per_host.setdefault(host, asyncio.Semaphore(limits.per_host))
-            async with overall, host_sem:
+            # The host's turn first, then an overall slot: a request waiting for its host must not hold one
+            # of the `concurrency` slots meanwhile (it did, and a run's first hosts kept the others waiting).
+            async with host_sem, overall:
                 result = await fetch(client, url, limits, etag=etag, last_modified=last_modified, accept=accept,
                                      local_files=local_files)
             if on_done is not None:
