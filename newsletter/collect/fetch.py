@@ -198,7 +198,8 @@ def make_client(limits: FetchLimits, guard: Guard | None = None) -> aiohttp.Clie
     """
     return aiohttp.ClientSession(
         connector=_GuardedConnector(guard or Guard(), limits),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(limits.timeout, 10.0), sock_read=limits.timeout),
+        # Reads are bounded by fetch()'s timeout over the whole exchange; a timer per read on top would only cost.
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(limits.timeout, 10.0)),
         trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
