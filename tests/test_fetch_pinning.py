@@ -108,3 +108,17 @@ def test_a_run_over_many_hosts_keeps_a_bounded_number_of_idle_connections(
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert all(s.hits == 1 for s in servers)
     assert seen[-1] <= fetcher._GuardedConnector.IDLE_HOSTS, seen[-1]
+
+
+def test_proxy_settings_in_the_environment_are_ignored(monkeypatch: pytest.MonkeyPatch, servers: list[Server]) -> None:
+    """Through a proxy the guard would only see the proxy's address: requests go straight to the checked one."""
+    site, proxy = servers[0], servers[1]
+    proxy_url = f"http://127.0.0.11:{proxy.server_address[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("NEWSLETTER_FETCH_ALLOW", "127.0.0.10")
+    [result] = asyncio.run(fetch_all([(f"http://127.0.0.10:{site.server_address[1]}/feed", None, None)],
+                                     FetchLimits(timeout=5)))
+    assert result.ok and site.hits == 1 and proxy.hits == 0, result.error
