@@ -2,6 +2,8 @@
 
 Compared in the same run with what a user would otherwise write: a sequential `feedparser.parse(url)` loop.
 A second `newsletter` run, where every feed answers 304 Not Modified, shows what conditional GET saves.
+Both runs are made with the fetcher in use (aiohttp) and with the one it replaced (httpx, benchmarks/httpx_fetch.py),
+and the client CPU per 304 is measured for each beside bare aiohttp and no HTTP library at all.
 
     python benchmarks/collect.py [--feeds 200] [--items 50] [--latency 0.05] [--hosts 10]
 
@@ -22,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 # The pages and feeds are served from loopback, which the fetcher refuses unless the operator allows it.
 os.environ.setdefault("NEWSLETTER_FETCH_ALLOW", "127.0.0.0/8")
@@ -109,13 +112,13 @@ def latency_floor(urls: list[str], latency: float, per_host: int) -> float:
     return max(-(-n // per_host) for n in counts.values()) * latency
 
 
-def conditional_get_cpu(urls: list[str], passes: int) -> tuple[float, dict[str, str]]:
-    """Client CPU seconds per request over `passes` runs of fetch_all on `urls`, every one answered 304.
+def conditional_get_cpu(urls: list[str], passes: int, fetch_all: Any) -> tuple[float, dict[str, str]]:
+    """Client CPU seconds per request over `passes` runs of `fetch_all` on `urls`, every one answered 304.
 
     Each pass is a run of its own (a new client), as `newsletter collect` is; also returns the ETags."""
     import asyncio
 
-    from newsletter.collect.fetch import FetchLimits, fetch_all
+    from newsletter.collect.fetch import FetchLimits
 
     limits = FetchLimits()
     first = asyncio.run(fetch_all([(u, None, None) for u in urls], limits))
@@ -158,14 +161,11 @@ def raw_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int,
     return (time.process_time() - started) / (passes * len(urls))
 
 
-def aiohttp_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int) -> float | None:
-    """The same conditional GETs through bare aiohttp, when it is installed (a comparison, not a dependency)."""
+def aiohttp_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int) -> float:
+    """The same conditional GETs through bare aiohttp: no guard, no redirect handling, no size checks."""
     import asyncio
 
-    try:
-        import aiohttp
-    except ImportError:
-        return None
+    import aiohttp
 
     async def run() -> None:
         connector = aiohttp.TCPConnector(limit=64, limit_per_host=per_host)
@@ -214,22 +214,45 @@ def main() -> list[dict[str, str]]:
 
     nl = Newsletter(name="Bench", slug="bench", from_address="b@example.com",
                     sources=[{"url": u, "name": f"feed {i}"} for i, u in enumerate(urls)])
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = get_engine(f"sqlite:///{tmp}/bench.db")
-        started = time.perf_counter()
-        first = collect(engine, [nl])
-        ours = time.perf_counter() - started
-        started = time.perf_counter()
-        second = collect(engine, [nl])
-        ours_304 = time.perf_counter() - started
-        engine.dispose()
-    cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes)
+
+    def collect_twice(fetch_all: Any) -> tuple[float, float, Any, Any]:
+        """A first collect and a second (every feed 304) into a new database, with this fetcher."""
+        import newsletter.collect.run as run
+
+        saved, run.fetch_all = run.fetch_all, fetch_all
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine = get_engine(f"sqlite:///{tmp}/bench.db")
+                started = time.perf_counter()
+                first = collect(engine, [nl])
+                full = time.perf_counter() - started
+                started = time.perf_counter()
+                second = collect(engine, [nl])
+                again = time.perf_counter() - started
+                engine.dispose()
+        finally:
+            run.fetch_all = saved
+        return full, again, first, second
+
+    from benchmarks import httpx_fetch
+    from newsletter.collect import fetch as aiohttp_fetch
+
+    ours, ours_304, first, second = collect_twice(aiohttp_fetch.fetch_all)
+    was, was_304, was_first, was_second = collect_twice(httpx_fetch.fetch_all)
+    cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all)
+    cpu_httpx, _ = conditional_get_cpu(urls, args.cpu_passes, httpx_fetch.fetch_all)
+    httpx_fetch.PLAIN_ASYNCIO = True  # the same httpx fetcher, httpcore's network layer on asyncio streams
+    try:
+        cpu_httpx_asyncio, _ = conditional_get_cpu(urls, args.cpu_passes, httpx_fetch.fetch_all)
+    finally:
+        httpx_fetch.PLAIN_ASYNCIO = False
     cpu_raw = raw_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     cpu_aiohttp = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     server_process.terminate()
 
-    assert first.new_items == baseline_items == args.feeds * args.items, (first.new_items, baseline_items)
-    assert all(o.status == "not-modified" for o in second.outcomes)
+    assert first.new_items == was_first.new_items == baseline_items == args.feeds * args.items, (
+        first.new_items, was_first.new_items, baseline_items)
+    assert all(o.status == "not-modified" for o in [*second.outcomes, *was_second.outcomes])
     limits = FetchLimits()
     floor = latency_floor(urls, args.latency, limits.per_host)
     sequential_floor = len(urls) * args.latency
@@ -242,15 +265,20 @@ def main() -> list[dict[str, str]]:
          "baseline / floor": f"latency floor {sequential_floor:.2f} s (one at a time)"},
         {"benchmark": "collect", "case": f"{label}: newsletter collect (parse + sanitize + store)",
          "seconds": f"{ours:.2f}", "ratio": f"{baseline / ours:.1f}x faster than baseline",
-         "baseline / floor": f"{floor_note}; {ours / floor:.1f}x the floor"},
+         "baseline / floor": f"{floor_note}; {ours / floor:.1f}x the floor; with httpx (as before): {was:.2f} s, "
+                             f"{baseline / was:.1f}x"},
         {"benchmark": "collect", "case": f"{label}: newsletter collect again, every feed 304",
          "seconds": f"{ours_304:.2f}", "ratio": f"{ours / ours_304:.1f}x faster than first run",
-         "baseline / floor": f"{floor_note}; {ours_304 / floor:.1f}x the floor"},
+         "baseline / floor": f"{floor_note}; {ours_304 / floor:.1f}x the floor; with httpx (as before): "
+                             f"{was_304:.2f} s, {was_304 / floor:.1f}x the floor"},
         {"benchmark": "collect", "case": f"client CPU per conditional GET answered 304 ({args.cpu_passes} runs "
                                          f"of {len(urls)})",
-         "seconds": f"{cpu_304 * 1000:.3f} ms", "ratio": f"{cpu_304 / cpu_raw:.0f}x the floor",
+         "seconds": f"{cpu_304 * 1000:.3f} ms", "ratio": f"{cpu_304 / cpu_raw:.1f}x the floor",
          "baseline / floor": f"no HTTP library (asyncio streams, keep-alive): {cpu_raw * 1000:.3f} ms"
-                             + (f"; bare aiohttp: {cpu_aiohttp * 1000:.3f} ms" if cpu_aiohttp is not None else "")},
+                             + f"; bare aiohttp: {cpu_aiohttp * 1000:.3f} ms"
+                             + f"; httpx fetcher (as before): {cpu_httpx * 1000:.3f} ms, "
+                               f"{cpu_httpx / cpu_raw:.1f}x the floor; httpx, httpcore on plain asyncio: "
+                               f"{cpu_httpx_asyncio * 1000:.3f} ms"},
     ]
     return rows
 

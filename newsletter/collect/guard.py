@@ -5,8 +5,8 @@ point at the machine itself (127.0.0.1, ::1, `2130706433`, `0x7f.0.0.1`), the pr
 metadata service (169.254.169.254). The guard works on the *resolved* addresses, never on how the host was
 spelled: a name is resolved once, every address it gave is checked, and the connection goes to a checked
 address, so a name that answers a public address to the check and 127.0.0.1 to the connect (DNS rebinding)
-cannot get through. It sits in the connection layer of the one fetcher (newsletter.collect.fetch), so every hop
-of a redirect chain passes it too.
+cannot get through. It sits in the connection layer of the one fetcher (newsletter.collect.fetch: the HTTP
+client's resolver and socket factory), so every hop of a redirect chain passes it too.
 
 NEWSLETTER_FETCH_ALLOW (comma-separated host names and CIDR networks, empty by default) is the operator's
 exception list, e.g. `NEWSLETTER_FETCH_ALLOW=intranet.example,10.1.0.0/16` to poll an intranet feed. It is read
@@ -18,18 +18,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-
-import httpcore
+from collections.abc import Awaitable, Callable
 
 from newsletter.config import ALLOW_ENV, Allow, normal_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> the addresses it resolves to, as strings; raises OSError when it does not resolve.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-# httpcore's socket option type (setsockopt arguments), spelled out: httpcore does not export it.
-SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
@@ -39,11 +34,23 @@ class Refused(Exception):
     """The request would go to an address outbound requests may not reach; the message says which and why."""
 
 
+class Unresolvable(OSError):
+    """The host has no address (an OSError, as a resolver's failure is to the HTTP client)."""
+
+
 def _same_address(name: str, ip: IPAddress) -> bool:
     try:
         return ipaddress.ip_address(name) == ip
     except ValueError:
         return False
+
+
+def _plain_address(name: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return isinstance(ip, ipaddress.IPv6Address) or str(ip) == name
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -103,11 +110,13 @@ class Guard:
         name = normal_host(host)
         resolver = self._resolver or default_resolver
         try:
-            found = await resolver(name, port)
+            # An address written out in its usual form is its own answer: no lookup (one costs a thread hop).
+            # Other spellings (2130706433, 0x7f.1) go to the resolver, which reads them as the OS would.
+            found = [name] if _plain_address(name) else await resolver(name, port)
         except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise Unresolvable(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
         if not found:
-            raise httpcore.ConnectError(f"cannot resolve {name}: no addresses")
+            raise Unresolvable(f"cannot resolve {name}: no addresses")
         if self.allow.allows_host(name):
             return found
         for text in found:
@@ -121,45 +130,3 @@ class Guard:
                     f"only (an operator can allow a host or network with {ALLOW_ENV})"
                 )
         return found
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network layer with the guard in front: it connects to the address that was checked.
-
-    TLS is unchanged: httpcore starts it on this connection with the URL's host name for SNI and for the
-    certificate check, so verification is exactly what it would be without the guard.
-    """
-
-    def __init__(self, guard: Guard, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.guard = guard
-        self.inner = inner or httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        last: Exception | None = None
-        for address in await self.guard.addresses(host, port):
-            try:
-                return await self.inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None  # addresses() never returns an empty list
-        raise last
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise Refused("refused: outbound requests never use local sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
