@@ -500,7 +500,7 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            if status != 202 and self.command == "POST":
+            if status != 202 and self.command == "POST" and self.path.startswith("/v3/mail/send"):
                 with server.lock:
                     server.rejected.append(
                         (status, payload.get("errors") if isinstance(payload, dict) else None)

@@ -36,6 +36,8 @@ CANCEL_LINE = 600.0  # SendGrid: no pause or cancel later than 10 minutes before
 CANCEL_MARGIN = 15.0  # ours: a cancel is trusted only if confirmed this long before the line (clock skew)
 RELEASE_AFTER = 60.0  # a cancellation is released this long after send_at, once SendGrid has discarded the mail
 MAX_CANCELLED = 10  # SendGrid: at most 10 batches paused or cancelled at one time
+SPARE = 2  # cancellations kept free for the requests in flight (`newsletter send` has two on SendGrid)
+MAX_AHEAD = 72 * 3600.0 - 60.0  # SendGrid schedules at most 72 hours ahead
 
 
 class HoldingMailer(Protocol):
@@ -83,9 +85,21 @@ class Canceller:
 
     # -- before the request ---------------------------------------------------------------------------------
     def plan(self, batch_row_id: int, attempt: int) -> Hold:
-        """A new SendGrid batch for attempt `attempt` of a ledger batch, written before the request goes out."""
+        """A new SendGrid batch for attempt `attempt` of a ledger batch, written before the request goes out.
+
+        Its send_at is the hold ahead, or later when SendGrid's 10 cancellations are (nearly) all in use (a
+        storm of lost answers): late enough that one comes free before this request's own line, so that it can
+        still be cancelled. Mail then arrives later; never twice.
+        """
         batch_id = self.mailer.new_batch_id()
-        send_at = float(int(self.mailer.now() + self.mailer.hold_seconds))
+        now = self.mailer.now()
+        send_at = now + self.mailer.hold_seconds
+        active = self._cancelled()
+        if len(active) >= MAX_CANCELLED - SPARE:
+            # After this moment at most MAX_CANCELLED - SPARE - 1 of today's cancellations are still in use.
+            free_at = active[len(active) - (MAX_CANCELLED - SPARE)].send_at + RELEASE_AFTER
+            send_at = min(max(send_at, free_at + CANCEL_LINE + CANCEL_MARGIN + 30.0), now + MAX_AHEAD)
+        send_at = float(int(send_at))
         with session_scope(self.engine) as session:
             row = SendGridHold(send_id=self.send_id, batch_id=batch_row_id, attempt=attempt,
                                provider_batch_id=batch_id, send_at=_naive(send_at), status="scheduled")
@@ -151,14 +165,18 @@ class Canceller:
             self.sleep(delay)
 
     # -- afterwards -----------------------------------------------------------------------------------------
-    def release_due(self) -> list[Hold]:
-        """Release every cancellation of this database whose send_at has passed; returns those still in use,
-        soonest free first. A release that fails now is tried again at the next opportunity."""
+    def _cancelled(self) -> list[Hold]:
+        """This database's cancellations still in use at SendGrid, soonest free first."""
         with session_scope(self.engine) as session:
             rows = session.scalars(
                 select(SendGridHold).where(SendGridHold.status == "cancelled").order_by(SendGridHold.send_at)
             ).all()
-            active = [_hold(r) for r in rows]
+            return [_hold(r) for r in rows]
+
+    def release_due(self) -> list[Hold]:
+        """Release every cancellation of this database whose send_at has passed; returns those still in use,
+        soonest free first. A release that fails now is tried again at the next opportunity."""
+        active = self._cancelled()
         now = self.mailer.now()
         left = []
         for hold in active:

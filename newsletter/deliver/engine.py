@@ -223,7 +223,7 @@ class BatchSender:
                 self.report(f"batch {batch.number} waits {wait:.0f}s aside for the provider's activity log; "
                             "the others go on")
                 return False
-            if wait > 0:
+            if wait > 0 and not waited:  # (waited: settle_waiting has slept it out already)
                 self.report(f"waiting {wait:.0f}s for the provider's activity log to settle (batch "
                             f"{batch.number})")
                 self.options.sleep(wait)
