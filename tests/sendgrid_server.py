@@ -253,6 +253,7 @@ class SendGridServer:
         # 1M benchmark also measures the sender with the validator out of the way, since jsonschema over 1000
         # personalizations (~60 ms) would otherwise be what it measures.
         self.validate_every = 1
+        self.lost_every = 0  # >0: every Nth mail send is accepted and its answer lost (the benchmark's faults)
         self.schema_validated = 0
         self.accepted: list[Accepted] = []
         self.rejected: list[tuple[int, Any]] = []  # (status, errors or None) for every non-202 answer
@@ -409,6 +410,8 @@ class SendGridServer:
 
     def _next_cue(self) -> tuple[str, int, dict[str, str]] | None:
         with self.lock:
+            if self.lost_every and self.requests % self.lost_every == 0:
+                return ("drop-after", 0, {})
             if self._drops:
                 return ("drop-" + self._drops.pop(0), 0, {})
             if self._cues:
@@ -658,9 +661,15 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
                                  "duplicates": sum(c - 1 for c in counts.values() if c > 1),
                                  "discarded": server.discarded_recipients, "calls": dict(server.calls)})
                 return
+            if url.path == "/_reset":  # a benchmark's next run counts from zero
+                server.reset()
+                self._send(200, {"reset": True})
+                return
             if url.path == "/_config":
-                server.validate_every = int(parse_qs(url.query).get("validate_every", ["1"])[0])
-                self._send(200, {"validate_every": server.validate_every})
+                query = parse_qs(url.query)
+                server.validate_every = int(query.get("validate_every", ["1"])[0])
+                server.lost_every = int(query.get("lost_every", ["0"])[0])
+                self._send(200, {"validate_every": server.validate_every, "lost_every": server.lost_every})
                 return
             if url.path != "/v3/messages":
                 self._send(404, {"errors": [_error("not found")]})
