@@ -104,11 +104,29 @@ class _Timed:
             self.activity_settle_seconds = mailer.activity_settle_seconds
         if hasattr(mailer, "accepted"):
             self.accepted = self._accepted
+        # Hold-and-cancel (SendGrid without the Activity API, newsletter.deliver.cancels): the engine asks for these
+        # by name; a cancel's waits reach the job queue through the worker's sleep, like the activity log's.
+        for name in ("activity_available", "holds", "new_batch_id", "cancel_batch", "release_batch", "now",
+                     "hold_seconds"):
+            if hasattr(mailer, name):
+                setattr(self, name, getattr(mailer, name))
+        if hasattr(mailer, "push_held"):
+            self.push_held = self._push_held
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
         try:
             result = self._mailer.push(message, recipients)
+        finally:
+            self._timing.provider += time.perf_counter() - started
+        self._timing.recipients += len(recipients)
+        return result
+
+    def _push_held(self, message: Message, recipients: Sequence[Recipient], batch_id: str | None,
+                   send_at: int | None) -> PushResult:
+        started = time.perf_counter()
+        try:
+            result: PushResult = self._mailer.push_held(message, recipients, batch_id, send_at)  # type: ignore[attr-defined]
         finally:
             self._timing.provider += time.perf_counter() - started
         self._timing.recipients += len(recipients)
