@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from newsletter.config import ConfigError
 from newsletter.deliver.engine import SendOptions
 from newsletter.deliver.errors import OutcomeUnknownError
-from newsletter.deliver.mailer import Message, PermanentDeliveryError, PushResult, Recipient
+from newsletter.deliver.mailer import Message, PushResult, Recipient
 from newsletter.deliver.sendgrid import SendGridMailer
 from newsletter.store.db import install_id, session_scope
 from newsletter.store.models import Delivery, Send, SendBatch, SendGridHold, utcnow
@@ -229,11 +230,11 @@ def test_a_fault_storm_ends_exactly_once_by_itself(db_url: str, sendgrid_server:
 def test_settings_are_checked_with_a_clear_message(sendgrid_server: SendGridServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENDGRID_SETTLE_BY", "guess")
-    with pytest.raises(PermanentDeliveryError, match="SENDGRID_SETTLE_BY: 'guess' is not one of activity, hold"):
+    with pytest.raises(ConfigError, match="SENDGRID_SETTLE_BY: 'guess' is not one of activity, hold"):
         SendGridMailer(SENDGRID_TEST_KEY, sendgrid_server.url)
     monkeypatch.setenv("SENDGRID_SETTLE_BY", "hold")
     monkeypatch.setenv("SENDGRID_HOLD_SECONDS", "300")
-    with pytest.raises(PermanentDeliveryError, match="10 minutes before"):
+    with pytest.raises(ConfigError, match="10 minutes before"):
         SendGridMailer(SENDGRID_TEST_KEY, sendgrid_server.url)
     monkeypatch.setenv("SENDGRID_HOLD_SECONDS", "900")
     mailer = SendGridMailer(SENDGRID_TEST_KEY, sendgrid_server.url)

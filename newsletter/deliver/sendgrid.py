@@ -32,6 +32,7 @@ from typing import Any
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
+from newsletter.config import ConfigError
 from newsletter.deliver.errors import OutcomeUnknownError
 from newsletter.deliver.mailer import (
     Message,
@@ -82,7 +83,7 @@ class SendGridMailer:
             raise PermanentDeliveryError("SENDGRID_API_KEY is not set")
         settle_by = settle_by or os.environ.get("SENDGRID_SETTLE_BY") or "auto"
         if settle_by not in SETTLE_MODES:
-            raise PermanentDeliveryError(
+            raise ConfigError(
                 f"SENDGRID_SETTLE_BY: {settle_by!r} is not one of {', '.join(SETTLE_MODES)}")
         self.settle_by = settle_by
         if hold_seconds is None:
@@ -90,9 +91,9 @@ class SendGridMailer:
             try:
                 hold_seconds = float(raw)
             except ValueError:
-                raise PermanentDeliveryError(f"SENDGRID_HOLD_SECONDS: {raw!r} is not a number of seconds") from None
+                raise ConfigError(f"SENDGRID_HOLD_SECONDS: {raw!r} is not a number of seconds") from None
         if not MIN_HOLD_SECONDS <= hold_seconds <= MAX_HOLD_SECONDS:
-            raise PermanentDeliveryError(
+            raise ConfigError(
                 f"SENDGRID_HOLD_SECONDS: {hold_seconds:g} is outside {MIN_HOLD_SECONDS:g}..{MAX_HOLD_SECONDS:g} "
                 "(SendGrid cancels a scheduled send only up to 10 minutes before it, and schedules at most 72 "
                 "hours ahead)")
