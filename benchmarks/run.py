@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "send_1m": [],
     "editorial": [],
     "related": [],
+    "issue_quality": [],
     "schedule": [],
     "web": [],
     # PostgreSQL only (NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL), at a scale that runs in

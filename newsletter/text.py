@@ -131,6 +131,11 @@ def _stem(token: str) -> str:
 
 def tokens(text: str) -> list[str]:
     """Index terms: lowercased words without stopwords, lightly stemmed."""
+    return list(_tokens(text))
+
+
+@lru_cache(maxsize=16_384)  # summary, quotes and related reading each read the same sentences and headlines
+def _tokens(text: str) -> tuple[str, ...]:
     out = []
     for w in _WORD.findall(text.lower()):
         w = w.replace("’", "'")
@@ -140,7 +145,7 @@ def tokens(text: str) -> list[str]:
     # CJK: overlapping character pairs, the usual index terms for scripts without spaces.
     for run in _CJK_RUN.findall(text):
         out += [run[i : i + 2] for i in range(len(run) - 1)] if len(run) > 1 else [run]
-    return out
+    return tuple(out)
 
 
 def is_boilerplate(text: str) -> bool:

@@ -31,6 +31,12 @@ class Recorder:
     fail: dict[str, list[str]] = field(default_factory=lambda: {"MAIL": [], "RCPT": [], "DATA": []})
     sessions: int = 0
     defer: dict[str, str] = field(default_factory=dict)  # address -> reply to DATA, once
+    # Addresses whose message is accepted (recorded) but whose answer to DATA never comes: the server hangs up
+    # instead, once each. The client cannot tell a lost "250" from a lost message.
+    lose_answer: set[str] = field(default_factory=set)
+    # A relay that takes at most this many messages per connection, then answers MAIL with 421 and hangs up.
+    per_session: int | None = None
+    _session_counts: dict[int, int] = field(default_factory=dict)
 
     def _session(self, session: Any) -> int:
         if not hasattr(session, "recorder_id"):
@@ -39,9 +45,12 @@ class Recorder:
         return session.recorder_id
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001, ANN201, N802
-        self._session(session)
+        number = self._session(session)
         if self.fail["MAIL"]:
             return self.fail["MAIL"].pop(0)
+        if self.per_session is not None and self._session_counts.get(number, 0) >= self.per_session:
+            server.transport.close()
+            return "421 4.7.0 too many messages on this connection, closing"
         envelope.mail_from = address
         return "250 OK"
 
@@ -60,9 +69,13 @@ class Recorder:
             if addr in self.defer:
                 return self.defer.pop(addr)
         msg = message_from_bytes(envelope.content, policy=policy.default)
-        self.received.append(
-            Received(self._session(session), envelope.mail_from, list(envelope.rcpt_tos), msg)
-        )
+        number = self._session(session)
+        self.received.append(Received(number, envelope.mail_from, list(envelope.rcpt_tos), msg))
+        self._session_counts[number] = self._session_counts.get(number, 0) + 1
+        lost = self.lose_answer.intersection(envelope.rcpt_tos)
+        if lost:
+            self.lose_answer -= lost
+            server.transport.close()  # accepted, and the "250" is never sent
         return "250 2.0.0 Message accepted for delivery"
 
     def deliveries(self) -> dict[str, int]:

@@ -2,8 +2,9 @@
 one copy per reader (counted at the SendGrid test server, after every hold has run out), and nobody is asked.
 
 Each run is killed at a random moment: half of them the instant the server has accepted a request (its answer
-not read yet: the lost-202 case), half at a random time after start (during start-up, between requests, inside
-one). The next run starts ten minutes later on the server's clock, which the test moves on instead of waiting:
+not read yet: the lost-202 case), a quarter at a random time once it sends (between requests, inside one), a
+quarter at a random time after start (often during start-up, before it could cancel what the last run left).
+The next run starts ten minutes later on the server's clock, which the test moves on instead of waiting:
 that is what lets the cancellations of earlier runs come free (SendGrid allows 10 at a time: with two requests in
 flight a kill leaves up to two) with a 40-minute hold, whose cancel window (30 minutes) holds two such gaps, for
 a run killed before it got to cancel what the one before left.
@@ -28,7 +29,7 @@ from tests.send_fixtures import make_world
 from tests.sendgrid_server import Accepted, SendGridServer
 
 ROOT = Path(__file__).parent.parent
-N, BATCH, KILLS = 3000, 50, 20
+N, BATCH, KILLS = 8000, 50, 20
 HOLD = 2400.0  # a cancel window of 30 minutes (SendGrid's line is 10 minutes before send_at)
 RESTART_AFTER = 600.0  # server seconds between a kill and the next run: twice that still fits the window
 
@@ -53,7 +54,7 @@ def test_20_kills_without_activity_end_exactly_once_without_a_decision(
     for round_ in range(KILLS):
         proc = start()
         if round_ % 2 == 0:  # the instant SendGrid has taken the k-th request of this run
-            target = len(server.accepted) + rng.randint(1, 12)
+            target = len(server.accepted) + rng.randint(1, 6)
             fired = threading.Event()
 
             def kill_at(_accepted: Accepted, proc: subprocess.Popen[bytes] = proc, target: int = target,
@@ -67,8 +68,17 @@ def test_20_kills_without_activity_end_exactly_once_without_a_decision(
                 proc.wait(30)
             finally:
                 server.on_accept = None
-        else:  # at a random moment after start
+        elif round_ % 4 == 3:  # at a random moment after start, often before it has done anything
             time.sleep(rng.uniform(0.3, 2.5))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        else:  # at a random moment once it sends: between requests, inside one, inside a cancel
+            asked = server.calls["batch"]
+            deadline = time.monotonic() + 30
+            while server.calls["batch"] == asked and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.4))
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)

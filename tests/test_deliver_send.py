@@ -12,7 +12,7 @@ from newsletter.deliver.errors import OutcomeUnknownError
 from newsletter.deliver.mailer import PermanentDeliveryError, TemporaryDeliveryError
 from newsletter.deliver.sendgrid import SendGridMailer
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, Send, SendBatch
+from newsletter.store.models import Delivery, Send, SendBatch, SendHold
 from newsletter.web.public import record_event
 from tests.conftest import BOTH_DATABASES
 from tests.conftest_sendgrid import SENDGRID_TEST_KEY
@@ -84,16 +84,16 @@ def test_crash_after_the_provider_accepted_resumes_without_duplicates(
         pass
 
     mailer = mailer_for(sendgrid_server)
-    real_push, calls = mailer.push, []
+    real_push, calls = mailer.push_prepared, []
 
-    def push_then_die(message, recipients):  # noqa: ANN001, ANN202
-        result = real_push(message, recipients)
+    def push_then_die(prepared):  # noqa: ANN001, ANN202
+        result = real_push(prepared)
         calls.append(1)
         if len(calls) == 3:
             raise Crash  # the process dies between the provider's 202 and our commit
         return result
 
-    mailer.push = push_then_die
+    mailer.push_prepared = push_then_die  # the request is built (prepare) before the batch is marked sending
     with pytest.raises(Crash):
         world.send(world.new_issue(1), mailer, 100)
     with session_scope(world.engine) as s:
@@ -121,8 +121,13 @@ def test_without_a_way_to_ask_the_provider_unknown_batches_are_held(
     # The operator looked at SendGrid's activity and saw batch 1 went out: skip it.
     done = world.send(issue, mailer, 100, SendOptions(unknown="skip", sleep=lambda _s: None))
     assert done.status == "done"
+    assert done.decided == "skip" and done.decided_batches == [1] and done.skipped == 100
     exactly_once(sendgrid_server, 500)
-    assert ledger(world) == (500, 500, "done")
+    # D4: the 100 skipped are recorded as skipped, not as delivered: the ledger says who was sent it.
+    assert ledger(world) == (400, 400, "done")
+    with session_scope(world.engine) as s:
+        assert s.scalar(select(func.count()).select_from(SendHold).where(SendHold.status == "skipped")) == 100
+        assert s.scalar(select(SendBatch.status).where(SendBatch.number == 1)) == "skipped"
 
 
 @BOTH_DATABASES

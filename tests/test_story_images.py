@@ -53,13 +53,16 @@ def images(html: str) -> list[dict[str, str | None]]:
     return parser.images
 
 
-def _issue(workdir: Path, feed_server, cli, items: str) -> Rendered:  # noqa: ANN001
+def _issue(workdir: Path, feed_server, cli, items: str, extra: str = "",  # noqa: ANN001
+           built: list[str] | None = None) -> Rendered:
     feed_server.routes["/feed"] = Route(body=FEED.format(items=items).encode())
     path = workdir / "schedules" / "harbour.toml"
     path.write_text(schedule_toml("harbour", [("Harbour Desk", feed_server.url("/feed"))],
-                                  "[digest]\nfetch_articles_under_words = 0\n"))
+                                  "[digest]\nfetch_articles_under_words = 0\n" + extra))
     cli("collect")
-    cli("build", "harbour", "--no-enrich")
+    out = cli("build", "harbour", "--no-enrich").output
+    if built is not None:
+        built.append(out)
     engine = get_engine(f"sqlite:///{workdir / 'newsletter.db'}")
     with Session(engine) as session:
         issue_id = session.query(IssueRow.id).scalar()
@@ -122,3 +125,41 @@ def test_a_tracking_pixel_is_not_the_storys_picture(workdir, feed_server, cli) -
                   '<img src="https://stats.example/pixel.gif" width="1" height="1" alt="">')
     rendered = _issue(workdir, feed_server, cli, pixel)
     assert "pixel.gif" not in rendered.html
+
+
+def test_every_picture_in_the_email_has_a_width_a_height_and_alt_text(workdir, feed_server,
+                                                                      cli) -> None:  # noqa: ANN001
+    photo = _item("photo", "Photo", '<img src="https://harbour.example/img/heron.jpg" '
+                  'alt="A heron on the quay wall at dawn" width="500" height="750">')
+    logo = '[theme]\nlogo_url = "https://harbour.example/logo.png"\nlogo_alt = "Harbour Desk"\nlogo_width = 120\n'
+    rendered = _issue(workdir, feed_server, cli, BRIDGE + photo, logo)
+    shown = {i.get("src"): i for i in images(rendered.html)}
+    assert set(shown) == {"https://harbour.example/logo.png", "https://harbour.example/img/bridge.jpg",
+                          "https://harbour.example/img/heron.jpg"}  # the schedule file's logo in the header
+    for img in shown.values():
+        assert img.get("width") and img.get("height") and img.get("alt"), img
+    assert shown["https://harbour.example/logo.png"]["alt"] == "Harbour Desk"
+    assert shown["https://harbour.example/logo.png"]["width"] == "120"
+    for src in ("https://harbour.example/img/heron.jpg", "https://harbour.example/img/bridge.jpg"):
+        assert shown[src]["height"] == "auto"  # the picture's own shape at any width, never a stretched number
+
+
+def test_a_picture_post_without_a_usable_picture_is_left_out_with_a_note(workdir, feed_server,
+                                                                         cli) -> None:  # noqa: ANN001
+    empty = _item("empty", "Photo", '<img src="data:image/png;base64,iVBORw0KGgo=" alt="">')
+    built: list[str] = []
+    rendered = _issue(workdir, feed_server, cli, BRIDGE + empty, built=built)
+    note = " ".join(built[0].split())
+    assert "left out “Photo” from Harbour Desk: no text and no usable picture" in note, note
+    assert "Built issue #1 (id 1) of harbour with 1 stories." in note
+    assert ">Photo<" not in rendered.html and "Bridge reopens after repairs" in rendered.html
+
+
+def test_a_feeds_advert_is_not_the_storys_picture(workdir, feed_server, cli) -> None:  # noqa: ANN001
+    # FeedBurner's ad unit, as rss2email's feed carries it after every post.
+    ad = _item("ad", "Version 2.68 released", '<p>Version 2.68 is out with new features.</p>'
+               '<p><a href="http://feedads.g.doubleclick.net/~a/x/0/da"><img src="http://feedads.g.doubleclick.net/'
+               '~a/x/0/di" border="0" ismap="true"></a></p>')
+    rendered = _issue(workdir, feed_server, cli, ad)
+    assert "doubleclick" not in rendered.html and images(rendered.html) == []
+    assert "Version 2.68 is out with new features." in rendered.html

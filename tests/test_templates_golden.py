@@ -19,8 +19,11 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"
 
 def _pictured(issue: Issue) -> Issue:
-    """The first story with a picture, the others without: both cards are in the golden file."""
+    """The first story with a picture, the others without, the third continuing a story already sent: every
+    kind of card is in the golden file."""
     issue.items[0].image_url = "https://example.org/img/story-1.jpg"
+    issue.items[2].follow_up = {"number": 6, "title": "Researchers begin mapping Europe's urban heat",
+                                "url": "https://news.example.org/2026/02/heat-map"}
     return issue
 
 

@@ -221,3 +221,23 @@ def test_dropped_events_act_by_reason(site: Site) -> None:
               event("dropped", "bob@example.com", "d2", reason="Bounced Address")]
     assert hook(site, signed(site, events)).json() == {"stored": 2, "duplicates": 0}
     assert site.status(site.ann) == "active" and site.status(site.bob) == "bounced"
+
+
+def test_unsubscribe_page_answers_while_a_send_holds_the_write_lock(site: Site, tmp_path: Path) -> None:
+    """The page's read runs on the event loop for SQLite (newsletter/web/point_read.py): that is safe only
+    because in WAL mode a writer never blocks readers; a send holding its write transaction must not stall it."""
+    import sqlite3
+
+    writer = sqlite3.connect(tmp_path / "web.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # without WAL this alone would lock every reader out
+        writer.execute("UPDATE subscription SET status = 'active' WHERE subscriber_id = ?", (site.bob,))
+        url = site.path(unsubscribe_url(BASE, SECRET, site.ann, "ai-weekly"))
+        started = time.monotonic()
+        pages = [httpx.get(url, timeout=10) for _ in range(3)]
+        assert all(p.status_code == 200 and "ann@example.com" in p.text for p in pages)
+        assert time.monotonic() - started < 5  # busy_timeout is 30 s: a reader waiting on the lock would show
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert site.status(site.bob) == "pending"

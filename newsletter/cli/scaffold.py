@@ -30,6 +30,7 @@ fetch_articles_under_words = 150   # read the article page when the feed gives l
 quotes = 3                 # key quotes per story, verbatim from the article
 related = 3                # "you might also read" links per story, at most
 related_total = 10         # and per issue: the closest ones are kept
+related_method = "bm25"    # or "semantic": sentence embeddings, pip install 'newsletter[semantic]' (~1.2 GB)
 
 [schedule]
 collect = "every 1 hour"

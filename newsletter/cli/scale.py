@@ -187,18 +187,17 @@ def run_worker(queues: list[str] | None, *, concurrency: int = 1, heartbeat: flo
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("procrastinate").setLevel(max(logging.WARNING, logging.getLogger().level))
     from newsletter.scale import tasks
-    from newsletter.scale.app import app as jobs_app
-    from newsletter.scale.app import connector_for
+    from newsletter.scale.app import run_worker as run_jobs
 
     tasks.STALLED_SECONDS = stalled_after
-    with jobs_app.replace_connector(connector_for(url)) as bound:
-        bound.run_worker(
-            concurrency=concurrency, queues=queues, name=f"{socket.gethostname()}:{os.getpid()}",
-            update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
-            # The ledger, not the job table, is the record: finished jobs would only pile up (a tick a minute,
-            # a stalled-job check every 5 s, a job per 1,000 recipients). Failed ones stay, to be looked at.
-            delete_jobs="successful",
-        )
+    # Started again when it stops by itself (the database restarted); SIGINT/SIGTERM stop it for good.
+    run_jobs(
+        url, concurrency=concurrency, queues=queues, name=f"{socket.gethostname()}:{os.getpid()}",
+        update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
+        # The ledger, not the job table, is the record: finished jobs would only pile up (a tick a minute,
+        # a stalled-job check every 5 s, a job per 1,000 recipients). Failed ones stay, to be looked at.
+        delete_jobs="successful",
+    )
 
 
 def run_scheduler() -> None:

@@ -17,7 +17,14 @@ from newsletter.deliver.errors import SendError
 from newsletter.deliver.factory import make_mailer
 from newsletter.deliver.mailer import DeliveryError
 from newsletter.deliver.preflight import preflight_issue
-from newsletter.deliver.send import default_concurrency, send_issue, send_test, stop_on_ctrl_c
+from newsletter.deliver.send import (
+    SendReport,
+    default_concurrency,
+    recent_scheduled_send,
+    send_issue,
+    send_test,
+    stop_on_ctrl_c,
+)
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import session_scope
 
@@ -30,11 +37,14 @@ def register(app: typer.Typer) -> None:
         test_to: str = typer.Option(None, "--test-to", help="Send only to this address; the ledger is untouched."),
         rate: float = typer.Option(None, "--rate", help="At most this many messages per second "
                                    "(default: NEWSLETTER_SEND_RATE, else unlimited)."),
-        unknown: str = typer.Option("hold", "--unknown", help="Batches whose outcome could not be found out "
-                                    "(connection lost mid-request, provider cannot be asked): hold them for you "
-                                    "to decide, resend (risk: a second copy) or skip (risk: they miss it)."),
-        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails, or when no "
-                                   "one is subscribed (the issue is then marked sent, to nobody)."),
+        unknown: str = typer.Option("hold", "--unknown", help="Your decision for the held batches the last run "
+                                    "listed (their outcome could not be found out): resend (risk: a second copy) "
+                                    "or skip (risk: they miss it; recorded as skipped, not sent). It applies to "
+                                    "those batches only; one that goes unknown during this run is held again. "
+                                    "Default: hold."),
+        force: bool = typer.Option(False, "--force", help="Send even when the preflight check fails, when no one "
+                                   "is subscribed (the issue is then marked sent, to nobody), or when a scheduled "
+                                   "issue went out less than one send period ago (readers get a second digest)."),
         batch_size: int = typer.Option(None, "--batch-size", min=1, max=1000, help="Recipients per batch "
                                        "(default 1000, SMTP 50); a resumed send keeps the size it started with."),
     ) -> None:
@@ -79,6 +89,9 @@ def register(app: typer.Typer) -> None:
                      "(--force sends it to nobody and marks it sent).")
             if unknown not in UNKNOWN_POLICIES:
                 fail(f"--unknown must be one of {', '.join(UNKNOWN_POLICIES)}")
+            second = None if force else recent_scheduled_send(eng, nl, issue.id)
+            if second:
+                fail(second)
             if rate is not None and rate <= 0:
                 fail("--rate must be a positive number of messages per second")
             stop = threading.Event()
@@ -107,25 +120,45 @@ def register(app: typer.Typer) -> None:
                  "command again to resume.")
         finally:
             mailer.close()
+        if report.decided:
+            console.print(f"Decided --unknown {report.decided} for held batch(es) "
+                          f"{', '.join(map(str, report.decided_batches))} ({report.decided_recipients} recipients"
+                          + (": not sent again, recorded as skipped)." if report.decided == "skip"
+                             else ": sent again).") , highlight=False)
+        elif unknown != "hold":
+            console.print(f"--unknown {unknown}: no held batch was listed to decide; nothing was decided.",
+                          highlight=False)
         if report.status == "stopped":
             console.print(f"Stopped: {report.sent_before + report.sent_now} of {report.total} sent. "
                           f"Run `newsletter send {slug}` again to resume.")
             raise typer.Exit(130)
         if report.status == "held":
+            others = _tally(report)
             console.print(f"[yellow]Held:[/] {report.held_recipients} recipients in batch(es) "
                           f"{', '.join(map(str, report.held_batches))} may or may not have received the issue "
-                          f"(the provider's answer was lost and it cannot be asked). Everyone else has it. "
-                          f"Decide with `newsletter send {slug} --unknown resend` (they may get a second copy) "
-                          f"or `--unknown skip` (they may miss this issue).", highlight=False)
+                          f"(the provider's answer was lost and it cannot be asked). Everyone else was sent it"
+                          f"{f' (but: {others[2:]})' if others else ''}. Decide for these batches with "
+                          f"`newsletter send {slug} --unknown resend` (they may get a second copy) or "
+                          "`--unknown skip` (they may miss this issue).", highlight=False)
             raise typer.Exit(3)
         if report.status == "already-sent":
             console.print(f"Issue #{issue.number} was already sent to {report.total} subscribers; nothing to do.")
             return
         console.print(f"Sent issue #{issue.number} of {slug}: {report.sent_now} now"
                       + (f", {report.sent_before} before" if report.sent_before else "")
-                      + f", {report.total} in the audience, via {mailer.name}.")
+                      + f"{_tally(report)}, {report.total} in the audience, via {mailer.name}.", highlight=False)
         if mailer.name == "outbox":
             console.print(f"Outbox: {settings().outbox_dir.resolve() / slug}")
+
+
+def _tally(report: SendReport) -> str:
+    """The people of the audience who were not sent it, and why: nobody is an unexplained gap."""
+    parts = []
+    if report.skipped:
+        parts.append(f"{report.skipped} skipped (your --unknown skip: not sent, no delivery recorded)")
+    if report.left_during:
+        parts.append(f"{report.left_during} unsubscribed during the send")
+    return "".join(f", {p}" for p in parts)
 
 
 def _duration(seconds: float) -> str:

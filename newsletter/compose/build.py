@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from lxml import etree
 from lxml import html as lxml_html
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter.compose.issue import Issue, aggregated, issue_from_row
-from newsletter.compose.select import feed_summary, select_items, sent_before, window_for
+from newsletter.compose.select import feed_summary, followed_up, select_items, sent_before, window_for
 from newsletter.config import Newsletter
 from newsletter.editorial.headline import fit_subject, headline
 from newsletter.store.db import ensure_newsletter, session_scope
@@ -52,6 +53,17 @@ def _subject(nl: Newsletter, number: int, top_title: str) -> str:
 MIN_PICTURE_PX = 100  # a picture declared smaller than this is a tracking pixel, an icon or an emoji, not the story's
 
 
+# Pictures a feed's body carries that are not the story's: FeedBurner's ads and share buttons, WordPress's
+# counters. A hand-kept list (no maintained library names feed ad hosts); `ismap` images are ad units too.
+AD_HOSTS = ("doubleclick.net", "feeds.feedburner.com", "feedproxy.google.com", "pixel.wp.com",
+            "stats.wordpress.com", "feeds.wordpress.com")
+
+
+def _advert(img: lxml_html.HtmlElement, src: str) -> bool:
+    host = (urlsplit(src).hostname or "").lower()
+    return img.get("ismap") is not None or any(host == h or host.endswith("." + h) for h in AD_HOSTS)
+
+
 def _tiny(img: lxml_html.HtmlElement) -> bool:
     sizes = [img.get("width", ""), img.get("height", "")]
     return any(size.strip().isdigit() and int(size) < MIN_PICTURE_PX for size in sizes)
@@ -69,14 +81,20 @@ def first_picture(content_html: str, title: str) -> tuple[str | None, str]:
         return None, ""
     for img in root.iter("img"):
         src = web_url(img.get("src"))
-        if src is None or _tiny(img):  # data:, javascript:, relative; a tracking pixel, an icon, an emoji
-            continue
+        if src is None or _tiny(img) or _advert(img, src):  # data:, javascript:, relative; a tracking pixel,
+            continue  # an icon, an emoji; an advert
         for attr in ("alt", "title"):
             caption = single_line(img.get(attr) or "")
             if caption and caption.casefold() != single_line(title).casefold():
                 return src, caption
         return src, ""
     return None, ""
+
+
+def _empty(item: Item) -> bool:
+    """Nothing to show a reader: no words and no usable picture (a picture post whose <img> is data: or an icon)."""
+    return not item.content_text.split() and not item.image_url and first_picture(item.content_html,
+                                                                                   item.title)[0] is None
 
 
 def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
@@ -135,6 +153,8 @@ def build_issue(
         if since is not None:
             start = since
         groups = select_items(session, nrow.id, nl, start, end)
+        dropped = [g[0] for g in groups if all(_empty(it) for it in g)]
+        groups = [g for g in groups if not all(_empty(it) for it in g)]
         if not groups and not allow_empty:
             stale = _why_nothing(session, nl, start)
             return BuildResult(None, None, 0, False,
@@ -152,16 +172,22 @@ def build_issue(
             session.flush()
         draft.window_start, draft.window_end = start, end
         draft.items.extend(_story_row(group, i, nl) for i, group in enumerate(groups))
-        updates = sent_before(session, nrow.id, [g[0] for g in groups])  # those left changed materially
+        leads = [g[0] for g in groups]
+        updates = sent_before(session, nrow.id, leads)  # those left changed materially
+        follow_ups = followed_up(session, nrow.id, leads, skip=set(updates))
         for row in draft.items:
             if row.item_id in updates:
                 row.notes = {**(row.notes or {}), "update_of": updates[row.item_id][0]}
+            elif row.item_id in follow_ups:
+                row.notes = {**(row.notes or {}), "follow_up": follow_ups[row.item_id]}
         top = headline(groups[0][0].title, groups[0][0].content_text) if groups else "nothing new"
         draft.subject = _subject(nl, draft.number, top)
         draft.html = draft.text = draft.rendered_hash = None
         draft.approved_at = draft.approved_by = draft.approved_hash = None
         session.flush()
-        result = BuildResult(draft.id, draft.number, len(groups), rebuilt)
+        result = BuildResult(draft.id, draft.number, len(groups), rebuilt, [
+            f"left out “{single_line(it.title) or it.link}” from {it.source.name or it.source.url}: no text and no "
+            "usable picture (a picture post whose picture is not an http(s) address, or an icon)" for it in dropped])
     if enrich and result.items and result.issue_id is not None:
         result.enrichment, problems = enrich_stories(engine, result.issue_id, nl)
         result.problems.extend(problems)

@@ -84,6 +84,8 @@ class Story:
     also_covered_by: list[Link] = field(default_factory=list)
     update_of: int | None = None  # the number of an earlier issue that sent this story before it changed
     via: str | None = None  # the aggregator (Hacker News, a link blog) the link came through, if it did
+    # The sent story this one continues (related by topic, not the same story): {"number", "title", "url"}.
+    follow_up: dict[str, Any] | None = None
 
 
 @dataclass
@@ -148,7 +150,16 @@ def story_from_row(row: IssueItem) -> Story:
         also_covered_by=[Link(**_link_fields(r)) for r in row.also_covered_by or []],
         update_of=(row.notes or {}).get("update_of"),
         via=(row.notes or {}).get("via"),
+        follow_up=_follow_up((row.notes or {}).get("follow_up")),
     )
+
+
+
+def _follow_up(data: Any) -> dict[str, Any] | None:
+    # Notes are JSON an older version or a hand edit may have shaped otherwise: a number and a title, or nothing.
+    if not isinstance(data, dict) or not isinstance(data.get("number"), int) or not data.get("title"):
+        return None
+    return {"number": data["number"], "title": str(data["title"]), "url": web_url(data.get("url"))}
 
 
 def _link_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +219,7 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "also_covered_by": [asdict(r) for r in s.also_covered_by],
                 "update_of": s.update_of,
                 "via": s.via,
+                "follow_up": s.follow_up,
                 "domain": link_domain(s.url),
             }
             for s in items
@@ -220,5 +232,9 @@ def content_hash(issue: Issue) -> str:
     data = issue_to_json(issue)
     for key in ("status", "approved_at", "sent_at", "created_at", "version"):
         data.pop(key, None)
+    for item in data["items"]:
+        # Added after issues were approved with this hash: at their defaults they leave it as it was.
+        if item.get("follow_up") is None:
+            item.pop("follow_up", None)
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -128,6 +128,47 @@ def sent_before(session: Session, newsletter_id: int, items: list[Item]) -> dict
     return out
 
 
+def followed_up(session: Session, newsletter_id: int, items: list[Item],
+                skip: set[int] | None = None) -> dict[int, dict[str, object]]:
+    """For each of `items` (but those in `skip`: updates of a sent story) that continues a story of one of the
+    last sent issues, related by topic but not the same story: item id -> {"number", "title", "url"} of the
+    closest such sent story. Judged as related reading is (BM25 candidates, the TF-IDF floor, copies left out),
+    over the sent stories and these items together so that words common to both weigh little."""
+    from newsletter.editorial.related import MIN_COSINE, Doc, RelatedIndex
+
+    recent = select(IssueRow.id).where(
+        IssueRow.newsletter_id == newsletter_id, IssueRow.status.in_(("sent", "sending"))
+    ).order_by(IssueRow.number.desc()).limit(RECENT_ISSUES)
+    sent = session.execute(
+        select(IssueRow.number, IssueItem.item_id, IssueItem.title, IssueItem.url, Item.content_text,
+               Item.content_hash)
+        .join(IssueItem, IssueItem.issue_id == IssueRow.id)
+        .join(Item, Item.id == IssueItem.item_id)
+        .where(IssueRow.id.in_(recent.scalar_subquery()), IssueItem.included.is_(True))
+    ).all()
+    skip = skip or set()
+    asked = [it for it in items if it.id not in skip]
+    if not sent or not asked:
+        return {}
+    number_of: dict[int, int] = {}
+    docs: list[Doc] = []
+    for number, item_id, title, url, text, digest in sorted(sent, key=lambda row: -row[0]):  # the latest issue's
+        if item_id not in number_of:
+            number_of[item_id] = number
+            docs.append(Doc(item_id, title or "", url or "", "", text or "", digest or ""))
+    new_ids = {it.id for it in items}
+    index = RelatedIndex(docs + [Doc(it.id, it.title or "", it.link or "", "", it.content_text or "",
+                                     it.content_hash or "") for it in items if it.id not in number_of])
+    out: dict[int, dict[str, object]] = {}
+    for it in asked:
+        query = Doc(it.id, it.title or "", it.link or "", "", it.content_text or "", it.content_hash or "")
+        picked, same = index.related_scored(query, 1, exclude_ids=new_ids, min_cosine=MIN_COSINE)
+        if picked and not same:  # a copy of a sent story is a repeat or an update, never a follow-up
+            doc = picked[0][0]
+            out[it.id] = {"number": number_of[doc.id], "title": doc.title, "url": doc.url}
+    return out
+
+
 def _changed(before: str, now: str) -> bool:
     old = set((before or "").lower().split())
     new = set((now or "").lower().split())

@@ -89,6 +89,9 @@ class Digest(Strict):
     quotes: int = Field(default=3, ge=0, le=10)
     related: int = Field(default=3, ge=0, le=20)  # links per story, at most
     related_total: int = Field(default=10, ge=0, le=200)  # links per issue: the closest ones are kept
+    # How related reading judges a candidate: "bm25" (TF-IDF cosine, the base install) or "semantic" (sentence
+    # embeddings; needs the `semantic` extra). See newsletter/editorial/related.py for the figures.
+    related_method: Literal["bm25", "semantic"] = "bm25"
 
 
 class Schedule(Strict):

@@ -4,9 +4,12 @@
 A batch is handed to the provider until it is sent, held (outcome unknown and no way to find out) or refused for
 good, every step written to the ledger (newsletter.deliver.ledger) before the next one:
 
-    deliver(batch)  -- mark `sending` (attempt N), push, then record what happened:
+    deliver(batch)  -- build the request (Mailer.prepare, when it has one), mark `sending` (attempt N), push,
+                       then record what happened:
                          accepted      -> deliveries + `sent`, in one transaction
-                         partly (SMTP) -> deliveries for those accepted; the rest again
+                         partly (SMTP) -> deliveries for those accepted; the one message in flight when the
+                                          connection died is held by name (ledger.hold); the rest again. An
+                                          attempt that delivered someone does not count toward max_attempts
                          no answer     -> `unknown`, then settle(batch)
                          for now       -> `retry`, back off (full jitter, never before Retry-After), again,
                                           until `max_attempts`: then it raises, the ledger says `retry`
@@ -147,18 +150,19 @@ class BatchSender:
             self.job.message, custom_args={**self.job.message.custom_args, "install": self.install,
                                            "send": str(self.job.send_id),
                                            "batch": batch_key(self.job.send_id, batch.number)})
-        failures = 0
+        failures = 0  # attempts that delivered nothing: only those count toward max_attempts
         while True:
             if not rows:
-                self.ledger.record(batch, [], final=True)
+                self.ledger.record(batch, [], final=True)  # `unknown` when someone of it is held by name
                 return
             self._pace(len(rows))
             recipients = self._recipients(rows)
             try:
                 # Held on SendGrid: the batch id to cancel is written before the request can go out.
                 hold = self.canceller.plan(batch.id, batch.attempts + 1) if self.canceller else None
-                self.ledger.sending(batch, self.me)
-                result = self._push(message, recipients, hold)
+                push = self._prepare(message, recipients, hold)  # built before the mark: a kill while building
+                self.ledger.sending(batch, self.me)              # holds nobody
+                result = push()
             except PermanentDeliveryError as exc:
                 self.ledger.failed(batch, str(exc))
                 raise
@@ -166,16 +170,14 @@ class BatchSender:
                 accepted = [r for r in rows if r[2] in exc.accepted]
                 self._count(self.ledger.record(batch, accepted, message_ids=exc.accepted))
                 rows = [r for r in rows if r[2] not in exc.accepted]
-                failures += 1
                 if exc.outcome_unknown_for:
-                    self.ledger.unknown(batch, f"unknown-for:{exc.outcome_unknown_for}")
-                    if not self.settle(batch):
-                        return
-                    rows = self.ledger.rows_left(batch)
-                    if rows:
-                        self._retry_or_stop(batch, exc, failures)
-                    continue
-                self._retry_or_stop(batch, exc, failures)
+                    # Only the message in flight is uncertain: hold that one by name, send the rest of the batch.
+                    self.ledger.hold(batch, [r for r in rows if r[2] == exc.outcome_unknown_for], str(exc))
+                    rows = [r for r in rows if r[2] != exc.outcome_unknown_for]
+                if not accepted:
+                    failures += 1
+                if rows:
+                    self._retry_or_stop(batch, exc, failures)
                 continue
             except OutcomeUnknownError as exc:
                 self.ledger.unknown(batch, str(exc))
@@ -240,13 +242,9 @@ class BatchSender:
         if policy == "resend":
             self.ledger.retry(batch, None)
             return True
-        if policy == "skip":
-            rows = self.ledger.rows_left(batch)
-            error = batch.error or ""
-            only = error[len("unknown-for:"):] if error.startswith("unknown-for:") else None
-            self._count(self.ledger.record(batch, [r for r in rows if only is None or r[2] == only]))
-            self.ledger.retry(batch, None)
-            return True
+        if policy == "skip":  # recorded as skipped, never as delivered (newsletter.deliver.ledger.Ledger.decide)
+            self.ledger.decide(batch, "skip")
+            return False
         if batch.status != "unknown":
             self.ledger.unknown(batch)
         return False
@@ -282,12 +280,6 @@ class BatchSender:
                                                time.monotonic() - self.started, note))
 
     # -- one push -------------------------------------------------------------------------------------------
-    def _push(self, message: Message, recipients: Sequence[Recipient], hold: Hold | None) -> PushResult:
-        if hold is None:
-            return self.mailer.push(message, recipients)
-        push_held = self.mailer.push_held  # type: ignore[attr-defined]  # a holding mailer: SendGrid
-        return push_held(message, recipients, hold.batch_id, int(hold.send_at))
-
     def _pushed(self, batch: Batch, rows: Sequence[Row], result: PushResult) -> None:
         """Record a push that returned: each recipient delivered, refused for good (a bounce), or left out because
         its message could not be built (PushResult.failed: recorded on the batch, skipped); batch `sent`."""
@@ -300,6 +292,18 @@ class BatchSender:
                                        provider_message_id=result.provider_message_id))
         for email, why in not_built.items():
             self.report(f"not sent to {email}: {why}")
+
+    def _prepare(self, message: Message, recipients: Sequence[Recipient],
+                 hold: Hold | None = None) -> Callable[[], PushResult]:
+        """Build the batch's request (a mailer with `prepare`: every message, the whole body) now, before the batch
+        is marked `sending`, so that only the network call itself can leave an unknown outcome. A held request
+        (SendGrid hold-and-cancel) goes in its own SendGrid batch, to go out at the hold's send_at."""
+        prepare = getattr(self.mailer, "prepare", None)
+        if prepare is None:
+            return lambda: self.mailer.push(message, recipients)
+        prepared = (prepare(message, recipients) if hold is None
+                    else prepare(message, recipients, batch_id=hold.batch_id, send_at=int(hold.send_at)))
+        return lambda: self.mailer.push_prepared(prepared)  # type: ignore[attr-defined]
 
     def _count(self, delivered: int) -> None:
         with self.lock:
@@ -325,7 +329,7 @@ class BatchSender:
         if failures >= self.options.max_attempts:
             raise TemporaryDeliveryError(
                 f"batch {batch.number} still failing after {failures} attempts: {exc}", exc.retry_after)
-        delay = random.uniform(0, min(self.options.backoff_cap, self.options.backoff_base * 2 ** (failures - 1)))
+        delay = random.uniform(0, min(self.options.backoff_cap, self.options.backoff_base * 2 ** max(0, failures - 1)))
         if exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, 3600.0))
         self.report(f"{exc}; retrying batch {batch.number} in {delay:.1f}s")

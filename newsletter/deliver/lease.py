@@ -59,7 +59,8 @@ class SendLease:
                         f"{lease.expires_at:%H:%M:%S} UTC unless renewed); let it finish, or stop it first"
                     )
         except IntegrityError:
-            raise SendError("this send was started by another process at the same moment") from None
+            raise SendError("this send is already running: another process started it at the same moment; let "
+                            "it finish") from None
         self._thread = threading.Thread(target=self._renew, name="send-lease", daemon=True)
         self._thread.start()
 

@@ -11,6 +11,8 @@ addresses) and walked in id order, in keyset pages. Each batch moves through the
     retry    -- the provider refused it for now (429, 5xx, cannot connect): nothing was accepted
     unknown  -- the request went out and no answer came back (connection cut, timeout, crash, kill -9)
     failed   -- the provider refused it for good (400, 401, 403): the send stops with the reason
+    skipped  -- the operator decided `--unknown skip` for it: its unsettled recipients were not sent again, are
+                named in send_hold as `skipped` and have no delivery row; the rest of it has deliveries
 
 (Scale mode adds `pending` before `claimed`: every batch planned up front, see newsletter.scale.ledger.)
 
@@ -28,6 +30,16 @@ The policy for unknown outcomes (SendGrid has no idempotency key)
    the send ends as `held` and says which batches and how many people, and the operator decides with
    `newsletter send SLUG --unknown resend` (risk: a second copy for those few) or `--unknown skip` (risk: they
    miss this issue). We never pick a side silently: "a duplicate or a gap" is the operator's call.
+
+Who exactly is held: over SMTP, only the recipient whose message was in flight when the connection died (named
+in send_hold, status `unknown`); the rest of the batch is sent. When the whole request's answer was lost (SendGrid)
+or the process died mid-call, everyone of the batch without a delivery row.
+
+The operator's decision applies to the batches they were shown, by id, and to nothing else: a batch is `listed`
+(send_batch.listed_at) when the next run starts after a run that ended `held` (`start_send`); `--unknown
+resend|skip` is recorded on each listed batch (send_batch.decision, `Ledger.decide`) before the run delivers
+anything, and a batch that goes unknown during that run is held again and reported, never decided by it. A skip
+writes no delivery row: the skipped people are named in send_hold as `skipped`.
 
 Only one process runs a given send at a time (a lease in the database, see newsletter.deliver.lease): a second
 one would otherwise take the first one's in-flight batches for interrupted ones.
@@ -56,16 +68,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, Send, SendBatch, Subscriber, Subscription, Suppression, utcnow
+from newsletter.store.models import (
+    Delivery,
+    Send,
+    SendBatch,
+    SendHold,
+    Subscriber,
+    Subscription,
+    Suppression,
+    utcnow,
+)
 from newsletter.subscribers.status import suppress
 
 # One recipient as the audience query gives it: (subscription id, subscriber id, email, name).
 Row = tuple[int, int, str, str | None]
+
+FINISHED = ("sent", "skipped")  # batch states nothing more is done with
 
 
 @dataclass
@@ -144,6 +167,12 @@ def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: 
             session.add(send)
             session.flush()
         elif send.status != "done":
+            if send.status == "held":
+                # The run that ended held reported these batches to the operator: they are the ones an
+                # `--unknown resend|skip` may decide, and no other (see "The operator's decision" above).
+                session.execute(update(SendBatch).where(
+                    SendBatch.send_id == send.id, SendBatch.status == "unknown", SendBatch.listed_at.is_(None),
+                ).values(listed_at=utcnow()))
             send.status = "running"
         return send.id
 
@@ -204,21 +233,109 @@ class Ledger:
             return Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows)
 
     def unfinished(self) -> list[Batch]:
-        """Batches an earlier run left behind (any state but sent), in order."""
+        """Batches an earlier run left behind (any state but sent or skipped), in order."""
+        return self._batches(SendBatch.status.not_in(FINISHED))
+
+    def listed(self) -> list[Batch]:
+        """Held batches reported to the operator (`listed_at`): the only ones `--unknown resend|skip` decides."""
+        return self._batches((SendBatch.status == "unknown") & SendBatch.listed_at.is_not(None))
+
+    def _batches(self, where: Any) -> list[Batch]:
         with session_scope(self.engine) as session:
             rows = session.scalars(
-                select(SendBatch).where(SendBatch.send_id == self.send_id, SendBatch.status != "sent")
-                .order_by(SendBatch.number)
+                select(SendBatch).where(SendBatch.send_id == self.send_id, where).order_by(SendBatch.number)
             ).all()
             return [Batch(b.id, b.number, b.first_subscription_id, b.last_subscription_id, b.status, b.attempts,
                           epoch(b.claimed_at), b.error) for b in rows]
 
     def rows_left(self, batch: Batch) -> list[Row]:
-        """The batch's recipients that have no delivery yet (the audience minus what the ledger says)."""
+        """The batch's recipients that may still be sent: no delivery yet, and not held or skipped by name."""
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
+            done.update(session.scalars(select(SendHold.subscriber_id).where(
+                SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last)).all()
         return [tuple(r) for r in rows if r[1] not in done]
+
+    def held_recipients(self, batch: Batch) -> int:
+        """How many of a held batch's recipients have an unknown outcome: those held by name (their SMTP message
+        was in flight when the connection died) and, when no answer came for the batch itself (a lost response,
+        a crash mid-call), everyone in it without a delivery. Never the ones certainly not sent yet."""
+        with session_scope(self.engine) as session:
+            named = session.scalar(select(func.count()).select_from(SendHold).where(
+                SendHold.batch_id == batch.id, SendHold.status == "unknown")) or 0
+        return named + len(self.rows_left(batch))
+
+    # -- holds and the operator's decisions ---------------------------------------------------------------
+    def hold(self, batch: Batch, rows: Sequence[Row], why: str) -> None:
+        """These recipients' outcome is unknown (their message was in flight): kept out of the batch's sending
+        and named for the operator; the batch ends `unknown` once the rest of it is sent (`record`)."""
+        if rows:
+            self._name(batch, rows, "unknown", why)
+
+    def _name(self, batch: Batch, rows: Sequence[Row], status: str, why: str, decided: bool = False) -> None:
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            known = {h.subscriber_id: h for h in session.scalars(select(SendHold).where(
+                SendHold.send_id == self.send_id, SendHold.subscriber_id.in_([r[1] for r in rows])))}
+            for r in rows:
+                hold = known.get(r[1])
+                if hold is None:
+                    hold = SendHold(send_id=self.send_id, batch_id=batch.id, subscriber_id=r[1], email=r[2])
+                    session.add(hold)
+                hold.status, hold.reason, hold.held_at = status, why[:2000], now
+                hold.decided_at = now if decided else None
+
+    def decide(self, batch: Batch, policy: str) -> int:
+        """Record and apply the operator's decision for one listed held batch; returns how many people it concerns.
+
+        resend: its unsettled recipients are sent again (the batch becomes `retry`; holds become `resent`).
+        skip: they are not sent again, named as `skipped` in send_hold, with no delivery row; the batch is
+        `skipped` (finished).
+        """
+        if policy not in ("resend", "skip"):
+            raise ValueError(f"not a decision: {policy}")
+        unsettled = self.rows_left(batch)
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            held = (SendHold.batch_id == batch.id) & (SendHold.status == "unknown")
+            named = session.scalar(select(func.count()).select_from(SendHold).where(held)) or 0
+            session.execute(update(SendHold).where(held)
+                            .values(status="resent" if policy == "resend" else "skipped", decided_at=now))
+        count = named + len(unsettled)
+        if policy == "skip":
+            self._name(batch, unsettled, "skipped", "outcome unknown; the operator decided --unknown skip",
+                       decided=True)
+            self._set(batch, status="skipped", decision="skip", decided_at=now,
+                      error=f"skipped by the operator (--unknown skip): {count} recipient(s) whose outcome was "
+                            "unknown were not sent again")
+        else:
+            self._set(batch, status="retry", decision="resend", decided_at=now,
+                      error=f"resent by the operator's decision (--unknown resend): {count} recipient(s) whose "
+                            "outcome was unknown")
+        return count
+
+    def skipped(self) -> int:
+        """People of this send the operator decided to skip (no delivery row)."""
+        with session_scope(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(SendHold).where(
+                SendHold.send_id == self.send_id, SendHold.status == "skipped")) or 0
+
+    def left_during_send(self) -> int:
+        """Readers of the frozen audience who unsubscribed (or complained) after the send started, before their
+        copy went: the gap between "sent" and "in the audience" that is nobody's mistake."""
+        with session_scope(self.engine) as session:
+            started = session.get_one(Send, self.send_id).started_at
+            return session.scalar(select(func.count()).select_from(Subscription).where(
+                Subscription.newsletter_id == self.newsletter_id,
+                Subscription.id <= self.max_id,
+                Subscription.status.in_(("unsubscribed", "complained")),
+                Subscription.status_changed_at >= started,
+                ~exists().where(Delivery.send_id == self.send_id,
+                                Delivery.subscriber_id == Subscription.subscriber_id),
+                ~exists().where(SendHold.send_id == self.send_id,
+                                SendHold.subscriber_id == Subscription.subscriber_id),
+            )) or 0
 
     # -- transitions ----------------------------------------------------------------------------------------
     def sending(self, batch: Batch, me: str) -> None:
@@ -261,13 +378,22 @@ class Ledger:
                 suppress(session, email, None, "bounced")
             why = "; ".join(f"not sent to {email}: {reason}" for email, reason in (not_built or {}).items())
             values: dict[str, Any] = {"error": why[:2000] or None}
+            status = "sent"
             if final:
-                values.update(status="sent", sent_at=now)
+                # Everyone sent but those held by name: the batch is held (`unknown`) for the operator.
+                held = session.scalar(select(func.count()).select_from(SendHold).where(
+                    SendHold.batch_id == batch.id, SendHold.status == "unknown")) or 0
+                if held:
+                    status = "unknown"
+                    values["error"] = "; ".join(filter(None, (
+                        f"{held} recipient(s) held: their message was in flight when the connection was lost",
+                        why)))[:2000]
+                values.update(status=status, sent_at=now if status == "sent" else None)
                 if provider_message_id:
                     values["provider_message_id"] = provider_message_id[:200]
             session.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
         if final:
-            batch.status = "sent"
+            batch.status = status
         return len(delivered)
 
     def _set(self, batch: Batch, **values: Any) -> None:

@@ -16,17 +16,20 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select, update
 
 from newsletter.compose.issue import has_content
 from newsletter.config import Newsletter, Settings
+from newsletter.config.cadence import shortest_gap
 from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.lease import SendLease
-from newsletter.deliver.ledger import Batch, fail_send, start_send
+from newsletter.deliver.ledger import Batch, Ledger, fail_send, start_send
 from newsletter.deliver.mailer import DeliveryError, Mailer, Message, Recipient
 from newsletter.store.db import ensure_newsletter, secret_key, session_scope
 from newsletter.store.models import IssueRow, Send, utcnow
@@ -49,6 +52,12 @@ class SendReport:
     error: str | None = None
     held_batches: list[int] = dataclasses.field(default_factory=list)
     held_recipients: int = 0
+    # The operator's `--unknown` decision, applied at the start of this run to the batches listed to them.
+    decided: str | None = None
+    decided_batches: list[int] = dataclasses.field(default_factory=list)
+    decided_recipients: int = 0
+    skipped: int = 0  # people of this send the operator skipped (ever): no delivery row, not sent
+    left_during: int = 0  # readers who unsubscribed after the send started, before their copy went
 
 
 class _Run:
@@ -126,10 +135,20 @@ class _Run:
             self.held = [b for b in self.held if b.status == "unknown"]
             status = "held" if self.held else "done"
         self.sender.release_cancellations()
-        held_recipients = sum(len(self.ledger.rows_left(b)) for b in self.held)
+        held_recipients = sum(self.ledger.held_recipients(b) for b in self.held)
         return SendReport(self.ledger.send_id, 0, status, self.ledger.total, self.sender.sent_now,
                           self.ledger.sent_before, self.sender.batches_now,
-                          held_batches=[b.number for b in self.held], held_recipients=held_recipients)
+                          held_batches=[b.number for b in self.held], held_recipients=held_recipients,
+                          skipped=self.ledger.skipped(), left_during=self.ledger.left_during_send())
+
+
+def _decide(ledger: Ledger, policy: str) -> tuple[list[int], int]:
+    """Apply the operator's `--unknown resend|skip` to the held batches they were shown (listed), by id, and to no
+    other: one that goes unknown during this run is held again and reported."""
+    if policy == "hold":
+        return [], 0
+    batches = ledger.listed()
+    return [b.number for b in batches], sum(ledger.decide(b, policy) for b in batches)
 
 
 def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, message: Message, mailer: Mailer,
@@ -141,9 +160,14 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
     lease = SendLease(engine, send_id)
     lease.acquire()
     try:
+        # The decision is recorded on the listed batches before anything is sent; the engine itself only holds.
         sender = BatchSender(engine, SendJob(send_id, newsletter_id, slug, message, signer, base_url), mailer,
-                             options)
+                             dataclasses.replace(options, unknown="hold"))
+        decided, decided_recipients = _decide(sender.ledger, options.unknown)
         report = _Run(sender).run()
+        if decided:
+            report.decided, report.decided_batches = options.unknown, decided
+            report.decided_recipients = decided_recipients
     except DeliveryError as exc:
         fail_send(engine, send_id, str(exc))
         raise
@@ -229,6 +253,42 @@ def send_issue(
     if report.status == "done":
         _set_issue(engine, issue_id, status="sent", sent_at=utcnow())
     return report
+
+
+def recent_scheduled_send(engine: Engine, nl: Newsletter, issue_id: int,
+                          now: datetime | None = None) -> str | None:
+    """Why a hand-started send of this issue would give readers a second digest within one period, or None.
+
+    Refused (unless forced) when a scheduled issue of the same newsletter (one with a period) started going out
+    less than one period of its send cadence ago (its shortest gap: a day for a daily send). A send that has
+    already started is never refused: resuming it sends nobody a second copy.
+    """
+    with session_scope(engine) as session:
+        issue = session.get(IssueRow, issue_id)
+        if issue is None or session.scalar(select(Send.id).where(Send.issue_id == issue_id)) is not None:
+            return None
+        period = shortest_gap(nl.schedule.send, ZoneInfo(nl.schedule.timezone))
+        since = (now or utcnow()) - period
+        other = session.execute(
+            select(IssueRow.number, IssueRow.period, Send.started_at, Send.sent)
+            .join(Send, Send.issue_id == IssueRow.id)
+            .where(IssueRow.newsletter_id == issue.newsletter_id, IssueRow.id != issue_id,
+                   IssueRow.period.is_not(None), Send.started_at >= since,
+                   (Send.sent > 0) | (Send.status != "failed"))
+            .order_by(Send.started_at.desc()).limit(1)
+        ).first()
+    if other is None:
+        return None
+    number, period_key, started, sent = other
+    return (f"the scheduled issue #{number} ({period_key}) of {nl.slug} started going out at {started:%Y-%m-%d %H:%M} "
+            f"UTC ({sent} sent), less than one send period ({_period_text(period)}, `send = \"{nl.schedule.send}\"`) "
+            f"ago: sending issue #{issue.number} now would give those readers a second digest. Nothing was sent; "
+            "send it with --force if a second one is meant")
+
+
+def _period_text(period: timedelta) -> str:
+    hours = period.total_seconds() / 3600
+    return f"{hours / 24:.0f} day(s)" if hours >= 23 else f"{hours:.0f} hour(s)"
 
 
 def _set_issue(engine: Engine, issue_id: int, **values: Any) -> None:

@@ -190,20 +190,26 @@ class SendGridMailer:
         return {"personalizations": personalizations, **base}
 
     # -- sending ---------------------------------------------------------------------------------------------
-    def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
-        return self.push_held(message, recipients, None, None)
-
-    def push_held(self, message: Message, recipients: Sequence[Recipient], batch_id: str | None,
-                  send_at: int | None) -> PushResult:
-        """`push`, with the request in SendGrid batch `batch_id`, to go out at `send_at` (epoch seconds)."""
+    def prepare(self, message: Message, recipients: Sequence[Recipient], batch_id: str | None = None,
+                send_at: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """The whole request body (and who could not be put in it), built before the engine marks the batch
+        `sending`: a crash while building leaves it certainly unsent (newsletter.deliver.engine). Held
+        (hold-and-cancel): in SendGrid batch `batch_id`, to go out at `send_at` (epoch seconds)."""
         failed: dict[str, str] = {}
         body = self.build_request(message, recipients, failed)
-        if not body["personalizations"]:  # nobody left to send to
-            return PushResult(failed=failed)
         if batch_id is not None:
             body["batch_id"] = batch_id
         if send_at is not None:
             body["send_at"] = int(send_at)
+        return body, failed
+
+    def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
+        return self.push_prepared(self.prepare(message, recipients))
+
+    def push_prepared(self, prepared: tuple[dict[str, Any], dict[str, str]]) -> PushResult:
+        body, failed = prepared
+        if not body["personalizations"]:  # nobody left to send to
+            return PushResult(failed=failed)
         try:
             response = self.client.client.mail.send.post(request_body=body)
         except http_errors.HTTPError as exc:

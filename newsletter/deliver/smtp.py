@@ -5,7 +5,9 @@ byte), smtp://host:25 (no TLS, no auth: a local relay). User and password are pe
 
 Each message is sent with explicit MAIL / RCPT / DATA so a failure can be placed: anything before the end of
 DATA was certainly not accepted; a connection lost while waiting for the answer to DATA leaves that one
-message's fate unknown, which the sender is told (see newsletter.deliver.errors).
+message's fate unknown, which the sender is told (see newsletter.deliver.errors): that recipient alone is held,
+the rest of the batch goes on. Every message of a batch is built (`prepare`) before the batch is marked
+`sending`, so that only the SMTP dialogue itself can leave an outcome unknown.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ CLOSES_CONNECTION = {421}
 class SMTPPushResult(PushResult):
     # Addresses the server refused for good (5xx to RCPT): a bounce, not a reason to stop the send.
     rejected: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch's messages as bytes, built before the batch is marked `sending` (SMTPMailer.prepare)."""
+
+    sender: str
+    messages: list[tuple[Recipient, str, bytes]] = field(default_factory=list)  # recipient, Message-ID, bytes
+    failed: dict[str, str] = field(default_factory=dict)  # could not be built: never sent
 
 
 class _UnknownOutcome(Exception):
@@ -132,9 +143,22 @@ class SMTPMailer:
                 smtp.close()
 
     # -- sending ---------------------------------------------------------------------------------------------
-    def _send_one(self, smtp: smtplib.SMTP, sender: str, message: Message, recipient: Recipient) -> str:
-        message_id = make_msgid(domain=message_domain(message.from_address))
-        data = build_email(message, recipient, message_id=message_id).as_bytes()
+    def prepare(self, message: Message, recipients: Sequence[Recipient]) -> PreparedBatch:
+        """Every message of the batch, built (and given its Message-ID) before anything is sent: the engine calls
+        this before it marks the batch `sending`, so a crash while building leaves nobody's outcome unknown."""
+        domain = message_domain(message.from_address)
+        batch = PreparedBatch(parseaddr(message.from_address)[1])
+        for recipient in recipients:
+            message_id = make_msgid(domain=domain)
+            try:
+                data = build_email(message, recipient, message_id=message_id).as_bytes()
+            except MessageBuildError as exc:  # nothing will be sent for this one; the others go on
+                batch.failed[recipient.email] = str(exc)
+                continue
+            batch.messages.append((recipient, message_id, data))
+        return batch
+
+    def _send_one(self, smtp: smtplib.SMTP, sender: str, recipient: Recipient, data: bytes) -> None:
         code, reply = smtp.mail(sender)
         if code != 250:
             _rset(smtp)
@@ -151,17 +175,18 @@ class SMTPMailer:
             raise _UnknownOutcome(str(exc)) from None
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
-        return message_id
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> SMTPPushResult:
-        result = SMTPPushResult()
-        sender = parseaddr(message.from_address)[1]
-        for recipient in recipients:
+        return self.push_prepared(self.prepare(message, recipients))
+
+    def push_prepared(self, batch: PreparedBatch) -> SMTPPushResult:
+        result = SMTPPushResult(failed=dict(batch.failed))
+        sender = batch.sender
+        for recipient, message_id, data in batch.messages:
             smtp = self._connect_partial(result)
             try:
-                result.message_ids[recipient.email] = self._send_one(smtp, sender, message, recipient)
-            except MessageBuildError as exc:  # nothing was sent for this one; the others go on
-                result.failed[recipient.email] = str(exc)
+                self._send_one(smtp, sender, recipient, data)
+                result.message_ids[recipient.email] = message_id
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients[recipient.email]
                 if code in TEMPORARY_CODES:

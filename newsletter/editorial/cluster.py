@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -26,6 +27,7 @@ MAX_APART = timedelta(days=3)  # two outlets cover one story within days; weeks 
 LEAD_WORDS = 80
 KEY_WORDS = 150  # candidate pairs are proposed from a longer stretch than they are scored on
 OPENING_WORDS = 30  # this many words in the same order are one post, not two that happen to agree
+_WORD = re.compile(r"\w+")
 _REBLOG_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{1,49}\s*:\s*")  # Tumblr's "blogname : " before a reblogged post
 _TRACKING = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "ref", "ref_src", "cmpid", "ocid", "smid"})
 
@@ -69,7 +71,9 @@ def _lead(text: str, words: int = LEAD_WORDS) -> str:
 def opening_key(text: str | None) -> str:
     """A fingerprint of the text's first words (case, punctuation and a reblog's "blogname:" aside), or "" when
     the text is too short for its opening to tell one post from another."""
-    words = re.findall(r"\w+", _REBLOG_PREFIX.sub("", (text or "").strip(), count=1).lower())
+    # Only the first words are read: scanning a whole article for them was most of related reading's time.
+    start = _REBLOG_PREFIX.sub("", (text or "").lstrip(), count=1)
+    words = [m.group().lower() for m in islice(_WORD.finditer(start), OPENING_WORDS)]
     if len(words) < OPENING_WORDS // 2:
         return ""
     return hashlib.sha1(" ".join(words[:OPENING_WORDS]).encode(), usedforsecurity=False).hexdigest()

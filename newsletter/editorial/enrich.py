@@ -24,7 +24,14 @@ from newsletter.editorial import llm
 from newsletter.editorial.cluster import canonical_url
 from newsletter.editorial.headline import headline
 from newsletter.editorial.quotes import SPEECH, extract_quotes
-from newsletter.editorial.related import Doc, RelatedIndex, related_entries
+from newsletter.editorial.related import (
+    Doc,
+    Embedder,
+    RelatedIndex,
+    SemanticUnavailable,
+    related_entries,
+    semantic_embedder,
+)
 from newsletter.editorial.summarize import extractive_summary
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, utcnow
 from newsletter.text import word_count
@@ -223,7 +230,11 @@ def _extractive(story: _Story, nl: Newsletter, notes: dict) -> None:
         notes.setdefault("summary", "no whole sentences to summarize; kept the feed's text")
 
 
-def _archive(session: Session, stories: list[_Story]) -> RelatedIndex:
+def _archive(
+    session: Session, stories: list[_Story], embed: Embedder | None = None
+) -> tuple[RelatedIndex, dict[int, Item]]:
+    """The index over the archive, and its items by id (held here: the session keeps loaded rows only while
+    something refers to them, and looking each copy up again cost a query apiece)."""
     items = session.scalars(
         select(Item).options(joinedload(Item.source)).order_by(Item.id.desc()).limit(ARCHIVE_LIMIT)
     ).all()
@@ -239,7 +250,7 @@ def _archive(session: Session, stories: list[_Story]) -> RelatedIndex:
         )
         for it in items
     ]
-    return RelatedIndex(docs)
+    return RelatedIndex(docs, embed), {it.id: it for it in items}
 
 
 def _in_window(item: Item | None, issue: IssueRow) -> bool:
@@ -260,7 +271,13 @@ def _related(
     into them, not another copy found on the way. At most `related` links per story and `related_total` per
     issue, the closest ones kept."""
     per_story, budget = nl.digest.related, nl.digest.related_total
-    index = _archive(session, stories)
+    embed: Embedder | None = None
+    if nl.digest.related_method == "semantic":
+        try:
+            embed = semantic_embedder()
+        except SemanticUnavailable as exc:  # the issue still gets related reading, the cheap kind, and says so
+            report.problems.append(f"{nl.path or 'newsletter'}: digest.{exc}; used bm25 for this issue")
+    index, archive_items = _archive(session, stories, embed)
     issue_ids = {r.item_id for r in issue.items if r.item_id is not None}
     issue_urls = {r.url for r in issue.items} | {
         c.get("url", "") for r in issue.items for c in (r.also_covered_by or [])
@@ -279,7 +296,7 @@ def _related(
             # Another source's copy of this story, from the same period, is "also covered by".
             known = {canonical_url(u) for u in {row.url} | {c.get("url", "") for c in covered}}
             for other in same:
-                other_item = session.get(Item, other.id)
+                other_item = archive_items.get(other.id) or session.get(Item, other.id)
                 if (
                     other_item is None
                     or other_item.source_id == story.item.source_id

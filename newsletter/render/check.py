@@ -333,11 +333,15 @@ def check_images(report: Report, page: _Page) -> None:
                                       "that block images show nothing")
     for img in empty_alt:
         report.add("warn", "img-alt", f"image {img.get('src')!r} has empty alt text (fine only if decorative)")
+    no_height = [img for img in page.images if not img.get("height")]
     for img in no_width:
         report.add("warn", "img-width", f"image {img.get('src')!r} has no width attribute: Outlook shows it at "
                                         "its natural size")
-    if page.images and not (missing_alt or empty_alt or no_width):
-        report.add("ok", "img", f"all {len(page.images)} images have alt text and a width")
+    for img in no_height:
+        report.add("warn", "img-height", f"image {img.get('src')!r} has no height attribute (height=auto "
+                                         "keeps the picture's own shape): some clients then size it oddly")
+    if page.images and not (missing_alt or empty_alt or no_width or no_height):
+        report.add("ok", "img", f"all {len(page.images)} images have alt text, a width and a height")
     if not page.images:
         report.add("ok", "img", "no images: nothing depends on images loading")
 

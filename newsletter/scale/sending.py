@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, event, select
 
@@ -110,8 +111,9 @@ class _Timed:
                      "hold_seconds"):
             if hasattr(mailer, name):
                 setattr(self, name, getattr(mailer, name))
-        if hasattr(mailer, "push_held"):
-            self.push_held = self._push_held
+        if hasattr(mailer, "prepare"):  # the body built before the `sending` mark, as on one machine
+            self.prepare = self._prepare
+            self.push_prepared = self._push_prepared
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
@@ -122,14 +124,17 @@ class _Timed:
         self._timing.recipients += len(recipients)
         return result
 
-    def _push_held(self, message: Message, recipients: Sequence[Recipient], batch_id: str | None,
-                   send_at: int | None) -> PushResult:
+    def _prepare(self, message: Message, recipients: Sequence[Recipient], **held: Any) -> tuple[Any, int]:
+        return self._mailer.prepare(message, recipients, **held), len(recipients)  # type: ignore[attr-defined]
+
+    def _push_prepared(self, prepared: tuple[Any, int]) -> PushResult:
+        inner, count = prepared
         started = time.perf_counter()
         try:
-            result: PushResult = self._mailer.push_held(message, recipients, batch_id, send_at)  # type: ignore[attr-defined]
+            result: PushResult = self._mailer.push_prepared(inner)  # type: ignore[attr-defined]
         finally:
             self._timing.provider += time.perf_counter() - started
-        self._timing.recipients += len(recipients)
+        self._timing.recipients += count
         return result
 
     def _accepted(self, custom_args: dict[str, str]) -> set[str] | None:

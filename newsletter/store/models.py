@@ -290,13 +290,37 @@ class SendBatch(Base):
     first_subscription_id: Mapped[int] = mapped_column(BigInteger)
     last_subscription_id: Mapped[int] = mapped_column(BigInteger)
     recipients: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(20), default="claimed")  # claimed, sent, failed
+    # claimed, sending, sent, retry, unknown, failed, skipped (newsletter.deliver.ledger)
+    status: Mapped[str] = mapped_column(String(20), default="claimed")
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
+    # When a run reported it held to the operator: `--unknown resend|skip` applies to listed batches only.
+    listed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    decision: Mapped[str | None] = mapped_column(String(20))  # the operator's: resend, skip
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SendHold(Base):
+    """A recipient a send could not settle: held (outcome unknown), skipped by the operator, or resent.
+
+    A skipped person has no Delivery row: the ledger never says they got an issue they were not sent.
+    """
+
+    __tablename__ = "send_hold"
+    __table_args__ = (UniqueConstraint("send_id", "subscriber_id", name="uq_send_hold"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("send.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("send_batch.id", ondelete="CASCADE"), index=True)
+    subscriber_id: Mapped[int] = mapped_column(BigInteger)
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20))  # unknown, skipped, resent
+    reason: Mapped[str | None] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class SendGridHold(Base):

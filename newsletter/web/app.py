@@ -88,14 +88,16 @@ def create_app(
         make_mailer=make_mailer or (lambda: configured_mailer(settings)),
     )
     https = settings.base_url.startswith("https://")
+    # Starlette tries routes in order and no two groups share a path: the pages readers load most (links in
+    # emails, the archive) come first, so their requests skip matching against the editor's and the API's.
     routes: list[BaseRoute] = [
+        *public_routes(settings, engine, subscribe_limiter=state.subscribe_per_client),
+        *archive.routes(),
         Route("/", lambda request: RedirectResponse("/archive/", status_code=303), methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         *signin.routes(),
         *editor.routes(),
-        *archive.routes(),
         *api.routes(),
-        *public_routes(settings, engine, subscribe_limiter=state.subscribe_per_client),
     ]
     app = Starlette(
         routes=routes,

@@ -28,6 +28,7 @@ from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueRow, NewsletterRow
 from newsletter.subscribers.manage import InvalidAddress
 from newsletter.web.pages import checked_form, page
+from newsletter.web.point_read import point_read
 from newsletter.web.public import RESEND_CONFIRMATION_AFTER
 from newsletter.web.state import WebState, web_state
 
@@ -133,12 +134,12 @@ async def issue_page(request: Request) -> Response:
     state = web_state(request)
     slug, number = request.path_params["slug"], request.path_params["number"]
 
-    def load() -> bytes:
+    def kept() -> tuple[tuple[object, ...], bytes | None]:
         # The hot path is one small query: the finished page is kept from the last view of the same version.
         version = _sent_version(state, slug, number)
-        kept = state.archive_pages.get((slug, number), version)
-        if kept is not None:
-            return kept
+        return version, state.archive_pages.get((slug, number), version)
+
+    def load(version: tuple[object, ...]) -> bytes:
         issue_id, stored = _sent_row(state, slug, number)
         if stored is not None:
             body = _web_page(public_html(stored, state.settings.base_url, slug))
@@ -156,7 +157,9 @@ async def issue_page(request: Request) -> Response:
                                 templates_dir=state.templates_dir).html
         return _web_page(public_html(stored, state.settings.base_url, slug))
 
-    body = await run_in_threadpool(load)
+    version, body = await point_read(state.engine, kept)
+    if body is None:  # rendered in the pool: a render takes milliseconds
+        body = await run_in_threadpool(load, version)
     return Response(body, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARCHIVE_CSP})
 
 

@@ -44,6 +44,7 @@ from newsletter.subscribers import status as subscription_status
 from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
 from newsletter.web.auth import AttemptLimiter
 from newsletter.web.limits import BodyTooLarge, read_body
+from newsletter.web.point_read import point_read
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def public_routes(
 
     async def unsubscribe_page(request: Request) -> Response:
         data = read(request.path_params["token"], UNSUBSCRIBE)  # the MAC first: a forged link costs no query
-        found = await run_in_threadpool(link_lookup, data) if data is not None else None
+        found = await point_read(get_db(), link_lookup, data) if data is not None else None
         if found is None:
             return _invalid_link()
         status, email, name = found

@@ -10,7 +10,7 @@ answer for ours in the Email Activity API.
 after it can still cancel that batch, and then kept until the cancellation is released after its `send_at`.
 
 Revision ID: 0004_install
-Revises: 0003_feeds
+Revises: 0004_holds
 """
 
 import uuid
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_install"
-down_revision = "0003_feeds"
+down_revision = "0004_holds"
 branch_labels = None
 depends_on = None
 
