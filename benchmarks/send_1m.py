@@ -12,6 +12,11 @@ and how many duplicates (must be 0). The send runs in a child process so its pea
 
 Compared in the same run with the baseline a user would otherwise write: a loop calling the API once per
 recipient with the official client (`SendGridAPIClient.send(Mail(...))`), timed on a sample and extrapolated.
+
+And the cost of hold-and-cancel (SENDGRID_SETTLE_BY=hold, what an account without the Email Activity add-on
+gets): a second issue to the same audience with every request under its own batch id (one POST /v3/mail/batch
+each) and send_at 11 minutes ahead, with every `--lost-every`th answer lost, so each such batch is cancelled and
+sent again. Reported: HTTP requests per second and the requests beyond the mail sends themselves.
 """
 
 from __future__ import annotations
@@ -64,6 +69,14 @@ def populate(db_url: str, n: int, prefix: str = "reader") -> float:
     return time.perf_counter() - started
 
 
+def add_issue(db_url: str, number: int) -> None:
+    from newsletter.store.db import get_engine, session_scope
+    from newsletter.store.models import IssueRow
+
+    with session_scope(get_engine(db_url)) as s:
+        s.add(IssueRow(id=number, newsletter_id=1, number=number, subject=f"#{number}", status="approved"))
+
+
 def message():  # noqa: ANN201
     from newsletter.deliver.mailer import Message
 
@@ -75,7 +88,7 @@ def message():  # noqa: ANN201
                    custom_args={"newsletter": "bench", "issue": "1"})
 
 
-def run_send_phase(db_url: str, server_url: str, concurrency: int) -> dict:
+def run_send_phase(db_url: str, server_url: str, concurrency: int, settle_by: str = "auto", issue: int = 1) -> dict:
     """In a child process: the send itself. Prints one JSON line."""
     from newsletter.deliver.engine import SendOptions
     from newsletter.deliver.ledger import start_send
@@ -85,10 +98,10 @@ def run_send_phase(db_url: str, server_url: str, concurrency: int) -> dict:
     from newsletter.subscribers.tokens import Signer
 
     engine = get_engine(db_url)
-    mailer = SendGridMailer(KEY, server_url, activity_settle_seconds=0)
+    mailer = SendGridMailer(KEY, server_url, activity_settle_seconds=0, settle_by=settle_by)
     cpu_before = time.process_time()
     started = time.perf_counter()
-    send_id = start_send(engine, 1, 1, mailer.name, 1000)
+    send_id = start_send(engine, issue, 1, mailer.name, 1000)
     report = run_send(engine, send_id, 1, "bench", message(), mailer, Signer("bench-secret"),
                       "https://news.example.com", SendOptions(concurrency=concurrency))
     elapsed = time.perf_counter() - started
@@ -124,31 +137,51 @@ def stats(server_url: str) -> dict:
     return httpx.get(f"{server_url}/_stats", timeout=60).json()
 
 
-def send_child(db_url: str, server_url: str, concurrency: int) -> dict:
+def send_child(db_url: str, server_url: str, concurrency: int, settle_by: str = "auto", issue: int = 1) -> dict:
     child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", "send", "--database-url", db_url,
-                            "--server-url", server_url, "--concurrency", str(concurrency)],
+                            "--server-url", server_url, "--concurrency", str(concurrency), "--settle-by", settle_by,
+                            "--issue", str(issue)],
                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if child.returncode != 0:
         raise SystemExit(f"send phase failed:\n{child.stderr}")
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def configure(server_url: str, validate_every: int) -> None:
+def reset(server_url: str) -> None:
     import httpx
 
-    httpx.get(f"{server_url}/_config", params={"validate_every": validate_every}, timeout=10)
+    httpx.get(f"{server_url}/_reset", timeout=60)
+
+
+def advance(server_url: str, seconds: float) -> None:
+    import httpx
+
+    httpx.post(f"{server_url}/_clock", json={"advance": seconds}, timeout=60)
+
+
+def configure(server_url: str, validate_every: int, lost_every: int = 0) -> None:
+    import httpx
+
+    httpx.get(f"{server_url}/_config", params={"validate_every": validate_every, "lost_every": lost_every},
+              timeout=10)
 
 
 def row(method: str, result: dict, server: dict, before: dict) -> dict[str, str]:
     requests = server["accepted_requests"] - before["accepted_requests"]
     validated = server["schema_validated"] - before["schema_validated"]
+    calls = {k: v - before["calls"].get(k, 0) for k, v in server["calls"].items()}
+    http = sum(calls.values())
+    extra = {k: v for k, v in calls.items() if k != "mail" and v}
     return {
         "benchmark": "send_1m", "method": method, "recipients": f"{result['sent']:,}",
         "seconds": f"{result['seconds']:.1f}", "recipients/s": f"{result['sent'] / result['seconds']:,.0f}",
         "sender CPU s": f"{result['cpu']:.1f}", "peak MB": f"{result['peak_mb']:.0f}",
         "requests": f"{requests:,} ({validated:,} schema-validated)",
+        "HTTP req/s": f"{http / result['seconds']:,.1f}",
+        "extra requests": ", ".join(f"{v:,} {k}" for k, v in sorted(extra.items())) or "0",
         "server check": f"{server['distinct'] - before['distinct']:,} new addresses, "
-                        f"{server['duplicates'] - before['duplicates']} duplicates",
+                        f"{server['duplicates'] - before['duplicates']} duplicates, "
+                        f"{server['discarded'] - before['discarded']:,} copies cancelled",
     }
 
 
@@ -161,13 +194,19 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight at once")
     parser.add_argument("--validate-every", type=int, default=50,
                         help="in the big run, the server schema-validates every Nth request (limits: all)")
+    parser.add_argument("--lost-every", type=int, default=200,
+                        help="in the hold-and-cancel run, every Nth answer is lost (the batch is cancelled, resent)")
+    parser.add_argument("--no-hold", action="store_true", help="skip the hold-and-cancel run")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--phase", default="all", choices=["all", "send"], help=argparse.SUPPRESS)
     parser.add_argument("--server-url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--settle-by", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--issue", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.phase == "send":
-        print(json.dumps(run_send_phase(args.database_url, args.server_url, args.concurrency)), flush=True)
+        print(json.dumps(run_send_phase(args.database_url, args.server_url, args.concurrency, args.settle_by,
+                                        args.issue)), flush=True)
         return []
 
     tmp = tempfile.mkdtemp(prefix="send1m-")
@@ -187,6 +226,18 @@ def main() -> list[dict[str, str]]:
         big = send_child(db_url, server_url, args.concurrency)
         rows.append(row(f"newsletter send, 1000/request, {args.concurrency} in flight", big, stats(server_url),
                         before))
+        if not args.no_hold:
+            log(f"  {big['seconds']:.1f}s; issue #2 to the same {args.subscribers:,}, hold-and-cancel, every "
+                f"{args.lost_every}th answer lost ...")
+            add_issue(db_url, 2)
+            reset(server_url)  # the same readers again: count this issue's copies alone
+            configure(server_url, args.validate_every, args.lost_every)
+            before = stats(server_url)
+            held = send_child(db_url, server_url, args.concurrency, "hold", 2)
+            configure(server_url, args.validate_every)
+            advance(server_url, 3600)  # past every send_at: the cancelled copies are discarded
+            rows.append(row(f"same, hold-and-cancel (no Activity API), every {args.lost_every}th answer lost",
+                            held, stats(server_url), before))
         if args.validated_subscribers:
             log(f"  {big['seconds']:.1f}s; sending to {args.validated_subscribers:,}, every request validated ...")
             small_url = f"sqlite:///{tmp}/validated.db"

@@ -5,8 +5,20 @@ It validates every POST /v3/mail/send against SendGrid's published OpenAPI schem
 does (202 + X-Message-Id, 400 with an `errors` body, 401, 413, 429 with X-RateLimit-* headers, 500), fails on
 cue, and records what it accepted so a test can count deliveries per address.
 
-It also answers GET /v3/messages?query=unique_args['key']="value" like SendGrid's Email Activity API, which is
-how a send whose outcome is unknown (crash or cut connection mid-request) is reconciled.
+It also answers GET /v3/messages?query=unique_args['key']="value" like SendGrid's Email Activity API (or 403, as
+an account without the add-on does: `activity_api = False`), which is how a send whose outcome is unknown (crash
+or cut connection mid-request) is reconciled.
+
+Scheduled sends, as SendGrid documents them (the Mail Batch paths of tsg_mail_v3.json, the Scheduled Sends API of
+twilio/sendgrid-oai's tsg_scheduled_sends_v3.json): POST /v3/mail/batch makes a batch id (201); a mail send may
+carry a created `batch_id` and a `send_at` (at most 72 hours ahead) and is then held until its send_at;
+POST /v3/user/scheduled_sends {batch_id, status: pause|cancel} (201; 400 when the batch already has a status or
+10 batches are paused or cancelled), GET/PATCH/DELETE /v3/user/scheduled_sends/{batch_id}. At send_at a cancelled
+batch's mail is discarded, a paused one's kept, any other delivered. A cancellation made later than 10 minutes
+before send_at is accepted but, as SendGrid says, not guaranteed: this server then delivers (the worst case).
+The server's clock is its own (`now`, `advance`, or POST /_clock {"advance": seconds} from another process), so
+tests skip the minutes of a hold without waiting them; `deliveries()` counts the copies that are or will be
+delivered, which is what a reader would see.
 
 Run it on its own (for the benchmark or by hand):  python tests/sendgrid_server.py --port 8025
 """
@@ -37,6 +49,26 @@ SPEC_PATH = Path(__file__).parent / "fixtures" / "sendgrid" / "tsg_mail_v3.json"
 MAX_BODY = 30 * 1024 * 1024
 MAX_RECIPIENTS = 1000
 MAX_PERSONALIZATION_BYTES = 10_000
+MAX_SCHEDULE_AHEAD = 72 * 3600
+CANCEL_LINE = 600  # no pause or cancel later than 10 minutes before send_at
+MAX_PAUSED_OR_CANCELLED = 10
+
+# The request body of CreateScheduledSend (POST /v3/user/scheduled_sends) in twilio/sendgrid-oai's
+# spec/json/tsg_scheduled_sends_v3.json, transcribed (the fixture file holds the Mail Send spec only).
+SCHEDULED_SEND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "batch_id": {"type": "string", "pattern": "^[a-zA-Z0-9]"},
+        "status": {"type": "string", "enum": ["pause", "cancel"]},
+    },
+    "required": ["batch_id", "status"],
+}
+# UpdateScheduledSend (PATCH /v3/user/scheduled_sends/{batch_id}) in the same file.
+SCHEDULED_UPDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["cancel", "pause"]}},
+    "required": ["status"],
+}
 
 
 def mail_send_schema() -> dict[str, Any]:
@@ -169,6 +201,19 @@ def check_request(body: Any, *, validate_schema: bool = True) -> list[dict[str, 
     return errors
 
 
+def schedule_errors(body: dict[str, Any], server: SendGridServer) -> list[dict[str, Any]]:
+    """The scheduling rules the schema does not state: a batch id made by POST /v3/mail/batch, send_at at most
+    72 hours ahead."""
+    errors = []
+    batch_id = body.get("batch_id")
+    if batch_id is not None and batch_id not in server.batch_ids:
+        errors.append(_error("The batch ID is not valid. Create one with POST /v3/mail/batch.", "batch_id"))
+    send_at = body.get("send_at")
+    if send_at is not None and send_at > server.now() + MAX_SCHEDULE_AHEAD:
+        errors.append(_error("The send_at parameter cannot be more than 72 hours in the future.", "send_at"))
+    return errors
+
+
 @dataclass
 class Accepted:
     message_id: str
@@ -176,6 +221,10 @@ class Accepted:
     custom_args: dict[str, str]
     body: dict[str, Any] | None  # kept unless keep_bodies=False (the 1M benchmark)
     at: float
+    batch_id: str | None = None
+    send_at: float | None = None
+    # delivered, or scheduled (until send_at), then delivered / discarded (cancelled) / paused
+    state: str = "delivered"
 
 
 @dataclass
@@ -204,6 +253,7 @@ class SendGridServer:
         # 1M benchmark also measures the sender with the validator out of the way, since jsonschema over 1000
         # personalizations (~60 ms) would otherwise be what it measures.
         self.validate_every = 1
+        self.lost_every = 0  # >0: every Nth mail send is accepted and its answer lost (the benchmark's faults)
         self.schema_validated = 0
         self.accepted: list[Accepted] = []
         self.rejected: list[tuple[int, Any]] = []  # (status, errors or None) for every non-202 answer
@@ -216,6 +266,15 @@ class SendGridServer:
         self._cues: list[_Cue] = []
         self._drops: list[str] = []  # "before" (cut while reading the body) or "after" (accepted, then cut)
         self._random: tuple[random.Random, float, tuple[int, ...]] | None = None
+        self._storm: tuple[random.Random, float, float, float, float] | None = None
+        # Faults of the other endpoints ("batch": POST /v3/mail/batch, "cancel": POST /v3/user/scheduled_sends,
+        # "release": DELETE ...): ("fail", status) or ("drop-after", 0), in order.
+        self._endpoint_cues: dict[str, list[tuple[str, int]]] = {}
+        self.activity_api = True  # False: GET /v3/messages answers 403, like an account without the add-on
+        self.offset = 0.0  # the server's clock runs this many seconds ahead of the machine's
+        self.batch_ids: set[str] = set()
+        self.scheduled: dict[str, tuple[str, float]] = {}  # batch id -> (pause|cancel, when it was set)
+        self.calls: Counter[str] = Counter()  # requests per endpoint: mail, batch, cancel, release, activity...
         self._httpd = ThreadingHTTPServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -266,6 +325,50 @@ class SendGridServer:
         with self.lock:
             self._drops.extend([when] * count)
 
+    def storm(self, seed: int, *, rate_429: float = 0.0, rate_500: float = 0.0, drop_before: float = 0.0,
+              lost_202: float = 0.0) -> None:
+        """Faults drawn independently for each mail send (reproducibly for a seed): 429, 500, a connection cut
+        before the body was read, a 202 lost after the request was accepted."""
+        with self.lock:
+            self._storm = (random.Random(seed), rate_429, rate_500, drop_before, lost_202)
+
+    def fail_endpoint(self, endpoint: str, count: int = 1, status: int = 500, *, drop_after: bool = False) -> None:
+        """The next `count` calls to `endpoint` (batch, cancel, release) fail with `status`, or (drop_after) do
+        their work and then cut the connection before answering."""
+        with self.lock:
+            self._endpoint_cues.setdefault(endpoint, []).extend(
+                [("drop-after", 0) if drop_after else ("fail", status)] * count)
+
+    def _endpoint_cue(self, endpoint: str) -> tuple[str, int] | None:
+        with self.lock:
+            cues = self._endpoint_cues.get(endpoint)
+            return cues.pop(0) if cues else None
+
+    # -- the clock -------------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the server's clock on (scheduled mail whose send_at passes is delivered or discarded)."""
+        with self.lock:
+            self.offset += max(0.0, seconds)
+            self._tick()
+
+    def _tick(self) -> None:
+        """Decide every scheduled message whose send_at has come (call with the lock held)."""
+        now = self.now()
+        for acc in self.accepted:
+            if acc.state == "scheduled" and acc.send_at is not None and acc.send_at <= now:
+                acc.state = self._fate(acc)
+
+    def _fate(self, acc: Accepted) -> str:
+        status, since = self.scheduled.get(acc.batch_id or "", ("", 0.0))
+        if status == "pause":
+            return "paused"
+        if status == "cancel" and acc.send_at is not None and since <= acc.send_at - CANCEL_LINE:
+            return "discarded"
+        return "delivered"  # no status, or a cancellation too late to be guaranteed: the worst case
+
     def reset(self) -> None:
         with self.lock:
             self.accepted.clear()
@@ -273,13 +376,32 @@ class SendGridServer:
             self._cues.clear()
             self._drops.clear()
             self._random = None
+            self._storm = None
+            self._endpoint_cues.clear()
+            self.scheduled.clear()
+            self.batch_ids.clear()
+            self.calls.clear()
             self.requests = 0
 
     # -- what arrived ----------------------------------------------------------------------------------------
     def deliveries(self) -> Counter[str]:
-        """How many accepted copies each address got."""
+        """How many copies each address got or will get: accepted mail, less what a cancelled (or paused)
+        batch discards at its send_at."""
         with self.lock:
-            return Counter(addr for acc in self.accepted for addr in acc.recipients)
+            self._tick()
+            return Counter(addr for acc in self.accepted if self._will_deliver(acc) for addr in acc.recipients)
+
+    def _will_deliver(self, acc: Accepted) -> bool:
+        if acc.state == "scheduled":
+            return self._fate(acc) == "delivered"
+        return acc.state == "delivered"
+
+    @property
+    def discarded_recipients(self) -> int:
+        """Copies accepted and then discarded (or to be) because their batch was cancelled in time."""
+        with self.lock:
+            self._tick()
+            return sum(len(acc.recipients) for acc in self.accepted if not self._will_deliver(acc))
 
     @property
     def accepted_recipients(self) -> int:
@@ -288,6 +410,8 @@ class SendGridServer:
 
     def _next_cue(self) -> tuple[str, int, dict[str, str]] | None:
         with self.lock:
+            if self.lost_every and self.requests % self.lost_every == 0:
+                return ("drop-after", 0, {})
             if self._drops:
                 return ("drop-" + self._drops.pop(0), 0, {})
             if self._cues:
@@ -300,10 +424,18 @@ class SendGridServer:
                 rng, rate, statuses = self._random
                 if rng.random() < rate:
                     return ("fail", rng.choice(statuses), {})
+            if self._storm is not None:
+                rng, r429, r500, before, lost = self._storm
+                draw = rng.random()
+                for kind, p in (("429", r429), ("500", r500), ("drop-before", before), ("drop-after", lost)):
+                    if draw < p:
+                        return ("fail", int(kind), {}) if kind.isdigit() else (kind, 0, {})
+                    draw -= p
         return None
 
     def _record(self, body: dict[str, Any]) -> str:
         message_id = uuid.uuid4().hex[:22]
+        send_at = body.get("send_at")
         recipients = [
             person["email"].lower()
             for p in body["personalizations"]
@@ -317,7 +449,10 @@ class SendGridServer:
                     recipients,
                     dict(body.get("custom_args") or {}),
                     body if self.keep_bodies else None,
-                    time.time(),
+                    self.now(),
+                    body.get("batch_id"),
+                    float(send_at) if send_at is not None else None,
+                    "scheduled" if send_at is not None and send_at > self.now() else "delivered",
                 )
             )
         return message_id
@@ -368,7 +503,7 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            if status != 202 and self.command == "POST":
+            if status != 202 and self.command == "POST" and self.path.startswith("/v3/mail/send"):
                 with server.lock:
                     server.rejected.append(
                         (status, payload.get("errors") if isinstance(payload, dict) else None)
@@ -385,18 +520,156 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
                 401, {"errors": [_error("The provided authorization grant is invalid, expired, or revoked")]}
             )
 
+        def _json_body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return ValueError
+
+        def _fault(self, endpoint: str) -> tuple[str, int] | None:
+            """Answer a cued failure of `endpoint` now (returns None then... or the cue to apply after the work)."""
+            cue = server._endpoint_cue(endpoint)
+            if cue and cue[0] == "fail":
+                self._send(cue[1], {"errors": [_error("too many requests" if cue[1] == 429 else "internal error")]},
+                           {"Retry-After": "1"} if cue[1] == 429 else None)
+                return ("answered", cue[1])
+            return cue
+
+        def _schema_errors(self, schema: dict[str, Any], payload: Any) -> list[dict[str, Any]]:
+            found = jsonschema.Draft202012Validator(schema).iter_errors(payload)
+            return [_error(e.message, _field(e.absolute_path)) for e in found]
+
+        def _scheduled_sends(self, method: str, batch_id: str | None) -> None:
+            if not self._authorized():
+                self._unauthorized()
+                return
+            endpoint = {"POST": "cancel", "DELETE": "release", "PATCH": "update"}.get(method, "scheduled")
+            payload = self._json_body() if method in ("POST", "PATCH") else None
+            with server.lock:
+                server.calls[endpoint] += 1
+                server._tick()
+            cue = self._fault(endpoint)
+            if cue and cue[0] == "answered":
+                return
+            if payload is ValueError:
+                self._send(400, {"errors": [_error("invalid JSON")]})
+                return
+            with server.lock:
+                status, answer = self._scheduled_locked(method, batch_id, payload)
+            if cue and cue[0] == "drop-after":
+                _rst(self)
+                return
+            self._send(status, answer)
+
+        def _scheduled_locked(self, method: str, batch_id: str | None, payload: Any) -> tuple[int, Any]:
+            if method == "GET" and batch_id is None:
+                return 200, [{"batch_id": b, "status": st} for b, (st, _at) in server.scheduled.items()]
+            if method == "POST" and batch_id is None:
+                errors = self._schema_errors(SCHEDULED_SEND_SCHEMA, payload)
+                if errors:
+                    return 400, {"errors": errors}
+                wanted = payload["batch_id"]
+                if wanted not in server.batch_ids:
+                    return 400, {"errors": [_error("batch id not found", "batch_id")]}
+                if wanted in server.scheduled:
+                    return 400, {"errors": [_error("a status has already been set for this batch id", "batch_id")]}
+                if len(server.scheduled) >= MAX_PAUSED_OR_CANCELLED:
+                    return 400, {"errors": [_error("max limit reached: you cannot pause or cancel more than "
+                                                   f"{MAX_PAUSED_OR_CANCELLED} batches at a time", "batch_id")]}
+                server.scheduled[wanted] = (payload["status"], server.now())
+                return 201, {"batch_id": wanted, "status": payload["status"]}
+            if batch_id is None:
+                return 405, {"errors": [_error("method not allowed")]}
+            if method == "GET":
+                if batch_id not in server.batch_ids:
+                    return 404, {"errors": [_error("batch id not found")]}
+                entry = server.scheduled.get(batch_id)
+                return 200, [{"batch_id": batch_id, "status": entry[0]}] if entry else []
+            if batch_id not in server.scheduled:
+                return 404, {"errors": [_error("no pause or cancellation for this batch id")]}
+            if method == "PATCH":
+                errors = self._schema_errors(SCHEDULED_UPDATE_SCHEMA, payload)
+                if errors:
+                    return 400, {"errors": errors}
+                server.scheduled[batch_id] = (payload["status"], server.now())
+                return 204, None
+            if method == "DELETE":
+                del server.scheduled[batch_id]
+                for acc in server.accepted:  # a pause removed after send_at: delivered now
+                    if acc.batch_id == batch_id and acc.state == "paused":
+                        acc.state = "delivered"
+                return 204, None
+            return 405, {"errors": [_error("method not allowed")]}
+
+        def _mail_batch(self, batch_id: str | None) -> None:
+            if not self._authorized():
+                self._unauthorized()
+                return
+            with server.lock:
+                server.calls["batch" if batch_id is None else "batch-check"] += 1
+            if batch_id is not None:  # GetMailBatch: validate a batch id
+                if batch_id in server.batch_ids:
+                    self._send(200, {"batch_id": batch_id})
+                else:
+                    self._send(400, {"errors": [_error("invalid batch id", "batch_id")]})
+                return
+            cue = self._fault("batch")
+            if cue and cue[0] == "answered":
+                return
+            new = uuid.uuid4().hex
+            with server.lock:
+                server.batch_ids.add(new)
+            if cue and cue[0] == "drop-after":
+                _rst(self)
+                return
+            self._send(201, {"batch_id": new})
+
+        def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+            match = re.fullmatch(r"/v3/user/scheduled_sends/([^/]+)", urlparse(self.path).path)
+            if not match:
+                self._send(404, {"errors": [_error("not found")]})
+                return
+            self._scheduled_sends("DELETE", match.group(1))
+
+        def do_PATCH(self) -> None:  # noqa: N802 - stdlib naming
+            match = re.fullmatch(r"/v3/user/scheduled_sends/([^/]+)", urlparse(self.path).path)
+            if not match:
+                self._send(404, {"errors": [_error("not found")]})
+                return
+            self._scheduled_sends("PATCH", match.group(1))
+
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
             url = urlparse(self.path)
+            if url.path == "/_clock":
+                self._send(200, {"now": server.now()})
+                return
+            scheduled = re.fullmatch(r"/v3/user/scheduled_sends(?:/([^/]+))?", url.path)
+            if scheduled:
+                self._scheduled_sends("GET", scheduled.group(1))
+                return
+            batch = re.fullmatch(r"/v3/mail/batch/([^/]+)", url.path)
+            if batch:
+                self._mail_batch(batch.group(1))
+                return
             if url.path == "/_stats":  # for a benchmark running the server in another process
                 counts = server.deliveries()
                 self._send(200, {"requests": server.requests, "accepted_requests": len(server.accepted),
                                  "schema_validated": server.schema_validated,
                                  "recipients": sum(counts.values()), "distinct": len(counts),
-                                 "duplicates": sum(c - 1 for c in counts.values() if c > 1)})
+                                 "duplicates": sum(c - 1 for c in counts.values() if c > 1),
+                                 "discarded": server.discarded_recipients, "calls": dict(server.calls)})
+                return
+            if url.path == "/_reset":  # a benchmark's next run counts from zero
+                server.reset()
+                self._send(200, {"reset": True})
                 return
             if url.path == "/_config":
-                server.validate_every = int(parse_qs(url.query).get("validate_every", ["1"])[0])
-                self._send(200, {"validate_every": server.validate_every})
+                query = parse_qs(url.query)
+                server.validate_every = int(query.get("validate_every", ["1"])[0])
+                server.lost_every = int(query.get("lost_every", ["0"])[0])
+                self._send(200, {"validate_every": server.validate_every, "lost_every": server.lost_every})
                 return
             if url.path != "/v3/messages":
                 self._send(404, {"errors": [_error("not found")]})
@@ -404,16 +677,36 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 self._unauthorized()
                 return
+            with server.lock:
+                server.calls["activity"] += 1
+            if not server.activity_api:
+                self._send(403, {"errors": [_error("access forbidden: this account has no Email Activity access")]})
+                return
             params = parse_qs(url.query)
             limit = int(params.get("limit", ["10"])[0])
             self._send(200, {"messages": server._activity(params.get("query", [""])[0], limit)})
 
         def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-            if urlparse(self.path).path != "/v3/mail/send":
+            path = urlparse(self.path).path
+            if path == "/_clock":
+                payload = self._json_body()
+                server.advance(float(payload.get("advance", 0)) if isinstance(payload, dict) else 0.0)
+                self._send(200, {"now": server.now()})
+                return
+            if path == "/v3/mail/batch":
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._mail_batch(None)
+                return
+            if path == "/v3/user/scheduled_sends":
+                self._scheduled_sends("POST", None)
+                return
+            if path != "/v3/mail/send":
                 self._send(404, {"errors": [_error("not found")]})
                 return
             with server.lock:
                 server.requests += 1
+                server.calls["mail"] += 1
+                server._tick()
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 self._send(
@@ -463,6 +756,8 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
                 full = server.validate_schema and server.requests % server.validate_every == 0
                 server.schema_validated += full
             errors = check_request(body, validate_schema=full)
+            if not errors and isinstance(body, dict):
+                errors = schedule_errors(body, server)
             if errors:
                 self._send(400, {"errors": errors})
                 return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.sendgrid_server import SendGridServer, check_request
 from tests.test_cli import setup_newsletter
 
@@ -41,3 +43,22 @@ def test_send_via_sendgrid_401_then_fixed_then_test_to(workdir: Path, feed_serve
     assert "Sent a test" in cli("send", "city", "--test-to", "editor@example.com").output
     assert sendgrid_env.deliveries()["editor@example.com"] == 1 and len(sendgrid_env.accepted) == 2
     assert sendgrid_env.accepted[-1].body["subject"].startswith("[TEST]")
+
+
+def test_send_without_the_activity_api_holds_each_request_for_cancelling(
+        workdir: Path, feed_server, cli, sendgrid_env: SendGridServer, monkeypatch) -> None:  # noqa: ANN001
+    setup_newsletter(workdir, feed_server)
+    cli("collect")
+    cli("build", "city", "--no-enrich")
+    (workdir / "people.csv").write_text("email,name\nann@example.com,Ann\nbob@example.com,Bob\n")
+    cli("subscribers", "import", "people.csv", "-n", "city")
+    sendgrid_env.activity_api = False  # no Email Activity add-on: `auto` holds and cancels
+    monkeypatch.setenv("SENDGRID_HOLD_SECONDS", "900")
+    out = cli("send", "city").output
+    assert "2 now" in out
+    [request] = sendgrid_env.accepted
+    assert check_request(request.body) == []
+    assert request.batch_id in sendgrid_env.batch_ids
+    assert request.body["send_at"] - request.at == pytest.approx(900, abs=5)
+    assert request.body["custom_args"]["install"]  # this database's id, beside send and batch
+    assert sendgrid_env.deliveries() == {"ann@example.com": 1, "bob@example.com": 1}

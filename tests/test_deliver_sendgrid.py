@@ -20,7 +20,7 @@ MESSAGE = Message(
     list_id="AI Weekly <ai-weekly.news.example.com>",
     reply_to="editor@example.com",
     categories=("ai-weekly",),
-    custom_args={"send_id": "7", "batch": "1"},
+    custom_args={"install": "db-a", "send_id": "7", "batch": "1"},
 )
 
 
@@ -64,7 +64,7 @@ def test_request_carries_headers_substitutions_and_ids(
     assert p["headers"] == {"List-Unsubscribe": "<https://n.example/u/abc>"}
     assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert body["headers"]["List-Id"] == "AI Weekly <ai-weekly.news.example.com>"
-    assert body["custom_args"] == {"send_id": "7", "batch": "1"}
+    assert body["custom_args"] == {"install": "db-a", "send_id": "7", "batch": "1"}
     assert body["categories"] == ["ai-weekly"]
     assert body["from"] == {"email": "news@example.com", "name": "AI Weekly"}
     # What the reader sees, after SendGrid substitutes: raw in text, escaped in HTML.
@@ -117,12 +117,17 @@ def test_lost_answer_is_outcome_unknown_and_lookup_resolves_it(
     sendgrid_server.drop_next(1, when="after")
     with pytest.raises(OutcomeUnknownError):
         mailer.push(MESSAGE, people(3))
-    assert mailer.accepted({"send_id": "7", "batch": "1"}) == {f"user{i}@example.com" for i in range(3)}
-    assert mailer.accepted({"send_id": "7", "batch": "2"}) == set()
+    assert mailer.accepted({"install": "db-a", "send_id": "7", "batch": "1"}) == {
+        f"user{i}@example.com" for i in range(3)}
+    assert mailer.accepted({"install": "db-a", "send_id": "7", "batch": "2"}) == set()
+    # Another database on the same account numbers its sends and batches from 1 too: never its answer.
+    assert mailer.accepted({"install": "db-b", "send_id": "7", "batch": "1"}) == set()
+    with pytest.raises(ValueError, match="install id"):
+        mailer.accepted({"send_id": "7", "batch": "1"})
 
 
 def test_unreachable_host_is_temporary() -> None:
     mailer = SendGridMailer(SENDGRID_TEST_KEY, "http://127.0.0.1:9", timeout=2)
     with pytest.raises(TemporaryDeliveryError, match="unreachable"):
         mailer.push(MESSAGE, people(1))
-    assert mailer.accepted({"send_id": "1"}) is None
+    assert mailer.accepted({"install": "db-a", "send_id": "1"}) is None

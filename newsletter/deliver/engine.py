@@ -14,8 +14,10 @@ good, every step written to the ledger (newsletter.deliver.ledger) before the ne
                          for now       -> `retry`, back off (full jitter, never before Retry-After), again,
                                           until `max_attempts`: then it raises, the ledger says `retry`
                          for good      -> `failed`, and it raises
-    settle(batch)   -- an `unknown` batch: ask the provider what it accepted (once its activity log is old enough),
-                       else resend (idempotent outbox, or `--unknown resend`), skip (`--unknown skip`), or hold
+    settle(batch)   -- an `unknown` batch: cancel it if it was held (SendGrid hold-and-cancel, see
+                       newsletter.deliver.cancels) and send its readers again; else ask the provider what it
+                       accepted (once its activity log is old enough: meanwhile the batch waits aside, the
+                       others go on); else resend (idempotent outbox, or `--unknown resend`), skip, or hold
     resume(batch)   -- a batch an earlier run or a dead worker left in any open state: settle, then deliver
 
 What a push did to each recipient lands in one place, `BatchSender._pushed`: delivered, refused for good by
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from newsletter.deliver.cancels import Canceller, Hold
 from newsletter.deliver.errors import OutcomeUnknownError, PartialDeliveryError
 from newsletter.deliver.lease import worker_name
 from newsletter.deliver.ledger import Batch, Ledger, Row, batch_key
@@ -48,6 +51,7 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
+from newsletter.store.db import install_id
 from newsletter.subscribers.tokens import Signer
 
 UNKNOWN_POLICIES = ("hold", "resend", "skip")
@@ -117,6 +121,17 @@ class BatchSender:
         self.batches_now = 0
         self.next_slot = options.clock()
         self.lock = threading.Lock()
+        # This database's identity, in every request beside send and batch (the Activity lookup is keyed by all).
+        self.install = install_id(engine)
+        # Unknown batches waiting for the provider's activity log, settled beside the send (see settle_waiting);
+        # only a driver that calls settle_waiting sets defer_settle (a scale-mode job hands its waits to the queue).
+        self.defer_settle = False
+        self.waiting: list[tuple[float, Batch]] = []
+        holds = getattr(mailer, "holds", None)
+        self.canceller = (Canceller(engine, job.send_id, mailer, options.sleep, self.report)  # type: ignore[arg-type]
+                          if callable(holds) and holds() else None)
+        if self.canceller is not None:
+            self.canceller.release_due()  # cancellations an earlier run left to release: free SendGrid's 10
 
     # -- the batch API --------------------------------------------------------------------------------------
     def resume(self, batch: Batch) -> None:
@@ -132,7 +147,8 @@ class BatchSender:
         rows = batch.rows if batch.rows is not None else self.ledger.rows_left(batch)
         batch.rows = None
         message = dataclasses.replace(
-            self.job.message, custom_args={**self.job.message.custom_args, "send": str(self.job.send_id),
+            self.job.message, custom_args={**self.job.message.custom_args, "install": self.install,
+                                           "send": str(self.job.send_id),
                                            "batch": batch_key(self.job.send_id, batch.number)})
         failures = 0  # attempts that delivered nothing: only those count toward max_attempts
         while True:
@@ -141,9 +157,11 @@ class BatchSender:
                 return
             self._pace(len(rows))
             recipients = self._recipients(rows)
-            push = self._prepare(message, recipients)  # built before the mark: a kill while building holds nobody
-            self.ledger.sending(batch, self.me)
             try:
+                # Held on SendGrid: the batch id to cancel is written before the request can go out.
+                hold = self.canceller.plan(batch.id, batch.attempts + 1) if self.canceller else None
+                push = self._prepare(message, recipients, hold)  # built before the mark: a kill while building
+                self.ledger.sending(batch, self.me)              # holds nobody
                 result = push()
             except PermanentDeliveryError as exc:
                 self.ledger.failed(batch, str(exc))
@@ -178,17 +196,41 @@ class BatchSender:
             self.batches_now += 1
             return
 
-    def settle(self, batch: Batch) -> bool:
-        """Settle a batch whose outcome is unknown. True: its remaining recipients may be sent now."""
+    def settle(self, batch: Batch, waited: bool = False) -> bool:
+        """Settle a batch whose outcome is unknown. True: its remaining recipients may be sent now.
+
+        False: it stays `unknown`, held for the operator, or (when `defer_settle`) put aside in `waiting` until
+        the provider's activity log can be believed; `settle_waiting` comes back to it.
+        """
+        hold = self.canceller.of(batch.id, batch.attempts) if self.canceller else None
+        if hold is not None and self.canceller is not None:
+            if self.canceller.cancel(hold):
+                self.report(f"batch {batch.number}: SendGrid batch {hold.batch_id} cancelled before it went out; "
+                            "sending its readers again")
+                self.ledger.retry(batch, None)
+                return True
+            why = (f"the cancellation of SendGrid batch {hold.batch_id} could not be confirmed 10 minutes before "
+                   f"its send_at ({time.strftime('%H:%M:%S', time.gmtime(hold.send_at))} UTC): outcome unknown")
+            self.report(f"batch {batch.number}: {why}")
+            self.ledger.unknown(batch, why)
         lookup = getattr(self.mailer, "accepted", None)
-        if lookup is not None:
+        available = getattr(self.mailer, "activity_available", None)
+        # An account that cannot answer (no Activity add-on: 403) is not waited for (D3).
+        if lookup is not None and (not callable(available) or available()):
             settle = float(getattr(self.mailer, "activity_settle_seconds", 0) or 0)
             wait = batch.claimed_at + settle - time.time() if batch.claimed_at else settle
-            if wait > 0:
+            if wait > 0 and self.defer_settle and not waited:
+                with self.lock:
+                    self.waiting.append((time.time() + wait, batch))
+                self.report(f"batch {batch.number} waits {wait:.0f}s aside for the provider's activity log; "
+                            "the others go on")
+                return False
+            if wait > 0 and not waited:  # (waited: settle_waiting has slept it out already)
                 self.report(f"waiting {wait:.0f}s for the provider's activity log to settle (batch "
                             f"{batch.number})")
                 self.options.sleep(wait)
-            accepted = lookup({"send": str(self.job.send_id), "batch": batch_key(self.job.send_id, batch.number)})
+            accepted = lookup({"install": self.install, "send": str(self.job.send_id),
+                               "batch": batch_key(self.job.send_id, batch.number)})
             if accepted is not None:
                 rows = self.ledger.rows_left(batch)
                 self._count(self.ledger.record(batch, [r for r in rows if r[2].lower() in accepted]))
@@ -206,6 +248,29 @@ class BatchSender:
         if batch.status != "unknown":
             self.ledger.unknown(batch)
         return False
+
+    def settle_waiting(self) -> None:
+        """Settle, then deliver, the batches put aside for the activity log, each once its wait is over."""
+        while True:
+            with self.lock:
+                if not self.waiting:
+                    return
+                self.waiting.sort(key=lambda w: w[0])
+                due, batch = self.waiting.pop(0)
+            if self.options.stop is not None and self.options.stop.is_set():
+                return  # it stays unknown: the next run settles it
+            wait = due - time.time()
+            if wait > 0:
+                self.report(f"waiting {wait:.0f}s for the provider's activity log to settle (batch "
+                            f"{batch.number})")
+                self.options.sleep(wait)
+            if self.settle(batch, waited=True):
+                self.deliver(batch)
+
+    def release_cancellations(self) -> None:
+        """Release the SendGrid cancellations whose send_at has passed (a run ends with this)."""
+        if self.canceller is not None:
+            self.canceller.release_due()
 
     def report(self, note: str | None = None) -> None:
         """Tell the caller's progress callback where the send is (and why it waits, in `note`)."""
@@ -228,13 +293,16 @@ class BatchSender:
         for email, why in not_built.items():
             self.report(f"not sent to {email}: {why}")
 
-    def _prepare(self, message: Message, recipients: Sequence[Recipient]) -> Callable[[], PushResult]:
+    def _prepare(self, message: Message, recipients: Sequence[Recipient],
+                 hold: Hold | None = None) -> Callable[[], PushResult]:
         """Build the batch's request (a mailer with `prepare`: every message, the whole body) now, before the batch
-        is marked `sending`, so that only the network call itself can leave an unknown outcome."""
+        is marked `sending`, so that only the network call itself can leave an unknown outcome. A held request
+        (SendGrid hold-and-cancel) goes in its own SendGrid batch, to go out at the hold's send_at."""
         prepare = getattr(self.mailer, "prepare", None)
         if prepare is None:
             return lambda: self.mailer.push(message, recipients)
-        prepared = prepare(message, recipients)
+        prepared = (prepare(message, recipients) if hold is None
+                    else prepare(message, recipients, batch_id=hold.batch_id, send_at=int(hold.send_at)))
         return lambda: self.mailer.push_prepared(prepared)  # type: ignore[attr-defined]
 
     def _count(self, delivered: int) -> None:

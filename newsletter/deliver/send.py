@@ -66,6 +66,7 @@ class _Run:
     def __init__(self, sender: BatchSender) -> None:
         self.sender, self.ledger, self.options = sender, sender.ledger, sender.options
         self.held: list[Batch] = []
+        sender.defer_settle = True  # an unknown batch waits aside for the activity log; _report_out settles it
 
     def _stopped(self) -> bool:
         return self.options.stop is not None and self.options.stop.is_set()
@@ -129,6 +130,11 @@ class _Run:
         return self._report_out("stopped" if stopped else "held" if self.held else "done")
 
     def _report_out(self, status: str) -> SendReport:
+        if status != "stopped":  # the batches put aside for the provider's activity log, then what SendGrid owes
+            self.sender.settle_waiting()
+            self.held = [b for b in self.held if b.status == "unknown"]
+            status = "held" if self.held else "done"
+        self.sender.release_cancellations()
         held_recipients = sum(self.ledger.held_recipients(b) for b in self.held)
         return SendReport(self.ledger.send_id, 0, status, self.ledger.total, self.sender.sent_now,
                           self.ledger.sent_before, self.sender.batches_now,

@@ -4,6 +4,17 @@ The issue's HTML and text go once per request; each recipient is alone in its ow
 another address) and gets their values through `substitutions` on the %%tokens%% of newsletter.render.tokens.
 Values are HTML-escaped for the HTML part: the HTML body's tokens are renamed (%%name%% -> %%name:html%%)
 so one personalization can carry the raw value for the text part and the escaped one for the HTML part.
+
+An answer lost on the way back (a 202 nobody read, a connection cut, a kill -9 after the request) leaves the
+engine unsure whether SendGrid took a batch. Two ways to find out, chosen by SENDGRID_SETTLE_BY:
+
+- `activity`: ask the Email Activity API (`accepted`) for the messages carrying this database's install id,
+  the send and the batch in custom_args; it is a paid add-on and lags by minutes.
+- `hold` (hold-and-cancel): every request gets its own `batch_id` (POST /v3/mail/batch) and a `send_at`
+  SENDGRID_HOLD_SECONDS ahead (default 660, 11 minutes), so that an unknown request can be cancelled
+  (POST /v3/user/scheduled_sends, status cancel) while SendGrid still allows it (up to 10 minutes before
+  `send_at`) and its readers sent again under a new batch; newsletter.deliver.cancels does the bookkeeping.
+- `auto` (the default): `activity` when the account answers the Activity API, else `hold`.
 """
 
 from __future__ import annotations
@@ -14,13 +25,14 @@ import json
 import os
 import time
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.utils import parseaddr
 from typing import Any
 
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
+from newsletter.config import ConfigError
 from newsletter.deliver.errors import OutcomeUnknownError
 from newsletter.deliver.mailer import (
     Message,
@@ -33,8 +45,14 @@ from newsletter.deliver.message import MessageBuildError, recipient_address
 from newsletter.render import tokens
 
 MAX_PERSONALIZATIONS = 1000
+SETTLE_MODES = ("activity", "hold", "auto")
+DEFAULT_HOLD_SECONDS = 660.0  # 11 minutes: SendGrid cancels up to 10 minutes before send_at; 1 minute to do it
+MIN_HOLD_SECONDS = 630.0
+MAX_HOLD_SECONDS = 72 * 3600.0  # SendGrid schedules at most 72 hours ahead
+HOLD_TIMEOUT = 20.0  # seconds: an answer that takes longer would eat the minute left to cancel
 MAX_SUBSTITUTION_BYTES = 10_000
 ONE_CLICK = "List-Unsubscribe=One-Click"
+NO_ACTIVITY = (401, 403, 404, 501)  # how an account without the Email Activity add-on answers
 
 
 def _address(value: str) -> dict[str, str]:
@@ -57,16 +75,38 @@ class SendGridMailer:
         host: str = "https://api.sendgrid.com",
         timeout: float = 60.0,
         activity_settle_seconds: float | None = None,
+        settle_by: str | None = None,
+        hold_seconds: float | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         if not api_key:
             raise PermanentDeliveryError("SENDGRID_API_KEY is not set")
+        settle_by = settle_by or os.environ.get("SENDGRID_SETTLE_BY") or "auto"
+        if settle_by not in SETTLE_MODES:
+            raise ConfigError(
+                f"SENDGRID_SETTLE_BY: {settle_by!r} is not one of {', '.join(SETTLE_MODES)}")
+        self.settle_by = settle_by
+        if hold_seconds is None:
+            raw = os.environ.get("SENDGRID_HOLD_SECONDS") or str(DEFAULT_HOLD_SECONDS)
+            try:
+                hold_seconds = float(raw)
+            except ValueError:
+                raise ConfigError(f"SENDGRID_HOLD_SECONDS: {raw!r} is not a number of seconds") from None
+        if not MIN_HOLD_SECONDS <= hold_seconds <= MAX_HOLD_SECONDS:
+            raise ConfigError(
+                f"SENDGRID_HOLD_SECONDS: {hold_seconds:g} is outside {MIN_HOLD_SECONDS:g}..{MAX_HOLD_SECONDS:g} "
+                "(SendGrid cancels a scheduled send only up to 10 minutes before it, and schedules at most 72 "
+                "hours ahead)")
+        self.hold_seconds = hold_seconds
+        self.now = now  # the wall clock send_at is computed from (tests share the test server's clock)
+        self._activity: bool | None = None  # whether the account answers the Email Activity API, once known
         # How old a request must be before the Email Activity API's silence about it is believed
         # (newsletter.deliver.engine); SendGrid's feed shows messages within a few minutes.
         if activity_settle_seconds is None:
             activity_settle_seconds = float(os.environ.get("SENDGRID_ACTIVITY_SETTLE_SECONDS", "300"))
         self.activity_settle_seconds = activity_settle_seconds
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
-        self.client.client.timeout = timeout
+        self.client.client.timeout = timeout if settle_by == "activity" else min(timeout, HOLD_TIMEOUT)
         self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
 
     # -- building the request --------------------------------------------------------------------------------
@@ -150,11 +190,18 @@ class SendGridMailer:
         return {"personalizations": personalizations, **base}
 
     # -- sending ---------------------------------------------------------------------------------------------
-    def prepare(self, message: Message, recipients: Sequence[Recipient]) -> tuple[dict[str, Any], dict[str, str]]:
+    def prepare(self, message: Message, recipients: Sequence[Recipient], batch_id: str | None = None,
+                send_at: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
         """The whole request body (and who could not be put in it), built before the engine marks the batch
-        `sending`: a crash while building leaves it certainly unsent (newsletter.deliver.engine)."""
+        `sending`: a crash while building leaves it certainly unsent (newsletter.deliver.engine). Held
+        (hold-and-cancel): in SendGrid batch `batch_id`, to go out at `send_at` (epoch seconds)."""
         failed: dict[str, str] = {}
-        return self.build_request(message, recipients, failed), failed
+        body = self.build_request(message, recipients, failed)
+        if batch_id is not None:
+            body["batch_id"] = batch_id
+        if send_at is not None:
+            body["send_at"] = int(send_at)
+        return body, failed
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         return self.push_prepared(self.prepare(message, recipients))
@@ -183,13 +230,115 @@ class SendGridMailer:
         assume anything. An empty set means none were found; the Activity feed lags by a few minutes, so the
         caller only trusts an empty answer for requests old enough (see newsletter.deliver.engine).
         """
+        if "install" not in custom_args:
+            # Send and batch numbers restart at 1 in every database: without this database's install id, mail
+            # sent from another one on the same account could answer for ours (a silent gap).
+            raise ValueError("an Activity lookup needs the install id in its custom args")
         query = " AND ".join(f"unique_args['{k}']=\"{v}\"" for k, v in custom_args.items())
         try:
             response = self.client.client.messages.get(query_params={"query": query, "limit": limit})
             data = json.loads(response.body or b"{}")
-        except (http_errors.HTTPError, urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        except http_errors.HTTPError as exc:
+            if exc.status_code in NO_ACTIVITY:
+                self._activity = False
             return None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+            return None
+        self._activity = True
         return {m["to_email"].lower() for m in data.get("messages", []) if m.get("to_email")}
+
+    def activity_available(self) -> bool:
+        """Whether the account answers the Email Activity API (asked once; a paid add-on on SendGrid).
+
+        An account without it answers 403 (or 401/404/501 behind some proxies): the engine then does not wait
+        for an activity log that will never speak (and, in `auto`, holds and cancels instead).
+        """
+        if self._activity is None:
+            try:
+                self.client.client.messages.get(
+                    query_params={"query": "unique_args['install']=\"probe\"", "limit": 1})
+                self._activity = True
+            except http_errors.HTTPError as exc:
+                if exc.status_code in NO_ACTIVITY:
+                    self._activity = False
+                else:
+                    return False  # busy or down right now: not an answer about the add-on, ask again later
+            except (urllib.error.URLError, http.client.HTTPException, OSError):
+                return False
+        return self._activity
+
+    # -- hold-and-cancel -----------------------------------------------------------------------------------
+    def holds(self) -> bool:
+        """Whether requests are held (own batch_id, send_at ahead) so that an unknown outcome can be cancelled."""
+        if self.settle_by == "auto":
+            return not self.activity_available()
+        return self.settle_by == "hold"
+
+    def new_batch_id(self) -> str:
+        """A fresh SendGrid batch id (POST /v3/mail/batch, 201 {"batch_id"}). An unused one costs nothing."""
+        try:
+            response = self.client.client.mail.batch.post()
+            batch_id = json.loads(response.body or b"{}").get("batch_id")
+        except http_errors.HTTPError as exc:
+            raise _http_error(exc, "create a batch id") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            raise TemporaryDeliveryError(f"SendGrid did not give a batch id: {exc!r}") from None
+        if not isinstance(batch_id, str) or not batch_id:
+            raise TemporaryDeliveryError("SendGrid answered POST /v3/mail/batch without a batch_id")
+        return batch_id
+
+    def cancel_batch(self, batch_id: str) -> bool:
+        """Cancel the scheduled send of a batch: True once SendGrid says it is cancelled.
+
+        False: SendGrid refused (400), which it does when 10 batches are already paused or cancelled; the
+        caller releases what it can and asks again. Raises TemporaryDeliveryError for 429, 5xx and network
+        trouble, PermanentDeliveryError when the key may not do this (401, 403).
+        """
+        try:
+            self.client.client.user.scheduled_sends.post(request_body={"batch_id": batch_id, "status": "cancel"})
+            return True
+        except http_errors.HTTPError as exc:
+            if exc.status_code != 400:
+                raise _http_error(exc, "cancel a scheduled send") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise TemporaryDeliveryError(f"no answer from SendGrid to a cancellation: {exc!r}") from None
+        # 400 also means "this batch already has a status": an earlier run may have cancelled it, then died.
+        status = self.scheduled_status(batch_id)
+        if status == "pause":
+            try:
+                self.client.client.user.scheduled_sends._(batch_id).patch(request_body={"status": "cancel"})
+            except http_errors.HTTPError as exc:
+                raise _http_error(exc, "cancel a paused send") from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                raise TemporaryDeliveryError(f"no answer from SendGrid to a cancellation: {exc!r}") from None
+            return True
+        return status == "cancel"
+
+    def scheduled_status(self, batch_id: str) -> str | None:
+        """The cancel/pause status SendGrid holds for a batch (GET /v3/user/scheduled_sends/{batch_id})."""
+        try:
+            response = self.client.client.user.scheduled_sends._(batch_id).get()
+            entries = json.loads(response.body or b"[]")
+        except http_errors.HTTPError as exc:
+            if exc.status_code == 404:
+                return None
+            raise _http_error(exc, "read a scheduled send") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            raise TemporaryDeliveryError(f"no answer from SendGrid about a scheduled send: {exc!r}") from None
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("batch_id") == batch_id:
+                return str(entry.get("status"))
+        return None
+
+    def release_batch(self, batch_id: str) -> None:
+        """Delete a cancellation whose send_at has passed (its mail is discarded): it frees one of the 10."""
+        try:
+            self.client.client.user.scheduled_sends._(batch_id).delete()
+        except http_errors.HTTPError as exc:
+            if exc.status_code != 404:  # 404: nothing to release (released before, by us or by hand)
+                raise _http_error(exc, "release a cancellation") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise TemporaryDeliveryError(f"no answer from SendGrid to a release: {exc!r}") from None
 
     def flush(self) -> None:
         pass
@@ -230,9 +379,11 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-def _http_error(exc: http_errors.HTTPError) -> Exception:
+def _http_error(exc: http_errors.HTTPError, doing: str | None = None) -> Exception:
     status = exc.status_code
     detail = _errors_text(exc)
+    if doing:  # not a mail send: say which call, since the key may lack only this one's scope
+        detail = f"{detail} (asked to {doing})"
     if status == 429 or status >= 500:
         return TemporaryDeliveryError(f"SendGrid answered {status}: {detail}", _retry_after(exc.headers))
     if status == 401:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, event, select
 
@@ -104,6 +105,15 @@ class _Timed:
             self.activity_settle_seconds = mailer.activity_settle_seconds
         if hasattr(mailer, "accepted"):
             self.accepted = self._accepted
+        # Hold-and-cancel (SendGrid without the Activity API, newsletter.deliver.cancels): the engine asks for these
+        # by name; a cancel's waits reach the job queue through the worker's sleep, like the activity log's.
+        for name in ("activity_available", "holds", "new_batch_id", "cancel_batch", "release_batch", "now",
+                     "hold_seconds"):
+            if hasattr(mailer, name):
+                setattr(self, name, getattr(mailer, name))
+        if hasattr(mailer, "prepare"):  # the body built before the `sending` mark, as on one machine
+            self.prepare = self._prepare
+            self.push_prepared = self._push_prepared
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
@@ -112,6 +122,19 @@ class _Timed:
         finally:
             self._timing.provider += time.perf_counter() - started
         self._timing.recipients += len(recipients)
+        return result
+
+    def _prepare(self, message: Message, recipients: Sequence[Recipient], **held: Any) -> tuple[Any, int]:
+        return self._mailer.prepare(message, recipients, **held), len(recipients)  # type: ignore[attr-defined]
+
+    def _push_prepared(self, prepared: tuple[Any, int]) -> PushResult:
+        inner, count = prepared
+        started = time.perf_counter()
+        try:
+            result: PushResult = self._mailer.push_prepared(inner)  # type: ignore[attr-defined]
+        finally:
+            self._timing.provider += time.perf_counter() - started
+        self._timing.recipients += count
         return result
 
     def _accepted(self, custom_args: dict[str, str]) -> set[str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -183,3 +184,24 @@ def secret_key(session: Session, configured: str | None) -> str:
         session.add(row)
         session.flush()
     return row.value
+
+
+def install_id(engine: Engine) -> str:
+    """This database's own identity (a uuid4 generated once, kept in `meta`; migration 0004_install).
+
+    It goes into every SendGrid request beside the send and batch numbers, which restart at 1 in every database:
+    with it, mail sent from another database on the same SendGrid account never answers for ours.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    for _ in range(2):
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                row = session.get(Meta, "install_id")
+                if row is None:
+                    row = Meta(key="install_id", value=str(uuid.uuid4()))
+                    session.add(row)
+                return row.value
+        except IntegrityError:  # another process wrote it first: read theirs
+            continue
+    raise RuntimeError("the install id could not be read or written")

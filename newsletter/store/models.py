@@ -323,6 +323,24 @@ class SendHold(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class SendGridHold(Base):
+    """One SendGrid request sent under its own batch_id with a send_at ahead (hold-and-cancel,
+    newsletter.deliver.cancels): scheduled, then cancelled if its outcome went unknown, then released."""
+
+    __tablename__ = "sendgrid_hold"
+    __table_args__ = (Index("ix_sendgrid_hold_batch", "batch_id", "attempt"),
+                      Index("ix_sendgrid_hold_status", "status", "send_at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("send.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("send_batch.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider_batch_id: Mapped[str] = mapped_column(String(100), unique=True)
+    send_at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(20))  # scheduled, cancelled, released
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class Delivery(Base):
     """Who got which issue: one row per recipient of a sent batch."""
 
