@@ -11,13 +11,22 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
 
 from newsletter.compose.approval import ApprovalError, approve, hold, is_approved_as_is, reopen
 from newsletter.config import load_newsletter
 from newsletter.schedule.cadence import next_fire_times
-from newsletter.schedule.jobs import missed_build, missed_send, pending_sends, run_build, run_cycle
+from newsletter.schedule.jobs import (
+    missed_build,
+    missed_send,
+    naive,
+    pending_sends,
+    run_build,
+    run_collect,
+    run_cycle,
+)
 from newsletter.store.db import session_scope
-from newsletter.store.models import IssueItem, IssueRow, ScheduleRun
+from newsletter.store.models import IssueItem, IssueRow, ScheduleRun, Send
 from tests.conftest import BOTH_DATABASES
 from tests.schedule_support import PEOPLE, Paper, hours, make_paper
 
@@ -288,3 +297,35 @@ def test_when_empty_send_sends_a_note_once(paper: Paper) -> None:
     assert result.outcome == "sent", result
     assert paper.deliveries() == 2 * len(PEOPLE)
     assert pending_sends(paper.rt, day2 + hours(1)) == []
+
+
+@BOTH_DATABASES
+def test_a_scheduled_send_right_after_a_hand_sent_issue_is_not_a_second_digest(paper: Paper) -> None:
+    """One digest per reader per period, from the scheduler's side: an operator sent an issue by hand at 07:00,
+    so the 08:00 daily send leaves its issue unsent, says why, is not retried, and `--force` is the way out."""
+    from newsletter.compose.build import build_issue
+    from newsletter.deliver.send import send_issue
+
+    paper.configure(send="daily at 08:00", timezone="Europe/Paris")
+    (due,) = send_times(paper, datetime(2026, 11, 25, tzinfo=UTC), 1)
+    paper.publish(due - hours(2))
+    run_collect(paper.rt, "paper", now=due - hours(1))
+    hand = build_issue(paper.rt.engine, paper.nl, now=naive(due - hours(1)), enrich=False)
+    assert hand.issue_id is not None
+    report = send_issue(paper.rt.engine, paper.nl, hand.issue_id, paper.mailer, paper.rt.settings)
+    assert report.sent_now == len(PEOPLE)
+    with session_scope(paper.rt.engine) as session:  # it went out at 07:00 on the test's clock
+        session.execute(update(Send).where(Send.issue_id == hand.issue_id)
+                        .values(started_at=naive(due - hours(1))))
+    paper.publish(due + hours(2) + timedelta(minutes=10))  # new stories since: the scheduled issue has some
+    result = run_cycle(paper.rt, "paper", now=due + timedelta(minutes=20))
+    assert result.outcome == "skipped-second-digest", result
+    assert "sent by hand" in result.detail and "--force" in result.detail
+    assert paper.deliveries() == len(PEOPLE) and paper.duplicates() == []
+    assert pending_sends(paper.rt, due + hours(2)) == []  # a decision, not a failure to retry
+    # The next day's send is not a second digest of that day: it goes out as usual.
+    (tomorrow,) = send_times(paper, due + hours(1), 1)
+    paper.publish(tomorrow)
+    nxt = run_cycle(paper.rt, "paper", now=tomorrow)
+    assert nxt.outcome == "sent", nxt.detail
+    assert paper.deliveries() == 2 * len(PEOPLE) and paper.duplicates() == []

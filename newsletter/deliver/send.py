@@ -263,27 +263,51 @@ def recent_scheduled_send(engine: Engine, nl: Newsletter, issue_id: int,
     less than one period of its send cadence ago (its shortest gap: a day for a daily send). A send that has
     already started is never refused: resuming it sends nobody a second copy.
     """
+    found = _recent_other_send(engine, nl, issue_id, now, scheduled=True)
+    if found is None:
+        return None
+    issue_number, (number, period_key, started, sent), period = found
+    return (f"the scheduled issue #{number} ({period_key}) of {nl.slug} started going out at {started:%Y-%m-%d %H:%M} "
+            f"UTC ({sent} sent), less than one send period ({_period_text(period)}, `send = \"{nl.schedule.send}\"`) "
+            f"ago: sending issue #{issue_number} now would give those readers a second digest. Nothing was sent; "
+            "send it with --force if a second one is meant")
+
+
+def recent_hand_send(engine: Engine, nl: Newsletter, issue_id: int, now: datetime | None = None) -> str | None:
+    """The same rule from the scheduler's side: why the scheduled send of this issue would follow a hand-started
+    issue (one without a period) within one send period, or None. The scheduler then leaves its issue unsent
+    and says so; `newsletter send SLUG --issue N --force` sends it anyway."""
+    found = _recent_other_send(engine, nl, issue_id, now, scheduled=False)
+    if found is None:
+        return None
+    issue_number, (number, _period, started, sent), period = found
+    return (f"issue #{number} of {nl.slug} was sent by hand at {started:%Y-%m-%d %H:%M} UTC ({sent} sent), less "
+            f"than one send period ({_period_text(period)}) ago: the scheduled issue #{issue_number} was not sent, "
+            f"so that no reader gets a second digest; `newsletter send {nl.slug} --issue {issue_id} --force` sends it")
+
+
+def _recent_other_send(engine: Engine, nl: Newsletter, issue_id: int, now: datetime | None, *,
+                       scheduled: bool) -> tuple[int, Any, timedelta] | None:
+    """(this issue's number, (number, period, started_at, sent) of the other issue's send, the period) when
+    another issue of the newsletter (scheduled ones: with a period; else hand-made ones: without) started going
+    out less than one send period before `now`; None also when this issue's own send has started."""
     with session_scope(engine) as session:
         issue = session.get(IssueRow, issue_id)
         if issue is None or session.scalar(select(Send.id).where(Send.issue_id == issue_id)) is not None:
             return None
         period = shortest_gap(nl.schedule.send, ZoneInfo(nl.schedule.timezone))
-        since = (now or utcnow()) - period
+        until = now or utcnow()
+        since = until - period
+        kind = IssueRow.period.is_not(None) if scheduled else IssueRow.period.is_(None)
         other = session.execute(
             select(IssueRow.number, IssueRow.period, Send.started_at, Send.sent)
             .join(Send, Send.issue_id == IssueRow.id)
-            .where(IssueRow.newsletter_id == issue.newsletter_id, IssueRow.id != issue_id,
-                   IssueRow.period.is_not(None), Send.started_at >= since,
+            .where(IssueRow.newsletter_id == issue.newsletter_id, IssueRow.id != issue_id, kind,
+                   Send.started_at >= since, Send.started_at <= until,
                    (Send.sent > 0) | (Send.status != "failed"))
             .order_by(Send.started_at.desc()).limit(1)
         ).first()
-    if other is None:
-        return None
-    number, period_key, started, sent = other
-    return (f"the scheduled issue #{number} ({period_key}) of {nl.slug} started going out at {started:%Y-%m-%d %H:%M} "
-            f"UTC ({sent} sent), less than one send period ({_period_text(period)}, `send = \"{nl.schedule.send}\"`) "
-            f"ago: sending issue #{issue.number} now would give those readers a second digest. Nothing was sent; "
-            "send it with --force if a second one is meant")
+        return (issue.number, tuple(other), period) if other is not None else None
 
 
 def _period_text(period: timedelta) -> str:

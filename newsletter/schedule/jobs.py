@@ -231,10 +231,16 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa
     return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options)
 
 
-def send_step(rt: Runtime, nl: Newsletter, issue_id: int) -> tuple[Step, int]:
+def send_step(rt: Runtime, nl: Newsletter, issue_id: int, now: datetime | None = None) -> tuple[Step, int]:
     from newsletter.deliver.audience import empty_audience_hint, fresh_audience
     from newsletter.deliver.errors import SendError
+    from newsletter.deliver.send import recent_hand_send
 
+    # One digest per reader per period: not right after an issue an operator sent by hand (not retried).
+    second = recent_hand_send(rt.engine, nl, issue_id, naive(now) if now is not None else None)
+    if second is not None:
+        log_line(event="second-digest-skipped", newsletter=nl.slug, issue=issue_id, detail=second)
+        return Step("send", "skipped-second-digest", second), 0
     if fresh_audience(rt.engine, issue_id) == 0:
         return Step("send", "waiting-audience",
                     f"issue {issue_id} waits: {nl.slug} has no active subscribers, so nothing was sent and the "
@@ -345,7 +351,7 @@ def _cycle_steps(rt: Runtime, nl: Newsletter, now: datetime, period: str, result
     out: dict[str, int] = {}
 
     def do_send() -> Step:
-        s, out["sent"] = send_step(rt, nl, issue_id)
+        s, out["sent"] = send_step(rt, nl, issue_id, now)
         return s
 
     sent = step(do_send)
