@@ -82,7 +82,8 @@ def test_atom_feed_of_sent_issues(site, client) -> None:
     assert entry.find(f"{ATOM}link").get("href") == "https://news.example.com/archive/city/1"
     content = entry.find(f"{ATOM}content")
     assert content.get("type") == "html"
-    assert '<a href="https://news.example.com/archive/city/1/1-old-market-reopens">Old market reopens</a>' in content.text
+    page = "https://news.example.com/archive/city/1/1-old-market-reopens"
+    assert f'<a href="{page}">Old market reopens</a>' in content.text
     assert '<a href="https://city.example/market">(the original)</a>' in content.text
 
 

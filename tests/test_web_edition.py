@@ -37,7 +37,8 @@ def send_second_issue(site: Site) -> None:
         issue = session.get(IssueRow, site.draft_issue_id)
         bridge = next(i for i in issue.items if i.title == "Bridge plan approved")
         bridge.image_url = IMAGE
-        bridge.quotes = [{"text": "We will finish the bridge by spring.", "speaker": "Mayor Ana Lima", "kind": "speech"},
+        bridge.quotes = [{"text": "We will finish the bridge by spring.", "speaker": "Mayor Ana Lima",
+                          "kind": "speech"},
                          {"text": "Nobody asked the people who live by the river.", "kind": "passage"}]
         bridge.related = [
             {"title": "Old market reopens", "url": "https://city.example/market", "source": "City Desk",

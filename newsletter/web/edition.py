@@ -122,7 +122,8 @@ def load_edition(state: WebState, slug: str, number: int) -> Edition:
 def _common(edition: Edition) -> dict[str, Any]:
     sent = edition.issue.sent_at or edition.issue.created_at
     return {
-        "slug": edition.slug, "name": edition.name, "lang": edition.lang, "issue": edition.data, "base_url": edition.base_url,
+        "slug": edition.slug, "name": edition.name, "lang": edition.lang, "issue": edition.data,
+        "base_url": edition.base_url,
         "issue_path": issue_path(edition.slug, edition.issue.number),
         "sent_date": f"{sent.day} {sent:%B %Y}", "sent_iso": sent.isoformat(timespec="seconds") + "Z",
     }
@@ -156,7 +157,7 @@ _SENT_VERSION = (
 )
 
 
-def _version(state: WebState, slug: str, number: int) -> tuple[object, ...]:
+def _version(state: WebState, slug: str, number: int) -> tuple[Any, ...]:
     with state.engine.connect() as conn:
         row = conn.execute(_SENT_VERSION, {"slug": slug, "number": number}).first()
     if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
@@ -176,11 +177,11 @@ async def issue_page(request: Request) -> Response:
     state = web_state(request)
     slug, number = request.path_params["slug"], request.path_params["number"]
 
-    def kept() -> tuple[tuple[object, ...], bytes | None]:
+    def kept() -> tuple[tuple[Any, ...], bytes | None]:
         version = _version(state, slug, number)
         return version, state.archive_pages.get((slug, number), version)
 
-    def load(version: tuple[object, ...]) -> bytes:
+    def load(version: tuple[Any, ...]) -> bytes:
         body = render_issue_page(state, load_edition(state, slug, number))
         # Kept under the version read before the page: a change in between only costs a later miss.
         state.archive_pages.put((slug, number), version, body)
@@ -201,11 +202,11 @@ async def story_page(request: Request) -> Response:
         raise HTTPException(404, "There is no such story.")
     position = int(match.group(1))
 
-    def kept() -> tuple[tuple[object, ...], tuple[int, str, bytes] | None]:
+    def kept() -> tuple[tuple[Any, ...], tuple[int, str, bytes] | None]:
         version = _version(state, slug, number)
         return version, state.story_pages.get((slug, number, position), version)
 
-    def load(version: tuple[object, ...]) -> tuple[int, str, bytes]:
+    def load(version: tuple[Any, ...]) -> tuple[int, str, bytes]:
         edition = load_edition(state, slug, number)
         item = edition.story(position)
         page = (item["id"], item["key"], render_story_page(state, edition, position))
