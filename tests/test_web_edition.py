@@ -238,3 +238,30 @@ def test_a_kept_story_page_follows_its_issue(world) -> None:  # noqa: ANN001
         # What the page is kept under: the issue row's version (a correction touches the issue with its story).
         session.get(IssueRow, site.sent_issue_id).updated_at = utcnow()
     assert "the editors corrected this summary" in httpx.get(page).text
+
+
+def test_comment_counts_show_in_the_email_and_on_the_issue_page(world, monkeypatch) -> None:  # noqa: ANN001
+    from starlette.testclient import TestClient
+
+    from newsletter.compose.build import load_issue
+    from newsletter.config import load_newsletter
+    from newsletter.render.engine import render_issue
+    from newsletter.web import conversation
+    from newsletter.web.app import create_app
+
+    site, _ = world
+    with session_scope(site.engine) as session:
+        issue = load_issue(session, site.sent_issue_id)
+    market, dredging = (s.id for s in issue.stories)
+    counts = {market: 3, dredging: 1}
+    nl = load_newsletter(site.settings.schedules_dir / "city.toml")
+    rendered = render_issue(issue, nl, base_url=BASE, comment_counts=counts)
+    assert re.search(r">Discuss</a> · 3 comments<", rendered.html)
+    assert re.search(r">Discuss</a> · 1 comment<", rendered.html)
+    assert "Discuss: 3 comments [" in rendered.text and "Discuss: 1 comment [" in rendered.text
+    # The issue page asks the conversation module on each view (the page itself is kept).
+    monkeypatch.setattr(conversation, "comment_counts", lambda engine, issue_id: counts if issue_id == issue.id else {})
+    with TestClient(create_app(site.settings, engine=site.engine), base_url="https://testserver") as client:
+        body = client.get("/archive/city/1").text
+    assert "Old market reopens</span></a> · 3 comments</p>" in body
+    assert "Harbour dredging ends</span></a> · 1 comment</p>" in body
