@@ -58,6 +58,7 @@ class Edition:
     data: dict[str, Any]  # issue_to_json, each item with position, key, path, url (absolute) and archive links
     base_url: str
     lang: str = "en"
+    dir: str = "ltr"  # the newsletter's reading direction
 
     def story(self, position: int) -> dict[str, Any]:
         if not 1 <= position <= len(self.data["items"]):
@@ -116,13 +117,13 @@ def load_edition(state: WebState, slug: str, number: int) -> Edition:
         for r in item["related"]:
             r["href"] = here.get(r["url"], r["url"])
             r["in_archive"] = r["url"] in here
-    return Edition(slug, name, issue, data, base, nl.language if nl else "en")
+    return Edition(slug, name, issue, data, base, nl.language if nl else "en", nl.direction if nl else "ltr")
 
 
 def _common(edition: Edition) -> dict[str, Any]:
     sent = edition.issue.sent_at or edition.issue.created_at
     return {
-        "slug": edition.slug, "name": edition.name, "lang": edition.lang, "issue": edition.data,
+        "slug": edition.slug, "name": edition.name, "lang": edition.lang, "dir": edition.dir, "issue": edition.data,
         "base_url": edition.base_url,
         "issue_path": issue_path(edition.slug, edition.issue.number),
         "sent_date": f"{sent.day} {sent:%B %Y}", "sent_iso": sent.isoformat(timespec="seconds") + "Z",
