@@ -18,6 +18,7 @@ import pytest
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, utcnow
 from newsletter.urls import slugify, story_path
+from tests.conftest import BOTH_DATABASES
 from tests.web_server import serve
 from tests.web_support import Site, make_site
 
@@ -187,10 +188,11 @@ def test_a_changed_title_slug_redirects_and_unknown_stories_are_404(world) -> No
     assert httpx.get(f"{url}/archive/nope/1/1-x").status_code == 404
 
 
-def test_unsent_issues_stay_private(tmp_path: Path) -> None:
+@BOTH_DATABASES
+def test_unsent_issues_stay_private(tmp_path: Path, db_url: str) -> None:
     from newsletter.web.app import create_app
 
-    site = make_site(tmp_path, base_url=BASE)  # issue #2 is a draft
+    site = make_site(tmp_path, base_url=BASE, database_url=db_url)  # issue #2 is a draft
     with serve(create_app(site.settings, engine=site.engine)) as url:
         for status in ("draft", "approved", "held"):
             with session_scope(site.engine) as session:

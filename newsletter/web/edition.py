@@ -221,7 +221,8 @@ async def story_page(request: Request) -> Response:
     if asked != key:  # the title's part changed or was cut: one address per story, for links and search engines
         return RedirectResponse(issue_path(slug, number) + "/" + key, status_code=301)
     canonical = state.settings.base_url + issue_path(slug, number) + "/" + key
-    block = conversation.conversation_block(request, item_id, canonical)
+    # Inline on SQLite, in the pool on PostgreSQL (the section reads the story's comments): see point_read.
+    block = await point_read(state.engine, conversation.conversation_block, request, item_id, canonical)
     return Response(body.replace(_CONVERSATION, block.encode(), 1), media_type=HTML,
                     headers={"Content-Security-Policy": EDITION_CSP})
 
