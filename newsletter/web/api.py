@@ -1,4 +1,5 @@
-"""The JSON API under /api/: issues, their stories, approval, subscribers. Documented at GET /api/.
+"""The JSON API under /api/: issues, their stories, approval, subscribers. Documented at GET /api/, and as an
+OpenAPI 3.1 document at GET /api/openapi.json built from OPERATIONS, the one list routes() serves (web/openapi.py).
 
 Every call but the documentation needs `Authorization: Bearer TOKEN` (`newsletter editors token EMAIL`).
 Cookies are never accepted here, so a page on another site cannot make an editor's browser call the API.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -28,6 +30,7 @@ from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
 from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
 from newsletter.web import approvals
+from newsletter.web import openapi as spec
 from newsletter.web.auth import editor_for_token
 from newsletter.web.edits import (
     EDITS,
@@ -40,6 +43,7 @@ from newsletter.web.edits import (
     json_of,
 )
 from newsletter.web.limits import BodyTooLarge, read_body
+from newsletter.web.openapi import Operation, Query
 from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
 
@@ -289,19 +293,52 @@ async def docs(request: Request) -> Response:
     return page(request, "api_docs.html", {"base_url": web_state(request).settings.base_url})
 
 
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(spec_document(web_state(request).settings.base_url))
+
+
+_ISSUE_ID = "/api/issues/{issue_id:int}"
+_ITEM = _ISSUE_ID + "/items/{item_id:int}"
+_SUBSCRIBERS = "/api/newsletters/{slug}/subscribers"
+
+# The one list of the API's operations: routes() serves them and /api/openapi.json describes them.
+OPERATIONS: list[Operation] = [
+    Operation("GET", "/api/", docs, "This page of documentation, in HTML", None, auth=False),
+    Operation("GET", "/api/openapi.json", openapi_json, "This API as an OpenAPI 3.1 document", None, auth=False),
+    Operation("GET", "/api/newsletters", list_newsletters, "The newsletters", spec.NewsletterList),
+    Operation("GET", "/api/issues", list_issues, "Issues, newest first", spec.IssueList,
+              query=(Query("newsletter", "Only this newsletter's (its slug)"),
+                     Query("status", "Only issues with this status (draft, approved, held, sending, sent)"))),
+    Operation("GET", _ISSUE_ID, get_issue, "One issue in the JSON issue format", spec.Issue),
+    Operation("PATCH", _ISSUE_ID, patch_issue, "Change the issue (its intro); returns the issue", spec.Issue,
+              body=spec.IssuePatch, errors=(409, 422, 500)),
+    Operation("GET", _ITEM, get_item, "One story, with its quote candidates", spec.StoryDetail),
+    Operation("PATCH", _ITEM, patch_item, "Change a story; returns the issue", spec.Issue,
+              body=spec.StoryPatch, errors=(409, 422, 500)),
+    Operation("PUT", _ISSUE_ID + "/order", put_order, "Reorder the stories (every story once); returns the issue",
+              spec.Issue, body=spec.Order, errors=(409, 422, 500)),
+    Operation("POST", _ISSUE_ID + "/approve", approve, "Approve this version (a later change needs approving again)",
+              spec.Issue, errors=(409,)),
+    Operation("POST", _ISSUE_ID + "/hold", hold, "Hold: not sent until approved", spec.Issue, errors=(409,)),
+    Operation("POST", _ISSUE_ID + "/reopen", reopen, "Back to draft", spec.Issue, errors=(409,)),
+    Operation("GET", _SUBSCRIBERS, list_subscribers, "The newsletter's subscribers", spec.SubscriberList,
+              query=(Query("status", "Only subscriptions with this status (active, pending, ...)"),)),
+    Operation("POST", _SUBSCRIBERS, add_subscribers, "Add a subscriber (active at once, or pending with "
+              "double_opt_in: a confirmation email goes out)", spec.Added, status=201, body=spec.NewSubscriber),
+]
+
+
+def spec_document(base_url: str) -> dict[str, Any]:
+    return spec.document(OPERATIONS, base_url=base_url, version=_version())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("newsletter")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "0"
+
+
 def routes() -> list:
-    return [
-        Route("/api/", docs, methods=["GET"]),
-        Route("/api/newsletters", endpoint(list_newsletters), methods=["GET"]),
-        Route("/api/issues", endpoint(list_issues), methods=["GET"]),
-        Route("/api/issues/{issue_id:int}", endpoint(get_issue), methods=["GET"]),
-        Route("/api/issues/{issue_id:int}", endpoint(patch_issue), methods=["PATCH"]),
-        Route("/api/issues/{issue_id:int}/items/{item_id:int}", endpoint(get_item), methods=["GET"]),
-        Route("/api/issues/{issue_id:int}/items/{item_id:int}", endpoint(patch_item), methods=["PATCH"]),
-        Route("/api/issues/{issue_id:int}/order", endpoint(put_order), methods=["PUT"]),
-        Route("/api/issues/{issue_id:int}/approve", endpoint(approve), methods=["POST"]),
-        Route("/api/issues/{issue_id:int}/hold", endpoint(hold), methods=["POST"]),
-        Route("/api/issues/{issue_id:int}/reopen", endpoint(reopen), methods=["POST"]),
-        Route("/api/newsletters/{slug}/subscribers", endpoint(list_subscribers), methods=["GET"]),
-        Route("/api/newsletters/{slug}/subscribers", endpoint(add_subscribers, 201), methods=["POST"]),
-    ]
+    return [Route(op.path, op.handler if not op.auth else endpoint(op.handler, op.status), methods=[op.method])
+            for op in OPERATIONS]
