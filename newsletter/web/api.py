@@ -64,7 +64,7 @@ def _bearer(request: Request) -> str | None:
 Handler = Callable[[WebState, Request, Any, str], Any]
 
 
-def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
+def endpoint(handler: Handler, status: int = 200, *, body_required: bool = False) -> Callable[[Request], Any]:
     """Authenticate, read the JSON body, run the handler off the event loop, answer in JSON."""
 
     async def run(request: Request) -> Response:
@@ -86,6 +86,9 @@ def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
                 raw = await read_body(request, MAX_BODY)
             except BodyTooLarge:
                 return JSONResponse({"error": "the body is too large"}, 413)
+            if body_required and not raw.strip():
+                # Said, not taken as {}: a PATCH sent without its body is a mistake, not a change of nothing.
+                return JSONResponse({"error": "the body is missing: send a JSON object"}, 400)
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError as exc:
@@ -339,6 +342,25 @@ def _version() -> str:
         return "0"
 
 
+def _serve(op: Operation) -> Callable[[Request], Any]:
+    return endpoint(op.handler, op.status, body_required=op.body is not None) if op.auth else op.handler
+
+
 def routes() -> list:
-    return [Route(op.path, op.handler if not op.auth else endpoint(op.handler, op.status), methods=[op.method])
-            for op in OPERATIONS]
+    """One route per path, whatever its methods: a wrong method then answers 405 with an Allow header naming all
+    of the path's methods (with a route per method, Starlette names only the first route's)."""
+    by_path: dict[str, dict[str, Callable[[Request], Any]]] = {}
+    for op in OPERATIONS:
+        by_path.setdefault(op.path, {})[op.method] = _serve(op)
+    return [Route(path, _dispatch(methods), methods=list(methods)) for path, methods in by_path.items()]
+
+
+def _dispatch(methods: dict[str, Callable[[Request], Any]]) -> Callable[[Request], Any]:
+    if len(methods) == 1:
+        return next(iter(methods.values()))
+
+    async def run(request: Request) -> Response:
+        # HEAD is answered by GET's handler (Starlette adds HEAD wherever GET is allowed).
+        return await methods["GET" if request.method == "HEAD" else request.method](request)
+
+    return run

@@ -59,7 +59,7 @@ class Order(_Body):
 
 
 class NewSubscriber(_Body):
-    email: str = Field(description="The address to subscribe")
+    email: str = Field(description="The address to subscribe", json_schema_extra={"format": "email"})
     name: str | None = Field(default=None, description="The reader's name", json_schema_extra=_no_default)
     double_opt_in: bool = optional("true: the subscription is pending and a confirmation email goes out")
 
@@ -177,7 +177,8 @@ class SubscriberList(BaseModel):
 
 class Added(BaseModel):
     email: str
-    result: Literal["added", "exists", "suppressed", "confirmation-sent", "already-active"]
+    result: Literal["added", "exists", "reactivated", "suppressed", "confirmation-sent", "recently-sent",
+                    "already-active"]
     status: str | None = Field(description="The subscription's status now")
 
 
