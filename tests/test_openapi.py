@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from newsletter.web import openapi as spec
 from newsletter.web.app import create_app
 from newsletter.web.auth import issue_api_token
 from newsletter.web.edits import json_fields
-from tests.web_fixtures import copy_site
 from tests.web_server import serve
 from tests.web_support import EDITOR, Site
 
@@ -28,6 +26,7 @@ pytest_plugins = ["tests.web_fixtures"]
 # Examples per operation and generation mode: enough to reach every error branch of the handlers here (bad
 # types, unknown fields, missing issues) while the whole run stays well under a minute on a loaded machine.
 EXAMPLES = 25
+CONFIG = Path(__file__).with_name("schemathesis.toml")  # why 422 counts as an answer to a schema-valid body
 
 
 def test_the_document_names_every_api_route_and_nothing_else(site: Site, client) -> None:  # noqa: ANN001
@@ -67,6 +66,8 @@ def test_the_html_page_links_to_the_document(client) -> None:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def live(site_template: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    from tests.web_fixtures import copy_site  # imported here: pytest_plugins loads the module itself, first
+
     site = copy_site(site_template, tmp_path_factory.mktemp("live"))
     with session_scope(site.engine) as session:
         token = issue_api_token(session, EDITOR)
@@ -81,13 +82,11 @@ def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(liv
     answer: not a 500, a documented status and content type, a body matching its schema, wrong input refused,
     the token not ignored. (Its pytest plugin needs a pytest before 9.2 for a schema loaded from a fixture.)"""
     base_url, token = live
-    command = [str(Path(sys.executable).with_name("st")), "run", f"{base_url}/api/openapi.json", "--url", base_url,
+    command = [str(Path(sys.executable).with_name("st")), "--config-file", str(CONFIG), "run", f"{base_url}/api/openapi.json", "--url", base_url,
                "-H", f"Authorization: Bearer {token}", "--checks", "all", "--max-examples", str(EXAMPLES),
                "--workers", "1", "--seed", "19", "--generation-database", "none", "--request-timeout", "30", "--phases",
                "examples,coverage,fuzzing"]
-    started = time.monotonic()
     run = subprocess.run(command, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
-    took = time.monotonic() - started
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-4000:]
-    assert "passed" in run.stdout and took < 120, (took, run.stdout[-3000:])
+    assert " 13 passed" in run.stdout and "failed" not in run.stdout, run.stdout[-3000:]

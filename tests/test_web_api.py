@@ -141,7 +141,9 @@ def test_subscribers(site, call) -> None:
     assert (site.root / "outbox" / "city" / "messages" / "cy@example.com.eml").exists()
     assert [p["email"] for p in call("GET", "/api/newsletters/city/subscribers?status=active")["subscribers"]] == [
         "ann@example.com", "bo@example.com"]
-    assert "email" in call("POST", "/api/newsletters/city/subscribers", {"email": "x@@y"}, status=400)["error"]
+    assert "email" in call("POST", "/api/newsletters/city/subscribers", {"email": "x@@y"}, status=422)["error"]
+    assert "reserved" in call("POST", "/api/newsletters/city/subscribers", {"email": "a@b.test"}, status=422)["error"]
+    assert call("POST", "/api/newsletters/city/subscribers", {"email": 3}, status=400)["error"] == "email: expected str"
     assert call("POST", "/api/newsletters/city/subscribers", {}, status=400)["error"] == "email: required"
     assert call("GET", "/api/newsletters/nope/subscribers", status=404)["error"].startswith("no newsletter 'nope'")
 

@@ -3,8 +3,9 @@ OpenAPI 3.1 document at GET /api/openapi.json built from OPERATIONS, the one lis
 
 Every call but the documentation needs `Authorization: Bearer TOKEN` (`newsletter editors token EMAIL`).
 Cookies are never accepted here, so a page on another site cannot make an editor's browser call the API.
-Errors are `{"error": "..."}` with 400 (bad input), 401 (no or wrong token), 404, 409 (the issue is sending
-or sent, or cannot be approved) or 422 (a change that cannot be made).
+Errors are `{"error": "..."}` with 400 (a body not of the documented shape), 401 (no or wrong token), 404, 409
+(the issue is sending or sent, or cannot be approved) or 422 (a value of the right type that cannot be taken: a
+change that cannot be made, an address that cannot get mail).
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
                 else:
                     result = add_subscriber(session, row, email, name=name, origin="api")
             except InvalidAddress as exc:
-                raise ApiError(400, f"email: {exc}") from None
+                # 422, not 400: a string in the right place, but not an address mail can reach (x@y.test).
+                raise ApiError(422, f"email: {exc}") from None
             status = session.scalar(select(Subscription.status).where(
                 Subscription.newsletter_id == row.id, Subscription.subscriber_id == result.subscriber_id))
     finally:
@@ -327,7 +329,8 @@ OPERATIONS: list[Operation] = [
     Operation("GET", _SUBSCRIBERS, list_subscribers, "The newsletter's subscribers", spec.SubscriberList,
               query=(Query("status", "Only subscriptions with this status (active, pending, ...)"),)),
     Operation("POST", _SUBSCRIBERS, add_subscribers, "Add a subscriber (active at once, or pending with "
-              "double_opt_in: a confirmation email goes out)", spec.Added, status=201, body=spec.NewSubscriber),
+              "double_opt_in: a confirmation email goes out)", spec.Added, status=201, body=spec.NewSubscriber,
+              errors=(422,)),
 ]
 
 

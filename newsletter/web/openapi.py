@@ -190,7 +190,8 @@ ERROR_TEXT = {
     404: "No such issue, story or newsletter",
     409: "The issue is sending or sent, or cannot be approved, held or reopened now",
     413: "The body is too large",
-    422: "A change that cannot be made (e.g. a quote number beyond the candidates)",
+    422: "A value of the right type that cannot be taken: a change that cannot be made (a quote number beyond "
+         "the candidates, an order that leaves out a story) or an address that cannot get mail",
     500: "The change was saved but the issue does not render (a template error)",
 }
 
