@@ -82,10 +82,10 @@ def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(liv
     answer: not a 500, a documented status and content type, a body matching its schema, wrong input refused,
     the token not ignored. (Its pytest plugin needs a pytest before 9.2 for a schema loaded from a fixture.)"""
     base_url, token = live
-    command = [str(Path(sys.executable).with_name("st")), "--config-file", str(CONFIG), "run", f"{base_url}/api/openapi.json", "--url", base_url,
-               "-H", f"Authorization: Bearer {token}", "--checks", "all", "--max-examples", str(EXAMPLES),
-               "--workers", "1", "--seed", "19", "--generation-database", "none", "--request-timeout", "30", "--phases",
-               "examples,coverage,fuzzing"]
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
+               "run", f"{base_url}/api/openapi.json", "--url", base_url, "-H", f"Authorization: Bearer {token}",
+               "--checks", "all", "--max-examples", str(EXAMPLES), "--workers", "1", "--seed", "19",
+               "--generation-database", "none", "--request-timeout", "30", "--phases", "examples,coverage,fuzzing"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-4000:]

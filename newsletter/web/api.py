@@ -65,6 +65,28 @@ def _bearer(request: Request) -> str | None:
 Handler = Callable[[WebState, Request, Any, str], Any]
 
 
+def _unstorable(value: Any) -> str | None:
+    """What text of a body or query no database column could keep: a NUL (PostgreSQL refuses it in text, and no
+    editor means one) or a lone surrogate (JSON's \\ud800 escapes decode to one; UTF-8 cannot encode it).
+    Left to the database, both were a 500 (found with schemathesis and by hand)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:  # a loop, not recursion: json.loads already let this depth through
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack += [(f"{where}.{key}" if where else str(key), child), (where or "the body", key)]
+        elif isinstance(item, list):
+            stack += [(f"{where}[{n}]", child) for n, child in enumerate(item)]
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"{where}: contains a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where}: contains a lone surrogate (half of a UTF-16 pair), not a character"
+    return None
+
+
 def endpoint(handler: Handler, status: int = 200, *, body_required: bool = False) -> Callable[[Request], Any]:
     """Authenticate, read the JSON body, run the handler off the event loop, answer in JSON."""
 
@@ -98,6 +120,10 @@ def endpoint(handler: Handler, status: int = 200, *, body_required: bool = False
                 return JSONResponse({"error": "the body is not JSON we read: it is nested too deep"}, 400)
             if not isinstance(body, dict):
                 return JSONResponse({"error": "the body must be a JSON object"}, 400)
+            if problem := _unstorable(body):
+                return JSONResponse({"error": problem}, 400)
+        if problem := _unstorable(dict(request.query_params)):
+            return JSONResponse({"error": problem}, 400)
         try:
             result = await run_in_threadpool(handler, state, request, body, editor)
         except ApiError as exc:

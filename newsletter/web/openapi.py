@@ -185,7 +185,8 @@ class Added(BaseModel):
 # -- operations and the document -----------------------------------------------------------------------------
 
 ERROR_TEXT = {
-    400: "Bad input: the body is not a JSON object, or a field is unknown or of the wrong type",
+    400: "Bad input: the body is missing or not a JSON object, a field is unknown or of the wrong type, or text "
+         "holds a NUL character or a lone surrogate",
     401: "No token, or not a valid one (Authorization: Bearer TOKEN)",
     404: "No such issue, story or newsletter",
     409: "The issue is sending or sent, or cannot be approved, held or reopened now",
@@ -205,7 +206,7 @@ class Query:
 @dataclass(frozen=True)
 class Operation:
     """One operation of the API. `errors`: the error statuses its handler can answer, beyond those every
-    operation with a token (401), a body (400, 413) or a path number (404) has."""
+    operation with a token (400, 401), a body (413) or a path number (404) has."""
 
     method: Literal["GET", "POST", "PUT", "PATCH"]
     path: str  # as Starlette routes it: /api/issues/{issue_id:int}
@@ -256,10 +257,10 @@ def document(operations: list[Operation], *, base_url: str, version: str) -> dic
         else:
             ok = _json(refs[(op.response, "serialization")], op.summary)
         errors = set(op.errors)
-        if op.auth:
-            errors.add(401)
+        if op.auth:  # a body is read (and may be refused) whenever one comes, and every query value is checked
+            errors |= {400, 401}
         if op.body is not None:
-            errors |= {400, 413}
+            errors.add(413)
         if params and any(p["in"] == "path" for p in params):
             errors.add(404)
         responses: dict[str, Any] = {str(op.status): ok}
