@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from starlette.routing import Route
 
 from newsletter.store.db import session_scope
+from newsletter.web import api, auth
 from newsletter.web import openapi as spec
 from newsletter.web.app import create_app
 from newsletter.web.auth import issue_api_token
@@ -64,19 +66,38 @@ def test_the_html_page_links_to_the_document(client) -> None:  # noqa: ANN001
 
 # -- schemathesis against a live server ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def live(site_template: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def live(request: pytest.FixtureRequest, site_template: Site,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The app served by uvicorn on a loopback port, on SQLite or PostgreSQL (which refuses what SQLite keeps:
+    a NUL in text), and an editor's API token."""
     from tests.web_fixtures import copy_site  # imported here: pytest_plugins loads the module itself, first
 
-    site = copy_site(site_template, tmp_path_factory.mktemp("live"))
-    with session_scope(site.engine) as session:
-        token = issue_api_token(session, EDITOR)
-    with serve(create_app(site.settings, engine=site.engine)) as base_url:
-        yield base_url, token
-    site.engine.dispose()
+    with ExitStack() as stack:
+        if request.param == "postgres":
+            from argon2 import PasswordHasher, profiles
+
+            from tests.conftest import postgres_schema
+            from tests.web_support import add_editor, make_site
+
+            site = make_site(tmp_path_factory.mktemp("live-pg"), database_url=stack.enter_context(postgres_schema()))
+            saved = auth._hasher  # cheap argon2, as the site template does (the autouse fixture is per test)
+            auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+            try:
+                add_editor(site.engine)
+            finally:
+                auth._hasher = saved
+        else:
+            site = copy_site(site_template, tmp_path_factory.mktemp("live"))
+        with session_scope(site.engine) as session:
+            token = issue_api_token(session, EDITOR)
+        with serve(create_app(site.settings, engine=site.engine)) as base_url:
+            yield base_url, token
+        site.engine.dispose()
 
 
-def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(live: tuple[str, str]) -> None:
+def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(live: tuple[str, str],
+                                                                            tmp_path: Path) -> None:
     """The schemathesis command (its own process, as a user runs it) reads the served document and sends every
     operation examples, boundary values, wrong types and random bodies, with a valid token, and checks each
     answer: not a 500, a documented status and content type, a body matching its schema, wrong input refused,
@@ -85,8 +106,12 @@ def test_schemathesis_finds_no_server_error_and_nothing_outside_the_document(liv
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
                "run", f"{base_url}/api/openapi.json", "--url", base_url, "-H", f"Authorization: Bearer {token}",
                "--checks", "all", "--max-examples", str(EXAMPLES), "--workers", "1", "--seed", "19",
-               "--generation-database", "none", "--request-timeout", "30", "--phases", "examples,coverage,fuzzing"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300,
+               "--generation-database", "none", "--request-timeout", "30", "--phases", "examples,coverage,fuzzing",
+               # Named, or schemathesis 4.32 leaves one operation out of an unfiltered run (13 of 14 tested).
+               "--include-path-regex", "^/api/"]
+    # Run in a folder of its own: schemathesis keeps a cache of what it found (.schemathesis/) where it runs.
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-4000:]
-    assert " 13 passed" in run.stdout and "failed" not in run.stdout, run.stdout[-3000:]
+    operations = sum(len(ops) for ops in api.spec_document(base_url)["paths"].values())
+    assert f"Tested: {operations}\n" in run.stdout and "failed" not in run.stdout, run.stdout[-3000:]

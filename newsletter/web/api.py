@@ -335,7 +335,8 @@ _SUBSCRIBERS = "/api/newsletters/{slug}/subscribers"
 # The one list of the API's operations: routes() serves them and /api/openapi.json describes them.
 OPERATIONS: list[Operation] = [
     Operation("GET", "/api/", docs, "This page of documentation, in HTML", None, auth=False),
-    Operation("GET", "/api/openapi.json", openapi_json, "This API as an OpenAPI 3.1 document", None, auth=False),
+    Operation("GET", "/api/openapi.json", openapi_json, "This API as an OpenAPI 3.1 document", spec.Document,
+              auth=False),
     Operation("GET", "/api/newsletters", list_newsletters, "The newsletters", spec.NewsletterList),
     Operation("GET", "/api/issues", list_issues, "Issues, newest first", spec.IssueList,
               query=(Query("newsletter", "Only this newsletter's (its slug)"),

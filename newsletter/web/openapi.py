@@ -182,6 +182,15 @@ class Added(BaseModel):
     status: str | None = Field(description="The subscription's status now")
 
 
+class Document(BaseModel):
+    """This document (what OpenAPI 3.1 says of it is OpenAPI's business, not repeated here)."""
+
+    model_config = ConfigDict(extra="allow")
+    openapi: Literal["3.1.0"]
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
 # -- operations and the document -----------------------------------------------------------------------------
 
 ERROR_TEXT = {
