@@ -141,7 +141,9 @@ def test_subscribers(site, call) -> None:
     assert (site.root / "outbox" / "city" / "messages" / "cy@example.com.eml").exists()
     assert [p["email"] for p in call("GET", "/api/newsletters/city/subscribers?status=active")["subscribers"]] == [
         "ann@example.com", "bo@example.com"]
-    assert "email" in call("POST", "/api/newsletters/city/subscribers", {"email": "x@@y"}, status=400)["error"]
+    assert "email" in call("POST", "/api/newsletters/city/subscribers", {"email": "x@@y"}, status=422)["error"]
+    assert "reserved" in call("POST", "/api/newsletters/city/subscribers", {"email": "a@b.test"}, status=422)["error"]
+    assert call("POST", "/api/newsletters/city/subscribers", {"email": 3}, status=400)["error"] == "email: expected str"
     assert call("POST", "/api/newsletters/city/subscribers", {}, status=400)["error"] == "email: required"
     assert call("GET", "/api/newsletters/nope/subscribers", status=404)["error"].startswith("no newsletter 'nope'")
 
@@ -189,3 +191,25 @@ def _add_editor(session) -> str:  # noqa: ANN001
     from newsletter.web.auth import create_editor
 
     return create_editor(session, EDITOR, "a long enough password").email
+
+
+@pytest.mark.parametrize("body", ['{"summary": "a\\u0000b"}', '{"summary": "a\\ud800b"}', '{"\\ud800": 1}'])
+def test_text_no_column_can_keep_is_refused_not_a_server_error(site, client, token, body) -> None:  # noqa: ANN001
+    """A NUL (PostgreSQL refuses it) or a lone surrogate (UTF-8 cannot encode it) was a 500; now a 400 naming it."""
+    item = f"/api/issues/{site.draft_issue_id}/items/{_items(site)['Ferry fares rise']}"
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    response = client.patch(item, content=body.encode(), headers=auth)
+    assert response.status_code == 400 and ("NUL" in response.json()["error"] or "surrogate" in response.json()[
+        "error"]), response.text
+    response = client.get("/api/issues?status=a%00b", headers=auth)
+    assert response.status_code == 400 and response.json()["error"] == "status: contains a NUL character"
+    assert client.get(item, headers=auth).json()["summary"] != "ab"
+
+
+def test_a_patch_without_a_body_is_refused_and_a_wrong_method_names_the_right_ones(site, client, token) -> None:
+    path = f"/api/issues/{site.draft_issue_id}"
+    auth = {"Authorization": f"Bearer {token}"}
+    response = client.patch(path, headers=auth)
+    assert response.status_code == 400 and response.json()["error"] == "the body is missing: send a JSON object"
+    response = client.delete(path, headers=auth)
+    assert response.status_code == 405 and set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PATCH"}

@@ -1,15 +1,18 @@
-"""The JSON API under /api/: issues, their stories, approval, subscribers. Documented at GET /api/.
+"""The JSON API under /api/: issues, their stories, approval, subscribers. Documented at GET /api/, and as an
+OpenAPI 3.1 document at GET /api/openapi.json built from OPERATIONS, the one list routes() serves (web/openapi.py).
 
 Every call but the documentation needs `Authorization: Bearer TOKEN` (`newsletter editors token EMAIL`).
 Cookies are never accepted here, so a page on another site cannot make an editor's browser call the API.
-Errors are `{"error": "..."}` with 400 (bad input), 401 (no or wrong token), 404, 409 (the issue is sending
-or sent, or cannot be approved) or 422 (a change that cannot be made).
+Errors are `{"error": "..."}` with 400 (a body not of the documented shape), 401 (no or wrong token), 404, 409
+(the issue is sending or sent, or cannot be approved) or 422 (a value of the right type that cannot be taken: a
+change that cannot be made, an address that cannot get mail).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -28,6 +31,7 @@ from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
 from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
 from newsletter.web import approvals
+from newsletter.web import openapi as spec
 from newsletter.web.auth import editor_for_token
 from newsletter.web.edits import (
     EDITS,
@@ -40,6 +44,7 @@ from newsletter.web.edits import (
     json_of,
 )
 from newsletter.web.limits import BodyTooLarge, read_body
+from newsletter.web.openapi import Operation, Query
 from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
 
@@ -60,7 +65,29 @@ def _bearer(request: Request) -> str | None:
 Handler = Callable[[WebState, Request, Any, str], Any]
 
 
-def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
+def _unstorable(value: Any) -> str | None:
+    """What text of a body or query no database column could keep: a NUL (PostgreSQL refuses it in text, and no
+    editor means one) or a lone surrogate (JSON's \\ud800 escapes decode to one; UTF-8 cannot encode it).
+    Left to the database, both were a 500 (found with schemathesis and by hand)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:  # a loop, not recursion: json.loads already let this depth through
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack += [(f"{where}.{key}" if where else str(key), child), (where or "the body", key)]
+        elif isinstance(item, list):
+            stack += [(f"{where}[{n}]", child) for n, child in enumerate(item)]
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"{where}: contains a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where}: contains a lone surrogate (half of a UTF-16 pair), not a character"
+    return None
+
+
+def endpoint(handler: Handler, status: int = 200, *, body_required: bool = False) -> Callable[[Request], Any]:
     """Authenticate, read the JSON body, run the handler off the event loop, answer in JSON."""
 
     async def run(request: Request) -> Response:
@@ -82,6 +109,9 @@ def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
                 raw = await read_body(request, MAX_BODY)
             except BodyTooLarge:
                 return JSONResponse({"error": "the body is too large"}, 413)
+            if body_required and not raw.strip():
+                # Said, not taken as {}: a PATCH sent without its body is a mistake, not a change of nothing.
+                return JSONResponse({"error": "the body is missing: send a JSON object"}, 400)
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except ValueError as exc:
@@ -90,6 +120,10 @@ def endpoint(handler: Handler, status: int = 200) -> Callable[[Request], Any]:
                 return JSONResponse({"error": "the body is not JSON we read: it is nested too deep"}, 400)
             if not isinstance(body, dict):
                 return JSONResponse({"error": "the body must be a JSON object"}, 400)
+            if problem := _unstorable(body):
+                return JSONResponse({"error": problem}, 400)
+        if problem := _unstorable(dict(request.query_params)):
+            return JSONResponse({"error": problem}, 400)
         try:
             result = await run_in_threadpool(handler, state, request, body, editor)
         except ApiError as exc:
@@ -276,7 +310,8 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
                 else:
                     result = add_subscriber(session, row, email, name=name, origin="api")
             except InvalidAddress as exc:
-                raise ApiError(400, f"email: {exc}") from None
+                # 422, not 400: a string in the right place, but not an address mail can reach (x@y.test).
+                raise ApiError(422, f"email: {exc}") from None
             status = session.scalar(select(Subscription.status).where(
                 Subscription.newsletter_id == row.id, Subscription.subscriber_id == result.subscriber_id))
     finally:
@@ -289,19 +324,73 @@ async def docs(request: Request) -> Response:
     return page(request, "api_docs.html", {"base_url": web_state(request).settings.base_url})
 
 
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(spec_document(web_state(request).settings.base_url))
+
+
+_ISSUE_ID = "/api/issues/{issue_id:int}"
+_ITEM = _ISSUE_ID + "/items/{item_id:int}"
+_SUBSCRIBERS = "/api/newsletters/{slug}/subscribers"
+
+# The one list of the API's operations: routes() serves them and /api/openapi.json describes them.
+OPERATIONS: list[Operation] = [
+    Operation("GET", "/api/", docs, "This page of documentation, in HTML", None, auth=False),
+    Operation("GET", "/api/openapi.json", openapi_json, "This API as an OpenAPI 3.1 document", spec.Document,
+              auth=False),
+    Operation("GET", "/api/newsletters", list_newsletters, "The newsletters", spec.NewsletterList),
+    Operation("GET", "/api/issues", list_issues, "Issues, newest first", spec.IssueList,
+              query=(Query("newsletter", "Only this newsletter's (its slug)"),
+                     Query("status", "Only issues with this status (draft, approved, held, sending, sent)"))),
+    Operation("GET", _ISSUE_ID, get_issue, "One issue in the JSON issue format", spec.Issue),
+    Operation("PATCH", _ISSUE_ID, patch_issue, "Change the issue (its intro); returns the issue", spec.Issue,
+              body=spec.IssuePatch, errors=(409, 422, 500)),
+    Operation("GET", _ITEM, get_item, "One story, with its quote candidates", spec.StoryDetail),
+    Operation("PATCH", _ITEM, patch_item, "Change a story; returns the issue", spec.Issue,
+              body=spec.StoryPatch, errors=(409, 422, 500)),
+    Operation("PUT", _ISSUE_ID + "/order", put_order, "Reorder the stories (every story once); returns the issue",
+              spec.Issue, body=spec.Order, errors=(409, 422, 500)),
+    Operation("POST", _ISSUE_ID + "/approve", approve, "Approve this version (a later change needs approving again)",
+              spec.Issue, errors=(409,)),
+    Operation("POST", _ISSUE_ID + "/hold", hold, "Hold: not sent until approved", spec.Issue, errors=(409,)),
+    Operation("POST", _ISSUE_ID + "/reopen", reopen, "Back to draft", spec.Issue, errors=(409,)),
+    Operation("GET", _SUBSCRIBERS, list_subscribers, "The newsletter's subscribers", spec.SubscriberList,
+              query=(Query("status", "Only subscriptions with this status (active, pending, ...)"),)),
+    Operation("POST", _SUBSCRIBERS, add_subscribers, "Add a subscriber (active at once, or pending with "
+              "double_opt_in: a confirmation email goes out)", spec.Added, status=201, body=spec.NewSubscriber,
+              errors=(422,)),
+]
+
+
+def spec_document(base_url: str) -> dict[str, Any]:
+    return spec.document(OPERATIONS, base_url=base_url, version=_version())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("newsletter")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "0"
+
+
+def _serve(op: Operation) -> Callable[[Request], Any]:
+    return endpoint(op.handler, op.status, body_required=op.body is not None) if op.auth else op.handler
+
+
 def routes() -> list:
-    return [
-        Route("/api/", docs, methods=["GET"]),
-        Route("/api/newsletters", endpoint(list_newsletters), methods=["GET"]),
-        Route("/api/issues", endpoint(list_issues), methods=["GET"]),
-        Route("/api/issues/{issue_id:int}", endpoint(get_issue), methods=["GET"]),
-        Route("/api/issues/{issue_id:int}", endpoint(patch_issue), methods=["PATCH"]),
-        Route("/api/issues/{issue_id:int}/items/{item_id:int}", endpoint(get_item), methods=["GET"]),
-        Route("/api/issues/{issue_id:int}/items/{item_id:int}", endpoint(patch_item), methods=["PATCH"]),
-        Route("/api/issues/{issue_id:int}/order", endpoint(put_order), methods=["PUT"]),
-        Route("/api/issues/{issue_id:int}/approve", endpoint(approve), methods=["POST"]),
-        Route("/api/issues/{issue_id:int}/hold", endpoint(hold), methods=["POST"]),
-        Route("/api/issues/{issue_id:int}/reopen", endpoint(reopen), methods=["POST"]),
-        Route("/api/newsletters/{slug}/subscribers", endpoint(list_subscribers), methods=["GET"]),
-        Route("/api/newsletters/{slug}/subscribers", endpoint(add_subscribers, 201), methods=["POST"]),
-    ]
+    """One route per path, whatever its methods: a wrong method then answers 405 with an Allow header naming all
+    of the path's methods (with a route per method, Starlette names only the first route's)."""
+    by_path: dict[str, dict[str, Callable[[Request], Any]]] = {}
+    for op in OPERATIONS:
+        by_path.setdefault(op.path, {})[op.method] = _serve(op)
+    return [Route(path, _dispatch(methods), methods=list(methods)) for path, methods in by_path.items()]
+
+
+def _dispatch(methods: dict[str, Callable[[Request], Any]]) -> Callable[[Request], Any]:
+    if len(methods) == 1:
+        return next(iter(methods.values()))
+
+    async def run(request: Request) -> Response:
+        # HEAD is answered by GET's handler (Starlette adds HEAD wherever GET is allowed).
+        return await methods["GET" if request.method == "HEAD" else request.method](request)
+
+    return run

@@ -64,11 +64,12 @@ class SecurityHeaders:
 async def _error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", None) or "Something went wrong."
+    headers = getattr(exc, "headers", None)  # e.g. a 405's Allow, which HTTP requires
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": detail}, status)
+        return JSONResponse({"error": detail}, status, headers=headers)
     if "session" not in request.scope:  # an unexpected error, caught outside the session middleware
-        return PlainTextResponse("Something went wrong; the server log says what.", status)
-    return page(request, "error.html", {"status": status, "detail": detail}, status)
+        return PlainTextResponse("Something went wrong; the server log says what.", status, headers=headers)
+    return page(request, "error.html", {"status": status, "detail": detail}, status, headers=headers)
 
 
 def create_app(
