@@ -40,7 +40,7 @@ from newsletter.store.models import Comment, IssueItem, IssueRow, NewsletterRow,
 from newsletter.store.models import Reader as ReaderRow
 from newsletter.web.auth import csrf_token
 from newsletter.web.pages import checked_form, flash, page, redirect
-from newsletter.web.readers import Reader, current_reader, limits, may_comment, reader_address, safe_next
+from newsletter.web.readers import COMMENT_LIMIT, Reader, current_reader, limits, may_comment, reader_address, safe_next
 from newsletter.web.signin import RequireEditor, form_action
 from newsletter.web.state import WebState, web_state
 
@@ -49,7 +49,6 @@ __all__ = ["Reader", "comment_counts", "conversation_block", "current_reader", "
 log = logging.getLogger(__name__)
 
 MAX_COMMENT = 2000
-COMMENT_LIMIT = (5, 600)  # posts per reader per 10 minutes
 _URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 _TRAILING = ".,;:!?)]}'\""
 

@@ -51,6 +51,7 @@ LINK_SECONDS = 15 * 60
 COOKIE_DAYS = 30
 PER_ADDRESS = (3, 900)  # sign-in links per address typed per 15 minutes
 PER_CLIENT = (20, 3600)  # sign-in links asked for per client per hour
+COMMENT_LIMIT = (5, 600)  # comments posted per reader per 10 minutes (newsletter.web.conversation)
 
 
 class InvalidLink(ValueError):
@@ -76,8 +77,6 @@ def limits(request: Request) -> ReaderLimits:
     """The in-memory limits of this app (one `serve` process), made on first use."""
     kept = getattr(request.app.state, "reader_limits", None)
     if kept is None:
-        from newsletter.web.conversation import COMMENT_LIMIT
-
         kept = ReaderLimits(AttemptLimiter(*PER_ADDRESS), AttemptLimiter(*PER_CLIENT), AttemptLimiter(*COMMENT_LIMIT))
         request.app.state.reader_limits = kept
     return kept
