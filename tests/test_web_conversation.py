@@ -146,6 +146,12 @@ def test_forged_reused_and_expired_links_are_refused(world) -> None:  # noqa: AN
         assert client.get(forged).status_code == 400
         csrf = csrf_of(client.get(f"/readers/signin?newsletter=city&next={story_url(item)}").text)
         assert client.post(forged, data={"csrf": csrf}).status_code == 400
+        # Well formed, signed with another key (someone else's installation, or a guess): refused the same.
+        from itsdangerous import URLSafeSerializer
+
+        other = URLSafeSerializer("not our key", salt="reader-signin").dumps(
+            {"e": ANN, "s": "city", "t": "/archive/", "x": int(time.time()) + 600, "n": "guess"})
+        assert use_link(client, f"/readers/signin/{other}").status_code == 400
         assert "newsletter_reader" not in client.cookies
 
         assert use_link(client, path).status_code == 303
@@ -213,7 +219,25 @@ def test_a_reader_session_opens_nothing_in_the_editor(world) -> None:  # noqa: A
         value = reader.cookies["newsletter_reader"]
         reader.cookies.set("newsletter_session", value)
         assert reader.get("/editor/", follow_redirects=False).status_code == 303
+        reader.cookies.delete("newsletter_session")
         assert reader.post("/api/readers/forget", json={"email": ANN}).status_code == 401
+
+        # Signing out ends the cookie: a copy kept from before is not a reader any more.
+        page = reader.get(story_url(item)).text
+        assert "Sign out (ann@example.com)" in page
+        kept = reader.cookies["newsletter_reader"]
+        assert reader.post("/readers/signout", data={"csrf": csrf_of(page), "next": story_url(item)}).status_code == 303
+        assert "Sign in to join the conversation." in reader.get(story_url(item)).text
+        reader.cookies.set("newsletter_reader", kept)
+        assert "Sign in to join the conversation." in reader.get(story_url(item)).text
+        assert post_comment_refused(reader, item)
+
+
+def post_comment_refused(client, item: int) -> bool:  # noqa: ANN001
+    page = client.get(story_url(item)).text
+    answer = client.post("/readers/comments", data={"csrf": csrf_of(page) if 'name="csrf"' in page else "x",
+                                                    "item": str(item), "body": "hello", "next": story_url(item)})
+    return answer.status_code in (401, 403)
 
 
 def test_a_comment_flood_gets_429_and_the_honeypot_is_refused(world) -> None:  # noqa: ANN001

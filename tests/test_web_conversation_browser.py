@@ -99,7 +99,9 @@ def test_readers_talk_under_a_story_and_the_editor_hides_a_comment(server) -> No
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            ann = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, bypass_csp=True).new_page()
+            # bypass_csp: axe is injected as an inline script, which the pages' policy refuses.
+            phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, bypass_csp=True)
+            ann = phone.new_page()
             ann.set_default_timeout(30000)  # as long as a loaded machine needs
             ann.goto(base + story)
             expect(ann.locator("#comments")).to_contain_text("No comments yet. Be the first.")

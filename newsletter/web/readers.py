@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -291,6 +291,8 @@ async def use_link(request: Request) -> Response:
     def consume() -> tuple[int, int] | None:
         try:
             with session_scope(state.engine) as session:
+                # Links past their expiry are refused before this table is asked: their rows can go.
+                session.execute(delete(ReaderTokenUse).where(ReaderTokenUse.expires_at < utcnow()))
                 session.add(ReaderTokenUse(nonce_hash=_nonce_hash(data["n"]), used_at=utcnow(),
                                            expires_at=datetime.fromtimestamp(data["x"]).replace(tzinfo=None)))
                 session.flush()  # a second use of the same link fails here, on the primary key
