@@ -445,5 +445,7 @@ class Comment(Base):
     edited_at: Mapped[datetime | None] = mapped_column(DateTime)
     hidden_at: Mapped[datetime | None] = mapped_column(DateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Moved on by every change (post, edit, moderation, deletion): the version the kept public render is keyed by.
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     reader: Mapped[Reader] = relationship()

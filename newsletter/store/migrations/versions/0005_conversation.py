@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("edited_at", sa.DateTime(), nullable=True),
         sa.Column("hidden_at", sa.DateTime(), nullable=True),
         sa.Column("deleted_at", sa.DateTime(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
     )
     op.create_index("ix_comment_story", "comment", ["issue_item_id", "status", "id"])
     op.create_index("ix_comment_reader_id", "comment", ["reader_id"])
