@@ -416,3 +416,44 @@ def test_a_wrong_comments_setting_names_the_file_and_field(tmp_path: Path) -> No
     path.write_text(SCHEDULE + "\n[comments]\nedit_minutes = -1\n")
     with pytest.raises(ConfigError, match="comments.edit_minutes"):
         load_newsletter(path)
+
+
+@pytest.mark.postgres
+def test_the_conversation_on_postgresql(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher, profiles
+
+    from newsletter.subscribers.manage import add_subscriber
+    from newsletter.web import auth
+    from newsletter.web.conversation import comment_counts, forget_reader
+    from tests.conftest import postgres_schema
+
+    with postgres_schema() as url:
+        site = make_site(tmp_path, base_url="http://127.0.0.1", database_url=url)
+        auth._hasher, saved = PasswordHasher.from_parameters(profiles.CHEAPEST), auth._hasher
+        try:
+            add_editor(site.engine)
+        finally:
+            auth._hasher = saved
+        with session_scope(site.engine) as session:
+            add_subscriber(session, ensure_newsletter(session, "city", "City Weekly"), BOB)
+        item = sent_items(site)[0]
+        with serve(app_with_story_route(site)) as base, _client(base) as ann, _client(base) as bob, \
+                _client(base) as editor:
+            sign_in_reader(ann, site, ANN, story_url(item))
+            sign_in_reader(bob, site, BOB, story_url(item))
+            assert use_link(ann, link_path(site, ANN)).status_code == 410  # used, on PostgreSQL too
+            assert post_comment(ann, item, "On PostgreSQL.").status_code == 303
+            top = _comments(site)[0].id
+            assert post_comment(bob, item, "Reply one.", parent=top).status_code == 303
+            assert post_comment(ann, item, "Reply two.", parent=_comments(site)[-1].id).status_code == 303
+            assert [c.parent_id for c in _comments(site)] == [None, top, top]
+            assert comment_counts(site.engine, site.sent_issue_id) == {item: 3}
+            assert sign_in(editor).status_code == 303
+            queue = editor.get("/editor/comments/?newsletter=city")
+            editor.post(f"/editor/comments/{top}/hide", data={"csrf": csrf_of(queue.text), "newsletter": "city"})
+            assert "No comments yet. Be the first." in bob.get(story_url(item)).text  # the thread went with it
+            assert comment_counts(site.engine, site.sent_issue_id) == {}
+        with session_scope(site.engine) as session:
+            assert forget_reader(session, ANN) == (True, 2)
+        assert [(c.body, c.parent_id) for c in _comments(site)] == [("Reply one.", None)]
+        site.engine.dispose()
