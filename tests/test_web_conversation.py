@@ -261,6 +261,8 @@ def test_a_comment_flood_gets_429_and_the_honeypot_is_refused(world) -> None:  #
 def test_asking_for_links_is_limited_per_address(world) -> None:  # noqa: ANN001
     site, base = world
     with _client(base) as client:
+        by_hand = client.get("/readers/signin").text  # opened without a story: the reader picks the newsletter
+        assert '<select name="newsletter"' in by_hand and '<option value="city">City Weekly</option>' in by_hand
         for _ in range(3):
             assert ask_link(client, ANN, "/archive/").status_code == 200
         limited = ask_link(client, ANN.upper(), "/archive/")

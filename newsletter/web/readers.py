@@ -213,9 +213,13 @@ def _message(request: Request, title: str, text: str, status: int = 200,
 def _signin_form(request: Request, slug: str, next_url: str, email: str = "", error: str | None = None,
                  status: int = 200, headers: dict[str, str] | None = None) -> Response:
     state = web_state(request)
-    nl = state.newsletter(slug) if slug else None
+    newsletters = state.newsletters()
+    nl = newsletters.get(slug) if slug else None
+    # Without a known newsletter (the form opened by hand), the reader picks one of those that take comments.
+    choices = sorted((s, n.name) for s, n in newsletters.items() if n.comments.who != "off")
     return page(request, "reader_signin.html", {"slug": slug, "next": next_url, "email": email, "error": error,
-                                                "name": nl.name if nl else None}, status, headers)
+                                                "name": nl.name if nl else None, "choices": choices},
+                status, headers)
 
 
 async def signin_page(request: Request) -> Response:
