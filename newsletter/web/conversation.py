@@ -60,9 +60,9 @@ def escape(text: str) -> str:
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.retry_after = status, retry_after
 
 
 def render_body(text: str) -> Markup:
@@ -220,7 +220,7 @@ def _int(form: FormData, name: str) -> int | None:
 
 
 def _refused(request: Request, exc: Refused, next_url: str) -> Response:
-    headers = {"Retry-After": str(COMMENT_LIMIT[1])} if exc.status == 429 else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return page(request, "message.html", {"title": "Your comment was not posted", "text": str(exc),
                                           "back": next_url}, exc.status, headers)
 
@@ -272,9 +272,12 @@ async def post(request: Request) -> Response:
         wait = per_reader.blocked_for(str(reader.id))
         if wait:
             raise Refused(429, f"You are posting too fast: at most {COMMENT_LIMIT[0]} comments every "
-                               f"{COMMENT_LIMIT[1] // 60} minutes. Try again in {max(1, wait // 60)} minute(s).")
+                               f"{COMMENT_LIMIT[1] // 60} minutes. Try again in {max(1, wait // 60)} minute(s).",
+                          retry_after=wait)
+        # Counted before the post, with no await between the check and the count: posts sent all at once
+        # cannot all slip under the limit together.
+        per_reader.failed(str(reader.id))
         comment_id = await run_in_threadpool(post_comment, web_state(request), reader, item_id, parent_id, body)
-        per_reader.failed(str(reader.id))  # counted once posted: a refused post does not use the allowance
     except Refused as exc:
         return _refused(request, exc, next_url)
     return redirect(f"{next_url}#comment-{comment_id}")

@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -298,7 +298,7 @@ async def use_link(request: Request) -> Response:
                 # Links past their expiry are refused before this table is asked: their rows can go.
                 session.execute(delete(ReaderTokenUse).where(ReaderTokenUse.expires_at < utcnow()))
                 session.add(ReaderTokenUse(nonce_hash=_nonce_hash(data["n"]), used_at=utcnow(),
-                                           expires_at=datetime.fromtimestamp(data["x"]).replace(tzinfo=None)))
+                                           expires_at=datetime.fromtimestamp(data["x"], UTC).replace(tzinfo=None)))
                 session.flush()  # a second use of the same link fails here, on the primary key
                 row = session.scalar(select(ReaderRow).where(ReaderRow.email == data["e"]))
                 if row is None:
