@@ -258,6 +258,25 @@ def test_a_comment_flood_gets_429_and_the_honeypot_is_refused(world) -> None:  #
     assert len(_comments(site)) == 5
 
 
+def test_a_flood_sent_all_at_once_still_stops_at_the_limit(world) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    site, base = world
+    item = sent_items(site)[0]
+    with _client(base) as ann:
+        sign_in_reader(ann, site, ANN, story_url(item))
+        csrf = csrf_of(ann.get(story_url(item)).text)
+
+        def send(n: int) -> int:
+            return ann.post("/readers/comments", data={"csrf": csrf, "item": str(item), "body": f"Flood {n}",
+                                                       "next": story_url(item)}).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = sorted(pool.map(send, range(12)))
+    assert answers == [303] * 5 + [429] * 7
+    assert len(_comments(site)) == 5
+
+
 def test_asking_for_links_is_limited_per_address(world) -> None:  # noqa: ANN001
     site, base = world
     with _client(base) as client:
