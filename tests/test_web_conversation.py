@@ -396,6 +396,18 @@ def test_forgetting_a_reader_removes_their_comments_and_unsubscribing_does_not(w
     with session_scope(site.engine) as session:
         token = issue_api_token(session, EDITOR)
     with _client(base) as api:
+        auth = {"Authorization": f"Bearer {token}"}
+        listed = api.get("/api/newsletters/city/comments", headers=auth).json()["comments"]
+        assert [(c["body"], c["reader"], c["status"], c["story_id"]) for c in listed] == [
+            ("Bob again.", BOB, "visible", item), ("Bob was here.", BOB, "visible", item)]
+        hidden = api.post(f"/api/comments/{listed[0]['id']}/hide", headers=auth)
+        assert hidden.status_code == 200 and hidden.json()["status"] == "hidden"
+        assert "Bob again." not in api.get(story_url(item)).text
+        assert api.get("/api/newsletters/city/comments?status=hidden", headers=auth).json()["comments"][0][
+            "body"] == "Bob again."
+        assert api.post(f"/api/comments/{listed[0]['id']}/explode", headers=auth).status_code == 404
+        assert api.get("/api/newsletters/nope/comments", headers=auth).status_code == 404
+        assert api.get("/api/newsletters/city/comments").status_code == 401
         answer = api.post("/api/readers/forget", json={"email": BOB}, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200 and answer.json() == {"email": BOB, "reader": True, "comments_removed": 2}
         again = api.post("/api/readers/forget", json={"email": BOB}, headers={"Authorization": f"Bearer {token}"})

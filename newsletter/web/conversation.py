@@ -373,7 +373,8 @@ def _moderation_rows(session: Session, slug: str, limit: int = 200) -> list[dict
         .where(NewsletterRow.slug == slug, Comment.status != "deleted")
         .order_by((Comment.status == "pending").desc(), Comment.id.desc()).limit(limit)
     ).all()
-    return [{"id": c.id, "status": c.status, "html": render_body(c.body), "email": r.email, "reader_id": r.id,
+    return [{"id": c.id, "status": c.status, "html": render_body(c.body), "body": c.body, "email": r.email,
+             "reader_id": r.id, "story_id": c.issue_item_id, "created_iso": c.created_at.isoformat() + "Z",
              "blocked": r.blocked_at is not None, "story": title, "number": number,
              "created": c.created_at.strftime("%Y-%m-%d %H:%M"), "reply": c.parent_id is not None}
             for c, r, title, number in rows]
@@ -398,6 +399,17 @@ async def moderation_page(request: Request) -> Response:
 ACTIONS = {"hide": "hidden", "show": "visible", "approve": "visible", "delete": "deleted"}
 
 
+def _apply(comment: Comment, action: str) -> None:
+    now = utcnow()
+    comment.status = ACTIONS[action]
+    if action == "hide":
+        comment.hidden_at = now
+    elif action == "delete":
+        comment.deleted_at = now
+    else:  # show, approve
+        comment.hidden_at = None
+
+
 async def moderate(request: Request, form: FormData) -> Response:
     action, comment_id = request.path_params["action"], int(request.path_params["comment_id"])
     back = f"/editor/comments/?newsletter={str(form.get('newsletter', ''))}"
@@ -411,14 +423,7 @@ async def moderate(request: Request, form: FormData) -> Response:
             comment = session.get(Comment, comment_id)
             if comment is None or comment.status == "deleted":
                 return False
-            now = utcnow()
-            comment.status = ACTIONS[action]
-            if action == "hide":
-                comment.hidden_at = now
-            elif action == "delete":
-                comment.deleted_at = now
-            elif action in ("show", "approve"):
-                comment.hidden_at = None
+            _apply(comment, action)
             return True
 
     done = await run_in_threadpool(apply)
@@ -465,6 +470,39 @@ def api_forget(state: WebState, request: Request, body: Any, editor: str) -> dic
     return {"email": email.strip(), "reader": found, "comments_removed": removed}
 
 
+def api_comments(state: WebState, request: Request, body: Any, editor: str) -> dict[str, Any]:
+    """GET /api/newsletters/SLUG/comments?status=pending: the newest 200 (deleted ones left out)."""
+    from newsletter.web.api import ApiError
+
+    slug, status = request.path_params["slug"], request.query_params.get("status")
+    if state.newsletter(slug) is None:
+        raise ApiError(404, f"no newsletter {slug!r}")
+    if status is not None and status not in ("visible", "pending", "hidden"):
+        raise ApiError(400, "status is one of visible, pending, hidden")
+    with session_scope(state.engine) as session:
+        rows = _moderation_rows(session, slug)
+    return {"comments": [{"id": c["id"], "status": c["status"], "body": c["body"], "reader": c["email"],
+                          "reader_blocked": c["blocked"], "issue_number": c["number"], "story": c["story"],
+                          "story_id": c["story_id"], "reply": c["reply"], "created_at": c["created_iso"]}
+                         for c in rows if status is None or c["status"] == status]}
+
+
+def api_moderate(state: WebState, request: Request, body: Any, editor: str) -> dict[str, Any]:
+    """POST /api/comments/ID/{approve,hide,show,delete}."""
+    from newsletter.web.api import ApiError
+
+    action, comment_id = request.path_params["action"], int(request.path_params["comment_id"])
+    if action not in ACTIONS:
+        raise ApiError(404, f"no action {action!r}: approve, hide, show or delete")
+    with session_scope(state.engine) as session:
+        comment = session.get(Comment, comment_id)
+        if comment is None or comment.status == "deleted":
+            raise ApiError(404, f"no comment {comment_id}")
+        _apply(comment, action)
+        log.info("comment %s: %s by %s", comment_id, ACTIONS[action], editor)
+        return {"id": comment_id, "status": comment.status}
+
+
 def routes() -> list:
     from newsletter.web.api import endpoint
 
@@ -480,4 +518,6 @@ def routes() -> list:
         Route("/editor/comments", lambda request: redirect("/editor/comments/"), methods=["GET"]),
         Mount("/editor/comments", routes=moderation, middleware=[Middleware(RequireEditor)]),
         Route("/api/readers/forget", endpoint(api_forget), methods=["POST"]),
+        Route("/api/newsletters/{slug}/comments", endpoint(api_comments), methods=["GET"]),
+        Route("/api/comments/{comment_id:int}/{action}", endpoint(api_moderate), methods=["POST"]),
     ]
