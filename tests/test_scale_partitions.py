@@ -210,13 +210,17 @@ def on_nth_accept(run: Send, n: int, action: Callable[[Accepted], None]) -> thre
     """Call `action` (in the server's thread, before it answers) when the n-th request is accepted."""
     fired = threading.Event()
     lock = threading.Lock()
+    taken: list[bool] = []
 
     def hook(accepted: Accepted) -> None:
         with lock:
-            if fired.is_set() or len(run.sendgrid.accepted) < n:
+            if taken or len(run.sendgrid.accepted) < n:
                 return
+            taken.append(True)
+        try:
+            action(accepted)
+        finally:  # only once the action is done: the test reads what it recorded
             fired.set()
-        action(accepted)
 
     run.sendgrid.on_accept = hook
     return fired

@@ -19,10 +19,13 @@ from newsletter.store.models import IssueRow
 RENDER_FORMAT = "tokens-2"
 
 
-def _fingerprint(issue_hash: str, templates_dir: Path | None) -> str:
-    """The issue's content plus the templates it is rendered with: editing either means rendering again."""
+def _fingerprint(issue_hash: str, templates_dir: Path | None, comment_counts: dict[int, int] | None = None) -> str:
+    """The issue's content plus the templates it is rendered with (and the stories' comment counts, when there
+    are any, for the "Discuss" links): changing any of them means rendering again."""
     h = hashlib.sha256(issue_hash.encode())
     h.update(RENDER_FORMAT.encode())
+    if comment_counts:  # none: the fingerprint renders made before comments existed had
+        h.update(repr(sorted(comment_counts.items())).encode())
     for folder in (templates_dir, default_templates_dir()):
         if folder and folder.is_dir():
             for path in sorted(folder.rglob("*")):
@@ -34,17 +37,20 @@ def _fingerprint(issue_hash: str, templates_dir: Path | None) -> str:
 
 def rendered_issue(
     engine: Engine, issue_id: int, nl: Newsletter, *, base_url: str, templates_dir: Path | None = None,
-    force: bool = False,
+    force: bool = False, comment_counts: dict[int, int] | None = None,
 ) -> Rendered:
+    """The issue's kept render, or a new one. `comment_counts` (issue_item id -> comments) are what its
+    "Discuss" links say (at the time of the render a send makes: a sent issue is never rendered again)."""
     with session_scope(engine) as session:
         row = session.get(IssueRow, issue_id)
         issue = load_issue(session, issue_id)
         if row is None or issue is None:
             raise LookupError(f"no issue {issue_id}")
-        digest = _fingerprint(content_hash(issue), templates_dir)
+        digest = _fingerprint(content_hash(issue), templates_dir, comment_counts)
         if not force and row.html and row.text and row.rendered_hash == digest:
             return Rendered(defuse(issue.subject), preheader_for(issue), row.html, row.text, "cached", 0.0)
-        rendered = render_issue(issue, nl, base_url=base_url, templates_dir=templates_dir)
+        rendered = render_issue(issue, nl, base_url=base_url, templates_dir=templates_dir,
+                                comment_counts=comment_counts)
         if row.status not in ("sending", "sent"):  # what went out stays as it went out
             row.html, row.text, row.rendered_hash = rendered.html, rendered.text, digest
         return rendered

@@ -23,6 +23,7 @@ from markupsafe import escape
 from newsletter.compose.issue import Issue, issue_to_json, link_domain
 from newsletter.config import Newsletter
 from newsletter.render import tokens
+from newsletter.urls import issue_path, story_path
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
@@ -189,12 +190,18 @@ def _location(exc: jinja2.TemplateError) -> str:
 
 def context_for(
     issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None,
-    placeholders: dict[str, str] | None = None,
+    placeholders: dict[str, str] | None = None, comment_counts: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The templates' variables; `placeholders` are the per-recipient tokens to place (tokens.render_tokens)."""
+    """The templates' variables; `placeholders` are the per-recipient tokens to place (tokens.render_tokens).
+    `comment_counts` (issue_item id -> comments) are the counts at render time for the "Discuss" links."""
     own = placeholders or tokens.ALL
     data = issue_to_json(issue)
     now = now or datetime.now(UTC).replace(tzinfo=None)
+    counts = comment_counts or {}
+    for position, item in enumerate(data["items"], start=1):
+        # Each story's page on the web edition, where readers discuss it (newsletter.urls: the one place).
+        item["story_url"] = base_url + story_path(newsletter.slug, issue.number, position, item["title"])
+        item["comments"] = counts.get(item["id"], 0)
     return {
         "issue": data,
         "items": data["items"],
@@ -208,7 +215,7 @@ def context_for(
         "issue_date": _long_date(issue.created_at or now),
         "preheader": issue.preheader or _default_preheader(data),
         "archive_url": f"{base_url}/archive/{newsletter.slug}",
-        "issue_url": f"{base_url}/archive/{newsletter.slug}/{issue.number}",
+        "issue_url": base_url + issue_path(newsletter.slug, issue.number),
         "unsubscribe_url": own["unsubscribe_url"],
         "recipient_email": own["email"],
         "now": now,
@@ -310,12 +317,15 @@ def render_issue(
     templates_dir: Path | None = None,
     compiler: str = "auto",
     now: datetime | None = None,
+    comment_counts: dict[int, int] | None = None,
 ) -> Rendered:
-    """`now` fixes the clock for relative ages ("3h ago"), for reproducible output."""
+    """`now` fixes the clock for relative ages ("3h ago"), for reproducible output; `comment_counts` are the
+    stories' comment counts shown beside "Discuss" (none: "Be the first")."""
     started = time.perf_counter()
     env = _environment(*_user_templates_key(templates_dir))
     own = tokens.render_tokens()  # content cannot know them: only the templates place a per-recipient value
-    context = context_for(issue, newsletter, base_url=base_url, now=now, placeholders=own)
+    context = context_for(issue, newsletter, base_url=base_url, now=now, placeholders=own,
+                          comment_counts=comment_counts)
     mjml_source = render_template(env, HTML_TEMPLATE, context)
     html, used = compile_mjml(mjml_source, compiler=compiler)
     html = tokens.finish(html, own)

@@ -1,7 +1,8 @@
-"""The public archive: sent issues per newsletter, each as a web page, an Atom feed, and the subscribe form.
+"""The public archive: sent issues per newsletter, an Atom feed, and the subscribe form; the issue and story
+pages themselves (the web edition) and the JSON Feed are newsletter.web.edition's.
 
-Only sent issues are public. An issue page is the HTML that went out with the per-recipient places filled
-with neutral values, so no one's unsubscribe link or address is ever on it.
+Only sent issues are public. `public_html` makes the email's HTML safe to show anyone (the per-recipient places
+filled with neutral values, so no one's unsubscribe link or address is ever on it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,15 +28,15 @@ from newsletter.render import tokens
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueRow, NewsletterRow
 from newsletter.subscribers.manage import InvalidAddress
+from newsletter.urls import issue_path
+from newsletter.web import edition
 from newsletter.web.pages import checked_form, page
-from newsletter.web.point_read import point_read
 from newsletter.web.public import RESEND_CONFIRMATION_AFTER
 from newsletter.web.state import WebState, web_state
 
 log = logging.getLogger(__name__)
 
 ATOM = "http://www.w3.org/2005/Atom"
-ARCHIVE_CSP = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:"
 
 
 @dataclass
@@ -87,80 +88,12 @@ async def newsletter_page(request: Request) -> Response:
     return page(request, "archive_list.html", await run_in_threadpool(load))
 
 
-# What a public issue page is made from, without the page itself: the kept page is served when this matches.
-# Any change to the row through SQLAlchemy bumps updated_at (a send, a re-render, html cleared).
-_SENT_VERSION = (
-    select(IssueRow.id, IssueRow.updated_at, IssueRow.rendered_hash)
-    .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
-    .where(NewsletterRow.slug == bindparam("slug"), IssueRow.number == bindparam("number"),
-           IssueRow.status == "sent")
-)
-
-
-def _sent_version(state: WebState, slug: str, number: int) -> tuple[object, ...]:
-    with state.engine.connect() as conn:
-        row = conn.execute(_SENT_VERSION, {"slug": slug, "number": number}).first()
-    if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
-        raise HTTPException(404, "There is no such issue.")
-    return tuple(row)
-
-
-def _sent_row(state: WebState, slug: str, number: int) -> tuple[int, str | None]:
-    with session_scope(state.engine) as session:
-        row = session.scalar(
-            select(IssueRow).join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
-            .where(NewsletterRow.slug == slug, IssueRow.number == number, IssueRow.status == "sent")
-        )
-        if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
-            raise HTTPException(404, "There is no such issue.")
-        return row.id, row.html
-
-
 def public_html(raw: str, base_url: str, slug: str) -> str:
     """The sent HTML with the per-recipient places made neutral: the unsubscribe link points to the archive,
     the address and name are empty. Any signed unsubscribe link a template wrote in some other way goes too."""
     archive = f"{base_url}/archive/{slug}"
     out = tokens.fill(raw, {"unsubscribe_url": html.escape(archive, quote=True), "email": "", "name": ""})
     return re.sub(re.escape(base_url) + r"/u/[A-Za-z0-9_.=-]+", archive, out)
-
-
-def _web_page(public: str) -> bytes:
-    # On the web the email is the page's main content: a <main> landmark for screen readers (not in the email).
-    page = re.sub(r"(<body\b[^>]*>)", r"\1<main>", public, count=1).replace("</body>", "</main></body>", 1)
-    return page.encode()
-
-
-async def issue_page(request: Request) -> Response:
-    state = web_state(request)
-    slug, number = request.path_params["slug"], request.path_params["number"]
-
-    def kept() -> tuple[tuple[object, ...], bytes | None]:
-        # The hot path is one small query: the finished page is kept from the last view of the same version.
-        version = _sent_version(state, slug, number)
-        return version, state.archive_pages.get((slug, number), version)
-
-    def load(version: tuple[object, ...]) -> bytes:
-        issue_id, stored = _sent_row(state, slug, number)
-        if stored is not None:
-            body = _web_page(public_html(stored, state.settings.base_url, slug))
-            # Kept under the version read before the page: a change in between only costs a later miss.
-            state.archive_pages.put((slug, number), version, body)
-            return body
-        # Sent before renders were kept: render it again from the stored content (not kept: the templates
-        # it depends on are not in the version).
-        from newsletter.render.cache import rendered_issue
-
-        nl = state.newsletter(slug)
-        if nl is None:
-            raise HTTPException(404, "There is no such issue.")
-        stored = rendered_issue(state.engine, issue_id, nl, base_url=state.settings.base_url,
-                                templates_dir=state.templates_dir).html
-        return _web_page(public_html(stored, state.settings.base_url, slug))
-
-    version, body = await point_read(state.engine, kept)
-    if body is None:  # rendered in the pool: a render takes milliseconds
-        body = await run_in_threadpool(load, version)
-    return Response(body, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": ARCHIVE_CSP})
 
 
 def _atom_time(value: datetime) -> str:
@@ -192,7 +125,7 @@ def atom_feed(state: WebState, slug: str) -> bytes:
                 continue
             when = issue.sent_at or issue.created_at
             latest = max(latest or when, when)
-            url = f"{base}/archive/{slug}/{issue.number}"
+            url = base + issue_path(slug, issue.number)
             entry = ET.SubElement(feed, "entry")
             ET.SubElement(entry, "title").text = issue.subject
             ET.SubElement(entry, "id").text = url
@@ -200,12 +133,8 @@ def atom_feed(state: WebState, slug: str) -> bytes:
             ET.SubElement(entry, "published").text = _atom_time(when)
             ET.SubElement(entry, "updated").text = _atom_time(when)
             ET.SubElement(entry, "summary", type="text").text = " · ".join(s.title for s in issue.stories)
-            items = "".join(
-                f'<li><a href="{html.escape(s.url, quote=True)}">{html.escape(s.title)}</a>'
-                f"<br>{html.escape(s.summary)}</li>"
-                for s in issue.stories
-            )
-            ET.SubElement(entry, "content", type="html").text = f"<ul>{items}</ul>"
+            # The stories' own pages on the web edition, each with its original's link.
+            ET.SubElement(entry, "content", type="html").text = edition.story_links_html(base, issue)
     updated.text = _atom_time(latest or (row.created_at if row else datetime(2000, 1, 1)))
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8")
 
@@ -266,7 +195,9 @@ def routes() -> list:
         Route("/archive/", index, methods=["GET"]),
         Route("/archive/{slug}", newsletter_page, methods=["GET"]),
         Route("/archive/{slug}/feed.xml", feed, methods=["GET"]),
-        Route("/archive/{slug}/{number:int}", issue_page, methods=["GET"]),
+        Route("/archive/{slug}/feed.json", edition.json_feed_route, methods=["GET"]),
+        Route("/archive/{slug}/{number:int}", edition.issue_page, methods=["GET"]),
+        Route("/archive/{slug}/{number:int}/{story}", edition.story_page, methods=["GET"]),
         Route("/archive/{slug}/subscribe", subscribe_form, methods=["POST"]),
     ]
 

@@ -146,6 +146,10 @@ def conversation_block(request: Request, issue_item_id: int, story_url: str) -> 
     query answers a page that 200 comments would otherwise take milliseconds to render."""
     state = web_state(request)
     reader = current_reader(request)
+    # The edition passes the story's canonical address; the forms come back to its path on this site.
+    base = state.settings.base_url.rstrip("/")
+    if story_url.startswith(base + "/"):
+        story_url = story_url[len(base):]
     with session_scope(state.engine) as session:
         story = _story(session, issue_item_id)
         nl = state.newsletter(story.slug) if story else None

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from sqlalchemy import Engine
 from starlette.requests import Request
@@ -22,8 +23,10 @@ from newsletter.web.auth import AttemptLimiter, SignInThrottle
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
+V = TypeVar("V")
 
-class KeptPages:
+
+class KeptPages(Generic[V]):
     """Finished public pages kept in memory, each under the version of the rows it was made from.
 
     The caller looks the version up in the database (one small query) and gets the page only if it was made
@@ -33,10 +36,10 @@ class KeptPages:
 
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
-        self._pages: OrderedDict[Hashable, tuple[Hashable, bytes]] = OrderedDict()
+        self._pages: OrderedDict[Hashable, tuple[Hashable, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: Hashable) -> bytes | None:
+    def get(self, key: Hashable, version: Hashable) -> V | None:
         with self._lock:
             kept = self._pages.get(key)
             if kept is None or kept[0] != version:
@@ -44,7 +47,7 @@ class KeptPages:
             self._pages.move_to_end(key)
             return kept[1]
 
-    def put(self, key: Hashable, version: Hashable, body: bytes) -> None:
+    def put(self, key: Hashable, version: Hashable, body: V) -> None:
         with self._lock:
             self._pages[key] = (version, body)
             self._pages.move_to_end(key)
@@ -63,7 +66,9 @@ class WebState:
     # Subscriptions per client address (one address gets at most one confirmation email every ten minutes,
     # kept in the database by request_opt_in): a script cannot sign up thousands of strangers.
     subscribe_per_client: AttemptLimiter = field(default_factory=lambda: AttemptLimiter(limit=30, window=3600))
-    archive_pages: KeptPages = field(default_factory=KeptPages)  # public issue pages, see archive.issue_page
+    archive_pages: KeptPages[bytes] = field(default_factory=KeptPages)  # web edition issue pages (edition.py)
+    # Story pages of the web edition: (issue_item id, the canonical story key, the page), see edition.story_page.
+    story_pages: KeptPages[tuple[int, str, bytes]] = field(default_factory=lambda: KeptPages(limit=512))
     _secret: str | None = None
 
     def newsletters(self) -> dict[str, Newsletter]:
