@@ -490,3 +490,27 @@ def test_the_conversation_on_postgresql(tmp_path: Path) -> None:
             assert forget_reader(session, ANN) == (True, 2)
         assert [(c.body, c.parent_id) for c in _comments(site)] == [("Reply one.", None)]
         site.engine.dispose()
+
+
+def test_on_the_editions_story_page_a_reader_signs_in_and_posts(world) -> None:  # noqa: ANN001
+    from newsletter.store.models import IssueItem
+    from newsletter.urls import issue_path, story_path
+
+    site, base = world
+    with session_scope(site.engine) as session:
+        first = session.scalars(select(IssueItem).where(IssueItem.issue_id == site.sent_issue_id)
+                                .order_by(IssueItem.position)).first()
+        assert first is not None
+        path, item = story_path("city", 1, 1, first.title), first.id  # the edition counts stories from 1
+    with _client(base) as ann:
+        page = ann.get(path)
+        assert page.status_code == 200 and "No comments yet. Be the first." in page.text
+        sign_in_reader(ann, site, ANN, path)
+        form = ann.get(path).text
+        posted = ann.post("/readers/comments", data={"csrf": csrf_of(form), "item": str(item), "next": path,
+                                                     "body": "Posted from the edition page.", "website": ""})
+        assert posted.status_code == 303 and posted.headers["location"].startswith(path + "#comment-")
+        assert "Posted from the edition page." in ann.get(path).text
+    with _client(base) as stranger:
+        assert "Posted from the edition page." in stranger.get(path).text
+        assert stranger.get(issue_path("city", 1)).status_code == 200
