@@ -60,6 +60,8 @@ COMMANDS: dict[str, Entry] = {
     "scale": Entry(("newsletter.cli.scale",), "Scale mode: hand work to `newsletter worker` processes."),
     "editors": Entry(("newsletter.cli.web",),
                      "Editors: the accounts that sign in to the workspace and use the API."),
+    "readers": Entry(("newsletter.cli.readers",),
+                     "Readers: the accounts that sign in by email link to comment on stories."),
 }
 
 # One module per group of commands; each defines register(app). This order is the order of `newsletter --help`
@@ -77,6 +79,7 @@ COMMAND_MODULES = [
     "newsletter.cli.render",
     "newsletter.cli.scale",
     "newsletter.cli.web",
+    "newsletter.cli.readers",
 ]
 
 _registered: set[str] = set()  # register(app) adds to module-level Typer groups, so at most once per module

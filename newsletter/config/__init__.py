@@ -198,6 +198,18 @@ class Summarizer(Strict):
     timeout: float = Field(default=20.0, gt=0)
 
 
+class Comments(Strict):
+    """`[comments]`: who may sign in by email link and comment on the story pages of this newsletter.
+
+    who: "subscribers" (an active subscriber of this newsletter), "signed-in" (anyone who signs in by email
+    link) or "off". premoderate: new comments wait for an editor's approval. edit_minutes: how long a reader may
+    edit or delete their own comment."""
+
+    who: Literal["subscribers", "signed-in", "off"] = "subscribers"
+    premoderate: bool = False
+    edit_minutes: int = Field(default=15, ge=0, le=7 * 24 * 60)
+
+
 class Newsletter(Strict):
     """One newsletter, as its schedule file describes it."""
 
@@ -215,6 +227,7 @@ class Newsletter(Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     theme: Theme = Theme()
     summarizer: Summarizer | None = None
+    comments: Comments = Comments()
     path: str | None = Field(default=None, exclude=True)
 
     @field_validator("slug")

@@ -403,3 +403,49 @@ class ScheduleRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Reader(Base):
+    """Someone who signed in by email link to comment on story pages (migration 0005_conversation).
+
+    Separate from Subscriber: unsubscribing leaves a reader and their comments alone; `newsletter readers
+    forget` removes both. `session_generation` is in the reader cookie; signing out bumps it."""
+
+    __tablename__ = "reader"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized, lowercased
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    blocked_at: Mapped[datetime | None] = mapped_column(DateTime)  # set by an editor: may not post
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ReaderTokenUse(Base):
+    """A sign-in link that has been used: the SHA-256 of its nonce, so a link works once."""
+
+    __tablename__ = "reader_token_use"
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)  # after this the row may go: the link is dead anyway
+
+
+class Comment(Base):
+    """A reader's comment on a story of a sent issue; threads are one level deep (parent is a top comment).
+
+    status: visible, pending (premoderation), hidden (by an editor), deleted (by its reader or an editor)."""
+
+    __tablename__ = "comment"
+    __table_args__ = (Index("ix_comment_story", "issue_item_id", "status", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_item_id: Mapped[int] = mapped_column(ForeignKey("issue_item.id", ondelete="CASCADE"))
+    reader_id: Mapped[int] = mapped_column(ForeignKey("reader.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("comment.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="visible")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime)
+    hidden_at: Mapped[datetime | None] = mapped_column(DateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Moved on by every change (post, edit, moderation, deletion): the version the kept public render is keyed by.
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    reader: Mapped[Reader] = relationship()
