@@ -30,8 +30,9 @@ from newsletter.render.engine import TemplateError
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
 from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
-from newsletter.web import approvals
+from newsletter.web import approvals, conversation
 from newsletter.web import openapi as spec
+from newsletter.web.api_errors import ApiError
 from newsletter.web.auth import editor_for_token
 from newsletter.web.edits import (
     EDITS,
@@ -49,12 +50,6 @@ from newsletter.web.pages import page
 from newsletter.web.state import WebState, web_state
 
 MAX_BODY = 256 * 1024
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _bearer(request: Request) -> str | None:
@@ -358,6 +353,14 @@ OPERATIONS: list[Operation] = [
     Operation("POST", _SUBSCRIBERS, add_subscribers, "Add a subscriber (active at once, or pending with "
               "double_opt_in: a confirmation email goes out)", spec.Added, status=201, body=spec.NewSubscriber,
               errors=(422,)),
+    # Comments (web/conversation.py holds the handlers, beside the pages they moderate).
+    Operation("POST", "/api/readers/forget", conversation.api_forget, "A reader's deletion request: removes the "
+              "reader and every comment they wrote", spec.Forgotten, body=spec.ForgetReader, errors=(422,)),
+    Operation("GET", "/api/newsletters/{slug}/comments", conversation.api_comments, "The newest 200 comments of "
+              "the newsletter (deleted ones left out)", spec.CommentList,
+              query=(Query("status", "Only comments with this status (visible, pending, hidden)"),)),
+    Operation("POST", "/api/comments/{comment_id:int}/{action}", conversation.api_moderate,
+              "Moderate a comment: action is approve, hide, show or delete", spec.Moderated),
 ]
 
 

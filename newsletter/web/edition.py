@@ -36,6 +36,7 @@ from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.urls import issue_path, story_key, story_path
 from newsletter.web import conversation
 from newsletter.web.point_read import point_read
+from newsletter.web.readers import READER_COOKIE
 from newsletter.web.state import WebState, web_state
 
 # No scripts at all; pictures from the stories' own sites.
@@ -221,10 +222,15 @@ async def story_page(request: Request) -> Response:
     if asked != key:  # the title's part changed or was cut: one address per story, for links and search engines
         return RedirectResponse(issue_path(slug, number) + "/" + key, status_code=301)
     canonical = state.settings.base_url + issue_path(slug, number) + "/" + key
-    # Inline on SQLite, in the pool on PostgreSQL (the section reads the story's comments): see point_read.
-    block = await point_read(state.engine, conversation.conversation_block, request, item_id, canonical)
-    return Response(body.replace(_CONVERSATION, block.encode(), 1), media_type=HTML,
-                    headers={"Content-Security-Policy": EDITION_CSP})
+    headers = {"Content-Security-Policy": EDITION_CSP}
+    if READER_COOKIE in request.cookies:
+        # A signed-in reader's section is made for them (their form, its CSRF token): in the pool, since it is
+        # built fresh, and never kept by a cache on the way.
+        block = await run_in_threadpool(conversation.conversation_block, request, item_id, canonical)
+        headers["Cache-Control"] = "private, no-store"
+    else:  # the signed-out section is kept per story: inline on SQLite, in the pool on PostgreSQL (point_read)
+        block = await point_read(state.engine, conversation.conversation_block, request, item_id, canonical)
+    return Response(body.replace(_CONVERSATION, block.encode(), 1), media_type=HTML, headers=headers)
 
 
 # --- JSON Feed 1.1 ------------------------------------------------------------------------------------------

@@ -64,6 +64,10 @@ class NewSubscriber(_Body):
     double_opt_in: bool = optional("true: the subscription is pending and a confirmation email goes out")
 
 
+class ForgetReader(_Body):
+    email: str = Field(description="The reader's address: the reader and every comment they wrote are removed")
+
+
 # -- responses -----------------------------------------------------------------------------------------------
 
 class Error(BaseModel):
@@ -180,6 +184,34 @@ class Added(BaseModel):
     result: Literal["added", "exists", "reactivated", "suppressed", "confirmation-sent", "recently-sent",
                     "already-active"]
     status: str | None = Field(description="The subscription's status now")
+
+
+class Forgotten(BaseModel):
+    email: str
+    reader: bool = Field(description="false when no reader had the address")
+    comments_removed: int
+
+
+class CommentInfo(BaseModel):
+    id: int
+    status: Literal["visible", "pending", "hidden"]
+    body: str = Field(description="As the reader typed it (plain text)")
+    reader: str = Field(description="The reader's address")
+    reader_blocked: bool
+    issue_number: int
+    story: str = Field(description="The story's headline")
+    story_id: int
+    reply: bool
+    created_at: str = Field(description="UTC, ISO 8601")
+
+
+class CommentList(BaseModel):
+    comments: list[CommentInfo]
+
+
+class Moderated(BaseModel):
+    id: int
+    status: str = Field(description="The comment's status now (visible, hidden, deleted)")
 
 
 class Document(BaseModel):
