@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import email
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
@@ -19,6 +16,7 @@ from sqlalchemy import select
 
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, Subscriber, Subscription
+from tests.web_server import loopback_socket, serve_socket
 from tests.web_support import EDITOR, PASSWORD, Site, add_editor, make_site
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,16 +31,12 @@ pytest_plugins = ["tests.web_fixtures"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
-    import uvicorn
     from argon2 import PasswordHasher, profiles
 
     from newsletter.web import auth
     from newsletter.web.app import create_app
 
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else 40 ms per response)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, base = loopback_socket()
     site = make_site(tmp_path_factory.mktemp("browser"), base_url=base)
     saved = auth._hasher
     auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
@@ -51,17 +45,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str
     finally:
         auth._hasher = saved
     app = create_app(site.settings, engine=site.engine)
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield site, base
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_socket(app, sock):
+        yield site, base
 
 
 @pytest.fixture(scope="module")

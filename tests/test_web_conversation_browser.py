@@ -7,9 +7,6 @@ The story page is the edition's: a test-only route renders the conversation bloc
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from newsletter.store.db import ensure_newsletter, session_scope
 from tests.conversation_support import app_with_story_route, sent_items, sign_in_mail, story_url
 from tests.test_web_browser import ARGS, ARTIFACTS, CHROMIUM
 from tests.test_web_forms_browser import AXE, _axe
+from tests.web_server import loopback_socket, serve_socket
 from tests.web_support import EDITOR, PASSWORD, Site, add_editor, make_site
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests need Debian's chromium at "
@@ -27,15 +25,12 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests nee
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
-    import uvicorn
     from argon2 import PasswordHasher, profiles
 
     from newsletter.subscribers.manage import add_subscriber
     from newsletter.web import auth
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, base = loopback_socket()
     site = make_site(tmp_path_factory.mktemp("conversation-browser"), base_url=base)
     saved = auth._hasher
     auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
@@ -45,17 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str
         auth._hasher = saved
     with session_scope(site.engine) as session:
         add_subscriber(session, ensure_newsletter(session, "city", "City Weekly"), "bob@example.com")
-    uv = uvicorn.Server(uvicorn.Config(app_with_story_route(site), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield site, base
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_socket(app_with_story_route(site), sock):
+        yield site, base
 
 
 def _link_from_outbox(site: Site, address: str) -> str:

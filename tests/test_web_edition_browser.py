@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import email
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from email import policy
 
@@ -20,6 +17,7 @@ import pytest
 from tests.test_web_browser import ARTIFACTS, CHROMIUM, browser  # noqa: F401 - the module's fixtures
 from tests.test_web_edition import send_second_issue
 from tests.test_web_forms_browser import AXE
+from tests.web_server import loopback_socket, serve_socket
 from tests.web_support import Site, make_site
 
 SHOTS = ARTIFACTS.parent / "edition"
@@ -34,28 +32,13 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def edition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
-    import uvicorn
-
     from newsletter.web.app import create_app
 
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else 40 ms per response)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, base = loopback_socket()
     site = make_site(tmp_path_factory.mktemp("edition-browser"), base_url=base)
     send_second_issue(site)  # a real send: the links below are read from the email it left in the outbox
-    uv = uvicorn.Server(uvicorn.Config(create_app(site.settings, engine=site.engine), log_level="warning",
-                                       lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield site, base
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_socket(create_app(site.settings, engine=site.engine), sock):
+        yield site, base
 
 
 def _email_links(site: Site) -> tuple[str, str]:
