@@ -20,6 +20,10 @@ The server's clock is its own (`now`, `advance`, or POST /_clock {"advance": sec
 tests skip the minutes of a hold without waiting them; `deliveries()` counts the copies that are or will be
 delivered, which is what a reader would see.
 
+The Event Webhook, as SendGrid posts it: `event(address, kind)` makes an event about the copy an address got (the
+request's custom_args at the top level, a unique sg_event_id), `post_events(url, events)` POSTs them signed with
+the server's own ECDSA key (`webhook_public_key` verifies them).
+
 Run it on its own (for the benchmark or by hand):  python tests/sendgrid_server.py --port 8025
 """
 
@@ -432,6 +436,70 @@ class SendGridServer:
                         return ("fail", int(kind), {}) if kind.isdigit() else (kind, 0, {})
                     draw -= p
         return None
+
+    # -- the Event Webhook ----------------------------------------------------------------------------------
+    @property
+    def webhook_public_key(self) -> str:
+        """The key to verify this server's webhook posts with, as SendGrid shows it (base64 DER)."""
+        from cryptography.hazmat.primitives import serialization
+
+        der = self._webhook_key().public_key().public_bytes(serialization.Encoding.DER,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        import base64
+
+        return base64.b64encode(der).decode()
+
+    def _webhook_key(self) -> Any:
+        if getattr(self, "_ecdsa", None) is None:
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            self._ecdsa = ec.generate_private_key(ec.SECP256R1())
+        return self._ecdsa
+
+    def event(self, address: str, kind: str, *, after: float = 0.0, **extra: Any) -> dict[str, Any]:
+        """One Event Webhook event about the copy `address` got, as SendGrid sends it: the request's custom_args
+        at the top level, sg_message_id, a fresh sg_event_id, the timestamp `after` seconds past acceptance."""
+        with self.lock:
+            acc = next((a for a in reversed(self.accepted) if address.lower() in a.recipients), None)
+        if acc is None:
+            raise LookupError(f"nothing was accepted for {address}")
+        return {**acc.custom_args, "email": address.lower(), "event": kind, "timestamp": int(acc.at + after),
+                "sg_event_id": uuid.uuid4().hex, "sg_message_id": f"{acc.message_id}.filter0001.1.0", **extra}
+
+    def message_for(self, address: str) -> dict[str, str]:
+        """The parts ("text/plain", "text/html") of the last copy `address` got, its substitutions filled in as
+        SendGrid fills them (literal replacement of each key)."""
+        with self.lock:
+            for acc in reversed(self.accepted):
+                body = acc.body or {}
+                for p in body.get("personalizations", []):
+                    if any(t["email"].lower() == address.lower() for t in p.get("to", [])):
+                        parts = {}
+                        for part in body.get("content", []):
+                            value = part["value"]
+                            for key, sub in (p.get("substitutions") or {}).items():
+                                value = value.replace(key, sub)
+                            parts[part["type"]] = value
+                        return parts
+        raise LookupError(f"nothing was accepted for {address}")
+
+    def post_events(self, url: str, events: list[dict[str, Any]]) -> Any:
+        """POST events to a webhook the way SendGrid does: a JSON array, ECDSA-signed over timestamp + body."""
+        import base64
+        import urllib.request
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        body = json.dumps(events, separators=(",", ":")).encode()
+        ts = str(int(time.time()))
+        signature = self._webhook_key().sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": "SendGrid Event API",
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": ts})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - a loopback URL of the test's
+            return json.loads(answer.read())
 
     def _record(self, body: dict[str, Any]) -> str:
         message_id = uuid.uuid4().hex[:22]

@@ -51,6 +51,9 @@ COMMANDS: dict[str, Entry] = {
                     "(Ctrl-C: graceful)."),
     "serve": Entry(("newsletter.cli.web",),
                    "Serve the editors' workspace, the public archive, the API and the subscription pages."),
+    "report": Entry(("newsletter.cli.report",),
+                    "What happened after the sends: delivered, bounced, complained, unsubscribed, clicks per story, "
+                    "opens."),
     "db": Entry(("newsletter.cli.setup",), "Database maintenance."),
     "sources": Entry(("newsletter.cli.sources",),
                      "Feeds as collect knows them: status, permanent redirects, 410 Gone."),
@@ -80,6 +83,7 @@ COMMAND_MODULES = [
     "newsletter.cli.scale",
     "newsletter.cli.web",
     "newsletter.cli.readers",
+    "newsletter.cli.report",
 ]
 
 _registered: set[str] = set()  # register(app) adds to module-level Typer groups, so at most once per module

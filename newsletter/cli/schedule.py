@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
         Example: `newsletter schedule list`
         """
         from newsletter.config import load_all
+        from newsletter.report.guard import active_hold
         from newsletter.schedule.lease import current
         from newsletter.schedule.status import schedule_status
         from newsletter.store.db import session_scope
@@ -86,9 +87,13 @@ def register(app: typer.Typer) -> None:
                 approval = nl.schedule.approval
                 if status.next_draft is not None:
                     approval += f"; next draft {_when(status.next_draft)}"
+                outcome = status.outcome
+                held = active_hold(session, slug) if session is not None else None
+                if held is not None:  # the guard (complaints, bounces) holds every scheduled send until released
+                    outcome = f"HELD: {held.reason}" + ("" if outcome == "—" else f"; last: {outcome}")
                 table.add_row(slug, f"{nl.schedule.send} ({nl.schedule.timezone})", _when(status.next_send),
                               _when(status.next_collect), approval,
-                              f"{status.last_at:%Y-%m-%d %H:%M} UTC" if status.last_at else "never", status.outcome)
+                              f"{status.last_at:%Y-%m-%d %H:%M} UTC" if status.last_at else "never", outcome)
         console.print(table)
         if loaded.errors:
             console.print(f"{len(loaded.errors)} schedule file(s) did not load (see the warnings): nothing of "

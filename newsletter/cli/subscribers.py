@@ -1,4 +1,5 @@
-"""`newsletter subscribers ...`: add (optionally with double opt-in), import, export, list, confirm, unsubscribe."""
+"""`newsletter subscribers ...`: add (optionally with double opt-in), import, export, list, confirm, unsubscribe,
+forget (a reader's recorded events)."""
 
 from __future__ import annotations
 
@@ -143,6 +144,29 @@ def register(app: typer.Typer) -> None:
         if not changes:
             fail(f"{email} has no subscription to {slug}")
         console.print(f"{email}: {changes[0].status}" + ("" if changes[0].changed else " (already)"))
+
+    @sub_app.command("forget")
+    def forget_cmd(email: str = typer.Argument(..., help="The address.")) -> None:
+        """A reader's deletion request for what was recorded about them: removes every click, open and provider
+        event of theirs (the report's daily totals, which name nobody, stay). Their subscriptions are left as
+        they are: `subscribers unsubscribe` stops the mail.
+
+        Example: `newsletter subscribers forget ann@example.com`
+        """
+        from sqlalchemy import delete, func
+
+        from newsletter.render.tracking import TrackSigner
+        from newsletter.report.retention import forget
+        from newsletter.store.models import Event
+        from newsletter.subscribers.tokens import Signer
+
+        with session_scope(engine()) as session:
+            subscriber_id = _subscriber(session, email)
+            signer = TrackSigner(Signer(secret_key(session, settings().secret_key)).subkey("tracking"))
+            tracked = forget(session, subscriber_id, signer)
+            provider = session.execute(delete(Event).where(func.lower(Event.email) == email.strip().lower()))
+            removed = tracked + int(getattr(provider, "rowcount", 0) or 0)
+        console.print(f"{email}: {removed} event(s) removed")
 
 
 def _subscriber(session, email: str) -> int:  # noqa: ANN001

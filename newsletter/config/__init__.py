@@ -210,6 +210,21 @@ class Comments(Strict):
     edit_minutes: int = Field(default=15, ge=0, le=7 * 24 * 60)
 
 
+class Tracking(Strict):
+    """`[tracking]`: what is recorded about readers after a send (README "Tracking and reports"). Off by default.
+
+    clicks: story and related links go through a signed redirect on `newsletter serve` (/r/...). opens: a 1x1
+    image per reader (machine opens are counted apart). The guard holds the newsletter's scheduled sends when a
+    sent issue's complaint rate passes `hold_complaint_rate` (Gmail's 0.3% line) or its bounce rate passes
+    `hold_bounce_rate`, until an editor releases them."""
+
+    clicks: bool = False
+    opens: bool = False
+    hold_complaint_rate: float = Field(default=0.003, gt=0, le=1)
+    hold_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    min_delivered: int = Field(default=100, ge=1)  # the guard judges rates over at least this many deliveries
+
+
 class Newsletter(Strict):
     """One newsletter, as its schedule file describes it."""
 
@@ -228,6 +243,7 @@ class Newsletter(Strict):
     theme: Theme = Theme()
     summarizer: Summarizer | None = None
     comments: Comments = Comments()
+    tracking: Tracking = Tracking()
     path: str | None = Field(default=None, exclude=True)
 
     @field_validator("slug")
@@ -430,6 +446,7 @@ class Settings:
     smtp_url: str | None = None
     send_rate: float | None = None
     fetch_allow: Allow = field(default_factory=Allow)  # NEWSLETTER_FETCH_ALLOW
+    event_retention_days: int = 180  # raw click/open/provider events (NEWSLETTER_EVENT_RETENTION_DAYS)
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return f"Settings(database_url={_redact_url(self.database_url)!r}, mailer={self.mailer!r})"
@@ -463,6 +480,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
     except ValueError:
         raise ConfigError(f"NEWSLETTER_SEND_RATE: {rate!r} is not a number (messages per second)") from None
     max_body = _byte_size("NEWSLETTER_MAX_BODY", env.get("NEWSLETTER_MAX_BODY") or "5M")
+    retention = env.get("NEWSLETTER_EVENT_RETENTION_DAYS") or "180"
+    if not retention.strip().isdigit() or not 1 <= int(retention) <= 36500:
+        raise ConfigError(f"NEWSLETTER_EVENT_RETENTION_DAYS: {retention!r} is not a number of days (1 to 36500)")
     return Settings(
         database_url=env.get("NEWSLETTER_DATABASE_URL", "sqlite:///newsletter.db"),
         mailer=mailer,
@@ -479,4 +499,5 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         smtp_url=env.get("NEWSLETTER_SMTP_URL") or None,
         send_rate=send_rate,
         fetch_allow=Allow.from_env(env),  # checked here too, so a typo stops the program at start
+        event_retention_days=int(retention),
     )

@@ -51,6 +51,8 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
+from newsletter.render import tokens
+from newsletter.render.tracking import TrackSigner
 from newsletter.store.db import install_id
 from newsletter.subscribers.tokens import Signer
 
@@ -123,6 +125,9 @@ class BatchSender:
         self.lock = threading.Lock()
         # This database's identity, in every request beside send and batch (the Activity lookup is keyed by all).
         self.install = install_id(engine)
+        # Tracked links or the open pixel in the issue (its schedule file's [tracking]): each reader's value.
+        tracked = tokens.RECIPIENT in job.message.html or tokens.RECIPIENT in job.message.text
+        self._tracker = TrackSigner(job.signer.subkey("tracking")) if tracked else None
         # Unknown batches waiting for the provider's activity log, settled beside the send (see settle_waiting);
         # only a driver that calls settle_waiting sets defer_settle (a scale-mode job hands its waits to the queue).
         self.defer_settle = False
@@ -311,7 +316,13 @@ class BatchSender:
 
     def _recipients(self, rows: Sequence[Row]) -> list[Recipient]:
         urls = self.job.signer.unsubscribe_urls(self.base_url, [r[1] for r in rows], self.job.slug)
-        return [Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
+        if self._tracker is None:
+            return [Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
+                    for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
+        # Tracked links and the pixel carry the reader's id and a MAC over it (never the address).
+        track = self._tracker.recipient_value
+        return [Recipient(email=email, name=name, subscriber_id=sid,
+                          values={"unsubscribe_url": url, "recipient": track(sid)})
                 for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
 
     def _pace(self, count: int) -> None:

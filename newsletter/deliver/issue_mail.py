@@ -15,7 +15,9 @@ from sqlalchemy import Engine
 from newsletter.config import Newsletter, Settings
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.mailer import Message
-from newsletter.store.db import session_scope
+from newsletter.render.tracking import TrackSigner
+from newsletter.store.db import secret_key, session_scope
+from newsletter.subscribers.tokens import Signer
 
 
 def list_id(nl: Newsletter) -> str:
@@ -47,13 +49,22 @@ def templates_dir(settings: Settings) -> Path | None:
     return settings.templates_dir if settings.templates_dir.is_dir() else None
 
 
+def tracker(engine: Engine, settings: Settings) -> TrackSigner:
+    """The signer of tracked links and reader values (newsletter.render.tracking), under this install's secret."""
+    with session_scope(engine) as session:
+        secret = secret_key(session, settings.secret_key)
+    return TrackSigner(Signer(secret).subkey("tracking"))
+
+
 def issue_message(engine: Engine, nl: Newsletter, issue_id: int, settings: Settings, *, send_id: int | None = None,
                   test: bool = False) -> Message:
     """The issue's Message from its kept render (rendered now if it has none yet)."""
     from newsletter.compose.build import load_issue
     from newsletter.render.cache import rendered_issue
 
-    rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=templates_dir(settings))
+    rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=templates_dir(settings),
+                              tracker=tracker(engine, settings) if nl.tracking.clicks or nl.tracking.opens else None,
+                              clicks=nl.tracking.clicks, opens=nl.tracking.opens)
     with session_scope(engine) as session:
         issue = load_issue(session, issue_id)
     if issue is None:

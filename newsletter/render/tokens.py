@@ -18,8 +18,9 @@ import secrets
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 EMAIL = "%%email%%"
 NAME = "%%name%%"
+RECIPIENT = "%%recipient%%"  # the reader in tracked links and the open pixel (newsletter.render.tracking)
 
-ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME}
+ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME, "recipient": RECIPIENT}
 
 # Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
 _FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")

@@ -300,6 +300,12 @@ def _cycle(rt: Runtime, nl: Newsletter, now: datetime, reason: str) -> CycleResu
         result.outcome, result.detail = "failed", f"{type(exc).__name__}: {exc}"
     seconds = time.monotonic() - started
     record(rt.engine, nl.slug, "cycle", now, result.outcome, f"{period}: {result.detail}", seconds)
+    try:  # raw events past their retention, folded into daily figures (cheap when there are none)
+        from newsletter.report.retention import prune
+
+        prune(rt.engine, rt.settings.event_retention_days)
+    except Exception as exc:  # never the reason a send is reported failed
+        log_line(event="retention", newsletter=nl.slug, outcome="failed", detail=f"{type(exc).__name__}: {exc}")
     log_line(event="cycle", newsletter=nl.slug, period=period, due=due.isoformat(), reason=reason,
              outcome=result.outcome, issue=result.issue_id, sent=result.sent,
              steps=" ".join(f"{s.job}={s.outcome}" for s in result.steps), detail=result.detail,
@@ -348,6 +354,14 @@ def _cycle_steps(rt: Runtime, nl: Newsletter, now: datetime, period: str, result
             row = session.get_one(IssueRow, issue_id)
             if row.approved_hash and not is_approved_as_is(session, issue_id):
                 return "changed-since-approval", f"issue {issue_id} changed after it was approved: approve it again"
+    if status != "sending":  # the guard: an earlier issue's complaints or bounces hold scheduled sends
+        from newsletter.report.guard import check
+
+        with session_scope(rt.engine) as session:
+            why = check(session, nl)
+        if why is not None:
+            log_line(event="guard-hold", newsletter=nl.slug, issue=issue_id, detail=why)
+            return "held-complaints", why
     out: dict[str, int] = {}
 
     def do_send() -> Step:
@@ -592,6 +606,12 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
             last = last_cycle(session, slug)
             if last is None or not (last.detail or "").startswith(f"{period}:"):
                 continue  # its send time has not come yet (a draft built ahead), or a catch-up will run it
+            if last.outcome == "held-complaints":  # held by the guard: goes as soon as an editor releases it
+                from newsletter.report.guard import active_hold
+
+                if active_hold(session, slug) is None:
+                    out.append(slug)
+                continue
             retry = now - utc(last.started_at) >= _backoff(session, slug, period, retry_after)
             if row is None or row.status == "draft" and last.outcome in RETRIED:
                 # A failure before anything was sent (feeds, database, a template, the preflight checks):

@@ -6,13 +6,14 @@ the web and webhook write subscription status and event. Timestamps are naive UT
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -368,6 +369,60 @@ class Event(Base):
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TrackEvent(Base):
+    """One thing that happened to a sent issue (migration 0006_events): a click through /r/, an open of the
+    pixel, or a provider event (delivered, bounce, spamreport...). Kept `NEWSLETTER_EVENT_RETENTION_DAYS`, then
+    folded into TrackDaily (newsletter.report.retention). Readers appear only as `recipient`, a keyed hash of
+    their subscriber id (newsletter.render.tracking): never an address. `machine`: a proxy, prefetch or scanner,
+    never counted as a reader. `dedupe`: the provider's event id, so an event delivered twice counts once."""
+
+    __tablename__ = "track_event"
+    __table_args__ = (Index("ix_track_event_issue", "issue_id", "kind", "occurred_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # click, open, delivered, bounce, dropped, deferred, ...
+    source: Mapped[str] = mapped_column(String(20))  # redirect, pixel, sendgrid
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    agent: Mapped[str] = mapped_column(String(20), default="unknown")  # newsletter.report.agents
+    story: Mapped[int | None] = mapped_column(Integer)  # the story's position in the issue, from 1
+    link: Mapped[str | None] = mapped_column(Text)
+    recipient: Mapped[str | None] = mapped_column(String(32), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    dedupe: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class TrackDaily(Base):
+    """Raw events folded per (issue, day, kind, story, machine) once past their retention; story 0 is the whole
+    issue. `uniques`: distinct (reader, link) that day for clicks, distinct readers for the rest."""
+
+    __tablename__ = "track_daily"
+    __table_args__ = (UniqueConstraint("issue_id", "day", "kind", "story", "machine", name="uq_track_daily"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(20))
+    story: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    uniques: Mapped[int] = mapped_column(Integer, default=0)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SendGuard(Base):
+    """A newsletter's scheduled sends held because an issue's complaint or bounce rate passed its limit
+    (newsletter.report.guard), until an editor releases it."""
+
+    __tablename__ = "send_guard"
+    __table_args__ = (Index("ix_send_guard_newsletter", "newsletter_id", "released_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"), unique=True)
+    reason: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime)
+    released_by: Mapped[str | None] = mapped_column(String(320))
 
 
 class Editor(Base):

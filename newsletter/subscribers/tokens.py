@@ -64,6 +64,13 @@ class Signer:
         mac.update(payload)
         return mac.digest()[:_MAC_BYTES]
 
+    def subkey(self, label: str) -> bytes:
+        """A key of its own for another kind of token (e.g. "tracking": newsletter.render.tracking), derived
+        from the secret so that no token of one kind can pass for another."""
+        mac = self._mac.copy()
+        mac.update(b"subkey." + label.encode())
+        return mac.digest()
+
     def make(
         self, purpose: str, subscriber_id: int, newsletter_slug: str, expires_at: int | None = None,
         nonce: str | None = None,

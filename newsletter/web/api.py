@@ -315,6 +315,32 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
     return {"email": result.email, "result": result.status, "status": status}
 
 
+def get_trend(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    from newsletter.report import guard
+    from newsletter.report.figures import trend
+
+    slug = request.path_params["slug"]
+    with session_scope(state.engine) as session:
+        _newsletter(state, session, slug)
+        nl = state.newsletter(slug)
+        if nl is not None:
+            guard.check(session, nl)
+        return trend(session, slug).to_json()
+
+
+def get_issue_report(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    from newsletter.report.figures import issue_report
+
+    slug, number = request.path_params["slug"], request.path_params["number"]
+    with session_scope(state.engine) as session:
+        row = _newsletter(state, session, slug)
+        issue_id = session.scalar(select(IssueRow.id).where(IssueRow.newsletter_id == row.id,
+                                                            IssueRow.number == number))
+        if issue_id is None:
+            raise ApiError(404, f"{slug} has no issue #{number}")
+        return issue_report(session, issue_id).to_json()
+
+
 async def docs(request: Request) -> Response:
     return page(request, "api_docs.html", {"base_url": web_state(request).settings.base_url})
 
@@ -361,6 +387,12 @@ OPERATIONS: list[Operation] = [
               query=(Query("status", "Only comments with this status (visible, pending, hidden)"),)),
     Operation("POST", "/api/comments/{comment_id:int}/{action}", conversation.api_moderate,
               "Moderate a comment: action is approve, hide, show or delete", spec.Moderated),
+    # What happened after the sends (newsletter.report.figures: the same figures as the report page and CLI).
+    Operation("GET", "/api/newsletters/{slug}/report", get_trend, "Every sent issue's audience, deliveries, "
+              "unique clickers, click rate and unsubscribes, and the guard's hold if any", spec.Trend),
+    Operation("GET", "/api/newsletters/{slug}/issues/{number:int}/report", get_issue_report,
+              "One sent issue's report: deliveries, bounces, complaints, unsubscribes, clicks per story, the "
+              "first 7 days", spec.IssueReport),
 ]
 
 

@@ -31,6 +31,7 @@ from newsletter.render import tokens
 from newsletter.render.cache import rendered_issue
 from newsletter.render.engine import Rendered, TemplateError
 from newsletter.render.preview import force_dark
+from newsletter.report.guard import active_hold
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.web import approvals
@@ -67,6 +68,7 @@ class NewsletterBlock:
     name: str
     configured: bool
     issues: list[IssueLine] = field(default_factory=list)
+    hold: str | None = None  # why the guard holds its scheduled sends (newsletter.report.guard)
 
 
 def _home(state: WebState) -> list[NewsletterBlock]:
@@ -84,6 +86,9 @@ def _home(state: WebState) -> list[NewsletterBlock]:
             block = blocks.setdefault(slug, NewsletterBlock(slug, name, False))
             block.issues.append(IssueLine(row.id, row.number, row.subject, row.status, count or 0,
                                           row.created_at, row.sent_at))
+        for block in blocks.values():
+            held = active_hold(session, block.slug)
+            block.hold = held.reason if held is not None else None
     return list(blocks.values())
 
 

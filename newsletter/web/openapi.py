@@ -214,6 +214,69 @@ class Moderated(BaseModel):
     status: str = Field(description="The comment's status now (visible, hidden, deleted)")
 
 
+class StoryClicks(BaseModel):
+    position: int = Field(description="The story's place in the issue, from 1")
+    title: str
+    clicks: int = Field(description="Reader clicks (machines apart)")
+    unique_clicks: int = Field(description="Once per (reader, link, day)")
+
+
+class DayCounts(BaseModel):
+    day: int = Field(description="1 is the day of the send")
+    date: str
+    clicks: int
+    opens: int
+
+
+class IssueReport(BaseModel):
+    """What happened after one issue's send (the README's "Tracking and reports" defines each figure)."""
+
+    newsletter: str
+    issue_id: int
+    number: int
+    subject: str
+    sent_at: str | None
+    mailer: str | None
+    audience: int
+    accepted: int
+    delivered: int
+    delivered_from: Literal["ledger", "sendgrid"]
+    bounced: int
+    dropped: int
+    deferred: int
+    complained: int
+    unsubscribed: int
+    clicks: int
+    unique_clicks: int
+    clickers: int
+    machine_clicks: int
+    opens: int
+    openers: int
+    machine_opens: int
+    complaint_rate: float
+    bounce_rate: float
+    click_rate: float
+    stories: list[StoryClicks]
+    days: list[DayCounts]
+
+
+class TrendIssue(BaseModel):
+    issue_id: int
+    number: int
+    sent_at: str | None
+    audience: int
+    delivered: int
+    clickers: int
+    click_rate: float
+    unsubscribed: int
+
+
+class Trend(BaseModel):
+    newsletter: str
+    issues: list[TrendIssue]
+    hold: str | None = Field(description="Why the guard holds the newsletter's scheduled sends, or null")
+
+
 class Document(BaseModel):
     """This document (what OpenAPI 3.1 says of it is OpenAPI's business, not repeated here)."""
 

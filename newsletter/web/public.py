@@ -9,7 +9,11 @@ alone (tests, or a public host separate from the editors' one).
 - POST /confirm/{token}    double opt-in confirmation, once: the link names the request that sent it
 - GET  /subscribe/{slug}   a subscribe form; POST sends the double opt-in email (same answer whatever the address),
                            at most 30 an hour per client, shared with the archive's form
-- POST /webhooks/sendgrid  SendGrid Event Webhook, ECDSA-signed
+- POST /webhooks/sendgrid  SendGrid Event Webhook, ECDSA-signed; its events also join the report's
+                           (newsletter.report.record)
+- GET  /r/{link}/{reader}  a tracked link (schedule file `tracking.clicks`): records the click, 302 to the
+                           signed destination; a link whose signature does not match is refused (404)
+- GET  /o/{issue}/{reader}.gif  the open pixel (`tracking.opens`)
 
 Bodies are read with a running cap (newsletter.web.limits) before anything parses them. Database work runs in
 Starlette's thread pool, never on the event loop: a send holding SQLite's write lock (or a slow PostgreSQL)
@@ -34,11 +38,14 @@ from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter.config import Settings
-from newsletter.store.db import get_engine, secret_key, session_scope
+from newsletter.render.tracking import InvalidLink, TrackSigner
+from newsletter.report.agents import classify
+from newsletter.report.record import record_click, record_open, record_provider_event
+from newsletter.store.db import get_engine, install_id, secret_key, session_scope
 from newsletter.store.models import Event, NewsletterRow, Subscriber, Subscription
 from newsletter.subscribers import status as subscription_status
 from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
@@ -146,6 +153,49 @@ def public_routes(
             with session_scope(get_db()) as session:
                 signer_cache.append(Signer(secret_key(session, settings.secret_key)))
         return signer_cache[0]
+
+    trackers: list[TrackSigner] = []
+
+    def tracker() -> TrackSigner:
+        if not trackers:
+            trackers.append(TrackSigner(signer().subkey("tracking")))
+        return trackers[0]
+
+    async def tracked_link(request: Request) -> Response:
+        try:
+            link = tracker().read_link(request.path_params["token"])
+        except InvalidLink:
+            return _page("This link does not work", "<p>The link is incomplete or was changed. Open it from the "
+                         "email again, or visit the archive.</p>", 404)
+        if not link.url.startswith(("http://", "https://")):
+            return _page("This link does not work", "<p>The link does not lead to a web page.</p>", 404)
+        sid = tracker().read_recipient(request.path_params.get("reader", ""))
+        agent = classify(request.headers.get("user-agent"), request.client.host if request.client else None,
+                         method=request.method)
+        recipient = tracker().recipient_hash(sid) if sid is not None else None
+        await run_in_threadpool(record_click, get_db(), link, recipient, agent)
+        # No cookie, no referrer to the destination: it learns nothing of the reader from us.
+        return RedirectResponse(link.url, 302, headers={"Cache-Control": "private, no-store",
+                                                        "Referrer-Policy": "no-referrer"})
+
+    async def open_pixel(request: Request) -> Response:
+        try:
+            issue_id = tracker().read_pixel(request.path_params["token"])
+        except InvalidLink:
+            return Response(status_code=404)
+        reader = request.path_params["reader"].removesuffix(".gif")
+        sid = tracker().read_recipient(reader)
+        await run_in_threadpool(record_open, get_db(), issue_id, sid, tracker(), request.headers.get("user-agent"),
+                                request.client.host if request.client else None, request.method)
+        return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "private, no-store, max-age=0"})
+
+    installs: list[str] = []
+
+    def track_event(session, event: dict, dedupe: str) -> None:  # noqa: ANN001
+        if not installs:
+            installs.append(install_id(get_db()))
+        record_provider_event(session, event, install=installs[0], signer=tracker(), dedupe=dedupe,
+                              base_url=settings.base_url)
 
     def read(token: str, purpose: str) -> TokenData | None:
         try:
@@ -308,7 +358,7 @@ def public_routes(
             return JSONResponse({"error": "body is not JSON"}, 400)
         if not isinstance(events, list):
             return JSONResponse({"error": "expected a JSON array of events"}, 400)
-        stored, duplicates = await run_in_threadpool(record_events, get_db(), events)
+        stored, duplicates = await run_in_threadpool(record_events, get_db(), events, track_event)
         return JSONResponse({"stored": stored, "duplicates": duplicates})
 
     async def subscribe_form(request: Request) -> Response:
@@ -361,6 +411,9 @@ def public_routes(
         Route("/confirm/{token}", confirm_page, methods=["GET"]),
         Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
+        Route("/r/{token}/{reader}", tracked_link, methods=["GET"]),
+        Route("/r/{token}/", tracked_link, methods=["GET"]),  # a copy with no reader (a test send, a forward)
+        Route("/o/{token}/{reader}", open_pixel, methods=["GET"]),
     ]
 
 
@@ -417,6 +470,10 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
         mailer.close()
 
 
+# A transparent 1x1 GIF (the smallest image every mail client shows).
+PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b")
+
+
 def _finite(text: str) -> float:
     # 1e400 reads as infinity, which no database's JSON column stores: refuse it with the body.
     value = float(text)
@@ -436,20 +493,21 @@ def _event_id(event: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
 
 
-def record_events(engine: Engine, events: list) -> tuple[int, int]:
-    """Store each event of a webhook batch (non-objects are skipped): (stored, duplicates)."""
+def record_events(engine: Engine, events: list, track: Callable[..., None] | None = None) -> tuple[int, int]:
+    """Store each event of a webhook batch (non-objects are skipped): (stored, duplicates). `track(session,
+    event, event_id)` adds it to the report's events in the same transaction."""
     stored = duplicates = 0
     for event in events:
         if not isinstance(event, dict):
             continue
-        if record_event(engine, event):
+        if record_event(engine, event, track):
             stored += 1
         else:
             duplicates += 1
     return stored, duplicates
 
 
-def record_event(engine: Engine, event: dict) -> bool:
+def record_event(engine: Engine, event: dict, track: Callable[..., None] | None = None) -> bool:
     """Store one SendGrid event and act on it, once. False when this event id was seen before."""
     kind = str(event.get("event", ""))[:40]
     email = str(event.get("email", "")).strip()[:320]  # the column's width: longer is no address anyway
@@ -467,7 +525,7 @@ def record_event(engine: Engine, event: dict) -> bool:
             session.add(
                 Event(
                     provider="sendgrid",
-                    provider_event_id=_event_id(event),
+                    provider_event_id=(event_id := _event_id(event)),
                     kind=kind,
                     email=email.lower() or None,
                     send_id=send_id,
@@ -479,6 +537,8 @@ def record_event(engine: Engine, event: dict) -> bool:
             outcome = _outcome(kind, event)
             if outcome and email:
                 _act(session, email, outcome, event.get("newsletter"))
+            if track is not None:
+                track(session, event, event_id)
     except IntegrityError:
         return False
     return True

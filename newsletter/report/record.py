@@ -1,0 +1,114 @@
+"""Writing events: a click through /r/, an open of the pixel, and the SendGrid webhook's events (one table,
+newsletter.store.models.TrackEvent). Readers are stored as their recipient hash only (newsletter.render.tracking).
+
+A provider event is stored once whatever how often it arrives (`dedupe` = its sg_event_id, unique), and only when
+its custom_args name an issue of this database (the `install` id every real send carries): test sends and another
+database's mail on a shared SendGrid account are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsletter.compose.build import load_issue
+from newsletter.compose.issue import issue_to_json
+from newsletter.render.tracking import Link, TrackSigner, issue_links
+from newsletter.report.agents import Agent, classify
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, IssueRow, Send, Subscriber, TrackEvent, utcnow
+
+# SendGrid's event names -> ours (group_unsubscribe is an unsubscribe from one group: still one reader leaving)
+PROVIDER_KINDS = {"delivered": "delivered", "open": "open", "click": "click", "bounce": "bounce",
+                  "dropped": "dropped", "deferred": "deferred", "spamreport": "spamreport",
+                  "unsubscribe": "unsubscribe", "group_unsubscribe": "unsubscribe"}
+MAX_LINK = 2000
+
+
+def record_click(engine: Engine, link: Link, recipient: str | None, agent: Agent,
+                 when: datetime | None = None) -> bool:
+    """One click through /r/ (False when its issue no longer exists: the redirect still goes)."""
+    return _insert(engine, TrackEvent(issue_id=link.issue_id, kind="click", source="redirect", machine=agent.machine,
+                                      agent=agent.name, story=link.story or None, link=link.url[:MAX_LINK],
+                                      recipient=recipient, occurred_at=when or utcnow()))
+
+
+def record_open(engine: Engine, issue_id: int, subscriber_id: int | None, signer: TrackSigner,
+                user_agent: str | None, ip: str | None, method: str = "GET", when: datetime | None = None) -> Agent:
+    """One fetch of the pixel, classified (a Gmail fetch in the first minute after the reader's copy went out is
+    a prefetch: the ledger says when that was)."""
+    when = when or utcnow()
+    after = None
+    if subscriber_id is not None and user_agent and "googleimageproxy" in user_agent.lower():
+        with session_scope(engine) as session:
+            sent = session.scalar(select(Delivery.sent_at).join(Send, Send.id == Delivery.send_id)
+                                  .where(Send.issue_id == issue_id, Delivery.subscriber_id == subscriber_id))
+        after = (when - sent).total_seconds() if sent is not None else None
+    agent = classify(user_agent, ip, method=method, seconds_after_send=after)
+    recipient = signer.recipient_hash(subscriber_id) if subscriber_id is not None else None
+    _insert(engine, TrackEvent(issue_id=issue_id, kind="open", source="pixel", machine=agent.machine,
+                               agent=agent.name, recipient=recipient, occurred_at=when))
+    return agent
+
+
+def _insert(engine: Engine, row: TrackEvent) -> bool:
+    try:
+        with session_scope(engine) as session:
+            session.add(row)
+    except IntegrityError:  # the issue was deleted since the email went out
+        return False
+    return True
+
+
+def record_provider_event(session: Session, event: dict[str, Any], *, install: str, signer: TrackSigner,
+                          dedupe: str, base_url: str) -> bool:
+    """Add one SendGrid webhook event to the events, in the webhook's own transaction. False when it is not
+    about a real send of this database or not a kind the report counts."""
+    kind = PROVIDER_KINDS.get(str(event.get("event", "")))
+    if kind is None or event.get("test") or str(event.get("install", "")) != install:
+        return False
+    issue_text = str(event.get("issue", ""))
+    if not (issue_text.isascii() and issue_text.isdigit() and len(issue_text) <= 9):
+        return False
+    issue_id = int(issue_text)
+    if session.get(IssueRow, issue_id) is None:
+        return False
+    when = utcnow()
+    if isinstance(event.get("timestamp"), int | float):
+        with contextlib.suppress(OverflowError, OSError, ValueError):  # a year past 9999: the arrival time
+            when = datetime.fromtimestamp(event["timestamp"], UTC).replace(tzinfo=None)
+    email = str(event.get("email", "")).strip()
+    recipient = None
+    if email:
+        sid = session.scalar(select(Subscriber.id).where(Subscriber.email == email))
+        if sid is None:
+            sid = session.scalar(select(Subscriber.id).where(Subscriber.email.ilike(email)))
+        recipient = signer.recipient_hash(sid) if sid is not None else None
+    machine, agent = False, "unknown"
+    story: int | None = None
+    link: str | None = None
+    if kind in ("open", "click"):
+        ua = event.get("useragent") if isinstance(event.get("useragent"), str) else None
+        found = classify(ua, str(event.get("ip") or "") or None)
+        machine, agent = found.machine, found.name
+        if kind == "open" and event.get("sg_machine_open") is True:  # SendGrid's own Apple MPP flag
+            machine, agent = True, "apple-mpp"
+        if kind == "click" and isinstance(event.get("url"), str):
+            if event["url"].startswith(base_url.rstrip("/") + "/r/"):
+                return False  # SendGrid's click tracking wrapped our own /r/ link: /r/ recorded that click
+            link, story = _story_of(session, issue_id, event["url"][:MAX_LINK])
+    session.add(TrackEvent(issue_id=issue_id, kind=kind, source="sendgrid", machine=machine, agent=agent,
+                           story=story, link=link, recipient=recipient, occurred_at=when, dedupe=dedupe[:200]))
+    return True
+
+
+def _story_of(session: Session, issue_id: int, url: str) -> tuple[str, int | None]:
+    """A provider-tracked click's destination and the story it belongs to, matched to the issue's links."""
+    issue = load_issue(session, issue_id)
+    links = issue_links(issue_to_json(issue)["items"]) if issue is not None else {}
+    return url, links.get(url)

@@ -1,0 +1,99 @@
+"""Keeping events no longer than needed: raw events older than NEWSLETTER_EVENT_RETENTION_DAYS are folded into
+daily aggregates (track_daily: counts per issue, day, kind and story, no reader in them) and deleted, whole UTC
+days at a time so a day's "once per reader and link" counts stay exact. A reader's deletion request
+(`subscribers forget`) removes every raw event of theirs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.orm import Session
+
+from newsletter.render.tracking import TrackSigner
+from newsletter.store.db import session_scope
+from newsletter.store.models import TrackDaily, TrackEvent, utcnow
+
+
+def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
+    """Fold and delete the raw events older than `days` (from the start of that UTC day); how many went."""
+    cutoff = datetime.combine(((now or utcnow()) - timedelta(days=days)).date(), datetime.min.time())
+    with session_scope(engine) as session:
+        if session.scalar(select(TrackEvent.id).where(TrackEvent.occurred_at < cutoff).limit(1)) is None:
+            return 0
+        old = TrackEvent.occurred_at < cutoff
+        day = func.date(TrackEvent.occurred_at)
+        _fold(session, select(TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine, func.count(),
+                                      func.count(TrackEvent.recipient.distinct()))
+                      .where(old).group_by(TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine), story=0)
+        per_story = select(TrackEvent.issue_id, day.label("d"), TrackEvent.kind, TrackEvent.machine,
+                           TrackEvent.story, func.count().label("n"),
+                           func.count(TrackEvent.recipient.distinct()).label("r")) \
+            .where(old, TrackEvent.story.is_not(None)) \
+            .group_by(TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine, TrackEvent.story)
+        for issue_id, d, kind, machine, story, n, r in session.execute(per_story):
+            _add(session, issue_id, d, kind, machine, story, n, r, r)
+        # Clicks: unique = distinct (reader, link) that day, for the whole issue and per story.
+        pairs = select(TrackEvent.issue_id, day.label("d"), TrackEvent.machine, TrackEvent.story,
+                       TrackEvent.recipient, TrackEvent.link) \
+            .where(old, TrackEvent.kind == "click", TrackEvent.recipient.is_not(None)).distinct().subquery()
+        for issue_id, d, machine, story, n in session.execute(
+            select(pairs.c.issue_id, pairs.c.d, pairs.c.machine, pairs.c.story, func.count())
+            .group_by(pairs.c.issue_id, pairs.c.d, pairs.c.machine, pairs.c.story)
+        ):
+            for s in {0, story or 0}:
+                _set_uniques(session, issue_id, d, machine, s, n)
+        gone = session.execute(delete(TrackEvent).where(old))
+        return int(getattr(gone, "rowcount", 0) or 0)
+
+
+def _fold(session: Session, query, *, story: int) -> int:  # noqa: ANN001 - a Select
+    n = 0
+    for issue_id, d, kind, machine, events, readers in session.execute(query):
+        _add(session, issue_id, d, kind, machine, story, events, readers, readers)
+        n += 1
+    return n
+
+
+def _day(value: object) -> object:
+    from datetime import date
+
+    if isinstance(value, str):
+        return date.fromisoformat(value[:10])
+    if isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+def _row(session: Session, issue_id: int, d: object, kind: str, machine: bool, story: int) -> TrackDaily:
+    d = _day(d)
+    row = session.scalar(select(TrackDaily).where(
+        TrackDaily.issue_id == issue_id, TrackDaily.day == d, TrackDaily.kind == kind,
+        TrackDaily.story == story, TrackDaily.machine == bool(machine)))
+    if row is None:
+        row = TrackDaily(issue_id=issue_id, day=d, kind=kind, story=story, machine=bool(machine), events=0,
+                         uniques=0, recipients=0)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _add(session: Session, issue_id: int, d: object, kind: str, machine: bool, story: int, events: int,
+         uniques: int, readers: int) -> None:
+    row = _row(session, issue_id, d, kind, machine, story)
+    row.events += int(events)
+    row.recipients += int(readers)
+    if kind != "click":
+        row.uniques += int(uniques)
+
+
+def _set_uniques(session: Session, issue_id: int, d: object, machine: bool, story: int, n: int) -> None:
+    row = _row(session, issue_id, d, "click", machine, story)
+    row.uniques += int(n)
+
+
+def forget(session: Session, subscriber_id: int, signer: TrackSigner) -> int:
+    """Remove every raw event of one reader (their recipient hash); the aggregates name nobody."""
+    result = session.execute(delete(TrackEvent).where(TrackEvent.recipient == signer.recipient_hash(subscriber_id)))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,168 @@
+"""Tracking and the editor's report, end to end: the issue goes out through the real SendGrid client to the local
+SendGrid server with tracking on; readers' clicks go through /r/ on the served app, the pixel is fetched by mail
+clients and by machines, and the local server posts signed Event Webhook events (twice, as SendGrid may)."""
+
+from __future__ import annotations
+
+import base64
+import email
+import json
+from collections.abc import Iterator
+from email import policy
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.report.figures import issue_report
+from newsletter.store.db import session_scope
+from newsletter.store.models import IssueRow, TrackEvent
+from tests.report_support import READERS, RELATED, World, tracked_world
+
+THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with tracked_world(tmp_path_factory.mktemp("report")) as w:
+        yield w
+
+
+def _report(world: World):  # noqa: ANN202
+    with session_scope(world.site.engine) as session:
+        return issue_report(session, world.site.draft_issue_id)
+
+
+def _events(world: World, kind: str) -> int:
+    with session_scope(world.site.engine) as session:
+        return session.scalar(select(func.count()).select_from(TrackEvent).where(TrackEvent.kind == kind)) or 0
+
+
+def test_tracking_off_means_the_original_links_and_no_pixel(world: World) -> None:
+    """Issue #1 went out before the schedule file turned tracking on: its email is as it always was."""
+    eml = world.site.root / "outbox" / "city" / "issue-1" / "ann@example.com.eml"
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert 'href="https://city.example/market"' in html and "https://city.example/market" in text
+    assert "/r/" not in html + text and "/o/" not in html and ".gif" not in html
+
+
+def test_every_story_link_is_tracked_in_both_parts_and_names_no_address(world: World) -> None:
+    parts = world.parts("ann@example.com")
+    html, text = parts["text/html"], parts["text/plain"]
+    with session_scope(world.site.engine) as session:
+        row = session.get_one(IssueRow, world.site.draft_issue_id)
+        stories = [i.url for i in sorted(row.items, key=lambda i: i.position) if i.included]
+    assert "Bridges of the world" in html and "Bridges of the world" in text
+    for url in [*stories, RELATED]:  # the stories and a related link
+        assert url not in html, f"{url} is not tracked in the HTML part"
+        assert url not in text, f"{url} is not tracked in the text part"
+    links = world.links("ann@example.com")
+    assert len(links) >= len(stories) + 1
+    assert all("/r/" in link and "ann" not in link.lower() for link in links)
+    assert text.count("/r/") >= len(stories)
+    assert "%%" not in html + text  # every per-recipient token was filled
+    pixel = [u for u in html.split('"') if "/o/" in u]
+    assert len(pixel) == 1 and pixel[0].endswith(".gif") and "ann" not in pixel[0].lower()
+    # One render per issue: the readers' copies differ only in their own values.
+    assert world.links("bob@example.com") != links
+    assert len(world.links("bob@example.com")) == len(links)
+
+
+def test_a_click_lands_on_the_story_and_counts_once_per_reader_link_and_day(world: World) -> None:
+    before = _report(world)
+    for address, times in (("ann@example.com", 3), ("bob@example.com", 1)):
+        link = world.links(address)[0]
+        for _ in range(times):
+            r = httpx.get(world.path(link), headers={"User-Agent": CHROME}, follow_redirects=False)
+            assert r.status_code == 302, r.text
+            assert r.headers["location"] == _story_url(world, 1)
+            assert "set-cookie" not in r.headers and r.headers["referrer-policy"] == "no-referrer"
+    after = _report(world)
+    assert after.stories[0].clicks - before.stories[0].clicks == 4  # every click
+    assert after.stories[0].unique_clicks - before.stories[0].unique_clicks == 2  # ann once, bob once: today
+    assert after.clickers - before.clickers == 2
+    assert [s.position for s in after.stories] == [1, 2, 3]  # in the order of the issue
+
+
+def _story_url(world: World, position: int) -> str:
+    with session_scope(world.site.engine) as session:
+        row = session.get_one(IssueRow, world.site.draft_issue_id)
+        return [i.url for i in sorted(row.items, key=lambda i: i.position) if i.included][position - 1]
+
+
+def test_a_tampered_link_is_refused_and_counts_nothing(world: World) -> None:
+    link = world.links("ann@example.com")[0]
+    prefix, token, reader = link.rsplit("/", 2)
+    payload, mac = token.split(".")
+    data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    issue, story, _url = data.split(".", 2)
+    evil = base64.urlsafe_b64encode(f"{issue}.{story}.https://evil.example/".encode()).rstrip(b"=").decode()
+    clicks = _events(world, "click")
+    for bad in (f"{prefix}/{evil}.{mac}/{reader}",  # another destination under the old signature
+                f"{prefix}/{payload}.{mac[:-2]}{'AA' if not mac.endswith('AA') else 'BB'}/{reader}",
+                f"{prefix}/{payload}/{reader}"):
+        r = httpx.get(world.path(bad), follow_redirects=False)
+        assert r.status_code == 404 and "location" not in r.headers
+    # A forged reader value still goes to the story (the link is the issue's) but counts no reader.
+    r = httpx.get(world.path(f"{prefix}/{token}/1-AAAAAAAAAAAA"), follow_redirects=False,
+                  headers={"User-Agent": CHROME})
+    assert r.status_code == 302
+    assert _events(world, "click") == clicks + 1
+    with session_scope(world.site.engine) as session:
+        assert session.scalar(select(func.count()).select_from(TrackEvent).where(
+            TrackEvent.kind == "click", TrackEvent.recipient.is_(None))) == 1
+
+
+def test_a_machine_open_is_not_a_reader(world: World) -> None:
+    pixel = next(u for u in world.parts("cy@example.com")["text/html"].split('"') if "/o/" in u)
+    before = _report(world)
+    apple = httpx.get(world.path(pixel), headers={"User-Agent": "Mozilla/5.0"})
+    scanner = httpx.get(world.path(pixel), headers={"User-Agent": "Barracuda Sentinel (EE)"})
+    assert apple.status_code == scanner.status_code == 200
+    assert apple.headers["content-type"] == "image/gif" and apple.content.startswith(b"GIF89a")
+    mid = _report(world)
+    assert mid.openers == before.openers and mid.opens == before.opens
+    assert mid.machine_opens == before.machine_opens + 2
+    httpx.get(world.path(pixel), headers={"User-Agent": THUNDERBIRD})
+    after = _report(world)
+    assert after.opens == before.opens + 1 and after.openers == before.openers + 1
+
+
+def test_provider_events_arriving_twice_count_once(world: World) -> None:
+    hook = world.url + "/webhooks/sendgrid"
+    events = [world.server.event(a, "delivered", after=5) for a in READERS]
+    events += [world.server.event("cy@example.com", "spamreport", after=3600),
+               world.server.event("bob@example.com", "processed")]
+    first = world.server.post_events(hook, events)
+    again = world.server.post_events(hook, events)
+    assert first["stored"] == len(events) and again == {"stored": 0, "duplicates": len(events)}
+    r = _report(world)
+    assert (r.delivered, r.delivered_from, r.complained) == (3, "sendgrid", 1)
+    assert r.complaint_rate == pytest.approx(1 / 3)
+    # Events of another database on the same SendGrid account (another install id) are not ours.
+    foreign = world.server.event("ann@example.com", "bounce")
+    foreign["install"] = "someone-else"
+    world.server.post_events(hook, [foreign])
+    assert _report(world).bounced == 0
+
+
+def test_the_cli_and_the_api_print_the_same_figures(world: World, cli, monkeypatch) -> None:  # noqa: ANN001
+    from newsletter.cli import common
+
+    site = world.site
+    monkeypatch.chdir(site.root)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", site.settings.database_url)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", site.settings.secret_key or "")
+    monkeypatch.setenv("NEWSLETTER_SCHEDULES_DIR", str(site.settings.schedules_dir))
+    common.settings.cache_clear()
+    try:
+        printed = json.loads(cli("report", "city", "--issue", "2", "--json").output)
+        listing = cli("report", "city").output
+    finally:
+        common.settings.cache_clear()
+    with session_scope(site.engine) as session:
+        assert printed == issue_report(session, site.draft_issue_id).to_json()
+    assert "#2" in listing and "#1" in listing
