@@ -166,3 +166,75 @@ def test_the_cli_and_the_api_print_the_same_figures(world: World, cli, monkeypat
     with session_scope(site.engine) as session:
         assert printed == issue_report(session, site.draft_issue_id).to_json()
     assert "#2" in listing and "#1" in listing
+
+
+def test_the_report_pages_draw_a_bar_per_story_and_export_each_table(world: World) -> None:
+    from tests.web_support import sign_in
+
+    with httpx.Client(base_url=world.url) as client:
+        assert sign_in(client).status_code == 303
+        page = client.get("/editor/reports/city/issues/2")
+        assert page.status_code == 200
+        html = page.text
+        assert html.count('<rect class="bar"') == 3 + 2  # a bar per story, and the two rates
+        assert "Clicks per story" in html and "<svg" in html and "0.3%" in html
+        stories = client.get("/editor/reports/city/issues/2/stories.csv")
+        assert stories.headers["content-type"].startswith("text/csv")
+        lines = stories.text.strip().splitlines()
+        assert lines[0] == "position,story,clicks,unique_clicks" and len(lines) == 4
+        assert client.get("/editor/reports/city/issues/2/days.csv").text.count("\n") == 8
+        assert "Complaint rate" in client.get("/editor/reports/city/issues/2/summary.csv").text
+        trend = client.get("/editor/reports/city")
+        assert trend.status_code == 200 and "#2" in trend.text
+        assert client.get("/editor/reports/city/trend.csv").text.startswith("issue,sent_at,audience")
+        api = client.get("/api/newsletters/city/issues/2/report")  # the API needs a token, not the cookie
+        assert api.status_code == 401
+        assert client.get("/editor/reports/city/issues/9").status_code == 404
+    with httpx.Client(base_url=world.url) as anonymous:
+        assert anonymous.get("/editor/reports/city/issues/2", follow_redirects=False).status_code in (302, 303)
+
+
+def test_old_raw_events_fold_into_kept_figures(world: World) -> None:
+    from datetime import timedelta
+
+    from newsletter.report.retention import prune
+    from newsletter.store.models import TrackDaily, utcnow
+
+    before = _report(world)
+    with session_scope(world.site.engine) as session:
+        old = utcnow() - timedelta(days=400)
+        for n in range(3):  # two readers clicking story 2, one twice: 3 clicks, 2 unique
+            session.add(TrackEvent(issue_id=world.site.draft_issue_id, kind="click", source="redirect",
+                                   machine=False, agent="browser", story=2, link=_story_url(world, 2),
+                                   recipient=f"{n % 2:032x}", occurred_at=old))
+    mid = _report(world)
+    assert mid.stories[1].clicks == before.stories[1].clicks + 3
+    assert prune(world.site.engine, 180) == 3
+    after = _report(world)
+    assert (after.stories[1].clicks, after.stories[1].unique_clicks) == (mid.stories[1].clicks,
+                                                                        mid.stories[1].unique_clicks)
+    assert after.clicks == mid.clicks
+    with session_scope(world.site.engine) as session:
+        assert session.scalar(select(func.count()).select_from(TrackDaily)) > 0
+        assert session.scalar(select(func.count()).select_from(TrackEvent).where(
+            TrackEvent.occurred_at < utcnow() - timedelta(days=180))) == 0
+
+
+def test_forget_removes_a_readers_events(world: World, cli, monkeypatch) -> None:  # noqa: ANN001
+    from newsletter.cli import common
+
+    site = world.site
+    monkeypatch.chdir(site.root)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", site.settings.database_url)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", site.settings.secret_key or "")
+    common.settings.cache_clear()
+    before = _report(world)
+    assert before.clickers >= 2
+    try:
+        out = cli("subscribers", "forget", "ann@example.com").output
+    finally:
+        common.settings.cache_clear()
+    assert "event(s) removed" in out and not out.startswith("ann@example.com: 0 ")
+    after = _report(world)
+    assert after.clickers == before.clickers - 1  # bob's clicks stay
+    assert after.delivered == before.delivered - 1  # her SendGrid delivered event went too
