@@ -4,6 +4,7 @@ the report tests and the report's browser test start from. Issue #1 went out bef
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterator
@@ -36,6 +37,15 @@ class World:
     def links(self, address: str) -> list[str]:
         """The /r/ links of the HTML part `address` received, in order."""
         return re.findall(r'href="([^"]*/r/[^"]*)"', self.parts(address)["text/html"])
+
+    def story_links(self, address: str) -> dict[int, str]:
+        """The first /r/ link of each story (by its position) in the copy `address` received."""
+        out: dict[int, str] = {}
+        for link in self.links(address):
+            payload = link.rsplit("/", 2)[1].split(".")[0]
+            story = int(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split(".")[1])
+            out.setdefault(story, link)
+        return out
 
     def path(self, url: str) -> str:
         return self.url + url.removeprefix(self.site.settings.base_url)

@@ -85,22 +85,26 @@ def _tick(value: float) -> str:
 
 def rates(title: str, rows: Sequence[tuple[str, float]], marks: Sequence[tuple[str, float]],
           width: int = 480) -> Markup:
-    """Rates (0..1) as horizontal bars on one scale, with vertical reference lines (e.g. Gmail's 0.1%, 0.3%)."""
+    """Rates (0..1) as horizontal bars on one scale, with vertical reference lines (e.g. Gmail's 0.1%, 0.3%).
+    The scale ends at 1.5 times the highest line, where the lines can be told apart: a rate beyond it is drawn
+    to the end with an arrow, its value written beside."""
     top, row_h = 30, 40
     height = top + row_h * len(rows) + 8
-    scale_max = max([0.005, *(v * 1.2 for _l, v in rows), *(m * 1.2 for _l, m in marks)])
-    span = width - 90
+    scale_max = max(0.005, *(m * 1.5 for _l, m in marks))
+    span = width - 110
 
     def x(v: float) -> float:
-        return span * v / scale_max
+        return span * min(v, scale_max) / scale_max
 
     body = []
     for n, (label, value) in enumerate(rows):
         y = top + n * row_h
+        over = value > scale_max
         body.append(f'<text class="label" x="0" y="{y + 12}">{escape(label)}</text>'
                     f'<rect class="bar" x="0" y="{y + 17}" width="{max(1.0, x(value)) if value else 0:.1f}" '
                     f'height="14" rx="2"><title>{escape(label)}: {value:.2%}</title></rect>'
-                    f'<text class="value" x="{x(value) + 6:.1f}" y="{y + 29}">{value:.2%}</text>')
+                    f'<text class="value" x="{x(value) + 6:.1f}" y="{y + 29}">{"▶ " if over else ""}{value:.2%}'
+                    "</text>")
     for label, mark in marks:
         body.append(f'<line class="mark" x1="{x(mark):.1f}" x2="{x(mark):.1f}" y1="16" y2="{height - 4}"/>'
                     f'<text class="axis" x="{x(mark):.1f}" y="12" text-anchor="middle">{escape(label)}</text>')
