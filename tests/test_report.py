@@ -187,7 +187,7 @@ def test_the_report_pages_draw_a_bar_per_story_and_export_each_table(world: Worl
         trend = client.get("/editor/reports/city")
         assert trend.status_code == 200 and "#2" in trend.text
         assert client.get("/editor/reports/city/trend.csv").text.startswith("issue,sent_at,audience")
-        api = client.get("/api/newsletters/city/issues/2/report")  # the API needs a token, not the cookie
+        api = client.get(f"/api/issues/{world.site.draft_issue_id}/report")  # the API needs a token, not the cookie
         assert api.status_code == 401
         assert client.get("/editor/reports/city/issues/9").status_code == 404
     with httpx.Client(base_url=world.url) as anonymous:
@@ -222,19 +222,31 @@ def test_old_raw_events_fold_into_kept_figures(world: World) -> None:
 
 def test_forget_removes_a_readers_events(world: World, cli, monkeypatch) -> None:  # noqa: ANN001
     from newsletter.cli import common
+    from newsletter.deliver.issue_mail import tracker
+    from newsletter.store.models import Subscriber
 
     site = world.site
+    signer = tracker(site.engine, site.settings)
+    for address in ("ann@example.com", "bob@example.com"):
+        r = httpx.get(world.path(world.links(address)[0]), headers={"User-Agent": CHROME}, follow_redirects=False)
+        assert r.status_code == 302
+    world.server.post_events(world.url + "/webhooks/sendgrid", [world.server.event("ann@example.com", "open")])
+
+    def events_of(address: str) -> int:
+        with session_scope(site.engine) as session:
+            sid = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
+            return session.scalar(select(func.count()).select_from(TrackEvent).where(
+                TrackEvent.recipient == signer.recipient_hash(sid))) or 0
+
+    ann, bob = events_of("ann@example.com"), events_of("bob@example.com")
+    assert ann >= 2 and bob >= 1
     monkeypatch.chdir(site.root)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", site.settings.database_url)
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", site.settings.secret_key or "")
     common.settings.cache_clear()
-    before = _report(world)
-    assert before.clickers >= 2
     try:
         out = cli("subscribers", "forget", "ann@example.com").output
     finally:
         common.settings.cache_clear()
-    assert "event(s) removed" in out and not out.startswith("ann@example.com: 0 ")
-    after = _report(world)
-    assert after.clickers == before.clickers - 1  # bob's clicks stay
-    assert after.delivered == before.delivered - 1  # her SendGrid delivered event went too
+    assert out.startswith("ann@example.com: ") and int(out.split(": ")[1].split()[0]) >= ann
+    assert events_of("ann@example.com") == 0 and events_of("bob@example.com") == bob

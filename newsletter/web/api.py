@@ -331,13 +331,10 @@ def get_trend(state: WebState, request: Request, _body: Any, _editor: str) -> di
 def get_issue_report(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
     from newsletter.report.figures import issue_report
 
-    slug, number = request.path_params["slug"], request.path_params["number"]
+    issue_id = request.path_params["issue_id"]
     with session_scope(state.engine) as session:
-        row = _newsletter(state, session, slug)
-        issue_id = session.scalar(select(IssueRow.id).where(IssueRow.newsletter_id == row.id,
-                                                            IssueRow.number == number))
-        if issue_id is None:
-            raise ApiError(404, f"{slug} has no issue #{number}")
+        if session.get(IssueRow, issue_id) is None:
+            raise ApiError(404, f"no issue {issue_id}")
         return issue_report(session, issue_id).to_json()
 
 
@@ -390,7 +387,7 @@ OPERATIONS: list[Operation] = [
     # What happened after the sends (newsletter.report.figures: the same figures as the report page and CLI).
     Operation("GET", "/api/newsletters/{slug}/report", get_trend, "Every sent issue's audience, deliveries, "
               "unique clickers, click rate and unsubscribes, and the guard's hold if any", spec.Trend),
-    Operation("GET", "/api/newsletters/{slug}/issues/{number:int}/report", get_issue_report,
+    Operation("GET", _ISSUE_ID + "/report", get_issue_report,
               "One sent issue's report: deliveries, bounces, complaints, unsubscribes, clicks per story, the "
               "first 7 days", spec.IssueReport),
 ]
