@@ -195,8 +195,7 @@ def issue_report(session: Session, issue_id: int) -> IssueReport:
     report.machine_opens = _sum(counts, "open", opens_from, True)[0]
     sent = _when(row, send)
     report.unsubscribed = _unsubscribed(session, row, sent)
-    _per_story(session, report, clicks_from)
-    _per_day(session, report, sent, clicks_from, opens_from)
+    _per_story_and_day(session, report, sent, clicks_from, opens_from)
     whole = report.delivered or report.accepted
     report.complaint_rate = _rate(report.complained, whole)
     report.bounce_rate = _rate(report.bounced, whole)
@@ -215,60 +214,46 @@ def _unsubscribed(session: Session, row: IssueRow, since: datetime) -> int:
     return int(session.scalar(select(func.count()).select_from(Subscription).where(and_(*cond))) or 0)
 
 
-def _per_story(session: Session, report: IssueReport, sources: set[str]) -> None:
+def _per_story_and_day(session: Session, report: IssueReport, sent: datetime, clicks_from: set[str],
+                       opens_from: set[str]) -> None:
+    """Clicks per story and per day, and "unique" (once per reader, link and day), in one pass over the issue's
+    clicks grouped by (story, day); opens per day in another; then the kept daily aggregates."""
     by_story = {s.position: s for s in report.stories}
-    reader_clicks = and_(TrackEvent.issue_id == report.issue_id, TrackEvent.kind == "click",
-                         TrackEvent.machine.is_(False), TrackEvent.source.in_(sources))
-    for story, events in session.execute(
-        select(TrackEvent.story, func.count()).where(reader_clicks).group_by(TrackEvent.story)
-    ):
-        if story in by_story:
-            by_story[story].clicks += int(events)
-    # Unique: once per (reader, link, day).
-    day = func.date(TrackEvent.occurred_at)
-    distinct = (select(TrackEvent.story, TrackEvent.recipient, TrackEvent.link, day.label("d"))
-                .where(reader_clicks, TrackEvent.recipient.is_not(None)).distinct().subquery())
-    for story, uniques in session.execute(select(distinct.c.story, func.count()).group_by(distinct.c.story)):
-        if story in by_story:
-            by_story[story].unique_clicks += int(uniques)
-    for story, events, uniques in session.execute(
-        select(TrackDaily.story, func.sum(TrackDaily.events), func.sum(TrackDaily.uniques))
-        .where(TrackDaily.issue_id == report.issue_id, TrackDaily.kind == "click", TrackDaily.story > 0,
-               TrackDaily.machine.is_(False)).group_by(TrackDaily.story)
-    ):
-        if story in by_story:
-            by_story[story].clicks += int(events or 0)
-            by_story[story].unique_clicks += int(uniques or 0)
-    report.unique_clicks = sum(s.unique_clicks for s in report.stories)
-    # Clicks on links of no story (none today: only story links are tracked) still count in the total.
-    uniques_elsewhere = session.scalar(
-        select(func.count()).select_from(
-            select(TrackEvent.recipient, TrackEvent.link, day).where(reader_clicks, TrackEvent.story.is_(None),
-                                                                     TrackEvent.recipient.is_not(None))
-            .distinct().subquery()))
-    report.unique_clicks += int(uniques_elsewhere or 0)
-
-
-def _per_day(session: Session, report: IssueReport, sent: datetime, clicks_from: set[str],
-             opens_from: set[str]) -> None:
     first = sent.date()
     days = {first + timedelta(days=n): DayFigures(n + 1, (first + timedelta(days=n)).isoformat())
             for n in range(DAYS)}
-    until = datetime.combine(first + timedelta(days=DAYS), datetime.min.time())
     day = func.date(TrackEvent.occurred_at)
-    for kind, sources in (("click", clicks_from), ("open", opens_from)):
-        for when, events in session.execute(
-            select(day, func.count()).where(
-                TrackEvent.issue_id == report.issue_id, TrackEvent.kind == kind, TrackEvent.machine.is_(False),
-                TrackEvent.source.in_(sources), TrackEvent.occurred_at < until).group_by(day)
-        ):
-            _add_day(days, when, kind, int(events))
-        for when, events in session.execute(
-            select(TrackDaily.day, func.sum(TrackDaily.events)).where(
-                TrackDaily.issue_id == report.issue_id, TrackDaily.kind == kind, TrackDaily.story == 0,
-                TrackDaily.machine.is_(False)).group_by(TrackDaily.day)
-        ):
+    pair = TrackEvent.recipient + "|" + TrackEvent.link  # NULL for a click without a reader: not unique
+    unique_elsewhere = 0
+    for story, when, events, uniques in session.execute(
+        select(TrackEvent.story, day, func.count(), func.count(pair.distinct())).where(
+            TrackEvent.issue_id == report.issue_id, TrackEvent.kind == "click", TrackEvent.machine.is_(False),
+            TrackEvent.source.in_(clicks_from)).group_by(TrackEvent.story, day)
+    ):
+        if story in by_story:
+            by_story[story].clicks += int(events)
+            by_story[story].unique_clicks += int(uniques)
+        else:  # a link of no story (none is tracked today): still in the totals
+            unique_elsewhere += int(uniques)
+        _add_day(days, when, "click", int(events))
+    until = datetime.combine(first + timedelta(days=DAYS), datetime.min.time())
+    for when, events in session.execute(
+        select(day, func.count()).where(
+            TrackEvent.issue_id == report.issue_id, TrackEvent.kind == "open", TrackEvent.machine.is_(False),
+            TrackEvent.source.in_(opens_from), TrackEvent.occurred_at < until).group_by(day)
+    ):
+        _add_day(days, when, "open", int(events))
+    for story, when, kind, events, uniques in session.execute(
+        select(TrackDaily.story, TrackDaily.day, TrackDaily.kind, TrackDaily.events, TrackDaily.uniques).where(
+            TrackDaily.issue_id == report.issue_id, TrackDaily.kind.in_(("click", "open")),
+            TrackDaily.machine.is_(False))
+    ):
+        if story == 0:
             _add_day(days, when, kind, int(events or 0))
+        elif kind == "click" and story in by_story:
+            by_story[story].clicks += int(events or 0)
+            by_story[story].unique_clicks += int(uniques or 0)
+    report.unique_clicks = sum(s.unique_clicks for s in report.stories) + unique_elsewhere
     report.days = list(days.values())
 
 
