@@ -75,7 +75,7 @@ def send_tracked_issue(site: Site, server: SendGridServer) -> None:
 
 
 @contextmanager
-def tracked_world(root: Path) -> Iterator[World]:
+def tracked_world(root: Path, database_url: str | None = None) -> Iterator[World]:
     from newsletter.web.app import create_app
 
     server = SendGridServer(KEY).start()
@@ -83,7 +83,7 @@ def tracked_world(root: Path) -> Iterator[World]:
     saved = os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
     os.environ["SENDGRID_WEBHOOK_PUBLIC_KEY"] = server.webhook_public_key
     try:
-        site = make_site(root, base_url=base)
+        site = make_site(root, base_url=base, database_url=database_url)
         add_editor(site.engine)
         send_tracked_issue(site, server)
         with serve_socket(create_app(site.settings, engine=site.engine), sock):

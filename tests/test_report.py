@@ -17,16 +17,23 @@ from sqlalchemy import func, select
 from newsletter.report.figures import issue_report
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, TrackEvent
+from tests.conftest import postgres_schema
 from tests.report_support import READERS, RELATED, World, tracked_world
 
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.3.1"
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with tracked_world(tmp_path_factory.mktemp("report")) as w:
-        yield w
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """On SQLite and on PostgreSQL (skipped without NEWSLETTER_TEST_DATABASE_URL)."""
+    root = tmp_path_factory.mktemp("report")
+    if request.param == "postgres":
+        with postgres_schema() as url, tracked_world(root, url) as w:
+            yield w
+    else:
+        with tracked_world(root) as w:
+            yield w
 
 
 def _report(world: World):  # noqa: ANN202

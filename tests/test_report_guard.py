@@ -61,3 +61,47 @@ def test_a_complaint_rate_over_the_line_holds_the_next_scheduled_send_until_rele
     assert pending_sends(paper.rt, second + hours(1)) == ["paper"]
     assert run_cycle(paper.rt, "paper", now=second + hours(1)).outcome == "sent"
     assert paper.deliveries() == 2 * len(PEOPLE) and paper.duplicates() == []
+
+
+def test_the_hold_is_on_the_editor_home_page_and_a_bounce_rate_over_its_setting_holds_too(paper: Paper) -> None:
+    import dataclasses
+
+    import httpx
+
+    from newsletter.web.app import create_app
+    from tests.web_server import loopback_socket, serve_socket
+    from tests.web_support import add_editor, sign_in
+
+    paper.configure(send="weekly on monday at 08:00", timezone="UTC")
+    path = paper.workdir / "schedules" / "paper.toml"
+    path.write_text(path.read_text() + "\n[tracking]\nmin_delivered = 1\nhold_bounce_rate = 0.5\n")
+    paper.rt.newsletters = {"paper": load_newsletter(path)}
+    first = next_fire_times(paper.nl, datetime(2026, 11, 20, tzinfo=UTC), 1)[0]
+    paper.publish(first)
+    assert run_cycle(paper.rt, "paper", now=first).outcome == "sent"
+    issue = paper.issues()[0].id
+    from newsletter.deliver.issue_mail import tracker
+
+    def bounce(address: str, event_id: str) -> None:
+        with session_scope(paper.rt.engine) as session:
+            record_provider_event(session, {"event": "bounce", "email": address, "issue": str(issue),
+                                            "install": install_id(paper.rt.engine), "sg_event_id": event_id},
+                                  install=install_id(paper.rt.engine), signer=tracker(paper.rt.engine, paper.settings),
+                                  dedupe=event_id, base_url=paper.settings.base_url)
+
+    bounce(PEOPLE[0], "b-1")  # 1 of 3: under the 50% line set above
+    with session_scope(paper.rt.engine) as session:
+        assert guard.check(session, paper.nl) is None
+    bounce(PEOPLE[1], "b-2")  # 2 of 3
+    with session_scope(paper.rt.engine) as session:
+        reason = guard.check(session, paper.nl)
+    assert reason is not None and "bounce rate 66.67%" in reason
+    add_editor(paper.rt.engine)
+    sock, url = loopback_socket()  # served on plain http here: the session cookie is not https-only
+    app = create_app(dataclasses.replace(paper.settings, base_url=url), engine=paper.rt.engine)
+    with serve_socket(app, sock), httpx.Client(base_url=url) as client:
+        assert sign_in(client).status_code == 303
+        home = client.get("/editor/").text
+        assert "Scheduled sends are held" in home and "bounce rate 66.67%" in home
+        report = client.get("/editor/reports/paper").text
+        assert "Release the hold" in report
