@@ -268,6 +268,14 @@ def send_if_allowed(nl: Newsletter, issue_id: int) -> str:
             "changed-since-approval": f"changed after it was approved: `newsletter issue approve {issue_id}`",
         }.get(state, f"waiting for an editor: `newsletter issue approve {issue_id}` sends it"))
         return state
+    if state != "sending":  # the guard: an earlier issue's complaints or bounces hold scheduled sends
+        from newsletter.report.guard import check
+
+        with session_scope(engine()) as session:
+            why = check(session, nl)
+        if why is not None:
+            log.warning("%s: issue %s not sent: %s", nl.slug, issue_id, why)
+            return "held-complaints"
     with contextlib.suppress(AlreadyEnqueued):  # already on its way
         start_send.configure(queueing_lock=f"start:{issue_id}").defer(issue_id=issue_id)
     return "sending"
