@@ -1,6 +1,7 @@
 """Keeping events no longer than needed: raw events older than NEWSLETTER_EVENT_RETENTION_DAYS are folded into
 daily aggregates (track_daily: counts per issue, day, kind and story, no reader in them) and deleted, whole UTC
-days at a time so a day's "once per reader and link" counts stay exact. A reader's deletion request
+days at a time so a day's "once per reader and link" counts stay exact. The webhook's stored copies of
+provider events (the `event` table, with addresses) go after the same time. A reader's deletion request
 (`subscribers forget`) removes every raw event of theirs.
 """
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.render.tracking import TrackSigner
 from newsletter.store.db import session_scope
-from newsletter.store.models import TrackDaily, TrackEvent, utcnow
+from newsletter.store.models import Event, TrackDaily, TrackEvent, utcnow
 
 
 def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
@@ -21,6 +22,7 @@ def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
     cutoff = datetime.combine(((now or utcnow()) - timedelta(days=days)).date(), datetime.min.time())
     with session_scope(engine) as session:
         if session.scalar(select(TrackEvent.id).where(TrackEvent.occurred_at < cutoff).limit(1)) is None:
+            session.execute(delete(Event).where(Event.received_at < cutoff))
             return 0
         old = TrackEvent.occurred_at < cutoff
         day = func.date(TrackEvent.occurred_at)
@@ -45,6 +47,9 @@ def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
             for s in {0, story or 0}:
                 _set_uniques(session, issue_id, d, machine, s, n)
         gone = session.execute(delete(TrackEvent).where(old))
+        # The webhook's own copies of the provider's events (with addresses, kept to refuse replays: SendGrid
+        # retries for 72 hours at most) go after the same time.
+        session.execute(delete(Event).where(Event.received_at < cutoff))
         return int(getattr(gone, "rowcount", 0) or 0)
 
 

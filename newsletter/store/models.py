@@ -367,7 +367,8 @@ class Event(Base):
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     send_id: Mapped[int | None] = mapped_column(Integer)
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime)
-    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Indexed for retention (migration 0006_events): rows past NEWSLETTER_EVENT_RETENTION_DAYS are deleted.
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 

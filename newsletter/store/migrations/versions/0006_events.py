@@ -60,9 +60,11 @@ def upgrade() -> None:
         sa.Column("released_by", sa.String(320), nullable=True),
     )
     op.create_index("ix_send_guard_newsletter", "send_guard", ["newsletter_id", "released_at"])
+    op.create_index("ix_event_received_at", "event", ["received_at"])  # retention deletes by it
 
 
 def downgrade() -> None:
+    op.drop_index("ix_event_received_at", table_name="event")
     op.drop_index("ix_send_guard_newsletter", table_name="send_guard")
     op.drop_table("send_guard")
     op.drop_table("track_daily")
