@@ -4,8 +4,9 @@ PostgreSQL, beside the plain `SELECT story, count(*) ... GROUP BY story` a user 
     python benchmarks/analytics.py [--events 1000000] [--sample 5000] [--runs 3]
 
 Ingestion is measured two ways: the /r/ path one click per transaction (`record_click`, what each reader's click
-costs; timed on --sample clicks, since 1M single-row transactions would take this loaded machine most of an hour)
-and the same rows in bulk (executemany in one transaction: the floor any ingestion reaches). The report is the
+costs, its first-of lookup included; timed on --sample clicks, since 1M single-row transactions would take this
+loaded machine most of an hour) and the same rows in bulk (executemany in one transaction, the first-of flags
+computed in Python: the floor any ingestion reaches). The report is the
 real page (`GET /editor/reports/SLUG/issues/1` through the app, signed in): every figure, the SVG charts and the
 tables, timed in the same run as the GROUP BY baseline. PostgreSQL runs when NEWSLETTER_BENCH_DATABASE_URL or
 NEWSLETTER_TEST_DATABASE_URL is set.
@@ -65,12 +66,21 @@ def _rows(issue_id: int, count: int, seed: int = 1) -> Iterator[dict]:
 
     rng = random.Random(seed)
     start = utcnow() - timedelta(days=3)
+    readers: set[str] = set()
+    daily: set[tuple[str, str, object]] = set()
     for _ in range(count):
         story = min(STORIES, int(rng.expovariate(0.35)) + 1)  # the first stories get most clicks, as in life
-        yield {"issue_id": issue_id, "kind": "click", "source": "redirect", "machine": rng.random() < 0.05,
-               "agent": "browser", "story": story, "link": f"https://desk.example/{story - 1}",
-               "recipient": f"{rng.randrange(READERS):032x}",
-               "occurred_at": start + timedelta(seconds=rng.uniform(0, 6 * 86400))}
+        machine, reader = rng.random() < 0.05, f"{rng.randrange(READERS):032x}"
+        link, when = f"https://desk.example/{story - 1}", start + timedelta(seconds=rng.uniform(0, 6 * 86400))
+        # The first-of flags record_click's mark_firsts would set (the bulk path computes them here).
+        first_issue = not machine and reader not in readers
+        first_day = not machine and (reader, link, when.date()) not in daily
+        if not machine:
+            readers.add(reader)
+            daily.add((reader, link, when.date()))
+        yield {"issue_id": issue_id, "kind": "click", "source": "redirect", "machine": machine, "agent": "browser",
+               "story": story, "link": link, "recipient": reader, "occurred_at": when, "first_issue": first_issue,
+               "first_day": first_day}
 
 
 def _bulk(engine: Engine, issue_id: int, count: int) -> float:

@@ -204,6 +204,7 @@ def test_the_report_pages_draw_a_bar_per_story_and_export_each_table(world: Worl
 def test_old_raw_events_fold_into_kept_figures(world: World) -> None:
     from datetime import timedelta
 
+    from newsletter.report.record import mark_firsts
     from newsletter.report.retention import prune
     from newsletter.store.models import TrackDaily, utcnow
 
@@ -211,9 +212,10 @@ def test_old_raw_events_fold_into_kept_figures(world: World) -> None:
     with session_scope(world.site.engine) as session:
         old = utcnow() - timedelta(days=400)
         for n in range(3):  # two readers clicking story 2, one twice: 3 clicks, 2 unique
-            session.add(TrackEvent(issue_id=world.site.draft_issue_id, kind="click", source="redirect",
-                                   machine=False, agent="browser", story=2, link=_story_url(world, 2),
-                                   recipient=f"{n % 2:032x}", occurred_at=old))
+            session.add(mark_firsts(session, TrackEvent(
+                issue_id=world.site.draft_issue_id, kind="click", source="redirect", machine=False, agent="browser",
+                story=2, link=_story_url(world, 2), recipient=f"{n % 2:032x}", occurred_at=old)))
+            session.flush()
     mid = _report(world)
     assert mid.stories[1].clicks == before.stories[1].clicks + 3
     assert prune(world.site.engine, 180) == 3

@@ -1,8 +1,9 @@
 """The figures of the editor's report: per sent issue, and the trend across a newsletter's issues. The page, the
 CSV files, `newsletter report` and the API all print these (one computation, so they never disagree).
 
-Counted from the raw events (GROUP BY on track_event) plus the daily aggregates kept past their retention
-(track_daily). Definitions (the README's "Tracking and reports" says the same):
+Counted from the raw events (GROUP BY on track_event; "unique" from the first-of flags each event gets when it
+is written, newsletter.report.record.mark_firsts, so no COUNT(DISTINCT) runs over them) plus the daily aggregates
+kept past their retention (track_daily). Definitions (the README's "Tracking and reports" says the same):
 - accepted: copies the ledger handed to the mailer; delivered: SendGrid's `delivered` events (distinct readers)
   when the send went through SendGrid, else the ledger's count (SMTP and the outbox say no more than that);
 - bounced, complained (spamreport), dropped, deferred: distinct readers with such a provider event;
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.compose.build import load_issue
@@ -129,11 +130,11 @@ def _counts(session: Session, issue_id: int) -> dict[tuple[str, str, bool], tupl
     out: dict[tuple[str, str, bool], tuple[int, int]] = {}
     for kind, source, machine, events, readers in session.execute(
         select(TrackEvent.kind, TrackEvent.source, TrackEvent.machine, func.count(),
-               func.count(TrackEvent.recipient.distinct()))
+               func.sum(case((TrackEvent.first_issue, 1), else_=0)))
         .where(TrackEvent.issue_id == issue_id)
         .group_by(TrackEvent.kind, TrackEvent.source, TrackEvent.machine)
     ):
-        out[(kind, source, bool(machine))] = (int(events), int(readers))
+        out[(kind, source, bool(machine))] = (int(events), int(readers or 0))
     for kind, machine, events, readers in session.execute(
         select(TrackDaily.kind, TrackDaily.machine, func.sum(TrackDaily.events), func.sum(TrackDaily.recipients))
         .where(TrackDaily.issue_id == issue_id, TrackDaily.story == 0)
@@ -223,18 +224,17 @@ def _per_story_and_day(session: Session, report: IssueReport, sent: datetime, cl
     days = {first + timedelta(days=n): DayFigures(n + 1, (first + timedelta(days=n)).isoformat())
             for n in range(DAYS)}
     day = func.date(TrackEvent.occurred_at)
-    pair = TrackEvent.recipient + "|" + TrackEvent.link  # NULL for a click without a reader: not unique
     unique_elsewhere = 0
     for story, when, events, uniques in session.execute(
-        select(TrackEvent.story, day, func.count(), func.count(pair.distinct())).where(
+        select(TrackEvent.story, day, func.count(), func.sum(case((TrackEvent.first_day, 1), else_=0))).where(
             TrackEvent.issue_id == report.issue_id, TrackEvent.kind == "click", TrackEvent.machine.is_(False),
             TrackEvent.source.in_(clicks_from)).group_by(TrackEvent.story, day)
     ):
         if story in by_story:
             by_story[story].clicks += int(events)
-            by_story[story].unique_clicks += int(uniques)
+            by_story[story].unique_clicks += int(uniques or 0)
         else:  # a link of no story (none is tracked today): still in the totals
-            unique_elsewhere += int(uniques)
+            unique_elsewhere += int(uniques or 0)
         _add_day(days, when, "click", int(events))
     until = datetime.combine(first + timedelta(days=DAYS), datetime.min.time())
     for when, events in session.execute(

@@ -9,10 +9,10 @@ database's mail on a shared SendGrid account are left out.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,10 +56,27 @@ def record_open(engine: Engine, issue_id: int, subscriber_id: int | None, signer
     return agent
 
 
+def mark_firsts(session: Session, row: TrackEvent) -> TrackEvent:
+    """Set the row's first_issue / first_day from the events already stored (one indexed query). Two events of
+    the same reader and link written at the same instant by two processes may both be marked: a double count
+    that rare is the price of not taking a lock per click."""
+    if row.machine or row.recipient is None:
+        return row
+    same = and_(TrackEvent.issue_id == row.issue_id, TrackEvent.recipient == row.recipient,
+                TrackEvent.kind == row.kind, TrackEvent.source == row.source, TrackEvent.machine.is_(False))
+    start = datetime.combine(row.occurred_at.date(), datetime.min.time())
+    day = and_(same, TrackEvent.occurred_at >= start, TrackEvent.occurred_at < start + timedelta(days=1))
+    if row.kind == "click":
+        day = and_(day, TrackEvent.link == row.link)
+    seen_issue, seen_day = session.execute(select(exists().where(same), exists().where(day))).one()
+    row.first_issue, row.first_day = not seen_issue, not seen_day
+    return row
+
+
 def _insert(engine: Engine, row: TrackEvent) -> bool:
     try:
         with session_scope(engine) as session:
-            session.add(row)
+            session.add(mark_firsts(session, row))
     except IntegrityError:  # the issue was deleted since the email went out
         return False
     return True
@@ -102,8 +119,9 @@ def record_provider_event(session: Session, event: dict[str, Any], *, install: s
             if event["url"].startswith(base_url.rstrip("/") + "/r/"):
                 return False  # SendGrid's click tracking wrapped our own /r/ link: /r/ recorded that click
             link, story = _story_of(session, issue_id, event["url"][:MAX_LINK])
-    session.add(TrackEvent(issue_id=issue_id, kind=kind, source="sendgrid", machine=machine, agent=agent,
-                           story=story, link=link, recipient=recipient, occurred_at=when, dedupe=dedupe[:200]))
+    session.add(mark_firsts(session, TrackEvent(
+        issue_id=issue_id, kind=kind, source="sendgrid", machine=machine, agent=agent, story=story, link=link,
+        recipient=recipient, occurred_at=when, dedupe=dedupe[:200])))
     return True
 
 

@@ -380,7 +380,8 @@ class TrackEvent(Base):
     never counted as a reader. `dedupe`: the provider's event id, so an event delivered twice counts once."""
 
     __tablename__ = "track_event"
-    __table_args__ = (Index("ix_track_event_issue", "issue_id", "kind", "occurred_at"),)
+    __table_args__ = (Index("ix_track_event_issue", "issue_id", "kind", "occurred_at"),
+                      Index("ix_track_event_reader", "issue_id", "recipient", "kind"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))  # click, open, delivered, bounce, dropped, deferred, ...
@@ -389,9 +390,14 @@ class TrackEvent(Base):
     agent: Mapped[str] = mapped_column(String(20), default="unknown")  # newsletter.report.agents
     story: Mapped[int | None] = mapped_column(Integer)  # the story's position in the issue, from 1
     link: Mapped[str | None] = mapped_column(Text)
-    recipient: Mapped[str | None] = mapped_column(String(32), index=True)
+    recipient: Mapped[str | None] = mapped_column(String(32))
     occurred_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     dedupe: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # Set when the event is written (newsletter.report.record.mark_firsts), so the report counts uniques with a
+    # SUM instead of a COUNT(DISTINCT) over every event: the reader's first of this kind and source in the issue,
+    # and their first that UTC day (for clicks: of that link). Never set for machines or unknown readers.
+    first_issue: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_day: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class TrackDaily(Base):

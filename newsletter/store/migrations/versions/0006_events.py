@@ -30,9 +30,11 @@ def upgrade() -> None:
         sa.Column("recipient", sa.String(32), nullable=True),
         sa.Column("occurred_at", sa.DateTime(), nullable=False),
         sa.Column("dedupe", sa.String(200), nullable=True, unique=True),
+        sa.Column("first_issue", sa.Boolean(), nullable=False),
+        sa.Column("first_day", sa.Boolean(), nullable=False),
     )
     op.create_index("ix_track_event_issue", "track_event", ["issue_id", "kind", "occurred_at"])
-    op.create_index("ix_track_event_recipient", "track_event", ["recipient"])
+    op.create_index("ix_track_event_reader", "track_event", ["issue_id", "recipient", "kind"])
     op.create_index("ix_track_event_occurred_at", "track_event", ["occurred_at"])
     op.create_table(
         "track_daily",
@@ -69,6 +71,6 @@ def downgrade() -> None:
     op.drop_table("send_guard")
     op.drop_table("track_daily")
     op.drop_index("ix_track_event_occurred_at", table_name="track_event")
-    op.drop_index("ix_track_event_recipient", table_name="track_event")
+    op.drop_index("ix_track_event_reader", table_name="track_event")
     op.drop_index("ix_track_event_issue", table_name="track_event")
     op.drop_table("track_event")
