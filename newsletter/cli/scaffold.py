@@ -45,6 +45,11 @@ accent = "#c2410c"
 # logo_url = "https://example.com/logo.png"
 # logo_alt = "{name}"
 
+# Optional: what happens after the send (README "Tracking and reports"). Off unless turned on here.
+# [tracking]
+# clicks = true   # story links go through a signed redirect on `newsletter serve`, counted per story
+# opens = true    # a 1x1 image per reader; machine opens (Apple, prefetch, scanners) are counted apart
+
 # Optional: summaries by a model behind any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, hosted).
 # [summarizer]
 # endpoint = "http://localhost:11434/v1"
