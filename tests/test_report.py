@@ -259,3 +259,24 @@ def test_forget_removes_a_readers_events(world: World, cli, monkeypatch) -> None
         common.settings.cache_clear()
     assert out.startswith("ann@example.com: ") and int(out.split(": ")[1].split()[0]) >= ann
     assert events_of("ann@example.com") == 0 and events_of("bob@example.com") == bob
+
+
+def test_the_webhook_on_a_fresh_database_stores_and_counts_nothing_foreign(tmp_path) -> None:  # noqa: ANN001
+    """No send yet, so no install id and no key kept: the first events make them, outside the events' own
+    transaction (SQLite would otherwise wait on itself), and an event naming no issue of ours is only stored."""
+    from newsletter.config import Settings
+    from newsletter.store.db import get_engine
+    from newsletter.web.public import create_public_app
+    from tests.sendgrid_server import SendGridServer
+    from tests.web_server import serve
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with SendGridServer("SG.x") as server:
+        app = create_public_app(Settings(base_url="https://news.example.com"), engine,
+                                webhook_public_key=server.webhook_public_key)
+        with serve(app) as url:
+            event = {"email": "x@example.com", "event": "delivered", "issue": "1", "install": "other",
+                     "sg_event_id": "e-1", "timestamp": 1_790_000_000}
+            assert server.post_events(url + "/webhooks/sendgrid", [event]) == {"stored": 1, "duplicates": 0}
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(TrackEvent)) == 0

@@ -192,10 +192,16 @@ def public_routes(
     installs: list[str] = []
 
     def track_event(session, event: dict, dedupe: str) -> None:  # noqa: ANN001
-        if not installs:
-            installs.append(install_id(get_db()))
         record_provider_event(session, event, install=installs[0], signer=tracker(), dedupe=dedupe,
                               base_url=settings.base_url)
+
+    def record_batch(events: list) -> tuple[int, int]:
+        # The install id and the signing key first, each in its own transaction: made inside an event's
+        # transaction on a fresh SQLite database, their insert would wait for that transaction's own lock.
+        if not installs:
+            installs.append(install_id(get_db()))
+        tracker()
+        return record_events(get_db(), events, track_event)
 
     def read(token: str, purpose: str) -> TokenData | None:
         try:
@@ -358,7 +364,7 @@ def public_routes(
             return JSONResponse({"error": "body is not JSON"}, 400)
         if not isinstance(events, list):
             return JSONResponse({"error": "expected a JSON array of events"}, 400)
-        stored, duplicates = await run_in_threadpool(record_events, get_db(), events, track_event)
+        stored, duplicates = await run_in_threadpool(record_batch, events)
         return JSONResponse({"stored": stored, "duplicates": duplicates})
 
     async def subscribe_form(request: Request) -> Response:
