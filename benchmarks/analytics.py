@@ -99,16 +99,16 @@ def _bulk(engine: Engine, issue_id: int, count: int) -> float:
     return time.perf_counter() - started
 
 
-def _one_by_one(engine: Engine, issue_id: int, count: int) -> float:
+def _one_by_one(engine: Engine, issue_id: int, count: int) -> tuple[float, float]:
     from newsletter.render.tracking import Link
     from newsletter.report.agents import classify
     from newsletter.report.record import record_click
 
     agent = classify("Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for row in _rows(issue_id, count, seed=2):
         record_click(engine, Link(issue_id, row["story"], row["link"]), row["recipient"], agent)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def _baseline(engine: Engine, issue_id: int) -> float:
@@ -155,7 +155,7 @@ def measure(label: str, url: str, events: int, sample: int, runs: int) -> list[d
 
     engine = get_engine(url)  # the schema made by the migrations
     issue_id = _world(engine)
-    one = _one_by_one(engine, issue_id, sample)
+    one, one_cpu = _one_by_one(engine, issue_id, sample)
     bulk = _bulk(engine, issue_id, events)
     with tempfile.TemporaryDirectory() as tmp, _client(url, Path(tmp)) as client:
         page_times, base_times = [], []
@@ -171,7 +171,8 @@ def measure(label: str, url: str, events: int, sample: int, runs: int) -> list[d
     page_ms, base_ms = statistics.median(page_times) * 1000, statistics.median(base_times) * 1000
     return [
         {"benchmark": "analytics", "case": f"{label}: ingest one click per transaction (/r/)",
-         "result": f"{sample / one:,.0f} events/s", "note": f"{sample:,} clicks, record_click"},
+         "result": f"{sample / one:,.0f} events/s",
+         "note": f"{sample:,} clicks, record_click; {one_cpu / sample * 1000:.2f} ms CPU each in this process"},
         {"benchmark": "analytics", "case": f"{label}: ingest in bulk (floor)",
          "result": f"{events / bulk:,.0f} events/s", "note": f"{events:,} rows, executemany in one transaction"},
         {"benchmark": "analytics", "case": f"{label}: report page over {total:,} events",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, case, delete, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.render.tracking import TrackSigner
@@ -21,44 +21,27 @@ def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
     """Fold and delete the raw events older than `days` (from the start of that UTC day); how many went."""
     cutoff = datetime.combine(((now or utcnow()) - timedelta(days=days)).date(), datetime.min.time())
     with session_scope(engine) as session:
-        if session.scalar(select(TrackEvent.id).where(TrackEvent.occurred_at < cutoff).limit(1)) is None:
-            session.execute(delete(Event).where(Event.received_at < cutoff))
-            return 0
-        old = TrackEvent.occurred_at < cutoff
-        day = func.date(TrackEvent.occurred_at)
-        _fold(session, select(TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine, func.count(),
-                                      func.count(TrackEvent.recipient.distinct()))
-                      .where(old).group_by(TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine), story=0)
-        per_story = select(TrackEvent.issue_id, day.label("d"), TrackEvent.kind, TrackEvent.machine,
-                           TrackEvent.story, func.count().label("n"),
-                           func.count(TrackEvent.recipient.distinct()).label("r")) \
-            .where(old, TrackEvent.story.is_not(None)) \
-            .group_by(TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine, TrackEvent.story)
-        for issue_id, d, kind, machine, story, n, r in session.execute(per_story):
-            _add(session, issue_id, d, kind, machine, story, n, r, r)
-        # Clicks: unique = distinct (reader, link) that day, for the whole issue and per story.
-        pairs = select(TrackEvent.issue_id, day.label("d"), TrackEvent.machine, TrackEvent.story,
-                       TrackEvent.recipient, TrackEvent.link) \
-            .where(old, TrackEvent.kind == "click", TrackEvent.recipient.is_not(None)).distinct().subquery()
-        for issue_id, d, machine, story, n in session.execute(
-            select(pairs.c.issue_id, pairs.c.d, pairs.c.machine, pairs.c.story, func.count())
-            .group_by(pairs.c.issue_id, pairs.c.d, pairs.c.machine, pairs.c.story)
-        ):
-            for s in {0, story or 0}:
-                _set_uniques(session, issue_id, d, machine, s, n)
-        gone = session.execute(delete(TrackEvent).where(old))
         # The webhook's own copies of the provider's events (with addresses, kept to refuse replays: SendGrid
         # retries for 72 hours at most) go after the same time.
         session.execute(delete(Event).where(Event.received_at < cutoff))
+        if session.scalar(select(TrackEvent.id).where(TrackEvent.occurred_at < cutoff).limit(1)) is None:
+            return 0
+        old = TrackEvent.occurred_at < cutoff
+        day = func.date(TrackEvent.occurred_at)
+        # The first-of flags (newsletter.report.record.mark_firsts) make the folded counts add up exactly: a
+        # reader's first event of the issue falls on one day only, and "unique" is per day already.
+        firsts = (func.count(), func.sum(case((TrackEvent.first_day, 1), else_=0)),
+                  func.sum(case((TrackEvent.first_issue, 1), else_=0)))
+        keys = (TrackEvent.issue_id, day, TrackEvent.kind, TrackEvent.machine)
+        for issue_id, d, kind, machine, events, uniques, readers in session.execute(
+                select(*keys, *firsts).where(old).group_by(*keys)):
+            _add(session, issue_id, d, kind, machine, 0, events, uniques or 0, readers or 0)
+        for issue_id, d, kind, machine, story, events, uniques, readers in session.execute(
+                select(*keys, TrackEvent.story, *firsts).where(old, TrackEvent.story.is_not(None))
+                .group_by(*keys, TrackEvent.story)):
+            _add(session, issue_id, d, kind, machine, story, events, uniques or 0, readers or 0)
+        gone = session.execute(delete(TrackEvent).where(old))
         return int(getattr(gone, "rowcount", 0) or 0)
-
-
-def _fold(session: Session, query, *, story: int) -> int:  # noqa: ANN001 - a Select
-    n = 0
-    for issue_id, d, kind, machine, events, readers in session.execute(query):
-        _add(session, issue_id, d, kind, machine, story, events, readers, readers)
-        n += 1
-    return n
 
 
 def _day(value: object) -> object:
@@ -88,14 +71,8 @@ def _add(session: Session, issue_id: int, d: object, kind: str, machine: bool, s
          uniques: int, readers: int) -> None:
     row = _row(session, issue_id, d, kind, machine, story)
     row.events += int(events)
+    row.uniques += int(uniques)
     row.recipients += int(readers)
-    if kind != "click":
-        row.uniques += int(uniques)
-
-
-def _set_uniques(session: Session, issue_id: int, d: object, machine: bool, story: int, n: int) -> None:
-    row = _row(session, issue_id, d, "click", machine, story)
-    row.uniques += int(n)
 
 
 def forget(session: Session, subscriber_id: int, signer: TrackSigner) -> int:
