@@ -49,7 +49,7 @@ def test_huge_issue_fails_over_the_clipping_point() -> None:
 
 def test_issue_near_the_clipping_point_warns() -> None:
     rendered = render(make_issue(12))
-    padded = replace(rendered, html=rendered.html.replace("</body>", "<p>" + "x" * (36 * 1024) + "</p></body>"))
+    padded = replace(rendered, html=rendered.html.replace("</body>", "<p>" + "x" * (33 * 1024) + "</p></body>"))
     report = preflight(padded)
     assert not report.failed and "size" in report.codes("warn")
 

@@ -324,5 +324,6 @@ def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, set
               address: str) -> None:
     """Send the issue to one address (an editor's own) without touching the ledger."""
     message = issue_message(engine, nl, issue_id, settings, test=True)
-    mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test"})])
+    mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test",
+                                                           "feedback_url": f"{settings.base_url}/f/test"})])
     mailer.flush()

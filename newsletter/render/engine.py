@@ -202,6 +202,8 @@ def context_for(
         # Each story's page on the web edition, where readers discuss it (newsletter.urls: the one place).
         item["story_url"] = base_url + story_path(newsletter.slug, issue.number, position, item["title"])
         item["comments"] = counts.get(item["id"], 0)
+        # The recipient's own signed "this summary is wrong" link for this story (newsletter.web.feedback).
+        item["feedback_url"] = f"{own['feedback_url']}/{issue.number}/{position}"
     return {
         "issue": data,
         "items": data["items"],

@@ -18,8 +18,11 @@ import secrets
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 EMAIL = "%%email%%"
 NAME = "%%name%%"
+# The recipient's "this summary is wrong" link prefix, `{base}/f/TOKEN` (newsletter.web.feedback); the
+# templates append `/{issue number}/{story position}`.
+FEEDBACK_URL = "%%feedback_url%%"
 
-ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME}
+ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME, "feedback_url": FEEDBACK_URL}
 
 # Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
 _FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")
