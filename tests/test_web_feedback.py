@@ -20,6 +20,7 @@ from sqlalchemy import select
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, Reader, ReaderBlock, StoryFeedback
 from newsletter.subscribers.tokens import Signer
+from tests.conftest import BOTH_DATABASES
 from tests.conversation_support import sign_in_reader
 from tests.test_web_edition import send_second_issue
 from tests.web_server import serve
@@ -30,14 +31,14 @@ STORY = "/archive/city/2/1-bridge-plan-approved"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Site, str]]:
+def world(tmp_path: Path, db_url: str) -> Iterator[tuple[Site, str]]:
     from argon2 import PasswordHasher, profiles
 
     from newsletter.subscribers.manage import add_subscriber
     from newsletter.web import auth
     from newsletter.web.app import create_app
 
-    site = make_site(tmp_path, base_url="http://127.0.0.1")
+    site = make_site(tmp_path, base_url="http://127.0.0.1", database_url=db_url)
     saved = auth._hasher
     auth._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
     try:
@@ -76,6 +77,7 @@ def _feedback(site: Site) -> list[StoryFeedback]:
         return rows
 
 
+@BOTH_DATABASES
 def test_the_emails_link_is_per_recipient_and_a_scanner_opening_it_files_nothing(world) -> None:  # noqa: ANN001
     site, base = world
     ann, bob = feedback_links(site, "ann@example.com"), feedback_links(site, BOB)
@@ -142,6 +144,7 @@ def test_feedback_is_rate_limited(world) -> None:  # noqa: ANN001
     assert len(_feedback(site)) == 3  # one per story: the repeats replaced
 
 
+@BOTH_DATABASES
 def test_a_signed_in_reader_files_it_on_the_story_page_and_the_editor_corrects(world) -> None:  # noqa: ANN001
     site, base = world
     with _client(base) as bob, _client(base) as editor, _client(base) as stranger:

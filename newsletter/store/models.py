@@ -415,7 +415,8 @@ class Reader(Base):
 
     Separate from Subscriber: unsubscribing leaves a reader and their comments alone; `newsletter readers
     forget` removes both. `session_generation` is in the reader cookie; signing out bumps it. Blocks are per
-    newsletter (ReaderBlock)."""
+    newsletter (ReaderBlock); the table keeps an unused `blocked_at` column from before them (migration
+    0006_feedback says why it was not dropped)."""
 
     __tablename__ = "reader"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

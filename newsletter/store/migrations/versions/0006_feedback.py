@@ -8,6 +8,10 @@ Revises: 0005_conversation
 - issue_item gains corrected_at / corrected_by / original_summary (what was sent, kept when an editor corrects);
 - reader_block replaces reader.blocked_at: an editor of one newsletter blocks a reader there, not everywhere.
   A reader blocked before this migration stays blocked on every newsletter that exists (nothing is loosened).
+
+No table is rebuilt: on SQLite, dropping a column means copying the table and dropping the old one, and with
+foreign keys on that drop deletes every row that references it (ON DELETE CASCADE: all comments). So
+reader.blocked_at stays, no longer read, and the downgrade leaves issue_item's new columns on SQLite.
 """
 
 import sqlalchemy as sa
@@ -35,10 +39,12 @@ def upgrade() -> None:
         sa.Column("resolved_at", sa.DateTime(), nullable=True),
     )
     op.create_index("ix_story_feedback_story", "story_feedback", ["issue_item_id", "status"])
-    with op.batch_alter_table("issue_item") as batch:
-        batch.add_column(sa.Column("corrected_at", sa.DateTime(), nullable=True))
-        batch.add_column(sa.Column("corrected_by", sa.String(320), nullable=True))
-        batch.add_column(sa.Column("original_summary", sa.Text(), nullable=True))
+    present = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("issue_item")}  # kept by a downgrade
+    for column in (sa.Column("corrected_at", sa.DateTime(), nullable=True),
+                   sa.Column("corrected_by", sa.String(320), nullable=True),
+                   sa.Column("original_summary", sa.Text(), nullable=True)):
+        if column.name not in present:
+            op.add_column("issue_item", column)
     op.create_table(
         "reader_block",
         sa.Column("reader_id", BigId, sa.ForeignKey("reader.id", ondelete="CASCADE"), primary_key=True),
@@ -50,19 +56,16 @@ def upgrade() -> None:
     op.execute("INSERT INTO reader_block (reader_id, newsletter_id, blocked_at) "
                "SELECT reader.id, newsletter.id, reader.blocked_at FROM reader CROSS JOIN newsletter "
                "WHERE reader.blocked_at IS NOT NULL")
-    with op.batch_alter_table("reader") as batch:
-        batch.drop_column("blocked_at")
+    op.execute("UPDATE reader SET blocked_at = NULL")  # read no more: reader_block says
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("reader") as batch:
-        batch.add_column(sa.Column("blocked_at", sa.DateTime(), nullable=True))
+    # Blocked somewhere is blocked everywhere again, as before this migration.
     op.execute("UPDATE reader SET blocked_at = (SELECT MIN(blocked_at) FROM reader_block "
                "WHERE reader_block.reader_id = reader.id)")
     op.drop_table("reader_block")
-    with op.batch_alter_table("issue_item") as batch:
-        batch.drop_column("original_summary")
-        batch.drop_column("corrected_by")
-        batch.drop_column("corrected_at")
+    if op.get_bind().dialect.name != "sqlite":  # see the docstring: no table rebuilt on SQLite
+        for column in ("original_summary", "corrected_by", "corrected_at"):
+            op.drop_column("issue_item", column)
     op.drop_index("ix_story_feedback_story", table_name="story_feedback")
     op.drop_table("story_feedback")
