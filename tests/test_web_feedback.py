@@ -10,6 +10,7 @@ import email
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from email import policy
 from pathlib import Path
 
@@ -147,9 +148,13 @@ def test_feedback_is_rate_limited(world) -> None:  # noqa: ANN001
 @BOTH_DATABASES
 def test_a_signed_in_reader_files_it_on_the_story_page_and_the_editor_corrects(world) -> None:  # noqa: ANN001
     site, base = world
+    with session_scope(site.engine) as session:  # sent an hour ago: the feeds' times tell the correction apart
+        sent = session.get(IssueRow, site.draft_issue_id)
+        sent.sent_at = sent.sent_at - timedelta(hours=1)
     with _client(base) as bob, _client(base) as editor, _client(base) as stranger:
         signed_out = stranger.get(STORY).text
         assert "This summary is wrong or misleading?" in signed_out and 'name="reason"' not in signed_out
+        assert f"next={STORY}%23feedback" in signed_out  # back to the form once signed in
         sign_in_reader(bob, site, BOB, STORY)
         page = bob.get(STORY)
         assert "<summary>This summary is wrong or misleading</summary>" in page.text
@@ -185,7 +190,11 @@ def test_a_signed_in_reader_files_it_on_the_story_page_and_the_editor_corrects(w
         assert fixed in card and "Corrected" in card
         feed = stranger.get("/archive/city/feed.json").json()
         assert fixed in feed["items"][0]["content_html"] and "date_modified" in feed["items"][0]
-        assert fixed in stranger.get("/archive/city/feed.xml").text
+        atom = stranger.get("/archive/city/feed.xml").text
+        assert fixed in atom
+        entry = atom.split("<entry>")[1]
+        assert re.search(r"<published>([^<]+)</published>", entry).group(1) != \
+            re.search(r"<updated>([^<]+)</updated>", entry).group(1)
     rows = _feedback(site)
     assert [r.status for r in rows] == ["resolved"]
     with session_scope(site.engine) as session:
@@ -201,7 +210,8 @@ def test_the_api_lists_feedback(world) -> None:  # noqa: ANN001
     link = feedback_links(site, BOB)[1]
     with _client(base) as client:
         page = client.get(link)
-        client.post(link, data={"csrf": csrf_of(page.text), "kind": "misleading", "reason": "Old figures."})
+        client.post(link, data={"csrf": csrf_of(page.text), "kind": "misleading",
+                                "reason": "Old figures. <script>alert(1)</script>"})
     with session_scope(site.engine) as session:
         token = issue_api_token(session, EDITOR)
     with _client(base) as api:
@@ -209,7 +219,8 @@ def test_the_api_lists_feedback(world) -> None:  # noqa: ANN001
         listed = api.get("/api/newsletters/city/feedback")
         assert listed.status_code == 200, listed.text
         (one,) = listed.json()["feedback"]
-        assert one["kind"] == "misleading" and one["reason"] == "Old figures." and one["from"] == "email"
+        assert one["kind"] == "misleading" and one["from"] == "email"
+        assert one["reason"] == "Old figures. <script>alert(1)</script>"  # as typed: shown escaped, below
         assert one["issue_number"] == 2 and one["story_url"].endswith("/archive/city/2/2-" + one["story_url"]
                                                                       .split("/2/2-")[1])
         assert api.get("/api/newsletters/city/feedback?status=resolved").json() == {"feedback": []}
@@ -218,6 +229,10 @@ def test_the_api_lists_feedback(world) -> None:  # noqa: ANN001
         spec = api.get("/api/openapi.json").json()
         assert "/api/newsletters/{slug}/feedback" in spec["paths"]
     assert json.dumps(one)
+    with _client(base) as editor:
+        assert sign_in(editor).status_code == 303
+        queue = editor.get("/editor/feedback/?newsletter=city").text
+        assert "Old figures. &lt;script&gt;alert(1)&lt;/script&gt;" in queue and "<script>alert" not in queue
 
 
 def test_a_block_is_per_newsletter(world) -> None:  # noqa: ANN001

@@ -182,7 +182,7 @@ def signed_out_block(slug: str, story_url: str, sign_in: bool = True) -> str:
     if not sign_in:
         return ('<p class="feedback-ask muted" id="feedback">This summary is wrong or misleading? Tell the editors '
                 "with the link under the story in your email.</p>")
-    target = f"/readers/signin?newsletter={quote(slug)}&amp;next={quote(story_url + '#feedback', safe='/#')}"
+    target = f"/readers/signin?newsletter={quote(slug)}&amp;next={quote(story_url + '#feedback', safe='/')}"
     return (f'<p class="feedback-ask" id="feedback"><a href="{target}">This summary is wrong or misleading?</a> '
             '<span class="muted">Sign in to tell the editors (or use the link under the story in your email).</span>'
             "</p>")
