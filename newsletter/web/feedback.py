@@ -350,29 +350,24 @@ def queue(session: Session, slug: str, number: int | None = None, status: str | 
     )
     if number is None:
         items_q = items_q.where(IssueItem.id.in_(list(by_item) or [-1]))
+    rows = session.execute(items_q).all()
+    # Positions as the pages number them: among each issue's stories that went out.
+    issues = {row[1] for row in rows}
+    places = {item_id: n for issue_id in issues for n, item_id in enumerate(session.scalars(
+        select(IssueItem.id).where(IssueItem.issue_id == issue_id, IssueItem.included)
+        .order_by(IssueItem.position)), start=1)}
     out: list[dict[str, Any]] = []
-    places: dict[int, int] = {}
-    for row in session.execute(items_q).all():
-        item_id, issue_id, _, title, summary, corrected_at, corrected_by, original, issue_number = row
-        # Positions as the pages number them: among the stories that went out.
-        if issue_id not in places:
-            places[issue_id] = 0
-        places[issue_id] += 1
+    for item_id, issue_id, _, title, summary, corrected_at, corrected_by, original, issue_number in rows:
         feedback = by_item.get(item_id, [])
         out.append({
-            "id": item_id, "issue_id": issue_id, "number": issue_number, "position": places[issue_id],
+            "id": item_id, "issue_id": issue_id, "number": issue_number, "position": places[item_id],
             "title": title, "summary": summary, "original_summary": original, "feedback": feedback,
             "open": sum(1 for f in feedback if f["status"] == "open"),
-            "path": story_path(slug, issue_number, places[issue_id], title),
+            "path": story_path(slug, issue_number, places[item_id], title),
             "corrected": f"{corrected_at:%Y-%m-%d %H:%M} UTC" if corrected_at else None,
             "corrected_iso": corrected_at.isoformat(timespec="seconds") + "Z" if corrected_at else None,
             "corrected_by": corrected_by})
-    if number is None:  # only stories with feedback: the positions above counted only those, so count again
-        for story in out:
-            kept = _story_of_item(session, story["id"])
-            if kept is not None:
-                story["position"] = kept.position
-                story["path"] = story_path(slug, story["number"], kept.position, story["title"])
+    if number is None:  # the stories with feedback, those with open reports first
         out.sort(key=lambda s: (-s["open"], -s["number"], s["position"]))
     return out
 
