@@ -46,7 +46,12 @@ def run_preflight(slug: str, issue_id: int | None) -> tuple[Newsletter, int, Ren
 
     nl, found, number, rendered = _load(slug, issue_id)
     headers = sample_headers(nl, rendered, found, number, settings().base_url)
-    return nl, number, rendered, preflight(rendered, headers=headers)
+    report = preflight(rendered, headers=headers)
+    if settings().preflight_sender:
+        from newsletter.deliver.sender import check_sender
+
+        report.findings += check_sender(nl, settings()).findings
+    return nl, number, rendered, report
 
 
 def print_report(report: Report) -> None:
@@ -63,13 +68,20 @@ def register(app: typer.Typer) -> None:
         slug: str = typer.Argument(..., help="The newsletter."),
         issue_id: int = typer.Option(None, "--issue", help="Issue id (default: the latest issue)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        sender: bool = typer.Option(False, "--sender", help="Check the From domain's DNS instead: SPF for the "
+                                    "relay, the DKIM record against your key, DMARC and its alignment, BIMI."),
     ) -> None:
         """Preflight the rendered issue: size against Gmail's clipping, links, images, CSS support,
         unsubscribe link and headers. Exits 1 when a check fails, so a schedule can hold the send.
 
-        Example: `newsletter check ai-weekly`
+        Example: `newsletter check ai-weekly`, `newsletter check ai-weekly --sender`
         """
-        _, _, _, report = run_preflight(slug, issue_id)
+        if sender:
+            from newsletter.deliver.sender import check_sender
+
+            report = check_sender(newsletter(slug), settings())
+        else:
+            _, _, _, report = run_preflight(slug, issue_id)
         if as_json:
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:
