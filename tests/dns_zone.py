@@ -71,10 +71,18 @@ class Running:
 @contextlib.contextmanager
 def serve(zone: Zone) -> Iterator[Running]:
     logger = DNSLogger(logf=lambda _line: None)
-    udp = DNSServer(zone, port=0, address="127.0.0.1", logger=logger)
-    port = udp.server.server_address[1]
-    # TCP on the same port: a reply too big for UDP (an RSA key and an SPF record together) is asked again there.
-    tcp = DNSServer(zone, port=port, address="127.0.0.1", tcp=True, logger=logger)
+    for _ in range(50):
+        udp = DNSServer(zone, port=0, address="127.0.0.1", logger=logger)
+        port = udp.server.server_address[1]
+        # TCP on the same port: a reply too big for UDP (an RSA key and more) is asked again there. The port
+        # is free for UDP, not necessarily for TCP: then try another.
+        try:
+            tcp = DNSServer(zone, port=port, address="127.0.0.1", tcp=True, logger=logger)
+            break
+        except OSError:
+            udp.server.server_close()
+    else:
+        raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
     udp.start_thread()
     tcp.start_thread()
     try:

@@ -35,7 +35,7 @@ from newsletter.deliver.dkim import (
 )
 from newsletter.deliver.dnslookup import DnsError, Lookup, tags
 from newsletter.deliver.spf import LOOKUP_LIMIT, check_host, spf_records, with_term
-from newsletter.render.check import Level, Report
+from newsletter.render.report import Level, Report
 
 SENDGRID_INCLUDE = "sendgrid.net"
 ENFORCING = ("quarantine", "reject")

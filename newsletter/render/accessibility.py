@@ -23,7 +23,7 @@ import lxml.html
 from cssselect import SelectorError, parse
 from lxml.etree import _Comment, _Element
 
-from newsletter.render.check import Report
+from newsletter.render.report import Report
 
 AA_NORMAL, AA_LARGE = 4.5, 3.0
 MIN_MOBILE_PX = 13.0

@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from functools import cache
 from html.parser import HTMLParser
 from importlib import resources
-from typing import Literal
 from urllib.parse import urlparse
 
 from newsletter.render import tokens
+from newsletter.render.accessibility import check_accessibility
 from newsletter.render.engine import Rendered
+from newsletter.render.outlook import check_outlook
+from newsletter.render.report import Finding, Level, Report
 
-Level = Literal["ok", "warn", "fail"]
+__all__ = ["Finding", "Level", "Report", "preflight"]
+
 
 KB = 1024
 # Gmail hides everything after ~102 KB of HTML behind "[Message clipped]", including the unsubscribe link.
@@ -42,50 +45,6 @@ ENHANCEMENTS = {
     "css-important": "lets the dark and mobile rules override inline styles",
     "css-sytem-ui": "first font of a stack; the next ones take over",
 }
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: Level
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.level.upper():4} {self.code}: {self.message}"
-
-
-@dataclass
-class Report:
-    findings: list[Finding] = field(default_factory=list)
-
-    def add(self, level: Level, code: str, message: str) -> None:
-        self.findings.append(Finding(level, code, message))
-
-    @property
-    def failed(self) -> bool:
-        return any(f.level == "fail" for f in self.findings)
-
-    def by_level(self, level: Level) -> list[Finding]:
-        return [f for f in self.findings if f.level == level]
-
-    def codes(self, level: Level | None = None) -> set[str]:
-        return {f.code for f in self.findings if level is None or f.level == level}
-
-    def summary(self) -> str:
-        fails, warns = len(self.by_level("fail")), len(self.by_level("warn"))
-        verdict = "FAILED" if fails else "passed"
-        return f"preflight {verdict}: {fails} failure(s), {warns} warning(s)"
-
-    def to_text(self) -> str:
-        order = {"fail": 0, "warn": 1, "ok": 2}
-        lines = [str(f) for f in sorted(self.findings, key=lambda f: order[f.level])]
-        return "\n".join([*lines, self.summary()])
-
-    def to_json(self) -> dict:
-        return {
-            "failed": self.failed,
-            "findings": [{"level": f.level, "code": f.code, "message": f.message} for f in self.findings],
-        }
 
 
 # --- reading the HTML ------------------------------------------------------------------------------------
@@ -471,9 +430,8 @@ def preflight(rendered: Rendered, *, headers: Mapping[str, str] | None = None) -
     check_images(report, page)
     check_css(report, page, rendered.compiler)
     check_style_size(report, page)
-    from newsletter.render.accessibility import check_accessibility  # it builds on this module's Report
-
     check_accessibility(report, rendered.html)
+    check_outlook(report, rendered.html)
     if not rendered.subject.strip():
         report.add("fail", "subject", "the subject is empty")
     return report
