@@ -70,16 +70,25 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         sender: bool = typer.Option(False, "--sender", help="Check the From domain's DNS instead: SPF for the "
                                     "relay, the DKIM record against your key, DMARC and its alignment, BIMI."),
+        unsubscribe: bool = typer.Option(False, "--unsubscribe", help="Post the RFC 8058 one-click request to "
+                                         "NEWSLETTER_BASE_URL for a test subscriber and confirm it is suppressed "
+                                         "at once (needs `newsletter serve` there)."),
     ) -> None:
         """Preflight the rendered issue: size against Gmail's clipping, links, images, CSS support,
         unsubscribe link and headers. Exits 1 when a check fails, so a schedule can hold the send.
 
         Example: `newsletter check ai-weekly`, `newsletter check ai-weekly --sender`
         """
-        if sender:
-            from newsletter.deliver.sender import check_sender
+        if sender or unsubscribe:
+            report = Report()
+            if sender:
+                from newsletter.deliver.sender import check_sender
 
-            report = check_sender(newsletter(slug), settings())
+                report.findings += check_sender(newsletter(slug), settings()).findings
+            if unsubscribe:
+                from newsletter.deliver.unsubscribe_check import check_unsubscribe
+
+                report.findings += check_unsubscribe(engine(), newsletter(slug), settings()).findings
         else:
             _, _, _, report = run_preflight(slug, issue_id)
         if as_json:
