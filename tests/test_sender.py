@@ -48,6 +48,7 @@ def run(case: Case, running: Running, tmp_path: Path) -> Report:
     running.zone.add(RELAY, "A", RELAY_IP)
     pem, key = generate("rsa")
     (tmp_path / "k.pem").write_bytes(pem)
+    (tmp_path / "k.pem").chmod(0o600)
     domain = case.dkim_domain or case.from_address.rpartition("@")[2]
     if case.publish_key:
         running.zone.add(f"{SELECTOR}._domainkey.{domain}", "TXT", key.record())
@@ -77,6 +78,13 @@ def test_a_good_setup_passes_every_check(dns_server: Running, tmp_path: Path) ->
     assert {"spf", "dkim", "dmarc", "dmarc-alignment"} <= report.codes("ok")
     assert f"authorises the relay {RELAY} ({RELAY_IP}" in report.to_text()
     assert "matches the signing key (rsa, 2048 bits)" in report.to_text()
+
+
+def test_a_key_file_others_can_read_is_a_warning(dns_server: Running, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    real_chmod = Path.chmod
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: real_chmod(self, 0o644))
+    lines = by_code(run(good(), dns_server, tmp_path), "dkim")
+    assert any(line.startswith("warn ") and "can be read by other users (mode 644)" in line for line in lines)
 
 
 def test_no_spf_record_says_which_record_to_publish(dns_server: Running, tmp_path: Path) -> None:

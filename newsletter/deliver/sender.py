@@ -202,6 +202,13 @@ def check_dkim_record(report: Report, settings: Settings, from_domain: str, look
     except DkimKeyError as exc:
         report.add("fail", "dkim", f"NEWSLETTER_DKIM_KEY_FILE: {exc}")
         return None
+    try:
+        mode = settings.dkim_key_file.stat().st_mode
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        report.add("warn", "dkim", f"{settings.dkim_key_file} can be read by other users (mode {mode & 0o777:o}): "
+                                   "anyone who reads it can sign mail as you; `chmod 600` it")
     name = record_name(settings.dkim_selector, domain)
     try:
         records = lookup.txt(name)
