@@ -191,3 +191,15 @@ def test_each_signed_message_is_verified_before_it_is_handed_on(dns_zone: Runnin
     signer._records[DOMAIN] = generate("ed25519")[1].record().encode()
     with pytest.raises(DkimError, match="does not verify"):
         signer.sign(data, "a@example.com")
+
+
+def test_a_scheduled_send_waits_on_a_key_receivers_could_not_verify(
+        workdir, feed_server, cli, monkeypatch, dns_zone: Running) -> None:  # noqa: ANN001
+    keyed(workdir, monkeypatch, dns_zone, "rsa", publish=False)
+    dns_zone.zone.add(NAME, "TXT", generate("rsa")[1].record())  # another key is published
+    setup_newsletter(workdir, feed_server)
+    cli("subscribers", "add", "reader@example.org", "-n", "city")
+    result = cli("schedule", "run", "city", "--now", ok=False)
+    assert result.exit_code != 0
+    assert "does not match the record published at " + NAME in result.output, result.output
+    assert not (workdir / "outbox").exists() or not list((workdir / "outbox").rglob("*.eml"))
