@@ -259,6 +259,7 @@ def test_check_sender_on_the_command_line(workdir, cli, monkeypatch, dns_server:
     assert result.exit_code == 1
     assert "no DMARC record at _dmarc.example.com" in result.output
     assert "newsletter dkim keygen --domain example.com" in result.output
+    assert "sender checks FAILED:" in result.output
 
 
 def test_the_preflight_holds_a_send_on_the_sender_checks_when_asked(workdir, feed_server, cli, monkeypatch,  # noqa: ANN001

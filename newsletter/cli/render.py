@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
         Example: `newsletter check ai-weekly`, `newsletter check ai-weekly --sender`
         """
         if sender or unsubscribe:
-            report = Report()
+            report = Report(name=" and ".join(n for n, on in (("sender checks", sender),
+                                                            ("one-click unsubscribe check", unsubscribe)) if on))
             if sender:
                 from newsletter.deliver.sender import check_sender
 

@@ -344,7 +344,7 @@ def check_bimi(report: Report, from_domain: str, dmarc: Dmarc | None, lookup: Lo
 def check_sender(nl: Newsletter, settings: Settings, lookup: Lookup | None = None) -> Report:
     """SPF, DKIM, DMARC and BIMI for the newsletter's From domain, sent the way the settings say."""
     lookup = lookup or Lookup(settings.dns_servers)
-    report = Report()
+    report = Report(name="sender checks")
     from_domain = domain_of(nl.from_address)
     spf = check_spf(report, settings, from_domain, lookup)
     dkim_domain = check_dkim_record(report, settings, from_domain, lookup)

@@ -34,7 +34,7 @@ ONE_CLICK = b"List-Unsubscribe=One-Click"
 
 
 def check_unsubscribe(engine: Engine, nl: Newsletter, settings: Settings) -> Report:
-    report = Report()
+    report = Report(name="one-click unsubscribe check")
     base = settings.base_url.rstrip("/")
     if urlparse(base).scheme != "https":
         report.add("warn", "one-click", f"NEWSLETTER_BASE_URL is {base}: RFC 8058 one-click needs an https link, "

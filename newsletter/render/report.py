@@ -21,6 +21,7 @@ class Finding:
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    name: str = "preflight"  # what the summary line calls these checks
 
     def add(self, level: Level, code: str, message: str) -> None:
         self.findings.append(Finding(level, code, message))
@@ -38,7 +39,7 @@ class Report:
     def summary(self) -> str:
         fails, warns = len(self.by_level("fail")), len(self.by_level("warn"))
         verdict = "FAILED" if fails else "passed"
-        return f"preflight {verdict}: {fails} failure(s), {warns} warning(s)"
+        return f"{self.name} {verdict}: {fails} failure(s), {warns} warning(s)"
 
     def to_text(self) -> str:
         order = {"fail": 0, "warn": 1, "ok": 2}
