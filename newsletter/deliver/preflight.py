@@ -33,4 +33,9 @@ def preflight_issue(engine: Engine, nl: Newsletter, issue_id: int, number: int, 
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url,
                               templates_dir=templates_dir(settings))
     headers = sample_headers(nl, rendered, issue_id, number, settings.base_url)
-    return rendered, preflight(rendered, headers=headers)
+    report = preflight(rendered, headers=headers)
+    if settings.preflight_sender:  # NEWSLETTER_PREFLIGHT_SENDER=1: a send also waits for the DNS to be right
+        from newsletter.deliver.sender import check_sender
+
+        report.findings += check_sender(nl, settings).findings
+    return rendered, report

@@ -77,6 +77,9 @@ def make_environment(user_dir: Path | None) -> jinja2.Environment:
     env.filters["wrap"] = _wrap
     env.filters["text_ref"] = _text_ref
     env.filters["markdown_text"] = _markdown_text
+    from newsletter.render.outlook import outlook_fonts
+
+    env.filters["outlook_fonts"] = outlook_fonts
     return env
 
 
