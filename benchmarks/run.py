@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "issue_quality": [],
     "schedule": [],
     "web": [],
+    "inbox": [],
     "analytics": [],  # 1M click events; PostgreSQL too when a URL is set (as the scale ones)
     # PostgreSQL only (NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL), at a scale that runs in
     # minutes here; run them directly for the full 1,000,000 subscribers / 5,000 feeds.

@@ -4,7 +4,8 @@
 
 - archive page: an issue page of the web edition (story cards), served from the page kept in memory, against
   the baseline of the same page made again from the database for each view (what it costs without the kept
-  render); the same for a story page (the card and its conversation section);
+  render); the same for a story page (the card and its conversation section), and for a story page with 200
+  comments (30 threads with replies): kept, made per view, and as a signed-in reader sees it (made for them);
 - editor edit: what one edit costs the editor, as the browser does it: POST the change (saved and rendered
   again), follow the redirect to the issue page (with its preflight), load the desktop and text previews;
 - sign-in: one password check with argon2id's default parameters (the cost a guesser pays per try);
@@ -145,13 +146,95 @@ def throughput(base: str, env: dict[str, str], token: str, seconds: float) -> li
     ]
 
 
+def add_comments(site: object, n: int = 200) -> str:
+    """`n` comments (one in six a reply) on issue #1's second story by 20 readers; the story's page path."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Comment, IssueItem, Reader, utcnow
+    from newsletter.urls import story_path
+
+    with session_scope(site.engine) as session:  # type: ignore[attr-defined]
+        items = session.scalars(select(IssueItem).where(IssueItem.issue_id == site.sent_issue_id,  # type: ignore[attr-defined]
+                                                        IssueItem.included).order_by(IssueItem.position)).all()
+        story = items[1]
+        readers = [Reader(email=f"reader{k}@example.com", session_generation=0) for k in range(20)]
+        session.add_all(readers)
+        session.flush()
+        start, tops = utcnow() - timedelta(hours=10), []
+        for k in range(n):
+            parent = tops[-1] if k % 6 and tops else None
+            text = (f"Comment {k}: the dredging changed how the harbour works for the fishing boats, see "
+                    f"https://city.example/harbour/{k} for the pictures.\n\nA second paragraph, as people write.")
+            comment = Comment(issue_item_id=story.id, reader_id=readers[k % 20].id, parent_id=parent, body=text,
+                              status="visible", created_at=start + timedelta(minutes=k))
+            session.add(comment)
+            session.flush()
+            if parent is None:
+                tops.append(comment.id)
+        return story_path("city", 1, 2, story.title)
+
+
+def reader_cookie(secret: str, reader_id: int) -> str:
+    """A signed-in reader's cookie, made as newsletter.web.readers makes it (for the signed-in row)."""
+    import hashlib
+    import hmac
+
+    from itsdangerous import URLSafeSerializer
+
+    from newsletter.store.models import utcnow
+
+    key = hmac.new(secret.encode(), b"reader cookie", hashlib.sha256).hexdigest()
+    return str(URLSafeSerializer(key, salt="reader-session").dumps({"r": reader_id, "g": 0,
+                                                                    "t": utcnow().isoformat()}))
+
+
+def asgi_cpu(app: object, path: str, runs: int, before: Callable[[], None] | None = None) -> list[float]:
+    """CPU seconds (time.process_time) the app spends on GET `path` called in this process as uvicorn calls it
+    (the ASGI scope, no socket, no HTTP parsing): the server's own time, not the machine's load."""
+    import asyncio
+
+    async def one() -> int:
+        status = 0
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        await app(scope, receive, send)  # type: ignore[operator]
+        return status
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(one()) == 200
+        out = []
+        for _ in range(runs):
+            if before is not None:
+                before()
+            started = time.process_time()
+            loop.run_until_complete(one())
+            out.append(time.process_time() - started)
+        return out
+    finally:
+        loop.close()
+
+
 def main() -> list[dict[str, str]]:
     import httpx
     from sqlalchemy import select
 
     from newsletter.compose.build import load_issue
     from newsletter.store.db import session_scope
-    from newsletter.store.models import IssueRow, Subscriber
+    from newsletter.store.models import Comment, IssueRow, Reader, Subscriber, utcnow
     from newsletter.subscribers.tokens import UNSUBSCRIBE, Signer
     from newsletter.web import auth
     from tests.web_support import EDITOR, PASSWORD, add_editor, csrf_of, make_site
@@ -171,6 +254,7 @@ def main() -> list[dict[str, str]]:
         base = f"http://127.0.0.1:{port}"
         site = make_site(Path(tmp), base_url=base)
         add_editor(site.engine)
+        busy = add_comments(site)
         site.engine.dispose()
         # `newsletter serve` in its own process, as in production: the client here does not share its GIL.
         env = {**os.environ, "NEWSLETTER_DATABASE_URL": site.settings.database_url,
@@ -208,6 +292,48 @@ def main() -> list[dict[str, str]]:
                 rows.append(_row("baseline: same page made per view", rerender, "HTTP request + 1 row update"))
                 rows.append(_row("story page, kept render", story_kept, "HTTP request, whole"))
                 rows.append(_row("baseline: story page made per view", story_made, "HTTP request + 1 row update"))
+
+                # The story page with 200 comments: the kept page and the kept signed-out conversation, beside
+                # both made again for each view (the issue row and one comment changed before each request).
+                assert client.get(busy).text.count('<article class="comment') == 200
+                busy_kept = _time(lambda: client.get(busy).raise_for_status(), runs)
+
+                def busy_changed() -> None:
+                    with session_scope(site.engine) as session:
+                        session.get(IssueRow, site.sent_issue_id).preheader = f"version {next(counter_row)}"
+                        comment = session.scalars(select(Comment).limit(1)).one()
+                        comment.edited_at = utcnow()
+                    client.get(busy).raise_for_status()
+
+                busy_made = _time(busy_changed, runs)
+                with session_scope(site.engine) as session:
+                    reader = session.scalars(select(Reader.id).order_by(Reader.id)).first()
+                cookie = reader_cookie(site.settings.secret_key, int(reader or 0))
+                with httpx.Client(base_url=base, cookies={"newsletter_reader": cookie}) as signed_in:
+                    assert "Sign out (reader0@example.com)" in signed_in.get(busy).text
+                    busy_reader = _time(lambda: signed_in.get(busy).raise_for_status(), runs)
+                rows.append(_row("story page, 200 comments, kept render", busy_kept,
+                                 "HTTP request, whole (goal < 10 ms)"))
+                rows.append(_row("baseline: 200-comment page made per view", busy_made,
+                                 "HTTP request + 2 row updates"))
+                rows.append(_row("story page, 200 comments, signed-in reader", busy_reader,
+                                 "HTTP request, whole; made for the reader"))
+
+                # The same page's server time in CPU, the app called in this process (load-independent).
+                from newsletter.web.app import create_app
+
+                app = create_app(site.settings, engine=site.engine)
+
+                def bump() -> None:
+                    with session_scope(site.engine) as session:
+                        session.get(IssueRow, site.sent_issue_id).preheader = f"version {next(counter_row)}"
+                        comment = session.scalars(select(Comment).limit(1)).one()
+                        comment.edited_at = utcnow()
+
+                rows.append(_row("story page, 200 comments, kept: app CPU", asgi_cpu(app, busy, runs),
+                                 "process_time of the ASGI call in process (goal < 10 ms)"))
+                rows.append(_row("baseline: made per view: app CPU", asgi_cpu(app, busy, max(10, runs // 4), bump),
+                                 "process_time of the ASGI call (rows changed before, not timed)"))
 
                 page = client.get("/signin")
                 client.post("/signin", data={"csrf": csrf_of(page.text), "email": EDITOR, "password": PASSWORD})

@@ -1,7 +1,8 @@
 """Shared by the conversation tests: a served app with a test-only story route, and the reader's steps.
 
-The story page itself is the edition's (newsletter.web.edition); until the two meet, `/test-story/{id}` renders
-`conversation_block` inside a bare page, which is all these tests look at.
+The HTTP tests look only at the conversation, so `/test-story/{id}` renders `conversation_block` inside a bare
+page; the edition's real story page is what tests/test_web_conversation_browser.py (the whole flow, in Chromium)
+and tests/test_web_feedback.py use.
 """
 
 from __future__ import annotations

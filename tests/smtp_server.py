@@ -22,6 +22,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    raw: bytes = b""  # the bytes as they came (a DKIM signature is checked over these)
 
 
 @dataclass
@@ -70,7 +71,8 @@ class Recorder:
                 return self.defer.pop(addr)
         msg = message_from_bytes(envelope.content, policy=policy.default)
         number = self._session(session)
-        self.received.append(Received(number, envelope.mail_from, list(envelope.rcpt_tos), msg))
+        self.received.append(Received(number, envelope.mail_from, list(envelope.rcpt_tos), msg,
+                                      envelope.content))
         self._session_counts[number] = self._session_counts.get(number, 0) + 1
         lost = self.lose_answer.intersection(envelope.rcpt_tos)
         if lost:

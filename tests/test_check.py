@@ -49,7 +49,8 @@ def test_huge_issue_fails_over_the_clipping_point() -> None:
 
 def test_issue_near_the_clipping_point_warns() -> None:
     rendered = render(make_issue(12))
-    padded = replace(rendered, html=rendered.html.replace("</body>", "<p>" + "x" * (36 * 1024) + "</p></body>"))
+    padding = "<p>" + "x" * (33 * 1024) + "</p>"
+    padded = replace(rendered, html=rendered.html.replace("</div></body>", padding + "</div></body>"))
     report = preflight(padded)
     assert not report.failed and "size" in report.codes("warn")
 
@@ -83,9 +84,9 @@ def test_javascript_link_fails() -> None:
 
 def test_relative_and_other_scheme_links_fail_but_mailto_passes() -> None:
     rendered = render(make_issue(1))
-    html = rendered.html.replace(
-        "</body>", '<a href="/archive">a</a><a href="ftp://example.org/f">b</a><a href="mailto:e@example.org">c</a>'
-        "</body>")
+    html = rendered.html.replace(  # inside the themed wrapper, as a template's own links are
+        "</div></body>", '<a href="/archive">a</a><a href="ftp://example.org/f">b</a>'
+        '<a href="mailto:e@example.org">c</a></div></body>')
     report = preflight(replace(rendered, html=html))
     fails = lines(report, "fail")
     assert len(fails) == 2

@@ -10,6 +10,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from newsletter.store.db import MIGRATIONS, alembic_config, script_head
+from tests.conftest import BOTH_DATABASES
 
 
 def _alembic_heads(migrations: Path) -> tuple[str, ...]:
@@ -64,3 +65,55 @@ def test_a_comment_after_the_revision_is_not_read_as_one(tmp_path: Path) -> None
     old_head = script_head(migrations / "versions")
     _add(migrations, "0099_feature", "0099_feature", f'{old_head!r}  # chained after "0002" once')
     assert script_head(migrations / "versions") == "0099_feature" == _alembic_heads(migrations)[0]
+
+
+@BOTH_DATABASES
+def test_0006_keeps_a_reader_blocked_before_it_blocked_everywhere_and_goes_back(db_url: str) -> None:
+    """A reader blocked before blocks were per newsletter stays blocked on every newsletter; down and up again
+    keeps the block."""
+    from sqlalchemy import text
+
+    from newsletter.store.db import current_revision, head_revision, make_engine, upgrade
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0005_conversation")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO newsletter (slug, name, created_at) VALUES ('a', 'A', '2026-01-01'), "
+                          "('b', 'B', '2026-01-01')"))
+        conn.execute(text("INSERT INTO reader (email, created_at, blocked_at, session_generation) VALUES "
+                          "('x@example.com', '2026-01-01', '2026-02-01', 0), "
+                          "('y@example.com', '2026-01-01', NULL, 0)"))
+        # A comment by the blocked reader: a migration that rebuilt `reader` on SQLite would cascade it away.
+        conn.execute(text("INSERT INTO source (id, url, failures, created_at) VALUES (1, 'https://s.example/f', 0, "
+                          "'2026-01-01')"))
+        conn.execute(text("INSERT INTO item (id, source_id, guid, title, collected_at, content_html, content_text, "
+                          "content_hash) VALUES (1, 1, 'g', 'T', '2026-01-01', '', '', 'h')"))
+        conn.execute(text("INSERT INTO issue (id, newsletter_id, number, subject, preheader, status, created_at, "
+                          "updated_at) SELECT 1, id, 1, 'S', '', 'sent', '2026-01-01', '2026-01-01' FROM newsletter "
+                          "WHERE slug = 'a'"))
+        conn.execute(text("INSERT INTO issue_item (id, issue_id, item_id, position, included, title, url, "
+                          "source_name, summary, summary_method, quotes, related, also_covered_by, notes) VALUES "
+                          "(1, 1, 1, 1, true, 'T', 'https://s.example/1', 'S', 'sum', 'feed', '[]', '[]', '[]', "
+                          "'{}')"))
+        conn.execute(text("INSERT INTO comment (issue_item_id, reader_id, body, status, created_at, updated_at) "
+                          "SELECT 1, id, 'kept', 'visible', '2026-01-02', '2026-01-02' FROM reader "
+                          "WHERE email = 'x@example.com'"))
+    upgrade(engine, "0006_feedback")
+    with engine.connect() as conn:
+        blocks = conn.execute(text("SELECT r.email, n.slug FROM reader_block b JOIN reader r ON r.id = b.reader_id "
+                                   "JOIN newsletter n ON n.id = b.newsletter_id ORDER BY n.slug")).all()
+    assert [tuple(b) for b in blocks] == [("x@example.com", "a"), ("x@example.com", "b")]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT body FROM comment")).scalars().all() == ["kept"]
+    from alembic import command
+
+    command.downgrade(alembic_config(engine), "0005_conversation")
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT email FROM reader WHERE blocked_at IS NOT NULL")).scalars().all()
+    assert kept == ["x@example.com"]
+    upgrade(engine)  # and up again (on SQLite the downgrade left issue_item's new columns)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT body FROM comment")).scalars().all() == ["kept"]
+        assert conn.execute(text("SELECT count(*) FROM reader_block")).scalar() == 2
+    engine.dispose()

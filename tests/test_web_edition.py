@@ -258,8 +258,8 @@ def test_comment_counts_show_in_the_email_and_on_the_issue_page(world, monkeypat
     counts = {market: 3, dredging: 1}
     nl = load_newsletter(site.settings.schedules_dir / "city.toml")
     rendered = render_issue(issue, nl, base_url=BASE, comment_counts=counts)
-    assert re.search(r">Discuss</a> · 3 comments<", rendered.html)
-    assert re.search(r">Discuss</a> · 1 comment<", rendered.html)
+    assert re.search(r">Discuss</a> · 3 comments · ", rendered.html)
+    assert re.search(r">Discuss</a> · 1 comment · ", rendered.html)
     assert "Discuss: 3 comments [" in rendered.text and "Discuss: 1 comment [" in rendered.text
     # The issue page asks the conversation module on each view (the page itself is kept).
     monkeypatch.setattr(conversation, "comment_counts", lambda engine, issue_id: counts if issue_id == issue.id else {})

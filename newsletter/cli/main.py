@@ -65,6 +65,8 @@ COMMANDS: dict[str, Entry] = {
                      "Editors: the accounts that sign in to the workspace and use the API."),
     "readers": Entry(("newsletter.cli.readers",),
                      "Readers: the accounts that sign in by email link to comment on stories."),
+    "dkim": Entry(("newsletter.cli.dkim",),
+                  "DKIM: the key that signs your messages so receivers can tell they are yours."),
 }
 
 # One module per group of commands; each defines register(app). This order is the order of `newsletter --help`
@@ -83,6 +85,7 @@ COMMAND_MODULES = [
     "newsletter.cli.scale",
     "newsletter.cli.web",
     "newsletter.cli.readers",
+    "newsletter.cli.dkim",
     "newsletter.cli.report",
 ]
 

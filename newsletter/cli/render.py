@@ -46,7 +46,12 @@ def run_preflight(slug: str, issue_id: int | None) -> tuple[Newsletter, int, Ren
 
     nl, found, number, rendered = _load(slug, issue_id)
     headers = sample_headers(nl, rendered, found, number, settings().base_url)
-    return nl, number, rendered, preflight(rendered, headers=headers)
+    report = preflight(rendered, headers=headers)
+    if settings().preflight_sender:
+        from newsletter.deliver.sender import check_sender
+
+        report.findings += check_sender(nl, settings()).findings
+    return nl, number, rendered, report
 
 
 def print_report(report: Report) -> None:
@@ -63,13 +68,30 @@ def register(app: typer.Typer) -> None:
         slug: str = typer.Argument(..., help="The newsletter."),
         issue_id: int = typer.Option(None, "--issue", help="Issue id (default: the latest issue)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        sender: bool = typer.Option(False, "--sender", help="Check the From domain's DNS instead: SPF for the "
+                                    "relay, the DKIM record against your key, DMARC and its alignment, BIMI."),
+        unsubscribe: bool = typer.Option(False, "--unsubscribe", help="Post the RFC 8058 one-click request to "
+                                         "NEWSLETTER_BASE_URL for a test subscriber and confirm it is suppressed "
+                                         "at once (needs `newsletter serve` there)."),
     ) -> None:
         """Preflight the rendered issue: size against Gmail's clipping, links, images, CSS support,
         unsubscribe link and headers. Exits 1 when a check fails, so a schedule can hold the send.
 
-        Example: `newsletter check ai-weekly`
+        Example: `newsletter check ai-weekly`, `newsletter check ai-weekly --sender`
         """
-        _, _, _, report = run_preflight(slug, issue_id)
+        if sender or unsubscribe:
+            report = Report(name=" and ".join(n for n, on in (("sender checks", sender),
+                                                            ("one-click unsubscribe check", unsubscribe)) if on))
+            if sender:
+                from newsletter.deliver.sender import check_sender
+
+                report.findings += check_sender(newsletter(slug), settings()).findings
+            if unsubscribe:
+                from newsletter.deliver.unsubscribe_check import check_unsubscribe
+
+                report.findings += check_unsubscribe(engine(), newsletter(slug), settings()).findings
+        else:
+            _, _, _, report = run_preflight(slug, issue_id)
         if as_json:
             typer.echo(json.dumps(report.to_json(), indent=2))
         else:

@@ -115,6 +115,16 @@ def register(app: typer.Typer) -> None:
             console.print(report.to_text(), highlight=False)
             if not force:
                 fail("preflight failed: nothing queued. Fix the issue or template, or queue it with --force.")
+        from newsletter.config import ConfigError
+        from newsletter.deliver.factory import make_mailer
+        from newsletter.deliver.mailer import DeliveryError
+        from newsletter.deliver.send import check_mailer_ready
+
+        if settings().dkim_key_file is not None:  # a key receivers could not verify: stopped here, not in workers
+            try:
+                check_mailer_ready(make_mailer(settings()), newsletter(slug))
+            except (ConfigError, DeliveryError) as exc:
+                fail(f"nothing queued: {exc}")
         from newsletter.scale import tasks
 
         with connected(url) as bound:

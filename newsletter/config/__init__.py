@@ -446,6 +446,15 @@ class Settings:
     smtp_url: str | None = None
     send_rate: float | None = None
     fetch_allow: Allow = field(default_factory=Allow)  # NEWSLETTER_FETCH_ALLOW
+    # DKIM (newsletter.deliver.dkim): the private key (RSA or Ed25519, PEM), its selector, and the signing domain
+    # (d=; unset: each message's From domain).
+    dkim_key_file: Path | None = None
+    dkim_selector: str = "newsletter"
+    dkim_domain: str | None = None
+    # The DNS servers the sender checks and the DKIM self-check ask ("IP" or "IP:PORT", comma-separated; unset:
+    # the system's resolvers).
+    dns_servers: tuple[tuple[str, int], ...] = ()
+    preflight_sender: bool = False  # NEWSLETTER_PREFLIGHT_SENDER=1: the preflight checks SPF/DKIM/DMARC too
     event_retention_days: int = 180  # raw click/open/provider events (NEWSLETTER_EVENT_RETENTION_DAYS)
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
@@ -499,5 +508,50 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         smtp_url=env.get("NEWSLETTER_SMTP_URL") or None,
         send_rate=send_rate,
         fetch_allow=Allow.from_env(env),  # checked here too, so a typo stops the program at start
+        dkim_key_file=Path(env["NEWSLETTER_DKIM_KEY_FILE"]) if env.get("NEWSLETTER_DKIM_KEY_FILE") else None,
+        dkim_selector=_dns_label("NEWSLETTER_DKIM_SELECTOR", env.get("NEWSLETTER_DKIM_SELECTOR") or "newsletter"),
+        dkim_domain=(_dns_label("NEWSLETTER_DKIM_DOMAIN", env["NEWSLETTER_DKIM_DOMAIN"].strip().rstrip(".").lower())
+                     if env.get("NEWSLETTER_DKIM_DOMAIN") else None),
+        dns_servers=_dns_servers(env.get("NEWSLETTER_DNS_SERVERS", "")),
+        preflight_sender=_flag("NEWSLETTER_PREFLIGHT_SENDER", env.get("NEWSLETTER_PREFLIGHT_SENDER", "")),
         event_retention_days=int(retention),
     )
+
+
+_DNS_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$", re.I)
+
+
+def _dns_label(name: str, value: str) -> str:
+    if not _DNS_NAME.match(value):
+        raise ConfigError(f"{name}: {value!r} is not a DNS name (letters, digits, dashes, dots; e.g. nl2026)")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: {raw!r} is not 1 or 0")
+
+
+def _dns_servers(raw: str) -> tuple[tuple[str, int], ...]:
+    servers = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        host, port = entry, 53
+        match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?|([0-9a-fA-F:]+)", entry)
+        if match:
+            host = match.group(1) or match.group(3) or match.group(5)
+            port = int(match.group(2) or match.group(4) or 53)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"NEWSLETTER_DNS_SERVERS: {entry!r} is not an address (use 192.0.2.53, "
+                              "192.0.2.53:5353 or [2001:db8::53]:53)") from None
+        if not 0 < port < 65536:
+            raise ConfigError(f"NEWSLETTER_DNS_SERVERS: {entry!r}: port out of range")
+        servers.append((host, port))
+    return tuple(servers)

@@ -315,15 +315,19 @@ class BatchSender:
             self.sent_now += delivered
 
     def _recipients(self, rows: Sequence[Row]) -> list[Recipient]:
-        urls = self.job.signer.unsubscribe_urls(self.base_url, [r[1] for r in rows], self.job.slug)
+        ids = [r[1] for r in rows]
+        urls = self.job.signer.unsubscribe_urls(self.base_url, ids, self.job.slug)
+        # Each recipient's own "this summary is wrong" link (newsletter.web.feedback), signed like the above.
+        feedback = self.job.signer.feedback_urls(self.base_url, ids, self.job.slug)
         if self._tracker is None:
-            return [Recipient(email=email, name=name, subscriber_id=sid, values={"unsubscribe_url": url})
-                    for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
+            return [Recipient(email=email, name=name, subscriber_id=sid,
+                              values={"unsubscribe_url": url, "feedback_url": said})
+                    for (_sub, sid, email, name), url, said in zip(rows, urls, feedback, strict=True)]
         # Tracked links and the pixel carry the reader's id and a MAC over it (never the address).
         track = self._tracker.recipient_value
         return [Recipient(email=email, name=name, subscriber_id=sid,
-                          values={"unsubscribe_url": url, "recipient": track(sid)})
-                for (_sub, sid, email, name), url in zip(rows, urls, strict=True)]
+                          values={"unsubscribe_url": url, "feedback_url": said, "recipient": track(sid)})
+                for (_sub, sid, email, name), url, said in zip(rows, urls, feedback, strict=True)]
 
     def _pace(self, count: int) -> None:
         if not self.options.rate:

@@ -10,9 +10,13 @@ import re
 from collections.abc import Sequence
 from email.utils import make_msgid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter.deliver.mailer import Message, PushResult, Recipient
 from newsletter.deliver.message import MessageBuildError, build_email, message_domain
+
+if TYPE_CHECKING:  # dkimpy and dnspython load only when a key is configured
+    from newsletter.deliver.dkim import DkimSigner
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -24,8 +28,14 @@ def safe_name(address: str) -> str:
 class OutboxMailer:
     name = "outbox"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, dkim: DkimSigner | None = None) -> None:
         self.root = Path(root)
+        self.dkim = dkim
+
+    def ready(self, from_address: str) -> None:
+        """Before a send starts: DkimError when its messages could not be signed so that receivers accept them."""
+        if self.dkim is not None:
+            self.dkim.ready(from_address)
 
     def folder_for(self, message: Message) -> Path:
         newsletter = message.custom_args.get("newsletter", "newsletter")
@@ -46,9 +56,12 @@ class OutboxMailer:
             except MessageBuildError as exc:
                 failed[recipient.email] = str(exc)
                 continue
+            data = email.as_bytes()
+            if self.dkim is not None:
+                data = self.dkim.sign(data, message.from_address)
             path = folder / f"{safe_name(recipient.email)}.eml"
             tmp = path.with_suffix(".eml.tmp")
-            tmp.write_bytes(email.as_bytes())
+            tmp.write_bytes(data)
             os.replace(tmp, path)
             ids[recipient.email] = message_id
         return PushResult(provider_message_id=None, message_ids=ids, failed=failed)

@@ -23,7 +23,8 @@ def sample_headers(nl: Newsletter, rendered: Rendered, issue_id: int, number: in
     """The headers one real copy would carry (List-Unsubscribe and friends), built by the real builder."""
     message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=number,
                            issue_id=issue_id)
-    sample = Recipient(SAMPLE_RECIPIENT, values={"unsubscribe_url": f"{base_url}/u/preflight"})
+    sample = Recipient(SAMPLE_RECIPIENT, values={"unsubscribe_url": f"{base_url}/u/preflight",
+                                                 "feedback_url": f"{base_url}/f/preflight"})
     return dict(build_email(message, sample).items())
 
 
@@ -32,4 +33,9 @@ def preflight_issue(engine: Engine, nl: Newsletter, issue_id: int, number: int, 
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url,
                               templates_dir=templates_dir(settings))
     headers = sample_headers(nl, rendered, issue_id, number, settings.base_url)
-    return rendered, preflight(rendered, headers=headers)
+    report = preflight(rendered, headers=headers)
+    if settings.preflight_sender:  # NEWSLETTER_PREFLIGHT_SENDER=1: a send also waits for the DNS to be right
+        from newsletter.deliver.sender import check_sender
+
+        report.findings += check_sender(nl, settings).findings
+    return rendered, report

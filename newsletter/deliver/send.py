@@ -215,6 +215,13 @@ def default_batch_size(mailer: Mailer) -> int:
     return SMTP_BATCH if getattr(mailer, "name", "") == "smtp" else DEFAULT_BATCH
 
 
+def check_mailer_ready(mailer: Mailer, nl: Newsletter) -> None:
+    """The mailer's own check before a send (DKIM: the published key matches ours), DeliveryError when it fails."""
+    ready = getattr(mailer, "ready", None)
+    if ready is not None:
+        ready(nl.from_address)
+
+
 def send_issue(
     engine: Engine,
     nl: Newsletter,
@@ -244,6 +251,7 @@ def send_issue(
             raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         secret = secret_key(session, settings.secret_key)
         newsletter_id = nrow.id
+    check_mailer_ready(mailer, nl)  # a DKIM key that receivers could not verify: nothing is started
     size = batch_size or options.batch_size or default_batch_size(mailer)
     send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size)
     _set_issue(engine, issue_id, status="sending")
@@ -323,6 +331,8 @@ def _set_issue(engine: Engine, issue_id: int, **values: Any) -> None:
 def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, settings: Settings,
               address: str) -> None:
     """Send the issue to one address (an editor's own) without touching the ledger."""
+    check_mailer_ready(mailer, nl)
     message = issue_message(engine, nl, issue_id, settings, test=True)
-    mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test"})])
+    mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test",
+                                                           "feedback_url": f"{settings.base_url}/f/test"})])
     mailer.flush()

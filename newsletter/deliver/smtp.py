@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import make_msgid, parseaddr
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlparse
 
 from newsletter.deliver.errors import PartialDeliveryError
@@ -29,6 +30,9 @@ from newsletter.deliver.mailer import (
     TemporaryDeliveryError,
 )
 from newsletter.deliver.message import MessageBuildError, build_email, message_domain
+
+if TYPE_CHECKING:  # dkimpy and dnspython load only when a key is configured
+    from newsletter.deliver.dkim import DkimSigner
 
 # Replies that mean "not now" for the whole connection or message (RFC 5321 4.2.5 and common practice).
 TEMPORARY_CODES = range(400, 500)
@@ -68,6 +72,7 @@ class SMTPMailer:
         starttls: bool = False,
         timeout: float = 30.0,
         tls_context: ssl.SSLContext | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
         self.host = host
         self.port = port or (465 if use_ssl else 587 if starttls else 25)
@@ -77,11 +82,13 @@ class SMTPMailer:
         self.starttls = starttls
         self.timeout = timeout
         self.tls_context = tls_context
+        self.dkim = dkim
         self._smtp: smtplib.SMTP | None = None
         self.connections_opened = 0
 
     @classmethod
-    def from_url(cls, url: str, tls_context: ssl.SSLContext | None = None) -> SMTPMailer:
+    def from_url(cls, url: str, tls_context: ssl.SSLContext | None = None,
+                 dkim: DkimSigner | None = None) -> SMTPMailer:
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
             raise ValueError(
@@ -98,6 +105,7 @@ class SMTPMailer:
             use_ssl=parsed.scheme == "smtps",
             starttls=starttls,
             tls_context=tls_context,
+            dkim=dkim,
         )
 
     def __repr__(self) -> str:  # never show the password
@@ -143,6 +151,11 @@ class SMTPMailer:
                 smtp.close()
 
     # -- sending ---------------------------------------------------------------------------------------------
+    def ready(self, from_address: str) -> None:
+        """Before a send starts: DkimError when its messages could not be signed so that receivers accept them."""
+        if self.dkim is not None:
+            self.dkim.ready(from_address)
+
     def prepare(self, message: Message, recipients: Sequence[Recipient]) -> PreparedBatch:
         """Every message of the batch, built (and given its Message-ID) before anything is sent: the engine calls
         this before it marks the batch `sending`, so a crash while building leaves nobody's outcome unknown."""
@@ -155,6 +168,8 @@ class SMTPMailer:
             except MessageBuildError as exc:  # nothing will be sent for this one; the others go on
                 batch.failed[recipient.email] = str(exc)
                 continue
+            if self.dkim is not None:  # DkimError stops the batch before it is marked `sending`
+                data = self.dkim.sign(data, message.from_address)
             batch.messages.append((recipient, message_id, data))
         return batch
 

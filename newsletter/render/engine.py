@@ -77,6 +77,9 @@ def make_environment(user_dir: Path | None) -> jinja2.Environment:
     env.filters["wrap"] = _wrap
     env.filters["text_ref"] = _text_ref
     env.filters["markdown_text"] = _markdown_text
+    from newsletter.render.outlook import outlook_fonts
+
+    env.filters["outlook_fonts"] = outlook_fonts
     return env
 
 
@@ -202,6 +205,8 @@ def context_for(
         # Each story's page on the web edition, where readers discuss it (newsletter.urls: the one place).
         item["story_url"] = base_url + story_path(newsletter.slug, issue.number, position, item["title"])
         item["comments"] = counts.get(item["id"], 0)
+        # The recipient's own signed "this summary is wrong" link for this story (newsletter.web.feedback).
+        item["feedback_url"] = f"{own['feedback_url']}/{issue.number}/{position}"
     return {
         "issue": data,
         "items": data["items"],

@@ -18,9 +18,13 @@ import secrets
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 EMAIL = "%%email%%"
 NAME = "%%name%%"
+# The recipient's "this summary is wrong" link prefix, `{base}/f/TOKEN` (newsletter.web.feedback); the
+# templates append `/{issue number}/{story position}`.
+FEEDBACK_URL = "%%feedback_url%%"
 RECIPIENT = "%%recipient%%"  # the reader in tracked links and the open pixel (newsletter.render.tracking)
 
-ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME, "recipient": RECIPIENT}
+ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME, "feedback_url": FEEDBACK_URL,
+       "recipient": RECIPIENT}
 
 # Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
 _FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")

@@ -208,6 +208,11 @@ class IssueItem(Base):
     related: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"title", "url", "source", "blurb"}]
     also_covered_by: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"title", "url", "source"}]
     notes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # e.g. why enrichment fell back
+    # A sent story's summary corrected in the archive by an editor (migration 0006_feedback): when, by whom,
+    # and the summary that went out in the email, kept.
+    corrected_at: Mapped[datetime | None] = mapped_column(DateTime)
+    corrected_by: Mapped[str | None] = mapped_column(String(320))
+    original_summary: Mapped[str | None] = mapped_column(Text)
 
     issue: Mapped[IssueRow] = relationship(back_populates="items")
     item: Mapped[Item] = relationship()
@@ -471,13 +476,14 @@ class Reader(Base):
     """Someone who signed in by email link to comment on story pages (migration 0005_conversation).
 
     Separate from Subscriber: unsubscribing leaves a reader and their comments alone; `newsletter readers
-    forget` removes both. `session_generation` is in the reader cookie; signing out bumps it."""
+    forget` removes both. `session_generation` is in the reader cookie; signing out bumps it. Blocks are per
+    newsletter (ReaderBlock); the table keeps an unused `blocked_at` column from before them (migration
+    0006_feedback says why it was not dropped)."""
 
     __tablename__ = "reader"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized, lowercased
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    blocked_at: Mapped[datetime | None] = mapped_column(DateTime)  # set by an editor: may not post
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
@@ -511,3 +517,34 @@ class Comment(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     reader: Mapped[Reader] = relationship()
+
+
+class ReaderBlock(Base):
+    """A reader an editor blocked on one newsletter: they may not post or send feedback there (elsewhere they
+    may). Migration 0006_feedback."""
+
+    __tablename__ = "reader_block"
+    reader_id: Mapped[int] = mapped_column(ForeignKey("reader.id", ondelete="CASCADE"), primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"), primary_key=True)
+    blocked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    blocked_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class StoryFeedback(Base):
+    """A reader's "this summary is wrong / misleading" on a story of a sent issue (migration 0006_feedback).
+
+    From a signed-in reader (reader_id) or from the signed link in the email (subscriber_id); one per person
+    per story (filing again replaces the reason). status: open, resolved (the editor corrected the summary),
+    dismissed."""
+
+    __tablename__ = "story_feedback"
+    __table_args__ = (Index("ix_story_feedback_story", "issue_item_id", "status"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_item_id: Mapped[int] = mapped_column(ForeignKey("issue_item.id", ondelete="CASCADE"))
+    reader_id: Mapped[int | None] = mapped_column(ForeignKey("reader.id", ondelete="SET NULL"))
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscriber.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(20))  # wrong | misleading
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[str] = mapped_column(String(20), default="open", server_default="open")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,4 +1,5 @@
-"""Signed tokens for links in emails: unsubscribe (never expires) and opt-in confirmation (expires).
+"""Signed tokens for links in emails: unsubscribe (never expires), opt-in confirmation (expires) and story
+feedback ("this summary is wrong", expires after FEEDBACK_TTL_SECONDS).
 
 A token names a purpose, a subscriber and a newsletter, optionally an expiry and a nonce, and carries an
 HMAC-SHA256 of all of that under the installation's secret key. Changing any character makes it invalid.
@@ -23,11 +24,15 @@ from dataclasses import dataclass
 
 UNSUBSCRIBE = "u"
 CONFIRM = "c"
-PURPOSES = (UNSUBSCRIBE, CONFIRM)
+FEEDBACK = "f"
+PURPOSES = (UNSUBSCRIBE, CONFIRM, FEEDBACK)
 
 # 128 bits of MAC: forging one needs ~2^128 guesses, and it keeps links short in plain-text emails.
 _MAC_BYTES = 16
 CONFIRM_TTL_SECONDS = 7 * 24 * 3600
+# A feedback link in an issue works for 90 days after the send: long enough for a reader catching up, short
+# enough that a forwarded old email stops speaking for its recipient.
+FEEDBACK_TTL_SECONDS = 90 * 24 * 3600
 
 
 class InvalidToken(ValueError):
@@ -120,6 +125,22 @@ class Signer:
         mac, b64, out = self._mac, base64.urlsafe_b64encode, []
         for sid in subscriber_ids:
             payload = b"u.%d%s" % (sid, suffix)
+            m = mac.copy()
+            m.update(payload)
+            out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +
+                       b64(m.digest()[:_MAC_BYTES]).rstrip(b"=").decode())
+        return out
+
+    def feedback_urls(self, base_url: str, subscriber_ids: list[int], newsletter_slug: str,
+                      ttl: int = FEEDBACK_TTL_SECONDS, now: float | None = None) -> list[str]:
+        """Each recipient's feedback link prefix, `{base}/f/TOKEN` (the email appends `/{issue}/{story}`): the
+        token names the subscriber by id, never by address, and expires `ttl` seconds from now."""
+        prefix = f"{base_url.rstrip('/')}/f/"
+        expires = int((time.time() if now is None else now) + ttl)
+        suffix = f".{newsletter_slug}.{expires}".encode()
+        mac, b64, out = self._mac, base64.urlsafe_b64encode, []
+        for sid in subscriber_ids:
+            payload = b"f.%d%s" % (sid, suffix)
             m = mac.copy()
             m.update(payload)
             out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +

@@ -30,7 +30,7 @@ from newsletter.render.engine import TemplateError
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
 from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
-from newsletter.web import approvals, conversation
+from newsletter.web import approvals, conversation, feedback
 from newsletter.web import openapi as spec
 from newsletter.web.api_errors import ApiError
 from newsletter.web.auth import editor_for_token
@@ -384,6 +384,10 @@ OPERATIONS: list[Operation] = [
               query=(Query("status", "Only comments with this status (visible, pending, hidden)"),)),
     Operation("POST", "/api/comments/{comment_id:int}/{action}", conversation.api_moderate,
               "Moderate a comment: action is approve, hide, show or delete", spec.Moderated),
+    # Readers' "this summary is wrong / misleading" (web/feedback.py).
+    Operation("GET", "/api/newsletters/{slug}/feedback", feedback.api_feedback, "Readers' feedback on the "
+              "summaries of the newsletter's sent stories, newest first", spec.FeedbackList,
+              query=(Query("status", "Only feedback with this status (open, resolved, dismissed)"),)),
     # What happened after the sends (newsletter.report.figures: the same figures as the report page and CLI).
     Operation("GET", "/api/newsletters/{slug}/report", get_trend, "Every sent issue's audience, deliveries, "
               "unique clickers, click rate and unsubscribes, and the guard's hold if any", spec.Trend),

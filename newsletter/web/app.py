@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter.config import Settings
 from newsletter.deliver.mailer import Mailer
 from newsletter.store.db import get_engine
-from newsletter.web import api, archive, conversation, editor, readers, reports, signin
+from newsletter.web import api, archive, conversation, editor, feedback, readers, reports, signin
 from newsletter.web.limits import BodyLimit, PathNumbers
 from newsletter.web.pages import page
 from newsletter.web.public import public_routes
@@ -99,6 +99,7 @@ def create_app(
         *signin.routes(),
         *readers.routes(),
         *conversation.routes(),  # before the editor's: /editor/comments/ is its own mount
+        *feedback.routes(),  # the same for /editor/feedback/
         *reports.routes(),  # /editor/reports/ likewise
         *editor.routes(),
         *api.routes(),

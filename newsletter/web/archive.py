@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +26,7 @@ from newsletter.config import Newsletter
 from newsletter.deliver.optin import request_opt_in
 from newsletter.render import tokens
 from newsletter.store.db import ensure_newsletter, session_scope
-from newsletter.store.models import IssueRow, NewsletterRow
+from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.subscribers.manage import InvalidAddress
 from newsletter.urls import issue_path
 from newsletter.web import edition
@@ -131,7 +131,9 @@ def atom_feed(state: WebState, slug: str) -> bytes:
             ET.SubElement(entry, "id").text = url
             ET.SubElement(entry, "link", rel="alternate", type="text/html", href=url)
             ET.SubElement(entry, "published").text = _atom_time(when)
-            ET.SubElement(entry, "updated").text = _atom_time(when)
+            # A summary corrected since the send (newsletter.web.feedback) updates the entry.
+            corrected = session.scalar(select(func.max(IssueItem.corrected_at)).where(IssueItem.issue_id == issue_id))
+            ET.SubElement(entry, "updated").text = _atom_time(max(when, corrected) if corrected else when)
             ET.SubElement(entry, "summary", type="text").text = " · ".join(s.title for s in issue.stories)
             # The stories' own pages on the web edition, each with its original's link.
             ET.SubElement(entry, "content", type="html").text = edition.story_links_html(base, issue)

@@ -27,6 +27,7 @@ from typing import Any
 
 from markupsafe import Markup
 from sqlalchemy import Engine, and_, bindparam, func, or_, select
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.orm import Session, aliased
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -37,12 +38,21 @@ from starlette.routing import Mount, Route
 
 from newsletter.config import Newsletter
 from newsletter.store.db import session_scope
-from newsletter.store.models import Comment, IssueItem, IssueRow, NewsletterRow, utcnow
+from newsletter.store.models import Comment, IssueItem, IssueRow, NewsletterRow, ReaderBlock, StoryFeedback, utcnow
 from newsletter.store.models import Reader as ReaderRow
 from newsletter.web.api_errors import ApiError
 from newsletter.web.auth import csrf_token
 from newsletter.web.pages import checked_form, flash, page, redirect
-from newsletter.web.readers import COMMENT_LIMIT, Reader, current_reader, limits, may_comment, reader_address, safe_next
+from newsletter.web.readers import (
+    COMMENT_LIMIT,
+    Reader,
+    blocked_on,
+    current_reader,
+    limits,
+    may_comment,
+    reader_address,
+    safe_next,
+)
 from newsletter.web.signin import RequireEditor, form_action
 from newsletter.web.state import KeptPages, WebState, web_state
 
@@ -182,7 +192,8 @@ def conversation_block(request: Request, issue_item_id: int, story_url: str) -> 
             .outerjoin(parent, parent.id == Comment.parent_id)
             .where(Comment.issue_item_id == issue_item_id, shown).order_by(Comment.id)
         ).all()
-        can_post = bool(reader and not reader.blocked and may_comment(session, nl, reader.email))
+        blocked = bool(reader and blocked_on(session, reader.id, nl.slug))
+        can_post = bool(reader and not blocked and may_comment(session, nl, reader.email))
     now = utcnow()
     threads: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     by_top: dict[int, list[dict[str, Any]]] = {}
@@ -200,7 +211,8 @@ def conversation_block(request: Request, issue_item_id: int, story_url: str) -> 
     count = sum(1 for top, replies in threads for view in (top, *replies) if not view["pending"])
     template = state.templates.get_template("conversation.html")
     csrf = csrf_token(request.session) if reader else ""
-    block = template.render(reader=reader, threads=threads, can_post=can_post, slug=nl.slug, name=nl.name,
+    block = template.render(reader=reader, threads=threads, can_post=can_post, blocked=blocked, slug=nl.slug,
+                            name=nl.name,
                             story_url=story_url, item_id=issue_item_id, csrf=csrf, max_len=MAX_COMMENT,
                             off=nl.comments.who == "off", count=count)
     if reader is None:
@@ -250,7 +262,7 @@ def post_comment(state: WebState, reader: Reader, item_id: int, parent_id: int |
             raise Refused(404, "No such story.")
         if nl.comments.who == "off":
             raise Refused(403, f"Comments are off for {nl.name}.")
-        if reader.blocked:
+        if blocked_on(session, reader.id, nl.slug):
             raise Refused(403, "You cannot post here: an editor has blocked this account.")
         if not may_comment(session, nl, reader.email):
             raise Refused(403, f"Only subscribers of {nl.name} can post here.")
@@ -367,6 +379,8 @@ def forget_reader(session: Session, email: str) -> tuple[bool, int]:
             reply.parent_id = None
     for comment in comments:
         session.delete(comment)
+    # Their feedback on summaries is their words too (newsletter.web.feedback).
+    session.execute(sa_delete(StoryFeedback).where(StoryFeedback.reader_id == row.id))
     session.flush()
     session.delete(row)
     session.flush()
@@ -375,19 +389,21 @@ def forget_reader(session: Session, email: str) -> tuple[bool, int]:
 
 def _moderation_rows(session: Session, slug: str, limit: int = 200) -> list[dict[str, Any]]:
     rows = session.execute(
-        select(Comment, ReaderRow, IssueItem.title, IssueRow.number)
+        select(Comment, ReaderRow, IssueItem.title, IssueRow.number, ReaderBlock.blocked_at)
         .join(ReaderRow, ReaderRow.id == Comment.reader_id)
         .join(IssueItem, IssueItem.id == Comment.issue_item_id)
         .join(IssueRow, IssueRow.id == IssueItem.issue_id)
         .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
+        .outerjoin(ReaderBlock, and_(ReaderBlock.reader_id == ReaderRow.id,
+                                     ReaderBlock.newsletter_id == NewsletterRow.id))
         .where(NewsletterRow.slug == slug, Comment.status != "deleted")
         .order_by((Comment.status == "pending").desc(), Comment.id.desc()).limit(limit)
     ).all()
     return [{"id": c.id, "status": c.status, "html": render_body(c.body), "body": c.body, "email": r.email,
              "reader_id": r.id, "story_id": c.issue_item_id, "created_iso": c.created_at.isoformat() + "Z",
-             "blocked": r.blocked_at is not None, "story": title, "number": number,
+             "blocked": blocked_at is not None, "story": title, "number": number,
              "created": c.created_at.strftime("%Y-%m-%d %H:%M"), "reply": c.parent_id is not None}
-            for c, r, title, number in rows]
+            for c, r, title, number, blocked_at in rows]
 
 
 async def moderation_page(request: Request) -> Response:
@@ -443,26 +459,38 @@ async def moderate(request: Request, form: FormData) -> Response:
 
 
 async def block(request: Request, form: FormData) -> Response:
+    """Block or unblock a reader on one newsletter (the form's): their other newsletters are not this editor's
+    to close."""
     reader_id, action = int(request.path_params["reader_id"]), request.path_params["action"]
+    slug = str(form.get("newsletter", ""))
+    back = f"/editor/comments/?newsletter={slug}"
     if action not in ("block", "unblock"):
         flash(request, "error", f"Unknown action {action!r}.")
-        return redirect("/editor/comments/")
+        return redirect(back)
     blocked, state = action == "block", web_state(request)
+    by = str(request.session.get("editor_email") or "")
 
     def apply() -> str | None:
         with session_scope(state.engine) as session:
             row = session.get(ReaderRow, reader_id)
-            if row is None:
+            newsletter_id = session.scalar(select(NewsletterRow.id).where(NewsletterRow.slug == slug))
+            if row is None or newsletter_id is None:
                 return None
-            row.blocked_at = utcnow() if blocked else None
+            kept = session.get(ReaderBlock, (reader_id, newsletter_id))
+            if blocked and kept is None:
+                session.add(ReaderBlock(reader_id=reader_id, newsletter_id=newsletter_id, blocked_at=utcnow(),
+                                        blocked_by=by or None))
+            elif not blocked and kept is not None:
+                session.delete(kept)
             return row.email
 
     email = await run_in_threadpool(apply)
     if email is None:
-        flash(request, "error", f"No reader {reader_id}.")
+        flash(request, "error", f"No reader {reader_id} on newsletter {slug!r}.")
     else:
-        flash(request, "ok", f"{email} {'is blocked: they cannot post' if blocked else 'may post again'}.")
-    return redirect(f"/editor/comments/?newsletter={str(form.get('newsletter', ''))}")
+        said = f"is blocked on {slug}: they cannot post there" if blocked else f"may post on {slug} again"
+        flash(request, "ok", f"{email} {said}.")
+    return redirect(back)
 
 
 # --- the API's deletion request ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,7 +34,7 @@ from newsletter.render.engine import relative_time
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.urls import issue_path, story_key, story_path
-from newsletter.web import conversation
+from newsletter.web import conversation, feedback
 from newsletter.web.point_read import point_read
 from newsletter.web.readers import READER_COOKIE
 from newsletter.web.state import WebState, web_state
@@ -45,6 +45,7 @@ EDITION_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsaf
 HTML = "text/html; charset=utf-8"
 _CONVERSATION = b"<!--conversation-->"
 _COUNT = re.compile(rb"<!--count:(\d+)-->")
+_FEEDBACK = re.compile(rb"<!--feedback-->.*?<!--/feedback-->", re.DOTALL)
 _STORY_KEY = re.compile(r"(\d+)(?:-(.*))?")
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False})  # the editor's note, as in the email
 
@@ -109,12 +110,18 @@ def load_edition(state: WebState, slug: str, number: int) -> Edition:
         data = issue_to_json(issue)
         related = {r["url"] for item in data["items"] for r in item["related"]}
         here = _archive_paths(session, slug, related)
+        # Summaries an editor corrected after the send (newsletter.web.feedback): the page says so, with when.
+        corrected = dict(session.execute(select(IssueItem.id, IssueItem.corrected_at).where(
+            IssueItem.issue_id == issue.id, IssueItem.corrected_at.is_not(None))).all())
     for position, item in enumerate(data["items"], start=1):
         item["position_in_issue"] = position
         item["key"] = story_key(position, item["title"])
         item["path"] = story_path(slug, number, position, item["title"])
         item["canonical"] = base + item["path"]
         item["age"] = relative_time(item["published"], issue.sent_at) if item["published"] else ""
+        when = corrected.get(item["id"])
+        item["corrected_iso"] = when.isoformat(timespec="seconds") + "Z" if when else None
+        item["corrected"] = f"{when.day} {when:%B %Y, %H:%M} UTC" if when else None
         for r in item["related"]:
             r["href"] = here.get(r["url"], r["url"])
             r["in_archive"] = r["url"] in here
@@ -142,17 +149,27 @@ def render_issue_page(state: WebState, edition: Edition) -> bytes:
 def render_story_page(state: WebState, edition: Edition, position: int) -> bytes:
     item = edition.story(position)
     items = edition.data["items"]
+    nl = state.newsletter(edition.slug)
+    sign_in = nl is not None and nl.comments.who != "off"
     context = {**_common(edition), "item": item, "canonical": item["canonical"],
+               "feedback_signed_out": Markup(feedback.signed_out_block(edition.slug, item["path"], sign_in)),
                "previous": items[position - 2] if position > 1 else None,
                "next": items[position] if position < len(items) else None}
     return state.templates.get_template("edition_story.html").render(context).encode()
 
 
 # What the pages are made from, without the pages: the kept page is served when this matches. Any change to
-# the row through SQLAlchemy bumps updated_at (a send, a re-render). Related links to other issues' stories are
-# looked up when the page is made: an issue sent later links the earlier one, rarely the other way round.
+# the row through SQLAlchemy bumps updated_at (a send, a re-render, a corrected summary). Related links to
+# other issues' stories are looked up when the page is made, so the newsletter's latest send is part of the
+# version too: an earlier issue's related story sent later is linked to its page from the next view on.
+_LATER = aliased(IssueRow)
+_LATEST_SEND = (
+    select(func.max(_LATER.sent_at))
+    .where(_LATER.newsletter_id == IssueRow.newsletter_id, _LATER.status == "sent")
+    .correlate(IssueRow).scalar_subquery()
+)
 _SENT_VERSION = (
-    select(IssueRow.id, IssueRow.updated_at, IssueRow.rendered_hash)
+    select(IssueRow.id, IssueRow.updated_at, IssueRow.rendered_hash, _LATEST_SEND)
     .join(NewsletterRow, NewsletterRow.id == IssueRow.newsletter_id)
     .where(NewsletterRow.slug == bindparam("slug"), IssueRow.number == bindparam("number"),
            IssueRow.status == "sent")
@@ -227,6 +244,9 @@ async def story_page(request: Request) -> Response:
         # A signed-in reader's section is made for them (their form, its CSRF token): in the pool, since it is
         # built fresh, and never kept by a cache on the way.
         block = await run_in_threadpool(conversation.conversation_block, request, item_id, canonical)
+        mine = await run_in_threadpool(feedback.feedback_block, request, item_id, slug,
+                                       issue_path(slug, number) + "/" + key)
+        body = _FEEDBACK.sub(lambda _: b"<!--feedback-->" + mine.encode() + b"<!--/feedback-->", body, count=1)
         headers["Cache-Control"] = "private, no-store"
     else:  # the signed-out section is kept per story: inline on SQLite, in the pool on PostgreSQL (point_read)
         block = await point_read(state.engine, conversation.conversation_block, request, item_id, canonical)
@@ -270,12 +290,16 @@ def json_feed(state: WebState, slug: str) -> bytes:
             if issue is None:
                 continue
             url = base + issue_path(slug, issue.number)
-            items.append({
+            entry = {
                 "id": url, "url": url, "title": issue.subject,
                 "summary": " · ".join(s.title for s in issue.stories),
                 "content_html": story_links_html(base, issue),
                 "date_published": _json_time(issue.sent_at or issue.created_at),
-            })
+            }
+            corrected = session.scalar(select(func.max(IssueItem.corrected_at)).where(IssueItem.issue_id == issue_id))
+            if corrected is not None:  # a summary corrected since the send (newsletter.web.feedback)
+                entry["date_modified"] = _json_time(corrected)
+            items.append(entry)
     feed: dict[str, Any] = {
         "version": "https://jsonfeed.org/version/1.1", "title": name,
         "home_page_url": f"{base}/archive/{slug}", "feed_url": f"{base}/archive/{slug}/feed.json",

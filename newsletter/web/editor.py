@@ -34,7 +34,7 @@ from newsletter.render.preview import force_dark
 from newsletter.report.guard import active_hold
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
-from newsletter.web import approvals
+from newsletter.web import approvals, feedback
 from newsletter.web.edits import EDITS, BadValue, NoSuchIssue, change_of, edit_issue
 from newsletter.web.pages import flash, page, redirect
 from newsletter.web.signin import RequireEditor, form_action
@@ -130,7 +130,10 @@ def _issue_view(state: WebState, issue_id: int) -> dict[str, Any]:
             stories.append(StoryView(story, candidates, [i for i, c in enumerate(candidates) if c in kept_quotes]))
         approved_as_is = approvals.is_approved_as_is(session, issue_id)
         approved_by = session.get_one(IssueRow, issue_id).approved_by
+        # Readers' reports that a sent story's summary is wrong, and where to correct it (web/feedback.py).
+        feedback_open = feedback.open_counts(session, issue_id) if issue.status == "sent" else 0
     context: dict[str, Any] = {"issue": issue, "stories": stories, "approved_as_is": approved_as_is,
+                               "feedback_open": feedback_open,
                                "approved_by": approved_by, "editable": issue.status not in edit.FROZEN,
                                "render_error": None, "report": None, "version": ""}
     try:

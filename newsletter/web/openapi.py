@@ -209,6 +209,26 @@ class CommentList(BaseModel):
     comments: list[CommentInfo]
 
 
+class FeedbackInfo(BaseModel):
+    id: int
+    status: Literal["open", "resolved", "dismissed"]
+    kind: Literal["wrong", "misleading"] = Field(description="What the reader said of the summary")
+    reason: str = Field(description="The reader's optional reason (plain text, may be empty)")
+    from_: Literal["reader", "email", "unknown"] = Field(
+        alias="from", description="reader: signed in on the story page; email: the signed link in their email")
+    story_id: int
+    story: str = Field(description="The story's headline")
+    issue_number: int
+    story_url: str = Field(description="The story's page on the web edition")
+    summary: str = Field(description="The story's summary as the archive shows it now")
+    corrected_at: str | None = Field(description="When an editor corrected the summary (UTC, ISO 8601), or null")
+    created_at: str = Field(description="UTC, ISO 8601")
+
+
+class FeedbackList(BaseModel):
+    feedback: list[FeedbackInfo]
+
+
 class Moderated(BaseModel):
     id: int
     status: str = Field(description="The comment's status now (visible, hidden, deleted)")

@@ -37,7 +37,7 @@ from newsletter.config import Newsletter
 from newsletter.deliver.issue_mail import list_id
 from newsletter.deliver.mailer import Message, Recipient
 from newsletter.store.db import session_scope
-from newsletter.store.models import NewsletterRow, ReaderTokenUse, Subscriber, Subscription, utcnow
+from newsletter.store.models import NewsletterRow, ReaderBlock, ReaderTokenUse, Subscriber, Subscription, utcnow
 from newsletter.store.models import Reader as ReaderRow
 from newsletter.subscribers.manage import InvalidAddress, normalize_email
 from newsletter.web.auth import AttemptLimiter, csrf_token
@@ -62,7 +62,6 @@ class InvalidLink(ValueError):
 class Reader:
     id: int
     email: str
-    blocked: bool
     generation: int
 
 
@@ -141,6 +140,15 @@ def may_comment(session: Session, nl: Newsletter, email: str) -> bool:
     ) is not None
 
 
+def blocked_on(session: Session, reader_id: int, slug: str) -> bool:
+    """Whether an editor blocked this reader on this newsletter (a block is per newsletter: the editors of one
+    cannot silence a reader on another)."""
+    return session.scalar(
+        select(ReaderBlock.reader_id).join(NewsletterRow, NewsletterRow.id == ReaderBlock.newsletter_id)
+        .where(ReaderBlock.reader_id == reader_id, NewsletterRow.slug == slug)
+    ) is not None
+
+
 def send_link(state: WebState, nl: Newsletter, email: str, next_url: str) -> bool:
     """Mail a sign-in link when the newsletter lets this address comment; False (nothing sent) otherwise."""
     with session_scope(state.engine) as session:
@@ -184,7 +192,7 @@ def _reader_from_cookie(state: WebState, raw: str | None) -> Reader | None:
         row = session.get(ReaderRow, reader_id)
         if row is None or (row.session_generation or 0) != generation:
             return None
-        return Reader(row.id, row.email, row.blocked_at is not None, generation)
+        return Reader(row.id, row.email, generation)
 
 
 def current_reader(request: Request) -> Reader | None:
