@@ -191,6 +191,8 @@ def test_the_report_pages_draw_a_bar_per_story_and_export_each_table(world: Worl
         assert lines[0] == "position,story,clicks,unique_clicks" and len(lines) == 4
         assert client.get("/editor/reports/city/issues/2/days.csv").text.count("\n") == 8
         assert "Complaint rate" in client.get("/editor/reports/city/issues/2/summary.csv").text
+        issue_page = client.get(f"/editor/issues/{world.site.draft_issue_id}").text
+        assert 'href="/editor/reports/city/issues/2"' in issue_page
         trend = client.get("/editor/reports/city")
         assert trend.status_code == 200 and "#2" in trend.text
         assert client.get("/editor/reports/city/trend.csv").text.startswith("issue,sent_at,audience")
