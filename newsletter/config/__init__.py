@@ -71,10 +71,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_section(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("a section needs a name (e.g. \"Security\")")
+    if len(value) > 60:
+        raise ValueError("a section name is at most 60 characters")
+    return value
+
+
+SectionName = Annotated[str, AfterValidator(_check_section)]
+
+
 class Source(Strict):
     url: SourceURL
     name: str | None = None
     max_items: int | None = Field(default=None, ge=1)
+    # The named group of the issue its stories go in ("AI", "Security"); readers may turn a section off.
+    section: SectionName | None = None
 
 
 class Digest(Strict):
@@ -210,6 +224,9 @@ class Comments(Strict):
     edit_minutes: int = Field(default=15, ge=0, le=7 * 24 * 60)
 
 
+OTHER_SECTION = "Other"  # the stories of sources without a section, in a newsletter that has sections
+
+
 class Newsletter(Strict):
     """One newsletter, as its schedule file describes it."""
 
@@ -236,6 +253,18 @@ class Newsletter(Strict):
         if not SLUG_RE.match(value):
             raise ValueError("use lowercase letters, digits and dashes (e.g. 'ai-weekly')")
         return value
+
+    @property
+    def sections(self) -> list[str]:
+        """The section names, in the order the schedule file first names them (empty: no sections)."""
+        return list(dict.fromkeys(s.section for s in self.sources if s.section))
+
+    def section_of(self, source_url: str) -> str | None:
+        """The section of a source's stories; a source without one (in a file that has sections) is "Other"."""
+        for source in self.sources:
+            if source.url == source_url:
+                return source.section or (OTHER_SECTION if self.sections else None)
+        return OTHER_SECTION if self.sections else None
 
     @model_validator(mode="after")
     def _unique_sources(self) -> Newsletter:

@@ -29,7 +29,7 @@ KB = 1024
 CLIP_BYTES = 102 * KB
 WARN_BYTES = 90 * KB
 # Tokens grow when filled per recipient: allow for a long signed unsubscribe URL and a long address.
-TOKEN_GROWTH = {tokens.UNSUBSCRIBE_URL: 200, tokens.EMAIL: 60, tokens.NAME: 40}
+TOKEN_GROWTH = {tokens.UNSUBSCRIBE_URL: 200, tokens.MANAGE_URL: 200, tokens.EMAIL: 60, tokens.NAME: 40}
 
 SAFE_SCHEMES = {"http", "https", "mailto"}
 

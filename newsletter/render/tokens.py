@@ -16,10 +16,11 @@ import re
 import secrets
 
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
+MANAGE_URL = "%%manage_url%%"  # the reader's "manage your subscription" page
 EMAIL = "%%email%%"
 NAME = "%%name%%"
 
-ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME}
+ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "manage_url": MANAGE_URL, "email": EMAIL, "name": NAME}
 
 # Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
 _FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")

@@ -92,7 +92,8 @@ def public_html(raw: str, base_url: str, slug: str) -> str:
     """The sent HTML with the per-recipient places made neutral: the unsubscribe link points to the archive,
     the address and name are empty. Any signed unsubscribe link a template wrote in some other way goes too."""
     archive = f"{base_url}/archive/{slug}"
-    out = tokens.fill(raw, {"unsubscribe_url": html.escape(archive, quote=True), "email": "", "name": ""})
+    out = tokens.fill(raw, {"unsubscribe_url": html.escape(archive, quote=True),
+                            "manage_url": html.escape(archive, quote=True), "email": "", "name": ""})
     return re.sub(re.escape(base_url) + r"/u/[A-Za-z0-9_.=-]+", archive, out)
 
 

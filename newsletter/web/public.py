@@ -10,6 +10,7 @@ alone (tests, or a public host separate from the editors' one).
 - GET  /subscribe/{slug}   a subscribe form; POST sends the double opt-in email (same answer whatever the address),
                            at most 30 an hour per client, shared with the archive's form
 - POST /webhooks/sendgrid  SendGrid Event Webhook, ECDSA-signed
+- GET/POST /m/{token}      the reader's "manage your subscription" page (newsletter.web.manage)
 
 Bodies are read with a running cap (newsletter.web.limits) before anything parses them. Database work runs in
 Starlette's thread pool, never on the event loop: a send holding SQLite's write lock (or a slow PostgreSQL)
@@ -44,6 +45,7 @@ from newsletter.subscribers import status as subscription_status
 from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
 from newsletter.web.auth import AttemptLimiter
 from newsletter.web.limits import BodyTooLarge, read_body
+from newsletter.web.manage import manage_routes
 from newsletter.web.point_read import point_read
 
 log = logging.getLogger(__name__)
@@ -361,6 +363,8 @@ def public_routes(
         Route("/confirm/{token}", confirm_page, methods=["GET"]),
         Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
+        *manage_routes(settings, get_db, signer, _schedule, page_of=_page, invalid_link=_invalid_link,
+                       cross_site=_cross_site),
     ]
 
 
