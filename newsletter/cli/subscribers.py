@@ -114,8 +114,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"{count} subscribers written to {output}")
 
     @sub_app.command("confirm")
-    def confirm_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT) -> None:
-        """Confirm a pending subscription by hand (e.g. consent given on paper).
+    def confirm_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT,
+                    welcome: bool = typer.Option(True, "--welcome/--no-welcome",
+                                                 help="Send the welcome email (once per subscription).")) -> None:
+        """Confirm a pending subscription by hand (e.g. consent given on paper), then welcome them.
 
         Example: `newsletter subscribers confirm ann@example.com -n ai-weekly`
         """
@@ -129,6 +131,8 @@ def register(app: typer.Typer) -> None:
         if result != "active":
             fail(f"{email} stays {result}: the address bounced or complained and is suppressed")
         console.print(f"{email}: active")
+        if welcome:
+            _welcome(nl, subscriber_id, email)
 
     @sub_app.command("unsubscribe")
     def unsubscribe_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT) -> None:
@@ -180,3 +184,25 @@ def _opt_in(nl, slug: str, email: str, name: str | None) -> None:  # noqa: ANN00
                 "already-active": "already subscribed", "suppressed": "NOT subscribed: the address bounced or "
                 "complained before"}
     console.print(f"{result.email}: {messages[result.status]}")
+
+
+def _welcome(nl, subscriber_id: int, email: str) -> None:  # noqa: ANN001
+    from newsletter.config import ConfigError
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.deliver.welcome import send_welcome
+
+    try:
+        mailer = make_mailer(settings())
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        result = send_welcome(engine(), nl, subscriber_id, mailer, settings())
+    finally:
+        mailer.close()
+    if result.status == "sent":
+        console.print(f"{email}: welcome email sent via {mailer.name}")
+    elif result.status == "already":
+        console.print(f"{email}: welcomed before (not sent again)")
+    elif result.status in ("failed", "unknown"):
+        fail(f"{email}: the welcome email {'could not be sent' if result.status == 'failed' else 'may not have gone'}"
+             f" ({result.error}); it is not sent again")

@@ -272,6 +272,20 @@ class Subscription(Base):
     subscriber: Mapped[Subscriber] = relationship()
 
 
+class Welcome(Base):
+    """The welcome email of one subscription: claimed (the row, committed) before the mailer is called, then
+    sent, unknown (no answer: never sent again) or failed (refused: the reason kept). Once per subscription."""
+
+    __tablename__ = "welcome"
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # claimed, sent, unknown, failed
+    issue_id: Mapped[int | None] = mapped_column(Integer)  # the latest sent issue it linked
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class PreferenceChange(Base):
     """One change of one reader's choices, with its time and where it came from (web, cli, api, import)."""
 

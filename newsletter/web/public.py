@@ -265,6 +265,8 @@ def public_routes(
         result, name = await run_in_threadpool(confirm_now, data)
         if result is None:
             return used_link()
+        if result == "active":
+            await run_in_threadpool(_welcome, settings, get_db(), data)
         if result != "active":
             return _page(
                 "Subscription not confirmed",
@@ -417,6 +419,28 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
             request_opt_in(session, row, nl, email, mailer, base_url=settings.base_url,
                            secret=secret_key(session, settings.secret_key), name=name, origin="web",
                            resend_after=RESEND_CONFIRMATION_AFTER)
+    finally:
+        mailer.close()
+
+
+def _welcome(settings: Settings, engine: Engine, data: TokenData) -> None:
+    """The welcome email, once (newsletter.deliver.welcome); a mailer that fails is logged, never shown to the
+    reader, who is subscribed either way."""
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.deliver.welcome import send_welcome
+
+    nl = _schedule(settings, data.newsletter_slug)
+    if nl is None:
+        return
+    try:
+        mailer = make_mailer(settings)
+    except Exception:
+        log.exception("welcome: no mailer for %s", nl.slug)
+        return
+    try:
+        send_welcome(engine, nl, data.subscriber_id, mailer, settings)
+    except Exception:
+        log.exception("welcome to subscriber %s of %s failed", data.subscriber_id, nl.slug)
     finally:
         mailer.close()
 

@@ -9,7 +9,8 @@ is kept by every change; `send_variant` is the copy a send walks, taken from it 
 made during a send never moves a reader from one group of it to another. Batches carry their variant
 (`send_batch.variant`, NULL for a send made before variants: the whole audience) and the send the list of
 variants it walks (`send.variants`). `issue_render` keeps one render per (issue, variant) beside the issue's
-own default render.
+own default render. `welcome` is the ledger of welcome emails: one row per subscription, claimed before the
+mailer is called, so a reader is welcomed once however often a confirmation link is used.
 
 Revision ID: 0006_preferences
 Revises: 0005_conversation
@@ -43,6 +44,16 @@ def upgrade() -> None:
     with op.batch_alter_table("send") as batch:
         batch.add_column(sa.Column("variants", sa.JSON(), nullable=True))
     op.create_table(
+        "welcome",
+        sa.Column("subscription_id", BigId, sa.ForeignKey("subscription.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("issue_id", sa.Integer(), nullable=True),
+        sa.Column("claimed_at", sa.DateTime(), nullable=False),
+        sa.Column("sent_at", sa.DateTime(), nullable=True),
+        sa.Column("message_id", sa.String(300), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+    )
+    op.create_table(
         "issue_render",
         sa.Column("issue_id", sa.Integer(), sa.ForeignKey("issue.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("variant", sa.Text(), primary_key=True),
@@ -65,6 +76,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("issue_render")
+    op.drop_table("welcome")
     with op.batch_alter_table("send") as batch:
         batch.drop_column("variants")
     with op.batch_alter_table("send_batch") as batch:
