@@ -108,9 +108,12 @@ class Batch:
 
 
 def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: str | None = None,
-                   at: datetime | None = None):  # noqa: ANN201 - a Select of Row
+                   at: datetime | None = None,
+                   frequency: Mapping[str, Any] | None = None):  # noqa: ANN201 - a Select of Row
     """Active subscriptions in id order, without suppressed addresses (suppression outlives re-imports) and
-    without readers paused at `at` (the send's start; default now). `variant`: only that send_variant's rows."""
+    without readers paused at `at` (the send's start; default now). `variant`: only that send_variant's rows.
+    `frequency`: only the readers of one cadence, {"only": name}, or of the default one, {"others": [names]}
+    (everyone who chose none of the others, or a cadence no longer offered)."""
     suppressed = select(Suppression.id).where(
         Suppression.email == Subscriber.email,
         (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter_id),
@@ -128,6 +131,11 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
         )
         .order_by(Subscription.id)
     )
+    if frequency and frequency.get("only"):
+        query = query.where(Subscription.frequency == str(frequency["only"]))
+    elif frequency and frequency.get("others"):
+        others = [str(n) for n in frequency["others"]]
+        query = query.where(Subscription.frequency.is_(None) | Subscription.frequency.not_in(others))
     return query if variant is None else query.where(Subscription.send_variant == variant)
 
 
@@ -141,14 +149,15 @@ def epoch(value: datetime | None) -> float:
     return value.replace(tzinfo=UTC).timestamp() if value else 0.0
 
 
-def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
+def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
+               frequency: Mapping[str, Any] | None = None) -> int:
     """The send of this issue: created (audience frozen) on first call, the same one on every resume.
 
     Two `newsletter send` started together both find no send and both insert one; the issue's unique key lets
     one win, and the other takes the winner's send (whose lease then tells it "already running").
     """
     try:
-        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size)
+        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size, frequency)
     except IntegrityError:
         with session_scope(engine) as session:
             won = session.scalar(select(Send.id).where(Send.issue_id == issue_id))
@@ -172,15 +181,17 @@ def freeze_variants(session: Session, newsletter_id: int) -> None:
             session.execute(update(Subscription).where(moved).values(send_variant=Subscription.choice_key))
 
 
-def send_variants(session: Session, newsletter_id: int, max_id: int, at: datetime) -> list[str]:
+def send_variants(session: Session, newsletter_id: int, max_id: int, at: datetime,
+                  frequency: Mapping[str, Any] | None = None) -> list[str]:
     """The variants the audience holds, the default ('') first: one render and one walk of the audience each."""
-    audience = audience_query(newsletter_id, 0, max_id, at=at).subquery()
+    audience = audience_query(newsletter_id, 0, max_id, at=at, frequency=frequency).subquery()
     keys = session.scalars(select(Subscription.send_variant).distinct().where(
         Subscription.id.in_(select(audience.c[0])))).all()
     return sorted(set(keys) | {""})
 
 
-def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
+def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
+                frequency: Mapping[str, Any] | None = None) -> int:
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.issue_id == issue_id))
         if send is None:
@@ -190,11 +201,13 @@ def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: 
                 select(func.max(Subscription.id)).where(Subscription.newsletter_id == newsletter_id)
             ) or 0
             total = session.scalar(
-                select(func.count()).select_from(audience_query(newsletter_id, 0, max_id, at=now).subquery())
+                select(func.count()).select_from(
+                    audience_query(newsletter_id, 0, max_id, at=now, frequency=frequency).subquery())
             ) or 0
             send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
                         batch_size=batch_size, total=total, sent=0, started_at=now,
-                        variants=send_variants(session, newsletter_id, max_id, now))
+                        variants=send_variants(session, newsletter_id, max_id, now, frequency),
+                        frequency=dict(frequency) if frequency else None)
             session.add(send)
             session.flush()
         elif send.status != "done":
@@ -245,6 +258,7 @@ class Ledger:
             # the moment pauses are judged at (the send's start: a resume judges them the same way).
             self.variants: list[str] | None = list(send.variants) if send.variants is not None else None
             self.at = send.started_at
+            self.frequency: dict[str, Any] | None = send.frequency
         self._walk = 0  # index into variants of the one being walked
 
     # -- claim ----------------------------------------------------------------------------------------------
@@ -272,8 +286,8 @@ class Ledger:
             ) or 0
             # Keyset page: an index range scan however far into a million-row audience we are.
             rows: list[Row] = [tuple(r) for r in session.execute(
-                audience_query(self.newsletter_id, after, self.max_id, variant=variant, at=self.at)
-                .limit(self.batch_size))]
+                audience_query(self.newsletter_id, after, self.max_id, variant=variant, at=self.at,
+                               frequency=self.frequency).limit(self.batch_size))]
             if not rows:
                 return None
             row = SendBatch(send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
@@ -306,7 +320,8 @@ class Ledger:
             done.update(session.scalars(select(SendHold.subscriber_id).where(
                 SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last,
-                                                  variant=batch.variant, at=self.at)).all()
+                                                  variant=batch.variant, at=self.at,
+                                                  frequency=self.frequency)).all()
         return [tuple(r) for r in rows if r[1] not in done]
 
     def held_recipients(self, batch: Batch) -> int:

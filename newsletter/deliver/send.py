@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select, update
 from newsletter.compose.issue import has_content
 from newsletter.config import Newsletter, Settings
 from newsletter.config.cadence import shortest_gap
+from newsletter.deliver.audience import audience_newsletter, frequency_filter
 from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.issue_mail import issue_message
@@ -246,12 +247,13 @@ def send_issue(
         if not has_content(row):
             raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         secret = secret_key(session, settings.secret_key)
-        newsletter_id = nrow.id
+        # A cadence's issues go to its parent's readers who chose it (newsletter.deliver.audience).
+        newsletter_id = audience_newsletter(session, nl).id
     size = batch_size or options.batch_size or default_batch_size(mailer)
-    send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size)
+    send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size, frequency_filter(nl))
     _set_issue(engine, issue_id, status="sending")
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
-    report = run_send(engine, send_id, newsletter_id, nl.slug, message, mailer, Signer(secret),
+    report = run_send(engine, send_id, newsletter_id, nl.audience_slug, message, mailer, Signer(secret),
                       settings.base_url, options, variant_messages(engine, nl, issue_id, settings, send_id))
     if report.status == "done":
         _set_issue(engine, issue_id, status="sent", sent_at=utcnow())

@@ -333,6 +333,8 @@ class Send(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     # The render variants the audience held when the send started, walked in this order (NULL: one, everyone).
     variants: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # Whose choice of cadence it goes to (newsletter.deliver.audience.frequency_filter; NULL: everyone).
+    frequency: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class SendBatch(Base):

@@ -91,7 +91,7 @@ def time_zones() -> list[str]:
 
 def cadence_names(nl: Newsletter | None) -> list[str]:
     """The cadences a reader may pick between (empty when the newsletter has just the one)."""
-    return list(getattr(nl, "cadence_names", []) or []) if nl is not None else []
+    return nl.cadence_names if nl is not None else []
 
 
 def parse_sections(raw: str) -> list[str]:
