@@ -139,7 +139,10 @@ def change(
             raise PreferenceError(f"frequency: {value!r} is not offered ({offered})")
         wanted["frequency"] = None if names and value == names[0] else value
     if timezone is not _UNSET:
-        wanted["timezone"] = check_timezone(timezone) if (timezone or "").strip() else None
+        zone = check_timezone(timezone) if (timezone or "").strip() else None
+        # The page shows the newsletter's own zone until the reader picks one: saving it back is no choice.
+        if not (zone and nl is not None and sub.timezone is None and zone == nl.schedule.timezone):
+            wanted["timezone"] = zone
     if format is not _UNSET:
         value = (format or "html").strip().lower()
         if value not in FORMATS:

@@ -335,6 +335,7 @@ def public_routes(
         form = parse_qs(raw.decode("utf-8", "replace"))
         email = (form.get("email") or [""])[0].strip()
         name = (form.get("name") or [""])[0].strip()[:200] or None
+        zone = _zone((form.get("timezone") or [""])[0])  # the browser's, filled in by the form's script
         if (form.get("website") or [""])[0]:  # a field people never see: only bots fill it in
             return _check_inbox(nl)
         client = request.client.host if request.client else "unknown"
@@ -348,7 +349,7 @@ def public_routes(
         except InvalidAddress as exc:
             return _subscribe_page(nl, email=email, error=str(exc), status=400)
         try:
-            await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name)
+            await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name, zone)
         except Exception:  # the reader cannot fix our mail server: log it, tell them to try later
             log.exception("subscribe: confirmation email to a new subscriber of %s failed", nl.slug)
             return _page("Please try again later", "<p>We could not send the confirmation email just now.</p>",
@@ -394,6 +395,8 @@ def _subscribe_page(nl, email: str = "", error: str | None = None, status: int =
         + "<form method=post><p><label>Email<br><input type=email name=email required "
         f'value="{html.escape(email, quote=True)}" autocomplete=email></label></p>'
         "<p><label>Name (optional)<br><input name=name autocomplete=name></label></p>"
+        # The reader's time zone, so "07:00" can mean their 07:00; they can change it on the manage page.
+        "<input type=hidden name=timezone value=\"\"><script src=/static/timezone.js defer></script>"
         '<p style="position:absolute;left:-9999px" aria-hidden=true><label>Website <input name=website '
         "tabindex=-1 autocomplete=off></label></p>"
         "<button type=submit>Subscribe</button></form>"
@@ -407,7 +410,17 @@ def _check_inbox(nl) -> HTMLResponse:  # noqa: ANN001
                  "email is on its way. Click the link in it to start your subscription.</p>")
 
 
-def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None) -> None:  # noqa: ANN001
+def _zone(raw: str) -> str | None:
+    from newsletter.subscribers.preferences import PreferenceError, check_timezone
+
+    try:
+        return check_timezone(raw[:64]) if raw.strip() else None
+    except PreferenceError:
+        return None  # a browser we do not understand: the newsletter's own zone, changeable later
+
+
+def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None,  # noqa: ANN001
+            zone: str | None = None) -> None:
     from newsletter.deliver.factory import make_mailer
     from newsletter.deliver.optin import request_opt_in
     from newsletter.store.db import ensure_newsletter
@@ -418,7 +431,7 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
             row = ensure_newsletter(session, nl.slug, nl.name)
             request_opt_in(session, row, nl, email, mailer, base_url=settings.base_url,
                            secret=secret_key(session, settings.secret_key), name=name, origin="web",
-                           resend_after=RESEND_CONFIRMATION_AFTER)
+                           resend_after=RESEND_CONFIRMATION_AFTER, timezone=zone)
     finally:
         mailer.close()
 
