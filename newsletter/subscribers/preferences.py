@@ -183,3 +183,56 @@ def history(session: Session, subscription_id: int) -> list[PreferenceChange]:
 
     return list(session.scalars(select(PreferenceChange).where(PreferenceChange.subscription_id == subscription_id)
                                 .order_by(PreferenceChange.changed_at, PreferenceChange.id)))
+
+
+# The fields the CLI, the API and CSV imports name, and how each maps onto `change`.
+FIELDS = ("sections_off", "frequency", "timezone", "format", "pause_weeks")
+# CSV import columns: `sections` lists the sections a reader gets (separated by ';'), `tz` their time zone.
+CSV_COLUMNS = ("sections", "frequency", "tz", "format")
+
+
+def from_csv(row: dict[str, str], nl: Newsletter | None) -> dict[str, Any]:
+    """The choices a CSV row gives (blank cells: none), checked against the newsletter; PreferenceError else."""
+    values: dict[str, Any] = {}
+    if (row.get("sections") or "").strip():
+        on = parse_sections(row["sections"])
+        known = nl.sections if nl is not None else []
+        unknown = [s for s in on if s not in known]
+        if unknown:
+            raise PreferenceError(f"sections: {unknown[0]!r} is not a section of this newsletter "
+                                  f"(its sections: {', '.join(known) or 'none'})")
+        values["sections_off"] = [s for s in known if s not in on]
+    if (row.get("frequency") or "").strip():
+        names = cadence_names(nl)
+        value = row["frequency"].strip().lower()
+        if value not in names:
+            raise PreferenceError(f"frequency: {value!r} is not offered "
+                                  f"({', '.join(names) if names else 'this newsletter has one cadence'})")
+        values["frequency"] = value
+    if (row.get("tz") or "").strip():
+        values["timezone"] = check_timezone(row["tz"])
+    if (row.get("format") or "").strip():
+        value = row["format"].strip().lower()
+        if value not in FORMATS:
+            raise PreferenceError(f"format: {value!r} is not one of html, text")
+        values["format"] = value
+    return values
+
+
+def apply(session: Session, sub: Subscription, nl: Newsletter | None, values: dict[str, Any], *,
+          origin: str) -> list[str]:
+    """`change` from named fields (FIELDS); an unknown name is a PreferenceError naming it."""
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        raise PreferenceError(f"{unknown[0]}: not a preference (use {', '.join(FIELDS)})")
+    return change(session, sub, nl, origin=origin, **values)
+
+
+def subscription_of(session: Session, newsletter_id: int, address: str) -> Subscription | None:
+    """The subscription of a normalized address (newsletter.subscribers.manage.normalize_email)."""
+    from sqlalchemy import select
+
+    from newsletter.store.models import Subscriber
+
+    return session.scalar(select(Subscription).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+                          .where(Subscription.newsletter_id == newsletter_id, Subscriber.email == address))
