@@ -132,3 +132,37 @@ def test_the_manage_page_offers_the_cadences(paper: Paper) -> None:
         preferences.change(session, sub, nl, origin="test", frequency="daily")
         preferences.change(session, sub, nl, origin="test", frequency="weekly")  # the default: stored as none
         assert sub.frequency is None
+
+
+@pytest.mark.postgres
+def test_scale_mode_sends_a_cadence_to_the_readers_who_chose_it(tmp_path) -> None:  # noqa: ANN001
+    """Scale mode plans a cadence's batches over its parent's readers and sends only those who chose it."""
+    from newsletter.deliver.ledger import Ledger
+    from newsletter.scale.tasks import begin_send
+    from newsletter.store.db import ensure_newsletter, get_engine
+    from newsletter.subscribers.manage import add_subscriber
+    from tests.conftest import postgres_schema
+
+    with postgres_schema() as url:
+        engine = get_engine(url)
+        (tmp_path / "schedules").mkdir()
+        (tmp_path / "schedules" / "paper.toml").write_text(schedule_toml(
+            "paper", [("Desk", "https://desk.example/feed")], CADENCES.format(approval="auto")))
+        newsletters = load_all(tmp_path / "schedules").newsletters
+        daily = newsletters["paper-daily"]
+        with session_scope(engine) as session:
+            parent = ensure_newsletter(session, "paper", "Paper Weekly")
+            for n in range(5):
+                add_subscriber(session, parent, f"r{n}@example.com")
+            for sub in session.scalars(select(Subscription).order_by(Subscription.id)).all()[:2]:
+                preferences.change(session, sub, newsletters["paper"], origin="test", frequency="daily")
+            row = ensure_newsletter(session, "paper-daily", daily.name)
+            issue = IssueRow(newsletter_id=row.id, number=1, subject="#1", status="approved", intro="Hello")
+            session.add(issue)
+            session.flush()
+            issue_id, parent_id = issue.id, parent.id
+        send_id = begin_send(engine, daily, issue_id, "outbox", 100)
+        ledger = Ledger(engine, send_id, parent_id)
+        assert ledger.total == 2
+        rows = [r for b in ledger.unfinished() for r in ledger.rows_left(b)]
+        assert sorted(r[2] for r in rows) == ["r0@example.com", "r1@example.com"]
