@@ -117,6 +117,16 @@ def test_the_subscribe_form_sends_the_browsers_time_zone(tmp_path: Path, browser
         page.get_by_role("button", name="Subscribe").click()
         expect(page.locator("h1")).to_have_text("Check your inbox")
         context.close()
+        context = browser.new_context(timezone_id="America/New_York")  # the archive's own form, too
+        page = context.new_page()
+        page.set_default_timeout(30000)
+        page.goto(f"{settings.base_url}/archive/tech")
+        page.get_by_label("Your email").fill("ny@example.com")
+        page.get_by_role("button", name="Subscribe").click()
+        page.wait_for_load_state("load")
+        context.close()
     with session_scope(engine) as session:
         sub = session.scalar(select(Subscription).join(Subscriber).where(Subscriber.email == "kei@example.jp"))
         assert sub is not None and sub.status == "pending" and sub.timezone == "Asia/Tokyo"
+        sub = session.scalar(select(Subscription).join(Subscriber).where(Subscriber.email == "ny@example.com"))
+        assert sub is not None and sub.status == "pending" and sub.timezone == "America/New_York"
