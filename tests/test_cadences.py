@@ -166,3 +166,35 @@ def test_scale_mode_sends_a_cadence_to_the_readers_who_chose_it(tmp_path) -> Non
         assert ledger.total == 2
         rows = [r for b in ledger.unfinished() for r in ledger.rows_left(b)]
         assert sorted(r[2] for r in rows) == ["r0@example.com", "r1@example.com"]
+
+
+def test_a_choice_waits_while_another_cadences_send_is_open(paper: Paper) -> None:
+    """The weekly send starting while a daily send is open does not move readers between the daily send's
+    groups (one could get a second copy): their new choices apply from the first send started with none open."""
+    from newsletter.deliver.audience import frequency_filter
+    from newsletter.deliver.ledger import start_send
+    from newsletter.store.db import ensure_newsletter
+
+    newsletters = configure(paper)
+    choose_daily(paper, "bo@example.org")
+    with session_scope(paper.rt.engine) as session:
+        parent = ensure_newsletter(session, "paper", "Paper Weekly")
+        daily_row = ensure_newsletter(session, "paper-daily", newsletters["paper-daily"].name)
+        made = [IssueRow(newsletter_id=owner.id, number=n, subject="#", status="approved", intro="Hi",
+                         period=f"p{n}") for n, owner in ((1, daily_row), (1, parent), (2, parent))]
+        session.add_all(made)
+        session.flush()
+        (daily_issue, weekly_issue, next_issue), parent_id = [i.id for i in made], parent.id
+    daily, weekly = frequency_filter(newsletters["paper-daily"]), frequency_filter(newsletters["paper"])
+    daily_send = start_send(paper.rt.engine, daily_issue, parent_id, "outbox", 10, daily)
+    with session_scope(paper.rt.engine) as session:
+        bo = session.scalar(select(Subscription).join(Subscriber).where(Subscriber.email == "bo@example.org"))
+        preferences.change(session, bo, newsletters["paper"], origin="test", format="text")
+    weekly_send = start_send(paper.rt.engine, weekly_issue, parent_id, "outbox", 10, weekly)
+    with session_scope(paper.rt.engine) as session:
+        assert session.get_one(Subscription, bo.id).send_variant == ""  # frozen: the daily send is open
+        session.get_one(Send, weekly_send).status = "done"
+        session.get_one(Send, daily_send).status = "done"
+    start_send(paper.rt.engine, next_issue, parent_id, "outbox", 10, weekly)
+    with session_scope(paper.rt.engine) as session:
+        assert session.get_one(Subscription, bo.id).send_variant == '["text",[]]'

@@ -168,12 +168,16 @@ def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: s
 
 def freeze_variants(session: Session, newsletter_id: int) -> None:
     """Take each reader's current choices (`choice_key`) as the variant sends walk (`send_variant`), unless a
-    send of this newsletter is still open: its readers must stay in the group it walks them in."""
+    send to these readers is still open (any cadence's, held or stopped ones too): its readers must stay in the
+    group it walks them in, or one could get a second copy. Their changes then wait for the next send that
+    starts with none open."""
     from newsletter.store.models import IssueRow
 
     open_send = session.scalar(
         select(Send.id).join(IssueRow, IssueRow.id == Send.issue_id)
-        .where(IssueRow.newsletter_id == newsletter_id, Send.status != "done").limit(1))
+        .where(Send.status != "done",
+               (Send.audience_id == newsletter_id)
+               | (Send.audience_id.is_(None) & (IssueRow.newsletter_id == newsletter_id))).limit(1))
     if open_send is None:
         moved = (Subscription.newsletter_id == newsletter_id) & (Subscription.send_variant != Subscription.choice_key)
         # Looked for first: an UPDATE that changes nothing still takes SQLite's write lock.
@@ -207,7 +211,7 @@ def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: 
             send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
                         batch_size=batch_size, total=total, sent=0, started_at=now,
                         variants=send_variants(session, newsletter_id, max_id, now, frequency),
-                        frequency=dict(frequency) if frequency else None)
+                        frequency=dict(frequency) if frequency else None, audience_id=newsletter_id)
             session.add(send)
             session.flush()
         elif send.status != "done":

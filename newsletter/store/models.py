@@ -335,6 +335,8 @@ class Send(Base):
     variants: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     # Whose choice of cadence it goes to (newsletter.deliver.audience.frequency_filter; NULL: everyone).
     frequency: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Whose subscriptions it walks (a cadence's: its parent newsletter's); NULL: the newsletter.
+    audience_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class SendBatch(Base):

@@ -9,7 +9,8 @@ is kept by every change; `send_variant` is the copy a send walks, taken from it 
 made during a send never moves a reader from one group of it to another. Batches carry their variant
 (`send_batch.variant`, NULL for a send made before variants: the whole audience) and the send the list of
 variants it walks (`send.variants`) and, for a newsletter offering several cadences, which readers' choice of
-cadence it goes to (`send.frequency`). `issue_render` keeps one render per (issue, variant) beside the issue's
+cadence it goes to (`send.frequency`) and whose subscriptions it walks (`send.audience_id`: a cadence's
+parent newsletter). `issue_render` keeps one render per (issue, variant) beside the issue's
 own default render. `welcome` is the ledger of welcome emails: one row per subscription, claimed before the
 mailer is called, so a reader is welcomed once however often a confirmation link is used.
 
@@ -45,6 +46,7 @@ def upgrade() -> None:
     with op.batch_alter_table("send") as batch:
         batch.add_column(sa.Column("variants", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("frequency", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("audience_id", sa.Integer(), nullable=True))
     op.create_table(
         "welcome",
         sa.Column("subscription_id", BigId, sa.ForeignKey("subscription.id", ondelete="CASCADE"), primary_key=True),
@@ -80,6 +82,7 @@ def downgrade() -> None:
     op.drop_table("issue_render")
     op.drop_table("welcome")
     with op.batch_alter_table("send") as batch:
+        batch.drop_column("audience_id")
         batch.drop_column("frequency")
         batch.drop_column("variants")
     with op.batch_alter_table("send_batch") as batch:
