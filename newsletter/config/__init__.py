@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -71,10 +72,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_section(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("a section needs a name (e.g. \"Security\")")
+    if len(value) > 60:
+        raise ValueError("a section name is at most 60 characters")
+    return value
+
+
+SectionName = Annotated[str, AfterValidator(_check_section)]
+
+
 class Source(Strict):
     url: SourceURL
     name: str | None = None
     max_items: int | None = Field(default=None, ge=1)
+    # The named group of the issue its stories go in ("AI", "Security"); readers may turn a section off.
+    section: SectionName | None = None
 
 
 class Digest(Strict):
@@ -95,6 +110,9 @@ class Digest(Strict):
 
 
 class Schedule(Strict):
+    # The name readers see for this cadence when the file offers others (`[[cadences]]`); default: the first
+    # word of `send` when it is daily/weekly/weekdays/monthly, else "regular".
+    name: str | None = None
     collect: str = "every 1 hour"
     send: str = "weekly on monday at 08:00"
     timezone: str = "UTC"
@@ -143,6 +161,45 @@ class Schedule(Strict):
         if value in ("auto", "required") or re.fullmatch(r"auto after \d+ hours?", value):
             return value
         raise ValueError("must be 'auto', 'required' or 'auto after N hours'")
+
+
+CADENCE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def _cadence_name(value: str) -> str:
+    value = value.strip().lower()
+    if not CADENCE_NAME_RE.match(value):
+        raise ValueError("use lowercase letters, digits and dashes (e.g. 'daily')")
+    return value
+
+
+class CadenceOption(Strict):
+    """`[[cadences]]`: another cadence readers may pick (the `[schedule]` one is the first, and the default).
+
+    It builds its own issues (numbered on their own, archived at /archive/SLUG-NAME) from the same collected
+    items, each covering its own period (`window_days`, default: the time between two of its sends), with its
+    own approval policy; its audience is the readers of this newsletter who chose it."""
+
+    name: Annotated[str, AfterValidator(_cadence_name)]
+    send: str
+    approval: str = "auto"
+    build_ahead: str = "24 hours"
+    when_empty: Literal["skip", "send"] = "skip"
+    window_days: int | None = Field(default=None, ge=1, le=366)
+    max_items: int | None = Field(default=None, ge=1, le=200)
+
+    @field_validator("send")
+    @classmethod
+    def _cadence(cls, value: str) -> str:
+        from newsletter.config.cadence import parse_cadence
+
+        parse_cadence(value)
+        return value
+
+    @field_validator("approval")
+    @classmethod
+    def _approval(cls, value: str) -> str:
+        return Schedule._approval(value)
 
 
 def _check_colour(value: str) -> str:
@@ -210,6 +267,9 @@ class Comments(Strict):
     edit_minutes: int = Field(default=15, ge=0, le=7 * 24 * 60)
 
 
+OTHER_SECTION = "Other"  # the stories of sources without a section, in a newsletter that has sections
+
+
 class Newsletter(Strict):
     """One newsletter, as its schedule file describes it."""
 
@@ -228,7 +288,59 @@ class Newsletter(Strict):
     theme: Theme = Theme()
     summarizer: Summarizer | None = None
     comments: Comments = Comments()
+    cadences: list[CadenceOption] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True)
+    # Set on the newsletter a `[[cadences]]` entry makes (`for_cadence`): whose readers it goes to.
+    _audience_slug: str | None = PrivateAttr(default=None)
+    _cadence: str | None = PrivateAttr(default=None)
+    _cadence_names: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def main_cadence(self) -> str:
+        if self.schedule.name:
+            return _cadence_name(self.schedule.name)
+        first = self.schedule.send.strip().lower().split()[0] if self.schedule.send.strip() else ""
+        return first if first in ("daily", "weekly", "weekdays", "monthly") else "regular"
+
+    @property
+    def cadence_names(self) -> list[str]:
+        """The cadences readers pick between, the default first; empty when the newsletter has one."""
+        if self._cadence_names:
+            return list(self._cadence_names)
+        return [self.main_cadence, *(c.name for c in self.cadences)] if self.cadences else []
+
+    @property
+    def cadence(self) -> str | None:
+        """This newsletter's cadence among those its readers pick from (None: it offers just one)."""
+        return self._cadence or (self.main_cadence if self.cadences else None)
+
+    @property
+    def audience_slug(self) -> str:
+        """The newsletter whose subscribers this one's issues go to (its own slug, but for a cadence)."""
+        return self._audience_slug or self.slug
+
+    def for_cadence(self, name: str) -> Newsletter:
+        """The newsletter one of the `[[cadences]]` makes: its own slug (SLUG-NAME), schedule and window, this
+        newsletter's sources, settings and readers (those who chose it)."""
+        from datetime import timedelta
+        from zoneinfo import ZoneInfo
+
+        from newsletter.config.cadence import shortest_gap
+
+        option = next(c for c in self.cadences if c.name == name)
+        days = option.window_days or max(1, min(366, round(
+            shortest_gap(option.send, ZoneInfo(self.schedule.timezone)) / timedelta(days=1))))
+        digest = self.digest.model_copy(update={"window_days": days,
+                                                **({"max_items": option.max_items} if option.max_items else {})})
+        schedule = self.schedule.model_copy(update={
+            "name": option.name, "send": option.send, "approval": option.approval,
+            "build_ahead": option.build_ahead, "when_empty": option.when_empty})
+        derived = self.model_copy(update={"slug": f"{self.slug}-{option.name}",
+                                          "name": f"{self.name} ({option.name})", "digest": digest,
+                                          "schedule": schedule, "cadences": []})
+        derived._audience_slug, derived._cadence = self.slug, option.name
+        derived._cadence_names = self.cadence_names
+        return derived
 
     @field_validator("slug")
     @classmethod
@@ -237,6 +349,18 @@ class Newsletter(Strict):
             raise ValueError("use lowercase letters, digits and dashes (e.g. 'ai-weekly')")
         return value
 
+    @property
+    def sections(self) -> list[str]:
+        """The section names, in the order the schedule file first names them (empty: no sections)."""
+        return list(dict.fromkeys(s.section for s in self.sources if s.section))
+
+    def section_of(self, source_url: str) -> str | None:
+        """The section of a source's stories; a source without one (in a file that has sections) is "Other"."""
+        for source in self.sources:
+            if source.url == source_url:
+                return source.section or (OTHER_SECTION if self.sections else None)
+        return OTHER_SECTION if self.sections else None
+
     @model_validator(mode="after")
     def _unique_sources(self) -> Newsletter:
         seen: set[str] = set()
@@ -244,6 +368,18 @@ class Newsletter(Strict):
             if source.url in seen:
                 raise ValueError(f"source {source.url} is listed twice")
             seen.add(source.url)
+        names = [self.main_cadence] if self.cadences else []
+        for i, option in enumerate(self.cadences):
+            if option.name in names:
+                raise ValueError(f"cadence '{option.name}' is named twice (the [schedule] one is "
+                                 f"'{self.main_cadence}'; set schedule.name to rename it)")
+            names.append(option.name)
+            from newsletter.config.cadence import check_build_ahead
+
+            try:
+                check_build_ahead(option.send, self.schedule.timezone, option.approval, option.build_ahead)
+            except ValueError as exc:
+                raise ValueError(f"cadences[{i}] ({option.name}): {exc}") from None
         return self
 
 
@@ -349,10 +485,14 @@ def load_all(directory: str | Path) -> LoadResult:
         except ConfigError as exc:
             result.errors.append(str(exc))
             continue
-        if nl.slug in result.newsletters:
-            result.errors.append(f"{path}: slug: '{nl.slug}' is already used by {result.newsletters[nl.slug].path}")
+        made = [nl, *(nl.for_cadence(c.name) for c in nl.cadences)]
+        taken = [n.slug for n in made if n.slug in result.newsletters]
+        if taken:
+            result.errors.append(f"{path}: slug: '{taken[0]}' is already used by "
+                                 f"{result.newsletters[taken[0]].path}")
             continue
-        result.newsletters[nl.slug] = nl
+        for each in made:  # a cadence is scheduled, built, sent and archived as a newsletter of its own
+            result.newsletters[each.slug] = each
     return result
 
 

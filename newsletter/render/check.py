@@ -32,7 +32,8 @@ KB = 1024
 CLIP_BYTES = 102 * KB
 WARN_BYTES = 90 * KB
 # Tokens grow when filled per recipient: allow for a long signed unsubscribe URL and a long address.
-TOKEN_GROWTH = {tokens.UNSUBSCRIBE_URL: 200, tokens.EMAIL: 60, tokens.NAME: 40, tokens.FEEDBACK_URL: 120}
+TOKEN_GROWTH = {tokens.UNSUBSCRIBE_URL: 200, tokens.MANAGE_URL: 200, tokens.EMAIL: 60, tokens.NAME: 40,
+                tokens.FEEDBACK_URL: 120}
 
 SAFE_SCHEMES = {"http", "https", "mailto"}
 
