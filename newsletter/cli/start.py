@@ -14,13 +14,13 @@ read, so falling back never shows half an answer.
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 from collections.abc import Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: every other command passes through here on its way to the full CLI
+    from datetime import datetime
+
     from rich.table import Table
 
 
@@ -82,6 +82,9 @@ def _sqlite_file() -> str | None:
 
 def _issue_lines(path: str, slug: str | None) -> list[IssueLine] | None:
     """The issues, or None when the schema is not at the newest revision (the full CLI upgrades it first)."""
+    import sqlite3
+    from datetime import datetime
+
     from newsletter.store.revision import script_head
 
     head = script_head()
@@ -119,6 +122,8 @@ def answer(argv: list[str]) -> bool:
     path = _sqlite_file()
     if path is None:
         return False
+    import sqlite3
+
     try:
         lines = _issue_lines(path, slug)
     except (sqlite3.Error, ValueError, TypeError):  # not a database, a table missing, a value not as the ORM writes
