@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from newsletter.text import (
     cosine,
@@ -386,11 +387,8 @@ def extract_quotes(
     """
     if limit <= 0 or not text.strip():
         return []
-    located = _paragraph_offsets(text)
-    paras = [p for p, _ in located]
-    names = _Names(text)
+    located, paras, names, doc_terms = _read(text)
     summary_sents = split_sentences(summary, language) if summary else []
-    doc_terms = tokens(" ".join(paras))
     candidates: list[Quote] = []
     last: tuple[str, int] | None = None  # the last speaker named, and the paragraph
     for position, span in enumerate(find_direct_speech(paras)):
@@ -424,6 +422,14 @@ def extract_quotes(
     if quotable_fallback and not chosen:
         chosen = _rank(_passages(text, language, rejected), doc_terms, limit, summary_sents, rejected)
     return sorted(chosen, key=lambda q: (q.kind != SPEECH, q.paragraph, q.position))
+
+
+@lru_cache(maxsize=64)  # a rebuild of the issue reads the same articles again; nothing here is changed after
+def _read(text: str) -> tuple[list[tuple[str, int]], list[str], _Names, list[str]]:
+    """What the quote finder reads of an article once: its paragraphs with their offsets, its names, its words."""
+    located = _paragraph_offsets(text)
+    paras = [p for p, _ in located]
+    return located, paras, _Names(text), tokens(" ".join(paras))
 
 
 def _rank(
