@@ -204,14 +204,21 @@ def _zone(raw: str) -> str | None:
         return None  # not a zone we know: the newsletter's own, changeable on the manage page
 
 
+def edition_routes() -> list:
+    """The issue and story pages, which readers open most (every email links them): the app tries them first.
+    No other route's path can match theirs (`{number:int}` takes digits only)."""
+    return [
+        Route("/archive/{slug}/{number:int}", edition.issue_page, methods=["GET"]),
+        Route("/archive/{slug}/{number:int}/{story}", edition.story_page, methods=["GET"]),
+    ]
+
+
 def routes() -> list:
     return [
         Route("/archive/", index, methods=["GET"]),
         Route("/archive/{slug}", newsletter_page, methods=["GET"]),
         Route("/archive/{slug}/feed.xml", feed, methods=["GET"]),
         Route("/archive/{slug}/feed.json", edition.json_feed_route, methods=["GET"]),
-        Route("/archive/{slug}/{number:int}", edition.issue_page, methods=["GET"]),
-        Route("/archive/{slug}/{number:int}/{story}", edition.story_page, methods=["GET"]),
         Route("/archive/{slug}/subscribe", subscribe_form, methods=["POST"]),
     ]
 

@@ -46,7 +46,7 @@ from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Si
 from newsletter.web.auth import AttemptLimiter
 from newsletter.web.limits import BodyTooLarge, read_body
 from newsletter.web.manage import manage_routes
-from newsletter.web.point_read import point_read
+from newsletter.web.point_read import point_read, point_rows
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,9 @@ def public_routes(
 
     def link_lookup(data: TokenData) -> tuple[str, str, str] | None:
         """(status, address, newsletter name) of the subscription a valid unsubscribe link names."""
-        with get_db().connect() as conn:
-            row = conn.execute(_LINK_LOOKUP, {"subscriber_id": data.subscriber_id,
-                                              "slug": data.newsletter_slug}).first()
-        return (row[0], row[1], row[2]) if row is not None else None
+        rows = point_rows(get_db(), _LINK_LOOKUP, {"subscriber_id": data.subscriber_id,
+                                                   "slug": data.newsletter_slug})
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     async def unsubscribe_page(request: Request) -> Response:
         data = read(request.path_params["token"], UNSUBSCRIBE)  # the MAC first: a forged link costs no query
