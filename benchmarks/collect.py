@@ -103,6 +103,14 @@ def serve_all(feeds: int, items: int, hosts: int, latency: float, ready: multipr
     threading.Event().wait()
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (collect's parse workers)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def latency_floor(urls: list[str], latency: float, per_host: int) -> float:
     """The least time the requests can take: each host's share, per_host at a time, one latency per round."""
     from collections import Counter
@@ -112,20 +120,22 @@ def latency_floor(urls: list[str], latency: float, per_host: int) -> float:
     return max(-(-n // per_host) for n in counts.values()) * latency
 
 
-def conditional_get_cpu(urls: list[str], passes: int, fetch_all: Any) -> tuple[float, dict[str, str]]:
+def conditional_get_cpu(urls: list[str], passes: int, fetch_all: Any, run: Any = None) -> tuple[float, dict[str, str]]:
     """Client CPU seconds per request over `passes` runs of `fetch_all` on `urls`, every one answered 304.
 
-    Each pass is a run of its own (a new client), as `newsletter collect` is; also returns the ETags."""
+    Each pass is a run of its own (a new client), as `newsletter collect` is; also returns the ETags. `run` runs
+    the coroutine (asyncio.run by default; collect's own runner, run_fetches, for our fetcher)."""
     import asyncio
 
     from newsletter.collect.fetch import FetchLimits
 
+    run = run or asyncio.run
     limits = FetchLimits()
-    first = asyncio.run(fetch_all([(u, None, None) for u in urls], limits))
+    first = run(fetch_all([(u, None, None) for u in urls], limits))
     requests = [(r.url, r.etag, None) for r in first]
     started = time.process_time()
     for _ in range(passes):
-        results = asyncio.run(fetch_all(requests, limits))
+        results = run(fetch_all(requests, limits))
         assert all(r.not_modified for r in results), [r.error or r.status for r in results if not r.not_modified]
     return (time.process_time() - started) / (passes * len(urls)), {r.url: r.etag or "" for r in first}
 
@@ -152,22 +162,25 @@ async def _raw_304s(urls: list[str], etags: dict[str, str], per_host: int) -> No
     await asyncio.gather(*(worker(h, p, q) for (h, p), q in by_host.items() for _ in range(per_host)))
 
 
-def raw_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int) -> float:
+def raw_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int,
+                            run: Any = None) -> float:
     import asyncio
 
+    run = run or asyncio.run
     started = time.process_time()
     for _ in range(passes):
-        asyncio.run(_raw_304s(urls, etags, per_host))
+        run(_raw_304s(urls, etags, per_host))
     return (time.process_time() - started) / (passes * len(urls))
 
 
-def aiohttp_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int) -> float:
+def aiohttp_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: int, per_host: int,
+                                run: Any = None) -> float:
     """The same conditional GETs through bare aiohttp: no guard, no redirect handling, no size checks."""
     import asyncio
 
     import aiohttp
 
-    async def run() -> None:
+    async def session_run() -> None:
         connector = aiohttp.TCPConnector(limit=64, limit_per_host=per_host)
         async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -178,9 +191,10 @@ def aiohttp_conditional_get_cpu(urls: list[str], etags: dict[str, str], passes: 
 
             await asyncio.gather(*(one(u) for u in urls))
 
+    runner = run or asyncio.run
     started = time.process_time()
     for _ in range(passes):
-        asyncio.run(run())
+        runner(session_run())
     return (time.process_time() - started) / (passes * len(urls))
 
 
@@ -208,14 +222,16 @@ def main() -> list[dict[str, str]]:
     server_process.start()
     urls = ready.get(timeout=60)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     baseline_items = sum(len(feedparser.parse(url).entries) for url in urls)
-    baseline = time.perf_counter() - started
+    baseline, baseline_cpu = time.perf_counter() - started, _cpu() - cpu
 
     nl = Newsletter(name="Bench", slug="bench", from_address="b@example.com",
                     sources=[{"url": u, "name": f"feed {i}"} for i, u in enumerate(urls)])
 
-    def collect_twice(fetch_all: Any) -> tuple[float, float, Any, Any]:
+    cpu_of: dict[str, float] = {}
+
+    def collect_twice(fetch_all: Any, name: str) -> tuple[float, float, Any, Any]:
         """A first collect and a second (every feed 304) into a new database, with this fetcher."""
         import newsletter.collect.run as run
 
@@ -223,12 +239,12 @@ def main() -> list[dict[str, str]]:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 engine = get_engine(f"sqlite:///{tmp}/bench.db")
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), _cpu()
                 first = collect(engine, [nl])
-                full = time.perf_counter() - started
-                started = time.perf_counter()
+                full, cpu_of[name] = time.perf_counter() - started, _cpu() - cpu
+                started, cpu = time.perf_counter(), _cpu()
                 second = collect(engine, [nl])
-                again = time.perf_counter() - started
+                again, cpu_of[f"{name} 304"] = time.perf_counter() - started, _cpu() - cpu
                 engine.dispose()
         finally:
             run.fetch_all = saved
@@ -237,9 +253,10 @@ def main() -> list[dict[str, str]]:
     from benchmarks import httpx_fetch
     from newsletter.collect import fetch as aiohttp_fetch
 
-    ours, ours_304, first, second = collect_twice(aiohttp_fetch.fetch_all)
-    was, was_304, was_first, was_second = collect_twice(httpx_fetch.fetch_all)
-    cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all)
+    ours, ours_304, first, second = collect_twice(aiohttp_fetch.fetch_all, "ours")
+    was, was_304, was_first, was_second = collect_twice(httpx_fetch.fetch_all, "httpx")
+    cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all, aiohttp_fetch.run_fetches)
+    cpu_304_asyncio, _ = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all)
     cpu_httpx, _ = conditional_get_cpu(urls, args.cpu_passes, httpx_fetch.fetch_all)
     httpx_fetch.PLAIN_ASYNCIO = True  # the same httpx fetcher, httpcore's network layer on asyncio streams
     try:
@@ -248,11 +265,21 @@ def main() -> list[dict[str, str]]:
         httpx_fetch.PLAIN_ASYNCIO = False
     cpu_raw = raw_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     cpu_aiohttp = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
+    # The same two on the loop collect runs on (uvloop where installed).
+    cpu_raw_loop = raw_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host,
+                                           aiohttp_fetch.run_fetches)
+    cpu_aiohttp_loop = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host,
+                                                   aiohttp_fetch.run_fetches)
     server_process.terminate()
 
     assert first.new_items == was_first.new_items == baseline_items == args.feeds * args.items, (
         first.new_items, was_first.new_items, baseline_items)
     assert all(o.status == "not-modified" for o in [*second.outcomes, *was_second.outcomes])
+    try:
+        import uvloop  # noqa: F401 - only to name the loop run_fetches uses
+        loop_name = "uvloop"
+    except ImportError:
+        loop_name = "asyncio"
     limits = FetchLimits()
     floor = latency_floor(urls, args.latency, limits.per_host)
     sequential_floor = len(urls) * args.latency
@@ -262,20 +289,25 @@ def main() -> list[dict[str, str]]:
     rows = [
         {"benchmark": "collect", "case": f"{label}: sequential feedparser.parse(url) (baseline)",
          "seconds": f"{baseline:.2f}", "ratio": "1.0x",
-         "baseline / floor": f"latency floor {sequential_floor:.2f} s (one at a time)"},
+         "baseline / floor": f"latency floor {sequential_floor:.2f} s (one at a time); CPU {baseline_cpu:.2f} s"},
         {"benchmark": "collect", "case": f"{label}: newsletter collect (parse + sanitize + store)",
          "seconds": f"{ours:.2f}", "ratio": f"{baseline / ours:.1f}x faster than baseline",
-         "baseline / floor": f"{floor_note}; {ours / floor:.1f}x the floor; with httpx (as before): {was:.2f} s, "
-                             f"{baseline / was:.1f}x"},
+         "baseline / floor": f"{floor_note}; {ours / floor:.1f}x the floor; CPU {cpu_of['ours']:.2f} s with the "
+                             f"parse workers ({baseline_cpu / cpu_of['ours']:.1f}x less than the baseline's); "
+                             f"with httpx (as before): {was:.2f} s, {baseline / was:.1f}x"},
         {"benchmark": "collect", "case": f"{label}: newsletter collect again, every feed 304",
          "seconds": f"{ours_304:.2f}", "ratio": f"{ours / ours_304:.1f}x faster than first run",
-         "baseline / floor": f"{floor_note}; {ours_304 / floor:.1f}x the floor; with httpx (as before): "
+         "baseline / floor": f"{floor_note}; {ours_304 / floor:.1f}x the floor; CPU {cpu_of['ours 304']:.2f} s; "
+                             "with httpx (as before): "
                              f"{was_304:.2f} s, {was_304 / floor:.1f}x the floor"},
         {"benchmark": "collect", "case": f"client CPU per conditional GET answered 304 ({args.cpu_passes} runs "
                                          f"of {len(urls)})",
-         "seconds": f"{cpu_304 * 1000:.3f} ms", "ratio": f"{cpu_304 / cpu_raw:.1f}x the floor",
-         "baseline / floor": f"no HTTP library (asyncio streams, keep-alive): {cpu_raw * 1000:.3f} ms"
-                             + f"; bare aiohttp: {cpu_aiohttp * 1000:.3f} ms"
+         "seconds": f"{cpu_304 * 1000:.3f} ms", "ratio": f"{cpu_304 / cpu_raw_loop:.1f}x the floor",
+         "baseline / floor": f"no HTTP library (asyncio streams, keep-alive), on collect's loop ({loop_name}): "
+                             f"{cpu_raw_loop * 1000:.3f} ms, on asyncio's: {cpu_raw * 1000:.3f} ms"
+                             + f"; bare aiohttp: {cpu_aiohttp_loop * 1000:.3f} ms ({loop_name}), "
+                               f"{cpu_aiohttp * 1000:.3f} ms (asyncio); ours on asyncio's loop: "
+                               f"{cpu_304_asyncio * 1000:.3f} ms"
                              + f"; httpx fetcher (as before): {cpu_httpx * 1000:.3f} ms, "
                                f"{cpu_httpx / cpu_raw:.1f}x the floor; httpx, httpcore on plain asyncio: "
                                f"{cpu_httpx_asyncio * 1000:.3f} ms"},

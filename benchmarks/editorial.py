@@ -497,20 +497,25 @@ def timing(pages: list[Page], texts: list[str], stories: int = 30, archive: int 
             )
             runs = []
             for label in ("first build (pages fetched)", "second build (articles cached)"):
+                cpu = time.process_time()
                 report = enrich_issue(session, issue, nl)
+                cpu = time.process_time() - cpu  # the whole process: the page server's threads too (first build)
                 session.commit()
                 empty = sum(1 for r in issue.items if (r.notes or {}).get("text", "").startswith("feed"))
-                runs.append((label, report, empty))
+                runs.append((label, report, empty, cpu))
     server.shutdown()
     print(f"Enriching a {stories}-story issue (archive of {archive + stories} items, pages on loopback HTTP):")
-    head = f"{'run':<32}{'total s':>9}{'fetch s':>9}{'per story ms':>14}{'no text':>9}   stages (s)"
+    head = (f"{'run':<32}{'total s':>9}{'fetch s':>9}{'per story ms':>14}{'cpu ms':>8}{'no text':>9}"
+            "   stages (s)")
     print(head)
     print("-" * (len(head) + 40))
-    for label, r, empty in runs:
+    for label, r, empty, cpu in runs:
         per_item = (r.seconds - r.fetch_seconds) / max(r.items, 1) * 1000
         stages = ", ".join(f"{k} {v:.2f}" for k, v in r.stage_seconds.items())
-        print(f"{label:<32}{r.seconds:>9.2f}{r.fetch_seconds:>9.2f}{per_item:>14.1f}{empty:>9}   {stages}")
+        print(f"{label:<32}{r.seconds:>9.2f}{r.fetch_seconds:>9.2f}{per_item:>14.1f}"
+              f"{cpu / max(r.items, 1) * 1000:>8.1f}{empty:>9}   {stages}")
     print("(per story = enrichment time without waiting for the network, divided by the number of stories;")
+    print(" cpu ms = the process's CPU time per story, which load on a shared machine moves far less than wall time;")
     print(" 'no text' = stories left with their feed text because the article page gave none)")
     print(f"first build: {runs[0][1].summary_line()}")
     print()
@@ -538,7 +543,7 @@ def main() -> list[dict[str, str]]:
         first = first or (pages, res.texts)
     if first and args.stories > 0:
         runs = timing(*first, args.stories, args.archive)
-        (_, r1, empty1), (_, r2, _) = runs
+        (_, r1, empty1, _), (_, r2, _, cpu2) = runs
         rows += [
             {
                 "benchmark": "editorial",
@@ -551,7 +556,8 @@ def main() -> list[dict[str, str]]:
                 "benchmark": "editorial",
                 "case": f"enrich {r2.items} stories again, articles cached",
                 "seconds": f"{r2.seconds:.2f}",
-                "result": f"{r2.seconds / max(r2.items, 1) * 1000:.0f} ms/story",
+                "result": f"{r2.seconds / max(r2.items, 1) * 1000:.0f} ms/story "
+                f"({cpu2 / max(r2.items, 1) * 1000:.1f} ms CPU); goal <= 12 ms",
             },
         ]
     return rows

@@ -17,6 +17,12 @@ And the cost of hold-and-cancel (SENDGRID_SETTLE_BY=hold, what an account withou
 gets): a second issue to the same audience with every request under its own batch id (one POST /v3/mail/batch
 each) and send_at 11 minutes ahead, with every `--lost-every`th answer lost, so each such batch is cancelled and
 sent again. Reported: HTTP requests per second and the requests beyond the mail sends themselves.
+
+And readers' choices (`--choices`, issue 20): a real issue (20 stories in 5 sections, rendered by the real
+templates through the kept-render cache) sent to the same number of readers twice: once all with the default
+choices (one variant, today's single render), once with readers spread over 24 time zones and 20 different sets
+of sections turned off. Reported beside each other: renders made (counted at `render_issue`; must equal the
+distinct variants, never the readers), wall time, sender CPU and peak memory.
 """
 
 from __future__ import annotations
@@ -111,6 +117,130 @@ def run_send_phase(db_url: str, server_url: str, concurrency: int, settle_by: st
             "peak_mb": peak_kb / 1024}
 
 
+SECTIONS = ("AI", "Security", "Open source", "Science", "Business")
+ZONES = ("Pacific/Pago_Pago", "Pacific/Honolulu", "America/Anchorage", "America/Los_Angeles", "America/Denver",
+         "America/Chicago", "America/New_York", "America/Halifax", "America/Sao_Paulo", "Atlantic/South_Georgia",
+         "Atlantic/Azores", "Europe/London", "Europe/Paris", "Europe/Athens", "Europe/Moscow", "Asia/Dubai",
+         "Asia/Karachi", "Asia/Dhaka", "Asia/Bangkok", "Asia/Shanghai", "Asia/Tokyo", "Australia/Sydney",
+         "Pacific/Noumea", "Pacific/Auckland")
+
+
+def section_sets() -> list[tuple[str, ...]]:
+    """20 distinct sets of sections turned off (the empty set, the default, among them)."""
+    from itertools import combinations
+
+    sets: list[tuple[str, ...]] = [()]
+    for size in (1, 2, 3):
+        sets += list(combinations(SECTIONS, size))
+    return sets[:20]
+
+
+def choices_newsletter():  # noqa: ANN201
+    from newsletter.config import Newsletter
+
+    return Newsletter.model_validate({
+        "name": "Bench Weekly", "slug": "bench", "from_address": "Bench Weekly <news@example.com>",
+        "sources": [{"url": f"https://{s.lower().replace(' ', '')}.example/feed", "name": s, "section": s}
+                    for s in SECTIONS]})
+
+
+def populate_choices(db_url: str, n: int, spread: bool) -> float:
+    """N readers and a real issue of 20 stories in 5 sections; `spread`: 24 zones x 20 section sets."""
+    import hashlib
+
+    from sqlalchemy import insert
+
+    from newsletter.render.variant import variant_key
+    from newsletter.store.db import ensure_newsletter, get_engine, session_scope
+    from newsletter.store.models import IssueItem, IssueRow, Item, Source, Subscriber, Subscription
+
+    started = time.perf_counter()
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        nl = ensure_newsletter(s, "bench", "Bench Weekly")
+        issue = IssueRow(newsletter_id=nl.id, number=1, subject="Bench Weekly #1", status="approved")
+        s.add(issue)
+        s.flush()
+        for n_story in range(20):
+            section = SECTIONS[n_story % len(SECTIONS)]
+            source = Source(url=f"https://{section.lower().replace(' ', '')}.example/feed/{n_story}", name=section)
+            s.add(source)
+            s.flush()
+            text = f"Story {n_story} about {section}. " * 12
+            item = Item(source_id=source.id, guid=f"g{n_story}", link=f"https://example.com/{n_story}",
+                        title=f"Story {n_story}: {section} news of the week", content_text=text,
+                        content_hash=hashlib.sha256(text.encode()).hexdigest())
+            s.add(item)
+            s.flush()
+            s.add(IssueItem(issue_id=issue.id, item_id=item.id, position=n_story, title=item.title, url=item.link,
+                            source_name=section, summary=text[:400], notes={"section": section}))
+        newsletter_id = nl.id
+    sets = section_sets()
+    chunk = 50_000
+    with engine.begin() as conn:
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            conn.execute(insert(Subscriber), [{"id": i + 1, "email": f"reader{i}@example.com",
+                                               "name": f"Reader {i}", "fields": {}} for i in range(start, stop)])
+            rows = []
+            for i in range(start, stop):
+                off = list(sets[i % len(sets)]) if spread else []
+                key = variant_key("html", off)
+                rows.append({"id": i + 1, "newsletter_id": newsletter_id, "subscriber_id": i + 1, "status": "active",
+                             "sections_off": off or None, "timezone": ZONES[(i // 7) % len(ZONES)] if spread
+                             else None, "choice_key": key, "send_variant": key})
+            conn.execute(insert(Subscription), rows)
+    return time.perf_counter() - started
+
+
+def run_choices_phase(db_url: str, server_url: str, concurrency: int) -> dict:
+    """In a child process: the real issue's send, one render per variant (counted). Prints one JSON line."""
+    from newsletter.config import Settings
+    from newsletter.deliver.engine import SendOptions
+    from newsletter.deliver.issue_mail import issue_message
+    from newsletter.deliver.ledger import start_send
+    from newsletter.deliver.send import run_send, variant_messages
+    from newsletter.deliver.sendgrid import SendGridMailer
+    from newsletter.render import cache
+    from newsletter.store.db import get_engine
+    from newsletter.subscribers.tokens import Signer
+
+    renders: list[str] = []
+    real = cache.render_issue
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        renders.append(kwargs.get("variant", cache.DEFAULT).key)
+        return real(*args, **kwargs)
+
+    cache.render_issue = counted  # type: ignore[assignment]
+    engine = get_engine(db_url)
+    nl = choices_newsletter()
+    settings = Settings(database_url=db_url, base_url="https://news.example.com", secret_key="bench-secret",
+                        templates_dir=Path(tempfile.gettempdir()) / "no-templates-here")
+    mailer = SendGridMailer(KEY, server_url, activity_settle_seconds=0)
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    send_id = start_send(engine, 1, 1, mailer.name, 1000)
+    message = issue_message(engine, nl, 1, settings, send_id=send_id)
+    report = run_send(engine, send_id, 1, "bench", message, mailer, Signer("bench-secret"),
+                      "https://news.example.com", SendOptions(concurrency=concurrency),
+                      variant_messages(engine, nl, 1, settings, send_id))
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from sqlalchemy import func, select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Send, SendBatch
+
+    with session_scope(engine) as s:
+        variants = len(s.get_one(Send, send_id).variants or [])
+        batches = s.scalar(select(func.count()).select_from(SendBatch)) or 0
+    return {"status": report.status, "sent": report.sent_now, "seconds": elapsed, "cpu": cpu,
+            "peak_mb": peak_kb / 1024, "renders": len(renders), "distinct_renders": len(set(renders)),
+            "variants": variants, "batches": batches}
+
+
 def naive_sample(server_url: str, sample: int) -> float:
     """Seconds for `sample` recipients, one API call each, with the official client's Mail helper."""
     from sendgrid import SendGridAPIClient
@@ -137,8 +267,9 @@ def stats(server_url: str) -> dict:
     return httpx.get(f"{server_url}/_stats", timeout=60).json()
 
 
-def send_child(db_url: str, server_url: str, concurrency: int, settle_by: str = "auto", issue: int = 1) -> dict:
-    child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", "send", "--database-url", db_url,
+def send_child(db_url: str, server_url: str, concurrency: int, settle_by: str = "auto", issue: int = 1,
+               phase: str = "send") -> dict:
+    child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--database-url", db_url,
                             "--server-url", server_url, "--concurrency", str(concurrency), "--settle-by", settle_by,
                             "--issue", str(issue)],
                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -198,7 +329,9 @@ def main() -> list[dict[str, str]]:
                         help="in the hold-and-cancel run, every Nth answer is lost (the batch is cancelled, resent)")
     parser.add_argument("--no-hold", action="store_true", help="skip the hold-and-cancel run")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
-    parser.add_argument("--phase", default="all", choices=["all", "send"], help=argparse.SUPPRESS)
+    parser.add_argument("--choices", action="store_true",
+                        help="only the readers' choices runs: one variant, then 24 zones x 20 section sets")
+    parser.add_argument("--phase", default="all", choices=["all", "send", "choices"], help=argparse.SUPPRESS)
     parser.add_argument("--server-url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--settle-by", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--issue", type=int, default=1, help=argparse.SUPPRESS)
@@ -208,6 +341,11 @@ def main() -> list[dict[str, str]]:
         print(json.dumps(run_send_phase(args.database_url, args.server_url, args.concurrency, args.settle_by,
                                         args.issue)), flush=True)
         return []
+    if args.phase == "choices":
+        print(json.dumps(run_choices_phase(args.database_url, args.server_url, args.concurrency)), flush=True)
+        return []
+    if args.choices:
+        return choices_runs(args)
 
     tmp = tempfile.mkdtemp(prefix="send1m-")
     db_url = args.database_url or f"sqlite:///{tmp}/bench.db"
@@ -262,6 +400,35 @@ def main() -> list[dict[str, str]]:
         server.terminate()
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)  # a million-row SQLite file is ~300 MB
+    return rows
+
+
+def choices_runs(args: argparse.Namespace) -> list[dict[str, str]]:
+    tmp = tempfile.mkdtemp(prefix="send1m-choices-")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.sendgrid_server", "--port", str(port), "--api-key", KEY,
+                               "--no-keep-bodies"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server_url = server.stdout.readline().strip()
+    rows: list[dict[str, str]] = []
+    try:
+        for spread, label in ((False, "real issue, every reader the default (1 variant: today's single render)"),
+                              (True, "real issue, readers over 24 time zones x 20 section sets")):
+            db_url = f"sqlite:///{tmp}/{'spread' if spread else 'single'}.db"
+            print(f"populating {args.subscribers:,} readers ({label}) ...", file=sys.stderr, flush=True)
+            populate_choices(db_url, args.subscribers, spread)
+            reset(server_url)
+            configure(server_url, args.validate_every)
+            before = stats(server_url)
+            result = send_child(db_url, server_url, args.concurrency, phase="choices")
+            out = row(label, result, stats(server_url), before)
+            out["renders"] = f"{result['renders']} ({result['distinct_renders']} distinct; {result['variants']} " \
+                             f"variants held by the audience; {result['batches']:,} batches)"
+            rows.append(out)
+            Path(db_url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 

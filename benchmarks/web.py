@@ -57,6 +57,7 @@ def _time(fn: Callable[[], object], runs: int) -> list[float]:
 
 WRK_CONNECTIONS = 16
 _WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_WRK_TOTAL = re.compile(r"(\d+) requests in")
 _WRK_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)")
 
 
@@ -82,18 +83,39 @@ def _wait_for(url: str, process: subprocess.Popen) -> None:
             time.sleep(0.05)
 
 
-def _wrk(url: str, seconds: float) -> float:
-    """Requests per second wrk measured; refuses a run with errors or non-2xx answers (that would be a
-    rate of failures)."""
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used so far, from /proc (None where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(url: str, seconds: float, server_pid: int | None = None) -> tuple[float, float | None]:
+    """Requests per second wrk measured, and the server's CPU seconds per request over the run (its own
+    process, from /proc: on a loaded machine the rate moves with the load, the CPU per request much less).
+    Refuses a run with errors or non-2xx answers (that would be a rate of failures)."""
+    before = _process_cpu(server_pid) if server_pid else None
     out = subprocess.run(["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{seconds:g}s", url],
                          capture_output=True, text=True, check=True).stdout
+    after = _process_cpu(server_pid) if server_pid else None
     errors = [m.group(0) for m in _WRK_ERRORS.finditer(out)]
     if errors:
         raise RuntimeError(f"wrk against {url}: {'; '.join(errors)}")
     match = _WRK_RATE.search(out)
-    if match is None:
+    total = _WRK_TOTAL.search(out)
+    if match is None or total is None:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(match.group(1))
+    cpu = (after - before) / int(total.group(1)) if before is not None and after is not None else None
+    return float(match.group(1)), cpu
+
+
+def _cpu_note(cpu: float | None, floor_cpu: float | None) -> str:
+    if cpu is None:
+        return ""
+    ratio = f", {cpu / floor_cpu:.1f}x the floor's" if floor_cpu else ""
+    return f"; server CPU {cpu * 1e6:.0f} us/request{ratio}"
 
 
 def _rate_row(what: str, rate: float, floor: float, note: str) -> dict[str, str]:
@@ -122,8 +144,10 @@ def serve_floor(port: int) -> None:
     uvicorn.run(floor_app(), **uvicorn_options("127.0.0.1", port, proxies=[]))
 
 
-def throughput(base: str, env: dict[str, str], token: str, seconds: float) -> list[dict[str, str]]:
-    """wrk against the unsubscribe and archive pages of a running `newsletter serve` and the floor app."""
+def throughput(base: str, env: dict[str, str], token: str, seconds: float,
+               server_pid: int | None = None) -> list[dict[str, str]]:
+    """wrk against the unsubscribe and archive pages of a running `newsletter serve` and the floor app. The
+    floor is measured before and after the pages and averaged, so a change of load in between falls on both."""
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk): throughput rows skipped", file=sys.stderr)
         return []
@@ -132,17 +156,25 @@ def throughput(base: str, env: dict[str, str], token: str, seconds: float) -> li
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(f"http://127.0.0.1:{port}/", floor)
-        floor_rate = _wrk(f"http://127.0.0.1:{port}/", seconds)
+        floor_before, floor_cpu_before = _wrk(f"http://127.0.0.1:{port}/", seconds, floor.pid)
+        unsubscribe, unsubscribe_cpu = _wrk(f"{base}/u/{token}", seconds, server_pid)
+        archive, archive_cpu = _wrk(f"{base}/archive/city/1", seconds, server_pid)
+        floor_after, floor_cpu_after = _wrk(f"http://127.0.0.1:{port}/", seconds, floor.pid)
     finally:
         floor.terminate()
         floor.wait(10)
-    unsubscribe = _wrk(f"{base}/u/{token}", seconds)
-    archive = _wrk(f"{base}/archive/city/1", seconds)
+    floor_rate = (floor_before + floor_after) / 2
+    floor_cpu = ((floor_cpu_before + floor_cpu_after) / 2
+                 if floor_cpu_before is not None and floor_cpu_after is not None else None)
     note = f"wrk {WRK_CONNECTIONS} connections, {seconds:g} s"
     return [
-        {"web": "floor: minimal Starlette app, same uvicorn", "per second": f"{floor_rate:.0f}", "note": note},
-        _rate_row("unsubscribe page GET, wrk", unsubscribe, floor_rate, note),
-        _rate_row("archive issue page, wrk", archive, floor_rate, note),
+        {"web": "floor: minimal Starlette app, same uvicorn", "per second": f"{floor_rate:.0f}",
+         "note": f"{note}; before/after the pages: {floor_before:.0f}/{floor_after:.0f}"
+                 + _cpu_note(floor_cpu, None)},
+        _rate_row("unsubscribe page GET, wrk (goal >= 4k)", unsubscribe, floor_rate,
+                  note + _cpu_note(unsubscribe_cpu, floor_cpu)),
+        _rate_row("archive issue page, wrk (goal >= 3k)", archive, floor_rate,
+                  note + _cpu_note(archive_cpu, floor_cpu)),
     ]
 
 
@@ -270,7 +302,7 @@ def main() -> list[dict[str, str]]:
                 with session_scope(site.engine) as session:
                     subscriber = session.scalars(select(Subscriber.id)).first()
                 token = Signer(site.settings.secret_key).make(UNSUBSCRIBE, subscriber, "city")
-                rows.extend(throughput(base, env, token, args.seconds))
+                rows.extend(throughput(base, env, token, args.seconds, server.pid))
                 static = _time(lambda: client.get("/static/app.css").raise_for_status(), runs)
                 rows.append(_row("static file (the floor)", static, "HTTP request, whole"))
                 story = "/archive/city/1/1-old-market-reopens"

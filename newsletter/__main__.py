@@ -1,3 +1,3 @@
-from newsletter.cli.main import main
+from newsletter.cli.start import main
 
 main()

@@ -199,17 +199,24 @@ def language_code(language: str | None) -> str:
 
 
 def split_sentences(paragraph: str, language: str | None = "en") -> list[str]:
+    return list(_split_sentences(paragraph, language))
+
+
+# pysbd is the slowest step of reading a story, and the same paragraphs come back: the summary's sentences for its
+# quotes, each rebuild of a draft, an archive story's blurb under several issues. Keyed by the text itself.
+@lru_cache(maxsize=8192)
+def _split_sentences(paragraph: str, language: str | None) -> tuple[str, ...]:
     paragraph = normalize_ws(paragraph)
     if not paragraph:
-        return []
+        return ()
     if _CJK.search(paragraph) and re.search("[。！？｡]", paragraph):
         # pysbd's English rules never split at 。, and its zh/ja rules need the language to be known.
-        return [p.strip() for p in _CJK_SENTENCE_END.split(paragraph) if p.strip()]
+        return tuple(p.strip() for p in _CJK_SENTENCE_END.split(paragraph) if p.strip())
     try:
         parts = _segmenter(language_code(language)).segment(paragraph)
     except Exception:  # pysbd has rare regex failures on odd input; one sentence is better than none
         parts = [paragraph]
-    return [p.strip() for p in parts if p.strip()]
+    return tuple(p.strip() for p in parts if p.strip())
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ ROOT = Path(newsletter.__file__).parent
 # Top to bottom, as docs/architecture.md draws it: a module may import its own layer and the layers below it.
 LAYERS = ["cli", "web", "demo", "scale", "schedule", "report", "deliver", "subscribers", "render", "compose",
           "editorial", "collect", "store", "config", "text", "newsletter"]
-TOP_LEVEL = {"__main__": "cli", "text": "text", "urls": "text", "__init__": "newsletter"}
+TOP_LEVEL = {"__main__": "cli", "settings": "config", "text": "text", "urls": "text", "__init__": "newsletter"}
 
 
 def _modules() -> dict[str, Path]:

@@ -118,3 +118,16 @@ def test_semantic_option_keeps_off_topic_out_and_finds_the_related_story() -> No
     assert "Hollowbrook Labs Releases Tern Speech Model Under Open License" not in [d.title for d in protein]
     audits = index.related(by_key["demo2"], 3)[0]
     assert "Standards Board Proposes Mandatory Audits for High-Risk AI Systems" in [d.title for d in audits]
+
+
+def test_the_index_is_kept_while_the_archive_is_the_same_and_made_again_when_it_changes() -> None:
+    from newsletter.editorial.related import related_index
+
+    docs, by_key = _demo_docs()
+    first = related_index(docs)
+    assert related_index([Doc(d.id, d.title, d.url, d.source, d.text) for d in docs]) is first  # equal, not same
+    changed = [*docs[:-1], Doc(docs[-1].id, docs[-1].title, docs[-1].url, docs[-1].source, docs[-1].text + " More.")]
+    second = related_index(changed)
+    assert second is not first
+    # A made-again index answers as a fresh one does: nothing is carried over from the old archive.
+    assert second.related(by_key["demo2"], 3)[0] == RelatedIndex(changed).related(by_key["demo2"], 3)[0]

@@ -52,7 +52,9 @@ def test_double_opt_in_end_to_end(workdir: Path, cli) -> None:  # noqa: ANN001
         assert httpx.post(url + link).status_code == 200
     assert statuses(workdir) == {"ann@example.com": "active"}
     again = cli("subscribers", "add", "ann@example.com", "-n", "city", "--opt-in").output
-    assert "already subscribed" in again and len(list((workdir / "outbox").rglob("*.eml"))) == 1
+    # One confirmation email (not sent again) and, since the confirmation, one welcome email.
+    assert "already subscribed" in again and len(list((workdir / "outbox").rglob("messages/*.eml"))) == 1
+    assert [p.name for p in (workdir / "outbox").rglob("welcome/*.eml")] == ["ann@example.com.eml"]
 
 
 def test_opt_in_never_mails_a_bounced_address(workdir: Path, cli) -> None:  # noqa: ANN001

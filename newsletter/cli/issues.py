@@ -8,10 +8,10 @@ from enum import StrEnum
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import select
 
 from newsletter.cli.common import console, engine, fail, newsletter
+from newsletter.cli.start import IssueLine, issue_table
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 
@@ -103,15 +103,13 @@ def register(app: typer.Typer) -> None:
     @issue_app.command("list")
     def list_cmd(slug: str = typer.Argument(None, help="Only this newsletter.")) -> None:
         """List issues, newest first. Example: `newsletter issue list ai-weekly`"""
-        table = Table()
-        for col in ("id", "newsletter", "number", "status", "stories", "subject", "created"):
-            table.add_column(col)
+        # On SQLite at the newest schema, cli/start.py answers this before Typer loads, with the same table.
         with session_scope(engine(existing=True)) as session:
             query = select(IssueRow).join(NewsletterRow).order_by(IssueRow.id.desc())
             if slug:
                 query = query.where(NewsletterRow.slug == slug)
-            for row in session.scalars(query):
-                stories = sum(1 for i in row.items if isinstance(i, IssueItem) and i.included)
-                table.add_row(str(row.id), row.newsletter.slug, str(row.number), row.status, str(stories),
-                              row.subject, f"{row.created_at:%Y-%m-%d %H:%M}")
-        console.print(table)
+            lines = [IssueLine(row.id, row.newsletter.slug, row.number, row.status,
+                               sum(1 for i in row.items if isinstance(i, IssueItem) and i.included),
+                               row.subject, row.created_at)
+                     for row in session.scalars(query)]
+        console.print(issue_table(lines))

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
                 send_test(nl, issue.id, eng, mailer, settings(), address)
                 console.print(f"Sent a test of issue #{issue.number} to {address} via {mailer.name}.")
                 return
-            audience = fresh_audience(eng, issue.id)
+            audience = fresh_audience(eng, issue.id, nl)
             if audience == 0 and not force:
                 fail(f"nobody would get issue #{issue.number}: {slug} has no active subscribers. Nothing was sent "
                      f"and the issue is unchanged; {empty_audience_hint(slug)}, then send again "

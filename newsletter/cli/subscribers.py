@@ -20,6 +20,7 @@ from newsletter.subscribers.manage import (
     find_subscriber_id,
     import_csv,
     list_subscriptions,
+    normalize_email,
 )
 
 NEWSLETTER_OPT = typer.Option(..., "--newsletter", "-n", help="The newsletter's slug.")
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
         path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV with an 'email' column."),
         slug: str = NEWSLETTER_OPT,
     ) -> None:
-        """Import subscribers from CSV (email, name, any other columns). Bad rows are reported, the rest kept.
+        """Import subscribers from CSV (email, name, sections, frequency, tz, any other columns). Bad rows are
+        reported, the rest kept; `sections` lists the sections a new reader gets, separated by ';'.
 
         Example: `newsletter subscribers import people.csv -n ai-weekly`
         """
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
         with session_scope(engine()) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
             try:
-                report = import_csv(session, row, path)
+                report = import_csv(session, row, path, nl=nl)
             except (InvalidAddress, UnicodeDecodeError) as exc:
                 fail(str(exc))
         for problem in report.problems:
@@ -115,8 +117,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"{count} subscribers written to {output}")
 
     @sub_app.command("confirm")
-    def confirm_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT) -> None:
-        """Confirm a pending subscription by hand (e.g. consent given on paper).
+    def confirm_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT,
+                    welcome: bool = typer.Option(True, "--welcome/--no-welcome",
+                                                 help="Send the welcome email (once per subscription).")) -> None:
+        """Confirm a pending subscription by hand (e.g. consent given on paper), then welcome them.
 
         Example: `newsletter subscribers confirm ann@example.com -n ai-weekly`
         """
@@ -130,6 +134,69 @@ def register(app: typer.Typer) -> None:
         if result != "active":
             fail(f"{email} stays {result}: the address bounced or complained and is suppressed")
         console.print(f"{email}: active")
+        if welcome:
+            _welcome(nl, subscriber_id, email)
+
+    @sub_app.command("preferences")
+    def preferences_cmd(
+        email: str = typer.Argument(..., help="The address."),
+        slug: str = NEWSLETTER_OPT,
+        sections: str = typer.Option(None, "--sections", help="The sections they get, separated by ';' "
+                                     "(the rest are turned off); '' for all of them."),
+        frequency: str = typer.Option(None, "--frequency", help="One of the newsletter's cadences."),
+        tz: str = typer.Option(None, "--tz", help="Their IANA time zone (e.g. Asia/Tokyo); '' for the "
+                               "newsletter's own."),
+        format: str = typer.Option(None, "--format", help="html (an HTML and a text part) or text."),
+        pause_weeks: int = typer.Option(None, "--pause-weeks", min=0, max=52, help="Pause for N weeks; 0 resumes."),
+        history: bool = typer.Option(False, "--history", help="Also list every change, with its time and origin."),
+    ) -> None:
+        """Show a subscriber's choices, or change them (from their next issue; each change is recorded).
+
+        Example: `newsletter subscribers preferences ann@example.com -n ai-weekly --sections "AI;Open source"`
+        """
+        from newsletter.subscribers import preferences
+
+        nl = newsletter(slug)
+        values: dict[str, object] = {}
+        if sections is not None:
+            on = preferences.parse_sections(sections)
+            values["sections_off"] = [s for s in nl.sections if s not in on] if on else []
+            unknown = [s for s in on if s not in nl.sections]
+            if unknown:
+                fail(f"--sections: {unknown[0]!r} is not a section of {slug} "
+                     f"(its sections: {', '.join(nl.sections) or 'none'})")
+        for name, value in (("frequency", frequency), ("timezone", tz), ("format", format),
+                            ("pause_weeks", pause_weeks)):
+            if value is not None:
+                values[name] = value
+        with session_scope(engine()) as session:
+            row = ensure_newsletter(session, nl.slug, nl.name)
+            try:
+                sub = preferences.subscription_of(session, row.id, normalize_email(email))
+            except InvalidAddress as exc:
+                fail(f"{email}: {exc}")
+            if sub is None:
+                fail(f"{email} has no subscription to {slug}")
+            try:
+                changed = preferences.apply(session, sub, nl, values, origin="cli") if values else []
+            except preferences.PreferenceError as exc:
+                fail(f"{email}: {exc}; nothing was changed")
+            shown = preferences.of(sub)
+            changes = preferences.history(session, sub.id) if history else []
+            lines = [f"{email} ({sub.status})",
+                     f"  sections: {', '.join(s for s in nl.sections if s not in shown.sections_off) or 'none'}"
+                     + (f" (off: {', '.join(shown.sections_off)})" if shown.sections_off else "")
+                     if nl.sections else "  sections: (this newsletter has none)",
+                     f"  frequency: {shown.frequency or (nl.cadence_names[0] if nl.cadence_names else 'the one')}",
+                     f"  time zone: {shown.timezone or nl.schedule.timezone + ' (the newsletter' + chr(39) + 's)'}",
+                     f"  format: {shown.format}",
+                     f"  paused until: {shown.paused_until:%Y-%m-%d %H:%M} UTC" if shown.paused_until
+                     else "  not paused"]
+            lines += [f"  {c.changed_at:%Y-%m-%d %H:%M:%S} {c.origin or '?'}: {c.field} {c.old!r} -> {c.new!r}"
+                      for c in changes]
+        if values:
+            console.print(f"changed: {', '.join(changed)}" if changed else "nothing changed")
+        console.print("\n".join(lines), markup=False, highlight=False)
 
     @sub_app.command("unsubscribe")
     def unsubscribe_cmd(email: str = typer.Argument(..., help="The address."), slug: str = NEWSLETTER_OPT) -> None:
@@ -204,3 +271,25 @@ def _opt_in(nl, slug: str, email: str, name: str | None) -> None:  # noqa: ANN00
                 "already-active": "already subscribed", "suppressed": "NOT subscribed: the address bounced or "
                 "complained before"}
     console.print(f"{result.email}: {messages[result.status]}")
+
+
+def _welcome(nl, subscriber_id: int, email: str) -> None:  # noqa: ANN001
+    from newsletter.config import ConfigError
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.deliver.welcome import send_welcome
+
+    try:
+        mailer = make_mailer(settings())
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        result = send_welcome(engine(), nl, subscriber_id, mailer, settings())
+    finally:
+        mailer.close()
+    if result.status == "sent":
+        console.print(f"{email}: welcome email sent via {mailer.name}")
+    elif result.status == "already":
+        console.print(f"{email}: welcomed before (not sent again)")
+    elif result.status in ("failed", "unknown"):
+        fail(f"{email}: the welcome email {'could not be sent' if result.status == 'failed' else 'may not have gone'}"
+             f" ({result.error}); it is not sent again")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.collect.extract import extract
-from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
+from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all, run_fetches
 from newsletter.store.models import Article, utcnow
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,14 @@ def _store(session: Session, row: Article | None, url: str, result: FetchResult)
 
 
 def run_sync(coro):  # noqa: ANN001, ANN202 - a coroutine in, its result out
-    """asyncio.run, also from code that is itself inside an event loop (a web handler, a scheduler job)."""
+    """run_fetches (asyncio.run, on uvloop where installed), also from code that is itself inside an event loop
+    (a web handler, a scheduler job)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return run_fetches(coro)
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(run_fetches, coro).result()
 
 
 def get_articles(

@@ -26,10 +26,10 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urljoin, urlparse
 
 import aiohttp
@@ -46,6 +46,19 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DRAIN_BYTES = 64 * 1024  # a body we do not keep is read (to keep the connection) only up to this size
+
+T = TypeVar("T")
+
+
+def run_fetches(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run for a batch of fetches, on uvloop where it is installed (a base dependency on CPython off
+    Windows, for uvicorn too): the same coroutines for about 15% less client CPU per request
+    (benchmarks/collect.py measures both loops); on asyncio's own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 @dataclass(frozen=True)

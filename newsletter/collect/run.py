@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all
+from newsletter.collect.fetch import FetchLimits, FetchResult, fetch_all, run_fetches
 from newsletter.collect.parse import ParsedFeed, parse_feed
 from newsletter.config import Newsletter
 from newsletter.store.db import session_scope
@@ -110,33 +110,51 @@ def _ensure_sources(session: Session, specs: list[SourceSpec]) -> dict[str, Sour
     return rows
 
 
-def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int, int]:
-    """Insert the feed's new items. Returns (new, seen).
+@dataclass
+class _Known:
+    """What a source's stored items say, to tell a feed's new entries from those already stored."""
+
+    guids: set[str] = field(default_factory=set)
+    links: set[str] = field(default_factory=set)
+    hashes: set[tuple[str, datetime | None]] = field(default_factory=set)
+
+
+def _known_items(session: Session, source_ids: list[int]) -> dict[int, _Known]:
+    """The stored items of these sources, in one query (one per source cost more than the rows it read)."""
+    known: dict[int, _Known] = {i: _Known() for i in source_ids}
+    if not source_ids:
+        return known
+    rows = session.execute(
+        select(Item.source_id, Item.guid, Item.link, Item.content_hash, Item.published_at, Item.collected_at)
+        .where(Item.source_id.in_(source_ids))
+    )
+    for source_id, guid, link, content_hash, published_at, collected_at in rows:
+        k = known[source_id]
+        k.guids.add(guid)
+        if link:
+            k.links.add(link)
+        # An item stored without a date got its collection time as published_at: it counts as dateless.
+        k.hashes.add((content_hash, None if published_at == collected_at else published_at))
+    return known
+
+
+def new_item_rows(source: Source, feed: ParsedFeed, known: _Known, now: datetime) -> tuple[list[dict], int]:
+    """The feed's items not stored yet, as rows to insert, and how many were seen before.
 
     Seen: the same guid, or the same link, or the same content *and* the same date under another guid (a feed that
     changed its ids). Two posts that say the same on different days ("Service restored") are two items.
     """
-    existing = session.execute(
-        select(Item.guid, Item.link, Item.content_hash, Item.published_at, Item.collected_at)
-        .where(Item.source_id == source.id)
-    ).all()
-    guids = {row.guid for row in existing}
-    links = {row.link for row in existing if row.link}
-    # An item stored without a date got its collection time as published_at: it counts as dateless.
-    hashes = {(row.content_hash, None if row.published_at == row.collected_at else row.published_at)
-              for row in existing}
-    new = seen = 0
-    now = utcnow()
+    seen = 0
     fresh: list[dict] = []
     for item in feed.items:
         dated = (item.content_hash, item.published_at)
-        if item.guid in guids or (item.link and item.link in links) or dated in hashes:
+        if item.guid in known.guids or (item.link and item.link in known.links) or dated in known.hashes:
             seen += 1
             continue
-        guids.add(item.guid)
+        known.guids.add(item.guid)
         if item.link:
-            links.add(item.link)
-        hashes.add(dated)
+            known.links.add(item.link)
+        known.hashes.add(dated)
         fresh.append(
             {
                 "source_id": source.id,
@@ -153,10 +171,20 @@ def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int
                 "language": item.language,
             }
         )
-        new += 1
-    if fresh:
-        session.execute(Item.__table__.insert(), fresh)
-    return new, seen
+    return fresh, seen
+
+
+def insert_items(session: Session, rows: list[dict]) -> None:
+    """One executemany for every new item of a run: per feed, the statement's setup cost more than its rows."""
+    if rows:
+        session.execute(Item.__table__.insert(), rows)
+
+
+def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int, int]:
+    """Insert the feed's new items. Returns (new, seen)."""
+    fresh, seen = new_item_rows(source, feed, _known_items(session, [source.id])[source.id], utcnow())
+    insert_items(session, fresh)
+    return len(fresh), seen
 
 
 GONE_HELP = "not polled until `newsletter sources enable {url}` (or remove it from the schedule file)"
@@ -302,7 +330,7 @@ def collect(
     use_pool = parallel_parse if parallel_parse is not None else len(due) >= PARALLEL_PARSE_MIN
     pool = _LazyPool() if use_pool and (os.cpu_count() or 1) > 1 else None
     try:
-        fetched = asyncio.run(_collect_async([SourceSpec(polled[s.url], s.name) for s in due], validators, limits,
+        fetched = run_fetches(_collect_async([SourceSpec(polled[s.url], s.name) for s in due], validators, limits,
                                              pool, progress))
     finally:
         if pool is not None:
@@ -311,6 +339,10 @@ def collect(
     now = utcnow()
     with session_scope(engine) as session:
         rows = {s.url: s for s in session.scalars(select(Source).where(Source.url.in_(list(names))))}
+        changed = [rows[spec.url].id for spec, (result, feed) in zip(due, fetched, strict=True)
+                   if result.ok and not result.not_modified and feed is not None and feed.ok]
+        known = _known_items(session, changed)
+        fresh: list[dict] = []
         for spec, (result, feed) in zip(due, fetched, strict=True):
             outcome = SourceOutcome(spec.url, spec.name, "ok", http_status=result.status, seconds=result.elapsed)
             source = rows[spec.url]
@@ -327,10 +359,13 @@ def collect(
                 outcome.warning = feed.warning
                 if feed.title and not source.title:
                     source.title = feed.title[:500]
-                outcome.new_items, outcome.seen_items = store_items(session, source, feed)
+                items, outcome.seen_items = new_item_rows(source, feed, known[source.id], now)
+                outcome.new_items = len(items)
+                fresh += items
             _learn_redirect(source, result, outcome)
             _record(source, result, outcome, now)
             report.outcomes.append(outcome)
+        insert_items(session, fresh)
     order = {s.url: i for i, s in enumerate(specs)}
     report.outcomes.sort(key=lambda o: order.get(o.url, 0))
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -121,8 +122,28 @@ def _story_row(group: list[Item], position: int, nl: Newsletter) -> IssueItem:
         quotes=[],
         related=[],
         also_covered_by=others,
-        notes={"via": lead.source.name or lead.source.title or ""} if aggregated(lead.source.url, lead.link) else {},
+        notes=_notes(lead, nl),
     )
+
+
+def by_section(groups: list[list[Item]], nl: Newsletter) -> list[list[Item]]:
+    """The stories grouped by section, in the order the schedule file names its sections (sources without one
+    last), each section keeping the ranking's order: the issue shows each section as one headed group."""
+    if not nl.sections:
+        return groups
+    order = {name: i for i, name in enumerate(nl.sections)}
+    return sorted(groups, key=lambda g: order.get(nl.section_of(g[0].source.url) or "", len(order)))
+
+
+def _notes(lead: Item, nl: Newsletter) -> dict[str, Any]:
+    """The story's notes: the aggregator it came through, and its section (that of its first source)."""
+    notes: dict[str, Any] = {}
+    if aggregated(lead.source.url, lead.link):
+        notes["via"] = lead.source.name or lead.source.title or ""
+    section = nl.section_of(lead.source.url)
+    if section:
+        notes["section"] = section
+    return notes
 
 
 def build_issue(
@@ -155,6 +176,7 @@ def build_issue(
         groups = select_items(session, nrow.id, nl, start, end)
         dropped = [g[0] for g in groups if all(_empty(it) for it in g)]
         groups = [g for g in groups if not all(_empty(it) for it in g)]
+        groups = by_section(groups, nl)
         if not groups and not allow_empty:
             stale = _why_nothing(session, nl, start)
             return BuildResult(None, None, 0, False,

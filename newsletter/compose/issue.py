@@ -86,6 +86,7 @@ class Story:
     via: str | None = None  # the aggregator (Hacker News, a link blog) the link came through, if it did
     # The sent story this one continues (related by topic, not the same story): {"number", "title", "url"}.
     follow_up: dict[str, Any] | None = None
+    section: str | None = None  # the schedule file's section of its source, when the newsletter has sections
 
 
 @dataclass
@@ -151,7 +152,12 @@ def story_from_row(row: IssueItem) -> Story:
         update_of=(row.notes or {}).get("update_of"),
         via=(row.notes or {}).get("via"),
         follow_up=_follow_up((row.notes or {}).get("follow_up")),
+        section=_section((row.notes or {}).get("section")),
     )
+
+
+def _section(value: Any) -> str | None:
+    return " ".join(value.split())[:60] or None if isinstance(value, str) else None
 
 
 
@@ -220,6 +226,7 @@ def issue_to_json(issue: Issue, *, include_dropped: bool = False) -> dict[str, A
                 "update_of": s.update_of,
                 "via": s.via,
                 "follow_up": s.follow_up,
+                "section": s.section,
                 "domain": link_domain(s.url),
             }
             for s in items
@@ -234,7 +241,8 @@ def content_hash(issue: Issue) -> str:
         data.pop(key, None)
     for item in data["items"]:
         # Added after issues were approved with this hash: at their defaults they leave it as it was.
-        if item.get("follow_up") is None:
-            item.pop("follow_up", None)
+        for key in ("follow_up", "section"):
+            if item.get(key) is None:
+                item.pop(key, None)
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -6,11 +6,8 @@ fixing a schedule at 7am should not have to guess.
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,18 +18,29 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+# The environment's settings live in a module of their own, without pydantic, so that a command that needs only
+# them (`newsletter issue list`) starts fast; they are part of this package's interface all the same.
+from newsletter.settings import (  # noqa: F401 - re-exported
+    ALLOW_ENV,
+    Allow,
+    AllowListError,
+    ConfigError,
+    IPNetwork,
+    Settings,
+    normal_host,
+    redact_url,
+    settings_from_env,
+)
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 EMAIL_RE = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
-
-
-class ConfigError(Exception):
-    """A schedule file or setting is wrong; the message says where."""
 
 
 def _check_source_url(value: str) -> str:
@@ -71,10 +79,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_section(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("a section needs a name (e.g. \"Security\")")
+    if len(value) > 60:
+        raise ValueError("a section name is at most 60 characters")
+    return value
+
+
+SectionName = Annotated[str, AfterValidator(_check_section)]
+
+
 class Source(Strict):
     url: SourceURL
     name: str | None = None
     max_items: int | None = Field(default=None, ge=1)
+    # The named group of the issue its stories go in ("AI", "Security"); readers may turn a section off.
+    section: SectionName | None = None
 
 
 class Digest(Strict):
@@ -95,6 +117,9 @@ class Digest(Strict):
 
 
 class Schedule(Strict):
+    # The name readers see for this cadence when the file offers others (`[[cadences]]`); default: the first
+    # word of `send` when it is daily/weekly/weekdays/monthly, else "regular".
+    name: str | None = None
     collect: str = "every 1 hour"
     send: str = "weekly on monday at 08:00"
     timezone: str = "UTC"
@@ -143,6 +168,45 @@ class Schedule(Strict):
         if value in ("auto", "required") or re.fullmatch(r"auto after \d+ hours?", value):
             return value
         raise ValueError("must be 'auto', 'required' or 'auto after N hours'")
+
+
+CADENCE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def _cadence_name(value: str) -> str:
+    value = value.strip().lower()
+    if not CADENCE_NAME_RE.match(value):
+        raise ValueError("use lowercase letters, digits and dashes (e.g. 'daily')")
+    return value
+
+
+class CadenceOption(Strict):
+    """`[[cadences]]`: another cadence readers may pick (the `[schedule]` one is the first, and the default).
+
+    It builds its own issues (numbered on their own, archived at /archive/SLUG-NAME) from the same collected
+    items, each covering its own period (`window_days`, default: the time between two of its sends), with its
+    own approval policy; its audience is the readers of this newsletter who chose it."""
+
+    name: Annotated[str, AfterValidator(_cadence_name)]
+    send: str
+    approval: str = "auto"
+    build_ahead: str = "24 hours"
+    when_empty: Literal["skip", "send"] = "skip"
+    window_days: int | None = Field(default=None, ge=1, le=366)
+    max_items: int | None = Field(default=None, ge=1, le=200)
+
+    @field_validator("send")
+    @classmethod
+    def _cadence(cls, value: str) -> str:
+        from newsletter.config.cadence import parse_cadence
+
+        parse_cadence(value)
+        return value
+
+    @field_validator("approval")
+    @classmethod
+    def _approval(cls, value: str) -> str:
+        return Schedule._approval(value)
 
 
 def _check_colour(value: str) -> str:
@@ -210,6 +274,9 @@ class Comments(Strict):
     edit_minutes: int = Field(default=15, ge=0, le=7 * 24 * 60)
 
 
+OTHER_SECTION = "Other"  # the stories of sources without a section, in a newsletter that has sections
+
+
 class Tracking(Strict):
     """`[tracking]`: what is recorded about readers after a send (README "Tracking and reports"). Off by default.
 
@@ -243,8 +310,60 @@ class Newsletter(Strict):
     theme: Theme = Theme()
     summarizer: Summarizer | None = None
     comments: Comments = Comments()
+    cadences: list[CadenceOption] = Field(default_factory=list)
     tracking: Tracking = Tracking()
     path: str | None = Field(default=None, exclude=True)
+    # Set on the newsletter a `[[cadences]]` entry makes (`for_cadence`): whose readers it goes to.
+    _audience_slug: str | None = PrivateAttr(default=None)
+    _cadence: str | None = PrivateAttr(default=None)
+    _cadence_names: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def main_cadence(self) -> str:
+        if self.schedule.name:
+            return _cadence_name(self.schedule.name)
+        first = self.schedule.send.strip().lower().split()[0] if self.schedule.send.strip() else ""
+        return first if first in ("daily", "weekly", "weekdays", "monthly") else "regular"
+
+    @property
+    def cadence_names(self) -> list[str]:
+        """The cadences readers pick between, the default first; empty when the newsletter has one."""
+        if self._cadence_names:
+            return list(self._cadence_names)
+        return [self.main_cadence, *(c.name for c in self.cadences)] if self.cadences else []
+
+    @property
+    def cadence(self) -> str | None:
+        """This newsletter's cadence among those its readers pick from (None: it offers just one)."""
+        return self._cadence or (self.main_cadence if self.cadences else None)
+
+    @property
+    def audience_slug(self) -> str:
+        """The newsletter whose subscribers this one's issues go to (its own slug, but for a cadence)."""
+        return self._audience_slug or self.slug
+
+    def for_cadence(self, name: str) -> Newsletter:
+        """The newsletter one of the `[[cadences]]` makes: its own slug (SLUG-NAME), schedule and window, this
+        newsletter's sources, settings and readers (those who chose it)."""
+        from datetime import timedelta
+        from zoneinfo import ZoneInfo
+
+        from newsletter.config.cadence import shortest_gap
+
+        option = next(c for c in self.cadences if c.name == name)
+        days = option.window_days or max(1, min(366, round(
+            shortest_gap(option.send, ZoneInfo(self.schedule.timezone)) / timedelta(days=1))))
+        digest = self.digest.model_copy(update={"window_days": days,
+                                                **({"max_items": option.max_items} if option.max_items else {})})
+        schedule = self.schedule.model_copy(update={
+            "name": option.name, "send": option.send, "approval": option.approval,
+            "build_ahead": option.build_ahead, "when_empty": option.when_empty})
+        derived = self.model_copy(update={"slug": f"{self.slug}-{option.name}",
+                                          "name": f"{self.name} ({option.name})", "digest": digest,
+                                          "schedule": schedule, "cadences": []})
+        derived._audience_slug, derived._cadence = self.slug, option.name
+        derived._cadence_names = self.cadence_names
+        return derived
 
     @field_validator("slug")
     @classmethod
@@ -253,6 +372,18 @@ class Newsletter(Strict):
             raise ValueError("use lowercase letters, digits and dashes (e.g. 'ai-weekly')")
         return value
 
+    @property
+    def sections(self) -> list[str]:
+        """The section names, in the order the schedule file first names them (empty: no sections)."""
+        return list(dict.fromkeys(s.section for s in self.sources if s.section))
+
+    def section_of(self, source_url: str) -> str | None:
+        """The section of a source's stories; a source without one (in a file that has sections) is "Other"."""
+        for source in self.sources:
+            if source.url == source_url:
+                return source.section or (OTHER_SECTION if self.sections else None)
+        return OTHER_SECTION if self.sections else None
+
     @model_validator(mode="after")
     def _unique_sources(self) -> Newsletter:
         seen: set[str] = set()
@@ -260,6 +391,18 @@ class Newsletter(Strict):
             if source.url in seen:
                 raise ValueError(f"source {source.url} is listed twice")
             seen.add(source.url)
+        names = [self.main_cadence] if self.cadences else []
+        for i, option in enumerate(self.cadences):
+            if option.name in names:
+                raise ValueError(f"cadence '{option.name}' is named twice (the [schedule] one is "
+                                 f"'{self.main_cadence}'; set schedule.name to rename it)")
+            names.append(option.name)
+            from newsletter.config.cadence import check_build_ahead
+
+            try:
+                check_build_ahead(option.send, self.schedule.timezone, option.approval, option.build_ahead)
+            except ValueError as exc:
+                raise ValueError(f"cadences[{i}] ({option.name}): {exc}") from None
         return self
 
 
@@ -365,193 +508,12 @@ def load_all(directory: str | Path) -> LoadResult:
         except ConfigError as exc:
             result.errors.append(str(exc))
             continue
-        if nl.slug in result.newsletters:
-            result.errors.append(f"{path}: slug: '{nl.slug}' is already used by {result.newsletters[nl.slug].path}")
+        made = [nl, *(nl.for_cadence(c.name) for c in nl.cadences)]
+        taken = [n.slug for n in made if n.slug in result.newsletters]
+        if taken:
+            result.errors.append(f"{path}: slug: '{taken[0]}' is already used by "
+                                 f"{result.newsletters[taken[0]].path}")
             continue
-        result.newsletters[nl.slug] = nl
+        for each in made:  # a cadence is scheduled, built, sent and archived as a newsletter of its own
+            result.newsletters[each.slug] = each
     return result
-
-
-# -- NEWSLETTER_FETCH_ALLOW: the outbound guard's exceptions (newsletter.collect.guard) --------------------
-
-ALLOW_ENV = "NEWSLETTER_FETCH_ALLOW"
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-_HOST = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
-
-
-def normal_host(host: str) -> str:
-    """A host as the allow-list compares it: no brackets, no trailing dot, lowercase."""
-    return host.strip().strip("[]").rstrip(".").lower()
-
-
-class AllowListError(ConfigError):
-    """NEWSLETTER_FETCH_ALLOW holds something that is neither a host name nor a network."""
-
-
-@dataclass(frozen=True)
-class Allow:
-    """The operator's exceptions: host names (exact, case-insensitive) and networks."""
-
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str, *, where: str = ALLOW_ENV) -> Allow:
-        hosts: set[str] = set()
-        networks: list[IPNetwork] = []
-        for raw in text.split(","):
-            entry = raw.strip().lower()
-            if not entry:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                continue
-            except ValueError:
-                pass
-            name = entry.rstrip(".")
-            if not _HOST.match(name):
-                raise AllowListError(
-                    f"{where}: {raw.strip()!r} is neither a host name nor a network "
-                    "(use e.g. intranet.example,10.1.0.0/16,127.0.0.1/32)"
-                )
-            hosts.add(name)
-        return cls(frozenset(hosts), tuple(networks))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Allow:
-        return cls.parse((os.environ if env is None else env).get(ALLOW_ENV, ""))
-
-    def allows_host(self, host: str) -> bool:
-        return normal_host(host) in self.hosts
-
-    def allows_address(self, ip: _IPAddress) -> bool:
-        return any(ip.version == net.version and ip in net for net in self.networks)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Machine choices and secrets: from the environment, never from schedule files."""
-
-    database_url: str = "sqlite:///newsletter.db"
-    mailer: str = "outbox"
-    outbox_dir: Path = Path("outbox")
-    schedules_dir: Path = Path("schedules")
-    templates_dir: Path = Path("templates")
-    base_url: str = "http://localhost:8000"
-    max_body: int = 5 * 1024 * 1024  # bytes: the largest request body `serve` reads (NEWSLETTER_MAX_BODY)
-    secret_key: str | None = None
-    sendgrid_api_key: str | None = None
-    sendgrid_api_host: str = "https://api.sendgrid.com"
-    smtp_url: str | None = None
-    send_rate: float | None = None
-    fetch_allow: Allow = field(default_factory=Allow)  # NEWSLETTER_FETCH_ALLOW
-    # DKIM (newsletter.deliver.dkim): the private key (RSA or Ed25519, PEM), its selector, and the signing domain
-    # (d=; unset: each message's From domain).
-    dkim_key_file: Path | None = None
-    dkim_selector: str = "newsletter"
-    dkim_domain: str | None = None
-    # The DNS servers the sender checks and the DKIM self-check ask ("IP" or "IP:PORT", comma-separated; unset:
-    # the system's resolvers).
-    dns_servers: tuple[tuple[str, int], ...] = ()
-    preflight_sender: bool = False  # NEWSLETTER_PREFLIGHT_SENDER=1: the preflight checks SPF/DKIM/DMARC too
-    event_retention_days: int = 180  # raw click/open/provider events (NEWSLETTER_EVENT_RETENTION_DAYS)
-
-    def __repr__(self) -> str:  # never print secrets, even in a traceback
-        return f"Settings(database_url={_redact_url(self.database_url)!r}, mailer={self.mailer!r})"
-
-
-def _redact_url(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
-redact_url = _redact_url
-
-
-def _byte_size(name: str, raw: str) -> int:
-    match = re.fullmatch(r"\s*(\d{1,12})\s*([KkMm]?)[Bb]?\s*", raw)
-    if not match:
-        raise ConfigError(f"{name}: {raw!r} is not a size (bytes, or a number with K or M, e.g. 5M)")
-    size = int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
-    if size < 1024:
-        raise ConfigError(f"{name}: {raw!r} is too small (at least 1K: the editors' forms need it)")
-    return size
-
-
-def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ if env is None else env)
-    mailer = env.get("NEWSLETTER_MAILER", "outbox")
-    if mailer not in ("outbox", "smtp", "sendgrid"):
-        raise ConfigError(f"NEWSLETTER_MAILER: {mailer!r} is not one of outbox, smtp, sendgrid")
-    rate = env.get("NEWSLETTER_SEND_RATE")
-    try:
-        send_rate = float(rate) if rate else None
-    except ValueError:
-        raise ConfigError(f"NEWSLETTER_SEND_RATE: {rate!r} is not a number (messages per second)") from None
-    max_body = _byte_size("NEWSLETTER_MAX_BODY", env.get("NEWSLETTER_MAX_BODY") or "5M")
-    retention = env.get("NEWSLETTER_EVENT_RETENTION_DAYS") or "180"
-    if not retention.strip().isdigit() or not 1 <= int(retention) <= 36500:
-        raise ConfigError(f"NEWSLETTER_EVENT_RETENTION_DAYS: {retention!r} is not a number of days (1 to 36500)")
-    return Settings(
-        database_url=env.get("NEWSLETTER_DATABASE_URL", "sqlite:///newsletter.db"),
-        mailer=mailer,
-        outbox_dir=Path(env.get("NEWSLETTER_OUTBOX_DIR", "outbox")),
-        schedules_dir=Path(env.get("NEWSLETTER_SCHEDULES_DIR", "schedules")),
-        templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR", "templates")),
-        # Unset: where `newsletter serve` listens by default, on NEWSLETTER_PORT if that is set.
-        base_url=(env.get("NEWSLETTER_BASE_URL")
-                  or f"http://localhost:{env.get('NEWSLETTER_PORT') or 8000}").rstrip("/"),
-        max_body=max_body,
-        secret_key=env.get("NEWSLETTER_SECRET_KEY") or None,
-        sendgrid_api_key=env.get("SENDGRID_API_KEY") or None,
-        sendgrid_api_host=env.get("SENDGRID_API_HOST", "https://api.sendgrid.com").rstrip("/"),
-        smtp_url=env.get("NEWSLETTER_SMTP_URL") or None,
-        send_rate=send_rate,
-        fetch_allow=Allow.from_env(env),  # checked here too, so a typo stops the program at start
-        dkim_key_file=Path(env["NEWSLETTER_DKIM_KEY_FILE"]) if env.get("NEWSLETTER_DKIM_KEY_FILE") else None,
-        dkim_selector=_dns_label("NEWSLETTER_DKIM_SELECTOR", env.get("NEWSLETTER_DKIM_SELECTOR") or "newsletter"),
-        dkim_domain=(_dns_label("NEWSLETTER_DKIM_DOMAIN", env["NEWSLETTER_DKIM_DOMAIN"].strip().rstrip(".").lower())
-                     if env.get("NEWSLETTER_DKIM_DOMAIN") else None),
-        dns_servers=_dns_servers(env.get("NEWSLETTER_DNS_SERVERS", "")),
-        preflight_sender=_flag("NEWSLETTER_PREFLIGHT_SENDER", env.get("NEWSLETTER_PREFLIGHT_SENDER", "")),
-        event_retention_days=int(retention),
-    )
-
-
-_DNS_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$", re.I)
-
-
-def _dns_label(name: str, value: str) -> str:
-    if not _DNS_NAME.match(value):
-        raise ConfigError(f"{name}: {value!r} is not a DNS name (letters, digits, dashes, dots; e.g. nl2026)")
-    return value
-
-
-def _flag(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}: {raw!r} is not 1 or 0")
-
-
-def _dns_servers(raw: str) -> tuple[tuple[str, int], ...]:
-    servers = []
-    for entry in (e.strip() for e in raw.split(",")):
-        if not entry:
-            continue
-        host, port = entry, 53
-        match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?|([0-9a-fA-F:]+)", entry)
-        if match:
-            host = match.group(1) or match.group(3) or match.group(5)
-            port = int(match.group(2) or match.group(4) or 53)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(f"NEWSLETTER_DNS_SERVERS: {entry!r} is not an address (use 192.0.2.53, "
-                              "192.0.2.53:5353 or [2001:db8::53]:53)") from None
-        if not 0 < port < 65536:
-            raise ConfigError(f"NEWSLETTER_DNS_SERVERS: {entry!r}: port out of range")
-        servers.append((host, port))
-    return tuple(servers)

@@ -54,7 +54,7 @@ from newsletter.deliver.mailer import (
 from newsletter.render import tokens
 from newsletter.render.tracking import TrackSigner
 from newsletter.store.db import install_id
-from newsletter.subscribers.tokens import Signer
+from newsletter.subscribers.tokens import MANAGE, Signer
 
 UNKNOWN_POLICIES = ("hold", "resend", "skip")
 
@@ -107,6 +107,9 @@ class SendJob:
     message: Message
     signer: Signer
     base_url: str
+    # The Message of one variant's batches (sections off, text only: newsletter.render.variant), made once per
+    # variant by the caller; None, or a batch without a variant: `message` for everyone.
+    variant_message: Callable[[str], Message] | None = None
 
 
 class BatchSender:
@@ -151,8 +154,10 @@ class BatchSender:
         """Send what is left of one batch until it is sent, held (unknown) or the errors are permanent."""
         rows = batch.rows if batch.rows is not None else self.ledger.rows_left(batch)
         batch.rows = None
+        base = (self.job.variant_message(batch.variant) if self.job.variant_message and batch.variant
+                else self.job.message)
         message = dataclasses.replace(
-            self.job.message, custom_args={**self.job.message.custom_args, "install": self.install,
+            base, custom_args={**base.custom_args, "install": self.install,
                                            "send": str(self.job.send_id),
                                            "batch": batch_key(self.job.send_id, batch.number)})
         failures = 0  # attempts that delivered nothing: only those count toward max_attempts
@@ -319,15 +324,17 @@ class BatchSender:
         urls = self.job.signer.unsubscribe_urls(self.base_url, ids, self.job.slug)
         # Each recipient's own "this summary is wrong" link (newsletter.web.feedback), signed like the above.
         feedback = self.job.signer.feedback_urls(self.base_url, ids, self.job.slug)
+        manage = self.job.signer.unsubscribe_urls(self.base_url, ids, self.job.slug, MANAGE)
         if self._tracker is None:
             return [Recipient(email=email, name=name, subscriber_id=sid,
-                              values={"unsubscribe_url": url, "feedback_url": said})
-                    for (_sub, sid, email, name), url, said in zip(rows, urls, feedback, strict=True)]
+                              values={"unsubscribe_url": url, "feedback_url": said, "manage_url": page})
+                    for (_sub, sid, email, name), url, said, page in zip(rows, urls, feedback, manage, strict=True)]
         # Tracked links and the pixel carry the reader's id and a MAC over it (never the address).
         track = self._tracker.recipient_value
         return [Recipient(email=email, name=name, subscriber_id=sid,
-                          values={"unsubscribe_url": url, "feedback_url": said, "recipient": track(sid)})
-                for (_sub, sid, email, name), url, said in zip(rows, urls, feedback, strict=True)]
+                          values={"unsubscribe_url": url, "feedback_url": said, "manage_url": page,
+                                  "recipient": track(sid)})
+                for (_sub, sid, email, name), url, said, page in zip(rows, urls, feedback, manage, strict=True)]
 
     def _pace(self, count: int) -> None:
         if not self.options.rate:

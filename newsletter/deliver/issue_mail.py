@@ -16,6 +16,7 @@ from newsletter.config import Newsletter, Settings
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.mailer import Message
 from newsletter.render.tracking import TrackSigner
+from newsletter.render.variant import DEFAULT, Variant
 from newsletter.store.db import secret_key, session_scope
 from newsletter.subscribers.tokens import Signer
 
@@ -57,12 +58,14 @@ def tracker(engine: Engine, settings: Settings) -> TrackSigner:
 
 
 def issue_message(engine: Engine, nl: Newsletter, issue_id: int, settings: Settings, *, send_id: int | None = None,
-                  test: bool = False) -> Message:
-    """The issue's Message from its kept render (rendered now if it has none yet)."""
+                  test: bool = False, variant: Variant = DEFAULT) -> Message:
+    """The issue's Message from its kept render (rendered now if it has none yet), for one variant of its readers
+    (sections off, text only: newsletter.render.variant); a text-only Message has no HTML."""
     from newsletter.compose.build import load_issue
     from newsletter.render.cache import rendered_issue
 
     rendered = rendered_issue(engine, issue_id, nl, base_url=settings.base_url, templates_dir=templates_dir(settings),
+                              variant=variant,
                               tracker=tracker(engine, settings) if nl.tracking.clicks or nl.tracking.opens else None,
                               clicks=nl.tracking.clicks, opens=nl.tracking.opens)
     with session_scope(engine) as session:

@@ -104,15 +104,21 @@ class Batch:
     claimed_at: float  # epoch of the last claim or attempt: settling an unknown outcome waits from it
     error: str | None
     rows: list[Row] | None = None  # its recipients when just claimed (saves reading them again)
+    variant: str | None = None  # whose rows it holds: that send_variant only; None: everyone in its id range
 
 
-def audience_query(newsletter_id: int, after_id: int, max_id: int):  # noqa: ANN201 - a Select of Row
-    """Active subscriptions in id order, without suppressed addresses (suppression outlives re-imports)."""
+def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: str | None = None,
+                   at: datetime | None = None,
+                   frequency: Mapping[str, Any] | None = None):  # noqa: ANN201 - a Select of Row
+    """Active subscriptions in id order, without suppressed addresses (suppression outlives re-imports) and
+    without readers paused at `at` (the send's start; default now). `variant`: only that send_variant's rows.
+    `frequency`: only the readers of one cadence, {"only": name}, or of the default one, {"others": [names]}
+    (everyone who chose none of the others, or a cadence no longer offered)."""
     suppressed = select(Suppression.id).where(
         Suppression.email == Subscriber.email,
         (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter_id),
     )
-    return (
+    query = (
         select(Subscription.id, Subscriber.id, Subscriber.email, Subscriber.name)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
         .where(
@@ -121,9 +127,16 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int):  # noqa: ANN
             Subscription.id > after_id,
             Subscription.id <= max_id,
             ~suppressed.exists(),
+            Subscription.paused_until.is_(None) | (Subscription.paused_until <= (at or utcnow())),
         )
         .order_by(Subscription.id)
     )
+    if frequency and frequency.get("only"):
+        query = query.where(Subscription.frequency == str(frequency["only"]))
+    elif frequency and frequency.get("others"):
+        others = [str(n) for n in frequency["others"]]
+        query = query.where(Subscription.frequency.is_(None) | Subscription.frequency.not_in(others))
+    return query if variant is None else query.where(Subscription.send_variant == variant)
 
 
 def batch_key(send_id: int, number: int) -> str:
@@ -136,14 +149,15 @@ def epoch(value: datetime | None) -> float:
     return value.replace(tzinfo=UTC).timestamp() if value else 0.0
 
 
-def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
+def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
+               frequency: Mapping[str, Any] | None = None) -> int:
     """The send of this issue: created (audience frozen) on first call, the same one on every resume.
 
     Two `newsletter send` started together both find no send and both insert one; the issue's unique key lets
     one win, and the other takes the winner's send (whose lease then tells it "already running").
     """
     try:
-        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size)
+        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size, frequency)
     except IntegrityError:
         with session_scope(engine) as session:
             won = session.scalar(select(Send.id).where(Send.issue_id == issue_id))
@@ -152,18 +166,52 @@ def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: s
         return won
 
 
-def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int) -> int:
+def freeze_variants(session: Session, newsletter_id: int) -> None:
+    """Take each reader's current choices (`choice_key`) as the variant sends walk (`send_variant`), unless a
+    send to these readers is still open (any cadence's, held or stopped ones too): its readers must stay in the
+    group it walks them in, or one could get a second copy. Their changes then wait for the next send that
+    starts with none open."""
+    from newsletter.store.models import IssueRow
+
+    open_send = session.scalar(
+        select(Send.id).join(IssueRow, IssueRow.id == Send.issue_id)
+        .where(Send.status != "done",
+               (Send.audience_id == newsletter_id)
+               | (Send.audience_id.is_(None) & (IssueRow.newsletter_id == newsletter_id))).limit(1))
+    if open_send is None:
+        moved = (Subscription.newsletter_id == newsletter_id) & (Subscription.send_variant != Subscription.choice_key)
+        # Looked for first: an UPDATE that changes nothing still takes SQLite's write lock.
+        if session.scalar(select(Subscription.id).where(moved).limit(1)) is not None:
+            session.execute(update(Subscription).where(moved).values(send_variant=Subscription.choice_key))
+
+
+def send_variants(session: Session, newsletter_id: int, max_id: int, at: datetime,
+                  frequency: Mapping[str, Any] | None = None) -> list[str]:
+    """The variants the audience holds, the default ('') first: one render and one walk of the audience each."""
+    audience = audience_query(newsletter_id, 0, max_id, at=at, frequency=frequency).subquery()
+    keys = session.scalars(select(Subscription.send_variant).distinct().where(
+        Subscription.id.in_(select(audience.c[0])))).all()
+    return sorted(set(keys) | {""})
+
+
+def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
+                frequency: Mapping[str, Any] | None = None) -> int:
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.issue_id == issue_id))
         if send is None:
+            now = utcnow()
+            freeze_variants(session, newsletter_id)
             max_id = session.scalar(
                 select(func.max(Subscription.id)).where(Subscription.newsletter_id == newsletter_id)
             ) or 0
             total = session.scalar(
-                select(func.count()).select_from(audience_query(newsletter_id, 0, max_id).subquery())
+                select(func.count()).select_from(
+                    audience_query(newsletter_id, 0, max_id, at=now, frequency=frequency).subquery())
             ) or 0
             send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
-                        batch_size=batch_size, total=total, sent=0)
+                        batch_size=batch_size, total=total, sent=0, started_at=now,
+                        variants=send_variants(session, newsletter_id, max_id, now, frequency),
+                        frequency=dict(frequency) if frequency else None, audience_id=newsletter_id)
             session.add(send)
             session.flush()
         elif send.status != "done":
@@ -210,27 +258,48 @@ class Ledger:
                 raise LookupError(f"no send {send_id}")
             self.max_id, self.batch_size, self.total = send.max_subscription_id, send.batch_size, send.total
             self.sent_before = send.sent
+            # The variants walked one after another (None: a send from before variants, everyone at once), and
+            # the moment pauses are judged at (the send's start: a resume judges them the same way).
+            self.variants: list[str] | None = list(send.variants) if send.variants is not None else None
+            self.at = send.started_at
+            self.frequency: dict[str, Any] | None = send.frequency
+        self._walk = 0  # index into variants of the one being walked
 
     # -- claim ----------------------------------------------------------------------------------------------
     def claim_next(self, me: str) -> Batch | None:
-        """The next page of the audience after the last batch, written as a `claimed` batch; None at the end."""
+        """The next page of the audience after the last batch, written as a `claimed` batch; None at the end.
+
+        With variants, each variant's readers are walked in turn (a batch holds one variant only)."""
+        if self.variants is None:
+            return self._claim(me, None)
+        while self._walk < len(self.variants):
+            batch = self._claim(me, self.variants[self._walk])
+            if batch is not None:
+                return batch
+            self._walk += 1
+        return None
+
+    def _claim(self, me: str, variant: str | None) -> Batch | None:
         with session_scope(self.engine) as session:
-            last = session.execute(
-                select(SendBatch.number, SendBatch.last_subscription_id)
-                .where(SendBatch.send_id == self.send_id).order_by(SendBatch.number.desc()).limit(1)
-            ).first()
-            number, after = (last[0] + 1, last[1]) if last else (1, 0)
+            mine = SendBatch.send_id == self.send_id
+            number = (session.scalar(select(func.max(SendBatch.number)).where(mine)) or 0) + 1
+            after = session.scalar(
+                select(SendBatch.last_subscription_id)
+                .where(mine, SendBatch.variant.is_(None) if variant is None else SendBatch.variant == variant)
+                .order_by(SendBatch.number.desc()).limit(1)
+            ) or 0
             # Keyset page: an index range scan however far into a million-row audience we are.
             rows: list[Row] = [tuple(r) for r in session.execute(
-                audience_query(self.newsletter_id, after, self.max_id).limit(self.batch_size))]
+                audience_query(self.newsletter_id, after, self.max_id, variant=variant, at=self.at,
+                               frequency=self.frequency).limit(self.batch_size))]
             if not rows:
                 return None
             row = SendBatch(send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
                             last_subscription_id=rows[-1][0], recipients=len(rows), status="claimed",
-                            claimed_by=me, claimed_at=utcnow(), attempts=0)
+                            claimed_by=me, claimed_at=utcnow(), attempts=0, variant=variant)
             session.add(row)
             session.flush()
-            return Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows)
+            return Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows, variant)
 
     def unfinished(self) -> list[Batch]:
         """Batches an earlier run left behind (any state but sent or skipped), in order."""
@@ -246,7 +315,7 @@ class Ledger:
                 select(SendBatch).where(SendBatch.send_id == self.send_id, where).order_by(SendBatch.number)
             ).all()
             return [Batch(b.id, b.number, b.first_subscription_id, b.last_subscription_id, b.status, b.attempts,
-                          epoch(b.claimed_at), b.error) for b in rows]
+                          epoch(b.claimed_at), b.error, variant=b.variant) for b in rows]
 
     def rows_left(self, batch: Batch) -> list[Row]:
         """The batch's recipients that may still be sent: no delivery yet, and not held or skipped by name."""
@@ -254,7 +323,9 @@ class Ledger:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             done.update(session.scalars(select(SendHold.subscriber_id).where(
                 SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
-            rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last)).all()
+            rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last,
+                                                  variant=batch.variant, at=self.at,
+                                                  frequency=self.frequency)).all()
         return [tuple(r) for r in rows if r[1] not in done]
 
     def held_recipients(self, batch: Batch) -> int:

@@ -68,5 +68,6 @@ def build_email(message: Message, recipient: Recipient, *, message_id: str | Non
             raise
         raise MessageBuildError(f"cannot build the message for {recipient.email!r}: {exc}") from None
     email.set_content(tokens.fill(message.text, values), subtype="plain", charset="utf-8")
-    email.add_alternative(tokens.fill(message.html, _html_values(values)), subtype="html", charset="utf-8")
+    if message.html:  # a text-only reader's copy is text/plain alone
+        email.add_alternative(tokens.fill(message.html, _html_values(values)), subtype="html", charset="utf-8")
     return email

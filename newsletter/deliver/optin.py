@@ -40,6 +40,7 @@ def request_opt_in(
     origin: str = "web",
     ttl: int = CONFIRM_TTL_SECONDS,
     resend_after: float | None = None,
+    timezone: str | None = None,
 ) -> OptInResult:
     """Subscribe as pending and email a signed, expiring confirmation link; active once it is clicked.
 
@@ -52,6 +53,12 @@ def request_opt_in(
         )
     ).one()
     sub_status = sub.status
+    if timezone and sub_status != "active" and sub.timezone is None:
+        # Only a subscription not yet confirmed takes the form's zone: a stranger typing someone's address
+        # changes nothing about a reader's subscription.
+        from newsletter.subscribers.preferences import change
+
+        change(session, sub, nl, origin=origin, timezone=timezone)
     if sub_status == "active":
         return OptInResult(result.email, "already-active", result.subscriber_id)
     blocked = session.scalar(

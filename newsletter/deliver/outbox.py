@@ -41,6 +41,8 @@ class OutboxMailer:
         newsletter = message.custom_args.get("newsletter", "newsletter")
         issue = message.custom_args.get("issue_number")
         sub = "test" if message.custom_args.get("test") else (f"issue-{issue}" if issue else "messages")
+        if message.custom_args.get("kind") == "welcome":
+            sub = "welcome"  # beside the confirmation email in messages/, not over it
         return self.root / safe_name(newsletter) / sub
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:

@@ -24,7 +24,8 @@ def sample_headers(nl: Newsletter, rendered: Rendered, issue_id: int, number: in
     message = make_message(nl, rendered.subject, rendered.html, rendered.text, issue_number=number,
                            issue_id=issue_id)
     sample = Recipient(SAMPLE_RECIPIENT, values={"unsubscribe_url": f"{base_url}/u/preflight",
-                                                 "feedback_url": f"{base_url}/f/preflight"})
+                                                 "feedback_url": f"{base_url}/f/preflight",
+                                                 "manage_url": f"{base_url}/m/preflight"})
     return dict(build_email(message, sample).items())
 
 

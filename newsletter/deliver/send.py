@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,12 +25,14 @@ from sqlalchemy import Engine, select, update
 from newsletter.compose.issue import has_content
 from newsletter.config import Newsletter, Settings
 from newsletter.config.cadence import shortest_gap
+from newsletter.deliver.audience import audience_newsletter, frequency_filter
 from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.lease import SendLease
 from newsletter.deliver.ledger import Batch, Ledger, fail_send, start_send
 from newsletter.deliver.mailer import DeliveryError, Mailer, Message, Recipient
+from newsletter.render.variant import variant_of
 from newsletter.store.db import ensure_newsletter, secret_key, session_scope
 from newsletter.store.models import IssueRow, Send, utcnow
 from newsletter.subscribers.tokens import Signer
@@ -152,7 +154,8 @@ def _decide(ledger: Ledger, policy: str) -> tuple[list[int], int]:
 
 
 def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, message: Message, mailer: Mailer,
-             signer: Signer, base_url: str, options: SendOptions | None = None) -> SendReport:
+             signer: Signer, base_url: str, options: SendOptions | None = None,
+             variant_message: Callable[[str], Message] | None = None) -> SendReport:
     """Deliver (or resume delivering) one send. Raises DeliveryError when it must stop; state is kept."""
     options = options or SendOptions()
     if options.unknown not in UNKNOWN_POLICIES:
@@ -161,7 +164,8 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
     lease.acquire()
     try:
         # The decision is recorded on the listed batches before anything is sent; the engine itself only holds.
-        sender = BatchSender(engine, SendJob(send_id, newsletter_id, slug, message, signer, base_url), mailer,
+        sender = BatchSender(engine, SendJob(send_id, newsletter_id, slug, message, signer, base_url,
+                                             variant_message), mailer,
                              dataclasses.replace(options, unknown="hold"))
         decided, decided_recipients = _decide(sender.ledger, options.unknown)
         report = _Run(sender).run()
@@ -250,17 +254,34 @@ def send_issue(
         if not has_content(row):
             raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         secret = secret_key(session, settings.secret_key)
-        newsletter_id = nrow.id
+        # A cadence's issues go to its parent's readers who chose it (newsletter.deliver.audience).
+        newsletter_id = audience_newsletter(session, nl).id
     check_mailer_ready(mailer, nl)  # a DKIM key that receivers could not verify: nothing is started
     size = batch_size or options.batch_size or default_batch_size(mailer)
-    send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size)
+    send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size, frequency_filter(nl))
     _set_issue(engine, issue_id, status="sending")
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
-    report = run_send(engine, send_id, newsletter_id, nl.slug, message, mailer, Signer(secret),
-                      settings.base_url, options)
+    report = run_send(engine, send_id, newsletter_id, nl.audience_slug, message, mailer, Signer(secret),
+                      settings.base_url, options, variant_messages(engine, nl, issue_id, settings, send_id))
     if report.status == "done":
         _set_issue(engine, issue_id, status="sent", sent_at=utcnow())
     return report
+
+
+def variant_messages(engine: Engine, nl: Newsletter, issue_id: int, settings: Settings,
+                     send_id: int) -> Callable[[str], Message]:
+    """One Message per variant the send's batches name, made (rendered, or taken from the kept render) the first
+    time a batch of it goes out, then reused: renders = distinct variants, never one per reader."""
+    made: dict[str, Message] = {}
+    lock = threading.Lock()
+
+    def message_for(key: str) -> Message:
+        with lock:  # batches of one variant may be in flight at once (SendGrid's concurrency)
+            if key not in made:
+                made[key] = issue_message(engine, nl, issue_id, settings, send_id=send_id, variant=variant_of(key))
+            return made[key]
+
+    return message_for
 
 
 def recent_scheduled_send(engine: Engine, nl: Newsletter, issue_id: int,
@@ -334,5 +355,6 @@ def send_test(nl: Newsletter, issue_id: int, engine: Engine, mailer: Mailer, set
     check_mailer_ready(mailer, nl)
     message = issue_message(engine, nl, issue_id, settings, test=True)
     mailer.push(message, [Recipient(email=address, values={"unsubscribe_url": f"{settings.base_url}/u/test",
-                                                           "feedback_url": f"{settings.base_url}/f/test"})])
+                                                           "feedback_url": f"{settings.base_url}/f/test",
+                                                           "manage_url": f"{settings.base_url}/m/test"})])
     mailer.flush()

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlparse
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from newsletter.collect.article import get_articles, run_sync
 from newsletter.collect.fetch import FetchLimits
@@ -30,10 +30,11 @@ from newsletter.editorial.related import (
     RelatedIndex,
     SemanticUnavailable,
     related_entries,
+    related_index,
     semantic_embedder,
 )
 from newsletter.editorial.summarize import extractive_summary
-from newsletter.store.models import Article, IssueItem, IssueRow, Item, utcnow
+from newsletter.store.models import Article, IssueItem, IssueRow, Item, Source, utcnow
 from newsletter.text import word_count
 from newsletter.urls import web_url
 
@@ -84,11 +85,9 @@ def _label(row: IssueItem) -> str:
     return f"#{row.position} {row.title[:60]}"
 
 
-def _source_name(item: Item) -> str:
-    src = item.source
-    if src is not None and (src.name or src.title):
-        return src.name or src.title or ""
-    return urlparse(item.link or "").netloc
+def _source_label(name: str | None, title: str | None, link: str | None) -> str:
+    """The source as a reader sees it: its name, else the feed's own title, else the site's host."""
+    return name or title or urlparse(link or "").netloc
 
 
 def _merge_duplicates(rows: list[IssueItem], report: EnrichReport) -> None:
@@ -230,30 +229,39 @@ def _extractive(story: _Story, nl: Newsletter, notes: dict) -> None:
         notes.setdefault("summary", "no whole sentences to summarize; kept the feed's text")
 
 
+@dataclass(frozen=True)
+class _Archived:
+    """What related reading needs of an archive item besides its `Doc`."""
+
+    source_id: int | None
+    published_at: datetime | None
+    collected_at: datetime | None
+
+
 def _archive(
     session: Session, stories: list[_Story], embed: Embedder | None = None
-) -> tuple[RelatedIndex, dict[int, Item]]:
-    """The index over the archive, and its items by id (held here: the session keeps loaded rows only while
-    something refers to them, and looking each copy up again cost a query apiece)."""
-    items = session.scalars(
-        select(Item).options(joinedload(Item.source)).order_by(Item.id.desc()).limit(ARCHIVE_LIMIT)
+) -> tuple[RelatedIndex, dict[int, _Archived]]:
+    """The index over the archive, and its items by id (held here: looking each copy up again cost a query
+    apiece). Read as columns, not ORM objects: making a thousand of them per build cost more than ranking them,
+    and the garbage collector's passes over them as much again."""
+    rows = session.execute(
+        select(Item.id, Item.title, Item.link, Item.content_text, Item.content_hash, Item.source_id,
+               Item.published_at, Item.collected_at, Source.name, Source.title)
+        .outerjoin(Source, Source.id == Item.source_id)
+        .order_by(Item.id.desc())
+        .limit(ARCHIVE_LIMIT)
     ).all()
     richer = {s.item.id: s.text for s in stories}
     docs = [
-        Doc(
-            it.id,
-            it.title or "",
-            it.link or "",
-            _source_name(it),
-            richer.get(it.id, it.content_text or ""),
-            it.content_hash or "",
-        )
-        for it in items
+        Doc(id_, title or "", link or "", _source_label(source_name, source_title, link),
+            richer.get(id_, text or ""), content_hash or "")
+        for id_, title, link, text, content_hash, _, _, _, source_name, source_title in rows
     ]
-    return RelatedIndex(docs, embed), {it.id: it for it in items}
+    archived = {row[0]: _Archived(row[5], row[6], row[7]) for row in rows}
+    return related_index(docs, embed), archived
 
 
-def _in_window(item: Item | None, issue: IssueRow) -> bool:
+def _in_window(item: Item | _Archived | None, issue: IssueRow) -> bool:
     if item is None:
         return False
     when = item.published_at or item.collected_at

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from newsletter.text import (
     cosine,
@@ -48,6 +49,8 @@ PRONOUN_REACH = 3  # paragraphs back a "she said" may refer to
 _OPENERS = "“„«‹「『"
 _CLOSERS = "”“»›」』"
 _PAIRS = {"“": "”", "„": "“”", "«": "»", "‹": "›", '"': '"', "「": "」", "『": "』"}
+# Every character find_direct_speech acts on: it looks at these only, instead of at each character in turn.
+_MARKS = re.compile(f"[{re.escape(_OPENERS + _CLOSERS + chr(34))}]")
 
 _VERBS = (
     r"(?:said|says|say|told|tells|added|adds|explained|explains|noted|notes|wrote|writes|argued|argues|asked|"
@@ -168,8 +171,8 @@ def find_direct_speech(paras: list[str]) -> list[_Span]:
             else:
                 # Carry the quotation over; a new opening mark at the paragraph start is English style.
                 start_pos = 1 if para[:1] in _OPENERS + '"' else 0
-        i = start_pos if open_close is not None else 0
-        while i < len(para):
+        for mark in _MARKS.finditer(para, start_pos if open_close is not None else 0):
+            i = mark.start()
             ch = para[i]
             if open_close is None:
                 if ch in _OPENERS or (ch == '"' and _is_opening_straight(para, i)):
@@ -183,7 +186,6 @@ def find_direct_speech(paras: list[str]) -> list[_Span]:
                 # A second opening mark before any close: the first was never closed; start again here.
                 open_close = _PAIRS.get(ch, "”")
                 start_pos, before = i + 1, para[:i]
-            i += 1
         if open_close is not None:
             parts.append(para[start_pos:])
             start_pos = 0
@@ -385,11 +387,8 @@ def extract_quotes(
     """
     if limit <= 0 or not text.strip():
         return []
-    located = _paragraph_offsets(text)
-    paras = [p for p, _ in located]
-    names = _Names(text)
+    located, paras, names, doc_terms = _read(text)
     summary_sents = split_sentences(summary, language) if summary else []
-    doc_terms = tokens(" ".join(paras))
     candidates: list[Quote] = []
     last: tuple[str, int] | None = None  # the last speaker named, and the paragraph
     for position, span in enumerate(find_direct_speech(paras)):
@@ -423,6 +422,14 @@ def extract_quotes(
     if quotable_fallback and not chosen:
         chosen = _rank(_passages(text, language, rejected), doc_terms, limit, summary_sents, rejected)
     return sorted(chosen, key=lambda q: (q.kind != SPEECH, q.paragraph, q.position))
+
+
+@lru_cache(maxsize=64)  # a rebuild of the issue reads the same articles again; nothing here is changed after
+def _read(text: str) -> tuple[list[tuple[str, int]], list[str], _Names, list[str]]:
+    """What the quote finder reads of an article once: its paragraphs with their offsets, its names, its words."""
+    located = _paragraph_offsets(text)
+    paras = [p for p, _ in located]
+    return located, paras, _Names(text), tokens(" ".join(paras))
 
 
 def _rank(

@@ -300,5 +300,23 @@ class RelatedIndex:
         return [(self.docs[i], s) for i, s in ranked], same
 
 
+_kept: list[tuple[list[Doc], Embedder | None, RelatedIndex]] = []  # the last index made by related_index
+
+
+def related_index(docs: list[Doc], embed: Embedder | None = None) -> RelatedIndex:
+    """A RelatedIndex over `docs`: the one made last time when the archive is the same, document for document.
+
+    Rebuilding a draft, and the next build of a newsletter whose archive has not changed, find the index, its
+    BM25 statistics and the vectors already made for earlier queries as they were (an index never changes once
+    made: queries only fill its caches). Any change to the archive makes a new index, and the previous one is
+    let go; per-document work (the index terms) is still kept by the caches above.
+    """
+    if _kept and _kept[0][1] is embed and _kept[0][0] == docs:
+        return _kept[0][2]
+    index = RelatedIndex(docs, embed)
+    _kept[:] = [(list(docs), embed, index)]
+    return index
+
+
 def related_entries(docs: list[Doc], language: str | None = "en") -> list[dict[str, str]]:
     return [{"title": d.title, "url": d.url, "source": d.source, "blurb": blurb(d.text, language)} for d in docs]

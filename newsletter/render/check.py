@@ -33,8 +33,8 @@ CLIP_BYTES = 102 * KB
 WARN_BYTES = 90 * KB
 # Tokens grow when filled per recipient: allow for a long signed unsubscribe URL and a long address.
 # RECIPIENT: a reader's value in tracked links and the pixel ("1a2b-" and 12 characters of MAC).
-TOKEN_GROWTH = {tokens.UNSUBSCRIBE_URL: 200, tokens.EMAIL: 60, tokens.NAME: 40, tokens.FEEDBACK_URL: 120,
-                tokens.RECIPIENT: 10}
+TOKEN_GROWTH = {tokens.UNSUBSCRIBE_URL: 200, tokens.MANAGE_URL: 200, tokens.EMAIL: 60, tokens.NAME: 40,
+                tokens.FEEDBACK_URL: 120, tokens.RECIPIENT: 10}
 
 SAFE_SCHEMES = {"http", "https", "mailto"}
 

@@ -23,6 +23,7 @@ from markupsafe import escape
 from newsletter.compose.issue import Issue, issue_to_json, link_domain
 from newsletter.config import Newsletter
 from newsletter.render import tokens
+from newsletter.render.variant import DEFAULT, Variant
 from newsletter.urls import issue_path, story_path
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -194,9 +195,12 @@ def _location(exc: jinja2.TemplateError) -> str:
 def context_for(
     issue: Issue, newsletter: Newsletter, *, base_url: str, now: datetime | None = None,
     placeholders: dict[str, str] | None = None, comment_counts: dict[int, int] | None = None,
+    variant: Variant = DEFAULT,
 ) -> dict[str, Any]:
     """The templates' variables; `placeholders` are the per-recipient tokens to place (tokens.render_tokens).
-    `comment_counts` (issue_item id -> comments) are the counts at render time for the "Discuss" links."""
+    `comment_counts` (issue_item id -> comments) are the counts at render time for the "Discuss" links.
+    `variant`: the copy for readers who turned sections off (their stories are left out; every story keeps
+    its address on the web edition, numbered as in the whole issue)."""
     own = placeholders or tokens.ALL
     data = issue_to_json(issue)
     now = now or datetime.now(UTC).replace(tzinfo=None)
@@ -206,7 +210,12 @@ def context_for(
         item["story_url"] = base_url + story_path(newsletter.slug, issue.number, position, item["title"])
         item["comments"] = counts.get(item["id"], 0)
         # The recipient's own signed "this summary is wrong" link for this story (newsletter.web.feedback).
-        item["feedback_url"] = f"{own['feedback_url']}/{issue.number}/{position}"
+        item["feedback_url"] = f"{own.get('feedback_url', tokens.FEEDBACK_URL)}/{issue.number}/{position}"
+    hidden = 0
+    if variant.sections_off:
+        kept = [item for item in data["items"] if item.get("section") not in variant.sections_off]
+        hidden = len(data["items"]) - len(kept)
+        data["items"] = kept
     return {
         "issue": data,
         "items": data["items"],
@@ -222,7 +231,9 @@ def context_for(
         "archive_url": f"{base_url}/archive/{newsletter.slug}",
         "issue_url": base_url + issue_path(newsletter.slug, issue.number),
         "unsubscribe_url": own["unsubscribe_url"],
+        "manage_url": own.get("manage_url", tokens.MANAGE_URL),
         "recipient_email": own["email"],
+        "hidden_stories": hidden,
         "now": now,
         "refs": LinkRefs(),
     }
@@ -323,17 +334,21 @@ def render_issue(
     compiler: str = "auto",
     now: datetime | None = None,
     comment_counts: dict[int, int] | None = None,
+    variant: Variant = DEFAULT,
 ) -> Rendered:
     """`now` fixes the clock for relative ages ("3h ago"), for reproducible output; `comment_counts` are the
-    stories' comment counts shown beside "Discuss" (none: "Be the first")."""
+    stories' comment counts shown beside "Discuss" (none: "Be the first"). `variant`: sections left out, and
+    for text-only readers no HTML at all (`html` is empty)."""
     started = time.perf_counter()
     env = _environment(*_user_templates_key(templates_dir))
     own = tokens.render_tokens()  # content cannot know them: only the templates place a per-recipient value
     context = context_for(issue, newsletter, base_url=base_url, now=now, placeholders=own,
-                          comment_counts=comment_counts)
-    mjml_source = render_template(env, HTML_TEMPLATE, context)
-    html, used = compile_mjml(mjml_source, compiler=compiler)
-    html = tokens.finish(html, own)
+                          comment_counts=comment_counts, variant=variant)
+    html, used = "", "none"
+    if variant.format != "text":
+        mjml_source = render_template(env, HTML_TEMPLATE, context)
+        html, used = compile_mjml(mjml_source, compiler=compiler)
+        html = tokens.finish(html, own)
     text = tokens.finish(render_template(env, TEXT_TEMPLATE, context), own)
     return Rendered(
         subject=tokens.defuse(issue.subject),

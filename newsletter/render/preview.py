@@ -30,7 +30,8 @@ class Preview:
 
 def sample_values(base_url: str) -> dict[str, str]:
     return {"email": SAMPLE_EMAIL, "name": "Reader", "unsubscribe_url": f"{base_url}/unsubscribe/preview",
-            "feedback_url": f"{base_url}/f/preview"}
+            "feedback_url": f"{base_url}/f/preview",
+            "manage_url": f"{base_url}/manage/preview"}
 
 
 def force_dark(html: str) -> str:

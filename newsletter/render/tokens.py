@@ -16,6 +16,7 @@ import re
 import secrets
 
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
+MANAGE_URL = "%%manage_url%%"  # the reader's "manage your subscription" page
 EMAIL = "%%email%%"
 NAME = "%%name%%"
 # The recipient's "this summary is wrong" link prefix, `{base}/f/TOKEN` (newsletter.web.feedback); the
@@ -23,8 +24,8 @@ NAME = "%%name%%"
 FEEDBACK_URL = "%%feedback_url%%"
 RECIPIENT = "%%recipient%%"  # the reader in tracked links and the open pixel (newsletter.render.tracking)
 
-ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "email": EMAIL, "name": NAME, "feedback_url": FEEDBACK_URL,
-       "recipient": RECIPIENT}
+ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "manage_url": MANAGE_URL, "email": EMAIL, "name": NAME,
+       "feedback_url": FEEDBACK_URL, "recipient": RECIPIENT}
 
 # Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
 _FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")

@@ -34,11 +34,12 @@ def claimer(job_id: int | None, worker: str) -> str:
     return f"job:{job_id}:{worker}" if job_id is not None else worker
 
 
-def plan_batches(engine: Engine, send_id: int) -> int:
+def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None) -> int:
     """Write every batch of the send not written yet as `pending`. Returns how many batches the send has.
 
     A send begun by `newsletter send` on one machine has batches up to where it got: the rest of the audience is
-    planned after the last of them. Planning again finds nothing left to plan.
+    planned after the last of them. Planning again finds nothing left to plan. `newsletter_id`: whose readers
+    (a cadence's issue goes to its parent newsletter's readers who chose it; default: the issue's newsletter).
     """
     with session_scope(engine) as session:
         # The send row lock makes a second planner wait, then find the batches already written.
@@ -49,10 +50,12 @@ def plan_batches(engine: Engine, send_id: int) -> int:
             select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
             .where(SendBatch.send_id == send_id)
         ).one()
-        newsletter_id = session.execute(
-            select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id)
-        ).scalar_one()
-        audience = audience_query(newsletter_id, after or 0, send.max_subscription_id).subquery()
+        if newsletter_id is None:
+            newsletter_id = session.execute(
+                select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id)
+            ).scalar_one()
+        audience = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
+                                  frequency=send.frequency).subquery()
         position = func.row_number().over(order_by=audience.c[0]) - 1
         numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
         number = (numbered.c.pos // send.batch_size).label("number")

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, event, select
 
 from newsletter.config import Newsletter, Settings
+from newsletter.deliver.audience import audience_newsletter
 from newsletter.deliver.engine import BatchSender, SendJob, SendOptions
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.ledger import Batch
@@ -38,11 +39,12 @@ def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) 
         if send is None:
             raise LookupError(f"no send {send_id}")
         issue_id = send.issue_id
-        newsletter_id = session.execute(select(IssueRow.newsletter_id).where(IssueRow.id == issue_id)).scalar_one()
+        # Whose readers: a cadence's issue goes to its parent newsletter's (newsletter.deliver.audience).
+        newsletter_id = audience_newsletter(session, nl).id
         secret = secret_key(session, settings.secret_key)
     # The issue was rendered once before the send started; this reads that render back.
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
-    return SendJob(send_id, newsletter_id, nl.slug, message, Signer(secret), settings.base_url)
+    return SendJob(send_id, newsletter_id, nl.audience_slug, message, Signer(secret), settings.base_url)
 
 
 def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:

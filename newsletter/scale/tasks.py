@@ -295,6 +295,7 @@ def _slug_of_issue(issue_id: int) -> str:
 def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
     """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
     from newsletter.compose.issue import has_content
+    from newsletter.deliver.audience import audience_newsletter, frequency_filter
     from newsletter.deliver.errors import SendError
     from newsletter.deliver.ledger import start_send
     from newsletter.deliver.send import SENDABLE
@@ -309,14 +310,15 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
             raise SendError(f"issue {issue_id} is {row.status}: it cannot be sent")
         if not started and not has_content(row):
             raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
-        newsletter_id = nrow.id
-    send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size)
+        # A cadence's issues go to its parent newsletter's readers who chose it (newsletter.deliver.audience).
+        newsletter_id = audience_newsletter(session, nl).id
+    send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size, frequency_filter(nl))
     ledger.take_lease(eng, send_id)
     with session_scope(eng) as session:
         row = session.get_one(IssueRow, issue_id)
         if row.status != "sent":
             row.status = "sending"
-    ledger.plan_batches(eng, send_id)
+    ledger.plan_batches(eng, send_id, newsletter_id)
     return send_id
 
 

@@ -7,7 +7,6 @@ runs only when the two differ or cannot be read, and then decides everything its
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -21,17 +20,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from newsletter.store.models import Meta, NewsletterRow
+from newsletter.store.revision import MIGRATIONS, script_head
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_POOL_SIZE = 40  # anyio's default thread limit, which Starlette's run_in_threadpool uses
-
-# `revision = "0002"` / `down_revision = ("0001", "0001_x")` at the start of a line, as script.py.mako writes them
-# (an annotation such as `revision: str = ...` is allowed).
-_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*(?::[^=\n]*)?=\s*(.*)$", re.MULTILINE)
-_QUOTED = re.compile(r"""['"]([^'"]+)['"]""")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
@@ -91,27 +85,6 @@ def head_revision() -> str:
 
     cfg = alembic_config(None)
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
-
-
-def script_head(versions: Path = MIGRATIONS / "versions") -> str | None:
-    """The newest revision, read from the migration files' text; None unless they form one chain with one head.
-
-    The same answer as Alembic's `ScriptDirectory.get_current_head()` (tests/test_migrations.py checks it) at a
-    fraction of the cost; None (several heads, a file this cannot read) sends the caller to Alembic.
-    """
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in versions.glob("*.py"):
-        # A trailing comment may quote other ids ("chained after 0002"): only the value before it counts.
-        found = {m.group(1): m.group(2).split("#", 1)[0]
-                 for m in _REVISION_LINE.finditer(path.read_text(encoding="utf-8"))}
-        ids = _QUOTED.findall(found.get("revision", ""))
-        if len(ids) != 1 or "down_revision" not in found:
-            return None
-        revisions.add(ids[0])
-        parents.update(_QUOTED.findall(found["down_revision"]))
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 and parents <= revisions else None
 
 
 def stored_revisions(engine: Engine) -> list[str] | None:

@@ -186,6 +186,18 @@ class IssueRow(Base):
     )
 
 
+class IssueRender(Base):
+    """The render of an issue for one variant of its readers (sections off, text only): the issue row keeps the
+    default one; this keeps the others, each redone only when the issue's content or templates change."""
+
+    __tablename__ = "issue_render"
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"), primary_key=True)
+    variant: Mapped[str] = mapped_column(Text, primary_key=True)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    rendered_hash: Mapped[str] = mapped_column(String(64))
+
+
 class IssueItem(Base):
     """A story in an issue, with what build made of it (editors may change all of it)."""
 
@@ -236,6 +248,8 @@ class Subscription(Base):
         Index("ix_subscription_audience", "newsletter_id", "status", "subscriber_id"),
         # Keyset pages of a send's audience (migration 0002_delivery).
         Index("ix_subscription_send_order", "newsletter_id", "status", "id"),
+        # Keyset pages of one variant of a send's audience (migration 0006_preferences).
+        Index("ix_subscription_variant_order", "newsletter_id", "status", "send_variant", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
@@ -248,8 +262,48 @@ class Subscription(Base):
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
     # In the confirmation link; set when one is sent, cleared on confirming or leaving (migration 0003_webhard).
     confirm_nonce: Mapped[str | None] = mapped_column(String(32))
+    # The reader's choices (migration 0006_preferences; newsletter.subscribers.preferences owns them). NULL is
+    # the newsletter's default: every section, its first cadence, its own time zone, HTML, not paused.
+    sections_off: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    frequency: Mapped[str | None] = mapped_column(String(40))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str | None] = mapped_column(String(10))  # html (an HTML and a text part) or text
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime)
+    preferences_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The render variant the choices make ('' = the default: HTML, every section), kept by every change, and
+    # the copy of it a send walks, taken when a send starts (newsletter.deliver.ledger.start_send).
+    choice_key: Mapped[str] = mapped_column(Text, default="", server_default="")
+    send_variant: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     subscriber: Mapped[Subscriber] = relationship()
+
+
+class Welcome(Base):
+    """The welcome email of one subscription: claimed (the row, committed) before the mailer is called, then
+    sent, unknown (no answer: never sent again) or failed (refused: the reason kept). Once per subscription."""
+
+    __tablename__ = "welcome"
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # claimed, sent, unknown, failed
+    issue_id: Mapped[int | None] = mapped_column(Integer)  # the latest sent issue it linked
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PreferenceChange(Base):
+    """One change of one reader's choices, with its time and where it came from (web, cli, api, import)."""
+
+    __tablename__ = "preference_change"
+    __table_args__ = (Index("ix_preference_change_subscription", "subscription_id", "changed_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id", ondelete="CASCADE"))
+    field: Mapped[str] = mapped_column(String(40))
+    old: Mapped[Any] = mapped_column(JSON, nullable=True)
+    new: Mapped[Any] = mapped_column(JSON, nullable=True)
+    origin: Mapped[str | None] = mapped_column(String(40))
+    changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Suppression(Base):
@@ -283,6 +337,12 @@ class Send(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The render variants the audience held when the send started, walked in this order (NULL: one, everyone).
+    variants: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # Whose choice of cadence it goes to (newsletter.deliver.audience.frequency_filter; NULL: everyone).
+    frequency: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Whose subscriptions it walks (a cadence's: its parent newsletter's); NULL: the issue's newsletter.
+    audience_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class SendBatch(Base):
@@ -308,6 +368,8 @@ class SendBatch(Base):
     listed_at: Mapped[datetime | None] = mapped_column(DateTime)
     decision: Mapped[str | None] = mapped_column(String(20))  # the operator's: resend, skip
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Whose rows it holds: subscriptions of this send_variant only (NULL: everyone in its id range).
+    variant: Mapped[str | None] = mapped_column(Text)
 
 
 class SendHold(Base):

@@ -8,13 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.config import Newsletter
 from newsletter.store.models import NewsletterRow, Subscriber, Subscription, Suppression, utcnow
+from newsletter.subscribers import preferences
 from newsletter.text import single_line
 
 
@@ -116,8 +118,13 @@ def read_csv_rows(text: str) -> tuple[list[str], Iterable[tuple[int, dict[str, s
 IMPORT_CHUNK = 1000
 
 
-def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origin: str = "import") -> ImportReport:
+def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origin: str = "import",
+               nl: Newsletter | None = None) -> ImportReport:
     """Import `email[,name,...]` rows. Invalid rows are reported with their line; valid rows are kept.
+
+    Columns `sections` (the sections the reader gets, separated by ';'), `frequency` and `tz` (and `format`)
+    set a new subscriber's choices, checked against the newsletter `nl`; a row whose choice it does not offer
+    is reported and imported without it (existing subscribers keep the choices they made).
 
     Same outcome per row as add_subscriber, but a thousand rows at a time (a few set-based queries and bulk
     inserts per chunk instead of several queries per row), so a list of 100,000 imports in seconds.
@@ -129,6 +136,7 @@ def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origi
     report = ImportReport()
     seen: set[str] = set()
     chunk: list[tuple[str, str | None, dict[str, str]]] = []
+    choices: dict[str, dict[str, Any]] = {}
     for line, row in rows:
         raw = (row.get("email") or "").strip()
         try:
@@ -140,14 +148,38 @@ def import_csv(session: Session, newsletter: NewsletterRow, path: Path, *, origi
             report.problems.append(RowProblem(line, raw, "duplicate of an earlier row"))
             continue
         seen.add(address)
-        extra = {k: v for k, v in row.items() if k not in ("email", "name") and k and v}
+        try:
+            wanted = preferences.from_csv(row, nl)
+        except preferences.PreferenceError as exc:
+            report.problems.append(RowProblem(line, raw, f"{exc} (imported without this choice)"))
+            wanted = {}
+        if wanted:
+            choices[address] = wanted
+        extra = {k: v for k, v in row.items()
+                 if k not in ("email", "name", *preferences.CSV_COLUMNS) and k and v}
         chunk.append((address, clean_name(row.get("name")), extra))
         if len(chunk) >= IMPORT_CHUNK:
             _import_chunk(session, newsletter, chunk, origin, report)
             chunk = []
     if chunk:
         _import_chunk(session, newsletter, chunk, origin, report)
+    if choices:
+        _apply_choices(session, newsletter, choices, origin, nl)
     return report
+
+
+def _apply_choices(session: Session, newsletter: NewsletterRow, choices: dict[str, dict[str, Any]], origin: str,
+                   nl: Newsletter | None) -> None:
+    """The CSV's choices for the subscriptions this import made (never over a reader's own)."""
+    addresses = list(choices)
+    for start in range(0, len(addresses), IMPORT_CHUNK):
+        part = addresses[start:start + IMPORT_CHUNK]
+        for sub, email in session.execute(
+            select(Subscription, Subscriber.email).join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscription.newsletter_id == newsletter.id, Subscriber.email.in_(part),
+                   Subscription.origin == origin, Subscription.preferences_changed_at.is_(None))
+        ).all():
+            preferences.apply(session, sub, nl, choices[email], origin=origin)
 
 
 def _import_chunk(

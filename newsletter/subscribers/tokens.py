@@ -1,5 +1,5 @@
-"""Signed tokens for links in emails: unsubscribe (never expires), opt-in confirmation (expires) and story
-feedback ("this summary is wrong", expires after FEEDBACK_TTL_SECONDS).
+"""Signed tokens for links in emails: unsubscribe and "manage your subscription" (never expire), opt-in
+confirmation (expires) and story feedback ("this summary is wrong", expires after FEEDBACK_TTL_SECONDS).
 
 A token names a purpose, a subscriber and a newsletter, optionally an expiry and a nonce, and carries an
 HMAC-SHA256 of all of that under the installation's secret key. Changing any character makes it invalid.
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 UNSUBSCRIBE = "u"
 CONFIRM = "c"
 FEEDBACK = "f"
-PURPOSES = (UNSUBSCRIBE, CONFIRM, FEEDBACK)
+MANAGE = "m"  # the reader's own preferences page (newsletter.web.manage)
+PURPOSES = (UNSUBSCRIBE, CONFIRM, FEEDBACK, MANAGE)
 
 # 128 bits of MAC: forging one needs ~2^128 guesses, and it keeps links short in plain-text emails.
 _MAC_BYTES = 16
@@ -118,13 +119,18 @@ class Signer:
     def unsubscribe_url(self, base_url: str, subscriber_id: int, newsletter_slug: str) -> str:
         return f"{base_url.rstrip('/')}/u/{self.make(UNSUBSCRIBE, subscriber_id, newsletter_slug)}"
 
-    def unsubscribe_urls(self, base_url: str, subscriber_ids: list[int], newsletter_slug: str) -> list[str]:
-        """The same links as unsubscribe_url, for a whole batch (a send signs one per recipient)."""
-        prefix = f"{base_url.rstrip('/')}/u/"
+    def unsubscribe_urls(self, base_url: str, subscriber_ids: list[int], newsletter_slug: str,
+                         purpose: str = UNSUBSCRIBE) -> list[str]:
+        """The same links as unsubscribe_url (or manage_url, purpose MANAGE), for a whole batch (a send signs
+        one of each per recipient)."""
+        if purpose not in (UNSUBSCRIBE, MANAGE):
+            raise ValueError(f"not a link purpose: {purpose!r}")
+        prefix = f"{base_url.rstrip('/')}/{purpose}/"
         suffix = f".{newsletter_slug}.".encode()
         mac, b64, out = self._mac, base64.urlsafe_b64encode, []
+        head = purpose.encode()
         for sid in subscriber_ids:
-            payload = b"u.%d%s" % (sid, suffix)
+            payload = b"%s.%d%s" % (head, sid, suffix)
             m = mac.copy()
             m.update(payload)
             out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +
@@ -146,6 +152,17 @@ class Signer:
             out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +
                        b64(m.digest()[:_MAC_BYTES]).rstrip(b"=").decode())
         return out
+
+    def manage_url(self, base_url: str, subscriber_id: int, newsletter_slug: str) -> str:
+        return f"{base_url.rstrip('/')}/m/{self.make(MANAGE, subscriber_id, newsletter_slug)}"
+
+    def form_token(self, token: str) -> str:
+        """The CSRF field of the form a link's page shows: bound to that link, so a form from one reader's page
+        cannot be posted to another reader's link. ("form" is no token purpose: it never reads as a link.)"""
+        return _b64(self._sig(b"form." + token.encode("utf-8", "replace")))
+
+    def check_form_token(self, token: str, value: str) -> bool:
+        return hmac.compare_digest(self.form_token(token).encode(), value.encode("utf-8", "replace"))
 
     def confirm_url(
         self, base_url: str, subscriber_id: int, newsletter_slug: str, ttl: int = CONFIRM_TTL_SECONDS,

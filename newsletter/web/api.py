@@ -29,7 +29,14 @@ from newsletter.deliver.optin import OptInResult, request_opt_in
 from newsletter.render.engine import TemplateError
 from newsletter.store.db import ensure_newsletter, session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow, Subscription
-from newsletter.subscribers.manage import AddResult, InvalidAddress, add_subscriber, list_subscriptions
+from newsletter.subscribers import preferences
+from newsletter.subscribers.manage import (
+    AddResult,
+    InvalidAddress,
+    add_subscriber,
+    list_subscriptions,
+    normalize_email,
+)
 from newsletter.web import approvals, conversation, feedback
 from newsletter.web import openapi as spec
 from newsletter.web.api_errors import ApiError
@@ -315,6 +322,53 @@ def add_subscribers(state: WebState, request: Request, body: dict, _editor: str)
     return {"email": result.email, "result": result.status, "status": status}
 
 
+def _subscription(state: WebState, session: Any, request: Request) -> tuple[Subscription, Any]:
+    row = _newsletter(state, session, request.path_params["slug"])
+    try:
+        address = normalize_email(request.path_params["email"])
+    except InvalidAddress:
+        address = ""
+    sub = preferences.subscription_of(session, row.id, address) if address else None
+    if sub is None:
+        raise ApiError(404, f"{request.path_params['email']} has no subscription to {row.slug}")
+    return sub, state.newsletter(row.slug)
+
+
+def _preferences_json(sub: Subscription, email: str) -> dict[str, Any]:
+    return {"email": email, "status": sub.status, **preferences.of(sub).as_dict()}
+
+
+def get_preferences(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
+    with session_scope(state.engine) as session:
+        sub, _nl = _subscription(state, session, request)
+        return _preferences_json(sub, sub.subscriber.email)
+
+
+def patch_preferences(state: WebState, request: Request, body: dict, _editor: str) -> dict[str, Any]:
+    unknown = set(body) - set(preferences.FIELDS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))} (use {', '.join(preferences.FIELDS)})")
+    kinds: dict[str, type | tuple[type, ...]] = {"sections_off": list, "frequency": (str, type(None)),
+                                                 "timezone": (str, type(None)), "format": str,
+                                                 "pause_weeks": (int, float)}
+    values = {name: _field(body, name, kinds[name]) for name in body}
+    if isinstance(values.get("pause_weeks"), float):  # JSON Schema's integer: 38.0 is one, 38.5 is not
+        if not values["pause_weeks"].is_integer():
+            raise ApiError(400, "pause_weeks: a whole number of weeks")
+        values["pause_weeks"] = int(values["pause_weeks"])
+    if "sections_off" in values and not all(isinstance(s, str) for s in values["sections_off"]):
+        raise ApiError(400, "sections_off: a list of section names")
+    if "pause_weeks" in values and isinstance(values["pause_weeks"], bool):
+        raise ApiError(400, "pause_weeks: a number of weeks")
+    with session_scope(state.engine) as session:
+        sub, nl = _subscription(state, session, request)
+        try:
+            preferences.apply(session, sub, nl, values, origin="api")
+        except preferences.PreferenceError as exc:
+            raise ApiError(422, str(exc)) from None
+        return _preferences_json(sub, sub.subscriber.email)
+
+
 def get_trend(state: WebState, request: Request, _body: Any, _editor: str) -> dict[str, Any]:
     from newsletter.report import guard
     from newsletter.report.figures import trend
@@ -349,6 +403,7 @@ async def openapi_json(request: Request) -> Response:
 _ISSUE_ID = "/api/issues/{issue_id:int}"
 _ITEM = _ISSUE_ID + "/items/{item_id:int}"
 _SUBSCRIBERS = "/api/newsletters/{slug}/subscribers"
+_PREFERENCES = _SUBSCRIBERS + "/{email}/preferences"
 
 # The one list of the API's operations: routes() serves them and /api/openapi.json describes them.
 OPERATIONS: list[Operation] = [
@@ -377,6 +432,10 @@ OPERATIONS: list[Operation] = [
               "double_opt_in: a confirmation email goes out)", spec.Added, status=201, body=spec.NewSubscriber,
               errors=(422,)),
     # Comments (web/conversation.py holds the handlers, beside the pages they moderate).
+    Operation("GET", _PREFERENCES, get_preferences, "A subscriber's choices: sections off, cadence, time zone, "
+              "format, pause", spec.Preferences, errors=(404,)),
+    Operation("PATCH", _PREFERENCES, patch_preferences, "Change a subscriber's choices (from their next issue); "
+              "returns them", spec.Preferences, body=spec.PreferencesPatch, errors=(404, 422)),
     Operation("POST", "/api/readers/forget", conversation.api_forget, "A reader's deletion request: removes the "
               "reader and every comment they wrote", spec.Forgotten, body=spec.ForgetReader, errors=(422,)),
     Operation("GET", "/api/newsletters/{slug}/comments", conversation.api_comments, "The newest 200 comments of "

@@ -92,6 +92,7 @@ def create_app(
     # Starlette tries routes in order and no two groups share a path: the pages readers load most (links in
     # emails, the archive) come first, so their requests skip matching against the editor's and the API's.
     routes: list[BaseRoute] = [
+        *archive.edition_routes(),
         *public_routes(settings, engine, subscribe_limiter=state.subscribe_per_client),
         *archive.routes(),
         Route("/", lambda request: RedirectResponse("/archive/", status_code=303), methods=["GET"]),

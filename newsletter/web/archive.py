@@ -92,7 +92,8 @@ def public_html(raw: str, base_url: str, slug: str) -> str:
     """The sent HTML with the per-recipient places made neutral: the unsubscribe link points to the archive,
     the address and name are empty. Any signed unsubscribe link a template wrote in some other way goes too."""
     archive = f"{base_url}/archive/{slug}"
-    out = tokens.fill(raw, {"unsubscribe_url": html.escape(archive, quote=True), "email": "", "name": ""})
+    out = tokens.fill(raw, {"unsubscribe_url": html.escape(archive, quote=True),
+                            "manage_url": html.escape(archive, quote=True), "email": "", "name": ""})
     return re.sub(re.escape(base_url) + r"/u/[A-Za-z0-9_.=-]+", archive, out)
 
 
@@ -149,15 +150,16 @@ async def feed(request: Request) -> Response:
 # --- subscribing (double opt-in) ----------------------------------------------------------------------------
 
 
-def subscribe(state: WebState, nl: Newsletter, email: str) -> str:
+def subscribe(state: WebState, nl: Newsletter, email: str, zone: str | None = None) -> str:
     """A pending subscription and, unless one went out in the last few minutes, a confirmation email.
-    Returns the normalized address."""
+    `zone`: the browser's time zone, kept on a subscription not yet confirmed. Returns the normalized address."""
     mailer = state.make_mailer()
     try:
         with session_scope(state.engine) as session:
             row = ensure_newsletter(session, nl.slug, nl.name)
             result = request_opt_in(session, row, nl, email, mailer, base_url=state.settings.base_url,
-                                    secret=state.secret, origin="web", resend_after=RESEND_CONFIRMATION_AFTER)
+                                    secret=state.secret, origin="web", resend_after=RESEND_CONFIRMATION_AFTER,
+                                    timezone=zone)
     finally:
         mailer.close()
     return result.email
@@ -180,7 +182,8 @@ async def subscribe_form(request: Request) -> Response:
         return page(request, "subscribe_done.html", context, 429)
     state.subscribe_per_client.failed(client)
     try:
-        context["email"] = await run_in_threadpool(subscribe, state, nl, email)
+        zone = _zone(str(form.get("timezone", "")))
+        context["email"] = await run_in_threadpool(subscribe, state, nl, email, zone)
     except InvalidAddress as exc:
         context["error"] = f"{email or 'That'} is not an email address we can send to: {exc}"
         return page(request, "subscribe_done.html", context, 400)
@@ -192,14 +195,30 @@ async def subscribe_form(request: Request) -> Response:
     return page(request, "subscribe_done.html", context)
 
 
+def _zone(raw: str) -> str | None:
+    from newsletter.subscribers.preferences import PreferenceError, check_timezone
+
+    try:
+        return check_timezone(raw[:64]) if raw.strip() else None
+    except PreferenceError:
+        return None  # not a zone we know: the newsletter's own, changeable on the manage page
+
+
+def edition_routes() -> list:
+    """The issue and story pages, which readers open most (every email links them): the app tries them first.
+    No other route's path can match theirs (`{number:int}` takes digits only)."""
+    return [
+        Route("/archive/{slug}/{number:int}", edition.issue_page, methods=["GET"]),
+        Route("/archive/{slug}/{number:int}/{story}", edition.story_page, methods=["GET"]),
+    ]
+
+
 def routes() -> list:
     return [
         Route("/archive/", index, methods=["GET"]),
         Route("/archive/{slug}", newsletter_page, methods=["GET"]),
         Route("/archive/{slug}/feed.xml", feed, methods=["GET"]),
         Route("/archive/{slug}/feed.json", edition.json_feed_route, methods=["GET"]),
-        Route("/archive/{slug}/{number:int}", edition.issue_page, methods=["GET"]),
-        Route("/archive/{slug}/{number:int}/{story}", edition.story_page, methods=["GET"]),
         Route("/archive/{slug}/subscribe", subscribe_form, methods=["POST"]),
     ]
 

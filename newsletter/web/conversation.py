@@ -43,6 +43,7 @@ from newsletter.store.models import Reader as ReaderRow
 from newsletter.web.api_errors import ApiError
 from newsletter.web.auth import csrf_token
 from newsletter.web.pages import checked_form, flash, page, redirect
+from newsletter.web.point_read import point_rows
 from newsletter.web.readers import (
     COMMENT_LIMIT,
     Reader,
@@ -119,9 +120,7 @@ _COUNTS = (
 
 def comment_counts(engine: Engine, issue_id: int) -> dict[int, int]:
     """issue_item_id -> visible comments, for every story of the issue that has any."""
-    with engine.connect() as conn:
-        rows = conn.execute(_COUNTS, {"issue_id": issue_id}).all()
-    return {int(item): int(n) for item, n in rows}
+    return {int(item): int(n) for item, n in point_rows(engine, _COUNTS, {"issue_id": issue_id})}
 
 
 @dataclass

@@ -35,7 +35,7 @@ from newsletter.store.db import session_scope
 from newsletter.store.models import IssueItem, IssueRow, NewsletterRow
 from newsletter.urls import issue_path, story_key, story_path
 from newsletter.web import conversation, feedback
-from newsletter.web.point_read import point_read
+from newsletter.web.point_read import point_read, point_rows
 from newsletter.web.readers import READER_COOKIE
 from newsletter.web.state import WebState, web_state
 
@@ -177,11 +177,10 @@ _SENT_VERSION = (
 
 
 def _version(state: WebState, slug: str, number: int) -> tuple[Any, ...]:
-    with state.engine.connect() as conn:
-        row = conn.execute(_SENT_VERSION, {"slug": slug, "number": number}).first()
-    if row is None:  # drafts, held and approved issues are not public, and say nothing about existing
+    rows = point_rows(state.engine, _SENT_VERSION, {"slug": slug, "number": number})
+    if not rows:  # drafts, held and approved issues are not public, and say nothing about existing
         raise HTTPException(404, "There is no such issue.")
-    return tuple(row)
+    return tuple(rows[0])
 
 
 def _counts_filled(body: bytes, counts: dict[int, int]) -> bytes:

@@ -42,7 +42,8 @@ from newsletter.web.state import WebState, web_state
 
 log = logging.getLogger(__name__)
 
-SAMPLE = {"email": "reader@example.org", "name": "Reader", "unsubscribe_url": "#unsubscribe-link"}
+SAMPLE = {"email": "reader@example.org", "name": "Reader", "unsubscribe_url": "#unsubscribe-link",
+          "manage_url": "#manage-link"}
 # The email preview runs none of its own scripts and cannot reach this origin's cookies or pages.
 PREVIEW_CSP = ("sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; "
                "img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:")

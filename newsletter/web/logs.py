@@ -15,6 +15,9 @@ _TOKEN_PATH = re.compile(r"(/(?:u|confirm)/)[^/?#\s\"]+")
 
 
 def redact(text: str) -> str:
+    # Most lines carry no token link: a substring test is a tenth of the regex (every request is logged).
+    if "/u/" not in text and "/confirm/" not in text:
+        return text
     return _TOKEN_PATH.sub(r"\1[token]", text)
 
 

@@ -64,6 +64,20 @@ class NewSubscriber(_Body):
     double_opt_in: bool = optional("true: the subscription is pending and a confirmation email goes out")
 
 
+class PreferencesPatch(_Body):
+    """Change a reader's choices: each field given is changed, the others stay; applied whole or not at all."""
+
+    sections_off: list[Annotated[str, Field(pattern=r"^[^\u0000]*$")]] = optional(
+        "The sections the reader does not get (names from the schedule file)")
+    frequency: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")] | None = Field(
+        default=None, description="One of the newsletter's cadences; null: the default", json_schema_extra=_no_default)
+    timezone: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+/-]{1,64}$")] | None = Field(
+        default=None, description="An IANA time zone; null: the newsletter's own", json_schema_extra=_no_default)
+    format: Literal["html", "text"] = optional("html: an HTML and a text part; text: text/plain only")
+    pause_weeks: Annotated[int, Field(ge=0, le=52)] = optional("Pause for this many weeks from now; 0 ends a "
+                                                               "pause")
+
+
 class ForgetReader(_Body):
     email: str = Field(description="The reader's address: the reader and every comment they wrote are removed")
 
@@ -184,6 +198,17 @@ class Added(BaseModel):
     result: Literal["added", "exists", "reactivated", "suppressed", "confirmation-sent", "recently-sent",
                     "already-active"]
     status: str | None = Field(description="The subscription's status now")
+
+
+class Preferences(BaseModel):
+    email: str
+    status: str
+    sections_off: list[str]
+    frequency: str | None
+    timezone: str | None
+    format: Literal["html", "text"]
+    paused_until: DateTime | None
+    changed_at: DateTime | None = Field(description="When the reader's choices last changed")
 
 
 class Forgotten(BaseModel):

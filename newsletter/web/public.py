@@ -14,6 +14,7 @@ alone (tests, or a public host separate from the editors' one).
 - GET  /r/{link}/{reader}  a tracked link (schedule file `tracking.clicks`): records the click, 302 to the
                            signed destination; a link whose signature does not match is refused (404)
 - GET  /o/{issue}/{reader}.gif  the open pixel (`tracking.opens`)
+- GET/POST /m/{token}      the reader's "manage your subscription" page (newsletter.web.manage)
 
 Bodies are read with a running cap (newsletter.web.limits) before anything parses them. Database work runs in
 Starlette's thread pool, never on the event loop: a send holding SQLite's write lock (or a slow PostgreSQL)
@@ -51,7 +52,8 @@ from newsletter.subscribers import status as subscription_status
 from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
 from newsletter.web.auth import AttemptLimiter
 from newsletter.web.limits import BodyTooLarge, read_body
-from newsletter.web.point_read import point_read
+from newsletter.web.manage import manage_routes
+from newsletter.web.point_read import point_read, point_rows
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +229,9 @@ def public_routes(
 
     def link_lookup(data: TokenData) -> tuple[str, str, str] | None:
         """(status, address, newsletter name) of the subscription a valid unsubscribe link names."""
-        with get_db().connect() as conn:
-            row = conn.execute(_LINK_LOOKUP, {"subscriber_id": data.subscriber_id,
-                                              "slug": data.newsletter_slug}).first()
-        return (row[0], row[1], row[2]) if row is not None else None
+        rows = point_rows(get_db(), _LINK_LOOKUP, {"subscriber_id": data.subscriber_id,
+                                                   "slug": data.newsletter_slug})
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     async def unsubscribe_page(request: Request) -> Response:
         data = read(request.path_params["token"], UNSUBSCRIBE)  # the MAC first: a forged link costs no query
@@ -319,6 +320,8 @@ def public_routes(
         result, name = await run_in_threadpool(confirm_now, data)
         if result is None:
             return used_link()
+        if result == "active":
+            await run_in_threadpool(_welcome, settings, get_db(), data)
         if result != "active":
             return _page(
                 "Subscription not confirmed",
@@ -387,6 +390,7 @@ def public_routes(
         form = parse_qs(raw.decode("utf-8", "replace"))
         email = (form.get("email") or [""])[0].strip()
         name = (form.get("name") or [""])[0].strip()[:200] or None
+        zone = _zone((form.get("timezone") or [""])[0])  # the browser's, filled in by the form's script
         if (form.get("website") or [""])[0]:  # a field people never see: only bots fill it in
             return _check_inbox(nl)
         client = request.client.host if request.client else "unknown"
@@ -400,7 +404,7 @@ def public_routes(
         except InvalidAddress as exc:
             return _subscribe_page(nl, email=email, error=str(exc), status=400)
         try:
-            await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name)
+            await run_in_threadpool(_opt_in, settings, get_db(), nl, email, name, zone)
         except Exception:  # the reader cannot fix our mail server: log it, tell them to try later
             log.exception("subscribe: confirmation email to a new subscriber of %s failed", nl.slug)
             return _page("Please try again later", "<p>We could not send the confirmation email just now.</p>",
@@ -417,6 +421,8 @@ def public_routes(
         Route("/confirm/{token}", confirm_page, methods=["GET"]),
         Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
+        *manage_routes(settings, get_db, signer, _schedule, page_of=_page, invalid_link=_invalid_link,
+                       cross_site=_cross_site),
         Route("/r/{token}/{reader}", tracked_link, methods=["GET"]),
         Route("/r/{token}/", tracked_link, methods=["GET"]),  # a copy with no reader (a test send, a forward)
         Route("/o/{token}/{reader}", open_pixel, methods=["GET"]),
@@ -447,6 +453,8 @@ def _subscribe_page(nl, email: str = "", error: str | None = None, status: int =
         + "<form method=post><p><label>Email<br><input type=email name=email required "
         f'value="{html.escape(email, quote=True)}" autocomplete=email></label></p>'
         "<p><label>Name (optional)<br><input name=name autocomplete=name></label></p>"
+        # The reader's time zone, so "07:00" can mean their 07:00; they can change it on the manage page.
+        "<input type=hidden name=timezone value=\"\"><script src=/static/timezone.js defer></script>"
         '<p style="position:absolute;left:-9999px" aria-hidden=true><label>Website <input name=website '
         "tabindex=-1 autocomplete=off></label></p>"
         "<button type=submit>Subscribe</button></form>"
@@ -460,7 +468,17 @@ def _check_inbox(nl) -> HTMLResponse:  # noqa: ANN001
                  "email is on its way. Click the link in it to start your subscription.</p>")
 
 
-def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None) -> None:  # noqa: ANN001
+def _zone(raw: str) -> str | None:
+    from newsletter.subscribers.preferences import PreferenceError, check_timezone
+
+    try:
+        return check_timezone(raw[:64]) if raw.strip() else None
+    except PreferenceError:
+        return None  # a browser we do not understand: the newsletter's own zone, changeable later
+
+
+def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None,  # noqa: ANN001
+            zone: str | None = None) -> None:
     from newsletter.deliver.factory import make_mailer
     from newsletter.deliver.optin import request_opt_in
     from newsletter.store.db import ensure_newsletter
@@ -471,7 +489,29 @@ def _opt_in(settings: Settings, engine: Engine, nl, email: str, name: str | None
             row = ensure_newsletter(session, nl.slug, nl.name)
             request_opt_in(session, row, nl, email, mailer, base_url=settings.base_url,
                            secret=secret_key(session, settings.secret_key), name=name, origin="web",
-                           resend_after=RESEND_CONFIRMATION_AFTER)
+                           resend_after=RESEND_CONFIRMATION_AFTER, timezone=zone)
+    finally:
+        mailer.close()
+
+
+def _welcome(settings: Settings, engine: Engine, data: TokenData) -> None:
+    """The welcome email, once (newsletter.deliver.welcome); a mailer that fails is logged, never shown to the
+    reader, who is subscribed either way."""
+    from newsletter.deliver.factory import make_mailer
+    from newsletter.deliver.welcome import send_welcome
+
+    nl = _schedule(settings, data.newsletter_slug)
+    if nl is None:
+        return
+    try:
+        mailer = make_mailer(settings)
+    except Exception:
+        log.exception("welcome: no mailer for %s", nl.slug)
+        return
+    try:
+        send_welcome(engine, nl, data.subscriber_id, mailer, settings)
+    except Exception:
+        log.exception("welcome to subscriber %s of %s failed", data.subscriber_id, nl.slug)
     finally:
         mailer.close()
 

@@ -2,14 +2,14 @@
 events' retention, and the holds the complaint/bounce guard puts on a newsletter's scheduled sends
 
 Revision ID: 0006_events
-Revises: 0006_feedback
+Revises: 0006_preferences
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_events"
-down_revision = "0006_feedback"
+down_revision = "0006_preferences"
 branch_labels = None
 depends_on = None
 
