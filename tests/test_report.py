@@ -282,3 +282,19 @@ def test_the_webhook_on_a_fresh_database_stores_and_counts_nothing_foreign(tmp_p
             assert server.post_events(url + "/webhooks/sendgrid", [event]) == {"stored": 1, "duplicates": 0}
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(TrackEvent)) == 0
+
+
+def test_a_text_only_readers_copy_is_tracked_too(world: World) -> None:
+    """Readers' choices render one copy per variant (text only, sections off): each carries the tracked links."""
+    from newsletter.config import load_newsletter
+    from newsletter.deliver.issue_mail import tracker
+    from newsletter.render.cache import rendered_issue
+    from newsletter.render.variant import Variant
+
+    site = world.site
+    nl = load_newsletter(site.settings.schedules_dir / "city.toml")
+    text_only = rendered_issue(site.engine, site.draft_issue_id, nl, base_url=site.settings.base_url,
+                               variant=Variant(format="text"), tracker=tracker(site.engine, site.settings),
+                               clicks=True, opens=True)
+    assert "/r/" in text_only.text and _story_url(world, 1) not in text_only.text
+    assert "%%recipient%%" in text_only.text  # one render per variant: the reader's value is filled per copy
