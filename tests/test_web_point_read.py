@@ -44,7 +44,9 @@ def test_the_same_rows_as_sqlalchemy_and_every_commit_seen(tmp_path: Path) -> No
         session.execute(update(IssueRow).where(IssueRow.id == site.sent_issue_id)
                         .values(rendered_hash="changed", updated_at=datetime(2030, 1, 2, 3, 4, 5)))
     again = point_rows(engine, _SENT_VERSION, {"slug": "city", "number": 1})
-    assert again == [(site.sent_issue_id, datetime(2030, 1, 2, 3, 4, 5), "changed")] != version
+    # (id, updated_at, rendered_hash, the newsletter's latest send): the kept page's version
+    assert [tuple(again[0][:3])] == [(site.sent_issue_id, datetime(2030, 1, 2, 3, 4, 5), "changed")]
+    assert again != version
 
 
 def test_a_point_read_never_writes(tmp_path: Path) -> None:
