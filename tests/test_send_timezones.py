@@ -169,3 +169,88 @@ def test_sendgrid_requests_carry_each_groups_send_at(tmp_path, sendgrid_server: 
     with session_scope(world.engine) as session:
         assert session.scalar(select(Send.status).where(Send.id == send_id)) == "done"
         assert session.scalar(select(IssueRow.status).where(IssueRow.id == issue)) is not None
+
+
+def test_a_lost_answer_for_a_later_group_is_cancelled_from_its_own_send_at(tmp_path, sendgrid_server: SendGridServer  # noqa: ANN001
+                                                                          ) -> None:
+    """Hold-and-cancel with send_at hours ahead: the Tokyo group's request whose answer is lost is cancelled
+    (its cancel line is 10 minutes before its own send_at, not the 11-minute hold's) and sent again: once each."""
+    from newsletter.deliver.errors import OutcomeUnknownError
+
+    server = sendgrid_server
+    world = make_world(f"sqlite:///{tmp_path / 'n.db'}", 4)
+    with session_scope(world.engine) as session:
+        for sub, zone in zip(session.scalars(select(Subscription).order_by(Subscription.id)),
+                             [None, None, "Asia/Tokyo", "Asia/Tokyo"], strict=True):
+            sub.timezone = zone
+    now = datetime.fromtimestamp(server.now(), UTC).astimezone(PARIS)
+    due = datetime.combine(now.date() + timedelta(days=1), time(7), tzinfo=PARIS)
+    server.advance(due.timestamp() + 30 - server.now())
+    mailer = SendGridMailer(SENDGRID_TEST_KEY, server.url, timeout=5, activity_settle_seconds=0, now=server.now,
+                            settle_by="hold")  # type: ignore[arg-type]
+    real_push, lost = mailer.push_prepared, []
+
+    def lose_tokyo(prepared):  # noqa: ANN001, ANN202
+        result = real_push(prepared)  # SendGrid took it ...
+        if not lost and "user2@example.com" in str(prepared[0]["personalizations"]):
+            lost.append(prepared[0]["send_at"])
+            server.advance(3 * 3600)  # ... and the answer is lost; hours pass (still far before its send_at)
+            raise OutcomeUnknownError("connection reset before the answer")
+        return result
+
+    mailer.push_prepared = lose_tokyo  # type: ignore[method-assign]
+    send_id = start_send(world.engine, world.new_issue(1), world.newsletter_id, mailer.name, 2, due=due)
+    report = run_send(world.engine, send_id, world.newsletter_id, SLUG, MESSAGE, mailer, Signer(SECRET), BASE_URL,
+                      SendOptions(sleep=server.advance))
+    tokyo = at_seven(due.date() + timedelta(days=1), "Asia/Tokyo").timestamp()
+    assert lost == [tokyo]  # the lost request was for the Tokyo group's 07:00
+    assert report.status == "done", report
+    assert [a.send_at for a in server.accepted if "user2@example.com" in a.recipients] == [tokyo, tokyo]
+    server.advance(48 * 3600)
+    assert sorted(server.deliveries().values()) == [1] * 4  # the first Tokyo request was discarded
+
+
+def test_the_real_runner_releases_each_group_at_its_time_across_a_restart(paper: Paper, monkeypatch) -> None:  # noqa: ANN001
+    """`newsletter run`'s own scheduler and tick on the controlled clock: the 07:00 send, then each later group
+    on the tick at its instant; the runner is stopped and started again between New York's and Tokyo's."""
+    from newsletter.schedule.runner import Runner
+    from tests.schedule_support import SteppedScheduler, clock_apscheduler, next_job_time
+
+    paper.configure(send="daily at 07:00", timezone="Europe/Paris", collect="monthly on day 15 at 12:00")
+    start = datetime(2026, 11, 25, 5, 58, tzinfo=UTC)  # 06:58 in Paris
+    clock = Clock(start)
+    clock_apscheduler(monkeypatch, clock)
+    # The tick's resume job is "now" (a DateTrigger): on the controlled clock too, as libfaketime would have it.
+    import apscheduler.triggers.date as aps_date
+
+    monkeypatch.setattr(aps_date, "datetime", type("ClockNow", (datetime,), {
+        "now": classmethod(lambda _cls, tz=None: clock().astimezone(tz) if tz else clock().replace(tzinfo=None))}))
+    mailer = Stamped(paper, clock)
+    paper.publish(start)
+
+    def run(until: datetime) -> None:
+        runner = Runner(paper.rt.engine, paper.settings, clock=clock, scheduler_factory=SteppedScheduler,
+                        mailer_factory=lambda _s: mailer)
+        runner.start()
+        try:
+            runner.scheduler.step()
+            while clock.at < until:
+                due = next_job_time(runner.scheduler)
+                step = clock.at + timedelta(minutes=1)  # the runner ticks every few seconds; a minute here
+                clock.at = min(until, step if due is None else max(clock.at, min(step, due.astimezone(UTC))))
+                runner.scheduler.step()
+                runner.tick()
+                runner.scheduler.step()  # the resume the tick scheduled
+        finally:
+            runner.shutdown()
+
+    run(datetime(2026, 11, 25, 15, tzinfo=UTC))  # Paris at 06:00 UTC, New York at 12:00 UTC
+    assert sorted(mailer.at) == ["bo@example.org", "cy@example.net"]
+    clock.at = datetime(2026, 11, 25, 20, tzinfo=UTC)  # down from 15:00 to 20:00 UTC: nothing was due then
+    run(datetime(2026, 11, 25, 23, tzinfo=UTC))
+    for email, zone in READERS.items():
+        (got,) = mailer.at[email]
+        assert got.astimezone(ZoneInfo(zone)).strftime("%m-%d %H:%M") == (
+            "11-26 07:00" if zone == "Asia/Tokyo" else "11-25 07:00"), (email, got)
+    assert [i.status for i in paper.issues()] == ["sent"]
+    assert paper.duplicates() == [] and paper.deliveries() == 3
