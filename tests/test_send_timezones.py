@@ -254,3 +254,18 @@ def test_the_real_runner_releases_each_group_at_its_time_across_a_restart(paper:
             "11-26 07:00" if zone == "Asia/Tokyo" else "11-25 07:00"), (email, got)
     assert [i.status for i in paper.issues()] == ["sent"]
     assert paper.duplicates() == [] and paper.deliveries() == 3
+
+
+def test_a_zone_whose_seven_o_clock_would_meet_the_next_send_goes_with_the_newsletters_readers() -> None:
+    """Paris springs forward on 29 March: the day before lasts 23 hours. Johannesburg's next 07:00 after Paris's
+    on the 28th (05:00 UTC on the 29th) is the moment the 29th's issue goes: that reader gets the 28th's issue
+    with Paris instead (08:00 there), never two issues the same morning, never one left behind."""
+
+    due = datetime(2026, 3, 28, 7, tzinfo=PARIS)
+    before = datetime(2026, 3, 29, 7, tzinfo=PARIS)
+    groups = plan_groups(["Africa/Johannesburg", "Asia/Tokyo"], due, before)
+    assert [(datetime.fromtimestamp(g["at"], UTC).strftime("%d %H:%M"), g["zones"]) for g in groups] == [
+        ("28 06:00", ["Africa/Johannesburg"]), ("28 22:00", ["Asia/Tokyo"])]
+    # Without the bound it would have waited for the 29th at 05:00 UTC, the next send's own moment.
+    assert [datetime.fromtimestamp(g["at"], UTC).strftime("%d %H:%M") for g in plan_groups(
+        ["Africa/Johannesburg"], due)] == ["28 06:00", "29 05:00"]

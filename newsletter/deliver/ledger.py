@@ -156,16 +156,18 @@ def epoch(value: datetime | None) -> float:
 
 
 def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
-               frequency: Mapping[str, Any] | None = None, due: datetime | None = None) -> int:
+               frequency: Mapping[str, Any] | None = None, due: datetime | None = None,
+               before: datetime | None = None) -> int:
     """The send of this issue: created (audience frozen) on first call, the same one on every resume.
 
     Two `newsletter send` started together both find no send and both insert one; the issue's unique key lets
     one win, and the other takes the winner's send (whose lease then tells it "already running").
     `due` (aware, in the newsletter's zone): the scheduled instant; its readers are then grouped by their own time
-    zones, each group going out at that wall-clock time where they are (newsletter.deliver.zones).
+    zones, each group going out at that wall-clock time where they are, before `before` (the next send; see
+    newsletter.deliver.zones).
     """
     try:
-        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size, frequency, due)
+        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size, frequency, due, before)
     except IntegrityError:
         with session_scope(engine) as session:
             won = session.scalar(select(Send.id).where(Send.issue_id == issue_id))
@@ -214,7 +216,8 @@ def send_zones(session: Session, newsletter_id: int, max_id: int, at: datetime,
 
 
 def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
-                frequency: Mapping[str, Any] | None = None, due: datetime | None = None) -> int:
+                frequency: Mapping[str, Any] | None = None, due: datetime | None = None,
+                before: datetime | None = None) -> int:
     from newsletter.deliver.zones import plan_groups
 
     with session_scope(engine) as session:
@@ -233,7 +236,7 @@ def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: 
                         batch_size=batch_size, total=total, sent=0, started_at=now,
                         variants=send_variants(session, newsletter_id, max_id, now, frequency),
                         frequency=dict(frequency) if frequency else None, audience_id=newsletter_id,
-                        groups=(plan_groups(send_zones(session, newsletter_id, max_id, now, frequency), due)
+                        groups=(plan_groups(send_zones(session, newsletter_id, max_id, now, frequency), due, before)
                                 if due is not None else None))
             session.add(send)
             session.flush()

@@ -254,12 +254,14 @@ def send_issue(
     batch_size: int | None = None,
     options: SendOptions | None = None,
     due: datetime | None = None,
+    before: datetime | None = None,
 ) -> SendReport:
     """Deliver the issue to everyone in its audience who has not had it yet.
 
     `due` (the scheduler's send: the instant it was due, aware): each reader gets it at that wall-clock time in
     their own time zone (newsletter.deliver.zones); the send stays `waiting` while some readers' time is still
     to come (SMTP, outbox: run it again then; SendGrid holds each request until its send_at). None: now, for all.
+    `before`: the newsletter's next send; every group goes before it.
     """
     options = options or SendOptions(rate=settings.send_rate)
     if options.rate is None:
@@ -283,7 +285,7 @@ def send_issue(
     check_mailer_ready(mailer, nl)  # a DKIM key that receivers could not verify: nothing is started
     size = batch_size or options.batch_size or default_batch_size(mailer)
     send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size, frequency_filter(nl),
-                         due if due is not None and per_reader_time(nl) else None)
+                         due if due is not None and per_reader_time(nl) else None, before)
     _set_issue(engine, issue_id, status="sending")
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
     report = run_send(engine, send_id, newsletter_id, nl.audience_slug, message, mailer, Signer(secret),

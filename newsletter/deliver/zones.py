@@ -29,10 +29,14 @@ def local_instant(due: datetime, zone: ZoneInfo) -> datetime:
     return due.astimezone(UTC)  # not reached: the next day's wall time is always later
 
 
-def plan_groups(zones: Iterable[str | None], due: datetime) -> list[dict[str, Any]]:
+def plan_groups(zones: Iterable[str | None], due: datetime,
+                before: datetime | None = None) -> list[dict[str, Any]]:
     """The send's groups, soonest first: [{"at": epoch seconds, "zones": [names], "home": bool}].
 
     `due` is aware, in the newsletter's zone; `home` marks the group at `due` (readers without a zone are in it).
+    `before`: the next send of the newsletter. A zone whose time would come at or after it (its 07:00 falls just
+    before the newsletter's, or a daylight-saving change shortened the day) goes at `due` instead, with the
+    newsletter's own readers: this issue reaches it before the next one, never the same morning as it.
     """
     at_due = int(due.timestamp())
     groups: dict[int, set[str]] = {at_due: set()}
@@ -44,5 +48,6 @@ def plan_groups(zones: Iterable[str | None], due: datetime) -> list[dict[str, An
         except (ZoneInfoNotFoundError, ValueError):
             groups[at_due].add(name)  # an unknown zone: the newsletter's time, as before
             continue
-        groups.setdefault(int(local_instant(due, zone).timestamp()), set()).add(name)
+        at = local_instant(due, zone)
+        groups.setdefault(at_due if before is not None and at >= before else int(at.timestamp()), set()).add(name)
     return [{"at": at, "zones": sorted(names), "home": at == at_due} for at, names in sorted(groups.items())]

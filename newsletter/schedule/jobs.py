@@ -235,7 +235,7 @@ def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer,  # noqa:
                              **rt.send_options})
     due = due_period(nl, now)[0] if now is not None else None
     return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options,
-                      due=due)
+                      due=due, before=next_send_after(nl, due) if due is not None else None)
 
 
 def send_step(rt: Runtime, nl: Newsletter, issue_id: int, now: datetime | None = None) -> tuple[Step, int]:
