@@ -249,6 +249,8 @@ class Subscription(Base):
         Index("ix_subscription_send_order", "newsletter_id", "status", "id"),
         # Keyset pages of one variant of a send's audience (migration 0006_preferences).
         Index("ix_subscription_variant_order", "newsletter_id", "status", "send_variant", "id"),
+        # ... and of one time-zone group of it (migration 0006_tz_groups): the page reads that group's rows only.
+        Index("ix_subscription_zone_order", "newsletter_id", "status", "send_variant", "send_timezone", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
