@@ -610,10 +610,12 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
                 if last.outcome in RETRIED and retry and now - utc(due) <= send_grace(nl):
                     out.append(slug)
             elif row.status == "sending":
-                if last.outcome == "send-waiting":  # readers of a later time zone: at their group's time
+                if last.outcome in ("send-waiting", "send-held"):
+                    # Readers of a later time zone go at their group's time, also while batches an earlier
+                    # group left held wait for the operator's decision (which only they can make).
                     if _group_due(session, row.id, utc(last.started_at), now):
                         out.append(slug)
-                elif retry and last.outcome != "send-held":  # held batches wait for the operator's decision
+                elif retry:
                     out.append(slug)
             elif last.outcome in ("waiting-approval", "changed-since-approval") or row.status == "approved":
                 if is_approved_as_is(session, row.id):
