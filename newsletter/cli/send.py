@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -141,6 +142,13 @@ def register(app: typer.Typer) -> None:
                           f"`newsletter send {slug} --unknown resend` (they may get a second copy) or "
                           "`--unknown skip` (they may miss this issue).", highlight=False)
             raise typer.Exit(3)
+        if report.status == "waiting" and report.next_at is not None:
+            next_at = datetime.fromtimestamp(report.next_at, UTC)
+            console.print(f"Sent issue #{issue.number} of {slug} to the readers whose send time has come: "
+                          f"{report.sent_before + report.sent_now} of {report.total}. The others get it at the "
+                          f"send time in their own time zones, the next group at {next_at:%Y-%m-%d %H:%M} UTC: "
+                          f"`newsletter run` releases each group then (or run this again then).", highlight=False)
+            return
         if report.status == "already-sent":
             console.print(f"Issue #{issue.number} was already sent to {report.total} subscribers; nothing to do.")
             return

@@ -84,16 +84,17 @@ class Canceller:
         self.engine, self.send_id, self.mailer, self.sleep, self.report = engine, send_id, mailer, sleep, report
 
     # -- before the request ---------------------------------------------------------------------------------
-    def plan(self, batch_row_id: int, attempt: int) -> Hold:
+    def plan(self, batch_row_id: int, attempt: int, not_before: float | None = None) -> Hold:
         """A new SendGrid batch for attempt `attempt` of a ledger batch, written before the request goes out.
 
         Its send_at is the hold ahead, or later when SendGrid's 10 cancellations are (nearly) all in use (a
         storm of lost answers): late enough that one comes free before this request's own line, so that it can
-        still be cancelled. Mail then arrives later; never twice.
+        still be cancelled. Mail then arrives later; never twice. `not_before`: the batch's time-zone group is
+        due then (newsletter.deliver.zones): its send_at is that, when later, and its cancel line counts from it.
         """
         batch_id = self.mailer.new_batch_id()
         now = self.mailer.now()
-        send_at = now + self.mailer.hold_seconds
+        send_at = max(now + self.mailer.hold_seconds, min(not_before or 0.0, now + MAX_AHEAD))
         active = self._cancelled()
         if len(active) >= MAX_CANCELLED - SPARE:
             # After this moment at most MAX_CANCELLED - SPARE - 1 of today's cancellations are still in use.

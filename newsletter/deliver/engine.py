@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from newsletter.deliver.cancels import Canceller, Hold
+from newsletter.deliver.cancels import MAX_AHEAD, Canceller, Hold
 from newsletter.deliver.errors import OutcomeUnknownError, PartialDeliveryError
 from newsletter.deliver.lease import worker_name
 from newsletter.deliver.ledger import Batch, Ledger, Row, batch_key
@@ -57,6 +57,7 @@ from newsletter.store.db import install_id
 from newsletter.subscribers.tokens import MANAGE, Signer
 
 UNKNOWN_POLICIES = ("hold", "resend", "skip")
+SEND_AT_MIN = 60.0  # seconds: a time-zone group due sooner than this goes now, without send_at
 
 
 @dataclass
@@ -92,6 +93,8 @@ class SendOptions:
     progress: Callable[[SendProgress], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic  # tests pass a fake clock with a fake sleep
+    # The wall clock (epoch seconds) that says which time-zone groups of a send are due (the scheduler's clock).
+    wall: Callable[[], float] = time.time
     # Batches in flight at once. >1 overlaps building the next request and writing the ledger with the
     # provider's work on the previous one; only for thread-safe mailers (SendGrid: one HTTP request per push).
     concurrency: int = 1
@@ -169,8 +172,10 @@ class BatchSender:
             recipients = self._recipients(rows)
             try:
                 # Held on SendGrid: the batch id to cancel is written before the request can go out.
-                hold = self.canceller.plan(batch.id, batch.attempts + 1) if self.canceller else None
-                push = self._prepare(message, recipients, hold)  # built before the mark: a kill while building
+                hold = (self.canceller.plan(batch.id, batch.attempts + 1, self.ledger.group_at(batch.group))
+                        if self.canceller else None)
+                push = self._prepare(message, recipients, hold,  # built before the mark: a kill while building
+                                     self.ledger.group_at(batch.group))
                 self.ledger.sending(batch, self.me)              # holds nobody
                 result = push()
             except PermanentDeliveryError as exc:
@@ -304,15 +309,20 @@ class BatchSender:
             self.report(f"not sent to {email}: {why}")
 
     def _prepare(self, message: Message, recipients: Sequence[Recipient],
-                 hold: Hold | None = None) -> Callable[[], PushResult]:
+                 hold: Hold | None = None, due: float | None = None) -> Callable[[], PushResult]:
         """Build the batch's request (a mailer with `prepare`: every message, the whole body) now, before the batch
         is marked `sending`, so that only the network call itself can leave an unknown outcome. A held request
-        (SendGrid hold-and-cancel) goes in its own SendGrid batch, to go out at the hold's send_at."""
+        (SendGrid hold-and-cancel) goes in its own SendGrid batch, to go out at the hold's send_at; one whose
+        time-zone group is due later (`due`, epoch seconds) is scheduled then (SendGrid's send_at)."""
         prepare = getattr(self.mailer, "prepare", None)
         if prepare is None:
             return lambda: self.mailer.push(message, recipients)
-        prepared = (prepare(message, recipients) if hold is None
-                    else prepare(message, recipients, batch_id=hold.batch_id, send_at=int(hold.send_at)))
+        if hold is not None:
+            prepared = prepare(message, recipients, batch_id=hold.batch_id, send_at=int(hold.send_at))
+        elif due is not None and callable(now := getattr(self.mailer, "now", None)) and due > now() + SEND_AT_MIN:
+            prepared = prepare(message, recipients, send_at=int(min(due, now() + MAX_AHEAD)))
+        else:
+            prepared = prepare(message, recipients)
         return lambda: self.mailer.push_prepared(prepared)  # type: ignore[attr-defined]
 
     def _count(self, delivered: int) -> None:

@@ -105,15 +105,18 @@ class Batch:
     error: str | None
     rows: list[Row] | None = None  # its recipients when just claimed (saves reading them again)
     variant: str | None = None  # whose rows it holds: that send_variant only; None: everyone in its id range
+    group: int | None = None  # and of that time-zone group of the send only (send.groups); None: every zone
 
 
 def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: str | None = None,
                    at: datetime | None = None,
-                   frequency: Mapping[str, Any] | None = None):  # noqa: ANN201 - a Select of Row
+                   frequency: Mapping[str, Any] | None = None,
+                   group: Mapping[str, Any] | None = None):  # noqa: ANN201 - a Select of Row
     """Active subscriptions in id order, without suppressed addresses (suppression outlives re-imports) and
     without readers paused at `at` (the send's start; default now). `variant`: only that send_variant's rows.
     `frequency`: only the readers of one cadence, {"only": name}, or of the default one, {"others": [names]}
-    (everyone who chose none of the others, or a cadence no longer offered)."""
+    (everyone who chose none of the others, or a cadence no longer offered). `group`: only the readers of one
+    time-zone group of a send (newsletter.deliver.zones; its `home` group also holds those without a zone)."""
     suppressed = select(Suppression.id).where(
         Suppression.email == Subscriber.email,
         (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter_id),
@@ -136,6 +139,9 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
     elif frequency and frequency.get("others"):
         others = [str(n) for n in frequency["others"]]
         query = query.where(Subscription.frequency.is_(None) | Subscription.frequency.not_in(others))
+    if group is not None:
+        in_zone = Subscription.send_timezone.in_([str(z) for z in group.get("zones") or []])
+        query = query.where(in_zone | Subscription.send_timezone.is_(None) if group.get("home") else in_zone)
     return query if variant is None else query.where(Subscription.send_variant == variant)
 
 
@@ -150,14 +156,18 @@ def epoch(value: datetime | None) -> float:
 
 
 def start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
-               frequency: Mapping[str, Any] | None = None) -> int:
+               frequency: Mapping[str, Any] | None = None, due: datetime | None = None,
+               before: datetime | None = None) -> int:
     """The send of this issue: created (audience frozen) on first call, the same one on every resume.
 
     Two `newsletter send` started together both find no send and both insert one; the issue's unique key lets
     one win, and the other takes the winner's send (whose lease then tells it "already running").
+    `due` (aware, in the newsletter's zone): the scheduled instant; its readers are then grouped by their own time
+    zones, each group going out at that wall-clock time where they are, before `before` (the next send; see
+    newsletter.deliver.zones).
     """
     try:
-        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size, frequency)
+        return _start_send(engine, issue_id, newsletter_id, mailer_name, batch_size, frequency, due, before)
     except IntegrityError:
         with session_scope(engine) as session:
             won = session.scalar(select(Send.id).where(Send.issue_id == issue_id))
@@ -179,10 +189,13 @@ def freeze_variants(session: Session, newsletter_id: int) -> None:
                (Send.audience_id == newsletter_id)
                | (Send.audience_id.is_(None) & (IssueRow.newsletter_id == newsletter_id))).limit(1))
     if open_send is None:
-        moved = (Subscription.newsletter_id == newsletter_id) & (Subscription.send_variant != Subscription.choice_key)
+        moved = (Subscription.newsletter_id == newsletter_id) & (
+            (Subscription.send_variant != Subscription.choice_key)
+            | Subscription.send_timezone.is_distinct_from(Subscription.timezone))
         # Looked for first: an UPDATE that changes nothing still takes SQLite's write lock.
         if session.scalar(select(Subscription.id).where(moved).limit(1)) is not None:
-            session.execute(update(Subscription).where(moved).values(send_variant=Subscription.choice_key))
+            session.execute(update(Subscription).where(moved).values(send_variant=Subscription.choice_key,
+                                                                     send_timezone=Subscription.timezone))
 
 
 def send_variants(session: Session, newsletter_id: int, max_id: int, at: datetime,
@@ -194,8 +207,19 @@ def send_variants(session: Session, newsletter_id: int, max_id: int, at: datetim
     return sorted(set(keys) | {""})
 
 
+def send_zones(session: Session, newsletter_id: int, max_id: int, at: datetime,
+               frequency: Mapping[str, Any] | None = None) -> list[str | None]:
+    """The time zones (as frozen for sends) the audience holds."""
+    audience = audience_query(newsletter_id, 0, max_id, at=at, frequency=frequency).subquery()
+    return list(session.scalars(select(Subscription.send_timezone).distinct().where(
+        Subscription.id.in_(select(audience.c[0])))).all())
+
+
 def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: str, batch_size: int,
-                frequency: Mapping[str, Any] | None = None) -> int:
+                frequency: Mapping[str, Any] | None = None, due: datetime | None = None,
+                before: datetime | None = None) -> int:
+    from newsletter.deliver.zones import plan_groups
+
     with session_scope(engine) as session:
         send = session.scalar(select(Send).where(Send.issue_id == issue_id))
         if send is None:
@@ -211,7 +235,9 @@ def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: 
             send = Send(issue_id=issue_id, mailer=mailer_name, status="running", max_subscription_id=max_id,
                         batch_size=batch_size, total=total, sent=0, started_at=now,
                         variants=send_variants(session, newsletter_id, max_id, now, frequency),
-                        frequency=dict(frequency) if frequency else None, audience_id=newsletter_id)
+                        frequency=dict(frequency) if frequency else None, audience_id=newsletter_id,
+                        groups=(plan_groups(send_zones(session, newsletter_id, max_id, now, frequency), due, before)
+                                if due is not None else None))
             session.add(send)
             session.flush()
         elif send.status != "done":
@@ -263,43 +289,65 @@ class Ledger:
             self.variants: list[str] | None = list(send.variants) if send.variants is not None else None
             self.at = send.started_at
             self.frequency: dict[str, Any] | None = send.frequency
-        self._walk = 0  # index into variants of the one being walked
+            self.groups: list[dict[str, Any]] | None = send.groups
+        # What is walked, one after another: (time-zone group, variant), soonest group first.
+        self.walks: list[tuple[int | None, str | None]] = [
+            (g, v) for g in (range(len(self.groups)) if self.groups else [None])
+            for v in (self.variants if self.variants is not None else [None])]
+        self._walk = 0  # index into walks of the one being walked
+
+    def group_at(self, group: int | None) -> float | None:
+        """When a time-zone group of this send is due (epoch seconds); None: now (no groups)."""
+        return float(self.groups[group]["at"]) if self.groups and group is not None else None
+
+    def next_at(self) -> float | None:
+        """When the next group not walked yet is due, after claim_next returned None: None when none is left."""
+        return self.group_at(self.walks[self._walk][0]) if self._walk < len(self.walks) else None
 
     # -- claim ----------------------------------------------------------------------------------------------
-    def claim_next(self, me: str) -> Batch | None:
-        """The next page of the audience after the last batch, written as a `claimed` batch; None at the end.
+    def claim_next(self, me: str, until: float | None = None) -> Batch | None:
+        """The next page of the audience after the last batch, written as a `claimed` batch; None at the end, or
+        when the next time-zone group is due after `until` (epoch seconds; None: every group now): `next_at`.
 
-        With variants, each variant's readers are walked in turn (a batch holds one variant only)."""
-        if self.variants is None:
-            return self._claim(me, None)
-        while self._walk < len(self.variants):
-            batch = self._claim(me, self.variants[self._walk])
+        With variants, each variant's readers are walked in turn (a batch holds one variant only), and with
+        groups each group's, soonest first (a batch holds one group only)."""
+        while self._walk < len(self.walks):
+            group, variant = self.walks[self._walk]
+            at = self.group_at(group)
+            if until is not None and at is not None and at > until:
+                return None
+            batch = self._claim(me, variant, group)
             if batch is not None:
                 return batch
             self._walk += 1
         return None
 
-    def _claim(self, me: str, variant: str | None) -> Batch | None:
+    def _claim(self, me: str, variant: str | None, group: int | None = None) -> Batch | None:
         with session_scope(self.engine) as session:
             mine = SendBatch.send_id == self.send_id
             number = (session.scalar(select(func.max(SendBatch.number)).where(mine)) or 0) + 1
             after = session.scalar(
                 select(SendBatch.last_subscription_id)
-                .where(mine, SendBatch.variant.is_(None) if variant is None else SendBatch.variant == variant)
+                .where(mine, SendBatch.variant.is_(None) if variant is None else SendBatch.variant == variant,
+                       SendBatch.send_group.is_(None) if group is None else SendBatch.send_group == group)
                 .order_by(SendBatch.number.desc()).limit(1)
             ) or 0
             # Keyset page: an index range scan however far into a million-row audience we are.
             rows: list[Row] = [tuple(r) for r in session.execute(
                 audience_query(self.newsletter_id, after, self.max_id, variant=variant, at=self.at,
-                               frequency=self.frequency).limit(self.batch_size))]
+                               frequency=self.frequency, group=self._group(group)).limit(self.batch_size))]
             if not rows:
                 return None
             row = SendBatch(send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
                             last_subscription_id=rows[-1][0], recipients=len(rows), status="claimed",
-                            claimed_by=me, claimed_at=utcnow(), attempts=0, variant=variant)
+                            claimed_by=me, claimed_at=utcnow(), attempts=0, variant=variant, send_group=group)
             session.add(row)
             session.flush()
-            return Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows, variant)
+            return Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows, variant,
+                         group)
+
+    def _group(self, group: int | None) -> dict[str, Any] | None:
+        return self.groups[group] if self.groups and group is not None else None
 
     def unfinished(self) -> list[Batch]:
         """Batches an earlier run left behind (any state but sent or skipped), in order."""
@@ -315,7 +363,7 @@ class Ledger:
                 select(SendBatch).where(SendBatch.send_id == self.send_id, where).order_by(SendBatch.number)
             ).all()
             return [Batch(b.id, b.number, b.first_subscription_id, b.last_subscription_id, b.status, b.attempts,
-                          epoch(b.claimed_at), b.error, variant=b.variant) for b in rows]
+                          epoch(b.claimed_at), b.error, variant=b.variant, group=b.send_group) for b in rows]
 
     def rows_left(self, batch: Batch) -> list[Row]:
         """The batch's recipients that may still be sent: no delivery yet, and not held or skipped by name."""
@@ -324,8 +372,8 @@ class Ledger:
             done.update(session.scalars(select(SendHold.subscriber_id).where(
                 SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
             rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last,
-                                                  variant=batch.variant, at=self.at,
-                                                  frequency=self.frequency)).all()
+                                                  variant=batch.variant, at=self.at, frequency=self.frequency,
+                                                  group=self._group(batch.group))).all()
         return [tuple(r) for r in rows if r[1] not in done]
 
     def held_recipients(self, batch: Batch) -> int:

@@ -26,6 +26,7 @@ from newsletter.compose.issue import has_content
 from newsletter.config import Newsletter, Settings
 from newsletter.config.cadence import shortest_gap
 from newsletter.deliver.audience import audience_newsletter, frequency_filter
+from newsletter.deliver.cancels import MAX_AHEAD
 from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.issue_mail import issue_message
@@ -60,6 +61,7 @@ class SendReport:
     decided_recipients: int = 0
     skipped: int = 0  # people of this send the operator skipped (ever): no delivery row, not sent
     left_during: int = 0  # readers who unsubscribed after the send started, before their copy went
+    next_at: float | None = None  # a `waiting` send: when its next time-zone group is due (epoch seconds)
 
 
 class _Run:
@@ -91,12 +93,20 @@ class _Run:
         while True:
             if self._stopped():
                 return self._report_out("stopped")
-            fresh = self.ledger.claim_next(self.sender.me)
+            fresh = self.ledger.claim_next(self.sender.me, self._until())
             if fresh is None:
                 break
             self.sender.deliver(fresh)
             self._done_with(fresh)
         return self._report_out("held" if self.held else "done")
+
+    def _until(self) -> float:
+        """Time-zone groups due by this moment are claimed: now, or SendGrid's 72 hours ahead (it holds the mail
+        until each request's send_at); SMTP and the outbox leave the later groups to a later run."""
+        mailer = self.sender.mailer
+        if getattr(mailer, "name", "") == "sendgrid" and callable(now := getattr(mailer, "now", None)):
+            return float(now()) + MAX_AHEAD
+        return self.options.wall()
 
     def _run_concurrently(self) -> SendReport:
         """Claims stay in order in this thread; up to `concurrency` batches are delivered at once."""
@@ -111,7 +121,7 @@ class _Run:
                     if self._stopped():
                         stopped = True
                         break
-                    batch = self.ledger.claim_next(self.sender.me)
+                    batch = self.ledger.claim_next(self.sender.me, self._until())
                     if batch is None:
                         break
                     in_flight[pool.submit(self.sender.deliver, batch)] = batch
@@ -135,13 +145,15 @@ class _Run:
         if status != "stopped":  # the batches put aside for the provider's activity log, then what SendGrid owes
             self.sender.settle_waiting()
             self.held = [b for b in self.held if b.status == "unknown"]
-            status = "held" if self.held else "done"
+            # Readers whose own send time has not come yet: the send stays open (`waiting`) until then.
+            status = "held" if self.held else "waiting" if self.ledger.next_at() is not None else "done"
         self.sender.release_cancellations()
         held_recipients = sum(self.ledger.held_recipients(b) for b in self.held)
         return SendReport(self.ledger.send_id, 0, status, self.ledger.total, self.sender.sent_now,
                           self.ledger.sent_before, self.sender.batches_now,
                           held_batches=[b.number for b in self.held], held_recipients=held_recipients,
-                          skipped=self.ledger.skipped(), left_during=self.ledger.left_during_send())
+                          skipped=self.ledger.skipped(), left_during=self.ledger.left_during_send(),
+                          next_at=self.ledger.next_at())
 
 
 def _decide(ledger: Ledger, policy: str) -> tuple[list[int], int]:
@@ -182,7 +194,7 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
         error = f"{report.held_recipients} recipients in batches {report.held_batches} have an unknown outcome"
         report.issue_id = sender.ledger.finish("held", error)
     else:
-        report.issue_id = sender.ledger.finish("done" if report.status == "done" else "stopped")
+        report.issue_id = sender.ledger.finish(report.status if report.status in ("done", "waiting") else "stopped")
     return report
 
 
@@ -208,6 +220,12 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 
 
 # -- an issue ------------------------------------------------------------------------------------------------
+
+def per_reader_time(nl: Newsletter) -> bool:
+    """Whether a scheduled send goes at each reader's own local time: a cadence of a day or more (several sends
+    a day are times of the newsletter's day, not a reader's morning)."""
+    return shortest_gap(nl.schedule.send, ZoneInfo(nl.schedule.timezone)) >= timedelta(hours=23)
+
 
 def default_concurrency(mailer: Mailer) -> int:
     # SendGrid pushes are independent HTTP requests: two in flight overlap our work with the API's.
@@ -235,8 +253,16 @@ def send_issue(
     *,
     batch_size: int | None = None,
     options: SendOptions | None = None,
+    due: datetime | None = None,
+    before: datetime | None = None,
 ) -> SendReport:
-    """Deliver the issue to everyone in its audience who has not had it yet."""
+    """Deliver the issue to everyone in its audience who has not had it yet.
+
+    `due` (the scheduler's send: the instant it was due, aware): each reader gets it at that wall-clock time in
+    their own time zone (newsletter.deliver.zones); the send stays `waiting` while some readers' time is still
+    to come (SMTP, outbox: run it again then; SendGrid holds each request until its send_at). None: now, for all.
+    `before`: the newsletter's next send; every group goes before it.
+    """
     options = options or SendOptions(rate=settings.send_rate)
     if options.rate is None:
         options.rate = settings.send_rate
@@ -258,7 +284,8 @@ def send_issue(
         newsletter_id = audience_newsletter(session, nl).id
     check_mailer_ready(mailer, nl)  # a DKIM key that receivers could not verify: nothing is started
     size = batch_size or options.batch_size or default_batch_size(mailer)
-    send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size, frequency_filter(nl))
+    send_id = start_send(engine, issue_id, newsletter_id, mailer.name, size, frequency_filter(nl),
+                         due if due is not None and per_reader_time(nl) else None, before)
     _set_issue(engine, issue_id, status="sending")
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
     report = run_send(engine, send_id, newsletter_id, nl.audience_slug, message, mailer, Signer(secret),

@@ -222,13 +222,20 @@ def approval_step(rt: Runtime, nl: Newsletter, issue_id: int) -> Step:
     return Step("approval", "go", policy.mode)
 
 
-def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer):  # noqa: ANN201 - a SendReport
-    """send_issue, stopping after the batch in flight when the runner is asked to stop."""
+def deliver(rt: Runtime, nl: Newsletter, issue_id: int, mailer: Mailer,  # noqa: ANN201 - a SendReport
+            now: datetime | None = None):
+    """send_issue, stopping after the batch in flight when the runner is asked to stop. Its readers get it at the
+    send time in their own time zones; which of them are due is judged on the scheduler's clock."""
     from newsletter.deliver.engine import SendOptions
     from newsletter.deliver.send import send_issue
 
-    options = SendOptions(**{"stop": rt.stop, **rt.send_options})
-    return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options)
+    # Groups due by the cycle's moment go (a cycle may be run for a moment its clock has not reached yet).
+    at = utc(now).timestamp() if now is not None else 0.0
+    options = SendOptions(**{"stop": rt.stop, "wall": lambda: max(utc(rt.clock()).timestamp(), at),
+                             **rt.send_options})
+    due = due_period(nl, now)[0] if now is not None else None
+    return send_issue(rt.engine, nl, issue_id, mailer, rt.settings, batch_size=rt.batch_size, options=options,
+                      due=due, before=next_send_after(nl, due) if due is not None else None)
 
 
 def send_step(rt: Runtime, nl: Newsletter, issue_id: int, now: datetime | None = None) -> tuple[Step, int]:
@@ -247,7 +254,7 @@ def send_step(rt: Runtime, nl: Newsletter, issue_id: int, now: datetime | None =
                     f"issue is kept; {empty_audience_hint(nl.slug)} and it goes out at the next retry"), 0
     mailer = rt.mailer_factory(rt.settings)
     try:
-        report = deliver(rt, nl, issue_id, mailer)
+        report = deliver(rt, nl, issue_id, mailer, now)
     except SendError as exc:  # the issue cannot be sent as it is (e.g. no stories): retrying will not help
         return Step("send", "refused", str(exc)), 0
     finally:
@@ -256,8 +263,12 @@ def send_step(rt: Runtime, nl: Newsletter, issue_id: int, now: datetime | None =
     sent_now = int(getattr(report, "sent_now", 0) or 0)
     total = int(getattr(report, "total", 0) or 0)
     # "held" from delivery means batches whose outcome is unknown wait for the operator's call, not an editor.
-    outcome = {"done": "sent", "held": "send-held"}.get(status, status)
+    outcome = {"done": "sent", "held": "send-held", "waiting": "send-waiting"}.get(status, status)
     detail = f"issue {issue_id}: {sent_now} sent now, {total} in the audience via {mailer.name}"
+    next_at = getattr(report, "next_at", None)
+    if status == "waiting" and next_at is not None:
+        detail += (f"; the other readers get it at their own {due_period(nl, now or rt.clock())[0]:%H:%M}, the "
+                   f"next group at {datetime.fromtimestamp(next_at, UTC):%Y-%m-%d %H:%M} UTC")
     if getattr(report, "error", None):
         detail += f"; {report.error}"
     if status == "held":
@@ -619,7 +630,12 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
                 if last.outcome in RETRIED and retry and now - utc(due) <= send_grace(nl):
                     out.append(slug)
             elif row.status == "sending":
-                if retry and last.outcome != "send-held":  # held batches wait for the operator's decision
+                if last.outcome in ("send-waiting", "send-held"):
+                    # Readers of a later time zone go at their group's time, also while batches an earlier
+                    # group left held wait for the operator's decision (which only they can make).
+                    if _group_due(session, row.id, utc(last.started_at), now):
+                        out.append(slug)
+                elif retry:
                     out.append(slug)
             elif last.outcome in ("waiting-approval", "changed-since-approval") or row.status == "approved":
                 if is_approved_as_is(session, row.id):
@@ -633,6 +649,14 @@ def pending_sends(rt: Runtime, now: datetime, *, retry_after: timedelta = RETRY_
                                  detail=f"issue {row.id} for {period} is waiting for approval: "
                                         f"`newsletter issue approve {row.id}` sends it as it is now")
     return out
+
+
+def _group_due(session: Session, issue_id: int, since: datetime, now: datetime) -> bool:
+    """Whether a time-zone group of this issue's send became due after the last run (`since`), by `now`."""
+    from newsletter.store.models import Send
+
+    groups = session.scalar(select(Send.groups).where(Send.issue_id == issue_id)) or []
+    return any(since.timestamp() < float(g["at"]) <= now.timestamp() for g in groups)
 
 
 # Entry points for the persistent job store: a function reference and the slug are all that is pickled.

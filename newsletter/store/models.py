@@ -250,6 +250,8 @@ class Subscription(Base):
         Index("ix_subscription_send_order", "newsletter_id", "status", "id"),
         # Keyset pages of one variant of a send's audience (migration 0006_preferences).
         Index("ix_subscription_variant_order", "newsletter_id", "status", "send_variant", "id"),
+        # ... and of one time-zone group of it (migration 0006_tz_groups): the page reads that group's rows only.
+        Index("ix_subscription_zone_order", "newsletter_id", "status", "send_variant", "send_timezone", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
@@ -274,6 +276,8 @@ class Subscription(Base):
     # the copy of it a send walks, taken when a send starts (newsletter.deliver.ledger.start_send).
     choice_key: Mapped[str] = mapped_column(Text, default="", server_default="")
     send_variant: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The copy of `timezone` a send groups readers by, taken with send_variant (migration 0006_tz_groups).
+    send_timezone: Mapped[str | None] = mapped_column(String(64))
 
     subscriber: Mapped[Subscriber] = relationship()
 
@@ -341,6 +345,8 @@ class Send(Base):
     variants: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     # Whose choice of cadence it goes to (newsletter.deliver.audience.frequency_filter; NULL: everyone).
     frequency: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Its groups by the readers' time zones, in time order: [{"at", "zones", "home"}] (NULL: one group, now).
+    groups: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     # Whose subscriptions it walks (a cadence's: its parent newsletter's); NULL: the issue's newsletter.
     audience_id: Mapped[int | None] = mapped_column(Integer)
 
@@ -370,6 +376,8 @@ class SendBatch(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime)
     # Whose rows it holds: subscriptions of this send_variant only (NULL: everyone in its id range).
     variant: Mapped[str | None] = mapped_column(Text)
+    # Which of the send's time-zone groups (send.groups) it holds (NULL: everyone).
+    send_group: Mapped[int | None] = mapped_column(Integer)
 
 
 class SendHold(Base):
