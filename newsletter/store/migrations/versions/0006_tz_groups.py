@@ -7,14 +7,14 @@ lists the send's groups, one per UTC instant (one per UTC offset on that date): 
 `send_batch.send_group` is the index of the group a batch holds (NULL: everyone).
 
 Revision ID: 0006_tz_groups
-Revises: 0006_preferences
+Revises: 0006_events
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_tz_groups"
-down_revision = "0006_preferences"
+down_revision = "0006_events"
 branch_labels = None
 depends_on = None
 
