@@ -134,7 +134,7 @@ _PAGES: dict[str, Any] = {}  # the audience page statement compiled once per dia
 
 
 def audience_page(connection: Connection, newsletter_id: int, after_id: int, max_id: int, limit: int) -> list[Row]:
-    """`audience_query(newsletter_id, after_id, max_id)` limited to `limit` rows, on the DBAPI cursor.
+    """`audience_query(newsletter_id, after_id, max_id)` limited to `limit` rows, read from the DBAPI cursor.
 
     The same SQL, compiled once per dialect and run on the driver's cursor: a send reads a million rows, and
     SQLAlchemy's result rows cost twice the query itself. Names come out on one line as the SingleLine column
@@ -148,12 +148,11 @@ def audience_page(connection: Connection, newsletter_id: int, after_id: int, max
         compiled = _PAGES[dialect.name] = statement.compile(dialect=dialect)
     params = compiled.construct_params({"nl": newsletter_id, "after": after_id, "max": max_id, "limit": limit})
     args: Any = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
-    cursor = connection.connection.cursor()
+    result = connection.exec_driver_sql(compiled.string, args)  # (its cursor events fire: scale mode times them)
     try:
-        cursor.execute(compiled.string, args)
-        fetched = cursor.fetchall()
+        fetched = result.cursor.fetchall()  # plain tuples, without SQLAlchemy's row objects
     finally:
-        cursor.close()
+        result.close()
     return [(sub, sid, email, None if name is None else single_line(name)) for sub, sid, email, name in fetched]
 
 

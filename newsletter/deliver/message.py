@@ -41,7 +41,8 @@ def recipient_address(recipient: Recipient) -> Address:
     """The To: address: the name as a display name on one line, the address checked by the email library."""
     try:
         return Address(display_name=single_line(recipient.name, MAX_NAME), addr_spec=recipient.email)
-    except (HeaderParseError, ValueError, IndexError) as exc:
+    # AttributeError: the library's parser trips over an unclosed domain literal ("a@[b") instead of refusing it.
+    except (HeaderParseError, ValueError, IndexError, AttributeError) as exc:
         raise MessageBuildError(f"not a usable address {recipient.email!r}: {exc}") from None
 
 
