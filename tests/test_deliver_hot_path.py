@@ -16,6 +16,7 @@ from newsletter.deliver.message import MessageBuildError, recipient_address, rec
 from newsletter.deliver.sendgrid import SendGridMailer, _json_bytes
 from newsletter.store.db import get_engine, session_scope
 from newsletter.store.models import Subscriber, Subscription, Suppression
+from newsletter.subscribers.tokens import UNSUBSCRIBE, InvalidToken, Signer
 from newsletter.text import _CONTROLS, _LINE_BREAKS, single_line
 from tests.conftest import BOTH_DATABASES
 from tests.send_fixtures import MESSAGE, SLUG, make_world
@@ -114,6 +115,17 @@ def test_the_request_body_is_the_same_json_whichever_encoder() -> None:
     # A lone surrogate (orjson refuses it): the standard library's escape, never a lost request.
     odd = {"subject": "x\udc80"}
     assert json.loads(_json_bytes(odd)) == odd
+
+
+@pytest.mark.parametrize("secret", ["s", "bench-secret", "k" * 64, "long-" * 40, "ключ"])
+def test_batch_signing_gives_the_links_one_by_one_signing_gives(secret: str) -> None:
+    signer = Signer(secret)
+    ids = [1, 9, 10, 99, 12345, 10**12]
+    links = signer.unsubscribe_urls("https://n.example/", ids, "ai-weekly")
+    assert links == [signer.unsubscribe_url("https://n.example", i, "ai-weekly") for i in ids]
+    assert [signer.read(link.rsplit("/", 1)[1], UNSUBSCRIBE).subscriber_id for link in links] == ids
+    with pytest.raises(InvalidToken):
+        Signer(secret + "x").read(links[0].rsplit("/", 1)[1], UNSUBSCRIBE)
 
 
 def test_a_refused_address_is_left_out_alone() -> None:

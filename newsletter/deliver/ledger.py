@@ -426,8 +426,10 @@ class Ledger:
             conn = session.connection()
             if delivered:
                 send_id, batch_id = self.send_id, batch.id
-                insert_deliveries(session, [(send_id, batch_id, r[1], r[2], ids.get(r[2]), now) for r in delivered]
-                                  if ids else [(send_id, batch_id, r[1], r[2], None, now) for r in delivered])
+                # SQLite's driver would turn the datetime into this text for each row (its default adapter).
+                sent_at: Any = now if conn.dialect.name != "sqlite" else now.isoformat(" ")
+                insert_deliveries(session, [(send_id, batch_id, r[1], r[2], ids.get(r[2]), sent_at) for r in delivered]
+                                  if ids else [(send_id, batch_id, r[1], r[2], None, sent_at) for r in delivered])
                 conn.execute(update(Send).where(Send.id == send_id).values(sent=Send.sent + len(delivered)))
             for email in bounced or {}:
                 suppress(session, email, None, "bounced")

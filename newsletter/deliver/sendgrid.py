@@ -23,6 +23,7 @@ import html
 import http.client
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,9 @@ HOLD_TIMEOUT = 20.0  # seconds: an answer that takes longer would eat the minute
 MAX_SUBSTITUTION_BYTES = 10_000
 ONE_CLICK = "List-Unsubscribe=One-Click"
 NO_ACTIVITY = (401, 403, 404, 501)  # how an account without the Email Activity add-on answers
+
+
+_HTML_SPECIAL = re.compile(r"[&<>\"']")  # what html.escape(quote=True) replaces: a value without them stays as it is
 
 
 def _address(value: str) -> dict[str, str]:
@@ -164,7 +168,8 @@ class SendGridMailer:
         # The per-issue part of each personalization, worked out once per request: which token each value fills.
         text_subs = [(k, tokens.ALL[k]) for k in text_keys]
         html_subs = [(k, _html_token(k)) for k in html_keys]
-        escape = html.escape
+        keys_size = sum(len(t) for _k, t in text_subs) + sum(len(t) for _k, t in html_subs)
+        escape, needs_escape = html.escape, _HTML_SPECIAL.search
         personalizations: list[dict[str, Any]] = []
         append = personalizations.append
         seen: set[str] = set()
@@ -186,9 +191,10 @@ class SendGridMailer:
             if text_subs or html_subs:
                 subs = {token: values.get(k, "") for k, token in text_subs}
                 for k, token in html_subs:
-                    subs[token] = escape(values.get(k, ""), quote=True)
+                    value = values.get(k, "")
+                    subs[token] = escape(value, quote=True) if needs_escape(value) else value
                 # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
-                size = sum(len(k) + len(v) for k, v in subs.items())
+                size = keys_size + sum(map(len, subs.values()))
                 if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
                     len(k.encode()) + len(v.encode()) for k, v in subs.items()
                 ) >= MAX_SUBSTITUTION_BYTES:
