@@ -301,6 +301,10 @@ class Ledger:
 
     def rows_left(self, batch: Batch) -> list[Row]:
         """The batch's recipients that may still be sent: no delivery yet, and not held or skipped by name."""
+        if batch.status == "pending":  # planned, never claimed (scale mode): nobody of it was sent or held yet
+            with self.engine.connect() as conn:
+                return audience_page(conn, self.newsletter_id, batch.first - 1, batch.last,
+                                     batch.last - batch.first + 1)
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             done.update(session.scalars(select(SendHold.subscriber_id).where(

@@ -158,20 +158,33 @@ def _settle_later(seconds: float) -> None:
                      retry_after=seconds)
 
 
-def deliver(engine: Engine, job: SendJob, batch: Batch, mailer: Mailer, me: str) -> tuple[str, Timing]:
-    """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
+class Deliverer:
+    """One job's deliveries: the engine's BatchSender, made once (its ledger read, this database's identity) and
+    used for every batch the job claims, with each batch's time added up on its own."""
 
-    Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
-    permanent ones once it says `failed`.
-    """
-    timing = Timing()
-    started, db_before = time.perf_counter(), database_seconds()
-    options = SendOptions(max_attempts=1, sleep=_settle_later)
-    # Claims and attempts name the job (`me`), so that its retry finds the batch again.
-    sender = BatchSender(engine, job, _Timed(mailer, timing), options, me)
-    try:
-        sender.resume(batch)
-        return batch.status, timing
-    finally:
-        mailer.flush()
-        timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before
+    def __init__(self, engine: Engine, job: SendJob, mailer: Mailer, me: str) -> None:
+        self._mailer = mailer
+        self._timed = _Timed(mailer, Timing())
+        options = SendOptions(max_attempts=1, sleep=_settle_later)
+        # Claims and attempts name the job (`me`), so that its retry finds the batch again.
+        self._sender = BatchSender(engine, job, self._timed, options, me)
+
+    def deliver(self, batch: Batch) -> tuple[str, Timing]:
+        """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
+
+        Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
+        permanent ones once it says `failed`.
+        """
+        timing = self._timed._timing = Timing()
+        started, db_before = time.perf_counter(), database_seconds()
+        try:
+            self._sender.resume(batch)
+            return batch.status, timing
+        finally:
+            self._mailer.flush()
+            timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before
+
+
+def deliver(engine: Engine, job: SendJob, batch: Batch, mailer: Mailer, me: str) -> tuple[str, Timing]:
+    """Deliver what is left of one claimed batch (see Deliverer.deliver)."""
+    return Deliverer(engine, job, mailer, me).deliver(batch)
