@@ -40,6 +40,9 @@ def send_parallel() -> int:
     return int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
 
 
+LEASE_RENEWAL = 30.0  # seconds between renewals of a send's lease (ledger.LEASE_SECONDS long) within one job
+
+
 def send_job_seconds() -> float:
     """How long one send_batch job goes on claiming and delivering batches (one at a time) before it defers the
     next job: long enough that the job's own cost is spread over many batches, short enough that a stopping
@@ -391,25 +394,35 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     provider = 0.0
     mark, db_mark = t0, db0
     state: str | None = None
+    leased = 0.0
+    job: SendJob | None = None
     with ledger.guard_connection(eng) as guard:
         while True:
-            with session_scope(eng) as session:
-                status = session.scalar(select(Send.status).where(Send.id == send_id))
+            now = time.perf_counter()
+            if now - leased >= LEASE_RENEWAL:
+                # Renewed at the job's first claim, and then often enough that it never lapses while on it.
+                try:
+                    status = ledger.take_lease(eng, send_id)
+                except SendError as exc:
+                    log.warning("%s", exc)
+                    return {"batch": None, "state": "left to newsletter send", "batches": done_batches}
+                leased = now
+            else:
+                with session_scope(eng) as session:
+                    status = session.scalar(select(Send.status).where(Send.id == send_id))
             if status in ("done", "failed"):
                 return {"batch": done_batches[-1] if done_batches else None, "state": status,
                         "batches": done_batches}
-            try:
-                ledger.take_lease(eng, send_id)  # renewed at every claim while the workers are on it
-            except SendError as exc:
-                log.warning("%s", exc)
-                return {"batch": None, "state": "left to newsletter send", "batches": done_batches}
-            batch = ledger.claim(eng, send_id, worker_name(), job_id, guard)
+            job = job or send_job(send_id)
+            # After its first batch the job holds no open one (it goes on only from a sent batch).
+            batch = ledger.claim(eng, send_id, worker_name(), job_id, guard, own_first=not done_batches,
+                                 newsletter_id=job.newsletter_id)
             if batch is None:
                 state = ledger.finish_if_done(eng, send_id, job_id)
                 return {"batch": done_batches[-1] if done_batches else None, "state": state,
                         "batches": done_batches}
             if deliverer is None:
-                deliverer = sending.Deliverer(eng, send_job(send_id), mailer(), me)
+                deliverer = sending.Deliverer(eng, job, mailer(), me)
             try:
                 state, timing = deliverer.deliver(batch)
             except PermanentDeliveryError as exc:  # the provider will not take this send: stop it for everyone
