@@ -99,7 +99,8 @@ class _Timed:
     """The mailer, with the time spent in the provider's calls added up."""
 
     def __init__(self, mailer: Mailer, timing: Timing) -> None:
-        self._mailer, self._timing = mailer, timing
+        self._mailer, self._local = mailer, threading.local()
+        self._local.timing = self._first = timing
         self.name = mailer.name
         if hasattr(mailer, "activity_settle_seconds"):
             self.activity_settle_seconds = mailer.activity_settle_seconds
@@ -114,6 +115,15 @@ class _Timed:
         if hasattr(mailer, "prepare"):  # the body built before the `sending` mark, as on one machine
             self.prepare = self._prepare
             self.push_prepared = self._push_prepared
+
+    @property
+    def _timing(self) -> Timing:
+        """The timing of the batch this thread delivers (a job may deliver two at once)."""
+        return getattr(self._local, "timing", self._first)
+
+    @_timing.setter
+    def _timing(self, timing: Timing) -> None:
+        self._local.timing = timing
 
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
@@ -160,7 +170,8 @@ def _settle_later(seconds: float) -> None:
 
 class Deliverer:
     """One job's deliveries: the engine's BatchSender, made once (its ledger read, this database's identity) and
-    used for every batch the job claims, with each batch's time added up on its own."""
+    used for every batch the job claims, with each batch's time added up on its own. Thread-safe as the
+    BatchSender is: a job may have two batches in flight, as `newsletter send` does."""
 
     def __init__(self, engine: Engine, job: SendJob, mailer: Mailer, me: str) -> None:
         self._mailer = mailer
