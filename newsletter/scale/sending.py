@@ -125,12 +125,19 @@ class _Timed:
     def _timing(self, timing: Timing) -> None:
         self._local.timing = timing
 
+    def _returned(self) -> None:
+        """The provider's call of this thread's batch is over (answered, refused or failed)."""
+        pushed = getattr(self._local, "pushed", None)
+        if pushed is not None:
+            pushed.set()
+
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
         try:
             result = self._mailer.push(message, recipients)
         finally:
             self._timing.provider += time.perf_counter() - started
+            self._returned()
         self._timing.recipients += len(recipients)
         return result
 
@@ -144,6 +151,7 @@ class _Timed:
             result: PushResult = self._mailer.push_prepared(inner)  # type: ignore[attr-defined]
         finally:
             self._timing.provider += time.perf_counter() - started
+            self._returned()
         self._timing.recipients += count
         return result
 
@@ -180,18 +188,23 @@ class Deliverer:
         # Claims and attempts name the job (`me`), so that its retry finds the batch again.
         self._sender = BatchSender(engine, job, self._timed, options, me)
 
-    def deliver(self, batch: Batch) -> tuple[str, Timing]:
+    def deliver(self, batch: Batch, pushed: threading.Event | None = None) -> tuple[str, Timing]:
         """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
 
         Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
-        permanent ones once it says `failed`.
+        permanent ones once it says `failed`. `pushed` is set when the provider's first call for the batch is
+        over (or the delivery ended without one).
         """
         timing = self._timed._timing = Timing()
+        self._timed._local.pushed = pushed
         started, db_before = time.perf_counter(), database_seconds()
         try:
             self._sender.resume(batch)
             return batch.status, timing
         finally:
+            if pushed is not None:
+                pushed.set()
+            self._timed._local.pushed = None
             self._mailer.flush()
             timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before
 

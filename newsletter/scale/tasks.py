@@ -371,8 +371,9 @@ def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None 
 @app.task(queue="send", retry=SEND_RETRY, pass_context=True)
 def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     """Claim the next batch of the send (row lock, SKIP LOCKED), deliver it, and go on with the next one for up to
-    `send_job_seconds()`, with as many batches in flight as `newsletter send` has (two for SendGrid: the next one
-    is built and recorded while the provider has the last); then defer the next job.
+    `send_job_seconds()`, with up to as many batches in flight as `newsletter send` has (two for SendGrid: the
+    next one is claimed, built and sent while the last one is recorded; never two requests out at once); then
+    defer the next job.
 
     Batches, not jobs, are the unit of the ledger: each is claimed under its row lock and advisory lock, named
     after this job, and goes through the ledger's states as with one batch per job; a retry of this job first
@@ -402,12 +403,18 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     state: str | None = None
     ended: dict[str, Any] | None = None  # why the job stops claiming, when it is not the time
     own_first = True  # until a fresh batch comes: a retried job first resumes the open batches it holds
+    pushed: threading.Event | None = None  # set when the provider's call for the last batch claimed is over
     error: BaseException | None = None
     in_flight: dict[Future[tuple[str, sending.Timing]], tuple[Batch, float, float]] = {}
     with ledger.guard_connection(eng) as guard, ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool:
         stop = False
         while True:
             while not stop and error is None and len(in_flight) < depth:
+                if pushed is not None:
+                    # The next batch is claimed once the provider's call for the last one is over: the overlap is
+                    # recording one batch while the next is claimed, built and sent, and never two requests
+                    # out at once (a worker cut off from the provider holds the one batch it was sending).
+                    pushed.wait()
                 started, db_started = time.perf_counter(), sending.database_seconds()
                 if started - leased >= LEASE_RENEWAL:
                     # Renewed at the job's first claim, and then often enough that it never lapses while on it.
@@ -432,7 +439,8 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     break
                 own_first = own_first and batch.status != "pending"
                 deliverer = deliverer or sending.Deliverer(eng, job, mailer(), me)
-                in_flight[pool.submit(deliverer.deliver, batch)] = (
+                pushed = threading.Event()
+                in_flight[pool.submit(deliverer.deliver, batch, pushed)] = (
                     batch, time.perf_counter() - started, sending.database_seconds() - db_started)
                 stop = time.perf_counter() >= until
             if not in_flight:
