@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select, update
 from newsletter.compose.issue import has_content
 from newsletter.config import Newsletter, Settings
 from newsletter.config.cadence import shortest_gap
-from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions
+from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions, gc_spared
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.lease import SendLease
@@ -164,7 +164,8 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
         sender = BatchSender(engine, SendJob(send_id, newsletter_id, slug, message, signer, base_url), mailer,
                              dataclasses.replace(options, unknown="hold"))
         decided, decided_recipients = _decide(sender.ledger, options.unknown)
-        report = _Run(sender).run()
+        with gc_spared():
+            report = _Run(sender).run()
         if decided:
             report.decided, report.decided_batches = options.unknown, decided
             report.decided_recipients = decided_recipients

@@ -24,7 +24,7 @@ from procrastinate.types import JSONDict
 from sqlalchemy import Engine, select
 
 from newsletter.config import ConfigError, Newsletter, Settings, load_all, settings_from_env
-from newsletter.deliver.engine import SendJob
+from newsletter.deliver.engine import SendJob, gc_spared
 from newsletter.deliver.ledger import Batch
 from newsletter.deliver.mailer import Mailer, TemporaryDeliveryError
 from newsletter.scale import due, ledger, sending
@@ -406,7 +406,8 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     pushed: threading.Event | None = None  # set when the provider's call for the last batch claimed is over
     error: BaseException | None = None
     in_flight: dict[Future[tuple[str, sending.Timing]], tuple[Batch, float, float]] = {}
-    with ledger.guard_connection(eng) as guard, ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool:
+    with (ledger.guard_connection(eng) as guard, ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool,
+          gc_spared()):
         stop = False
         while True:
             while not stop and error is None and len(in_flight) < depth:
