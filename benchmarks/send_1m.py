@@ -10,8 +10,11 @@ The SendGrid server runs in its own process, as SendGrid would, and validates EV
 schema with jsonschema plus the unstated limits; at the end it reports how many distinct addresses it accepted
 and how many duplicates (must be 0). The send runs in a child process so its peak memory (max RSS) is its own.
 
-Compared in the same run with the baseline a user would otherwise write: a loop calling the API once per
-recipient with the official client (`SendGridAPIClient.send(Mail(...))`), timed on a sample and extrapolated.
+Compared in the same run with the sender floor (`run_floor_phase`: the same audience, links and request body
+with nothing kept but speed, stdlib json or orjson, and once more with a delivery row per recipient; the send's
+row says how many times the floor's time it took), and with the baseline a user would otherwise write: a loop
+calling the API once per recipient with the official client (`SendGridAPIClient.send(Mail(...))`), timed on a
+sample and extrapolated. `--no-floor` skips the floor runs.
 
 And the cost of hold-and-cancel (SENDGRID_SETTLE_BY=hold, what an account without the Email Activity add-on
 gets): a second issue to the same audience with every request under its own batch id (one POST /v3/mail/batch
