@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -112,6 +113,7 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--mailer", choices=("sendgrid", "outbox"), default="sendgrid")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-process `newsletter send`")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the workers' logs into this folder")
     args = parser.parse_args()
     base = base_url()
     if not base:
@@ -162,6 +164,10 @@ def main() -> list[dict[str, str]]:
                                "--force")
                     wait_for(lambda i=issue_id: send_state(engine, i)[0] in ("done", "failed", "held"), 7200, 0.5)
                     seconds = time.perf_counter() - started
+                if args.keep_logs:
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    for log in logs:
+                        shutil.copy(log, args.keep_logs / f"run{count}-{log.name}")
                 state = send_state(engine, issue_id)
                 assert state == ("done", args.subscribers), state
                 check_ledger(engine, issue_id, args.subscribers)

@@ -10,8 +10,11 @@ The SendGrid server runs in its own process, as SendGrid would, and validates EV
 schema with jsonschema plus the unstated limits; at the end it reports how many distinct addresses it accepted
 and how many duplicates (must be 0). The send runs in a child process so its peak memory (max RSS) is its own.
 
-Compared in the same run with the baseline a user would otherwise write: a loop calling the API once per
-recipient with the official client (`SendGridAPIClient.send(Mail(...))`), timed on a sample and extrapolated.
+Compared in the same run with the sender floor (`run_floor_phase`: the same audience, links and request body
+with nothing kept but speed, stdlib json or orjson, and once more with a delivery row per recipient; the send's
+row says how many times the floor's time it took), and with the baseline a user would otherwise write: a loop
+calling the API once per recipient with the official client (`SendGridAPIClient.send(Mail(...))`), timed on a
+sample and extrapolated. `--no-floor` skips the floor runs.
 
 And the cost of hold-and-cancel (SENDGRID_SETTLE_BY=hold, what an account without the Email Activity add-on
 gets): a second issue to the same audience with every request under its own batch id (one POST /v3/mail/batch
@@ -28,6 +31,7 @@ distinct variants, never the readers), wall time, sender CPU and peak memory.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -241,6 +245,108 @@ def run_choices_phase(db_url: str, server_url: str, concurrency: int) -> dict:
             "variants": variants, "batches": batches}
 
 
+def run_floor_phase(db_url: str, server_url: str, concurrency: int, encoder: str, ledger: bool) -> dict:
+    """In a child process: the least a sender of this issue can do, written for speed with no guarantee kept.
+
+    The same audience SQL on a raw sqlite3 connection in keyset pages of 1000, the same signed link per
+    recipient (HMAC-SHA256, as Signer makes it), the same request body (personalizations with substitutions and
+    the List-Unsubscribe header, the issue's HTML and text once per request), serialized by the stdlib `json` or
+    `orjson`, POSTed on kept-alive `http.client` connections, `concurrency` requests in flight. With `ledger`,
+    also one delivery row per recipient (executemany, one commit per request): the least an exactly-once ledger
+    writes. Nothing is checked, retried or recorded beyond that; a lost answer would be a silent gap.
+    """
+    import base64
+    import hashlib
+    import hmac
+    import html
+    import http.client
+    import sqlite3
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+    from urllib.parse import urlparse
+
+    from sqlalchemy import bindparam
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from newsletter.deliver.ledger import audience_query
+
+    dumps = __import__("orjson").dumps if encoder == "orjson" else (lambda body: json.dumps(body).encode())
+    path = db_url.removeprefix("sqlite:///")
+    compiled = (audience_query(1, bindparam("after"), 10**12).limit(1000)  # type: ignore[arg-type]
+                .compile(dialect=sqlite_dialect.dialect()))
+    sql = compiled.string
+    order = compiled.positiontup or []
+    msg = message()
+    base = {"from": {"email": "news@example.com", "name": "Bench Weekly"}, "subject": msg.subject,
+            "content": [{"type": "text/plain", "value": msg.text},
+                        {"type": "text/html", "value": msg.html.replace("%%name%%", "%%name:html%%")
+                         .replace("%%unsubscribe_url%%", "%%unsubscribe_url:html%%")}],
+            "headers": {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "List-Id": msg.list_id},
+            "categories": list(msg.categories), "custom_args": dict(msg.custom_args)}
+    mac = hmac.new(b"bench-secret", digestmod=hashlib.sha256)
+    b64 = base64.urlsafe_b64encode
+    target = urlparse(server_url)
+    local = threading.local()
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    def post(body: bytes) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+        conn.request("POST", "/v3/mail/send", body, headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 202:
+            raise SystemExit(f"floor: SendGrid answered {response.status}")
+
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+    # The send's own rows are there already: the floor's go under a send id of their own (no foreign key checks,
+    # which cost nothing measurable here).
+    floor_send = 1 + (db.execute("SELECT max(send_id) FROM delivery").fetchone()[0] or 0)
+    sent, after = 0, 0
+    params = compiled.construct_params({"after": 0})
+    with ThreadPoolExecutor(concurrency) as pool:
+        pending: list = []
+        while True:
+            args = [after if name == "after" else params[name] for name in order]
+            rows = db.execute(sql, args).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            people = []
+            for _sub, sid, email, name in rows:
+                payload = b"u.%d.bench." % sid
+                m = mac.copy()
+                m.update(payload)
+                url = ("https://news.example.com/u/" + b64(payload).rstrip(b"=").decode() + "." +
+                       b64(m.digest()[:16]).rstrip(b"=").decode())
+                people.append({"to": [{"email": email, "name": name}],
+                               "substitutions": {"%%name%%": name, "%%unsubscribe_url%%": url,
+                                                 "%%name:html%%": html.escape(name),
+                                                 "%%unsubscribe_url:html%%": html.escape(url)},
+                               "headers": {"List-Unsubscribe": f"<{url}>"}})
+            pending.append(pool.submit(post, dumps({"personalizations": people, **base})))
+            if ledger:
+                db.execute("BEGIN")
+                db.executemany("INSERT INTO delivery (send_id, batch_id, subscriber_id, email, message_id, sent_at) "
+                               "VALUES (?, ?, ?, ?, NULL, ?)", [(floor_send, 1, r[1], r[2], now) for r in rows])
+                db.execute("COMMIT")
+            sent += len(rows)
+            while len(pending) >= concurrency:
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+    return {"status": "done", "sent": sent, "seconds": time.perf_counter() - started,
+            "cpu": time.process_time() - cpu_before,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def naive_sample(server_url: str, sample: int) -> float:
     """Seconds for `sample` recipients, one API call each, with the official client's Mail helper."""
     from sendgrid import SendGridAPIClient
@@ -268,10 +374,11 @@ def stats(server_url: str) -> dict:
 
 
 def send_child(db_url: str, server_url: str, concurrency: int, settle_by: str = "auto", issue: int = 1,
-               phase: str = "send") -> dict:
+               phase: str = "send", extra: tuple[str, ...] = ()) -> dict:
+    phase = "floor" if extra else phase
     child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--database-url", db_url,
                             "--server-url", server_url, "--concurrency", str(concurrency), "--settle-by", settle_by,
-                            "--issue", str(issue)],
+                            "--issue", str(issue), *extra],
                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if child.returncode != 0:
         raise SystemExit(f"send phase failed:\n{child.stderr}")
@@ -331,7 +438,10 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--choices", action="store_true",
                         help="only the readers' choices runs: one variant, then 24 zones x 20 section sets")
-    parser.add_argument("--phase", default="all", choices=["all", "send", "choices"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", default="all", choices=["all", "send", "choices", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--encoder", default="json", help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-floor", action="store_true", help="skip the sender floor runs")
     parser.add_argument("--server-url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--settle-by", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--issue", type=int, default=1, help=argparse.SUPPRESS)
@@ -346,6 +456,10 @@ def main() -> list[dict[str, str]]:
         return []
     if args.choices:
         return choices_runs(args)
+    if args.phase == "floor":
+        print(json.dumps(run_floor_phase(args.database_url, args.server_url, args.concurrency, args.encoder,
+                                         args.ledger)), flush=True)
+        return []
 
     tmp = tempfile.mkdtemp(prefix="send1m-")
     db_url = args.database_url or f"sqlite:///{tmp}/bench.db"
@@ -364,6 +478,22 @@ def main() -> list[dict[str, str]]:
         big = send_child(db_url, server_url, args.concurrency)
         rows.append(row(f"newsletter send, 1000/request, {args.concurrency} in flight", big, stats(server_url),
                         before))
+        if not args.no_floor:
+            # The floor, same audience, same server, right after: the same readers again, so counted from zero.
+            main_row, ratios = rows[-1], []
+            for encoder, ledger in (("json", False), ("orjson", False), ("orjson", True)):
+                if encoder == "orjson" and importlib.util.find_spec("orjson") is None:
+                    continue
+                reset(server_url)
+                configure(server_url, args.validate_every)
+                before = stats(server_url)
+                floor = send_child(db_url, server_url, args.concurrency,
+                                   extra=("--encoder", encoder, *(("--ledger",) if ledger else ())))
+                label = f"floor: read, sign, {encoder}, POST{', a delivery row each' if ledger else ''} (no guarantee)"
+                rows.append(row(label, floor, stats(server_url), before))
+                ratios.append(f"{big['seconds'] / floor['seconds']:.2f}x {encoder}{'+rows' if ledger else ''}")
+                rows[-1]["x floor"] = f"CPU {floor['cpu'] / big['cpu']:.2f} of ours"
+            main_row["x floor"] = "time " + ", ".join(ratios)
         if not args.no_hold:
             log(f"  {big['seconds']:.1f}s; issue #2 to the same {args.subscribers:,}, hold-and-cancel, every "
                 f"{args.lost_every}th answer lost ...")

@@ -84,7 +84,12 @@ def single_line(text: str | None, limit: int | None = None) -> str:
     runs of whitespace as one space; cut to `limit` characters when given."""
     if not text:
         return ""
-    line = _LINE_BREAKS.sub(" ", _CONTROLS.sub("", text)).strip()
+    # Already one clean line (the usual name or title): isprintable() is False for every line break, control
+    # and whitespace character but the ASCII space, so only runs of spaces and the ends are left to check.
+    if text.isprintable() and "  " not in text and text[0] != " " and text[-1] != " ":
+        line = text
+    else:
+        line = _LINE_BREAKS.sub(" ", _CONTROLS.sub("", text)).strip()
     return line[:limit].rstrip() if limit is not None else line
 
 

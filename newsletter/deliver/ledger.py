@@ -62,13 +62,28 @@ newsletter.deliver.send.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    bindparam,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -84,6 +99,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.subscribers.status import suppress
+from newsletter.text import single_line
 
 # One recipient as the audience query gives it: (subscription id, subscriber id, email, name).
 Row = tuple[int, int, str, str | None]
@@ -130,7 +146,7 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
             Subscription.id > after_id,
             Subscription.id <= max_id,
             ~suppressed.exists(),
-            Subscription.paused_until.is_(None) | (Subscription.paused_until <= (at or utcnow())),
+            Subscription.paused_until.is_(None) | (Subscription.paused_until <= (utcnow() if at is None else at)),
         )
         .order_by(Subscription.id)
     )
@@ -143,6 +159,55 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
         in_zone = Subscription.send_timezone.in_([str(z) for z in group.get("zones") or []])
         query = query.where(in_zone | Subscription.send_timezone.is_(None) if group.get("home") else in_zone)
     return query if variant is None else query.where(Subscription.send_variant == variant)
+
+
+_PAGES: dict[str, Any] = {}  # the audience page statement compiled once per dialect (see audience_page)
+
+
+def audience_page(connection: Connection, newsletter_id: int, after_id: int, max_id: int, limit: int, *,
+                  variant: str | None = None, at: datetime | None = None,
+                  frequency: Mapping[str, Any] | None = None, group: Mapping[str, Any] | None = None) -> list[Row]:
+    """`audience_query(...)` with the same filters, limited to `limit` rows, read from the DBAPI cursor.
+
+    The same SQL, compiled once per dialect and shape (a variant or none, the cadence and time-zone filters,
+    which are few per process) and run on the driver's cursor: a send reads a million rows, and SQLAlchemy's
+    result rows cost twice the query itself. Names come out on one line as the SingleLine column type would
+    give them."""
+    dialect = connection.dialect
+    key = (dialect.name, variant is not None, _frozen(frequency), _frozen(group))
+    compiled = _PAGES.get(key)
+    if compiled is None:
+        if len(_PAGES) > 256:  # a long-lived scheduler meets new zone groups: keep the cache bounded
+            _PAGES.clear()
+        statement = audience_query(
+            bindparam("nl", type_=Integer), bindparam("after", type_=BigInteger),  # type: ignore[arg-type]
+            bindparam("max", type_=BigInteger),  # type: ignore[arg-type]
+            variant=bindparam("variant", type_=String) if variant is not None else None,  # type: ignore[arg-type]
+            at=bindparam("at", type_=DateTime),  # type: ignore[arg-type]
+            frequency=frequency, group=group,
+        ).limit(bindparam("limit", type_=Integer))
+        compiled = _PAGES[key] = statement.compile(dialect=dialect)
+    when = utcnow() if at is None else at
+    # exec_driver_sql applies no type processors: the column type's own (SQLite keeps datetimes as text).
+    process = DateTime().bind_processor(dialect)
+    values: dict[str, Any] = {"nl": newsletter_id, "after": after_id, "max": max_id, "limit": limit,
+                              "at": process(when) if process else when}
+    if variant is not None:
+        values["variant"] = variant
+    params = compiled.construct_params(values)
+    args: Any = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+    result = connection.exec_driver_sql(compiled.string, args)  # (its cursor events fire: scale mode times them)
+    try:
+        fetched = result.cursor.fetchall()  # plain tuples, without SQLAlchemy's row objects
+    finally:
+        result.close()
+    return [(sub, sid, email, None if name is None else single_line(name)) for sub, sid, email, name in fetched]
+
+
+def _frozen(value: Mapping[str, Any] | None) -> Any:
+    if value is None:
+        return None
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in value.items()))
 
 
 def batch_key(send_id: int, number: int) -> str:
@@ -273,11 +338,33 @@ def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
     connection.exec_driver_sql(f"INSERT INTO delivery {DELIVERY_COLUMNS} VALUES ({', '.join([mark] * 6)})", rows)
 
 
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+
+
+def writer_lock(engine: Engine) -> contextlib.AbstractContextManager[Any]:
+    """What the threads of one process take turns on before a write transaction on this database.
+
+    SQLite lets one connection write at a time, and one that finds the database locked sleeps in growing steps
+    (1, 2, 5, 10, 15, 20 ms ...) before it tries again: with batches in flight on two threads and the claims
+    on a third, the sender spent more time asleep in those steps than writing. A lock of ours hands the turn
+    over the moment it is free. Other processes still meet SQLite's own lock (busy_timeout). PostgreSQL's
+    writers do not exclude each other: no lock there."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _WRITERS_LOCK:
+        lock = _WRITERS.get(engine)
+        if lock is None:
+            lock = _WRITERS[engine] = threading.Lock()
+    return lock
+
+
 class Ledger:
     """The batches of one send and their transitions; each method is one commit."""
 
     def __init__(self, engine: Engine, send_id: int, newsletter_id: int) -> None:
         self.engine, self.send_id, self.newsletter_id = engine, send_id, newsletter_id
+        self._writing = writer_lock(engine)
         with session_scope(engine) as session:
             send = session.get(Send, send_id)
             if send is None:
@@ -323,27 +410,26 @@ class Ledger:
         return None
 
     def _claim(self, me: str, variant: str | None, group: int | None = None) -> Batch | None:
-        with session_scope(self.engine) as session:
+        with self._writing, self.engine.begin() as conn:
             mine = SendBatch.send_id == self.send_id
-            number = (session.scalar(select(func.max(SendBatch.number)).where(mine)) or 0) + 1
-            after = session.scalar(
+            number = (conn.scalar(select(func.max(SendBatch.number)).where(mine)) or 0) + 1
+            after = conn.scalar(
                 select(SendBatch.last_subscription_id)
                 .where(mine, SendBatch.variant.is_(None) if variant is None else SendBatch.variant == variant,
                        SendBatch.send_group.is_(None) if group is None else SendBatch.send_group == group)
                 .order_by(SendBatch.number.desc()).limit(1)
             ) or 0
             # Keyset page: an index range scan however far into a million-row audience we are.
-            rows: list[Row] = [tuple(r) for r in session.execute(
-                audience_query(self.newsletter_id, after, self.max_id, variant=variant, at=self.at,
-                               frequency=self.frequency, group=self._group(group)).limit(self.batch_size))]
+            rows = audience_page(conn, self.newsletter_id, after, self.max_id, self.batch_size, variant=variant,
+                                 at=self.at, frequency=self.frequency, group=self._group(group))
             if not rows:
                 return None
-            row = SendBatch(send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
-                            last_subscription_id=rows[-1][0], recipients=len(rows), status="claimed",
-                            claimed_by=me, claimed_at=utcnow(), attempts=0, variant=variant, send_group=group)
-            session.add(row)
-            session.flush()
-            return Batch(row.id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows, variant,
+            inserted = conn.execute(SendBatch.__table__.insert().values(
+                send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
+                last_subscription_id=rows[-1][0], recipients=len(rows), status="claimed", claimed_by=me,
+                claimed_at=utcnow(), attempts=0, variant=variant, send_group=group))
+            batch_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+            return Batch(batch_id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows, variant,
                          group)
 
     def _group(self, group: int | None) -> dict[str, Any] | None:
@@ -367,14 +453,18 @@ class Ledger:
 
     def rows_left(self, batch: Batch) -> list[Row]:
         """The batch's recipients that may still be sent: no delivery yet, and not held or skipped by name."""
+        if batch.status == "pending":  # planned, never claimed (scale mode): nobody of it was sent or held yet
+            with self.engine.connect() as conn:
+                return audience_page(conn, self.newsletter_id, batch.first - 1, batch.last,
+                                     batch.last - batch.first + 1)
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             done.update(session.scalars(select(SendHold.subscriber_id).where(
                 SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
-            rows = session.execute(audience_query(self.newsletter_id, batch.first - 1, batch.last,
-                                                  variant=batch.variant, at=self.at, frequency=self.frequency,
-                                                  group=self._group(batch.group))).all()
-        return [tuple(r) for r in rows if r[1] not in done]
+            rows = audience_page(session.connection(), self.newsletter_id, batch.first - 1, batch.last,
+                                 batch.last - batch.first + 1, variant=batch.variant, at=self.at,
+                                 frequency=self.frequency, group=self._group(batch.group))
+        return [r for r in rows if r[1] not in done] if done else rows
 
     def held_recipients(self, batch: Batch) -> int:
         """How many of a held batch's recipients have an unknown outcome: those held by name (their SMTP message
@@ -488,11 +578,16 @@ class Ledger:
         """
         now = utcnow()
         ids = message_ids or {}
-        with session_scope(self.engine) as session:
+        # Core statements on the session's connection: the ORM's statement handling cost more than the SQL.
+        with self._writing, session_scope(self.engine) as session:
+            conn = session.connection()
             if delivered:
-                insert_deliveries(session, [(self.send_id, batch.id, r[1], r[2], ids.get(r[2]), now)
-                                            for r in delivered])
-                session.execute(update(Send).where(Send.id == self.send_id).values(sent=Send.sent + len(delivered)))
+                send_id, batch_id = self.send_id, batch.id
+                # SQLite's driver would turn the datetime into this text for each row (its default adapter).
+                sent_at: Any = now if conn.dialect.name != "sqlite" else now.isoformat(" ")
+                insert_deliveries(session, [(send_id, batch_id, r[1], r[2], ids.get(r[2]), sent_at) for r in delivered]
+                                  if ids else [(send_id, batch_id, r[1], r[2], None, sent_at) for r in delivered])
+                conn.execute(update(Send).where(Send.id == send_id).values(sent=Send.sent + len(delivered)))
             for email in bounced or {}:
                 suppress(session, email, None, "bounced")
             why = "; ".join(f"not sent to {email}: {reason}" for email, reason in (not_built or {}).items())
@@ -500,8 +595,8 @@ class Ledger:
             status = "sent"
             if final:
                 # Everyone sent but those held by name: the batch is held (`unknown`) for the operator.
-                held = session.scalar(select(func.count()).select_from(SendHold).where(
-                    SendHold.batch_id == batch.id, SendHold.status == "unknown")) or 0
+                held = conn.execute(select(func.count()).select_from(SendHold).where(
+                    SendHold.batch_id == batch.id, SendHold.status == "unknown")).scalar() or 0
                 if held:
                     status = "unknown"
                     values["error"] = "; ".join(filter(None, (
@@ -510,14 +605,14 @@ class Ledger:
                 values.update(status=status, sent_at=now if status == "sent" else None)
                 if provider_message_id:
                     values["provider_message_id"] = provider_message_id[:200]
-            session.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
+            conn.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
         if final:
             batch.status = status
         return len(delivered)
 
     def _set(self, batch: Batch, **values: Any) -> None:
-        with session_scope(self.engine) as session:
-            session.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
+        with self._writing, self.engine.begin() as conn:
+            conn.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
         for key in ("status", "attempts", "error"):
             if key in values:
                 setattr(batch, key, values[key])

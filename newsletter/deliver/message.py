@@ -9,6 +9,7 @@ recipient alone (PushResult.failed) while the rest of the batch goes out.
 from __future__ import annotations
 
 import html
+import re
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -40,8 +41,24 @@ def recipient_address(recipient: Recipient) -> Address:
     """The To: address: the name as a display name on one line, the address checked by the email library."""
     try:
         return Address(display_name=single_line(recipient.name, MAX_NAME), addr_spec=recipient.email)
-    except (HeaderParseError, ValueError, IndexError) as exc:
+    # AttributeError: the library's parser trips over an unclosed domain literal ("a@[b") instead of refusing it.
+    except (HeaderParseError, ValueError, IndexError, AttributeError) as exc:
         raise MessageBuildError(f"not a usable address {recipient.email!r}: {exc}") from None
+
+
+# An address the email library certainly takes as it is: dot-atoms of ASCII atext on both sides of the @
+# (RFC 5322 3.2.3, without quoting, comments or literals). Anything else goes through the library's parser.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                            r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def recipient_display_name(recipient: Recipient) -> str:
+    """The display name `recipient_address` would give, with the same check of the address (MessageBuildError
+    when the email library refuses it), without building an Address for the plain addresses nearly everyone
+    has: the library's parser costs about 30 microseconds an address, a million of them per send."""
+    if _PLAIN_ADDRESS.fullmatch(recipient.email) is None:
+        return recipient_address(recipient).display_name
+    return single_line(recipient.name, MAX_NAME)
 
 
 def build_email(message: Message, recipient: Recipient, *, message_id: str | None = None) -> EmailMessage:

@@ -27,7 +27,7 @@ from newsletter.config import Newsletter, Settings
 from newsletter.config.cadence import shortest_gap
 from newsletter.deliver.audience import audience_newsletter, frequency_filter
 from newsletter.deliver.cancels import MAX_AHEAD
-from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions
+from newsletter.deliver.engine import UNKNOWN_POLICIES, BatchSender, SendJob, SendOptions, gc_spared
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.lease import SendLease
@@ -180,7 +180,8 @@ def run_send(engine: Engine, send_id: int, newsletter_id: int, slug: str, messag
                                              variant_message), mailer,
                              dataclasses.replace(options, unknown="hold"))
         decided, decided_recipients = _decide(sender.ledger, options.unknown)
-        report = _Run(sender).run()
+        with gc_spared():
+            report = _Run(sender).run()
         if decided:
             report.decided, report.decided_batches = options.unknown, decided
             report.decided_recipients = decided_recipients

@@ -23,8 +23,10 @@ import html
 import http.client
 import json
 import os
+import re
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
 from typing import Any
@@ -41,8 +43,13 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
-from newsletter.deliver.message import MessageBuildError, recipient_address
+from newsletter.deliver.message import MessageBuildError, recipient_display_name
 from newsletter.render import tokens
+
+try:  # a base dependency where a wheel exists (CPython); the standard library's json otherwise
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    _orjson = None  # type: ignore[assignment]
 
 MAX_PERSONALIZATIONS = 1000
 SETTLE_MODES = ("activity", "hold", "auto")
@@ -53,6 +60,9 @@ HOLD_TIMEOUT = 20.0  # seconds: an answer that takes longer would eat the minute
 MAX_SUBSTITUTION_BYTES = 10_000
 ONE_CLICK = "List-Unsubscribe=One-Click"
 NO_ACTIVITY = (401, 403, 404, 501)  # how an account without the Email Activity add-on answers
+
+
+_HTML_SPECIAL = re.compile(r"[&<>\"']")  # what html.escape(quote=True) replaces: a value without them stays as it is
 
 
 def _address(value: str) -> dict[str, str]:
@@ -107,6 +117,7 @@ class SendGridMailer:
         self.activity_settle_seconds = activity_settle_seconds
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         self.client.client.timeout = timeout if settle_by == "activity" else min(timeout, HOLD_TIMEOUT)
+        self._mail_url = f"{host.rstrip('/')}/v3/mail/send"
         self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
 
     # -- building the request --------------------------------------------------------------------------------
@@ -154,39 +165,46 @@ class SendGridMailer:
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"at most {MAX_PERSONALIZATIONS} recipients per request, got {len(recipients)}")
         base, text_keys, html_keys = self._prepare(message)
-        personalizations = []
+        # The per-issue part of each personalization, worked out once per request: which token each value fills.
+        text_subs = [(k, tokens.ALL[k]) for k in text_keys]
+        html_subs = [(k, _html_token(k)) for k in html_keys]
+        keys_size = sum(len(t) for _k, t in text_subs) + sum(len(t) for _k, t in html_subs)
+        escape, needs_escape = html.escape, _HTML_SPECIAL.search
+        personalizations: list[dict[str, Any]] = []
+        append = personalizations.append
         seen: set[str] = set()
         for r in recipients:
-            lowered = r.email.lower()
+            email = r.email
+            lowered = email.lower()
             if lowered in seen:  # SendGrid rejects the whole request for one repeated address
-                raise ValueError(f"{r.email} appears twice in one batch")
+                raise ValueError(f"{email} appears twice in one batch")
             seen.add(lowered)
             try:
-                address = recipient_address(r)  # the same check as a message built for SMTP
+                name = recipient_display_name(r)  # the same check as a message built for SMTP
             except MessageBuildError as exc:
                 if failed is None:
                     raise
-                failed[r.email] = str(exc)
+                failed[email] = str(exc)
                 continue
-            values = {"email": r.email, "name": address.display_name, **r.values}
-            to = {"email": r.email, "name": address.display_name} if address.display_name else {"email": r.email}
-            p: dict[str, Any] = {"to": [to]}
-            subs = {tokens.ALL[k]: values.get(k, "") for k in text_keys}
-            for k in html_keys:
-                subs[_html_token(k)] = html.escape(values.get(k, ""), quote=True)
-            if subs:
+            values = {"email": email, "name": name, **r.values}
+            p: dict[str, Any] = {"to": [{"email": email, "name": name} if name else {"email": email}]}
+            if text_subs or html_subs:
+                subs = {token: values.get(k, "") for k, token in text_subs}
+                for k, token in html_subs:
+                    value = values.get(k, "")
+                    subs[token] = escape(value, quote=True) if needs_escape(value) else value
                 # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
-                size = sum(len(k) + len(v) for k, v in subs.items())
+                size = keys_size + sum(map(len, subs.values()))
                 if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
                     len(k.encode()) + len(v.encode()) for k, v in subs.items()
                 ) >= MAX_SUBSTITUTION_BYTES:
-                    raise ValueError(f"substitutions for {r.email} exceed SendGrid's 10,000 byte limit")
+                    raise ValueError(f"substitutions for {email} exceed SendGrid's 10,000 byte limit")
                 p["substitutions"] = subs
             url = values.get("unsubscribe_url")
             if url:
                 # Per recipient: each one's header carries their own signed link.
                 p["headers"] = {"List-Unsubscribe": f"<{url}>"}
-            personalizations.append(p)
+            append(p)
         return {"personalizations": personalizations, **base}
 
     # -- sending ---------------------------------------------------------------------------------------------
@@ -211,7 +229,7 @@ class SendGridMailer:
         if not body["personalizations"]:  # nobody left to send to
             return PushResult(failed=failed)
         try:
-            response = self.client.client.mail.send.post(request_body=body)
+            message_id = self._post_mail(body)
         except http_errors.HTTPError as exc:
             raise _http_error(exc) from None
         except urllib.error.URLError as exc:
@@ -220,8 +238,21 @@ class SendGridMailer:
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
             # The request went out whole and the answer never came: SendGrid may have accepted it.
             raise OutcomeUnknownError(f"no answer from SendGrid after sending the request: {exc!r}") from None
-        message_id = response.headers.get("X-Message-Id") if response.headers else None
         return PushResult(provider_message_id=message_id, failed=failed)
+
+    def _post_mail(self, body: dict[str, Any]) -> str | None:
+        """POST /v3/mail/send as the official client does it (urllib, the client's headers, its error classes),
+        with the body serialized by orjson when it is installed: the client's json.dumps of a 1000-recipient
+        body costs 3 ms, ten times orjson's. Returns SendGrid's X-Message-Id."""
+        client = self.client.client
+        headers = {**client.request_headers, "Content-Type": "application/json"}
+        request = urllib.request.Request(self._mail_url, data=_json_bytes(body), headers=headers, method="POST")
+        try:
+            with urllib.request.build_opener().open(request, timeout=client.timeout) as response:
+                response.read()
+                return response.headers.get("X-Message-Id")
+        except urllib.error.HTTPError as exc:
+            raise http_errors.handle_error(exc) from None
 
     def accepted(self, custom_args: dict[str, str], limit: int = 1000) -> set[str] | None:
         """Addresses SendGrid's Email Activity API reports for messages sent with these custom args.
@@ -345,6 +376,16 @@ class SendGridMailer:
 
     def close(self) -> None:
         pass
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    """The request body as JSON: orjson when it is installed (and takes the body), else the standard library."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(body)
+        except TypeError:  # orjson.JSONEncodeError: e.g. a lone surrogate, which json escapes
+            pass
+    return json.dumps(body).encode("utf-8")
 
 
 def _errors_text(exc: http_errors.HTTPError) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
-from newsletter.deliver.ledger import Batch, audience_query, epoch
+from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
 
@@ -75,7 +75,8 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None)
 
 
 def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
-          guard: Connection | None = None) -> Batch | None:
+          guard: Connection | None = None, *, own_first: bool = True,
+          newsletter_id: int | None = None) -> Batch | None:
     """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
 
     The batch comes back in the state it was in when claimed: `pending` (fresh) or an open one (resumed), which
@@ -88,10 +89,14 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
     while it delivers: a process that is alive holds it, one that died lost it with its connection. An open
     batch whose lock is held is never taken, even when the job queue wrongly believes its worker dead (a missed
     heartbeat), so two processes never deliver the same batch at once.
+
+    `own_first=False`: the job knows it holds no open batch (each it claimed before has ended sent), so the
+    first look is skipped. With `newsletter_id`, a fresh batch comes with its recipients (`Batch.rows`), read in
+    the claim's own transaction.
     """
     candidates = [
         lambda: (SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%")
-                 if job_id else None),
+                 if job_id and own_first else None),
         lambda: SendBatch.status == "pending",
         lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
     ]
@@ -116,6 +121,10 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
         if row.status == "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
             row.status, row.claimed_at = "claimed", utcnow()
+            if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
+                claimed.rows = audience_page(session.connection(), newsletter_id, row.first_subscription_id - 1,
+                                             row.last_subscription_id,
+                                             row.last_subscription_id - row.first_subscription_id + 1)
         return claimed
 
 
@@ -241,8 +250,11 @@ SCALE_HOLDER = "the scale-mode workers:jobs:-"
 LEASE_SECONDS = 120.0
 
 
-def take_lease(engine: Engine, send_id: int) -> None:
+def take_lease(engine: Engine, send_id: int) -> str | None:
+    """Take (or renew) the send's lease for the workers, LEASE_SECONDS long; returns the send's status, read in
+    the same transaction. Raises SendError while `newsletter send` on one machine holds it."""
     with session_scope(engine) as session:
+        status = session.scalar(select(Send.status).where(Send.id == send_id))
         lease = session.get(Lease, lease_name(send_id), with_for_update=True)
         now = utcnow()
         until = now + timedelta(seconds=LEASE_SECONDS)
@@ -253,3 +265,4 @@ def take_lease(engine: Engine, send_id: int) -> None:
         else:
             raise SendError(f"send {send_id} is being run by {lease.holder.rsplit(':', 1)[0]} (`newsletter send`); "
                             "the workers leave it alone")
+        return status

@@ -101,7 +101,8 @@ class _Timed:
     """The mailer, with the time spent in the provider's calls added up."""
 
     def __init__(self, mailer: Mailer, timing: Timing) -> None:
-        self._mailer, self._timing = mailer, timing
+        self._mailer, self._local = mailer, threading.local()
+        self._local.timing = self._first = timing
         self.name = mailer.name
         if hasattr(mailer, "activity_settle_seconds"):
             self.activity_settle_seconds = mailer.activity_settle_seconds
@@ -117,12 +118,28 @@ class _Timed:
             self.prepare = self._prepare
             self.push_prepared = self._push_prepared
 
+    @property
+    def _timing(self) -> Timing:
+        """The timing of the batch this thread delivers (a job may deliver two at once)."""
+        return getattr(self._local, "timing", self._first)
+
+    @_timing.setter
+    def _timing(self, timing: Timing) -> None:
+        self._local.timing = timing
+
+    def _returned(self) -> None:
+        """The provider's call of this thread's batch is over (answered, refused or failed)."""
+        pushed = getattr(self._local, "pushed", None)
+        if pushed is not None:
+            pushed.set()
+
     def push(self, message: Message, recipients: Sequence[Recipient]) -> PushResult:
         started = time.perf_counter()
         try:
             result = self._mailer.push(message, recipients)
         finally:
             self._timing.provider += time.perf_counter() - started
+            self._returned()
         self._timing.recipients += len(recipients)
         return result
 
@@ -136,6 +153,7 @@ class _Timed:
             result: PushResult = self._mailer.push_prepared(inner)  # type: ignore[attr-defined]
         finally:
             self._timing.provider += time.perf_counter() - started
+            self._returned()
         self._timing.recipients += count
         return result
 
@@ -160,20 +178,39 @@ def _settle_later(seconds: float) -> None:
                      retry_after=seconds)
 
 
-def deliver(engine: Engine, job: SendJob, batch: Batch, mailer: Mailer, me: str) -> tuple[str, Timing]:
-    """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
+class Deliverer:
+    """One job's deliveries: the engine's BatchSender, made once (its ledger read, this database's identity) and
+    used for every batch the job claims, with each batch's time added up on its own. Thread-safe as the
+    BatchSender is: a job may have two batches in flight, as `newsletter send` does."""
 
-    Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
-    permanent ones once it says `failed`.
-    """
-    timing = Timing()
-    started, db_before = time.perf_counter(), database_seconds()
-    options = SendOptions(max_attempts=1, sleep=_settle_later)
-    # Claims and attempts name the job (`me`), so that its retry finds the batch again.
-    sender = BatchSender(engine, job, _Timed(mailer, timing), options, me)
-    try:
-        sender.resume(batch)
-        return batch.status, timing
-    finally:
-        mailer.flush()
-        timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before
+    def __init__(self, engine: Engine, job: SendJob, mailer: Mailer, me: str) -> None:
+        self._mailer = mailer
+        self._timed = _Timed(mailer, Timing())
+        options = SendOptions(max_attempts=1, sleep=_settle_later)
+        # Claims and attempts name the job (`me`), so that its retry finds the batch again.
+        self._sender = BatchSender(engine, job, self._timed, options, me)
+
+    def deliver(self, batch: Batch, pushed: threading.Event | None = None) -> tuple[str, Timing]:
+        """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
+
+        Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
+        permanent ones once it says `failed`. `pushed` is set when the provider's first call for the batch is
+        over (or the delivery ended without one).
+        """
+        timing = self._timed._timing = Timing()
+        self._timed._local.pushed = pushed
+        started, db_before = time.perf_counter(), database_seconds()
+        try:
+            self._sender.resume(batch)
+            return batch.status, timing
+        finally:
+            if pushed is not None:
+                pushed.set()
+            self._timed._local.pushed = None
+            self._mailer.flush()
+            timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before
+
+
+def deliver(engine: Engine, job: SendJob, batch: Batch, mailer: Mailer, me: str) -> tuple[str, Timing]:
+    """Deliver what is left of one claimed batch (see Deliverer.deliver)."""
+    return Deliverer(engine, job, mailer, me).deliver(batch)

@@ -17,6 +17,7 @@ unsubscribe token.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -34,6 +35,8 @@ CONFIRM_TTL_SECONDS = 7 * 24 * 3600
 # A feedback link in an issue works for 90 days after the send: long enough for a reader catching up, short
 # enough that a forwarded old email stops speaking for its recipient.
 FEEDBACK_TTL_SECONDS = 90 * 24 * 3600
+_BLOCK = 64  # SHA-256's block size: HMAC pads (or first hashes) the key to it
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class InvalidToken(ValueError):
@@ -63,7 +66,12 @@ class Signer:
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("a secret key is required to sign tokens")
-        self._mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+        key = secret.encode("utf-8")
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        # The two keyed hash states HMAC is made of (RFC 2104), for signing a batch without hmac's Python layer.
+        key = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
     def _sig(self, payload: bytes) -> bytes:
         mac = self._mac.copy()
@@ -125,16 +133,22 @@ class Signer:
         one of each per recipient)."""
         if purpose not in (UNSUBSCRIBE, MANAGE):
             raise ValueError(f"not a link purpose: {purpose!r}")
+        # A million links per send: HMAC from the two prepared hash states, base64 straight from binascii, one
+        # translation to the URL-safe alphabet (a third less time than hmac.copy and urlsafe_b64encode).
         prefix = f"{base_url.rstrip('/')}/{purpose}/"
         suffix = f".{newsletter_slug}.".encode()
-        mac, b64, out = self._mac, base64.urlsafe_b64encode, []
         head = purpose.encode()
+        inner, outer, b64 = self._inner.copy, self._outer.copy, binascii.b2a_base64
+        out: list[str] = []
+        append = out.append
         for sid in subscriber_ids:
             payload = b"%s.%d%s" % (head, sid, suffix)
-            m = mac.copy()
-            m.update(payload)
-            out.append(prefix + b64(payload).rstrip(b"=").decode() + "." +
-                       b64(m.digest()[:_MAC_BYTES]).rstrip(b"=").decode())
+            i = inner()
+            i.update(payload)
+            o = outer()
+            o.update(i.digest())
+            append(prefix + (b64(payload, newline=False).rstrip(b"=") + b"." +
+                             b64(o.digest()[:_MAC_BYTES], newline=False).rstrip(b"=")).translate(_URL_SAFE).decode())
         return out
 
     def feedback_urls(self, base_url: str, subscriber_ids: list[int], newsletter_slug: str,
