@@ -161,7 +161,7 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
     return query if variant is None else query.where(Subscription.send_variant == variant)
 
 
-_PAGES: dict[str, Any] = {}  # the audience page statement compiled once per dialect (see audience_page)
+_PAGES: dict[tuple[Any, ...], Any] = {}  # the audience page statement compiled once per dialect (see audience_page)
 
 
 def audience_page(connection: Connection, newsletter_id: int, after_id: int, max_id: int, limit: int, *,
