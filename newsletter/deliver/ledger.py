@@ -80,7 +80,9 @@ from sqlalchemy import (
     String,
     bindparam,
     exists,
+    false,
     func,
+    or_,
     select,
     update,
 )
@@ -154,11 +156,17 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
         query = query.where(Subscription.frequency == str(frequency["only"]))
     elif frequency and frequency.get("others"):
         others = [str(n) for n in frequency["others"]]
-        query = query.where(Subscription.frequency.is_(None) | Subscription.frequency.not_in(others))
+        query = query.where(Subscription.frequency.is_(None) | ~_one_of(Subscription.frequency, others))
     if group is not None:
-        in_zone = Subscription.send_timezone.in_([str(z) for z in group.get("zones") or []])
+        in_zone = _one_of(Subscription.send_timezone, [str(z) for z in group.get("zones") or []])
         query = query.where(in_zone | Subscription.send_timezone.is_(None) if group.get("home") else in_zone)
     return query if variant is None else query.where(Subscription.send_variant == variant)
+
+
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """`column IN (values)` as plain comparisons: an expanding IN cannot be compiled once and run on the
+    driver's cursor (audience_page)."""
+    return or_(*(column == v for v in values)) if values else false()
 
 
 _PAGES: dict[tuple[Any, ...], Any] = {}  # the audience page statement compiled once per dialect (see audience_page)
@@ -186,6 +194,7 @@ def audience_page(connection: Connection, newsletter_id: int, after_id: int, max
             at=bindparam("at", type_=DateTime),  # type: ignore[arg-type]
             frequency=frequency, group=group,
         ).limit(bindparam("limit", type_=Integer))
+        # The cadence and zone lists are part of the key: their values stay bound in the compiled statement.
         compiled = _PAGES[key] = statement.compile(dialect=dialect)
     when = utcnow() if at is None else at
     # exec_driver_sql applies no type processors: the column type's own (SQLite keeps datetimes as text).
