@@ -298,3 +298,19 @@ def test_a_text_only_readers_copy_is_tracked_too(world: World) -> None:
                                clicks=True, opens=True)
     assert "/r/" in text_only.text and _story_url(world, 1) not in text_only.text
     assert "%%recipient%%" in text_only.text  # one render per variant: the reader's value is filled per copy
+
+
+def test_a_click_flood_is_still_redirected_but_recorded_only_up_to_the_limit(world: World) -> None:
+    from newsletter.web.public import TRACK_PER_READER
+
+    link = world.links("ann@example.com")[0]
+    prefix, token, _reader = link.rsplit("/", 2)
+    flood = f"{prefix}/{token}/2-BBBBBBBBBBBB"  # one client, one reader value, many more clicks than anyone makes
+    clicks = _events(world, "click")
+    with httpx.Client(follow_redirects=False, headers={"User-Agent": CHROME}) as client:
+        answers = [client.get(world.path(flood)).status_code for _ in range(TRACK_PER_READER[0] + 15)]
+    assert set(answers) == {302}  # whoever follows the link still lands on the story
+    assert _events(world, "click") == clicks + TRACK_PER_READER[0]
+    # Ann's own clicks from the same address are still counted.
+    assert httpx.get(world.path(link), headers={"User-Agent": CHROME}, follow_redirects=False).status_code == 302
+    assert _events(world, "click") == clicks + TRACK_PER_READER[0] + 1

@@ -63,6 +63,11 @@ MAX_EVENT_AGE = 300  # seconds: a signed request older than this is a replay
 MAX_WEBHOOK_BODY = 5 * 1024 * 1024
 MAX_FORM_BODY = 16 * 1024  # the subscribe form: an address, a name and a hidden field
 SUBSCRIBE_LIMIT = (30, 3600)  # posts per client per window (seconds); the archive's form uses the same
+# Tracked clicks and opens recorded per client address and reader value, and per client address, in 10 minutes:
+# a reader clicking through an issue stays far below; a flood (a loop, a scanner, someone growing our tables)
+# is still redirected, or shown the pixel, but no longer recorded.
+TRACK_PER_READER = (60, 600)
+TRACK_PER_CLIENT = (3000, 600)
 
 # SendGrid event -> what it means for the address
 EVENT_OUTCOMES = {
@@ -157,6 +162,16 @@ def public_routes(
         return signer_cache[0]
 
     trackers: list[TrackSigner] = []
+    track_readers, track_clients = AttemptLimiter(*TRACK_PER_READER), AttemptLimiter(*TRACK_PER_CLIENT)
+
+    def may_record(request: Request) -> bool:
+        client = request.client.host if request.client else "-"
+        key = f"{client}|{request.path_params.get('reader', '')[:64]}"
+        if track_readers.blocked_for(key) or track_clients.blocked_for(client):
+            return False
+        track_readers.failed(key)
+        track_clients.failed(client)
+        return True
 
     def tracker() -> TrackSigner:
         if not trackers:
@@ -175,7 +190,8 @@ def public_routes(
         agent = classify(request.headers.get("user-agent"), request.client.host if request.client else None,
                          method=request.method)
         recipient = tracker().recipient_hash(sid) if sid is not None else None
-        await run_in_threadpool(record_click, get_db(), link, recipient, agent)
+        if may_record(request):  # the reader lands on the page either way
+            await run_in_threadpool(record_click, get_db(), link, recipient, agent)
         # No cookie, no referrer to the destination: it learns nothing of the reader from us.
         return RedirectResponse(link.url, 302, headers={"Cache-Control": "private, no-store",
                                                         "Referrer-Policy": "no-referrer"})
@@ -187,8 +203,10 @@ def public_routes(
             return Response(status_code=404)
         reader = request.path_params["reader"].removesuffix(".gif")
         sid = tracker().read_recipient(reader)
-        await run_in_threadpool(record_open, get_db(), issue_id, sid, tracker(), request.headers.get("user-agent"),
-                                request.client.host if request.client else None, request.method)
+        if may_record(request):
+            await run_in_threadpool(record_open, get_db(), issue_id, sid, tracker(),
+                                    request.headers.get("user-agent"),
+                                    request.client.host if request.client else None, request.method)
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "private, no-store, max-age=0"})
 
     installs: list[str] = []
