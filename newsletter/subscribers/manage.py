@@ -311,3 +311,15 @@ def _csv_safe(value: str) -> str:
 
 def find_subscriber_id(session: Session, email: str) -> int | None:
     return session.scalar(select(Subscriber.id).where(Subscriber.email == normalize_email(email)))
+
+
+def linked_subscription(session: Session, subscriber_id: int,
+                        slug: str) -> tuple[Subscription, str, NewsletterRow] | None:
+    """The subscription a signed link names (subscriber and newsletter slug), with the address and newsletter."""
+    found = session.execute(
+        select(Subscription, Subscriber.email, NewsletterRow)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
+        .where(Subscription.subscriber_id == subscriber_id, NewsletterRow.slug == slug)
+    ).first()
+    return (found[0], found[1], found[2]) if found is not None else None

@@ -27,9 +27,10 @@ from starlette.routing import Route
 
 from newsletter.config import Newsletter, Settings
 from newsletter.store.db import session_scope
-from newsletter.store.models import NewsletterRow, Subscriber, Subscription, utcnow
+from newsletter.store.models import NewsletterRow, Subscription, utcnow
 from newsletter.subscribers import preferences
 from newsletter.subscribers import status as subscription_status
+from newsletter.subscribers.manage import linked_subscription
 from newsletter.subscribers.tokens import MANAGE, InvalidToken, Signer, TokenData
 from newsletter.web.limits import BodyTooLarge, read_body
 
@@ -61,13 +62,7 @@ def manage_routes(
             return None
 
     def subscription(session, data: TokenData) -> tuple[Subscription, str, NewsletterRow] | None:  # noqa: ANN001
-        found = session.execute(
-            select(Subscription, Subscriber.email, NewsletterRow)
-            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-            .join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
-            .where(Subscription.subscriber_id == data.subscriber_id, NewsletterRow.slug == data.newsletter_slug)
-        ).first()
-        return (found[0], found[1], found[2]) if found is not None else None
+        return linked_subscription(session, data.subscriber_id, data.newsletter_slug)
 
     def state(data: TokenData) -> _State | None:
         with session_scope(get_db()) as session:

@@ -49,6 +49,7 @@ from newsletter.report.record import record_click, record_open, record_provider_
 from newsletter.store.db import get_engine, install_id, secret_key, session_scope
 from newsletter.store.models import Event, NewsletterRow, Subscriber, Subscription
 from newsletter.subscribers import status as subscription_status
+from newsletter.subscribers.manage import linked_subscription
 from newsletter.subscribers.tokens import CONFIRM, UNSUBSCRIBE, InvalidToken, Signer, TokenData
 from newsletter.web.auth import AttemptLimiter
 from newsletter.web.limits import BodyTooLarge, read_body
@@ -234,12 +235,7 @@ def public_routes(
         data = read(token, UNSUBSCRIBE)
         if data is None:
             return None
-        found = session.execute(
-            select(Subscription, Subscriber.email, NewsletterRow)
-            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-            .join(NewsletterRow, NewsletterRow.id == Subscription.newsletter_id)
-            .where(Subscription.subscriber_id == data.subscriber_id, NewsletterRow.slug == data.newsletter_slug)
-        ).first()
+        found = linked_subscription(session, data.subscriber_id, data.newsletter_slug)
         return (data, *found) if found is not None else None
 
     def unsubscribed_page(email: str, name: str) -> Response:
