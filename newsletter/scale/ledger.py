@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
+from sqlalchemy.orm import Session
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
@@ -46,32 +48,43 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None)
         send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
         if send is None:
             raise LookupError(f"no send {send_id}")
-        last_number, after, existing = session.execute(
-            select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
+        last_number, existing = session.execute(
+            select(func.max(SendBatch.number), func.count())
             .where(SendBatch.send_id == send_id)
         ).one()
         if newsletter_id is None:
             newsletter_id = session.execute(
                 select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id)
             ).scalar_one()
-        audience = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
-                                  frequency=send.frequency).subquery()
-        position = func.row_number().over(order_by=audience.c[0]) - 1
-        numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
-        number = (numbered.c.pos // send.batch_size).label("number")
-        ranges = session.execute(
-            select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
-            .group_by(number).order_by(number)
-        ).all()
-        if ranges:
-            now = utcnow()
-            session.execute(
-                SendBatch.__table__.insert(),
-                [{"send_id": send_id, "number": (last_number or 0) + int(n) + 1, "first_subscription_id": first,
-                  "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
-                  "attempts": 0} for n, first, last, count in ranges],
-            )
-        return existing + len(ranges)
+        # One variant's readers per batch (sections off, text only: newsletter.render.variant), each variant
+        # planned after its own last batch; a send from before variants (None) plans everyone at once.
+        planned = 0
+        for variant in (list(send.variants) if send.variants is not None else [None]):
+            after = session.scalar(
+                select(func.max(SendBatch.last_subscription_id)).where(
+                    SendBatch.send_id == send_id,
+                    # (a batch without a variant held everyone in its range, whatever their variant)
+                    SendBatch.variant.is_(None) | (SendBatch.variant == variant)))
+            audience = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
+                                      frequency=send.frequency, variant=variant).subquery()
+            position = func.row_number().over(order_by=audience.c[0]) - 1
+            numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
+            number = (numbered.c.pos // send.batch_size).label("number")
+            ranges = session.execute(
+                select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
+                .group_by(number).order_by(number)
+            ).all()
+            if ranges:
+                now = utcnow()
+                first_number = (last_number or 0) + planned + 1
+                session.execute(
+                    SendBatch.__table__.insert(),
+                    [{"send_id": send_id, "number": first_number + int(n), "first_subscription_id": first,
+                      "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+                      "attempts": 0, "variant": variant} for n, first, last, count in ranges],
+                )
+                planned += len(ranges)
+        return existing + planned
 
 
 def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
@@ -116,16 +129,33 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
         if row is None:
             return None
         claimed = Batch(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
-                        row.attempts, epoch(row.claimed_at), row.error)
+                        row.attempts, epoch(row.claimed_at), row.error, variant=row.variant, group=row.send_group)
         row.claimed_by = claimer(job_id, me)[:200]
         if row.status == "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
             row.status, row.claimed_at = "claimed", utcnow()
             if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
+                # With the send's own filters: the range holds other variants' and cadences' readers too.
+                at, frequency = _filters(session, send_id)
                 claimed.rows = audience_page(session.connection(), newsletter_id, row.first_subscription_id - 1,
                                              row.last_subscription_id,
-                                             row.last_subscription_id - row.first_subscription_id + 1)
+                                             row.last_subscription_id - row.first_subscription_id + 1,
+                                             variant=row.variant, at=at, frequency=frequency)
         return claimed
+
+
+_FILTERS: dict[int, tuple[Any, Any]] = {}  # a send's start and cadence, fixed at its start: read once per process
+
+
+def _filters(session: Session, send_id: int) -> tuple[Any, Any]:
+    found = _FILTERS.get(send_id)
+    if found is None:
+        if len(_FILTERS) > 1024:
+            _FILTERS.clear()
+        started_at, frequency = session.execute(
+            select(Send.started_at, Send.frequency).where(Send.id == send_id)).one()
+        found = _FILTERS[send_id] = (started_at, frequency)
+    return found
 
 
 BATCH_LOCK = 0x6E6C  # the first key of the two-key advisory locks on send batches ("nl")

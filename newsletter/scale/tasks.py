@@ -361,8 +361,23 @@ def start_send(issue_id: int, batch_size: int | None = None, parallel: int | Non
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
     render_issue(issue_id)
     send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()))
+    render_variants(nl, issue_id, send_id)
     fan_out(None, send_id, parallel)
     return send_id
+
+
+def render_variants(nl: Newsletter, issue_id: int, send_id: int) -> int:
+    """Render (and keep in issue_render) each variant the send's audience holds, here, once, before any batch
+    job runs: the workers then read the kept copies back instead of racing to render the same variant."""
+    from newsletter.deliver.issue_mail import issue_message
+    from newsletter.render.variant import variant_of
+
+    with session_scope(engine()) as session:
+        variants = session.scalar(select(Send.variants).where(Send.id == send_id)) or []
+    for key in variants:
+        if key:
+            issue_message(engine(), nl, issue_id, settings(), send_id=send_id, variant=variant_of(key))
+    return len(variants)
 
 
 def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None = None) -> int:
