@@ -465,7 +465,8 @@ class Ledger:
         if batch.status == "pending":  # planned, never claimed (scale mode): nobody of it was sent or held yet
             with self.engine.connect() as conn:
                 return audience_page(conn, self.newsletter_id, batch.first - 1, batch.last,
-                                     batch.last - batch.first + 1)
+                                     batch.last - batch.first + 1, variant=batch.variant, at=self.at,
+                                     frequency=self.frequency, group=self._group(batch.group))
         with session_scope(self.engine) as session:
             done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
             done.update(session.scalars(select(SendHold.subscriber_id).where(

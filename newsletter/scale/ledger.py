@@ -14,11 +14,14 @@ so a send planned here can also be finished by `newsletter send` on one machine,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, delete, false, func, select, text, true, update
+from sqlalchemy.orm import Session
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
@@ -46,38 +49,59 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None)
         send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
         if send is None:
             raise LookupError(f"no send {send_id}")
-        last_number, after, existing = session.execute(
-            select(func.max(SendBatch.number), func.max(SendBatch.last_subscription_id), func.count())
+        last_number, existing = session.execute(
+            select(func.max(SendBatch.number), func.count())
             .where(SendBatch.send_id == send_id)
         ).one()
         if newsletter_id is None:
             newsletter_id = session.execute(
                 select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id)
             ).scalar_one()
-        audience = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
-                                  frequency=send.frequency).subquery()
-        position = func.row_number().over(order_by=audience.c[0]) - 1
-        numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
-        number = (numbered.c.pos // send.batch_size).label("number")
-        ranges = session.execute(
-            select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
-            .group_by(number).order_by(number)
-        ).all()
-        if ranges:
-            now = utcnow()
-            session.execute(
-                SendBatch.__table__.insert(),
-                [{"send_id": send_id, "number": (last_number or 0) + int(n) + 1, "first_subscription_id": first,
-                  "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
-                  "attempts": 0} for n, first, last, count in ranges],
-            )
-        return existing + len(ranges)
+        # One variant's readers per batch (sections off, text only: newsletter.render.variant), each variant
+        # planned after its own last batch; a send from before variants (None) plans everyone at once.
+        # With time-zone groups (a scheduled send: newsletter.deliver.zones), one group's readers per batch too.
+        planned = 0
+        groups: list[int | None] = list(range(len(send.groups))) if send.groups else [None]
+        for group, variant in [(g, v) for g in groups
+                               for v in (list(send.variants) if send.variants is not None else [None])]:
+            after = session.scalar(
+                select(func.max(SendBatch.last_subscription_id)).where(
+                    SendBatch.send_id == send_id,
+                    # (a batch without a variant held everyone in its range, whatever their variant)
+                    SendBatch.variant.is_(None) | (SendBatch.variant == variant),
+                    SendBatch.send_group.is_(None) | (SendBatch.send_group == group)))
+            audience = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
+                                      frequency=send.frequency, variant=variant,
+                                      group=send.groups[group] if send.groups and group is not None else None,
+                                      ).subquery()
+            position = func.row_number().over(order_by=audience.c[0]) - 1
+            numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
+            number = (numbered.c.pos // send.batch_size).label("number")
+            ranges = session.execute(
+                select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
+                .group_by(number).order_by(number)
+            ).all()
+            if ranges:
+                now = utcnow()
+                first_number = (last_number or 0) + planned + 1
+                session.execute(
+                    SendBatch.__table__.insert(),
+                    [{"send_id": send_id, "number": first_number + int(n), "first_subscription_id": first,
+                      "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+                      "attempts": 0, "variant": variant, "send_group": group}
+                     for n, first, last, count in ranges],
+                )
+                planned += len(ranges)
+        return existing + planned
 
 
 def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
           guard: Connection | None = None, *, own_first: bool = True,
-          newsletter_id: int | None = None) -> Batch | None:
+          newsletter_id: int | None = None, until: float | None = None) -> Batch | None:
     """The batch this job should work on now, marked as claimed by it; None when nothing is left to take.
+
+    A fresh batch of a time-zone group is taken only once the group is due by `until` (epoch seconds; None:
+    now): `next_group_at` says when the next one is.
 
     The batch comes back in the state it was in when claimed: `pending` (fresh) or an open one (resumed), which
     is what the engine's `resume` needs; its time is when it was planned or last handed to the provider.
@@ -97,7 +121,7 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
     candidates = [
         lambda: (SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%")
                  if job_id and own_first else None),
-        lambda: SendBatch.status == "pending",
+        lambda: (SendBatch.status == "pending") & _due(engine, send_id, until),
         lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
     ]
     with session_scope(engine) as session:
@@ -116,16 +140,60 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
         if row is None:
             return None
         claimed = Batch(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
-                        row.attempts, epoch(row.claimed_at), row.error)
+                        row.attempts, epoch(row.claimed_at), row.error, variant=row.variant, group=row.send_group)
         row.claimed_by = claimer(job_id, me)[:200]
         if row.status == "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
             row.status, row.claimed_at = "claimed", utcnow()
             if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
+                # With the send's own filters: the range holds other variants' and cadences' readers too.
+                at, frequency, groups = _filters(session, send_id)
                 claimed.rows = audience_page(session.connection(), newsletter_id, row.first_subscription_id - 1,
                                              row.last_subscription_id,
-                                             row.last_subscription_id - row.first_subscription_id + 1)
+                                             row.last_subscription_id - row.first_subscription_id + 1,
+                                             variant=row.variant, at=at, frequency=frequency,
+                                             group=groups[row.send_group] if groups and row.send_group is not None
+                                             else None)
         return claimed
+
+
+# A send's start, cadence and time-zone groups, fixed when it starts: read once per process.
+_FILTERS: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+
+def _filters(session: Session, send_id: int) -> tuple[Any, Any, Any]:
+    key = (str(session.get_bind().engine.url), send_id)  # send ids are a database's own
+    found = _FILTERS.get(key)
+    if found is None:
+        if len(_FILTERS) > 1024:
+            _FILTERS.clear()
+        started_at, frequency, groups = session.execute(
+            select(Send.started_at, Send.frequency, Send.groups).where(Send.id == send_id)).one()
+        found = _FILTERS[key] = (started_at, frequency, groups)
+    return found
+
+
+def _due(engine: Engine, send_id: int, until: float | None) -> Any:
+    """Batches of the groups due by `until` (and batches of no group)."""
+    with session_scope(engine) as session:
+        groups = _filters(session, send_id)[2]
+    if not groups:
+        return true()
+    moment = time.time() if until is None else until
+    due = [n for n, g in enumerate(groups) if float(g["at"]) <= moment]
+    return SendBatch.send_group.is_(None) | (SendBatch.send_group.in_(due) if due else false())
+
+
+def next_group_at(engine: Engine, send_id: int) -> float | None:
+    """When the soonest time-zone group with batches still pending is due (epoch seconds); None: none is."""
+    with session_scope(engine) as session:
+        groups = _filters(session, send_id)[2]
+        if not groups:
+            return None
+        pending = session.scalars(select(SendBatch.send_group).distinct().where(
+            SendBatch.send_id == send_id, SendBatch.status == "pending", SendBatch.send_group.is_not(None))).all()
+    times = [float(groups[g]["at"]) for g in pending if g is not None and g < len(groups)]
+    return min(times) if times else None
 
 
 BATCH_LOCK = 0x6E6C  # the first key of the two-key advisory locks on send batches ("nl")

@@ -24,6 +24,7 @@ from newsletter.deliver.engine import BatchSender, SendJob, SendOptions
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.ledger import Batch
 from newsletter.deliver.mailer import Mailer, Message, PushResult, Recipient, TemporaryDeliveryError
+from newsletter.deliver.send import variant_messages
 from newsletter.store.db import secret_key, session_scope
 from newsletter.store.models import IssueRow, NewsletterRow, Send
 from newsletter.subscribers.tokens import Signer
@@ -44,7 +45,9 @@ def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) 
         secret = secret_key(session, settings.secret_key)
     # The issue was rendered once before the send started; this reads that render back.
     message = issue_message(engine, nl, issue_id, settings, send_id=send_id)
-    return SendJob(send_id, newsletter_id, nl.audience_slug, message, Signer(secret), settings.base_url)
+    # And each variant's batches (sections off, text only) get that variant's kept render, read once per process.
+    return SendJob(send_id, newsletter_id, nl.audience_slug, message, Signer(secret), settings.base_url,
+                   variant_messages(engine, nl, issue_id, settings, send_id))
 
 
 def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:

@@ -288,7 +288,7 @@ def send_if_allowed(nl: Newsletter, issue_id: int) -> str:
             log.warning("%s: issue %s not sent: %s", nl.slug, issue_id, why)
             return "held-complaints"
     with contextlib.suppress(AlreadyEnqueued):  # already on its way
-        start_send.configure(queueing_lock=f"start:{issue_id}").defer(issue_id=issue_id)
+        start_send.configure(queueing_lock=f"start:{issue_id}").defer(issue_id=issue_id, scheduled=True)
     return "sending"
 
 
@@ -303,8 +303,31 @@ def _slug_of_issue(issue_id: int) -> str:
     return slug
 
 
-def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int) -> int:
-    """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned."""
+def wall_clock() -> float:
+    """Epoch seconds: the clock time-zone groups are judged by (a test sets its own)."""
+    return time.time()
+
+
+def scheduled_due(nl: Newsletter, period: str | None, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """A scheduled send's due instant and the next send's (as `newsletter run` gives `start_send`), when its
+    readers get it at their own local time (a cadence of a day or more) and the issue is that send's period's."""
+    from newsletter.deliver.send import per_reader_time
+    from newsletter.schedule.cadence import last_send_due, next_send_after
+
+    if period is None or not per_reader_time(nl):
+        return None, None
+    when = last_send_due(nl, now)
+    if when is None or due.period_key(nl, when) != period:
+        return None, None
+    return when, next_send_after(nl, when)
+
+
+def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, batch_size: int,
+               scheduled: bool = False) -> int:
+    """The send of the issue, created with its audience frozen (once), its lease taken and its batches planned.
+
+    `scheduled` (the scheduler's send, not one by hand): readers with a time zone get it at the send time where
+    they are, one batch group per UTC offset (newsletter.deliver.zones), as `newsletter run` sends it."""
     from newsletter.compose.issue import has_content
     from newsletter.deliver.audience import audience_newsletter, frequency_filter
     from newsletter.deliver.errors import SendError
@@ -323,7 +346,10 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
             raise SendError(f"issue {issue_id} has no stories and no intro: nothing to send")
         # A cadence's issues go to its parent newsletter's readers who chose it (newsletter.deliver.audience).
         newsletter_id = audience_newsletter(session, nl).id
-    send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size, frequency_filter(nl))
+        period = row.period
+    when, before = (scheduled_due(nl, period, datetime.fromtimestamp(wall_clock(), UTC)) if scheduled
+                    else (None, None))
+    send_id = start_send(eng, issue_id, newsletter_id, mailer_name, batch_size, frequency_filter(nl), when, before)
     ledger.take_lease(eng, send_id)
     with session_scope(eng) as session:
         row = session.get_one(IssueRow, issue_id)
@@ -335,7 +361,7 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
 
 @app.task(queue="send", retry=JOB_RETRY)
 def start_send(issue_id: int, batch_size: int | None = None, parallel: int | None = None,
-               force: bool = False) -> int | None:
+               force: bool = False, scheduled: bool = False) -> int | None:
     """Start (or resume) sending an issue: freeze the audience, plan the batches, fan out send_batch jobs."""
     from newsletter.deliver.preflight import preflight_issue
     from newsletter.deliver.send import default_batch_size
@@ -360,9 +386,56 @@ def start_send(issue_id: int, batch_size: int | None = None, parallel: int | Non
             return None
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
     render_issue(issue_id)
-    send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()))
+    send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()),
+                         scheduled)
+    render_variants(nl, issue_id, send_id)
     fan_out(None, send_id, parallel)
     return send_id
+
+
+def render_variants(nl: Newsletter, issue_id: int, send_id: int) -> int:
+    """Render (and keep in issue_render) each variant the send's audience holds, here, once, before any batch
+    job runs: the workers then read the kept copies back instead of racing to render the same variant."""
+    from newsletter.deliver.issue_mail import issue_message
+    from newsletter.render.variant import variant_of
+
+    with session_scope(engine()) as session:
+        variants = session.scalar(select(Send.variants).where(Send.id == send_id)) or []
+    for key in variants:
+        if key:
+            issue_message(engine(), nl, issue_id, settings(), send_id=send_id, variant=variant_of(key))
+    return len(variants)
+
+
+def claim_until() -> float:
+    """Time-zone groups due by this moment are claimed: now, or 72 hours ahead on SendGrid (each request's
+    send_at makes it hold the mail); SMTP and the outbox: each group when it is due (release_later)."""
+    from newsletter.deliver.engine import MAX_AHEAD
+
+    return wall_clock() + (MAX_AHEAD if mailer().name == "sendgrid" else 0.0)
+
+
+def release_later(send_id: int, soonest: float = 0.0) -> float | None:
+    """Queue the send's next time-zone group, not due yet, for its time (not before `soonest`): one waiting job
+    per send."""
+    at = ledger.next_group_at(engine(), send_id)
+    if at is None or at <= claim_until():
+        return None
+    with contextlib.suppress(AlreadyEnqueued):
+        release_group.configure(queueing_lock=f"release:{send_id}",
+                                schedule_at=datetime.fromtimestamp(max(at, soonest), UTC)).defer(send_id=send_id)
+    return at
+
+
+@app.task(queue="send", retry=JOB_RETRY)
+def release_group(send_id: int) -> int:
+    """A time-zone group of a send is due: fan its batches out to the send jobs."""
+    at = ledger.next_group_at(engine(), send_id)
+    if at is not None and at > claim_until():
+        # The queue's clock (the database's) ran ahead of this worker's: come back shortly, not in a tight loop.
+        release_later(send_id, soonest=wall_clock() + 5.0)
+        return 0
+    return fan_out(None, send_id)
 
 
 def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None = None) -> int:
@@ -373,8 +446,8 @@ def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None 
     if count:
         jobs: list[JSONDict] = [{"send_id": send_id} for _ in range(count)]
         task.batch_defer(*jobs)
-    else:
-        ledger.finish_if_done(engine(), send_id)
+    elif ledger.finish_if_done(engine(), send_id) is None:
+        release_later(send_id)
     return count
 
 
@@ -444,7 +517,7 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     break
                 job = job or send_job(send_id)
                 batch = ledger.claim(eng, send_id, worker_name(), job_id, guard, own_first=own_first,
-                                     newsletter_id=job.newsletter_id)
+                                     newsletter_id=job.newsletter_id, until=claim_until())
                 if batch is None:
                     ended, stop = {"state": None}, True  # nothing left to take: finish_if_done below says
                     break
@@ -481,7 +554,9 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     if ended is not None and ended["state"] is not None:
         return {"batch": last, **ended, "batches": done_batches}
     done = ledger.finish_if_done(eng, send_id, job_id)
-    if ended is not None:  # the audience is all claimed
+    if done is None:
+        release_later(send_id)
+    if ended is not None:  # the audience is all claimed (of the time-zone groups due)
         return {"batch": last, "state": done, "batches": done_batches}
     if done is None and ledger.remaining(eng, send_id, job_id).get("pending"):
         send_batch.defer(send_id=send_id)
