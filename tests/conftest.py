@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -98,9 +99,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Pat
     (tmp_path / "schedules").mkdir()
     from newsletter.cli import common
 
-    common.settings.cache_clear()
+    _clear_settings(common)
     yield tmp_path
+    _clear_settings(common)
+
+
+def _clear_settings(common) -> None:  # noqa: ANN001
     common.settings.cache_clear()
+    # Scale mode's workers keep their own (newsletter.scale.tasks): clear it too where a test loaded it, or the
+    # next test's worker writes to the last test's outbox.
+    tasks = sys.modules.get("newsletter.scale.tasks")
+    if tasks is not None:
+        tasks.settings.cache_clear()
 
 
 @pytest.fixture

@@ -122,26 +122,30 @@ def newsletter(slug: str) -> Newsletter:
 
 
 _local = threading.local()  # a mailer per worker thread: backends keep per-request state
-_send_jobs: dict[int, SendJob] = {}
+# Send ids are one database's own: a worker process that is pointed at another database (new settings) must
+# not take that database's send 1 for the last one's.
+_send_jobs: dict[tuple[str, int], SendJob] = {}
 _send_jobs_lock = threading.Lock()
 
 
 def mailer() -> Mailer:
-    if getattr(_local, "mailer", None) is None:
+    current = settings()
+    if getattr(_local, "mailer", None) is None or getattr(_local, "mailer_for", None) is not current:
         from newsletter.deliver.factory import make_mailer
 
-        _local.mailer = make_mailer(settings())
+        _local.mailer, _local.mailer_for = make_mailer(current), current
     return _local.mailer
 
 
 def send_job(send_id: int) -> SendJob:
+    key = (settings().database_url, send_id)
     with _send_jobs_lock:
-        job = _send_jobs.get(send_id)
+        job = _send_jobs.get(key)
     if job is None:
         nl = newsletter(sending.newsletter_slug_of_send(engine(), send_id))
         job = sending.load_send(engine(), settings(), nl, send_id)
         with _send_jobs_lock:
-            _send_jobs[send_id] = job
+            _send_jobs[key] = job
     return job
 
 
