@@ -1,5 +1,5 @@
 """The report's counters (track_count) say what the raw events say: backfilled by the migration from the events
-already stored, then kept in step by each click, by a reader's deletion and by retention."""
+already stored, then kept in step by each click (machines too), by a reader's deletion and by retention."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def _counters(conn) -> list[tuple]:  # noqa: ANN001
 
 @BOTH_DATABASES
 def test_counters_are_backfilled_and_kept_equal_to_the_events(db_url: str) -> None:
-    from newsletter.render.tracking import Link
+    from newsletter.render.tracking import Link, TrackSigner
     from newsletter.report.agents import Agent
     from newsletter.report.record import record_click
-    from newsletter.report.retention import prune
-    from newsletter.store.db import current_revision, head_revision, make_engine, upgrade
+    from newsletter.report.retention import forget, prune
+    from newsletter.store.db import current_revision, head_revision, make_engine, session_scope, upgrade
 
     engine = make_engine(db_url)
     upgrade(engine, "0006_tz_groups")
@@ -62,14 +62,21 @@ def test_counters_are_backfilled_and_kept_equal_to_the_events(db_url: str) -> No
                                                                        ("2026-01-03", 1, 1, 0)]
     browser, bot = Agent("browser", False), Agent("scanner", True)
     now = datetime(2026, 1, 4, 8)
-    for n, agent in enumerate([browser, browser, bot, browser]):
-        assert record_click(engine, Link(1, 2, "https://x.example/"), f"{n % 2:032x}", agent,
+    signer = TrackSigner(b"k" * 32)
+    for n, agent in enumerate([browser, browser, bot, browser, browser]):
+        assert record_click(engine, Link(1, 2, "https://x.example/"), signer.recipient_hash(n % 2), agent,
                             when=now + timedelta(minutes=n))
     with engine.connect() as conn:
         assert _counters(conn) == _from_events(conn)
-        assert conn.execute(select(func.sum(TrackCount.events))).scalar() == 9
+        assert conn.execute(select(func.sum(TrackCount.events))).scalar() == 10
+        assert conn.execute(select(func.sum(TrackCount.readers)).where(TrackCount.day == now.date())).scalar() == 2
+    with session_scope(engine) as session:  # reader 1: two browser clicks (reader 0 has the scanner's)
+        assert forget(session, 1, signer) == 2
+    with engine.connect() as conn:
+        assert _counters(conn) == _from_events(conn)
+        assert conn.execute(select(func.sum(TrackCount.events))).scalar() == 8
     prune(engine, 1, now=datetime(2026, 1, 5, 12))  # folds Jan 2 and 3 away
     with engine.connect() as conn:
         assert _counters(conn) == _from_events(conn)
-        assert conn.execute(select(func.sum(TrackCount.events))).scalar() == 4
+        assert conn.execute(select(func.sum(TrackCount.events))).scalar() == 3
     engine.dispose()
