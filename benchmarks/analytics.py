@@ -181,7 +181,7 @@ def measure(label: str, url: str, events: int, sample: int, runs: int) -> list[d
         {"benchmark": "analytics", "case": f"{label}: report page over {total:,} events",
          "result": f"{page_ms:,.0f} ms", "note": f"median of {runs}; GET /editor/reports/..., figures + SVG"},
         {"benchmark": "analytics", "case": f"{label}: SELECT story, count(*) GROUP BY (baseline)",
-         "result": f"{base_ms:,.0f} ms", "note": f"same run; report = {page_ms / base_ms:.1f}x the baseline"},
+         "result": f"{base_ms:,.0f} ms", "note": f"same run; report = {page_ms / base_ms:.2g}x the baseline"},
     ]
 
 
