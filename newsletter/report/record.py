@@ -107,8 +107,8 @@ def _upsert(dialect: str) -> Any:
 
 
 def count_all(conn: Connection | Session) -> None:
-    """(Re)build every counter from the raw events: the migration's backfill, and bulk loads that skip
-    mark_firsts."""
+    """(Re)build every counter from the raw events, as migration 0007_report_counts does: for bulk loads that
+    write track_event without mark_firsts (benchmarks/analytics.py)."""
     conn.execute(TrackCount.__table__.delete())
     keys = (TrackEvent.issue_id, TrackEvent.kind, TrackEvent.source, TrackEvent.machine,
             func.coalesce(TrackEvent.story, 0), func.date(TrackEvent.occurred_at))
