@@ -1,9 +1,11 @@
 """The figures of the editor's report: per sent issue, and the trend across a newsletter's issues. The page, the
 CSV files, `newsletter report` and the API all print these (one computation, so they never disagree).
 
-Counted from the raw events (GROUP BY on track_event; "unique" from the first-of flags each event gets when it
-is written, newsletter.report.record.mark_firsts, so no COUNT(DISTINCT) runs over them) plus the daily aggregates
-kept past their retention (track_daily). Definitions (the README's "Tracking and reports" says the same):
+Counted from the per-issue counters kept beside the raw events (track_count: events, and how many were a
+reader's first, per issue, kind, source, story and UTC day, added in the same transaction as each event by
+newsletter.report.record.mark_firsts), so a view reads a few hundred rows whatever the number of events, plus
+the daily aggregates kept past their retention (track_daily).
+Definitions (the README's "Tracking and reports" says the same):
 - accepted: copies the ledger handed to the mailer; delivered: SendGrid's `delivered` events (distinct readers)
   when the send went through SendGrid, else the ledger's count (SMTP and the outbox say no more than that);
 - bounced, complained (spamreport), dropped, deferred: distinct readers with such a provider event;
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.compose.build import load_issue
@@ -30,8 +32,8 @@ from newsletter.store.models import (
     Send,
     SendGuard,
     Subscription,
+    TrackCount,
     TrackDaily,
-    TrackEvent,
 )
 
 GMAIL_RECOMMENDED = 0.001  # Gmail's bulk-sender guidelines: keep the spam rate under 0.1%...
@@ -129,12 +131,12 @@ def _counts(session: Session, issue_id: int) -> dict[tuple[str, str, bool], tupl
     """(kind, source, machine) -> (events, distinct readers), raw events plus the kept aggregates."""
     out: dict[tuple[str, str, bool], tuple[int, int]] = {}
     for kind, source, machine, events, readers in session.execute(
-        select(TrackEvent.kind, TrackEvent.source, TrackEvent.machine, func.count(),
-               func.sum(case((TrackEvent.first_issue, 1), else_=0)))
-        .where(TrackEvent.issue_id == issue_id)
-        .group_by(TrackEvent.kind, TrackEvent.source, TrackEvent.machine)
+        select(TrackCount.kind, TrackCount.source, TrackCount.machine, func.sum(TrackCount.events),
+               func.sum(TrackCount.readers))
+        .where(TrackCount.issue_id == issue_id)
+        .group_by(TrackCount.kind, TrackCount.source, TrackCount.machine)
     ):
-        out[(kind, source, bool(machine))] = (int(events), int(readers or 0))
+        out[(kind, source, bool(machine))] = (int(events or 0), int(readers or 0))
     for kind, machine, events, readers in session.execute(
         select(TrackDaily.kind, TrackDaily.machine, func.sum(TrackDaily.events), func.sum(TrackDaily.recipients))
         .where(TrackDaily.issue_id == issue_id, TrackDaily.story == 0)
@@ -217,32 +219,31 @@ def _unsubscribed(session: Session, row: IssueRow, since: datetime) -> int:
 
 def _per_story_and_day(session: Session, report: IssueReport, sent: datetime, clicks_from: set[str],
                        opens_from: set[str]) -> None:
-    """Clicks per story and per day, and "unique" (once per reader, link and day), in one pass over the issue's
-    clicks grouped by (story, day); opens per day in another; then the kept daily aggregates."""
+    """Clicks per story and per day, and "unique" (once per reader, link and day), from the issue's click
+    counters grouped by (story, day); opens per day from its open counters; then the kept daily aggregates."""
     by_story = {s.position: s for s in report.stories}
     first = sent.date()
     days = {first + timedelta(days=n): DayFigures(n + 1, (first + timedelta(days=n)).isoformat())
             for n in range(DAYS)}
-    day = func.date(TrackEvent.occurred_at)
     unique_elsewhere = 0
     for story, when, events, uniques in session.execute(
-        select(TrackEvent.story, day, func.count(), func.sum(case((TrackEvent.first_day, 1), else_=0))).where(
-            TrackEvent.issue_id == report.issue_id, TrackEvent.kind == "click", TrackEvent.machine.is_(False),
-            TrackEvent.source.in_(clicks_from)).group_by(TrackEvent.story, day)
+        select(TrackCount.story, TrackCount.day, func.sum(TrackCount.events), func.sum(TrackCount.uniques)).where(
+            TrackCount.issue_id == report.issue_id, TrackCount.kind == "click", TrackCount.machine.is_(False),
+            TrackCount.source.in_(clicks_from)).group_by(TrackCount.story, TrackCount.day)
     ):
         if story in by_story:
-            by_story[story].clicks += int(events)
+            by_story[story].clicks += int(events or 0)
             by_story[story].unique_clicks += int(uniques or 0)
         else:  # a link of no story (none is tracked today): still in the totals
             unique_elsewhere += int(uniques or 0)
-        _add_day(days, when, "click", int(events))
-    until = datetime.combine(first + timedelta(days=DAYS), datetime.min.time())
+        _add_day(days, when, "click", int(events or 0))
     for when, events in session.execute(
-        select(day, func.count()).where(
-            TrackEvent.issue_id == report.issue_id, TrackEvent.kind == "open", TrackEvent.machine.is_(False),
-            TrackEvent.source.in_(opens_from), TrackEvent.occurred_at < until).group_by(day)
+        select(TrackCount.day, func.sum(TrackCount.events)).where(
+            TrackCount.issue_id == report.issue_id, TrackCount.kind == "open", TrackCount.machine.is_(False),
+            TrackCount.source.in_(opens_from), TrackCount.day < first + timedelta(days=DAYS))
+        .group_by(TrackCount.day)
     ):
-        _add_day(days, when, "open", int(events))
+        _add_day(days, when, "open", int(events or 0))
     for story, when, kind, events, uniques in session.execute(
         select(TrackDaily.story, TrackDaily.day, TrackDaily.kind, TrackDaily.events, TrackDaily.uniques).where(
             TrackDaily.issue_id == report.issue_id, TrackDaily.kind.in_(("click", "open")),

@@ -12,7 +12,9 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, select
+from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +23,7 @@ from newsletter.compose.issue import issue_to_json
 from newsletter.render.tracking import Link, TrackSigner, issue_links
 from newsletter.report.agents import Agent, classify
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, IssueRow, Send, Subscriber, TrackEvent, utcnow
+from newsletter.store.models import Delivery, IssueRow, Send, Subscriber, TrackCount, TrackEvent, utcnow
 
 # SendGrid's event names -> ours (group_unsubscribe is an unsubscribe from one group: still one reader leaving)
 PROVIDER_KINDS = {"delivered": "delivered", "open": "open", "click": "click", "bounce": "bounce",
@@ -57,10 +59,13 @@ def record_open(engine: Engine, issue_id: int, subscriber_id: int | None, signer
 
 
 def mark_firsts(session: Session, row: TrackEvent) -> TrackEvent:
-    """Set the row's first_issue / first_day from the events already stored (one indexed query). Two events of
-    the same reader and link written at the same instant by two processes may both be marked: a double count
-    that rare is the price of not taking a lock per click."""
+    """Set the row's first_issue / first_day from the events already stored (one indexed query), and add the row
+    to the report's counters (track_count) in the same transaction. Two events of the same reader and link
+    written at the same instant by two processes may both be marked: a double count that rare is the price of
+    not taking a lock per click."""
     if row.machine or row.recipient is None:
+        row.first_issue, row.first_day = False, False
+        count(session, row)
         return row
     same = and_(TrackEvent.issue_id == row.issue_id, TrackEvent.recipient == row.recipient,
                 TrackEvent.kind == row.kind, TrackEvent.source == row.source, TrackEvent.machine.is_(False))
@@ -70,7 +75,47 @@ def mark_firsts(session: Session, row: TrackEvent) -> TrackEvent:
         day = and_(day, TrackEvent.link == row.link)
     seen_issue, seen_day = session.execute(select(exists().where(same), exists().where(day))).one()
     row.first_issue, row.first_day = not seen_issue, not seen_day
+    count(session, row)
     return row
+
+
+def count(session: Session, row: TrackEvent) -> None:
+    """Add one event (its first-of flags set) to its counter row: one upsert, so concurrent writers add up."""
+    when = row.occurred_at or utcnow()
+    row.occurred_at = when
+    values = {"issue_id": row.issue_id, "kind": row.kind, "source": row.source, "machine": bool(row.machine),
+              "story": row.story or 0, "day": when.date(), "events": 1, "uniques": int(bool(row.first_day)),
+              "readers": int(bool(row.first_issue))}
+    session.execute(_upsert(session.get_bind().dialect.name), values)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(dialect: str) -> Any:
+    """The counter's upsert, built once per dialect: building it per click cost more than the click's queries.
+    A Core statement on the table, not the ORM entity, whose bulk-insert path costs more again."""
+    if dialect not in _UPSERTS:
+        table = TrackCount.__table__
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+        _UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=["issue_id", "kind", "source", "machine", "story", "day"],
+            set_={"events": table.c.events + stmt.excluded.events,
+                  "uniques": table.c.uniques + stmt.excluded.uniques,
+                  "readers": table.c.readers + stmt.excluded.readers})
+    return _UPSERTS[dialect]
+
+
+def count_all(conn: Connection | Session) -> None:
+    """(Re)build every counter from the raw events, as migration 0007_report_counts does: for bulk loads that
+    write track_event without mark_firsts (benchmarks/analytics.py)."""
+    conn.execute(TrackCount.__table__.delete())
+    keys = (TrackEvent.issue_id, TrackEvent.kind, TrackEvent.source, TrackEvent.machine,
+            func.coalesce(TrackEvent.story, 0), func.date(TrackEvent.occurred_at))
+    conn.execute(insert(TrackCount).from_select(
+        ["issue_id", "kind", "source", "machine", "story", "day", "events", "uniques", "readers"],
+        select(*keys, func.count(), func.sum(case((TrackEvent.first_day, 1), else_=0)),
+               func.sum(case((TrackEvent.first_issue, 1), else_=0))).group_by(*keys)))
 
 
 def _insert(engine: Engine, row: TrackEvent) -> bool:

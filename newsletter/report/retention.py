@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, case, delete, func, select
+from sqlalchemy import Engine, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.render.tracking import TrackSigner
 from newsletter.store.db import session_scope
-from newsletter.store.models import Event, TrackDaily, TrackEvent, utcnow
+from newsletter.store.models import Event, TrackCount, TrackDaily, TrackEvent, utcnow
 
 
 def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
@@ -41,6 +41,9 @@ def prune(engine: Engine, days: int, now: datetime | None = None) -> int:
                 .group_by(*keys, TrackEvent.story)):
             _add(session, issue_id, d, kind, machine, story, events, uniques or 0, readers or 0)
         gone = session.execute(delete(TrackEvent).where(old))
+        # The counters are per UTC day and the cutoff a day's start: the days before it are exactly the events
+        # just folded.
+        session.execute(delete(TrackCount).where(TrackCount.day < cutoff.date()))
         return int(getattr(gone, "rowcount", 0) or 0)
 
 
@@ -77,5 +80,18 @@ def _add(session: Session, issue_id: int, d: object, kind: str, machine: bool, s
 
 def forget(session: Session, subscriber_id: int, signer: TrackSigner) -> int:
     """Remove every raw event of one reader (their recipient hash); the aggregates name nobody."""
-    result = session.execute(delete(TrackEvent).where(TrackEvent.recipient == signer.recipient_hash(subscriber_id)))
+    theirs = TrackEvent.recipient == signer.recipient_hash(subscriber_id)
+    # Their events leave the report's counters too, so the figures stay those of the events still stored.
+    keys = (TrackEvent.issue_id, TrackEvent.kind, TrackEvent.source, TrackEvent.machine,
+            func.coalesce(TrackEvent.story, 0), func.date(TrackEvent.occurred_at))
+    for issue_id, kind, source, machine, story, d, events, uniques, readers in session.execute(
+            select(*keys, func.count(), func.sum(case((TrackEvent.first_day, 1), else_=0)),
+                   func.sum(case((TrackEvent.first_issue, 1), else_=0))).where(theirs).group_by(*keys)).all():
+        session.execute(update(TrackCount).where(
+            TrackCount.issue_id == issue_id, TrackCount.kind == kind, TrackCount.source == source,
+            TrackCount.machine == bool(machine), TrackCount.story == story, TrackCount.day == _day(d)).values(
+            events=TrackCount.events - int(events), uniques=TrackCount.uniques - int(uniques or 0),
+            readers=TrackCount.readers - int(readers or 0)))
+    session.execute(delete(TrackCount).where(TrackCount.events <= 0))
+    result = session.execute(delete(TrackEvent).where(theirs))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -492,6 +492,25 @@ class TrackDaily(Base):
     recipients: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class TrackCount(Base):
+    """The report's counters (migration 0007_report_counts): per (issue, kind, source, machine, story, UTC day)
+    the raw events' count and how many were a reader's first of the issue (`readers`) or of that day (`uniques`,
+    for clicks: of that link), from TrackEvent's first-of flags. Kept in step with track_event in the same
+    transaction (newsletter.report.record.mark_firsts adds to it, retention.prune and retention.forget take
+    away), so the report reads a few rows per issue instead of every event. story 0: no story."""
+
+    __tablename__ = "track_count"
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issue.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    machine: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    story: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger, default=0)
+    uniques: Mapped[int] = mapped_column(BigInteger, default=0)
+    readers: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class SendGuard(Base):
     """A newsletter's scheduled sends held because an issue's complaint or bounce rate passed its limit
     (newsletter.report.guard), until an editor releases it."""
