@@ -362,16 +362,15 @@ class BatchSender:
         # Each recipient's own "this summary is wrong" link (newsletter.web.feedback), signed like the above.
         feedback = self.job.signer.feedback_urls(self.base_url, ids, self.job.slug)
         manage = self.job.signer.unsubscribe_urls(self.base_url, ids, self.job.slug, MANAGE)
-        if self._tracker is None:
-            return [Recipient(email=email, name=name, subscriber_id=sid,
-                              values={"unsubscribe_url": url, "feedback_url": said, "manage_url": page})
-                    for (_sub, sid, email, name), url, said, page in zip(rows, urls, feedback, manage, strict=True)]
         # Tracked links and the pixel carry the reader's id and a MAC over it (never the address).
-        track = self._tracker.recipient_value
-        return [Recipient(email=email, name=name, subscriber_id=sid,
-                          values={"unsubscribe_url": url, "feedback_url": said, "manage_url": page,
-                                  "recipient": track(sid)})
-                for (_sub, sid, email, name), url, said, page in zip(rows, urls, feedback, manage, strict=True)]
+        track = self._tracker.recipient_value if self._tracker is not None else None
+        recipients = []
+        for (_sub, sid, email, name), url, said, page in zip(rows, urls, feedback, manage, strict=True):
+            values = {"unsubscribe_url": url, "feedback_url": said, "manage_url": page}
+            if track is not None:
+                values["recipient"] = track(sid)
+            recipients.append(Recipient(email=email, name=name, subscriber_id=sid, values=values))
+        return recipients
 
     def _pace(self, count: int) -> None:
         if not self.options.rate:
