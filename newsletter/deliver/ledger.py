@@ -169,7 +169,8 @@ def _one_of(column: Any, values: Sequence[str]) -> Any:
     return or_(*(column == v for v in values)) if values else false()
 
 
-_PAGES: dict[tuple[Any, ...], Any] = {}  # the audience page statement, compiled once per dialect and shape (audience_page)
+# The audience page statement, compiled once per dialect and shape (see audience_page).
+_PAGES: dict[tuple[Any, ...], Any] = {}
 
 
 def audience_page(connection: Connection, newsletter_id: int, after_id: int, max_id: int, limit: int, *,
