@@ -28,7 +28,7 @@ import feedparser
 from feedparser.datetimes import _parse_date as feedparser_date  # the same date parser, so the same dates
 from lxml import etree
 
-from newsletter.collect.sanitize import html_to_text, repair_cp1252, sanitize_html
+from newsletter.collect.sanitize import html_to_text, repair_cp1252, sanitize_html, sanitized_text
 from newsletter.urls import web_url
 
 MAX_TITLE = 1000
@@ -525,7 +525,7 @@ def _clean(entries: list[_Entry], feed_title: str | None, *, base: str, parser: 
         title = html_to_text(entry.title)[:MAX_TITLE]
         body = max(entry.bodies, key=len) if entry.bodies else ""
         content_html = sanitize_html(body, base=base)
-        text = html_to_text(content_html)
+        text = sanitized_text(content_html)
         if not (title or text or link):
             continue
         # feedparser leaves an enclosure's address as written: a relative one is relative to the document.
