@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -175,9 +176,34 @@ def new_item_rows(source: Source, feed: ParsedFeed, known: _Known, now: datetime
 
 
 def insert_items(session: Session, rows: list[dict]) -> None:
-    """One executemany for every new item of a run: per feed, the statement's setup cost more than its rows."""
-    if rows:
-        session.execute(Item.__table__.insert(), rows)
+    """One executemany for every new item of a run: per feed, the statement's setup cost more than its rows.
+
+    The rows go to the driver as tuples with each column's own bind processing (SingleLine's, SQLite's datetime
+    format) applied here, so the stored values are those `session.execute(insert, rows)` stores; SQLAlchemy's
+    own per-row parameter handling cost more than the driver's insert (0.26 s against 0.09 s for 10,000 items).
+    """
+    if not rows:
+        return
+    conn = session.connection()
+    dialect = conn.dialect
+    names = list(rows[0])
+    compiled = Item.__table__.insert().compile(dialect=dialect, column_keys=names)
+    # The statement's parameters in its own order (positional drivers) or by name (psycopg's pyformat).
+    keys = list(compiled.positiontup or []) if dialect.positional else names
+    if set(compiled.binds) != set(names) or sorted(keys) != sorted(names) or any(len(r) != len(names) for r in rows):
+        session.execute(Item.__table__.insert(), rows)  # not the plain one-parameter-per-column statement
+        return
+    columns = Item.__table__.c
+    processors = [(i, proc) for i, key in enumerate(keys)
+                  if (proc := columns[key].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    pick = itemgetter(*keys)
+    params: list = []
+    for row in rows:
+        values = list(pick(row))
+        for i, proc in processors:
+            values[i] = proc(values[i])
+        params.append(tuple(values) if dialect.positional else dict(zip(keys, values, strict=True)))
+    conn.exec_driver_sql(compiled.string, params)
 
 
 def store_items(session: Session, source: Source, feed: ParsedFeed) -> tuple[int, int]:
