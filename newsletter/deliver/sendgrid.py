@@ -26,6 +26,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
@@ -35,6 +36,7 @@ from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
 from newsletter.config import ConfigError
+from newsletter.deliver import keepalive
 from newsletter.deliver.errors import OutcomeUnknownError
 from newsletter.deliver.mailer import (
     Message,
@@ -118,6 +120,8 @@ class SendGridMailer:
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         self.client.client.timeout = timeout if settle_by == "activity" else min(timeout, HOLD_TIMEOUT)
         self._mail_url = f"{host.rstrip('/')}/v3/mail/send"
+        self._mail_path = urllib.parse.urlsplit(self._mail_url).path
+        self._connections = None if keepalive.proxied(self._mail_url) else keepalive.Connections(self._mail_url)
         self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
 
     # -- building the request --------------------------------------------------------------------------------
@@ -235,24 +239,35 @@ class SendGridMailer:
         except urllib.error.URLError as exc:
             # urllib wraps failures that happen while connecting or writing the request: nothing was accepted.
             raise TemporaryDeliveryError(f"SendGrid unreachable: {exc.reason}") from None
+        except keepalive.NotSent as exc:  # the same, on a kept-alive connection
+            raise TemporaryDeliveryError(f"SendGrid unreachable: {exc}") from None
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
             # The request went out whole and the answer never came: SendGrid may have accepted it.
             raise OutcomeUnknownError(f"no answer from SendGrid after sending the request: {exc!r}") from None
         return PushResult(provider_message_id=message_id, failed=failed)
 
     def _post_mail(self, body: dict[str, Any]) -> str | None:
-        """POST /v3/mail/send as the official client does it (urllib, the client's headers, its error classes),
-        with the body serialized by orjson when it is installed: the client's json.dumps of a 1000-recipient
-        body costs 3 ms, ten times orjson's. Returns SendGrid's X-Message-Id."""
+        """POST /v3/mail/send with the official client's headers and error classes, the body serialized by
+        orjson when it is installed (the client's json.dumps of a 1000-recipient body costs 3 ms, ten times
+        orjson's), over a connection kept alive per thread (newsletter.deliver.keepalive): urllib opens a new
+        one, TLS handshake included, for every request. Behind a proxy the environment names (HTTPS_PROXY,
+        NO_PROXY), urllib as the official client does. Returns SendGrid's X-Message-Id."""
         client = self.client.client
         headers = {**client.request_headers, "Content-Type": "application/json"}
-        request = urllib.request.Request(self._mail_url, data=_json_bytes(body), headers=headers, method="POST")
-        try:
-            with urllib.request.build_opener().open(request, timeout=client.timeout) as response:
-                response.read()
-                return response.headers.get("X-Message-Id")
-        except urllib.error.HTTPError as exc:
-            raise http_errors.handle_error(exc) from None
+        data = _json_bytes(body)
+        if self._connections is None:
+            request = urllib.request.Request(self._mail_url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.build_opener().open(request, timeout=client.timeout) as response:
+                    response.read()
+                    return response.headers.get("X-Message-Id")
+            except urllib.error.HTTPError as exc:
+                raise http_errors.handle_error(exc) from None
+        answer = self._connections.post(self._mail_path, data, headers, client.timeout)
+        if not 200 <= answer.status < 300:
+            error = http_errors.err_dict.get(answer.status, http_errors.HTTPError)
+            raise error(answer.status, answer.reason, answer.body, answer.headers)
+        return answer.headers.get("X-Message-Id")
 
     def accepted(self, custom_args: dict[str, str], limit: int = 1000) -> set[str] | None:
         """Addresses SendGrid's Email Activity API reports for messages sent with these custom args.
@@ -375,7 +390,8 @@ class SendGridMailer:
         pass
 
     def close(self) -> None:
-        pass
+        if self._connections is not None:
+            self._connections.close()
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:
