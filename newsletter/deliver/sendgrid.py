@@ -45,8 +45,9 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
-from newsletter.deliver.message import MessageBuildError, recipient_display_name
+from newsletter.deliver.message import MAX_NAME, PLAIN_ADDRESS, MessageBuildError, recipient_display_name
 from newsletter.render import tokens
+from newsletter.text import single_line
 
 try:  # a base dependency where a wheel exists (CPython); the standard library's json otherwise
     import orjson as _orjson
@@ -169,11 +170,11 @@ class SendGridMailer:
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"at most {MAX_PERSONALIZATIONS} recipients per request, got {len(recipients)}")
         base, text_keys, html_keys = self._prepare(message)
-        # The per-issue part of each personalization, worked out once per request: which token each value fills.
-        text_subs = [(k, tokens.ALL[k]) for k in text_keys]
-        html_subs = [(k, _html_token(k)) for k in html_keys]
-        keys_size = sum(len(t) for _k, t in text_subs) + sum(len(t) for _k, t in html_subs)
-        escape, needs_escape = html.escape, _HTML_SPECIAL.search
+        # The per-issue part of each personalization, worked out once per request: each token with the value it
+        # takes (which key, escaped for the HTML part or not).
+        plan = [(tokens.ALL[k], k, False) for k in text_keys] + [(_html_token(k), k, True) for k in html_keys]
+        keys_size = sum(len(token) for token, _k, _e in plan)
+        escape, needs_escape, plain = html.escape, _HTML_SPECIAL.search, PLAIN_ADDRESS.fullmatch
         personalizations: list[dict[str, Any]] = []
         append = personalizations.append
         seen: set[str] = set()
@@ -183,28 +184,34 @@ class SendGridMailer:
             if lowered in seen:  # SendGrid rejects the whole request for one repeated address
                 raise ValueError(f"{email} appears twice in one batch")
             seen.add(lowered)
-            try:
-                name = recipient_display_name(r)  # the same check as a message built for SMTP
-            except MessageBuildError as exc:
-                if failed is None:
-                    raise
-                failed[email] = str(exc)
-                continue
-            values = {"email": email, "name": name, **r.values}
+            if plain(email) is not None:  # recipient_display_name's usual case, without its call
+                name = single_line(r.name, MAX_NAME)
+            else:
+                try:
+                    name = recipient_display_name(r)  # the same check as a message built for SMTP
+                except MessageBuildError as exc:
+                    if failed is None:
+                        raise
+                    failed[email] = str(exc)
+                    continue
             p: dict[str, Any] = {"to": [{"email": email, "name": name} if name else {"email": email}]}
-            if text_subs or html_subs:
-                subs = {token: values.get(k, "") for k, token in text_subs}
-                for k, token in html_subs:
-                    value = values.get(k, "")
-                    subs[token] = escape(value, quote=True) if needs_escape(value) else value
+            own = r.values
+            if plan:
+                subs = {}
+                size = keys_size
+                for token, key, escaped in plan:
+                    value = email if key == "email" else name if key == "name" else own.get(key, "")
+                    if escaped and needs_escape(value):
+                        value = escape(value, quote=True)
+                    subs[token] = value
+                    size += len(value)
                 # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
-                size = keys_size + sum(map(len, subs.values()))
                 if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
                     len(k.encode()) + len(v.encode()) for k, v in subs.items()
                 ) >= MAX_SUBSTITUTION_BYTES:
                     raise ValueError(f"substitutions for {email} exceed SendGrid's 10,000 byte limit")
                 p["substitutions"] = subs
-            url = values.get("unsubscribe_url")
+            url = own.get("unsubscribe_url")
             if url:
                 # Per recipient: each one's header carries their own signed link.
                 p["headers"] = {"List-Unsubscribe": f"<{url}>"}
