@@ -124,19 +124,24 @@ class SendGridMailer:
         self._mail_path = urllib.parse.urlsplit(self._mail_url).path
         self._connections = None if keepalive.proxied(self._mail_url) else keepalive.Connections(self._mail_url)
         self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
+        self._bodies: tuple[str, str, list[str], list[str], str] | None = None  # see _prepare
 
     # -- building the request --------------------------------------------------------------------------------
     def _prepare(self, message: Message) -> tuple[dict[str, Any], list[str], list[str]]:
         """The per-issue part of every request, computed once per Message."""
         if self._prepared and self._prepared[0] is message:
             return self._prepared[1], self._prepared[2], self._prepared[3]
-        text_keys = [
-            key for key, token in tokens.ALL.items() if token in message.text
-        ]
-        html_keys = [key for key, token in tokens.ALL.items() if token in message.html]
-        body_html = message.html
-        for key in html_keys:
-            body_html = body_html.replace(tokens.ALL[key], _html_token(key))
+        # The engine gives each batch its own Message (its custom_args) with the same bodies: scanning the
+        # bodies for tokens is done once per body.
+        kept = self._bodies
+        if kept is None or kept[0] is not message.html or kept[1] is not message.text:
+            text_keys = [key for key, token in tokens.ALL.items() if token in message.text]
+            html_keys = [key for key, token in tokens.ALL.items() if token in message.html]
+            body_html = message.html
+            for key in html_keys:
+                body_html = body_html.replace(tokens.ALL[key], _html_token(key))
+            kept = self._bodies = (message.html, message.text, text_keys, html_keys, body_html)
+        text_keys, html_keys, body_html = kept[2], kept[3], kept[4]
         headers = {"List-Unsubscribe-Post": ONE_CLICK, **message.headers}
         if message.list_id:
             headers["List-Id"] = message.list_id
