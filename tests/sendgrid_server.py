@@ -279,8 +279,24 @@ class SendGridServer:
         self.batch_ids: set[str] = set()
         self.scheduled: dict[str, tuple[str, float]] = {}  # batch id -> (pause|cancel, when it was set)
         self.calls: Counter[str] = Counter()  # requests per endpoint: mail, batch, cancel, release, activity...
+        self.connections = 0  # TCP connections accepted
+        self.mail_targets: list[str] = []  # each mail send's request target as sent (absolute through a proxy)
+        # True: close each connection after its answer without saying so, as an idle timeout does between requests
+        self.close_idle = False
         self._httpd = ThreadingHTTPServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
+        # A client's kept-alive connection holds its handler thread until the client closes it: stop() must not
+        # wait for that.
+        self._httpd.block_on_close = False
+        self.closed = 0  # TCP connections the server has closed
+        close = self._httpd.shutdown_request
+
+        def shutdown_request(request: Any) -> None:
+            close(request)
+            with self.lock:
+                self.closed += 1
+
+        self._httpd.shutdown_request = shutdown_request  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -557,6 +573,12 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "nginx"
         sys_version = ""
+        protocol_version = "HTTP/1.1"  # keep-alive, as SendGrid's API answers
+
+        def setup(self) -> None:
+            super().setup()
+            with server.lock:
+                server.connections += 1
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass
@@ -571,6 +593,8 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            if server.close_idle:
+                self.close_connection = True
             if status != 202 and self.command == "POST" and self.path.startswith("/v3/mail/send"):
                 with server.lock:
                     server.rejected.append(
@@ -774,6 +798,7 @@ def _handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
             with server.lock:
                 server.requests += 1
                 server.calls["mail"] += 1
+                server.mail_targets.append(self.path)
                 server._tick()
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -9,14 +10,17 @@ from sqlalchemy import func, select
 
 from newsletter.deliver.engine import SendOptions, SendProgress
 from newsletter.deliver.errors import OutcomeUnknownError
+from newsletter.deliver.ledger import start_send
 from newsletter.deliver.mailer import PermanentDeliveryError, TemporaryDeliveryError
+from newsletter.deliver.send import run_send
 from newsletter.deliver.sendgrid import SendGridMailer
 from newsletter.store.db import session_scope
-from newsletter.store.models import Delivery, Send, SendBatch, SendHold
+from newsletter.store.models import Delivery, Send, SendBatch, SendHold, Subscriber
+from newsletter.subscribers.tokens import FEEDBACK, MANAGE, UNSUBSCRIBE, Signer
 from newsletter.web.public import record_event
 from tests.conftest import BOTH_DATABASES
 from tests.conftest_sendgrid import SENDGRID_TEST_KEY
-from tests.send_fixtures import World, make_world
+from tests.send_fixtures import BASE_URL, MESSAGE, SECRET, SLUG, World, make_world
 from tests.sendgrid_server import SendGridServer, check_request
 
 
@@ -275,3 +279,28 @@ def test_two_sends_started_together_make_one_send_not_a_crash(world: World) -> N
     assert winner and send_id == winner[0]  # the winner's send, and no IntegrityError
     with session_scope(world.engine) as s:
         assert s.scalar(select(func.count()).select_from(Send).where(Send.issue_id == issue)) == 1
+
+
+def test_each_reader_gets_their_own_signed_links_where_the_issue_shows_them(
+    world: World, sendgrid_server: SendGridServer
+) -> None:
+    # The engine signs the feedback and manage links only for an issue that shows them: one that does must get
+    # every reader's own, in the part that shows each.
+    message = dataclasses.replace(
+        MESSAGE, html=MESSAGE.html + '<a href="%%feedback_url%%/1/2">Wrong?</a>',
+        text=MESSAGE.text + "\nYour choices: %%manage_url%%")
+    send_id = start_send(world.engine, world.new_issue(1), world.newsletter_id, "sendgrid", 200)
+    run_send(world.engine, send_id, world.newsletter_id, SLUG, message, mailer_for(sendgrid_server), Signer(SECRET),
+             BASE_URL, SendOptions(sleep=lambda _s: None))
+    exactly_once(sendgrid_server, 500)
+    with session_scope(world.engine) as s:
+        ids = dict(s.execute(select(Subscriber.email, Subscriber.id)).all())
+    signer = Signer(SECRET)
+    for accepted in sendgrid_server.accepted:
+        for p in accepted.body["personalizations"]:
+            sid, subs = ids[p["to"][0]["email"]], p["substitutions"]
+            links = {FEEDBACK: subs["%%feedback_url:html%%"], MANAGE: subs["%%manage_url%%"],
+                     UNSUBSCRIBE: subs["%%unsubscribe_url%%"]}
+            for purpose, link in links.items():
+                assert link.startswith(f"{BASE_URL}/{purpose}/")
+                assert signer.read(link.rsplit("/", 1)[1], purpose).subscriber_id == sid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -124,6 +125,52 @@ def test_lost_answer_is_outcome_unknown_and_lookup_resolves_it(
     assert mailer.accepted({"install": "db-b", "send_id": "7", "batch": "1"}) == set()
     with pytest.raises(ValueError, match="install id"):
         mailer.accepted({"send_id": "7", "batch": "1"})
+
+
+def test_requests_share_one_kept_alive_connection_and_its_failures_keep_their_meaning(
+    mailer: SendGridMailer, sendgrid_server: SendGridServer
+) -> None:
+    for start in range(0, 30, 10):
+        mailer.push(MESSAGE, people(10, start))
+    assert sendgrid_server.connections == 1 and len(sendgrid_server.deliveries()) == 30
+    # Cut while the request was being read: nothing taken, so a retry is safe...
+    sendgrid_server.drop_next(1, when="before")
+    with pytest.raises(TemporaryDeliveryError):
+        mailer.push(MESSAGE, people(1000, 100))
+    # ...cut after it was taken: only "unknown" is true.
+    mailer.push(MESSAGE, people(1, 30))
+    sendgrid_server.drop_next(1, when="after")
+    with pytest.raises(OutcomeUnknownError):
+        mailer.push(MESSAGE, people(1, 31))
+    mailer.push(MESSAGE, people(1, 32))
+    assert set(sendgrid_server.deliveries()) == {f"user{i}@example.com" for i in range(33)}
+    assert set(sendgrid_server.deliveries().values()) == {1}
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(
+    mailer: SendGridMailer, sendgrid_server: SendGridServer
+) -> None:
+    sendgrid_server.close_idle = True  # as a load balancer's idle timeout between two batches
+    for start in range(0, 50, 10):
+        mailer.push(MESSAGE, people(10, start))  # neither unknown nor retried
+        deadline = time.monotonic() + 5
+        while sendgrid_server.closed < start // 10 + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)  # the close comes while the client is idle, as a timeout's does
+    assert sendgrid_server.connections == 5
+    assert len(sendgrid_server.deliveries()) == 50 and set(sendgrid_server.deliveries().values()) == {1}
+
+
+def test_a_proxy_the_environment_names_carries_the_mail_send(
+    sendgrid_server: SendGridServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server answers absolute-form request targets too, so it can stand in for the proxy.
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", sendgrid_server.url)
+    mailer = SendGridMailer(SENDGRID_TEST_KEY, "http://sendgrid.invalid", timeout=5)
+    mailer.push(MESSAGE, people(2))
+    assert sendgrid_server.mail_targets == ["http://sendgrid.invalid/v3/mail/send"]
+    assert len(sendgrid_server.deliveries()) == 2
 
 
 def test_unreachable_host_is_temporary() -> None:

@@ -89,6 +89,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
     Delivery,
@@ -169,7 +170,7 @@ def _one_of(column: Any, values: Sequence[str]) -> Any:
     return or_(*(column == v for v in values)) if values else false()
 
 
-# The audience page statement, compiled once per dialect and shape (see audience_page).
+# The audience page statement, one per shape (see audience_page), compiled once per dialect by driver_sql.
 _PAGES: dict[tuple[Any, ...], Any] = {}
 
 
@@ -182,35 +183,24 @@ def audience_page(connection: Connection, newsletter_id: int, after_id: int, max
     which are few per process) and run on the driver's cursor: a send reads a million rows, and SQLAlchemy's
     result rows cost twice the query itself. Names come out on one line as the SingleLine column type would
     give them."""
-    dialect = connection.dialect
-    key = (dialect.name, variant is not None, _frozen(frequency), _frozen(group))
-    compiled = _PAGES.get(key)
-    if compiled is None:
+    key = (variant is not None, _frozen(frequency), _frozen(group))
+    statement = _PAGES.get(key)
+    if statement is None:
         if len(_PAGES) > 256:  # a long-lived scheduler meets new zone groups: keep the cache bounded
             _PAGES.clear()
-        statement = audience_query(
+        # The cadence and zone lists are part of the key: their values stay bound in the statement.
+        statement = _PAGES[key] = audience_query(
             bindparam("nl", type_=Integer), bindparam("after", type_=BigInteger),  # type: ignore[arg-type]
             bindparam("max", type_=BigInteger),  # type: ignore[arg-type]
             variant=bindparam("variant", type_=String) if variant is not None else None,  # type: ignore[arg-type]
             at=bindparam("at", type_=DateTime),  # type: ignore[arg-type]
             frequency=frequency, group=group,
         ).limit(bindparam("limit", type_=Integer))
-        # The cadence and zone lists are part of the key: their values stay bound in the compiled statement.
-        compiled = _PAGES[key] = statement.compile(dialect=dialect)
-    when = utcnow() if at is None else at
-    # exec_driver_sql applies no type processors: the column type's own (SQLite keeps datetimes as text).
-    process = DateTime().bind_processor(dialect)
     values: dict[str, Any] = {"nl": newsletter_id, "after": after_id, "max": max_id, "limit": limit,
-                              "at": process(when) if process else when}
+                              "at": utcnow() if at is None else at}
     if variant is not None:
         values["variant"] = variant
-    params = compiled.construct_params(values)
-    args: Any = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
-    result = connection.exec_driver_sql(compiled.string, args)  # (its cursor events fire: scale mode times them)
-    try:
-        fetched = result.cursor.fetchall()  # plain tuples, without SQLAlchemy's row objects
-    finally:
-        result.close()
+    fetched = driver_sql.rows(connection, statement, values)  # plain tuples, without SQLAlchemy's row objects
     return [(sub, sid, email, None if name is None else single_line(name)) for sub, sid, email, name in fetched]
 
 
@@ -348,6 +338,36 @@ def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
     connection.exec_driver_sql(f"INSERT INTO delivery {DELIVERY_COLUMNS} VALUES ({', '.join([mark] * 6)})", rows)
 
 
+# The statements run once or twice per batch, built once and run on the driver (newsletter.store.driver_sql).
+_LAST_NUMBER = select(func.max(SendBatch.number)).where(SendBatch.send_id == bindparam("send"))
+_LAST_AFTER = {
+    (by_variant, by_group): select(SendBatch.last_subscription_id).where(
+        SendBatch.send_id == bindparam("send"),
+        SendBatch.variant == bindparam("variant") if by_variant else SendBatch.variant.is_(None),
+        SendBatch.send_group == bindparam("group") if by_group else SendBatch.send_group.is_(None),
+    ).order_by(SendBatch.number.desc()).limit(1)
+    for by_variant in (False, True) for by_group in (False, True)}
+_NEW_BATCH = SendBatch.__table__.insert().values(
+    send_id=bindparam("new_send"), number=bindparam("new_number"), first_subscription_id=bindparam("new_first"),
+    last_subscription_id=bindparam("new_last"), recipients=bindparam("new_recipients"), status="claimed",
+    claimed_by=bindparam("new_by"), claimed_at=bindparam("new_at", type_=DateTime), attempts=0,
+    variant=bindparam("new_variant"), send_group=bindparam("new_group")).returning(SendBatch.id)
+_COUNT_SENT = update(Send).where(Send.id == bindparam("send")).values(sent=Send.sent + bindparam("delivered"))
+_HELD_BY_NAME = select(func.count()).select_from(SendHold).where(
+    SendHold.batch_id == bindparam("batch"), SendHold.status == "unknown")
+_BATCH_UPDATES: dict[tuple[str, ...], Any] = {}  # by the columns set (a handful of shapes)
+
+
+def _update_batch(conn: Connection, batch_id: int, values: Mapping[str, Any]) -> None:
+    """UPDATE send_batch SET `values` WHERE id = `batch_id`, through the statement kept for these columns."""
+    columns = tuple(sorted(values))
+    statement = _BATCH_UPDATES.get(columns)
+    if statement is None:
+        statement = _BATCH_UPDATES[columns] = update(SendBatch).where(SendBatch.id == bindparam("batch")).values(
+            {c: bindparam(f"set_{c}", type_=SendBatch.__table__.c[c].type) for c in columns})
+    driver_sql.execute(conn, statement, {"batch": batch_id, **{f"set_{c}": v for c, v in values.items()}})
+
+
 _WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _WRITERS_LOCK = threading.Lock()
 
@@ -421,24 +441,18 @@ class Ledger:
 
     def _claim(self, me: str, variant: str | None, group: int | None = None) -> Batch | None:
         with self._writing, self.engine.begin() as conn:
-            mine = SendBatch.send_id == self.send_id
-            number = (conn.scalar(select(func.max(SendBatch.number)).where(mine)) or 0) + 1
-            after = conn.scalar(
-                select(SendBatch.last_subscription_id)
-                .where(mine, SendBatch.variant.is_(None) if variant is None else SendBatch.variant == variant,
-                       SendBatch.send_group.is_(None) if group is None else SendBatch.send_group == group)
-                .order_by(SendBatch.number.desc()).limit(1)
-            ) or 0
+            number = (driver_sql.scalar(conn, _LAST_NUMBER, {"send": self.send_id}) or 0) + 1
+            after = driver_sql.scalar(conn, _LAST_AFTER[variant is not None, group is not None],
+                                      {"send": self.send_id, "variant": variant, "group": group}) or 0
             # Keyset page: an index range scan however far into a million-row audience we are.
             rows = audience_page(conn, self.newsletter_id, after, self.max_id, self.batch_size, variant=variant,
                                  at=self.at, frequency=self.frequency, group=self._group(group))
             if not rows:
                 return None
-            inserted = conn.execute(SendBatch.__table__.insert().values(
-                send_id=self.send_id, number=number, first_subscription_id=rows[0][0],
-                last_subscription_id=rows[-1][0], recipients=len(rows), status="claimed", claimed_by=me,
-                claimed_at=utcnow(), attempts=0, variant=variant, send_group=group))
-            batch_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+            batch_id = int(driver_sql.scalar(conn, _NEW_BATCH, {
+                "new_send": self.send_id, "new_number": number, "new_first": rows[0][0], "new_last": rows[-1][0],
+                "new_recipients": len(rows), "new_by": me, "new_at": utcnow(), "new_variant": variant,
+                "new_group": group}))
             return Batch(batch_id, number, rows[0][0], rows[-1][0], "claimed", 0, time.time(), None, rows, variant,
                          group)
 
@@ -598,7 +612,7 @@ class Ledger:
                 sent_at: Any = now if conn.dialect.name != "sqlite" else now.isoformat(" ")
                 insert_deliveries(session, [(send_id, batch_id, r[1], r[2], ids.get(r[2]), sent_at) for r in delivered]
                                   if ids else [(send_id, batch_id, r[1], r[2], None, sent_at) for r in delivered])
-                conn.execute(update(Send).where(Send.id == send_id).values(sent=Send.sent + len(delivered)))
+                driver_sql.execute(conn, _COUNT_SENT, {"send": send_id, "delivered": len(delivered)})
             for email in bounced or {}:
                 suppress(session, email, None, "bounced")
             why = "; ".join(f"not sent to {email}: {reason}" for email, reason in (not_built or {}).items())
@@ -606,8 +620,7 @@ class Ledger:
             status = "sent"
             if final:
                 # Everyone sent but those held by name: the batch is held (`unknown`) for the operator.
-                held = conn.execute(select(func.count()).select_from(SendHold).where(
-                    SendHold.batch_id == batch.id, SendHold.status == "unknown")).scalar() or 0
+                held = driver_sql.scalar(conn, _HELD_BY_NAME, {"batch": batch.id}) or 0
                 if held:
                     status = "unknown"
                     values["error"] = "; ".join(filter(None, (
@@ -616,14 +629,14 @@ class Ledger:
                 values.update(status=status, sent_at=now if status == "sent" else None)
                 if provider_message_id:
                     values["provider_message_id"] = provider_message_id[:200]
-            conn.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
+            _update_batch(conn, batch.id, values)
         if final:
             batch.status = status
         return len(delivered)
 
     def _set(self, batch: Batch, **values: Any) -> None:
         with self._writing, self.engine.begin() as conn:
-            conn.execute(update(SendBatch).where(SendBatch.id == batch.id).values(**values))
+            _update_batch(conn, batch.id, values)
         for key in ("status", "attempts", "error"):
             if key in values:
                 setattr(batch, key, values[key])
