@@ -32,36 +32,41 @@ class Compiled:
     sql: str
     names: tuple[str, ...]  # every bind, in the driver's order when it is positional
     positional: bool
-    fixed: Mapping[str, Any]  # binds with a value of their own (literals in the statement), already processed
+    fixed: Mapping[str, Any]  # binds with a value of their own (literals in the statement), processed like the rest
     processors: Mapping[str, Callable[[Any], Any]]  # the binds whose type processes the value
 
+    def __post_init__(self) -> None:
+        # Where in the driver's parameters each processing goes (the same name may occur twice).
+        object.__setattr__(self, "_processed", tuple(
+            (i, self.processors[name]) for i, name in enumerate(self.names) if name in self.processors))
+
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-        processors, fixed = self.processors, self.fixed
-        out = []
-        for name in self.names:
-            if name in values:
-                value = values[name]
-                process = processors.get(name)
-                out.append(process(value) if process is not None and value is not None else value)
-            elif name in fixed:
-                out.append(fixed[name])
-            else:
-                raise KeyError(f"no value for the statement's parameter {name!r}")
+        if self.fixed:
+            values = {**self.fixed, **values}
+        try:
+            out = [values[name] for name in self.names]
+        except KeyError as exc:
+            raise KeyError(f"no value for the statement's parameter {exc.args[0]!r}") from None
+        for i, process in self._processed:  # type: ignore[attr-defined]
+            out[i] = process(out[i])  # None too, as SQLAlchemy does (a JSON column stores it as 'null')
         return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
 
 
-_kept: dict[tuple[str, int], tuple[ClauseElement, Compiled]] = {}
+_kept: dict[tuple[str, int, tuple[str, ...] | None], tuple[ClauseElement, Compiled]] = {}
 _lock = threading.Lock()
 
 
-def compile_for(dialect: Dialect, statement: ClauseElement) -> Compiled:
+def compile_for(dialect: Dialect, statement: ClauseElement,
+                column_keys: Sequence[str] | None = None) -> Compiled:
     """`statement` compiled for `dialect`, once for as long as the statement object lives here (keep it in a
-    module-level name or a bounded cache: the compiled form is kept by the statement's identity)."""
-    key = (dialect.name, id(statement))
+    module-level name or a bounded cache: the compiled form is kept by the statement's identity). An INSERT
+    or UPDATE without values of its own takes `column_keys`: one parameter per column, named by its key."""
+    keys = tuple(column_keys) if column_keys is not None else None
+    key = (dialect.name, id(statement), keys)
     kept = _kept.get(key)
     if kept is not None and kept[0] is statement:
         return kept[1]
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
     if not isinstance(compiled, SQLCompiler):
         raise ValueError("not a SQL statement")
     if compiled.literal_execute_params or compiled.post_compile_params:
@@ -79,8 +84,7 @@ def compile_for(dialect: Dialect, statement: ClauseElement) -> Compiled:
         if process is not None:
             processors[name] = process
         if not bind.required:
-            value = bind.effective_value
-            fixed[name] = process(value) if process is not None and value is not None else value
+            fixed[name] = bind.effective_value
     made = Compiled(str(compiled), names, bool(dialect.positional), fixed, processors)
     with _lock:
         if len(_kept) > 1024:  # statements made per shape (a cache of them upstream) must not grow this forever
@@ -95,11 +99,12 @@ def execute(connection: Connection, statement: ClauseElement, values: Mapping[st
     return connection.exec_driver_sql(compiled.sql, compiled.parameters(values))
 
 
-def executemany(connection: Connection, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Run `statement` once per row of `rows` in one driver executemany."""
+def executemany(connection: Connection, statement: ClauseElement, rows: Sequence[Mapping[str, Any]],
+                column_keys: Sequence[str] | None = None) -> None:
+    """Run `statement` once per row of `rows` in one driver executemany (`column_keys`: see compile_for)."""
     if not rows:
         return
-    compiled = compile_for(connection.dialect, statement)
+    compiled = compile_for(connection.dialect, statement, column_keys)
     connection.exec_driver_sql(compiled.sql, [compiled.parameters(row) for row in rows])
 
 
