@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pysbd
@@ -211,6 +211,9 @@ def split_sentences(paragraph: str, language: str | None = "en") -> list[str]:
 # quotes, each rebuild of a draft, an archive story's blurb under several issues. Keyed by the text itself.
 @lru_cache(maxsize=8192)
 def _split_sentences(paragraph: str, language: str | None) -> tuple[str, ...]:
+    known = _KNOWN_SPLITS.get((paragraph, language))
+    if known is not None:
+        return known
     paragraph = normalize_ws(paragraph)
     if not paragraph:
         return ()
@@ -222,6 +225,51 @@ def _split_sentences(paragraph: str, language: str | None) -> tuple[str, ...]:
     except Exception:  # pysbd has rare regex failures on odd input; one sentence is better than none
         parts = [paragraph]
     return tuple(p.strip() for p in parts if p.strip())
+
+
+# Splits made in another process and stored with the article (remember_splits), by (paragraph, language code).
+_KNOWN_SPLITS: dict[tuple[str, str | None], tuple[str, ...]] = {}
+_MAX_KNOWN = 50_000
+# Bumped whenever _split_sentences or the paragraphs it is given change: splits stored before are then ignored.
+SPLIT_RULES = 1
+
+
+@cache
+def _splits_version() -> str:
+    import pysbd
+
+    return f"pysbd {pysbd.__version__}, rules {SPLIT_RULES}"
+
+
+def sentence_splits(text: str, language: str | None = "en") -> dict[str, Any]:
+    """How `sentences` splits `text`'s prose paragraphs, to be stored with the article: another process hands it
+    to remember_splits and skips pysbd, the slowest step of reading a story (cached here, so free after the
+    summary was made)."""
+    code = language_code(language)
+    return {"version": _splits_version(), "language": code,
+            "splits": [list(_split_sentences(p, code)) for p in paragraphs(text) if is_prose(p)]}
+
+
+def remember_splits(text: str, language: str | None, stored: Any) -> bool:
+    """Take splits `sentence_splits` made of this very text, with the same pysbd and rules, for the sentences of
+    `text` from now on; False (and nothing taken) when they are of another text, version or language."""
+    code = language_code(language)
+    if not isinstance(stored, dict) or stored.get("version") != _splits_version() or stored.get("language") != code:
+        return False
+    prose = [p for p in paragraphs(text) if is_prose(p)]
+    splits = stored.get("splits")
+    if not isinstance(splits, list) or len(splits) != len(prose):
+        return False
+    taken = []
+    for paragraph, split in zip(prose, splits, strict=True):
+        flat = normalize_ws(paragraph)
+        if not isinstance(split, list) or not all(isinstance(x, str) and x and x in flat for x in split):
+            return False  # not this text's: a sentence the paragraph does not hold
+        taken.append(((paragraph, code), tuple(split)))
+    if len(_KNOWN_SPLITS) + len(taken) > _MAX_KNOWN:
+        _KNOWN_SPLITS.clear()
+    _KNOWN_SPLITS.update(taken)
+    return True
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pysbd
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter import text as text_module
 from newsletter.collect.fetch import FetchLimits
 from newsletter.config import Newsletter
 from newsletter.editorial import enrich as enrich_module
@@ -329,3 +331,41 @@ def test_model_endpoint_slow_or_broken_falls_back(
     assert row.summary_method == "extractive"
     expected = {"slow": "no answer within 0.4s", "error": "HTTP 500", "garbage": "unexpected reply"}[mode]
     assert expected in row.notes["summary"]
+
+
+def _as_a_new_process() -> None:
+    """Forget every sentence split this process made or was given, as a new process starts."""
+    text_module._split_sentences.cache_clear()
+    text_module._sentences.cache_clear()
+    text_module._KNOWN_SPLITS.clear()
+
+
+def test_a_build_in_a_new_process_takes_the_sentence_splits_kept_with_the_article(
+    server: EditorialServer, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hn = _source(session, "Hacker News")
+    bridge = _item(session, hn, "Town votes to rebuild the old harbour bridge in timber", server.url("/harbour"),
+                   "Comments")
+    issue = _issue(session, [bridge])
+    enrich_issue(session, issue, _newsletter(), limits=LIMITS)
+    session.commit()
+    built = [(r.summary, r.quotes) for r in issue.items]
+    article = session.scalars(select(Article).where(Article.url == server.url("/harbour"))).one()
+    assert article.sentences is not None and len(article.sentences["splits"]) > 3
+    prose = {text_module.normalize_ws(p) for p in text_module.paragraphs(article.text) if text_module.is_prose(p)}
+
+    asked: list[str] = []
+    segment = pysbd.Segmenter.segment
+    monkeypatch.setattr(pysbd.Segmenter, "segment", lambda self, text: asked.append(text) or segment(self, text))
+    _as_a_new_process()
+    enrich_issue(session, issue, _newsletter(), limits=LIMITS)
+    assert [(r.summary, r.quotes) for r in issue.items] == built  # the same story, without splitting the article
+    assert not prose & set(asked)
+
+    # Splits another pysbd version made are not taken: the article is split again, and its splits kept anew.
+    article.sentences = {**article.sentences, "version": "pysbd 0.0.1, rules 1"}
+    session.commit()
+    _as_a_new_process()
+    enrich_issue(session, issue, _newsletter(), limits=LIMITS)
+    assert [(r.summary, r.quotes) for r in issue.items] == built
+    assert prose <= set(asked) and article.sentences["version"] != "pysbd 0.0.1, rules 1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from newsletter import text
 from newsletter.editorial.summarize import extractive_summary, lead_sentences
 from newsletter.text import appears_in, paragraphs, sentences, split_sentences, word_count
 
@@ -63,3 +64,20 @@ def test_quote_normalisation_matches_curly_and_straight() -> None:
     source = "She said “it’s  a\nbig day” for the town."
     assert appears_in('She said "it\'s a big day" for the town.', source)
     assert not appears_in("She said it is a big day", source)
+
+
+def test_kept_sentence_splits_are_taken_only_for_their_own_text_version_and_language() -> None:
+    article = ("Dr. Ana Ruiz arrived at 3.30 p.m. on Monday. She met the mayor. They spoke for an hour.\n\n"
+               "The plan costs 4.5 million euros. Work starts in May. It ends in 2028.")
+    kept = text.sentence_splits(article, "en")
+    fresh = [s.text for s in text.sentences(article, "en")]
+    other = "The bridge opens in June. Tolls are gone.\n\nA second bridge is planned. It opens later."
+    assert not text.remember_splits(other, "en", kept)  # another text: its sentences are not in it
+    assert not text.remember_splits(article, "de", kept)
+    assert not text.remember_splits(article, "en", {**kept, "version": "pysbd 0.0.1, rules 1"})
+    assert not text.remember_splits(article, "en", {**kept, "splits": kept["splits"][:1]})
+    assert not text.remember_splits(article, "en", None)
+    text._split_sentences.cache_clear()
+    text._sentences.cache_clear()
+    assert text.remember_splits(article, "en", kept)
+    assert [s.text for s in text.sentences(article, "en")] == fresh

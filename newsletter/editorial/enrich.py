@@ -35,7 +35,7 @@ from newsletter.editorial.related import (
 )
 from newsletter.editorial.summarize import extractive_summary
 from newsletter.store.models import Article, IssueItem, IssueRow, Item, Source, utcnow
-from newsletter.text import word_count
+from newsletter.text import remember_splits, sentence_splits, word_count
 from newsletter.urls import web_url
 
 log = logging.getLogger(__name__)
@@ -356,6 +356,29 @@ def _quotes(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None
             row.notes = {**(row.notes or {}), "quotes": f"failed: {type(exc).__name__}"}
 
 
+def _take_splits(stories: list[_Story], articles: dict[str, Article]) -> None:
+    """Sentence splits an earlier build kept with the article: this process need not split the text again."""
+    for story in stories:
+        art = articles.get(story.row.url)
+        if story.from_article and art is not None and art.sentences is not None:
+            remember_splits(story.text, story.language, art.sentences)
+
+
+def _keep_splits(stories: list[_Story], articles: dict[str, Article]) -> None:
+    """Keep each article's sentence splits with it (already made for its summary and quotes) for later builds."""
+    for story in stories:
+        art = articles.get(story.row.url)
+        if not story.from_article or art is None:
+            continue
+        try:
+            splits = sentence_splits(story.text, story.language)
+        except Exception:  # a cache: never a reason for the build to fail
+            log.exception("sentence splits not kept for %s", story.row.url)
+            continue
+        if art.sentences != splits:
+            art.sentences = splits
+
+
 def enrich_issue(
     session: Session, issue: IssueRow, newsletter: Newsletter, *, limits: FetchLimits | None = None
 ) -> EnrichReport:
@@ -383,10 +406,12 @@ def enrich_issue(
         except Exception as exc:
             log.exception("story text failed for %s", row.url)
             report.problems.append(f"{_label(row)}: text: {type(exc).__name__}: {exc}")
+    _take_splits(stories, articles)
     _summaries(stories, newsletter, report)
     stage("summaries")
     _quotes(stories, newsletter, report)
     stage("quotes")
+    _keep_splits(stories, articles)
     if newsletter.digest.related > 0:
         _related(session, issue, stories, newsletter, report)
     stage("related")

@@ -149,6 +149,9 @@ class Article(Base):
     language: Mapped[str | None] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text, default="")
     fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # How the editorial core split `text` into sentences (newsletter.text.sentence_splits), kept so that a build
+    # in a new process does not split it again; NULL until a build has read the article.
+    sentences: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class IssueRow(Base):
