@@ -40,6 +40,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -420,7 +421,7 @@ def timing(pages: list[Page], texts: list[str], stories: int = 30, archive: int 
     from sqlalchemy.orm import Session
 
     from newsletter.config import Newsletter
-    from newsletter.editorial.enrich import enrich_issue
+    from newsletter.editorial.enrich import EnrichReport, enrich_issue
     from newsletter.store.db import ensure_newsletter, get_engine
     from newsletter.store.models import IssueItem, IssueRow, Item, Source
 
@@ -503,6 +504,14 @@ def timing(pages: list[Page], texts: list[str], stories: int = 30, archive: int 
                 session.commit()
                 empty = sum(1 for r in issue.items if (r.notes or {}).get("text", "").startswith("feed"))
                 runs.append((label, report, empty, cpu))
+            # And as a rebuild from the command line does it: a new process, the articles (and their sentence
+            # splits) stored by the builds above, nothing in memory.
+            fresh = subprocess.run([sys.executable, __file__, "--rebuild", f"sqlite:///{tmp}/bench.db", feed.url],
+                                   capture_output=True, text=True)
+            if fresh.returncode != 0:
+                raise SystemExit(f"the rebuild in a new process failed:\n{fresh.stderr[-3000:]}")
+            cold = json.loads(fresh.stdout.strip().splitlines()[-1])
+            runs.append(("third build (a new process)", EnrichReport(**cold["report"]), 0, cold["cpu"]))
     server.shutdown()
     print(f"Enriching a {stories}-story issue (archive of {archive + stories} items, pages on loopback HTTP):")
     head = (f"{'run':<32}{'total s':>9}{'fetch s':>9}{'per story ms':>14}{'cpu ms':>8}{'no text':>9}"
@@ -520,6 +529,28 @@ def timing(pages: list[Page], texts: list[str], stories: int = 30, archive: int 
     print(f"first build: {runs[0][1].summary_line()}")
     print()
     return runs
+
+
+def rebuild(db_url: str, feed_url: str) -> None:
+    """In a new process: enrich the benchmark's issue again from its database; prints the report as JSON."""
+    from dataclasses import fields as dataclass_fields
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from newsletter.config import Newsletter
+    from newsletter.editorial.enrich import enrich_issue
+    from newsletter.store.db import get_engine
+    from newsletter.store.models import IssueRow
+
+    with Session(get_engine(db_url)) as session:
+        issue = session.scalars(select(IssueRow)).one()
+        nl = Newsletter.model_validate(
+            {"name": "Bench", "slug": "bench", "from_address": "b@example.com", "sources": [{"url": feed_url}]})
+        cpu = time.process_time()
+        report = enrich_issue(session, issue, nl)
+        fields = {f.name: getattr(report, f.name) for f in dataclass_fields(report)}  # asdict breaks the Counter
+        print(json.dumps({"cpu": time.process_time() - cpu, "report": {**fields, "summaries": dict(report.summaries)}}))
 
 
 def main() -> list[dict[str, str]]:
@@ -543,7 +574,7 @@ def main() -> list[dict[str, str]]:
         first = first or (pages, res.texts)
     if first and args.stories > 0:
         runs = timing(*first, args.stories, args.archive)
-        (_, r1, empty1, _), (_, r2, _, cpu2) = runs
+        (_, r1, empty1, _), (_, r2, _, cpu2), (_, r3, _, cpu3) = runs
         rows += [
             {
                 "benchmark": "editorial",
@@ -559,11 +590,21 @@ def main() -> list[dict[str, str]]:
                 "result": f"{r2.seconds / max(r2.items, 1) * 1000:.0f} ms/story "
                 f"({cpu2 / max(r2.items, 1) * 1000:.1f} ms CPU); goal <= 12 ms",
             },
+            {
+                "benchmark": "editorial",
+                "case": f"enrich {r3.items} stories again in a new process, articles and sentence splits stored",
+                "seconds": f"{r3.seconds:.2f}",
+                "result": f"{r3.seconds / max(r3.items, 1) * 1000:.0f} ms/story "
+                f"({cpu3 / max(r3.items, 1) * 1000:.1f} ms CPU); goal <= 12 ms",
+            },
         ]
     return rows
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--rebuild"]:
+        rebuild(*sys.argv[2:4])
+        raise SystemExit
     from benchmarks.table import print_table
 
     print_table(main())
