@@ -12,6 +12,7 @@
 - throughput (wrk, 16 connections, when wrk is installed): the unsubscribe page (GET /u/TOKEN) and an archive
   issue page, beside a minimal Starlette app answering a small page under the same uvicorn settings (the floor).
 
+    python benchmarks/web.py --throughput        # only the wrk rows
     python benchmarks/web.py --floor-app PORT    # only the minimal Starlette app, for comparing by hand
 """
 
@@ -275,6 +276,7 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3, help="wrk's run per page")
     parser.add_argument("--floor-app", type=int, metavar="PORT", help="serve only the minimal app on PORT")
+    parser.add_argument("--throughput", action="store_true", help="only the wrk rows (floor, unsubscribe, archive)")
     args = parser.parse_args()
     if args.floor_app:
         serve_floor(args.floor_app)
@@ -303,6 +305,8 @@ def main() -> list[dict[str, str]]:
                     subscriber = session.scalars(select(Subscriber.id)).first()
                 token = Signer(site.settings.secret_key).make(UNSUBSCRIBE, subscriber, "city")
                 rows.extend(throughput(base, env, token, args.seconds, server.pid))
+                if args.throughput:
+                    return rows
                 static = _time(lambda: client.get("/static/app.css").raise_for_status(), runs)
                 rows.append(_row("static file (the floor)", static, "HTTP request, whole"))
                 story = "/archive/city/1/1-old-market-reopens"
