@@ -140,9 +140,10 @@ def floor_app() -> object:
 def serve_floor(port: int) -> None:
     import uvicorn
 
-    from newsletter.cli.web import uvicorn_options
+    from newsletter.cli.web import served, uvicorn_options
 
-    uvicorn.run(floor_app(), **uvicorn_options("127.0.0.1", port, proxies=[]))
+    # Served as `newsletter serve` serves the app, its access log included.
+    uvicorn.run(served(floor_app(), access_log=True), **uvicorn_options("127.0.0.1", port, proxies=[]))
 
 
 def throughput(base: str, env: dict[str, str], token: str, seconds: float,
