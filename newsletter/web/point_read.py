@@ -87,10 +87,12 @@ def _sqlite_path(engine: Engine) -> str | None:
 
 
 def _local(engine: Engine, path: str) -> threading.local:
-    with _readers_lock:
-        local = _readers.get(engine)
-        if local is None:
-            local = _readers[engine] = threading.local()
+    local = _readers.get(engine)  # the lock only to make one: every request after the first finds it
+    if local is None:
+        with _readers_lock:
+            local = _readers.get(engine)
+            if local is None:
+                local = _readers[engine] = threading.local()
     if getattr(local, "conn", None) is None:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit: no snapshot is kept
         conn.execute("PRAGMA query_only=ON")
