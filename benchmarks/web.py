@@ -124,7 +124,8 @@ def _rate_row(what: str, rate: float, floor: float, note: str) -> dict[str, str]
 
 
 def floor_app() -> object:
-    """The floor: a minimal Starlette app answering one small HTML page, no database, no middleware."""
+    """The floor: a minimal Starlette app answering one small HTML page, no database, no middleware (served
+    with the access log `newsletter serve` writes, see serve_floor)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse
     from starlette.routing import Route
