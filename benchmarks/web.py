@@ -12,6 +12,7 @@
 - throughput (wrk, 16 connections, when wrk is installed): the unsubscribe page (GET /u/TOKEN) and an archive
   issue page, beside a minimal Starlette app answering a small page under the same uvicorn settings (the floor).
 
+    python benchmarks/web.py --throughput        # only the wrk rows
     python benchmarks/web.py --floor-app PORT    # only the minimal Starlette app, for comparing by hand
 """
 
@@ -123,7 +124,8 @@ def _rate_row(what: str, rate: float, floor: float, note: str) -> dict[str, str]
 
 
 def floor_app() -> object:
-    """The floor: a minimal Starlette app answering one small HTML page, no database, no middleware."""
+    """The floor: a minimal Starlette app answering one small HTML page, no database, no middleware (served
+    with the access log `newsletter serve` writes, see serve_floor)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse
     from starlette.routing import Route
@@ -139,9 +141,10 @@ def floor_app() -> object:
 def serve_floor(port: int) -> None:
     import uvicorn
 
-    from newsletter.cli.web import uvicorn_options
+    from newsletter.cli.web import served, uvicorn_options
 
-    uvicorn.run(floor_app(), **uvicorn_options("127.0.0.1", port, proxies=[]))
+    # Served as `newsletter serve` serves the app, its access log included.
+    uvicorn.run(served(floor_app(), access_log=True), **uvicorn_options("127.0.0.1", port, proxies=[]))
 
 
 def throughput(base: str, env: dict[str, str], token: str, seconds: float,
@@ -275,6 +278,7 @@ def main() -> list[dict[str, str]]:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3, help="wrk's run per page")
     parser.add_argument("--floor-app", type=int, metavar="PORT", help="serve only the minimal app on PORT")
+    parser.add_argument("--throughput", action="store_true", help="only the wrk rows (floor, unsubscribe, archive)")
     args = parser.parse_args()
     if args.floor_app:
         serve_floor(args.floor_app)
@@ -303,6 +307,8 @@ def main() -> list[dict[str, str]]:
                     subscriber = session.scalars(select(Subscriber.id)).first()
                 token = Signer(site.settings.secret_key).make(UNSUBSCRIBE, subscriber, "city")
                 rows.extend(throughput(base, env, token, args.seconds, server.pid))
+                if args.throughput:
+                    return rows
                 static = _time(lambda: client.get("/static/app.css").raise_for_status(), runs)
                 rows.append(_row("static file (the floor)", static, "HTTP request, whole"))
                 story = "/archive/city/1/1-old-market-reopens"

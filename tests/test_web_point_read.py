@@ -57,3 +57,35 @@ def test_a_point_read_never_writes(tmp_path: Path) -> None:
     reader = point_read._reader(site.engine, str(tmp_path / "newsletter.db"))
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         reader.execute("DELETE FROM subscriber")
+
+
+def test_kept_answers_follow_every_commit_of_any_connection(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from newsletter.store.models import Comment, IssueItem, Reader
+    from newsletter.web import point_read
+
+    site = make_site(tmp_path)
+    engine = site.engine
+    counts = {"issue_id": site.sent_issue_id}
+    assert point_rows(engine, _COUNTS, counts, kept=True) == []
+    with session_scope(engine) as session:  # another connection of this process commits
+        item = session.scalars(select(IssueItem.id).where(IssueItem.issue_id == site.sent_issue_id)).first()
+        reader = Reader(email="r@example.com", session_generation=0)
+        session.add(reader)
+        session.flush()
+        session.add(Comment(issue_item_id=item, reader_id=reader.id, body="first", status="visible"))
+    assert point_rows(engine, _COUNTS, counts, kept=True) == [(item, 1)]
+    assert point_rows(engine, _COUNTS, counts, kept=True) == [(item, 1)]  # kept: no commit since
+    # Another process commits (as a send or `newsletter readers forget` would): the next read sees it.
+    path = str(tmp_path / "newsletter.db")
+    subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute(\"UPDATE comment SET status = 'hidden'\"); c.commit()", path], check=True)
+    assert point_rows(engine, _COUNTS, counts, kept=True) == []
+    assert point_rows(engine, _COUNTS, counts, kept=True) == _through_sqlalchemy(engine, _COUNTS, counts)
+    # Bounded: past the limit the kept answers are dropped, and each is read again.
+    for number in range(point_read.KEPT_LIMIT + 10):
+        point_rows(engine, _SENT_VERSION, {"slug": "city", "number": number}, kept=True)
+    assert len(point_read._local(engine, path).kept) <= point_read.KEPT_LIMIT
+    assert point_rows(engine, _COUNTS, counts, kept=True) == []

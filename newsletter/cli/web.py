@@ -65,12 +65,32 @@ def trusted_proxies(raw: str | None) -> list[str]:
 
 
 def uvicorn_options(host: str, port: int, proxies: list[str]) -> dict[str, Any]:
-    """How `newsletter serve` runs uvicorn (the benchmark's floor app runs under the same options)."""
+    """How `newsletter serve` runs uvicorn (the benchmark's floor app runs under the same options). uvicorn's
+    access log is off: `served` wraps the app in our own (newsletter.web.logs.AccessLog), same lines, cheaper."""
     from newsletter.web.logs import uvicorn_log_config
 
     # uvicorn would trust FORWARDED_ALLOW_IPS or 127.0.0.1 by default: set both knobs from our setting only.
     return {"host": host, "port": port, "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or [],
-            "log_level": "info", "server_header": False, "log_config": uvicorn_log_config()}
+            "log_level": "info", "server_header": False, "log_config": uvicorn_log_config(), "access_log": False}
+
+
+def served(app: Any, access_log: bool) -> Any:
+    """The ASGI app `newsletter serve` hands uvicorn: `app`, with the access log around it unless turned off."""
+    from newsletter.web.logs import AccessLog
+
+    return AccessLog(app) if access_log else app
+
+
+def access_log_wanted(flag: bool | None) -> bool:
+    """--access-log / --no-access-log, else NEWSLETTER_ACCESS_LOG (on unless 0, false, no or off)."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get("NEWSLETTER_ACCESS_LOG", "1").strip().lower()
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    fail(f"NEWSLETTER_ACCESS_LOG: {raw!r} is not 1 or 0")
 
 
 def register(app: typer.Typer) -> None:
@@ -78,6 +98,9 @@ def register(app: typer.Typer) -> None:
     def serve_cmd(
         host: str = typer.Option(None, "--host", help="Address to listen on [env NEWSLETTER_HOST; 127.0.0.1]."),
         port: int = typer.Option(None, "--port", help="Port [env NEWSLETTER_PORT; 8000]."),
+        access_log: bool | None = typer.Option(None, "--access-log/--no-access-log",
+                                        help="A line per request on standard output, link tokens cut out "
+                                             "[env NEWSLETTER_ACCESS_LOG; on]."),
     ) -> None:
         """Serve the editors' workspace, the public archive, the API and the subscription pages.
 
@@ -90,6 +113,7 @@ def register(app: typer.Typer) -> None:
 
         host = host or os.environ.get("NEWSLETTER_HOST") or "127.0.0.1"
         port = port or _env_port()
+        log_requests = access_log_wanted(access_log)
         current = settings()
         if not os.environ.get("NEWSLETTER_BASE_URL"):  # no public address given: links point where we listen
             shown = "localhost" if host in ("127.0.0.1", "::1", "0.0.0.0", "::") else host
@@ -100,7 +124,7 @@ def register(app: typer.Typer) -> None:
         proxies = trusted_proxies(os.environ.get("NEWSLETTER_TRUSTED_PROXIES"))
         if proxies:
             console.print(f"Trusting X-Forwarded-For from {', '.join(proxies)}")
-        uvicorn.run(web, **uvicorn_options(host, port, proxies))
+        uvicorn.run(served(web, log_requests), **uvicorn_options(host, port, proxies))
 
     editors = typer.Typer(help="Editors: the accounts that sign in to the workspace and use the API.",
                           no_args_is_help=True)

@@ -36,6 +36,12 @@ DEFAULT_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsa
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, https: bool) -> None:
         self.app, self.https = app, https
+        # Made once: every response carries them (unless it set its own, e.g. the edition's stricter CSP).
+        wanted = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+                  (b"x-frame-options", b"SAMEORIGIN"), (b"content-security-policy", DEFAULT_CSP.encode())]
+        if https:
+            wanted.append((b"strict-transport-security", b"max-age=31536000"))
+        self.wanted = tuple(wanted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,15 +52,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                wanted = {
-                    b"x-content-type-options": b"nosniff",
-                    b"referrer-policy": b"same-origin",
-                    b"x-frame-options": b"SAMEORIGIN",
-                    b"content-security-policy": DEFAULT_CSP.encode(),
-                }
-                if self.https:
-                    wanted[b"strict-transport-security"] = b"max-age=31536000"
-                headers += [(k, v) for k, v in wanted.items() if k not in present]
+                headers += [(k, v) for k, v in self.wanted if k not in present]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -120,7 +120,7 @@ _COUNTS = (
 
 def comment_counts(engine: Engine, issue_id: int) -> dict[int, int]:
     """issue_item_id -> visible comments, for every story of the issue that has any."""
-    return {int(item): int(n) for item, n in point_rows(engine, _COUNTS, {"issue_id": issue_id})}
+    return {int(item): int(n) for item, n in point_rows(engine, _COUNTS, {"issue_id": issue_id}, kept=True)}
 
 
 @dataclass

@@ -177,7 +177,7 @@ _SENT_VERSION = (
 
 
 def _version(state: WebState, slug: str, number: int) -> tuple[Any, ...]:
-    rows = point_rows(state.engine, _SENT_VERSION, {"slug": slug, "number": number})
+    rows = point_rows(state.engine, _SENT_VERSION, {"slug": slug, "number": number}, kept=True)
     if not rows:  # drafts, held and approved issues are not public, and say nothing about existing
         raise HTTPException(404, "There is no such issue.")
     return tuple(rows[0])

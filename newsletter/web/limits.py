@@ -12,6 +12,7 @@ than an overflow inside the database driver.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
@@ -70,7 +71,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only Content-Length is read here: no dict of every header per request. Names are lowercase (ASGI);
+        # of a repeated one the last counts, as in the dict this was before.
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+        headers = {"content-length": length.decode("latin-1")} if length is not None else {}
         try:
             declared_length(headers, self.limit)
         except HTTPException as exc:
@@ -114,6 +121,7 @@ class BodyLimit:
 
 
 MAX_PATH_NUMBER = 2**31 - 1  # the narrowest id column (issue ids and numbers): 32-bit signed
+_TEN_DIGITS = re.compile(r"[0-9]{10}")
 
 
 class PathNumbers:
@@ -123,7 +131,9 @@ class PathNumbers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(_too_big(part) for part in scope.get("path", "").split("/")):
+        # Only a run of 10 digits or more can be past MAX_PATH_NUMBER: most paths need no splitting.
+        if (scope["type"] == "http" and _TEN_DIGITS.search(scope.get("path", ""))
+                and any(_too_big(part) for part in scope["path"].split("/"))):
             detail = "Not Found"
             response: Response = (JSONResponse({"error": detail}, 404) if scope["path"].startswith("/api/")
                                   else PlainTextResponse(detail, 404))

@@ -428,10 +428,11 @@ def public_routes(
         return _check_inbox(nl)
 
     return [
-        Route("/subscribe/{slug}", subscribe_form, methods=["GET"]),
-        Route("/subscribe/{slug}", subscribe, methods=["POST"]),
+        # The unsubscribe link first (every email carries it): the app tries routes in order, none overlap.
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe, methods=["POST"]),
+        Route("/subscribe/{slug}", subscribe_form, methods=["GET"]),
+        Route("/subscribe/{slug}", subscribe, methods=["POST"]),
         Route("/confirm/{token}", confirm_page, methods=["GET"]),
         Route("/confirm/{token}", confirm, methods=["POST"]),
         Route("/webhooks/sendgrid", sendgrid_webhook, methods=["POST"]),
