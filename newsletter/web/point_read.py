@@ -28,13 +28,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
+
+from newsletter.store import driver_sql
 
 T = TypeVar("T")
 AnySelect = Select[*tuple[Any, ...]]
@@ -48,10 +50,7 @@ async def point_read(engine: Engine, read: Callable[..., T], *args: object) -> T
 
 @dataclass(frozen=True)
 class _Compiled:
-    sql: str
-    names: tuple[str, ...]  # the bind parameters, in the order of the SQL's placeholders
-    fixed: Mapping[str, Any]  # values written into the statement itself (`status == "sent"`)
-    binds: tuple[Callable[[Any], Any] | None, ...]
+    driver: driver_sql.Compiled  # the SQL and its parameters (newsletter.store.driver_sql)
     results: tuple[Callable[[Any], Any] | None, ...]
 
 
@@ -66,17 +65,9 @@ def _compile(engine: Engine, statement: AnySelect) -> _Compiled:
     if kept is not None and kept[0] is statement:
         return kept[1]
     dialect = engine.dialect
-    compiled = statement.compile(dialect=dialect)
-    names = tuple(compiled.positiontup or ())
-    params = [compiled.binds[name] for name in names]
-    made = _Compiled(
-        sql=str(compiled),
-        names=names,
-        fixed={name: p.effective_value for name, p in zip(names, params, strict=True) if not p.required},
-        binds=tuple(p.type.dialect_impl(dialect).bind_processor(dialect) for p in params),
-        results=tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
-                      for c in statement.selected_columns),
-    )
+    made = _Compiled(driver_sql.compile_for(dialect, statement),
+                     tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
+                           for c in statement.selected_columns))
     _compiled[id(statement)] = (statement, made)
     return made
 
@@ -112,8 +103,7 @@ def point_rows(engine: Engine, statement: AnySelect, params: Mapping[str, Any], 
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(statement, dict(params))]
     c = _compile(engine, statement)
-    values: Sequence[Any] = [params[name] if name in params else c.fixed[name] for name in c.names]
-    values = [process(v) if process else v for process, v in zip(c.binds, values, strict=True)]
+    sql, values = c.driver.sql, c.driver.parameters(params)
     local = _local(engine, path)
     reader: sqlite3.Connection = local.conn
     if kept:
@@ -125,9 +115,9 @@ def point_rows(engine: Engine, statement: AnySelect, params: Mapping[str, Any], 
         key = (id(statement), tuple(values))
         rows: list[tuple[Any, ...]] | None = local.kept.get(key)
         if rows is None:
-            rows = local.kept[key] = _converted(c, reader.execute(c.sql, values).fetchall())
+            rows = local.kept[key] = _converted(c, reader.execute(sql, values).fetchall())
         return list(rows)
-    return _converted(c, reader.execute(c.sql, values).fetchall())
+    return _converted(c, reader.execute(sql, values).fetchall())
 
 
 def _converted(c: _Compiled, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
