@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urljoin, urlparse, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlparse, urlsplit, urlunsplit
 
 import pycurl
 
@@ -137,14 +137,33 @@ def _looks_like_address(host: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _target(url: str) -> tuple[str, int, str] | None:
-    """(host, port, scheme) of a URL that passes web_url, else None. Cached: every run asks for the same
-    feeds' URLs, and parsing them again was a tenth of a request's client CPU."""
+def _target(url: str) -> tuple[str, int, str, str] | None:
+    """(host, port, scheme, the URL as sent) of a URL that passes web_url, else None. Cached: every run asks for
+    the same feeds' URLs, and parsing them again was a tenth of a request's client CPU.
+
+    The URL as sent is ASCII, as libcurl takes it: a non-ASCII host in its IDNA form, other non-ASCII characters
+    percent-encoded as UTF-8 (what a browser sends for such a link); the host checked and pinned is that form."""
     if web_url(url) is None:
         return None
-    parts = urlsplit(url.strip())
+    wire = url.strip()
+    parts = urlsplit(wire)
+    host = parts.hostname or ""
+    if not wire.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (quote(userinfo, safe=_SAFE) + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        wire = urlunsplit((parts.scheme, netloc, quote(parts.path, safe=_SAFE), quote(parts.query, safe=_SAFE),
+                           quote(parts.fragment, safe=_SAFE)))
     scheme = parts.scheme.lower()
-    return parts.hostname or "", parts.port or (443 if scheme == "https" else 80), scheme
+    return host, parts.port or (443 if scheme == "https" else 80), scheme, wire
+
+
+_SAFE = "/%:@!$&'()*+,;=~?#[]"  # everything that already means something in a URL: only other characters are encoded
 
 
 @functools.lru_cache(maxsize=4096)
@@ -472,11 +491,15 @@ class _Client:
         """An easy handle for a request to `key`: one that last served the same host:port if there is one (its
         options are all set), else another idle one, re-pinned, else a new one. Handles are never closed before
         the multi: a connection calls back into the handle that opened it until the connection is closed."""
-        idle = self._idle.get(key) or next((i for i in self._idle.values() if i), None)
-        if idle is None:
+        idle = self._idle
+        same = idle.get(key)
+        if same is None and idle:
+            same = idle[next(iter(idle))]
+        if same is None:
             return _Transfer(self, key, self._resolve.get(key[:2]))
-        transfer = idle.pop()
-        transfer.reset()
+        transfer = same.pop()
+        if not same:
+            del idle[transfer.key]
         if transfer.key != key:
             transfer.key = key
             entry = self._resolve.get(key[:2])
@@ -485,6 +508,7 @@ class _Client:
         return transfer
 
     def _give_back(self, transfer: _Transfer) -> None:
+        transfer.reset()  # and the body it held goes with the result
         self._idle.setdefault(transfer.key, []).append(transfer)
 
     async def check(self, host: str, port: int, deadline: float) -> None:
@@ -629,14 +653,14 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
     key = _target(current)
     if key is None:  # never: the first URL and every redirect target passed web_url
         raise ValueError(f"not an http(s) URL: {current}")
-    host, port, _scheme = key
+    host, port, scheme, wire = key
     await client.check(host, port, deadline)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _TimedOut
-    transfer = client._take(key)
+    transfer = client._take((host, port, scheme))
     curl = transfer.curl
-    curl.setopt(pycurl.URL, current.strip())
+    curl.setopt(pycurl.URL, wire)
     curl.setopt(pycurl.HTTPHEADER, headers)
     curl.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
     try:
