@@ -1,13 +1,9 @@
-"""The one fetcher for every outbound request: http(s) with limits, conditional GET, timeouts, a size cap.
+"""The collector's fetcher as it was before pycurl (aiohttp, the guard as its resolver and socket factory).
 
-Used for feeds and for article pages alike, so both obey the same limits and the same guard
-(newsletter.collect.guard): every connection, including each hop of a redirect, goes only to an address the
-guard checked. Redirects are followed here, hop by hop (at most MAX_REDIRECTS), each target passing the http(s)
-URL check first; the result keeps the chain. file:// URLs and plain paths are read only when the caller says
-so (`local_files`, for the sources a schedule file lists: the operator's own disk), never for a link from a feed.
+Kept only so benchmarks/collect.py can measure it beside the fetcher in use, in the same run: the choice of
+HTTP client was made by these numbers and should stay checkable. Not used by the program.
 
-The HTTP client is aiohttp, chosen by measurement (benchmarks/collect.py runs it beside httpx): its C parser
-and plain-asyncio connection pool cost a tenth of httpx's client CPU per request. How the guard sits in it:
+How the guard sat in it:
 - a host name is resolved by the connector's resolver, which is the guard (resolve once, check every address,
   hand back only checked addresses; aiohttp's DNS cache is off, so nothing is reused without the check). aiohttp
   connects to those addresses (happy eyeballs over that list only) and starts TLS with the URL's host name, so
@@ -26,91 +22,28 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import unquote, urljoin, urlparse
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urljoin, urlparse
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from newsletter import __version__
+from newsletter.collect.fetch import (
+    MAX_REDIRECTS,
+    USER_AGENT,
+    FetchLimits,
+    FetchResult,
+    TooLarge,
+    _read_file,
+    is_local,
+)
 from newsletter.collect.guard import Guard, IPAddress, Refused
 from newsletter.urls import web_url
 
-USER_AGENT = f"newsletter/{__version__} (+https://github.com/newsletter-digest/newsletter)"
-DEFAULT_TIMEOUT = 20.0
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DRAIN_BYTES = 64 * 1024  # a body we do not keep is read (to keep the connection) only up to this size
-
-T = TypeVar("T")
-
-
-def run_fetches(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run for a batch of fetches, on uvloop where it is installed (a base dependency on CPython off
-    Windows, for uvicorn too): the same coroutines for about 15% less client CPU per request
-    (benchmarks/collect.py measures both loops); on asyncio's own loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-@dataclass(frozen=True)
-class FetchLimits:
-    timeout: float = DEFAULT_TIMEOUT  # seconds, for the whole response
-    max_bytes: int = DEFAULT_MAX_BYTES
-    concurrency: int = 64
-    per_host: int = 6  # be polite: no site gets more than this many requests at once
-
-
-@dataclass
-class FetchResult:
-    url: str
-    ok: bool
-    status: int | None = None  # HTTP status; 200 for files
-    body: bytes = b""
-    final_url: str | None = None
-    content_type: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    not_modified: bool = False
-    error: str | None = None
-    elapsed: float = 0.0
-    # Each redirect followed, in order: (status, absolute target URL); final_url is the last target.
-    redirects: list[tuple[int, str]] = field(default_factory=list)
-
-
-class TooLarge(Exception):
-    pass
-
-
-def is_local(url: str) -> bool:
-    scheme = urlparse(url).scheme
-    return scheme == "file" or scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/"))
-
-
-def local_path(url: str) -> Path:
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    return Path(url)
-
-
-def _read_file(url: str, limits: FetchLimits) -> FetchResult:
-    path = local_path(url)
-    try:
-        size = path.stat().st_size
-        if size > limits.max_bytes:
-            return FetchResult(url, False, error=f"too large: {size} bytes (limit {limits.max_bytes})")
-        return FetchResult(url, True, status=200, body=path.read_bytes(), final_url=url)
-    except OSError as exc:
-        return FetchResult(url, False, error=f"cannot read {path}: {exc.strerror or exc}")
 
 
 @functools.cache

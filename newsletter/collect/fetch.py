@@ -202,9 +202,9 @@ _CURL_ERRORS = {value: name[2:] for name, value in vars(pycurl).items()
 
 
 class _Transfer:
-    """One libcurl easy handle and what it gathers for the response it is reading. Reused for the next request
-    to the same host:port (its options, the pin included, are set once), so a request sets only its URL, its
-    headers and its timeout; the callbacks are bound once, none is made per request."""
+    """One libcurl easy handle and what it gathers for the response it is reading. Reused, for the same
+    host:port where it can be (its options, the pin included, are then all set), so a request sets only its URL,
+    its headers and its timeout; the callbacks are bound once, none is made per request."""
 
     __slots__ = ("client", "curl", "key", "lines", "chunks", "size", "keep", "over", "refused", "future")
 
@@ -282,8 +282,9 @@ def _text(value: bytes | None) -> str | None:
 
 
 class _Client:
-    """A CurlMulti on the running loop: its sockets watched with add_reader/add_writer, its timer a call_later,
-    libcurl told with socket_action. Connections are libcurl's, kept alive per host:port within the multi.
+    """A CurlMulti on the running loop: its sockets watched by the loop (through an epoll set of its own on
+    Linux), its timer a call_at, libcurl told with socket_action. Connections are libcurl's, kept alive per
+    host:port within the multi.
 
     Made per run (fetch_all): the guard's answers and the pins last as long as the run, like a connection."""
 
@@ -474,8 +475,8 @@ class _Client:
     async def _perform(self, transfer: _Transfer) -> tuple[int, str]:
         future = transfer.future = self.loop.create_future()
         curl = transfer.curl
-        self._transfers[curl] = transfer
         self.multi.add_handle(curl)
+        self._transfers[curl] = transfer
         self._running += 1
         try:
             return await future
@@ -489,8 +490,8 @@ class _Client:
 
     def _take(self, key: tuple[str, int, str]) -> _Transfer:
         """An easy handle for a request to `key`: one that last served the same host:port if there is one (its
-        options are all set), else another idle one, re-pinned, else a new one. Handles are never closed before
-        the multi: a connection calls back into the handle that opened it until the connection is closed."""
+        options are all set), else another idle one, re-pinned, else a new one. The handles are closed with the
+        client; there are never more than the requests that ran at once (at most `concurrency`)."""
         idle = self._idle
         same = idle.get(key)
         if same is None and idle:
@@ -520,6 +521,8 @@ class _Client:
             return
         if found is None:
             found = self._answers[key] = self.loop.create_task(self.guard.addresses(host, port))
+            # retrieved here too: a lookup whose only waiter timed out must not be reported as never retrieved
+            found.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             # Shielded: one request's timeout must not cancel the lookup others wait for too.
             async with asyncio.timeout(deadline - time.monotonic()):
