@@ -22,6 +22,7 @@ libcurl never follows a redirect itself, keeps no cookies, and speaks http and h
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import ipaddress
@@ -709,6 +710,40 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
     return FetchResult(url, True, body=b"".join(body), **common)
 
 
+class _Slots:
+    """A counting semaphore, first come first served, for fetch_all's limits. asyncio.Semaphore scans all its
+    waiters on every acquire (20 requests queued for a host's 6 slots: a tenth of a 304's client CPU); this
+    hands a freed slot straight to the next waiter."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def take(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled: pass it on
+                self.give()
+            raise
+
+    def give(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 async def fetch_all(
     requests: Sequence[tuple[str, str | None, str | None]],
     limits: FetchLimits,
@@ -721,19 +756,28 @@ async def fetch_all(
     """Fetch (url, etag, last_modified) triples concurrently, capped overall and per host; keeps order.
 
     `local_files` lets file paths through (a schedule's own sources); `guard` defaults to Guard()."""
-    overall = asyncio.Semaphore(limits.concurrency)
-    per_host: dict[str, asyncio.Semaphore] = {}
+    overall = _Slots(limits.concurrency)
+    per_host: dict[str, _Slots] = {}
 
     async with make_client(limits, guard) as client:
 
         async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
             host = _netloc(url)
-            host_sem = per_host.setdefault(host, asyncio.Semaphore(limits.per_host))
+            host_slots = per_host.get(host)
+            if host_slots is None:
+                host_slots = per_host[host] = _Slots(limits.per_host)
             # The host's turn first, then an overall slot: a request waiting for its host must not hold one
             # of the `concurrency` slots meanwhile (it did, and a run's first hosts kept the others waiting).
-            async with host_sem, overall:
-                result = await fetch(client, url, limits, etag=etag, last_modified=last_modified, accept=accept,
-                                     local_files=local_files)
+            await host_slots.take()
+            try:
+                await overall.take()
+                try:
+                    result = await fetch(client, url, limits, etag=etag, last_modified=last_modified,
+                                         accept=accept, local_files=local_files)
+                finally:
+                    overall.give()
+            finally:
+                host_slots.give()
             if on_done is not None:
                 maybe = on_done(result)
                 if asyncio.iscoroutine(maybe):
