@@ -658,7 +658,8 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
     if key is None:  # never: the first URL and every redirect target passed web_url
         raise ValueError(f"not an http(s) URL: {current}")
     host, port, scheme, wire = key
-    await client.check(host, port, deadline)
+    if type(client._answers.get((host, port))) is not list:  # not yet asked this run (a coroutine less a hop)
+        await client.check(host, port, deadline)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _TimedOut
@@ -711,9 +712,8 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
 
 
 class _Slots:
-    """A counting semaphore, first come first served, for fetch_all's limits. asyncio.Semaphore scans all its
-    waiters on every acquire (20 requests queued for a host's 6 slots: a tenth of a 304's client CPU); this
-    hands a freed slot straight to the next waiter."""
+    """A counting semaphore, first come first served, for fetch_all's overall limit. asyncio.Semaphore scans all
+    its waiters on every acquire; this hands a freed slot straight to the next waiter."""
 
     __slots__ = ("free", "waiters")
 
@@ -756,32 +756,41 @@ async def fetch_all(
     """Fetch (url, etag, last_modified) triples concurrently, capped overall and per host; keeps order.
 
     `local_files` lets file paths through (a schedule's own sources); `guard` defaults to Guard()."""
+    # One worker per allowed connection of a host (at most per_host), each taking the host's requests in turn:
+    # no site gets more than per_host at once. The host's turn first, then an overall slot: a request waiting for
+    # its host must not hold one of the `concurrency` slots meanwhile (it did, and a run's first hosts kept the
+    # others waiting). Fewer tasks than one a request, and no per-host semaphore to queue on.
+    results: list[FetchResult | None] = [None] * len(requests)
+    by_host: dict[str, collections.deque[int]] = {}
+    for index, request in enumerate(requests):
+        queue = by_host.get(_netloc(request[0]))
+        if queue is None:
+            queue = by_host[_netloc(request[0])] = collections.deque()
+        queue.append(index)
     overall = _Slots(limits.concurrency)
-    per_host: dict[str, _Slots] = {}
+    callbacks: list[Awaitable[None]] = []  # on_done coroutines, run beside the fetches, awaited before the end
 
     async with make_client(limits, guard) as client:
 
-        async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
-            host = _netloc(url)
-            host_slots = per_host.get(host)
-            if host_slots is None:
-                host_slots = per_host[host] = _Slots(limits.per_host)
-            # The host's turn first, then an overall slot: a request waiting for its host must not hold one
-            # of the `concurrency` slots meanwhile (it did, and a run's first hosts kept the others waiting).
-            await host_slots.take()
-            try:
+        async def worker(queue: collections.deque[int]) -> None:
+            while queue:
+                index = queue.popleft()
+                url, etag, last_modified = requests[index]
                 await overall.take()
                 try:
                     result = await fetch(client, url, limits, etag=etag, last_modified=last_modified,
                                          accept=accept, local_files=local_files)
                 finally:
                     overall.give()
-            finally:
-                host_slots.give()
-            if on_done is not None:
-                maybe = on_done(result)
-                if asyncio.iscoroutine(maybe):
-                    await maybe
-            return result
+                results[index] = result
+                if on_done is not None:
+                    maybe = on_done(result)
+                    if asyncio.iscoroutine(maybe):
+                        callbacks.append(asyncio.ensure_future(maybe))
 
-        return list(await asyncio.gather(*(one(*r) for r in requests)))
+        await asyncio.gather(*(worker(queue) for queue in by_host.values()
+                               for _ in range(min(limits.per_host, len(queue)))))
+        if callbacks:
+            await asyncio.gather(*callbacks)
+    assert all(result is not None for result in results)
+    return results  # type: ignore[return-value]
