@@ -16,7 +16,10 @@ answered 304 costs a fraction of aiohttp's client CPU. How the guard sits in it,
 - and every socket is made by `_Transfer._open_socket` (CURLOPT_OPENSOCKETFUNCTION), which refuses an address
   the guard did not approve: whatever path libcurl takes, it cannot connect anywhere unchecked.
 Proxies are off (CURLOPT_PROXY ""; libcurl would otherwise read http_proxy and friends from the environment),
-libcurl never follows a redirect itself, keeps no cookies, and speaks http and https only.
+libcurl never follows a redirect itself, keeps no cookies, and speaks http and https only (HTTP/1.1). TLS is
+verified, peer and host name, against the CA set Python's default context trusts (_ca_locations).
+A run is one fetch_all: its client resolves each host once and every connection of the run to that host uses
+that checked answer.
 """
 
 from __future__ import annotations
@@ -607,11 +610,11 @@ async def fetch(
 
     `local_files`: read file:// URLs and paths too (only for sources listed in a schedule file)."""
     started = time.monotonic()
-    if local_files and is_local(url):
-        result = await asyncio.to_thread(_read_file, url, limits)
-        result.elapsed = time.monotonic() - started
-        return result
-    if _target(url) is None:
+    if _target(url) is None:  # checked first: an http(s) URL is never a local file, and this answer is cached
+        if local_files and is_local(url):
+            result = await asyncio.to_thread(_read_file, url, limits)
+            result.elapsed = time.monotonic() - started
+            return result
         return FetchResult(url, False, error="not an http(s) URL")
     headers = [f"Accept: {accept}"]
     for name, value in (("If-None-Match", etag), ("If-Modified-Since", last_modified)):
