@@ -2,8 +2,9 @@
 
 Compared in the same run with what a user would otherwise write: a sequential `feedparser.parse(url)` loop.
 A second `newsletter` run, where every feed answers 304 Not Modified, shows what conditional GET saves.
-Both runs are made with the fetcher in use (aiohttp) and with the one it replaced (httpx, benchmarks/httpx_fetch.py),
-and the client CPU per 304 is measured for each beside bare aiohttp and no HTTP library at all.
+Both runs are made with the fetcher in use (pycurl) and with the two it replaced (aiohttp,
+benchmarks/aiohttp_fetch.py, and httpx, benchmarks/httpx_fetch.py), and the client CPU per 304 is measured for
+each beside bare aiohttp and no HTTP library at all.
 
     python benchmarks/collect.py [--feeds 200] [--items 50] [--latency 0.05] [--hosts 10]
 
@@ -250,13 +251,16 @@ def main() -> list[dict[str, str]]:
             run.fetch_all = saved
         return full, again, first, second
 
-    from benchmarks import httpx_fetch
-    from newsletter.collect import fetch as aiohttp_fetch
+    from benchmarks import aiohttp_fetch, httpx_fetch
+    from newsletter.collect import fetch as ours_fetch
 
-    ours, ours_304, first, second = collect_twice(aiohttp_fetch.fetch_all, "ours")
+    ours, ours_304, first, second = collect_twice(ours_fetch.fetch_all, "ours")
+    was_aiohttp, was_aiohttp_304, aiohttp_first, aiohttp_second = collect_twice(aiohttp_fetch.fetch_all, "aiohttp")
     was, was_304, was_first, was_second = collect_twice(httpx_fetch.fetch_all, "httpx")
-    cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all, aiohttp_fetch.run_fetches)
-    cpu_304_asyncio, _ = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all)
+    cpu_304, etags = conditional_get_cpu(urls, args.cpu_passes, ours_fetch.fetch_all, ours_fetch.run_fetches)
+    cpu_304_asyncio, _ = conditional_get_cpu(urls, args.cpu_passes, ours_fetch.fetch_all)
+    cpu_aiohttp_fetcher, _ = conditional_get_cpu(urls, args.cpu_passes, aiohttp_fetch.fetch_all,
+                                                 ours_fetch.run_fetches)
     cpu_httpx, _ = conditional_get_cpu(urls, args.cpu_passes, httpx_fetch.fetch_all)
     httpx_fetch.PLAIN_ASYNCIO = True  # the same httpx fetcher, httpcore's network layer on asyncio streams
     try:
@@ -267,14 +271,15 @@ def main() -> list[dict[str, str]]:
     cpu_aiohttp = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host)
     # The same two on the loop collect runs on (uvloop where installed).
     cpu_raw_loop = raw_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host,
-                                           aiohttp_fetch.run_fetches)
+                                           ours_fetch.run_fetches)
     cpu_aiohttp_loop = aiohttp_conditional_get_cpu(urls, etags, args.cpu_passes, FetchLimits().per_host,
-                                                   aiohttp_fetch.run_fetches)
+                                                   ours_fetch.run_fetches)
     server_process.terminate()
 
-    assert first.new_items == was_first.new_items == baseline_items == args.feeds * args.items, (
-        first.new_items, was_first.new_items, baseline_items)
-    assert all(o.status == "not-modified" for o in [*second.outcomes, *was_second.outcomes])
+    assert first.new_items == aiohttp_first.new_items == was_first.new_items == baseline_items == (
+        args.feeds * args.items), (first.new_items, aiohttp_first.new_items, was_first.new_items, baseline_items)
+    assert all(o.status == "not-modified" for o in [*second.outcomes, *aiohttp_second.outcomes,
+                                                    *was_second.outcomes])
     try:
         import uvloop  # noqa: F401 - only to name the loop run_fetches uses
         loop_name = "uvloop"
@@ -294,11 +299,13 @@ def main() -> list[dict[str, str]]:
          "seconds": f"{ours:.2f}", "ratio": f"{baseline / ours:.1f}x faster than baseline",
          "baseline / floor": f"{floor_note}; {ours / floor:.1f}x the floor; CPU {cpu_of['ours']:.2f} s with the "
                              f"parse workers ({baseline_cpu / cpu_of['ours']:.1f}x less than the baseline's); "
-                             f"with httpx (as before): {was:.2f} s, {baseline / was:.1f}x"},
+                             f"with aiohttp (as before): {was_aiohttp:.2f} s, CPU {cpu_of['aiohttp']:.2f} s; "
+                             f"with httpx (before that): {was:.2f} s, {baseline / was:.1f}x"},
         {"benchmark": "collect", "case": f"{label}: newsletter collect again, every feed 304",
          "seconds": f"{ours_304:.2f}", "ratio": f"{ours / ours_304:.1f}x faster than first run",
          "baseline / floor": f"{floor_note}; {ours_304 / floor:.1f}x the floor; CPU {cpu_of['ours 304']:.2f} s; "
-                             "with httpx (as before): "
+                             f"with aiohttp (as before): {was_aiohttp_304:.2f} s, CPU "
+                             f"{cpu_of['aiohttp 304']:.2f} s; with httpx (before that): "
                              f"{was_304:.2f} s, {was_304 / floor:.1f}x the floor"},
         {"benchmark": "collect", "case": f"client CPU per conditional GET answered 304 ({args.cpu_passes} runs "
                                          f"of {len(urls)})",
@@ -308,7 +315,8 @@ def main() -> list[dict[str, str]]:
                              + f"; bare aiohttp: {cpu_aiohttp_loop * 1000:.3f} ms ({loop_name}), "
                                f"{cpu_aiohttp * 1000:.3f} ms (asyncio); ours on asyncio's loop: "
                                f"{cpu_304_asyncio * 1000:.3f} ms"
-                             + f"; httpx fetcher (as before): {cpu_httpx * 1000:.3f} ms, "
+                             + f"; aiohttp fetcher (as before, {loop_name}): {cpu_aiohttp_fetcher * 1000:.3f} ms"
+                             + f"; httpx fetcher (before that): {cpu_httpx * 1000:.3f} ms, "
                                f"{cpu_httpx / cpu_raw:.1f}x the floor; httpx, httpcore on plain asyncio: "
                                f"{cpu_httpx_asyncio * 1000:.3f} ms"},
     ]

@@ -1,8 +1,8 @@
-"""The fetcher's own bounds on aiohttp: no socket to an address the guard did not hand out, and a run over many
+"""The fetcher's own bounds on libcurl: no socket to an address the guard did not hand out, and a run over many
 hosts does not keep every host's connections open.
 
 The guard's behaviour seen from outside (refused addresses, redirects, rebinding) is tests/test_security_fetch.py;
-these cover what stands behind it should aiohttp change how it connects.
+these cover what stands behind it should libcurl change how it connects.
 """
 
 from __future__ import annotations
@@ -74,10 +74,14 @@ def servers() -> Iterator[list[Server]]:
 def test_a_socket_to_an_unchecked_address_is_refused_even_without_the_literal_check(
     monkeypatch: pytest.MonkeyPatch, servers: list[Server]
 ) -> None:
-    """aiohttp connects to a literal address without asking the resolver; were the fetcher's own check of
-    literals ever skipped, the socket factory still refuses: only addresses the guard returned are connected."""
+    """libcurl connects to a literal address without a lookup; were the fetcher's own check of a hop's host
+    ever skipped, the socket callback still refuses: only addresses the guard returned are connected."""
     monkeypatch.delenv("NEWSLETTER_FETCH_ALLOW", raising=False)
-    monkeypatch.setattr(fetcher, "_looks_like_address", lambda host: False)
+
+    async def unchecked(self: object, host: str, port: int, deadline: float) -> None:
+        return None
+
+    monkeypatch.setattr(fetcher._Client, "check", unchecked)
     server = servers[0]
     url = f"http://127.0.0.10:{server.server_address[1]}/feed"
     [result] = asyncio.run(fetch_all([(url, None, None)], FetchLimits(timeout=5)))
@@ -99,7 +103,7 @@ def test_a_run_over_many_hosts_keeps_a_bounded_number_of_idle_connections(
         # The last host answered: every host's connection is idle now. Wait (generously: a loaded machine)
         # for the closed ones to be noticed by their servers, then count what is still open.
         deadline = time.monotonic() + 10
-        while sum(s.open for s in servers) > fetcher._GuardedConnector.IDLE_HOSTS and time.monotonic() < deadline:
+        while sum(s.open for s in servers) > fetcher.IDLE_HOSTS and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         seen.append(sum(s.open for s in servers))
 
@@ -107,7 +111,7 @@ def test_a_run_over_many_hosts_keeps_a_bounded_number_of_idle_connections(
                                                                                   per_host=1), on_done=on_done))
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert all(s.hits == 1 for s in servers)
-    assert seen[-1] <= fetcher._GuardedConnector.IDLE_HOSTS, seen[-1]
+    assert seen[-1] <= fetcher.IDLE_HOSTS, seen[-1]
 
 
 def test_proxy_settings_in_the_environment_are_ignored(monkeypatch: pytest.MonkeyPatch, servers: list[Server]) -> None:

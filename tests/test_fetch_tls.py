@@ -67,9 +67,9 @@ def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("NEWSLETTER_FETCH_ALLOW", "localhost,127.0.0.1")
-    fetcher._ssl_context.cache_clear()  # the context is made once a process; these tests change what it trusts
+    fetcher._ca_locations.cache_clear()  # the context is made once a process; these tests change what it trusts
     yield httpd.server_address[1], cert
-    fetcher._ssl_context.cache_clear()
+    fetcher._ca_locations.cache_clear()
     httpd.shutdown()
     httpd.server_close()
 

@@ -6,35 +6,40 @@ guard checked. Redirects are followed here, hop by hop (at most MAX_REDIRECTS), 
 URL check first; the result keeps the chain. file:// URLs and plain paths are read only when the caller says
 so (`local_files`, for the sources a schedule file lists: the operator's own disk), never for a link from a feed.
 
-The HTTP client is aiohttp, chosen by measurement (benchmarks/collect.py runs it beside httpx): its C parser
-and plain-asyncio connection pool cost a tenth of httpx's client CPU per request. How the guard sits in it:
-- a host name is resolved by the connector's resolver, which is the guard (resolve once, check every address,
-  hand back only checked addresses; aiohttp's DNS cache is off, so nothing is reused without the check). aiohttp
-  connects to those addresses (happy eyeballs over that list only) and starts TLS with the URL's host name, so
-  certificate checks are unchanged;
-- a literal address never reaches a resolver in aiohttp, so each hop checks it here before the request;
-- and every socket is made by `_GuardedConnector._socket`, which refuses an address the guard did not hand out:
-  whatever path aiohttp takes, it cannot connect anywhere unchecked.
+The HTTP client is libcurl (pycurl's CurlMulti), driven from the asyncio event loop through its socket and timer
+callbacks, chosen by measurement (benchmarks/collect.py runs it beside aiohttp and httpx): a conditional GET
+answered 304 costs a fraction of aiohttp's client CPU. How the guard sits in it, for every hop:
+- the host of the hop's URL is resolved once a run by the guard, every address checked, and the approved
+  addresses are pinned with CURLOPT_RESOLVE, so libcurl connects to them (happy eyeballs over that list only)
+  without a lookup of its own and starts TLS with the URL's host name: certificate checks are unchanged;
+- an address written in the URL is checked by the guard as such (libcurl connects to it without a lookup);
+- and every socket is made by `_Transfer._open_socket` (CURLOPT_OPENSOCKETFUNCTION), which refuses an address
+  the guard did not approve: whatever path libcurl takes, it cannot connect anywhere unchecked.
+Proxies are off (CURLOPT_PROXY ""; libcurl would otherwise read http_proxy and friends from the environment),
+libcurl never follows a redirect itself, keeps no cookies, and speaks http and https only (HTTP/1.1). TLS is
+verified, peer and host name, against the CA set Python's default context trusts (_ca_locations).
+A run is one fetch_all: its client resolves each host once and every connection of the run to that host uses
+that checked answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import ipaddress
+import select
 import socket
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urljoin, urlparse
+from urllib.parse import quote, unquote, urljoin, urlparse, urlsplit, urlunsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from yarl import URL
+import pycurl
 
 from newsletter import __version__
 from newsletter.collect.guard import Guard, IPAddress, Refused
@@ -46,14 +51,17 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
 _DRAIN_BYTES = 64 * 1024  # a body we do not keep is read (to keep the connection) only up to this size
+# Idle keep-alive connections kept: at most `per_host` for each of this many hosts (libcurl closes the least
+# recently used past that), so a run over thousands of hosts does not hold thousands of sockets.
+IDLE_HOSTS = 32
 
 T = TypeVar("T")
 
 
 def run_fetches(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run for a batch of fetches, on uvloop where it is installed (a base dependency on CPython off
-    Windows, for uvicorn too): the same coroutines for about 15% less client CPU per request
-    (benchmarks/collect.py measures both loops); on asyncio's own loop otherwise."""
+    Windows, for uvicorn too): the same coroutines for less client CPU per request (benchmarks/collect.py
+    measures both loops); on asyncio's own loop otherwise."""
     try:
         import uvloop
     except ImportError:
@@ -114,118 +122,482 @@ def _read_file(url: str, limits: FetchLimits) -> FetchResult:
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying context per process: loading the CA bundle costs ~18 ms, too much to pay on every run."""
-    return ssl.create_default_context()
+def _ca_locations() -> tuple[str | None, str | None]:
+    """The CA file and folder Python's own verifying context trusts (ssl.create_default_context: SSL_CERT_FILE
+    and SSL_CERT_DIR, else OpenSSL's defaults), read once a process. Given to libcurl explicitly: the wheel's
+    libcurl was built with another system's bundle path and would otherwise trust a different set (or none)."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile, paths.capath
 
 
 def _looks_like_address(host: str) -> bool:
-    """aiohttp's own test for a host it connects to without asking the resolver (helpers.is_ip_address)."""
-    return ":" in host or host.replace(".", "").isdigit()
+    """A host libcurl connects to as written, without a lookup: an IP address (IPv6 in brackets in the URL,
+    urlsplit drops them). Other spellings of an address (2130706433) are resolved by the guard like names."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
-class _GuardResolver(AbstractResolver):
-    """The connector's resolver: the guard's answer, every address checked, each one noted as approved."""
+@functools.lru_cache(maxsize=4096)
+def _target(url: str) -> tuple[str, int, str, str] | None:
+    """(host, port, scheme, the URL as sent) of a URL that passes web_url, else None. Cached: every run asks for
+    the same feeds' URLs, and parsing them again was a tenth of a request's client CPU.
 
-    def __init__(self, guard: Guard, approved: set[IPAddress]) -> None:
-        self._guard = guard
-        self._approved = approved
+    The URL as sent is ASCII, as libcurl takes it: a non-ASCII host in its IDNA form, other non-ASCII characters
+    percent-encoded as UTF-8 (what a browser sends for such a link); the host checked and pinned is that form."""
+    if web_url(url) is None:
+        return None
+    wire = url.strip()
+    parts = urlsplit(wire)
+    host = parts.hostname or ""
+    if not wire.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (quote(userinfo, safe=_SAFE) + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        wire = urlunsplit((parts.scheme, netloc, quote(parts.path, safe=_SAFE), quote(parts.query, safe=_SAFE),
+                           quote(parts.fragment, safe=_SAFE)))
+    scheme = parts.scheme.lower()
+    return host, parts.port or (443 if scheme == "https" else 80), scheme, wire
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-                      ) -> list[ResolveResult]:
-        addresses = await self._guard.addresses(host, port)
-        results: list[ResolveResult] = []
+
+_SAFE = "/%:@!$&'()*+,;=~?#[]"  # everything that already means something in a URL: only other characters are encoded
+
+
+@functools.lru_cache(maxsize=4096)
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def _resolve_entry(host: str, port: int, addresses: list[str]) -> str:
+    """A CURLOPT_RESOLVE line pinning host:port to these addresses (IPv6 ones in brackets)."""
+    return f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+
+
+def _safe_header(name: str, value: str) -> bytes | str | None:
+    """A request header line, or None when the value could break out of it (CR, LF, NUL: a validator stored
+    from a malformed response must not add headers of its own). Non-ASCII values go out as their bytes."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        return None
+    if value.isascii():
+        return f"{name}: {value}"
+    try:
+        return f"{name}: {value}".encode("latin-1")  # how the response carried it (headers are read as latin-1)
+    except UnicodeEncodeError:
+        return f"{name}: {value}".encode()
+
+
+def _describe(code: int, message: str) -> str:
+    """libcurl's error as a line: its name (COULDNT_CONNECT...) and message, which names the host."""
+    if code == pycurl.E_PEER_FAILED_VERIFICATION:
+        return f"certificate verify failed: {message}"
+    name = _CURL_ERRORS.get(code, f"curl error {code}")
+    return f"{name}: {message}" if message else name
+
+
+_CURL_ERRORS = {value: name[2:] for name, value in vars(pycurl).items()
+                if name.startswith("E_") and isinstance(value, int)}
+
+
+class _Transfer:
+    """One libcurl easy handle and what it gathers for the response it is reading. Reused, for the same
+    host:port where it can be (its options, the pin included, are then all set), so a request sets only its URL,
+    its headers and its timeout; the callbacks are bound once, none is made per request."""
+
+    __slots__ = ("client", "curl", "key", "lines", "chunks", "size", "keep", "over", "refused", "future")
+
+    def __init__(self, client: _Client, key: tuple[str, int, str], resolve: str | None) -> None:
+        self.client = client
+        self.key = key
+        self.lines: list[bytes] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.keep: bool | None = None  # None: this response's body has not started; then keep it or drain it
+        self.over = False
+        self.refused: str | None = None
+        self.future: asyncio.Future[tuple[int, str]] | None = None
+        curl = self.curl = client.template.duphandle()
+        curl.setopt(pycurl.HEADERFUNCTION, self.lines.append)
+        curl.setopt(pycurl.WRITEFUNCTION, self._write)
+        curl.setopt(pycurl.OPENSOCKETFUNCTION, self._open_socket)
+        if resolve is not None:
+            curl.setopt(pycurl.RESOLVE, [resolve])
+
+    def reset(self) -> None:
+        self.lines.clear()
+        self.chunks = []
+        self.size = 0
+        self.keep = None
+        self.over = False
+        self.refused = None
+
+    def _open_socket(self, purpose: int, address: Any) -> Any:
+        ip = address.addr[0]
+        if ipaddress.ip_address(ip) not in self.client.approved:
+            self.refused = f"refused: {ip} was not checked by the guard"
+            return pycurl.SOCKET_BAD
+        return socket.socket(address.family, address.socktype, address.protocol)
+
+    def _write(self, data: bytes) -> int | None:
+        if self.keep is None:  # the body's first bytes: the status and headers are complete (read from the
+            # header lines: libcurl answers no getinfo from inside a callback)
+            fields = _fields(self.lines)
+            status = fields.get(b":status", 0)
+            self.keep = not (status == 304 or status >= 400 or (status in _REDIRECTS and fields.get(b"location")))
+            declared = fields.get(b"content-length")
+            if not self.keep and declared is not None and (not (declared := declared.strip()).isdigit()
+                                                           or int(declared) > _DRAIN_BYTES):
+                self.over = True  # not worth reading: the connection is dropped instead
+                return 0
+        self.size += len(data)
+        if self.size > (self.client.max_bytes if self.keep else _DRAIN_BYTES):
+            # Decompressed bytes, counted as they arrive (libcurl inflates a buffer's worth at a time, so a
+            # small compressed bomb never becomes a large buffer before this check sees it).
+            self.over = True
+            return 0  # fewer bytes taken than given: libcurl stops the transfer (CURLE_WRITE_ERROR)
+        if self.keep:
+            self.chunks.append(data)
+        return None
+
+
+def _fields(lines: list[bytes]) -> dict[bytes, Any]:
+    """The last response's header fields (lower-case names; the first of repeated ones), as received, and its
+    status (an int) as b":status"."""
+    fields: dict[bytes, Any] = {}
+    for line in lines:
+        if line[:5] == b"HTTP/":  # a status line: a new response starts (after a 1xx)
+            status = line.split(None, 2)[1:2]
+            fields = {b":status": int(status[0]) if status and status[0].isdigit() else 0}
+            continue
+        name, sep, value = line.partition(b":")
+        if sep:
+            fields.setdefault(name.lower(), value)
+    return fields
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.strip().decode("latin-1")
+
+
+class _Client:
+    """A CurlMulti on the running loop: its sockets watched by the loop (through an epoll set of its own on
+    Linux), its timer a call_at, libcurl told with socket_action. Connections are libcurl's, kept alive per
+    host:port within the multi.
+
+    Made per run (fetch_all): the guard's answers and the pins last as long as the run, like a connection."""
+
+    def __init__(self, limits: FetchLimits, guard: Guard | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.guard = guard or Guard()
+        self.limits = limits
+        self.max_bytes = limits.max_bytes
+        self.approved: set[IPAddress] = set()
+        # (host, port) -> the guard's addresses, or the task resolving them (once a run, shared by its requests)
+        self._answers: dict[tuple[str, int], list[str] | asyncio.Task[list[str]]] = {}
+        self._resolve: dict[tuple[str, int], str] = {}
+        self._idle: dict[tuple[str, int, str], list[_Transfer]] = {}  # by the host:port each served last
+        self._transfers: dict[Any, _Transfer] = {}  # Curl -> its transfer, while in the multi
+        self._want: dict[int, int] = {}  # fd -> the events libcurl wants (1 read, 2 write)
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        if self._epoll is not None:
+            self.loop.add_reader(self._epoll.fileno(), self._on_events)
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None  # when libcurl wants its timeout call (loop time)
+        self._soon = False
+        self._closing = False
+        self._running = 0
+        self.template = self._template(limits)
+        multi = self.multi = pycurl.CurlMulti()
+        multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        multi.setopt(pycurl.M_MAXCONNECTS, IDLE_HOSTS * limits.per_host)
+        multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, limits.per_host)
+        multi.setopt(pycurl.M_PIPELINING, 0)
+
+    def _template(self, limits: FetchLimits) -> Any:
+        curl = pycurl.Curl()
+        for option, value in (
+            (pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS),
+            (pycurl.PROXY, ""),  # never a proxy: through one the guard would only see the proxy's address
+            (pycurl.FOLLOWLOCATION, 0),  # redirects are followed here, each hop checked
+            (pycurl.NOSIGNAL, 1),
+            (pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1),
+            (pycurl.USERAGENT, USER_AGENT),
+            (pycurl.ACCEPT_ENCODING, "gzip, deflate"),  # inflated a buffer at a time, counted by _write
+            (pycurl.MAXFILESIZE_LARGE, limits.max_bytes),  # a declared Content-Length over the limit: not read
+            (pycurl.CONNECTTIMEOUT_MS, int(min(limits.timeout, 10.0) * 1000)),
+            (pycurl.SSL_VERIFYPEER, 1),
+            (pycurl.SSL_VERIFYHOST, 2),
+            (pycurl.DNS_CACHE_TIMEOUT, 0),  # nothing libcurl might look up itself is kept; the pins stay
+        ):
+            curl.setopt(option, value)
+        cafile, capath = _ca_locations()
+        curl.setopt(pycurl.CAINFO, cafile)
+        curl.setopt(pycurl.CAPATH, capath)
+        return curl
+
+    # -- the event loop's side ---------------------------------------------------------------------------------
+    # libcurl says which events it wants on each socket (_on_socket: several changes a request, REMOVE before it
+    # closes one) and when to call it back (_on_timer). Followed with the loop's add_reader/remove_reader, each
+    # change made and dropped a poll handle in uvloop (four system calls and more), more than the request itself
+    # cost; so on Linux the sockets are kept in an epoll set of the client's own, one epoll_ctl a change, and
+    # the loop watches that set's one descriptor. Elsewhere, add_reader and add_writer directly. The timer is one
+    # call_at, moved only when libcurl wants to be called earlier than it fires (it is set again if it fires
+    # before libcurl's time).
+
+    def _on_socket(self, what: int, fd: int, multi: Any, socketp: Any) -> None:
+        if self._closing:
+            return
+        want = 0 if what == pycurl.POLL_REMOVE else what
+        old = self._want.get(fd, 0)
+        if want == old:
+            return
+        if want:
+            self._want[fd] = want
+        else:
+            del self._want[fd]
+        epoll = self._epoll
+        if epoll is not None:
+            if not want:
+                with contextlib.suppress(OSError):  # already closed: the kernel has dropped it from the set
+                    epoll.unregister(fd)
+                return
+            events = (select.EPOLLIN if want & 1 else 0) | (select.EPOLLOUT if want & 2 else 0)
+            if old:
+                epoll.modify(fd, events)
+            else:
+                try:
+                    epoll.register(fd, events)
+                except FileExistsError:
+                    epoll.modify(fd, events)
+            return
+        loop = self.loop
+        if old & 1 and not want & 1:
+            loop.remove_reader(fd)
+        elif want & 1 and not old & 1:
+            loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
+        if old & 2 and not want & 2:
+            loop.remove_writer(fd)
+        elif want & 2 and not old & 2:
+            loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
+
+    def _on_events(self) -> None:
+        assert self._epoll is not None
+        action = self.multi.socket_action
+        running = self._running
+        try:
+            for fd, events in self._epoll.poll(0):
+                mask = 0
+                if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                    mask |= pycurl.CSELECT_IN
+                if events & select.EPOLLOUT:
+                    mask |= pycurl.CSELECT_OUT
+                if events & select.EPOLLERR:
+                    mask |= pycurl.CSELECT_ERR
+                _, running = action(fd, mask)
+        except pycurl.error as exc:
+            self._fail(exc)
+            return
+        if running < self._running:
+            self._collect()
+
+    def _on_timer(self, ms: int) -> None:
+        if ms < 0:
+            self._due = None
+            return
+        loop = self.loop
+        if ms == 0:
+            self._due = None
+            if not self._soon:
+                self._soon = True
+                loop.call_soon(self._timeout_now)
+            return
+        due = self._due = loop.time() + ms / 1000
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= due:
+                return  # fires first, and is set again for `due` then
+            timer.cancel()
+        self._timer = loop.call_at(due, self._timer_fired)
+
+    def _timeout_now(self) -> None:
+        self._soon = False
+        self._act(pycurl.SOCKET_TIMEOUT, 0)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if due > self.loop.time():
+            self._timer = self.loop.call_at(due, self._timer_fired)
+            return
+        self._due = None
+        self._act(pycurl.SOCKET_TIMEOUT, 0)
+
+    def _act(self, fd: int, event: int) -> None:
+        try:
+            _, running = self.multi.socket_action(fd, event)
+        except pycurl.error as exc:
+            self._fail(exc)
+            return
+        if running < self._running:
+            self._collect()
+
+    def _fail(self, exc: pycurl.error) -> None:
+        """The multi handle itself failed: every transfer in it fails with it."""
+        for curl in list(self._transfers):
+            self._finish(curl, exc.args[0], exc.args[1] if len(exc.args) > 1 else "")
+
+    def _collect(self) -> None:
+        multi = self.multi
+        while True:
+            queued, ok, failed = multi.info_read()
+            for curl in ok:
+                self._finish(curl, 0, "")
+            for curl, code, message in failed:
+                self._finish(curl, code, message)
+            if not queued:
+                return
+
+    def _finish(self, curl: Any, code: int, message: str) -> None:
+        transfer = self._transfers.pop(curl, None)
+        if transfer is None:
+            return
+        self.multi.remove_handle(curl)
+        self._running -= 1
+        future = transfer.future
+        if future is not None and not future.done():
+            future.set_result((code, message))
+
+    async def _perform(self, transfer: _Transfer) -> tuple[int, str]:
+        future = transfer.future = self.loop.create_future()
+        curl = transfer.curl
+        self.multi.add_handle(curl)
+        self._transfers[curl] = transfer
+        self._running += 1
+        try:
+            return await future
+        finally:
+            transfer.future = None
+            if self._transfers.pop(curl, None) is not None:  # cancelled while libcurl still had it
+                self.multi.remove_handle(curl)
+                self._running -= 1
+
+    # -- transfers and the guard -------------------------------------------------------------------------------
+
+    def _take(self, key: tuple[str, int, str]) -> _Transfer:
+        """An easy handle for a request to `key`: one that last served the same host:port if there is one (its
+        options are all set), else another idle one, re-pinned, else a new one. The handles are closed with the
+        client; there are never more than the requests that ran at once (at most `concurrency`)."""
+        idle = self._idle
+        same = idle.get(key)
+        if same is None and idle:
+            same = idle[next(iter(idle))]
+        if same is None:
+            return _Transfer(self, key, self._resolve.get(key[:2]))
+        transfer = same.pop()
+        if not same:
+            del idle[transfer.key]
+        if transfer.key != key:
+            transfer.key = key
+            entry = self._resolve.get(key[:2])
+            if entry is not None:
+                transfer.curl.setopt(pycurl.RESOLVE, [entry])
+        return transfer
+
+    def _give_back(self, transfer: _Transfer) -> None:
+        transfer.reset()  # and the body it held goes with the result
+        self._idle.setdefault(transfer.key, []).append(transfer)
+
+    async def check(self, host: str, port: int, deadline: float) -> None:
+        """The guard's answer for host:port (asked once a run), every address approved for connecting and, for a
+        name, pinned: the transfers made for it from now on connect only there. Raises Refused or OSError."""
+        key = (host, port)
+        found = self._answers.get(key)
+        if isinstance(found, list):
+            return
+        if found is None:
+            found = self._answers[key] = self.loop.create_task(self.guard.addresses(host, port))
+            # retrieved here too: a lookup whose only waiter timed out must not be reported as never retrieved
+            found.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            # Shielded: one request's timeout must not cancel the lookup others wait for too.
+            async with asyncio.timeout(deadline - time.monotonic()):
+                addresses = await asyncio.shield(found)
+        except BaseException:
+            if found.done() and self._answers.get(key) is found:
+                del self._answers[key]  # asked again by the next request (a failure is not kept)
+            raise
         for text in addresses:
-            ip = ipaddress.ip_address(text)
-            self._approved.add(ip)
-            results.append({
-                "hostname": host, "host": text, "port": port,
-                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET, "proto": 0,
-                # numeric: aiohttp must not look the address up again
-                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            })
-        return results
+            self.approved.add(ipaddress.ip_address(text))
+        if not _looks_like_address(host):
+            self._resolve[key] = _resolve_entry(host, port, addresses)
+        self._answers[key] = addresses
 
     async def close(self) -> None:
-        pass
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = None
+        for curl in list(self._transfers):
+            self.multi.remove_handle(curl)
+        self._transfers.clear()
+        # The loop stops watching before libcurl closes what it watches (a closed descriptor must not stay
+        # registered: its number is reused by the next socket).
+        if self._epoll is not None:
+            self.loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+        else:
+            for fd, want in self._want.items():
+                if want & 1:
+                    self.loop.remove_reader(fd)
+                if want & 2:
+                    self.loop.remove_writer(fd)
+        self._want.clear()
+        self._closing = True
+        self.multi.close()  # first: closing the connections calls back into the easy handles that opened them
+        for idle in self._idle.values():
+            for transfer in idle:
+                transfer.curl.close()
+        self._idle.clear()
+        self.template.close()
+        for pending in self._answers.values():
+            if isinstance(pending, asyncio.Task):
+                pending.cancel()
+
+    async def __aenter__(self) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
-class _GuardedConnector(aiohttp.TCPConnector):
-    """aiohttp's connector with the guard as its resolver and its socket factory, and a bound on idle hosts.
-
-    aiohttp keeps every idle keep-alive connection until its timeout, whatever the number of hosts; a run over
-    thousands of hosts would hold thousands of sockets. Hosts with idle connections are kept up to IDLE_HOSTS,
-    the least recently used closed first (this reaches into the connector's pool, `_release` and `_conns`:
-    aiohttp has no public hook for it; tests/test_fetch_connections.py fails loudly if that ever changes).
-    """
-
-    IDLE_HOSTS = 32
-
-    def __init__(self, guard: Guard, limits: FetchLimits) -> None:
-        self.guard = guard
-        self.approved: set[IPAddress] = set()
-        self._literals: set[str] = set()
-        self._recent: OrderedDict[Any, None] = OrderedDict()
-        super().__init__(
-            resolver=_GuardResolver(guard, self.approved),
-            use_dns_cache=False,  # every connection asks the guard; a cached answer would skip the check
-            limit=limits.concurrency,
-            limit_per_host=limits.per_host,
-            ssl=_ssl_context(),
-            socket_factory=self._socket,
-        )
-
-    def _socket(self, addr_info: Any) -> socket.socket:
-        family, type_, proto, _, address = addr_info
-        if ipaddress.ip_address(address[0]) not in self.approved:  # never happens unless aiohttp changes
-            raise Refused(f"refused: {address[0]} was not checked by the guard")
-        return socket.socket(family=family, type=type_, proto=proto)
-
-    async def approve_literal(self, host: str, port: int) -> None:
-        """Check an address written in the URL (aiohttp connects to it without a resolver).
-
-        Once per address and run: an address is its own answer, and the allow-list does not change in a run."""
-        if host in self._literals:
-            return
-        for text in await self.guard.addresses(host, port):
-            self.approved.add(ipaddress.ip_address(text))
-        self._literals.add(host)
-
-    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
-        super()._release(key, protocol, should_close=should_close)
-        self._recent.pop(key, None)
-        self._recent[key] = None
-        conns = self._conns
-        while len(conns) > self.IDLE_HOSTS and self._recent:
-            oldest, _ = self._recent.popitem(last=False)
-            for idle, _since in conns.pop(oldest, ()):
-                idle.close()
-
-
-def make_client(limits: FetchLimits, guard: Guard | None = None) -> aiohttp.ClientSession:
+def make_client(limits: FetchLimits, guard: Guard | None = None) -> _Client:
     """A client whose every connection passes `guard` (by default: public addresses and NEWSLETTER_FETCH_ALLOW).
 
-    Proxy settings from the environment are ignored on purpose (trust_env=False): through a proxy the guard
-    would only ever see the proxy's address, never where the request really goes. Cookies are not kept: a
-    feed's site has no session with us, and one site's cookie must not follow a redirect to another.
-    """
-    return aiohttp.ClientSession(
-        connector=_GuardedConnector(guard or Guard(), limits),
-        # Reads are bounded by fetch()'s timeout over the whole exchange; a timer per read on top would only cost.
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(limits.timeout, 10.0)),
-        trust_env=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
-        auto_decompress=True,  # bounded: aiohttp inflates at most a read buffer's worth per step
-    )
+    Proxy settings from the environment are ignored on purpose: through a proxy the guard would only ever see
+    the proxy's address, never where the request really goes. Cookies are not kept: a feed's site has no session
+    with us, and one site's cookie must not follow a redirect to another. Call inside the running loop."""
+    return _Client(limits, guard)
 
 
 class _TooManyRedirects(Exception):
     pass
 
 
+class _TimedOut(Exception):
+    pass
+
+
 async def fetch(
-    client: aiohttp.ClientSession,
+    client: _Client,
     url: str,
     limits: FetchLimits,
     *,
@@ -238,48 +610,42 @@ async def fetch(
 
     `local_files`: read file:// URLs and paths too (only for sources listed in a schedule file)."""
     started = time.monotonic()
-    if local_files and is_local(url):
-        result = await asyncio.to_thread(_read_file, url, limits)
-        result.elapsed = time.monotonic() - started
-        return result
-    if web_url(url) is None:
+    if _target(url) is None:  # checked first: an http(s) URL is never a local file, and this answer is cached
+        if local_files and is_local(url):
+            result = await asyncio.to_thread(_read_file, url, limits)
+            result.elapsed = time.monotonic() - started
+            return result
         return FetchResult(url, False, error="not an http(s) URL")
-    headers = {"Accept": accept}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
+    headers = [f"Accept: {accept}"]
+    for name, value in (("If-None-Match", etag), ("If-Modified-Since", last_modified)):
+        line = _safe_header(name, value) if value else None
+        if line is not None:
+            headers.append(line)  # type: ignore[arg-type]
     try:
-        # The timeout bounds the whole exchange, not only each socket read: a server that trickles bytes
-        # forever must not hold a collect run hostage. (asyncio.timeout, not wait_for: no task per request.)
-        async with asyncio.timeout(limits.timeout):
-            result = await _get(client, url, headers, limits)
-    except TimeoutError:  # aiohttp's own timeouts (ServerTimeoutError...) are TimeoutErrors too
+        # The timeout bounds the whole exchange, every hop and lookup, not only each socket read: a server that
+        # trickles bytes forever must not hold a collect run hostage.
+        result = await _get(client, url, headers, limits, started + limits.timeout)
+    except (TimeoutError, _TimedOut):
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
     except (TooLarge, Refused) as exc:
         result = FetchResult(url, False, error=str(exc))
     except _TooManyRedirects:
         result = FetchResult(url, False, error=f"too many redirects (more than {MAX_REDIRECTS})")
-    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL yarl cannot take
-        result = FetchResult(url, False, error=_describe(exc))
+    except (OSError, ValueError) as exc:  # OSError: the guard's lookup failed; ValueError: a URL we cannot take
+        result = FetchResult(url, False, error=str(exc) or type(exc).__name__)
+    except pycurl.error as exc:  # libcurl refused the request itself (out of memory, a bad option)
+        result = FetchResult(url, False, error=_describe(*exc.args))
     result.elapsed = time.monotonic() - started
     return result
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):  # its message repeats the host; the cause says why
-        cause = exc.os_error
-        return f"{type(exc).__name__}: {exc.host}:{exc.port}: {cause.strerror or cause}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-async def _get(client: aiohttp.ClientSession, url: str, headers: dict[str, str], limits: FetchLimits
+async def _get(client: _Client, url: str, headers: list[Any], limits: FetchLimits, deadline: float
                ) -> FetchResult:
     current = url
     redirects: list[tuple[int, str]] = []
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            result = await _hop(client, url, current, headers, limits, redirects)
+            result = await _hop(client, url, current, headers, limits, redirects, deadline)
         except Refused as exc:  # this hop's address: say so with the chain that led there
             return FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
         if result is not None:
@@ -288,78 +654,97 @@ async def _get(client: aiohttp.ClientSession, url: str, headers: dict[str, str],
     raise _TooManyRedirects
 
 
-async def _hop(client: aiohttp.ClientSession, url: str, current: str, headers: dict[str, str],
-               limits: FetchLimits, redirects: list[tuple[int, str]]) -> FetchResult | None:
+async def _hop(client: _Client, url: str, current: str, headers: list[Any], limits: FetchLimits,
+               redirects: list[tuple[int, str]], deadline: float) -> FetchResult | None:
     """One request: the result, or None after appending a redirect to follow to `redirects`."""
-    target_url = URL(current)  # parsed once, by the parser aiohttp itself uses: the host checked is the one used
-    host = target_url.raw_host or ""
-    if _looks_like_address(host):
-        connector = client.connector
-        assert isinstance(connector, _GuardedConnector)
-        # Checked as written (yarl rewrites ::ffff:127.0.0.1 as ::ffff:7f00:1; the message should show the
-        # URL's spelling). Should the two parsers ever disagree on the host, the socket factory still refuses
-        # an address this did not approve.
-        await connector.approve_literal(urlparse(current).hostname or host, target_url.port or 0)
-    async with client.get(target_url, headers=headers, allow_redirects=False) as response:
-        location = response.headers.get("location")
-        if response.status in _REDIRECTS and location:
-            await _drain(response)
-            target = urljoin(str(response.url), location.strip())
-            if web_url(target) is None:
-                return FetchResult(url, False, status=response.status, final_url=current,
-                                   redirects=redirects,
-                                   error=f"HTTP {response.status} redirect to a non-http(s) URL")
-            redirects.append((response.status, target))
-            return None
-        return await _read(url, response, limits, redirects)
-
-
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read a body we do not keep (a 304's, a redirect's, an error page's) when it is small.
-
-    The connection goes back to the pool only once its response was read to the end; released earlier, it is
-    closed, and the next request to the host pays a new connection (a TLS handshake on https).
-    A large body is not worth reading: the connection is dropped instead.
-    """
-    declared = response.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > _DRAIN_BYTES):
-        return
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > _DRAIN_BYTES:
-            return
-
-
-async def _read(url: str, response: aiohttp.ClientResponse, limits: FetchLimits,
-                redirects: list[tuple[int, str]]) -> FetchResult:
+    key = _target(current)
+    if key is None:  # never: the first URL and every redirect target passed web_url
+        raise ValueError(f"not an http(s) URL: {current}")
+    host, port, scheme, wire = key
+    if type(client._answers.get((host, port))) is not list:  # not yet asked this run (a coroutine less a hop)
+        await client.check(host, port, deadline)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _TimedOut
+    transfer = client._take((host, port, scheme))
+    curl = transfer.curl
+    curl.setopt(pycurl.URL, wire)
+    curl.setopt(pycurl.HTTPHEADER, headers)
+    curl.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
+    try:
+        code, message = await client._perform(transfer)
+        status = curl.getinfo(pycurl.RESPONSE_CODE)
+        fields = _fields(transfer.lines)
+        over, body, refused = transfer.over, transfer.chunks, transfer.refused
+    finally:
+        client._give_back(transfer)  # cancelled too: out of the multi by then, ready for another request
+    location = _text(fields.get(b"location"))
+    if code:
+        if refused is not None:
+            raise Refused(refused)
+        if code == pycurl.E_OPERATION_TIMEDOUT:
+            raise _TimedOut
+        if not (code == pycurl.E_FILESIZE_EXCEEDED or (code == pycurl.E_WRITE_ERROR and over)) or not status:
+            return FetchResult(url, False, final_url=current, redirects=redirects, error=_describe(code, message))
+        if not (status == 304 or status >= 400 or (status in _REDIRECTS and location)):
+            declared = _text(fields.get(b"content-length")) or ""
+            if declared.isdigit() and int(declared) > limits.max_bytes:
+                raise TooLarge(f"too large: {declared} bytes (limit {limits.max_bytes})")
+            raise TooLarge(f"too large: over {limits.max_bytes} bytes")
+        # else: a body we do not keep, too long to be worth reading: dropped with its connection; the answer stands
+    if status in _REDIRECTS and location:
+        target = urljoin(current, location)
+        if web_url(target) is None:
+            return FetchResult(url, False, status=status, final_url=current, redirects=redirects,
+                               error=f"HTTP {status} redirect to a non-http(s) URL")
+        redirects.append((status, target))
+        return None
     common: dict[str, Any] = {
-        "status": response.status,
-        "final_url": str(response.url),
-        "content_type": response.headers.get("content-type"),
-        "etag": response.headers.get("etag"),
-        "last_modified": response.headers.get("last-modified"),
+        "status": status,
+        "final_url": current,
+        "content_type": _text(fields.get(b"content-type")),
+        "etag": _text(fields.get(b"etag")),
+        "last_modified": _text(fields.get(b"last-modified")),
         "redirects": redirects,
     }
-    if response.status == 304:
-        await _drain(response)
+    if status == 304:
         return FetchResult(url, True, not_modified=True, **common)
-    if response.status >= 400:
-        await _drain(response)
-        return FetchResult(url, False, error=f"HTTP {response.status}", **common)
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-        raise TooLarge(f"too large: {declared} bytes (limit {limits.max_bytes})")
-    chunks: list[bytes] = []
-    size = 0
-    # Decompressed bytes, counted as they arrive (aiohttp inflates a bounded amount per step, so a small
-    # compressed bomb never becomes a large buffer before this check sees it).
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limits.max_bytes:
-            raise TooLarge(f"too large: over {limits.max_bytes} bytes")
-        chunks.append(chunk)
-    return FetchResult(url, True, body=b"".join(chunks), **common)
+    if status >= 400:
+        return FetchResult(url, False, error=f"HTTP {status}", **common)
+    return FetchResult(url, True, body=b"".join(body), **common)
+
+
+class _Slots:
+    """A counting semaphore, first come first served, for fetch_all's overall limit. asyncio.Semaphore scans all
+    its waiters on every acquire; this hands a freed slot straight to the next waiter."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def take(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled: pass it on
+                self.give()
+            raise
+
+    def give(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 async def fetch_all(
@@ -374,23 +759,41 @@ async def fetch_all(
     """Fetch (url, etag, last_modified) triples concurrently, capped overall and per host; keeps order.
 
     `local_files` lets file paths through (a schedule's own sources); `guard` defaults to Guard()."""
-    overall = asyncio.Semaphore(limits.concurrency)
-    per_host: dict[str, asyncio.Semaphore] = {}
+    # One worker per allowed connection of a host (at most per_host), each taking the host's requests in turn:
+    # no site gets more than per_host at once. The host's turn first, then an overall slot: a request waiting for
+    # its host must not hold one of the `concurrency` slots meanwhile (it did, and a run's first hosts kept the
+    # others waiting). Fewer tasks than one a request, and no per-host semaphore to queue on.
+    results: list[FetchResult | None] = [None] * len(requests)
+    by_host: dict[str, collections.deque[int]] = {}
+    for index, request in enumerate(requests):
+        queue = by_host.get(_netloc(request[0]))
+        if queue is None:
+            queue = by_host[_netloc(request[0])] = collections.deque()
+        queue.append(index)
+    overall = _Slots(limits.concurrency)
+    callbacks: list[Awaitable[None]] = []  # on_done coroutines, run beside the fetches, awaited before the end
 
     async with make_client(limits, guard) as client:
 
-        async def one(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
-            host = urlparse(url).netloc
-            host_sem = per_host.setdefault(host, asyncio.Semaphore(limits.per_host))
-            # The host's turn first, then an overall slot: a request waiting for its host must not hold one
-            # of the `concurrency` slots meanwhile (it did, and a run's first hosts kept the others waiting).
-            async with host_sem, overall:
-                result = await fetch(client, url, limits, etag=etag, last_modified=last_modified, accept=accept,
-                                     local_files=local_files)
-            if on_done is not None:
-                maybe = on_done(result)
-                if asyncio.iscoroutine(maybe):
-                    await maybe
-            return result
+        async def worker(queue: collections.deque[int]) -> None:
+            while queue:
+                index = queue.popleft()
+                url, etag, last_modified = requests[index]
+                await overall.take()
+                try:
+                    result = await fetch(client, url, limits, etag=etag, last_modified=last_modified,
+                                         accept=accept, local_files=local_files)
+                finally:
+                    overall.give()
+                results[index] = result
+                if on_done is not None:
+                    maybe = on_done(result)
+                    if asyncio.iscoroutine(maybe):
+                        callbacks.append(asyncio.ensure_future(maybe))
 
-        return list(await asyncio.gather(*(one(*r) for r in requests)))
+        await asyncio.gather(*(worker(queue) for queue in by_host.values()
+                               for _ in range(min(limits.per_host, len(queue)))))
+        if callbacks:
+            await asyncio.gather(*callbacks)
+    assert all(result is not None for result in results)
+    return results  # type: ignore[return-value]
