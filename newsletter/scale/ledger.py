@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, false, func, select, text, true, update
+from sqlalchemy import Connection, DateTime, Engine, bindparam, delete, false, func, select, text, true, update
 from sqlalchemy.orm import Session
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
 from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch
+from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
 
@@ -130,8 +131,9 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
             where = condition()
             if where is None:
                 continue
-            rows = session.scalars(
-                select(SendBatch).where(SendBatch.send_id == send_id, where)
+            # Core rows, not ORM objects: this runs once per batch, and the objects cost more than the SQL.
+            rows = session.execute(
+                select(*_CLAIMED).where(SendBatch.send_id == send_id, where)
                 .order_by(SendBatch.number).limit(8).with_for_update(skip_locked=True)
             ).all()
             row = next((r for r in rows if guard is None or _try_lock(guard, r.id)), None)
@@ -141,20 +143,38 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
             return None
         claimed = Batch(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
                         row.attempts, epoch(row.claimed_at), row.error, variant=row.variant, group=row.send_group)
-        row.claimed_by = claimer(job_id, me)[:200]
-        if row.status == "pending":
+        connection = session.connection()
+        if row.status != "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
-            row.status, row.claimed_at = "claimed", utcnow()
-            if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
-                # With the send's own filters: the range holds other variants' and cadences' readers too.
-                at, frequency, groups = _filters(session, send_id)
-                claimed.rows = audience_page(session.connection(), newsletter_id, row.first_subscription_id - 1,
-                                             row.last_subscription_id,
-                                             row.last_subscription_id - row.first_subscription_id + 1,
-                                             variant=row.variant, at=at, frequency=frequency,
-                                             group=groups[row.send_group] if groups and row.send_group is not None
-                                             else None)
+            driver_sql.execute(connection, _TAKE_OPEN, {"batch": row.id, "by": claimer(job_id, me)[:200]})
+            return claimed
+        driver_sql.execute(connection, _TAKE_PENDING, {"batch": row.id, "by": claimer(job_id, me)[:200],
+                                                       "at": utcnow()})
+        if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
+            # With the send's own filters: the range holds other variants' and cadences' readers too.
+            at, frequency, groups = _filters(session, send_id)
+            claimed.rows = audience_page(connection, newsletter_id, row.first_subscription_id - 1,
+                                         row.last_subscription_id,
+                                         row.last_subscription_id - row.first_subscription_id + 1,
+                                         variant=row.variant, at=at, frequency=frequency,
+                                         group=groups[row.send_group] if groups and row.send_group is not None
+                                         else None)
         return claimed
+
+
+_CLAIMED = (SendBatch.id, SendBatch.number, SendBatch.first_subscription_id, SendBatch.last_subscription_id,
+            SendBatch.status, SendBatch.attempts, SendBatch.claimed_at, SendBatch.error, SendBatch.variant,
+            SendBatch.send_group)
+_TAKE_OPEN = update(SendBatch).where(SendBatch.id == bindparam("batch")).values(claimed_by=bindparam("by"))
+_TAKE_PENDING = update(SendBatch).where(SendBatch.id == bindparam("batch")).values(
+    claimed_by=bindparam("by"), status="claimed", claimed_at=bindparam("at", type_=DateTime))
+_SEND_STATUS = select(Send.status).where(Send.id == bindparam("send"))
+
+
+def send_status(engine: Engine, send_id: int) -> str | None:
+    """The send's status as the database has it now (a job checks it before each batch it claims)."""
+    with engine.connect() as connection:
+        return driver_sql.scalar(connection, _SEND_STATUS, {"send": send_id})
 
 
 # A send's start, cadence and time-zone groups, fixed when it starts: read once per process.

@@ -514,8 +514,7 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                         break
                     leased = started
                 else:
-                    with session_scope(eng) as session:
-                        status = session.scalar(select(Send.status).where(Send.id == send_id))
+                    status = ledger.send_status(eng, send_id)
                 if status in ("done", "failed"):
                     ended, stop = {"state": status}, True
                     break
