@@ -35,6 +35,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -249,6 +250,7 @@ class SendGridServer:
         port: int = 0,
         keep_bodies: bool = True,
         validate_schema: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key  # None: any Bearer token is accepted; a missing header is still 401
         self.keep_bodies = keep_bodies
@@ -285,6 +287,10 @@ class SendGridServer:
         self.close_idle = False
         self._httpd = ThreadingHTTPServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
+        # HTTPS as the real API: the url names `localhost`, which the certificate of `tls` must be for.
+        self.tls = tls is not None
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         # A client's kept-alive connection holds its handler thread until the client closes it: stop() must not
         # wait for that.
         self._httpd.block_on_close = False
@@ -303,7 +309,7 @@ class SendGridServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"https://localhost:{port}" if self.tls else f"http://{host}:{port}"
 
     def start(self) -> SendGridServer:
         self._thread = threading.Thread(
