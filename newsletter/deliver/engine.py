@@ -161,7 +161,6 @@ class BatchSender:
         # Tracked links or the open pixel in the issue (its schedule file's [tracking]): each reader's value.
         tracked = tokens.RECIPIENT in job.message.html or tokens.RECIPIENT in job.message.text
         self._tracker = TrackSigner(job.signer.subkey("tracking")) if tracked else None
-        self._links_of: dict[int, tuple[Message, tuple[bool, bool]]] = {}  # see _links
         # Unknown batches waiting for the provider's activity log, settled beside the send (see settle_waiting);
         # only a driver that calls settle_waiting sets defer_settle (a scale-mode job hands its waits to the queue).
         self.defer_settle = False
@@ -357,18 +356,13 @@ class BatchSender:
         with self.lock:
             self.sent_now += delivered
 
-    def _links(self, message: Message) -> tuple[bool, bool]:
+    @staticmethod
+    def _links(message: Message) -> tuple[bool, bool]:
         """Whether `message` shows the feedback and the manage link: a link signed for nobody to see costs
         about 2.3 microseconds a reader (a send signs a million of each). The unsubscribe link is always
         signed: every backend puts it in the List-Unsubscribe header."""
-        known = self._links_of.get(id(message))
-        if known is None or known[0] is not message:
-            shows = (tokens.FEEDBACK_URL in message.html or tokens.FEEDBACK_URL in message.text,
-                     tokens.MANAGE_URL in message.html or tokens.MANAGE_URL in message.text)
-            if len(self._links_of) >= 64:  # one entry per variant; a caller making a Message per batch gets no leak
-                self._links_of.clear()
-            known = self._links_of[id(message)] = (message, shows)
-        return known[1]
+        shown = tokens.keys_in(message.html) + tokens.keys_in(message.text)
+        return "feedback_url" in shown, "manage_url" in shown
 
     def _recipients(self, rows: Sequence[Row], message: Message) -> list[Recipient]:
         ids = [r[1] for r in rows]

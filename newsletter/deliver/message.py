@@ -48,7 +48,7 @@ def recipient_address(recipient: Recipient) -> Address:
 
 # An address the email library certainly takes as it is: dot-atoms of ASCII atext on both sides of the @
 # (RFC 5322 3.2.3, without quoting, comments or literals). Anything else goes through the library's parser.
-PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                             r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
@@ -56,7 +56,7 @@ def recipient_display_name(recipient: Recipient) -> str:
     """The display name `recipient_address` would give, with the same check of the address (MessageBuildError
     when the email library refuses it), without building an Address for the plain addresses nearly everyone
     has: the library's parser costs about 30 microseconds an address, a million of them per send."""
-    if PLAIN_ADDRESS.fullmatch(recipient.email) is None:
+    if _PLAIN_ADDRESS.fullmatch(recipient.email) is None:
         return recipient_address(recipient).display_name
     return single_line(recipient.name, MAX_NAME)
 

@@ -30,6 +30,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from python_http_client import exceptions as http_errors
@@ -45,9 +46,8 @@ from newsletter.deliver.mailer import (
     Recipient,
     TemporaryDeliveryError,
 )
-from newsletter.deliver.message import MAX_NAME, PLAIN_ADDRESS, MessageBuildError, recipient_display_name
+from newsletter.deliver.message import MessageBuildError, recipient_display_name
 from newsletter.render import tokens
-from newsletter.text import single_line
 
 try:  # a base dependency where a wheel exists (CPython); the standard library's json otherwise
     import orjson as _orjson
@@ -75,6 +75,14 @@ def _address(value: str) -> dict[str, str]:
 
 def _html_token(key: str) -> str:
     return f"%%{key}:html%%"
+
+
+@lru_cache(maxsize=16)
+def _html_body(body: str) -> str:
+    """The HTML body with its tokens renamed to their escaped-value form (%%name%% -> %%name:html%%)."""
+    for key in tokens.keys_in(body):
+        body = body.replace(tokens.ALL[key], _html_token(key))
+    return body
 
 
 class SendGridMailer:
@@ -124,24 +132,16 @@ class SendGridMailer:
         self._mail_path = urllib.parse.urlsplit(self._mail_url).path
         self._connections = None if keepalive.proxied(self._mail_url) else keepalive.Connections(self._mail_url)
         self._prepared: tuple[Message, dict[str, Any], list[str], list[str]] | None = None
-        self._bodies: tuple[str, str, list[str], list[str], str] | None = None  # see _prepare
 
     # -- building the request --------------------------------------------------------------------------------
     def _prepare(self, message: Message) -> tuple[dict[str, Any], list[str], list[str]]:
         """The per-issue part of every request, computed once per Message."""
         if self._prepared and self._prepared[0] is message:
             return self._prepared[1], self._prepared[2], self._prepared[3]
-        # The engine gives each batch its own Message (its custom_args) with the same bodies: scanning the
-        # bodies for tokens is done once per body.
-        kept = self._bodies
-        if kept is None or kept[0] is not message.html or kept[1] is not message.text:
-            text_keys = [key for key, token in tokens.ALL.items() if token in message.text]
-            html_keys = [key for key, token in tokens.ALL.items() if token in message.html]
-            body_html = message.html
-            for key in html_keys:
-                body_html = body_html.replace(tokens.ALL[key], _html_token(key))
-            kept = self._bodies = (message.html, message.text, text_keys, html_keys, body_html)
-        text_keys, html_keys, body_html = kept[2], kept[3], kept[4]
+        # The engine gives each batch its own Message (its custom_args) with the same bodies: each body is
+        # scanned for tokens once (tokens.keys_in, _html_body).
+        text_keys, html_keys = list(tokens.keys_in(message.text)), list(tokens.keys_in(message.html))
+        body_html = _html_body(message.html)
         headers = {"List-Unsubscribe-Post": ONE_CLICK, **message.headers}
         if message.list_id:
             headers["List-Id"] = message.list_id
@@ -179,7 +179,7 @@ class SendGridMailer:
         # takes (which key, escaped for the HTML part or not).
         plan = [(tokens.ALL[k], k, False) for k in text_keys] + [(_html_token(k), k, True) for k in html_keys]
         keys_size = sum(len(token) for token, _k, _e in plan)
-        escape, needs_escape, plain = html.escape, _HTML_SPECIAL.search, PLAIN_ADDRESS.fullmatch
+        escape, needs_escape = html.escape, _HTML_SPECIAL.search
         personalizations: list[dict[str, Any]] = []
         append = personalizations.append
         seen: set[str] = set()
@@ -189,16 +189,13 @@ class SendGridMailer:
             if lowered in seen:  # SendGrid rejects the whole request for one repeated address
                 raise ValueError(f"{email} appears twice in one batch")
             seen.add(lowered)
-            if plain(email) is not None:  # recipient_display_name's usual case, without its call
-                name = single_line(r.name, MAX_NAME)
-            else:
-                try:
-                    name = recipient_display_name(r)  # the same check as a message built for SMTP
-                except MessageBuildError as exc:
-                    if failed is None:
-                        raise
-                    failed[email] = str(exc)
-                    continue
+            try:
+                name = recipient_display_name(r)  # the same check as a message built for SMTP
+            except MessageBuildError as exc:
+                if failed is None:
+                    raise
+                failed[email] = str(exc)
+                continue
             p: dict[str, Any] = {"to": [{"email": email, "name": name} if name else {"email": email}]}
             own = r.values
             if plan:

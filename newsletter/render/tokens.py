@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from functools import lru_cache
 
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 MANAGE_URL = "%%manage_url%%"  # the reader's "manage your subscription" page
@@ -30,6 +31,12 @@ ALL = {"unsubscribe_url": UNSUBSCRIBE_URL, "manage_url": MANAGE_URL, "email": EM
 # Any text a backend could take for a token: `%%email%%`, SendGrid's `%%email:html%%`, and longer look-alikes.
 _FIXED = re.compile(r"%%(?=(?:" + "|".join(ALL) + r"))")
 _DEFUSED = "%%\u2060"  # a word joiner after the marks: reads the same, matches no token
+
+
+@lru_cache(maxsize=16)  # a send asks once a batch about the same issue's bodies (a string's hash is kept with it)
+def keys_in(body: str) -> tuple[str, ...]:
+    """The keys of the tokens `body` holds, in ALL's order."""
+    return tuple(key for key, token in ALL.items() if token in body)
 
 
 def fill(body: str, values: dict[str, str]) -> str:
