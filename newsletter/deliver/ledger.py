@@ -358,7 +358,7 @@ _HELD_BY_NAME = select(func.count()).select_from(SendHold).where(
 _BATCH_UPDATES: dict[tuple[str, ...], Any] = {}  # by the columns set (a handful of shapes)
 
 
-def _update_batch(conn: Connection, batch_id: int, values: Mapping[str, Any]) -> None:
+def update_batch(conn: Connection, batch_id: int, values: Mapping[str, Any]) -> None:
     """UPDATE send_batch SET `values` WHERE id = `batch_id`, through the statement kept for these columns."""
     columns = tuple(sorted(values))
     statement = _BATCH_UPDATES.get(columns)
@@ -629,14 +629,14 @@ class Ledger:
                 values.update(status=status, sent_at=now if status == "sent" else None)
                 if provider_message_id:
                     values["provider_message_id"] = provider_message_id[:200]
-            _update_batch(conn, batch.id, values)
+            update_batch(conn, batch.id, values)
         if final:
             batch.status = status
         return len(delivered)
 
     def _set(self, batch: Batch, **values: Any) -> None:
         with self._writing, self.engine.begin() as conn:
-            _update_batch(conn, batch.id, values)
+            update_batch(conn, batch.id, values)
         for key in ("status", "attempts", "error"):
             if key in values:
                 setattr(batch, key, values[key])

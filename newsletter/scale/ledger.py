@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, bindparam, delete, false, func, select, text, true, update
+from sqlalchemy import Connection, Engine, bindparam, delete, false, func, select, text, true, update
 from sqlalchemy.orm import Session
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
-from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch
+from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch, update_batch
 from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
@@ -146,10 +146,10 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
         connection = session.connection()
         if row.status != "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
-            driver_sql.execute(connection, _TAKE_OPEN, {"batch": row.id, "by": claimer(job_id, me)[:200]})
+            update_batch(connection, row.id, {"claimed_by": claimer(job_id, me)[:200]})
             return claimed
-        driver_sql.execute(connection, _TAKE_PENDING, {"batch": row.id, "by": claimer(job_id, me)[:200],
-                                                       "at": utcnow()})
+        update_batch(connection, row.id, {"claimed_by": claimer(job_id, me)[:200], "status": "claimed",
+                                          "claimed_at": utcnow()})
         if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
             # With the send's own filters: the range holds other variants' and cadences' readers too.
             at, frequency, groups = _filters(session, send_id)
@@ -165,9 +165,6 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
 _CLAIMED = (SendBatch.id, SendBatch.number, SendBatch.first_subscription_id, SendBatch.last_subscription_id,
             SendBatch.status, SendBatch.attempts, SendBatch.claimed_at, SendBatch.error, SendBatch.variant,
             SendBatch.send_group)
-_TAKE_OPEN = update(SendBatch).where(SendBatch.id == bindparam("batch")).values(claimed_by=bindparam("by"))
-_TAKE_PENDING = update(SendBatch).where(SendBatch.id == bindparam("batch")).values(
-    claimed_by=bindparam("by"), status="claimed", claimed_at=bindparam("at", type_=DateTime))
 _SEND_STATUS = select(Send.status).where(Send.id == bindparam("send"))
 
 
