@@ -73,10 +73,9 @@ class Connections:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None and not _dropped(connection):
+        if connection is not None and not _dropped(connection):  # (so it has a socket)
             connection.timeout = timeout
-            if connection.sock is not None:
-                connection.sock.settimeout(timeout)
+            connection.sock.settimeout(timeout)
             return connection
         if connection is not None:
             self._discard(connection)

@@ -8,8 +8,9 @@ bind processors SQLAlchemy would apply (SQLite's datetime text, SingleLine's cle
 are the ones `connection.execute(statement, params)` stores. Results come back as the driver's plain tuples,
 with no result processing: callers select columns whose raw values are what they need (integers, text).
 
-What it cannot take is refused when it is compiled (ValueError), never run differently: an expanding IN, a
-literal the statement binds itself with a type that needs processing, or a parameter name the statement lacks.
+What it cannot take is refused when it is compiled (ValueError), never run differently: an expanding IN, or a
+column left to a Python-side default (SQLAlchemy's execution computes those). A run without a value for one of
+the statement's parameters raises KeyError.
 """
 
 from __future__ import annotations
