@@ -241,13 +241,18 @@ def _splits_version() -> str:
     return f"pysbd {pysbd.__version__}, rules {SPLIT_RULES}"
 
 
+def _prose_paragraphs(text: str) -> list[str]:
+    """The paragraphs `sentences` splits, in order."""
+    return [p for p in paragraphs(text) if is_prose(p)]
+
+
 def sentence_splits(text: str, language: str | None = "en") -> dict[str, Any]:
     """How `sentences` splits `text`'s prose paragraphs, to be stored with the article: another process hands it
     to remember_splits and skips pysbd, the slowest step of reading a story (cached here, so free after the
     summary was made)."""
     code = language_code(language)
     return {"version": _splits_version(), "language": code,
-            "splits": [list(_split_sentences(p, code)) for p in paragraphs(text) if is_prose(p)]}
+            "splits": [list(_split_sentences(p, code)) for p in _prose_paragraphs(text)]}
 
 
 def remember_splits(text: str, language: str | None, stored: Any) -> bool:
@@ -256,7 +261,7 @@ def remember_splits(text: str, language: str | None, stored: Any) -> bool:
     code = language_code(language)
     if not isinstance(stored, dict) or stored.get("version") != _splits_version() or stored.get("language") != code:
         return False
-    prose = [p for p in paragraphs(text) if is_prose(p)]
+    prose = _prose_paragraphs(text)
     splits = stored.get("splits")
     if not isinstance(splits, list) or len(splits) != len(prose):
         return False

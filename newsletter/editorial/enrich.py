@@ -356,20 +356,22 @@ def _quotes(stories: list[_Story], nl: Newsletter, report: EnrichReport) -> None
             row.notes = {**(row.notes or {}), "quotes": f"failed: {type(exc).__name__}"}
 
 
+def _from_articles(stories: list[_Story], articles: dict[str, Article]) -> list[tuple[_Story, Article]]:
+    """The stories told from their article page, each with its Article row."""
+    return [(story, art) for story in stories
+            if story.from_article and (art := articles.get(story.row.url)) is not None]
+
+
 def _take_splits(stories: list[_Story], articles: dict[str, Article]) -> None:
     """Sentence splits an earlier build kept with the article: this process need not split the text again."""
-    for story in stories:
-        art = articles.get(story.row.url)
-        if story.from_article and art is not None and art.sentences is not None:
+    for story, art in _from_articles(stories, articles):
+        if art.sentences is not None:
             remember_splits(story.text, story.language, art.sentences)
 
 
 def _keep_splits(stories: list[_Story], articles: dict[str, Article]) -> None:
     """Keep each article's sentence splits with it (already made for its summary and quotes) for later builds."""
-    for story in stories:
-        art = articles.get(story.row.url)
-        if not story.from_article or art is None:
-            continue
+    for story, art in _from_articles(stories, articles):
         try:
             splits = sentence_splits(story.text, story.language)
         except Exception:  # a cache: never a reason for the build to fail
