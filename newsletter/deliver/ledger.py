@@ -356,6 +356,7 @@ _COUNT_SENT = update(Send).where(Send.id == bindparam("send")).values(sent=Send.
 _HELD_BY_NAME = select(func.count()).select_from(SendHold).where(
     SendHold.batch_id == bindparam("batch"), SendHold.status == "unknown")
 _BATCH_UPDATES: dict[tuple[str, ...], Any] = {}  # by the columns set (a handful of shapes)
+_IN_CHUNK = 900  # ids per IN list: under SQLite's oldest limit of 999 bound values per statement
 
 
 def update_batch(conn: Connection, batch_id: int, values: Mapping[str, Any]) -> None:
@@ -483,12 +484,18 @@ class Ledger:
                                      batch.last - batch.first + 1, variant=batch.variant, at=self.at,
                                      frequency=self.frequency, group=self._group(batch.group))
         with session_scope(self.engine) as session:
-            done = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.batch_id == batch.id)))
-            done.update(session.scalars(select(SendHold.subscriber_id).where(
-                SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
             rows = audience_page(session.connection(), self.newsletter_id, batch.first - 1, batch.last,
                                  batch.last - batch.first + 1, variant=batch.variant, at=self.at,
                                  frequency=self.frequency, group=self._group(batch.group))
+            # Sent: a delivery row of this send (uq_delivery; a reader is in one batch of a send, and one who
+            # got their copy from another batch must not get a second).
+            done: set[int] = set()
+            ids = [r[1] for r in rows]
+            for start in range(0, len(ids), _IN_CHUNK):
+                done.update(session.scalars(select(Delivery.subscriber_id).where(
+                    Delivery.send_id == self.send_id, Delivery.subscriber_id.in_(ids[start:start + _IN_CHUNK]))))
+            done.update(session.scalars(select(SendHold.subscriber_id).where(
+                SendHold.batch_id == batch.id, SendHold.status.in_(("unknown", "skipped")))))
         return [r for r in rows if r[1] not in done] if done else rows
 
     def held_recipients(self, batch: Batch) -> int:
