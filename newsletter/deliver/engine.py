@@ -368,7 +368,11 @@ class BatchSender:
         ids = [r[1] for r in rows]
         signer, base_url, slug = self.job.signer, self.base_url, self.job.slug
         feedback_shown, manage_shown = self._links(message)
-        values = [{"unsubscribe_url": url} for url in signer.unsubscribe_urls(base_url, ids, slug)]
+        unsubscribe = signer.unsubscribe_urls(base_url, ids, slug)
+        if not (feedback_shown or manage_shown or self._tracker):  # the usual issue: one link each, one pass
+            return [Recipient(email, name, sid, {"unsubscribe_url": url})
+                    for (_sub, sid, email, name), url in zip(rows, unsubscribe, strict=True)]
+        values = [{"unsubscribe_url": url} for url in unsubscribe]
         if feedback_shown:  # each reader's own "this summary is wrong" link (newsletter.web.feedback)
             for own, url in zip(values, signer.feedback_urls(base_url, ids, slug), strict=True):
                 own["feedback_url"] = url
