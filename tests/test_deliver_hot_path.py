@@ -137,3 +137,35 @@ def test_a_refused_address_is_left_out_alone() -> None:
     assert list(failed) == ["not an address"]
     with pytest.raises(MessageBuildError):
         mailer.build_request(MESSAGE, [Recipient(email="not an address")])
+
+
+def test_every_html_value_is_escaped_as_html_escape_does() -> None:
+    import html
+
+    mailer = SendGridMailer("SG.test", "http://127.0.0.1:9", activity_settle_seconds=0, settle_by="activity")
+    names = ["Plain Name", "A & B", "<script>", "x > y", 'say "hi"', "O'Brien", "&amp;", "Zoë", "a\u2028b", ""]
+    urls = ["https://n.example/u/abc", "https://n.example/u/a?x=1&y=<2>", "https://n.example/u/'\""]
+    recipients = [Recipient(email=f"r{i}@example.com", name=name, values={"unsubscribe_url": url})
+                  for i, (name, url) in enumerate((n, u) for n in names for u in urls)]
+    body = mailer.build_request(MESSAGE, recipients)
+    for r, p in zip(recipients, body["personalizations"], strict=True):
+        subs = p["substitutions"]
+        shown = recipient_display_name(r)
+        assert subs["%%name%%"] == shown and subs["%%name:html%%"] == html.escape(shown, quote=True)
+        url = r.values["unsubscribe_url"]
+        assert subs["%%unsubscribe_url%%"] == url
+        assert subs["%%unsubscribe_url:html%%"] == html.escape(url, quote=True)
+
+
+def test_a_send_spares_the_collector_and_gives_its_settings_back() -> None:
+    import gc
+
+    from newsletter.deliver.engine import YOUNG_THRESHOLD, gc_spared
+
+    before = gc.get_threshold()
+    with gc_spared():
+        assert gc.get_threshold()[0] >= YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+        with gc_spared():  # two sends in one process (scale-mode worker threads): the first one out restores
+            pass
+        assert gc.get_threshold()[0] >= YOUNG_THRESHOLD
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
