@@ -169,3 +169,34 @@ def test_a_send_spares_the_collector_and_gives_its_settings_back() -> None:
             pass
         assert gc.get_threshold()[0] >= YOUNG_THRESHOLD
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_delivery_rows_are_written_whole_under_a_small_bound_values_limit(tmp_path) -> None:  # noqa: ANN001
+    import sqlite3
+
+    from sqlalchemy import event, select
+
+    from newsletter.deliver.ledger import insert_deliveries, start_send
+    from newsletter.store.models import Delivery, SendBatch
+
+    world = make_world(f"sqlite:///{tmp_path / 'limit.db'}", 0)
+
+    # An SQLite built with a limit of 40 bound values per statement: 6 rows of 6 columns per INSERT at most.
+    @event.listens_for(world.engine, "connect")
+    def small_limit(dbapi_connection, _record) -> None:  # noqa: ANN001
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)
+
+    world.engine.dispose()
+    send_id = start_send(world.engine, world.new_issue(1), world.newsletter_id, "sendgrid", 100)
+    rows = [(send_id, None, 1000 + i, f"p{i}@example.com", f"m{i}" if i % 3 else None, "2026-12-02 10:00:00")
+            for i in range(23)]
+    with session_scope(world.engine) as s:
+        batch = SendBatch(send_id=send_id, number=1, first_subscription_id=1, last_subscription_id=23,
+                          recipients=23, status="claimed")
+        s.add(batch)
+        s.flush()
+        insert_deliveries(s, [(r[0], batch.id, *r[2:]) for r in rows])
+    with session_scope(world.engine) as s:
+        stored = s.execute(select(Delivery.subscriber_id, Delivery.email, Delivery.message_id)
+                           .order_by(Delivery.subscriber_id)).all()
+    assert [tuple(r) for r in stored] == [(r[2], r[3], r[4]) for r in rows]
