@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import sqlite3
 import threading
 import time
@@ -346,7 +347,7 @@ def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
     per = max(1, (getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999) // 6)
     for start in range(0, len(rows), per):
         chunk = rows[start:start + per]
-        connection.exec_driver_sql(_many_rows(len(chunk), mark), tuple(v for row in chunk for v in row))
+        connection.exec_driver_sql(_many_rows(len(chunk), mark), tuple(itertools.chain.from_iterable(chunk)))
 
 
 @functools.lru_cache(maxsize=8)
