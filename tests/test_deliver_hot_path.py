@@ -173,6 +173,7 @@ def test_a_send_spares_the_collector_and_gives_its_settings_back() -> None:
 
 def test_delivery_rows_are_written_whole_under_a_small_bound_values_limit(tmp_path) -> None:  # noqa: ANN001
     import sqlite3
+    from datetime import datetime
 
     from sqlalchemy import event, select
 
@@ -188,15 +189,17 @@ def test_delivery_rows_are_written_whole_under_a_small_bound_values_limit(tmp_pa
 
     world.engine.dispose()
     send_id = start_send(world.engine, world.new_issue(1), world.newsletter_id, "sendgrid", 100)
-    rows = [(send_id, None, 1000 + i, f"p{i}@example.com", f"m{i}" if i % 3 else None, "2026-12-02 10:00:00")
-            for i in range(23)]
+    rows = [(i, 1000 + i, f"p{i}@example.com", f"P {i}") for i in range(46)]  # audience rows
+    ids = {f"p{i}@example.com": f"m{i}" for i in range(23, 46) if i % 3}  # the second batch's, for some
     with session_scope(world.engine) as s:
-        batch = SendBatch(send_id=send_id, number=1, first_subscription_id=1, last_subscription_id=23,
-                          recipients=23, status="claimed")
-        s.add(batch)
-        s.flush()
-        insert_deliveries(s, [(r[0], batch.id, *r[2:]) for r in rows])
+        for number, half in ((1, rows[:23]), (2, rows[23:])):
+            batch = SendBatch(send_id=send_id, number=number, first_subscription_id=half[0][0],
+                              last_subscription_id=half[-1][0], recipients=len(half), status="claimed")
+            s.add(batch)
+            s.flush()
+            insert_deliveries(s, send_id, batch.id, half, "2026-12-02 10:00:00", ids if number == 2 else None)
     with session_scope(world.engine) as s:
-        stored = s.execute(select(Delivery.subscriber_id, Delivery.email, Delivery.message_id)
+        stored = s.execute(select(Delivery.subscriber_id, Delivery.email, Delivery.message_id, Delivery.sent_at)
                            .order_by(Delivery.subscriber_id)).all()
-    assert [tuple(r) for r in stored] == [(r[2], r[3], r[4]) for r in rows]
+    assert [tuple(r[:3]) for r in stored] == [(r[1], r[2], ids.get(r[2])) for r in rows]
+    assert {r[3] for r in stored} == {datetime(2026, 12, 2, 10, 0)}

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import sqlite3
 import threading
 import time
@@ -322,38 +321,48 @@ def _start_send(engine: Engine, issue_id: int, newsletter_id: int, mailer_name: 
 DELIVERY_COLUMNS = "(send_id, batch_id, subscriber_id, email, message_id, sent_at)"
 
 
-def insert_deliveries(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    """One delivery row per recipient, in the session's transaction, as fast as the database takes them.
+def insert_deliveries(session: Session, send_id: int, batch_id: int, delivered: Sequence[Row], sent_at: Any,
+                      message_ids: Mapping[str, str] | None = None) -> None:
+    """A delivery row for each of `delivered` (audience rows), in the session's transaction, as fast as the
+    database takes them; `message_ids` by address, where the provider gave one.
 
     PostgreSQL: COPY (measured 6.9 ms per 1000 rows against 23.7 ms for executemany, the largest database cost
     of a send). SQLite: one INSERT of many rows (VALUES (...), (...), ...), as many as the connection's limit
     on bound values allows: half the time of the driver's executemany (1.3 against 2.6 microseconds a row), which
-    binds, steps and hands the GIL back and forth once per row.
+    binds, steps and hands the GIL back and forth once per row. Without message ids the NULL is written in the
+    statement: the driver looks for an adapter for every None it binds (0.5 microseconds each).
     """
     connection = session.connection()
     raw = connection.connection.driver_connection
     if raw is None:
         raise RuntimeError("the database connection was closed while deliveries were being recorded")
+    ids = message_ids or {}
+    get = ids.get
     if connection.dialect.name == "postgresql":
         with raw.cursor() as cursor, cursor.copy(f"COPY delivery {DELIVERY_COLUMNS} FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            for r in delivered:
+                copy.write_row((send_id, batch_id, r[1], r[2], get(r[2]), sent_at))
         return
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     if connection.dialect.name != "sqlite":
-        connection.exec_driver_sql(f"INSERT INTO delivery {DELIVERY_COLUMNS} VALUES ({', '.join([mark] * 6)})", rows)
+        connection.exec_driver_sql(f"INSERT INTO delivery {DELIVERY_COLUMNS} VALUES ({', '.join([mark] * 6)})",
+                                   [(send_id, batch_id, r[1], r[2], get(r[2]), sent_at) for r in delivered])
         return
     getlimit = getattr(raw, "getlimit", None)  # sqlite3's Connection (Python 3.11+); 999: SQLite's oldest limit
     per = max(1, (getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999) // 6)
-    for start in range(0, len(rows), per):
-        chunk = rows[start:start + per]
-        connection.exec_driver_sql(_many_rows(len(chunk), mark), tuple(itertools.chain.from_iterable(chunk)))
+    for start in range(0, len(delivered), per):
+        chunk = delivered[start:start + per]
+        if ids:
+            values = [v for r in chunk for v in (send_id, batch_id, r[1], r[2], get(r[2]), sent_at)]
+        else:
+            values = [v for r in chunk for v in (send_id, batch_id, r[1], r[2], sent_at)]
+        connection.exec_driver_sql(_many_rows(len(chunk), mark, bool(ids)), tuple(values))
 
 
-@functools.lru_cache(maxsize=8)
-def _many_rows(count: int, mark: str) -> str:
+@functools.lru_cache(maxsize=16)
+def _many_rows(count: int, mark: str, with_ids: bool) -> str:
     """INSERT INTO delivery of `count` rows in one statement (the driver keeps it prepared: same text)."""
-    row = f"({', '.join([mark] * 6)})"
+    row = f"({mark}, {mark}, {mark}, {mark}, {mark if with_ids else 'NULL'}, {mark})"
     return f"INSERT INTO delivery {DELIVERY_COLUMNS} VALUES {', '.join([row] * count)}"
 
 
@@ -636,8 +645,7 @@ class Ledger:
                 send_id, batch_id = self.send_id, batch.id
                 # SQLite's driver would turn the datetime into this text for each row (its default adapter).
                 sent_at: Any = now if conn.dialect.name != "sqlite" else now.isoformat(" ")
-                insert_deliveries(session, [(send_id, batch_id, r[1], r[2], ids.get(r[2]), sent_at) for r in delivered]
-                                  if ids else [(send_id, batch_id, r[1], r[2], None, sent_at) for r in delivered])
+                insert_deliveries(session, send_id, batch_id, delivered, sent_at, ids)
                 driver_sql.execute(conn, _COUNT_SENT, {"send": send_id, "delivered": len(delivered)})
             for email in bounced or {}:
                 suppress(session, email, None, "bounced")
