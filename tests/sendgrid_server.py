@@ -161,6 +161,7 @@ def check_request(body: Any, *, validate_schema: bool = True) -> list[dict[str, 
         )
     seen: set[str] = set()
     total = 0
+    body_args = _kv_bytes(body.get("custom_args"))
     for i, p in enumerate(personalizations):
         for kind in ("to", "cc", "bcc"):
             for j, person in enumerate(p.get(kind) or []):
@@ -184,7 +185,7 @@ def check_request(body: Any, *, validate_schema: bool = True) -> list[dict[str, 
                     f"personalizations.{i}.substitutions",
                 )
             )
-        if _kv_bytes(p.get("custom_args")) + _kv_bytes(body.get("custom_args")) >= MAX_PERSONALIZATION_BYTES:
+        if _kv_bytes(p.get("custom_args")) + body_args >= MAX_PERSONALIZATION_BYTES:
             errors.append(
                 _error(
                     "The total size of custom arguments must be less than 10000 bytes.",
