@@ -29,6 +29,7 @@ import collections
 import contextlib
 import functools
 import ipaddress
+import os
 import select
 import socket
 import ssl
@@ -239,10 +240,12 @@ class _Transfer:
 
     def _open_socket(self, purpose: int, address: Any) -> Any:
         ip = address.addr[0]
-        if ipaddress.ip_address(ip) not in self.client.approved:
+        client = self.client
+        # The address as the guard's answer spelled it is approved; any other spelling is compared as an address.
+        if ip not in client.approved_text and ipaddress.ip_address(ip) not in client.approved:
             self.refused = f"refused: {ip} was not checked by the guard"
             return pycurl.SOCKET_BAD
-        return socket.socket(address.family, address.socktype, address.protocol)
+        return _Descriptor(socket.socket(address.family, address.socktype, address.protocol).detach())
 
     def _write(self, data: bytes) -> int | None:
         if self.keep is None:  # the body's first bytes: the status and headers are complete (read from the
@@ -264,6 +267,24 @@ class _Transfer:
         if self.keep:
             self.chunks.append(data)
         return None
+
+
+class _Descriptor:
+    """A new socket as OPENSOCKETFUNCTION hands it to pycurl, which takes a duplicate of its descriptor for
+    libcurl and drops this object: the original is closed then. A socket.socket dropped open would be closed too,
+    but with an unclosed-socket ResourceWarning made first (its repr and the warnings machinery cost more than
+    making the socket), once a connection."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __del__(self) -> None:
+        os.close(self.fd)
 
 
 def _fields(lines: list[bytes]) -> dict[bytes, Any]:
@@ -298,6 +319,7 @@ class _Client:
         self.limits = limits
         self.max_bytes = limits.max_bytes
         self.approved: set[IPAddress] = set()
+        self.approved_text: set[str] = set()  # the same addresses as the guard wrote them (libcurl's usual form)
         # (host, port) -> the guard's addresses, or the task resolving them (once a run, shared by its requests)
         self._answers: dict[tuple[str, int], list[str] | asyncio.Task[list[str]]] = {}
         self._resolve: dict[tuple[str, int], str] = {}
@@ -310,6 +332,8 @@ class _Client:
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None  # when libcurl wants its timeout call (loop time)
         self._soon = False
+        self._adding = False  # inside add_handle: a timeout of 0 asked then is acted on right after it
+        self._kick = False
         self._closing = False
         self._running = 0
         self.template = self._template(limits)
@@ -414,6 +438,9 @@ class _Client:
         loop = self.loop
         if ms == 0:
             self._due = None
+            if self._adding:
+                self._kick = True
+                return
             if not self._soon:
                 self._soon = True
                 loop.call_soon(self._timeout_now)
@@ -479,9 +506,18 @@ class _Client:
     async def _perform(self, transfer: _Transfer) -> tuple[int, str]:
         future = transfer.future = self.loop.create_future()
         curl = transfer.curl
-        self.multi.add_handle(curl)
+        self._adding, self._kick = True, False
+        try:
+            self.multi.add_handle(curl)
+        finally:
+            self._adding = False
         self._transfers[curl] = transfer
         self._running += 1
+        if self._kick:
+            # libcurl asked to be called at once (to start this transfer): done here, not a loop turn later
+            # through call_soon. Outside any libcurl callback, so socket_action may be called.
+            self._kick = False
+            self._act(pycurl.SOCKET_TIMEOUT, 0)
         try:
             return await future
         finally:
@@ -536,7 +572,9 @@ class _Client:
                 del self._answers[key]  # asked again by the next request (a failure is not kept)
             raise
         for text in addresses:
-            self.approved.add(ipaddress.ip_address(text))
+            ip = ipaddress.ip_address(text)
+            self.approved.add(ip)
+            self.approved_text.add(str(ip))
         if not _looks_like_address(host):
             self._resolve[key] = _resolve_entry(host, port, addresses)
         self._answers[key] = addresses
