@@ -503,7 +503,9 @@ class _Client:
         if future is not None and not future.done():
             future.set_result((code, message))
 
-    async def _perform(self, transfer: _Transfer) -> tuple[int, str]:
+    def _start(self, transfer: _Transfer) -> asyncio.Future[tuple[int, str]]:
+        """The transfer added to the multi; its future is set to libcurl's (code, message) when it ends. Awaited by
+        _hop directly (a coroutine less a request), whose _give_back takes it out of the multi if it is cancelled."""
         future = transfer.future = self.loop.create_future()
         curl = transfer.curl
         self._adding, self._kick = True, False
@@ -518,13 +520,7 @@ class _Client:
             # through call_soon. Outside any libcurl callback, so socket_action may be called.
             self._kick = False
             self._act(pycurl.SOCKET_TIMEOUT, 0)
-        try:
-            return await future
-        finally:
-            transfer.future = None
-            if self._transfers.pop(curl, None) is not None:  # cancelled while libcurl still had it
-                self.multi.remove_handle(curl)
-                self._running -= 1
+        return future
 
     # -- transfers and the guard -------------------------------------------------------------------------------
 
@@ -549,6 +545,11 @@ class _Client:
         return transfer
 
     def _give_back(self, transfer: _Transfer) -> None:
+        transfer.future = None
+        curl = transfer.curl
+        if self._transfers.pop(curl, None) is not None:  # cancelled while libcurl still had it
+            self.multi.remove_handle(curl)
+            self._running -= 1
         transfer.reset()  # and the body it held goes with the result
         self._idle.setdefault(transfer.key, []).append(transfer)
 
@@ -571,6 +572,8 @@ class _Client:
             if found.done() and self._answers.get(key) is found:
                 del self._answers[key]  # asked again by the next request (a failure is not kept)
             raise
+        if type(self._answers.get(key)) is list:
+            return  # recorded by another request that waited for the same lookup
         for text in addresses:
             ip = ipaddress.ip_address(text)
             self.approved.add(ip)
@@ -710,7 +713,7 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
     curl.setopt(pycurl.HTTPHEADER, headers)
     curl.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
     try:
-        code, message = await client._perform(transfer)
+        code, message = await client._start(transfer)
         status = curl.getinfo(pycurl.RESPONSE_CODE)
         fields = _fields(transfer.lines)
         over, body, refused = transfer.over, transfer.chunks, transfer.refused
@@ -737,19 +740,11 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
                                error=f"HTTP {status} redirect to a non-http(s) URL")
         redirects.append((status, target))
         return None
-    common: dict[str, Any] = {
-        "status": status,
-        "final_url": current,
-        "content_type": _text(fields.get(b"content-type")),
-        "etag": _text(fields.get(b"etag")),
-        "last_modified": _text(fields.get(b"last-modified")),
-        "redirects": redirects,
-    }
-    if status == 304:
-        return FetchResult(url, True, not_modified=True, **common)
-    if status >= 400:
-        return FetchResult(url, False, error=f"HTTP {status}", **common)
-    return FetchResult(url, True, body=b"".join(body), **common)
+    ok = status < 400  # a 304 too: not_modified, no body
+    return FetchResult(url, ok, status=status, body=b"".join(body) if ok and status != 304 else b"",
+                       final_url=current, content_type=_text(fields.get(b"content-type")),
+                       etag=_text(fields.get(b"etag")), last_modified=_text(fields.get(b"last-modified")),
+                       not_modified=status == 304, error=None if ok else f"HTTP {status}", redirects=redirects)
 
 
 class _Slots:
@@ -761,6 +756,13 @@ class _Slots:
     def __init__(self, size: int) -> None:
         self.free = size
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        """A slot if one is free with nobody waiting (no coroutine made for the usual case), else False."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
 
     async def take(self) -> None:
         if self.free > 0 and not self.waiters:
@@ -817,7 +819,8 @@ async def fetch_all(
             while queue:
                 index = queue.popleft()
                 url, etag, last_modified = requests[index]
-                await overall.take()
+                if not overall.take_now():
+                    await overall.take()
                 try:
                     result = await fetch(client, url, limits, etag=etag, last_modified=last_modified,
                                          accept=accept, local_files=local_files)
