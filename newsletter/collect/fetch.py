@@ -665,7 +665,20 @@ async def fetch(
     try:
         # The timeout bounds the whole exchange, every hop and lookup, not only each socket read: a server that
         # trickles bytes forever must not hold a collect run hostage.
-        result = await _get(client, url, headers, limits, started + limits.timeout)
+        deadline = started + limits.timeout
+        current = url
+        redirects: list[tuple[int, str]] = []
+        for _ in range(MAX_REDIRECTS + 1):  # (the redirect loop here, not in a coroutine of its own: one a request)
+            try:
+                hop = await _hop(client, url, current, headers, limits, redirects, deadline)
+            except Refused as exc:  # this hop's address: say so with the chain that led there
+                hop = FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
+            if hop is not None:
+                result = hop
+                break
+            current = redirects[-1][1]
+        else:
+            raise _TooManyRedirects
     except (TimeoutError, _TimedOut):
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
     except (TooLarge, Refused) as exc:
@@ -678,21 +691,6 @@ async def fetch(
         result = FetchResult(url, False, error=_describe(*exc.args))
     result.elapsed = time.monotonic() - started
     return result
-
-
-async def _get(client: _Client, url: str, headers: list[Any], limits: FetchLimits, deadline: float
-               ) -> FetchResult:
-    current = url
-    redirects: list[tuple[int, str]] = []
-    for _ in range(MAX_REDIRECTS + 1):
-        try:
-            result = await _hop(client, url, current, headers, limits, redirects, deadline)
-        except Refused as exc:  # this hop's address: say so with the chain that led there
-            return FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
-        if result is not None:
-            return result
-        current = redirects[-1][1]
-    raise _TooManyRedirects
 
 
 async def _hop(client: _Client, url: str, current: str, headers: list[Any], limits: FetchLimits,
