@@ -561,6 +561,10 @@ class _Client:
         if isinstance(found, list):
             return
         if found is None:
+            now = self.guard.answer_now(host, port)  # an address in the URL: checked at once, no task to wait for
+            if now is not None:
+                self._record(key, host, now)
+                return
             found = self._answers[key] = self.loop.create_task(self.guard.addresses(host, port))
             # retrieved here too: a lookup whose only waiter timed out must not be reported as never retrieved
             found.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -572,14 +576,17 @@ class _Client:
             if found.done() and self._answers.get(key) is found:
                 del self._answers[key]  # asked again by the next request (a failure is not kept)
             raise
-        if type(self._answers.get(key)) is list:
-            return  # recorded by another request that waited for the same lookup
+        if type(self._answers.get(key)) is not list:  # else recorded by another request waiting for it too
+            self._record(key, host, addresses)
+
+    def _record(self, key: tuple[str, int], host: str, addresses: list[str]) -> None:
+        """The guard's answer for host:port: every address approved for connecting and, for a name, pinned."""
         for text in addresses:
             ip = ipaddress.ip_address(text)
             self.approved.add(ip)
             self.approved_text.add(str(ip))
         if not _looks_like_address(host):
-            self._resolve[key] = _resolve_entry(host, port, addresses)
+            self._resolve[key] = _resolve_entry(host, key[1], addresses)
         self._answers[key] = addresses
 
     async def close(self) -> None:
