@@ -326,6 +326,9 @@ class _Client:
         self._idle: dict[tuple[str, int, str], list[_Transfer]] = {}  # by the host:port each served last
         self._transfers: dict[Any, _Transfer] = {}  # Curl -> its transfer, while in the multi
         self._want: dict[int, int] = {}  # fd -> the events libcurl wants (1 read, 2 write)
+        # Sockets libcurl stopped watching (a connection back in the pool) that were left in the epoll set: see
+        # _on_socket. One that has been closed since is out of the set already (the kernel drops a closed file).
+        self._kept: set[int] = set()
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         if self._epoll is not None:
             self.loop.add_reader(self._epoll.fileno(), self._on_events)
@@ -389,12 +392,20 @@ class _Client:
         epoll = self._epoll
         if epoll is not None:
             if not want:
-                with contextlib.suppress(OSError):  # already closed: the kernel has dropped it from the set
-                    epoll.unregister(fd)
+                # Left in the set: a pooled connection's socket is mostly watched again by its next request, and
+                # one epoll_ctl then (modify) does instead of two (unregister now, register then). An event from it
+                # meanwhile nobody wants (_on_events) takes it out; closing it takes it out of the kernel's set.
+                self._kept.add(fd)
                 return
             events = (select.EPOLLIN if want & 1 else 0) | (select.EPOLLOUT if want & 2 else 0)
             if old:
                 epoll.modify(fd, events)
+            elif fd in self._kept:
+                self._kept.discard(fd)
+                try:
+                    epoll.modify(fd, events)
+                except FileNotFoundError:  # closed since, and this number is another socket's now
+                    epoll.register(fd, events)
             else:
                 try:
                     epoll.register(fd, events)
@@ -417,6 +428,9 @@ class _Client:
         running = self._running
         try:
             for fd, events in self._epoll.poll(0):
+                if fd not in self._want:  # a kept socket (an idle connection the server closed, say): libcurl
+                    self._drop_kept(fd)  # finds out when it takes the connection from the pool
+                    continue
                 mask = 0
                 if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                     mask |= pycurl.CSELECT_IN
@@ -430,6 +444,12 @@ class _Client:
             return
         if running < self._running:
             self._collect()
+
+    def _drop_kept(self, fd: int) -> None:
+        self._kept.discard(fd)
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
 
     def _on_timer(self, ms: int) -> None:
         if ms < 0:
