@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from newsletter.collect.fetch import FetchLimits, fetch_all
+from newsletter.collect.fetch import FetchLimits, fetch, fetch_all, make_client
 
 LIMITS = FetchLimits(timeout=10, per_host=3)
 
@@ -42,6 +43,10 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(404, b"<html>" + b"not here " * 100 + b"</html>")
         elif self.headers.get("If-None-Match") == '"v1"':
             self._answer(304, b"")
+            if self.path.startswith("/dropped/"):
+                # Closed without saying so (no "Connection: close"), as a server's idle timeout would: the client
+                # finds the pooled connection dead and connects again.
+                self.close_connection = True
         else:
             self._answer(200, b"<rss version='2.0'><channel><title>t</title></channel></rss>")
 
@@ -79,3 +84,34 @@ def test_304s_redirects_and_error_pages_reuse_the_hosts_connections(server: Coun
                for r in results[30:40])
     assert all(r.error == "HTTP 404" for r in results[40:])
     assert server.connections <= LIMITS.per_host, server.connections
+
+
+def test_connections_the_server_closed_while_idle_are_replaced(server: CountingServer) -> None:
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    requests: list[tuple[str, str | None, str | None]] = [(f"{base}/dropped/{n}.xml", '"v1"', None) for n in range(20)]
+    requests += [(f"{base}/feed/{n}.xml", '"v1"', None) for n in range(20)]
+
+    started = time.monotonic()
+    results = asyncio.run(fetch_all(requests, LIMITS))
+
+    assert all(r.ok and r.not_modified for r in results), [r.error for r in results if not r.ok]
+    assert time.monotonic() - started < LIMITS.timeout / 2  # no request waited for its timeout
+    assert server.connections > LIMITS.per_host  # each dropped connection was replaced by a new one
+
+
+def test_a_pooled_connection_closed_while_the_client_waits_is_let_go(server: CountingServer) -> None:
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    async def run() -> list[bool]:
+        async with make_client(LIMITS) as client:
+            first = await fetch(client, f"{base}/dropped/1.xml", LIMITS, etag='"v1"')
+            # Idle meanwhile: the server's close reaches the socket while no request wants it (it is let go then,
+            # and the loop does not keep waking for it), and the next request connects again.
+            started = time.process_time()
+            await asyncio.sleep(0.3)
+            idle_cpu = time.process_time() - started
+            second = await fetch(client, f"{base}/feed/2.xml", LIMITS, etag='"v1"')
+            return [first.not_modified, second.not_modified, idle_cpu < 0.1]
+
+    assert asyncio.run(run()) == [True, True, True]
+    assert server.connections == 2

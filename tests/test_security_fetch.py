@@ -124,6 +124,22 @@ def test_fetcher_refuses_every_internal_address(inside: PageServer, inside6: Pag
         "refused: ::ffff:127.0.0.1 is a loopback address (127.0.0.1 inside an IPv6 address)")
 
 
+def test_an_address_in_the_url_is_answered_at_once_with_the_check_a_lookup_would_get() -> None:
+    async def no_lookup(host: str, port: int) -> list[str]:
+        raise AssertionError(f"looked up {host}")
+
+    allowed = guard.Guard(Allow.parse("127.0.0.2/32"), resolver=no_lookup)
+    assert allowed.answer_now("127.0.0.2", 80) == ["127.0.0.2"] == asyncio.run(allowed.addresses("127.0.0.2", 80))
+    assert allowed.answer_now("news.public.example", 80) is None  # a name: resolved, by addresses()
+    assert allowed.answer_now("2130706433", 80) is None  # another spelling: read by the resolver as the OS would
+    for host in ("127.0.0.1", "::1", "169.254.169.254"):
+        with pytest.raises(guard.Refused) as now:
+            allowed.answer_now(host, 80)
+        with pytest.raises(guard.Refused) as later:
+            asyncio.run(allowed.addresses(host, 80))
+        assert str(now.value) == str(later.value) and str(now.value).startswith(f"refused: {host} is a")
+
+
 def test_a_redirect_to_inside_is_refused_at_that_hop(
     monkeypatch: pytest.MonkeyPatch, inside: PageServer, public: PageServer, dns: LoopbackDNS
 ) -> None:

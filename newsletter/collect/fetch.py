@@ -29,6 +29,7 @@ import collections
 import contextlib
 import functools
 import ipaddress
+import os
 import select
 import socket
 import ssl
@@ -239,10 +240,12 @@ class _Transfer:
 
     def _open_socket(self, purpose: int, address: Any) -> Any:
         ip = address.addr[0]
-        if ipaddress.ip_address(ip) not in self.client.approved:
+        client = self.client
+        # The address as the guard's answer spelled it is approved; any other spelling is compared as an address.
+        if ip not in client.approved_text and ipaddress.ip_address(ip) not in client.approved:
             self.refused = f"refused: {ip} was not checked by the guard"
             return pycurl.SOCKET_BAD
-        return socket.socket(address.family, address.socktype, address.protocol)
+        return _Descriptor(socket.socket(address.family, address.socktype, address.protocol).detach())
 
     def _write(self, data: bytes) -> int | None:
         if self.keep is None:  # the body's first bytes: the status and headers are complete (read from the
@@ -264,6 +267,24 @@ class _Transfer:
         if self.keep:
             self.chunks.append(data)
         return None
+
+
+class _Descriptor:
+    """A new socket as OPENSOCKETFUNCTION hands it to pycurl, which takes a duplicate of its descriptor for
+    libcurl and drops this object: the original is closed then. A socket.socket dropped open would be closed too,
+    but with an unclosed-socket ResourceWarning made first (its repr and the warnings machinery cost more than
+    making the socket), once a connection."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __del__(self) -> None:
+        os.close(self.fd)
 
 
 def _fields(lines: list[bytes]) -> dict[bytes, Any]:
@@ -298,18 +319,24 @@ class _Client:
         self.limits = limits
         self.max_bytes = limits.max_bytes
         self.approved: set[IPAddress] = set()
+        self.approved_text: set[str] = set()  # the same addresses as the guard wrote them (libcurl's usual form)
         # (host, port) -> the guard's addresses, or the task resolving them (once a run, shared by its requests)
         self._answers: dict[tuple[str, int], list[str] | asyncio.Task[list[str]]] = {}
         self._resolve: dict[tuple[str, int], str] = {}
         self._idle: dict[tuple[str, int, str], list[_Transfer]] = {}  # by the host:port each served last
         self._transfers: dict[Any, _Transfer] = {}  # Curl -> its transfer, while in the multi
         self._want: dict[int, int] = {}  # fd -> the events libcurl wants (1 read, 2 write)
+        # Sockets libcurl stopped watching (a connection back in the pool) that were left in the epoll set: see
+        # _on_socket. One that has been closed since is out of the set already (the kernel drops a closed file).
+        self._kept: set[int] = set()
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         if self._epoll is not None:
             self.loop.add_reader(self._epoll.fileno(), self._on_events)
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None  # when libcurl wants its timeout call (loop time)
         self._soon = False
+        self._adding = False  # inside add_handle: a timeout of 0 asked then is acted on right after it
+        self._kick = False
         self._closing = False
         self._running = 0
         self.template = self._template(limits)
@@ -365,12 +392,20 @@ class _Client:
         epoll = self._epoll
         if epoll is not None:
             if not want:
-                with contextlib.suppress(OSError):  # already closed: the kernel has dropped it from the set
-                    epoll.unregister(fd)
+                # Left in the set: a pooled connection's socket is mostly watched again by its next request, and
+                # one epoll_ctl then (modify) does instead of two (unregister now, register then). An event from it
+                # meanwhile nobody wants (_on_events) takes it out; closing it takes it out of the kernel's set.
+                self._kept.add(fd)
                 return
             events = (select.EPOLLIN if want & 1 else 0) | (select.EPOLLOUT if want & 2 else 0)
             if old:
                 epoll.modify(fd, events)
+            elif fd in self._kept:
+                self._kept.discard(fd)
+                try:
+                    epoll.modify(fd, events)
+                except FileNotFoundError:  # closed since, and this number is another socket's now
+                    epoll.register(fd, events)
             else:
                 try:
                     epoll.register(fd, events)
@@ -393,6 +428,9 @@ class _Client:
         running = self._running
         try:
             for fd, events in self._epoll.poll(0):
+                if fd not in self._want:  # a kept socket (an idle connection the server closed, say): libcurl
+                    self._drop_kept(fd)  # finds out when it takes the connection from the pool
+                    continue
                 mask = 0
                 if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                     mask |= pycurl.CSELECT_IN
@@ -407,6 +445,12 @@ class _Client:
         if running < self._running:
             self._collect()
 
+    def _drop_kept(self, fd: int) -> None:
+        self._kept.discard(fd)
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
     def _on_timer(self, ms: int) -> None:
         if ms < 0:
             self._due = None
@@ -414,6 +458,9 @@ class _Client:
         loop = self.loop
         if ms == 0:
             self._due = None
+            if self._adding:
+                self._kick = True
+                return
             if not self._soon:
                 self._soon = True
                 loop.call_soon(self._timeout_now)
@@ -476,19 +523,24 @@ class _Client:
         if future is not None and not future.done():
             future.set_result((code, message))
 
-    async def _perform(self, transfer: _Transfer) -> tuple[int, str]:
+    def _start(self, transfer: _Transfer) -> asyncio.Future[tuple[int, str]]:
+        """The transfer added to the multi; its future is set to libcurl's (code, message) when it ends. Awaited by
+        _hop directly (a coroutine less a request), whose _give_back takes it out of the multi if it is cancelled."""
         future = transfer.future = self.loop.create_future()
         curl = transfer.curl
-        self.multi.add_handle(curl)
+        self._adding, self._kick = True, False
+        try:
+            self.multi.add_handle(curl)
+        finally:
+            self._adding = False
         self._transfers[curl] = transfer
         self._running += 1
-        try:
-            return await future
-        finally:
-            transfer.future = None
-            if self._transfers.pop(curl, None) is not None:  # cancelled while libcurl still had it
-                self.multi.remove_handle(curl)
-                self._running -= 1
+        if self._kick:
+            # libcurl asked to be called at once (to start this transfer): done here, not a loop turn later
+            # through call_soon. Outside any libcurl callback, so socket_action may be called.
+            self._kick = False
+            self._act(pycurl.SOCKET_TIMEOUT, 0)
+        return future
 
     # -- transfers and the guard -------------------------------------------------------------------------------
 
@@ -513,6 +565,11 @@ class _Client:
         return transfer
 
     def _give_back(self, transfer: _Transfer) -> None:
+        transfer.future = None
+        curl = transfer.curl
+        if self._transfers.pop(curl, None) is not None:  # cancelled while libcurl still had it
+            self.multi.remove_handle(curl)
+            self._running -= 1
         transfer.reset()  # and the body it held goes with the result
         self._idle.setdefault(transfer.key, []).append(transfer)
 
@@ -524,6 +581,10 @@ class _Client:
         if isinstance(found, list):
             return
         if found is None:
+            now = self.guard.answer_now(host, port)  # an address in the URL: checked at once, no task to wait for
+            if now is not None:
+                self._record(key, host, now)
+                return
             found = self._answers[key] = self.loop.create_task(self.guard.addresses(host, port))
             # retrieved here too: a lookup whose only waiter timed out must not be reported as never retrieved
             found.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -535,10 +596,17 @@ class _Client:
             if found.done() and self._answers.get(key) is found:
                 del self._answers[key]  # asked again by the next request (a failure is not kept)
             raise
+        if type(self._answers.get(key)) is not list:  # else recorded by another request waiting for it too
+            self._record(key, host, addresses)
+
+    def _record(self, key: tuple[str, int], host: str, addresses: list[str]) -> None:
+        """The guard's answer for host:port: every address approved for connecting and, for a name, pinned."""
         for text in addresses:
-            self.approved.add(ipaddress.ip_address(text))
+            ip = ipaddress.ip_address(text)
+            self.approved.add(ip)
+            self.approved_text.add(str(ip))
         if not _looks_like_address(host):
-            self._resolve[key] = _resolve_entry(host, port, addresses)
+            self._resolve[key] = _resolve_entry(host, key[1], addresses)
         self._answers[key] = addresses
 
     async def close(self) -> None:
@@ -624,7 +692,20 @@ async def fetch(
     try:
         # The timeout bounds the whole exchange, every hop and lookup, not only each socket read: a server that
         # trickles bytes forever must not hold a collect run hostage.
-        result = await _get(client, url, headers, limits, started + limits.timeout)
+        deadline = started + limits.timeout
+        current = url
+        redirects: list[tuple[int, str]] = []
+        for _ in range(MAX_REDIRECTS + 1):  # (the redirect loop here, not in a coroutine of its own: one a request)
+            try:
+                hop = await _hop(client, url, current, headers, limits, redirects, deadline)
+            except Refused as exc:  # this hop's address: say so with the chain that led there
+                hop = FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
+            if hop is not None:
+                result = hop
+                break
+            current = redirects[-1][1]
+        else:
+            raise _TooManyRedirects
     except (TimeoutError, _TimedOut):
         result = FetchResult(url, False, error=f"timed out after {limits.timeout:g}s")
     except (TooLarge, Refused) as exc:
@@ -637,21 +718,6 @@ async def fetch(
         result = FetchResult(url, False, error=_describe(*exc.args))
     result.elapsed = time.monotonic() - started
     return result
-
-
-async def _get(client: _Client, url: str, headers: list[Any], limits: FetchLimits, deadline: float
-               ) -> FetchResult:
-    current = url
-    redirects: list[tuple[int, str]] = []
-    for _ in range(MAX_REDIRECTS + 1):
-        try:
-            result = await _hop(client, url, current, headers, limits, redirects, deadline)
-        except Refused as exc:  # this hop's address: say so with the chain that led there
-            return FetchResult(url, False, final_url=current, redirects=redirects, error=str(exc))
-        if result is not None:
-            return result
-        current = redirects[-1][1]
-    raise _TooManyRedirects
 
 
 async def _hop(client: _Client, url: str, current: str, headers: list[Any], limits: FetchLimits,
@@ -672,7 +738,7 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
     curl.setopt(pycurl.HTTPHEADER, headers)
     curl.setopt(pycurl.TIMEOUT_MS, max(1, int(remaining * 1000)))
     try:
-        code, message = await client._perform(transfer)
+        code, message = await client._start(transfer)
         status = curl.getinfo(pycurl.RESPONSE_CODE)
         fields = _fields(transfer.lines)
         over, body, refused = transfer.over, transfer.chunks, transfer.refused
@@ -699,19 +765,11 @@ async def _hop(client: _Client, url: str, current: str, headers: list[Any], limi
                                error=f"HTTP {status} redirect to a non-http(s) URL")
         redirects.append((status, target))
         return None
-    common: dict[str, Any] = {
-        "status": status,
-        "final_url": current,
-        "content_type": _text(fields.get(b"content-type")),
-        "etag": _text(fields.get(b"etag")),
-        "last_modified": _text(fields.get(b"last-modified")),
-        "redirects": redirects,
-    }
-    if status == 304:
-        return FetchResult(url, True, not_modified=True, **common)
-    if status >= 400:
-        return FetchResult(url, False, error=f"HTTP {status}", **common)
-    return FetchResult(url, True, body=b"".join(body), **common)
+    ok = status < 400  # a 304 too: not_modified, no body
+    return FetchResult(url, ok, status=status, body=b"".join(body) if ok and status != 304 else b"",
+                       final_url=current, content_type=_text(fields.get(b"content-type")),
+                       etag=_text(fields.get(b"etag")), last_modified=_text(fields.get(b"last-modified")),
+                       not_modified=status == 304, error=None if ok else f"HTTP {status}", redirects=redirects)
 
 
 class _Slots:
@@ -723,6 +781,13 @@ class _Slots:
     def __init__(self, size: int) -> None:
         self.free = size
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        """A slot if one is free with nobody waiting (no coroutine made for the usual case), else False."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
 
     async def take(self) -> None:
         if self.free > 0 and not self.waiters:
@@ -779,7 +844,8 @@ async def fetch_all(
             while queue:
                 index = queue.popleft()
                 url, etag, last_modified = requests[index]
-                await overall.take()
+                if not overall.take_now():
+                    await overall.take()
                 try:
                     result = await fetch(client, url, limits, etag=etag, last_modified=last_modified,
                                          accept=accept, local_files=local_files)

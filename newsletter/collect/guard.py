@@ -106,17 +106,29 @@ class Guard:
         self.allow = Allow.from_env() if allow is None else allow
         self._resolver = resolver
 
+    def answer_now(self, host: str, port: int) -> list[str] | None:
+        """The checked answer for a host that needs no lookup (an address written out in its usual form), as
+        addresses() gives it, without a coroutine or a task; None for a host to resolve. Raises Refused."""
+        name = normal_host(host)
+        return self._checked(name, [name]) if _plain_address(name) else None
+
     async def addresses(self, host: str, port: int) -> list[str]:
         name = normal_host(host)
-        resolver = self._resolver or default_resolver
-        try:
+        if _plain_address(name):
             # An address written out in its usual form is its own answer: no lookup (one costs a thread hop).
             # Other spellings (2130706433, 0x7f.1) go to the resolver, which reads them as the OS would.
-            found = [name] if _plain_address(name) else await resolver(name, port)
+            return self._checked(name, [name])
+        resolver = self._resolver or default_resolver
+        try:
+            found = await resolver(name, port)
         except (OSError, UnicodeError) as exc:
             raise Unresolvable(f"cannot resolve {name}: {getattr(exc, 'strerror', None) or exc}") from None
         if not found:
             raise Unresolvable(f"cannot resolve {name}: no addresses")
+        return self._checked(name, found)
+
+    def _checked(self, name: str, found: list[str]) -> list[str]:
+        """`found`, when every address in it may be connected to (or the operator allows the host), else Refused."""
         if self.allow.allows_host(name):
             return found
         for text in found:
