@@ -203,3 +203,65 @@ def test_delivery_rows_are_written_whole_under_a_small_bound_values_limit(tmp_pa
                            .order_by(Delivery.subscriber_id)).all()
     assert [tuple(r[:3]) for r in stored] == [(r[1], r[2], ids.get(r[2])) for r in rows]
     assert {r[3] for r in stored} == {datetime(2026, 12, 2, 10, 0)}
+
+
+def _as_sendgrid_fills(body: dict, index: int) -> dict[str, str]:
+    """The parts one personalization's reader gets: each substitution key replaced literally, as SendGrid does."""
+    subs = body["personalizations"][index].get("substitutions") or {}
+    parts = {}
+    for part in body["content"]:
+        value = part["value"]
+        for key, sub in subs.items():
+            value = value.replace(key, sub)
+        parts[part["type"]] = value
+    return parts
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_each_reader_gets_their_values_escaped_in_html_and_as_they_are_in_text(seed: int) -> None:
+    import html
+
+    from newsletter.deliver.mailer import Message
+
+    rnd = random.Random(seed)
+    # Bodies with a key in both parts, one in the HTML only and one in the text only; values with and without
+    # what HTML escaping changes, at random places in the batch (first, last, never).
+    message = Message(subject="S", from_address="n@example.com", list_id="L <l.example.com>",
+                      html='<p>%%name%% <a href="%%unsubscribe_url%%">x</a> %%manage_url%%</p>',
+                      text="%%name%% %%unsubscribe_url%% %%feedback_url%%")
+    specials = ["&", "<", ">", '"', "'"]
+
+    def value(base: str) -> str:
+        return base + (rnd.choice(specials) if rnd.random() < [0.0, 0.02, 0.5][seed % 3] else "")
+
+    recipients = [Recipient(email=f"r{i}@example.com", name=value(f"Reader {i}"),
+                            values={"unsubscribe_url": value(f"https://n.example/u/{i}"),
+                                    "manage_url": value(f"https://n.example/m/{i}"),
+                                    "feedback_url": value(f"https://n.example/f/{i}")})
+                  for i in range(rnd.randint(1, 60))]
+    mailer = SendGridMailer("SG.test", "http://127.0.0.1:9", activity_settle_seconds=0, settle_by="activity")
+    body = mailer.build_request(message, recipients)
+    for i, r in enumerate(recipients):
+        v = {"name": r.name or "", **r.values}
+        got = _as_sendgrid_fills(body, i)
+        esc = {k: html.escape(x, quote=True) for k, x in v.items()}
+        assert got["text/html"] == (f'<p>{esc["name"]} <a href="{esc["unsubscribe_url"]}">x</a> '
+                                    f'{esc["manage_url"]}</p>')
+        assert got["text/plain"] == f'{v["name"]} {v["unsubscribe_url"]} {v["feedback_url"]}'
+        assert "%%" not in got["text/html"] + got["text/plain"]
+
+
+def test_a_request_where_nothing_needs_escaping_sends_each_value_once() -> None:
+    mailer = SendGridMailer("SG.test", "http://127.0.0.1:9", activity_settle_seconds=0, settle_by="activity")
+    recipients = [Recipient(email=f"r{i}@example.com", name=f"Reader {i}", values={"unsubscribe_url": f"https://n.example/u/{i}"})
+                  for i in range(5)]
+    body = mailer.build_request(MESSAGE, recipients)
+    assert [sorted(p["substitutions"]) for p in body["personalizations"]] == [
+        ["%%name%%", "%%unsubscribe_url%%"]] * 5
+    assert ":html%%" not in body["content"][1]["value"]
+    # One name with an apostrophe: the name goes escaped for everyone of that request, the link still once.
+    recipients[3] = Recipient(email="r3@example.com", name="O'Brien", values={"unsubscribe_url": "https://n.example/u/3"})
+    body = mailer.build_request(MESSAGE, recipients)
+    assert all(sorted(p["substitutions"]) == ["%%name%%", "%%name:html%%", "%%unsubscribe_url%%"]
+               for p in body["personalizations"])
+    assert body["personalizations"][3]["substitutions"]["%%name:html%%"] == "O&#x27;Brien"

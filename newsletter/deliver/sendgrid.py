@@ -74,11 +74,25 @@ def _html_token(key: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _html_body(body: str) -> str:
-    """The HTML body with its tokens renamed to their escaped-value form (%%name%% -> %%name:html%%)."""
+def _html_body(body: str, escaped: frozenset[str]) -> str:
+    """The HTML body with the tokens of `escaped` keys renamed to their escaped-value form
+    (%%name%% -> %%name:html%%); the other keys' values are the same escaped or not."""
     for key in tokens.keys_in(body):
-        body = body.replace(tokens.ALL[key], _html_token(key))
+        if key in escaped:
+            body = body.replace(tokens.ALL[key], _html_token(key))
     return body
+
+
+def _needs_escape(value: str) -> bool:
+    """Whether html.escape(quote=True) would change `value`: five scans in C cost less than one regular
+    expression's search, a million times a send."""
+    return "&" in value or "<" in value or ">" in value or '"' in value or "'" in value
+
+
+def _check_size(email: str, subs: dict[str, str]) -> None:
+    """SendGrid refuses a request where one personalization's substitutions reach 10,000 bytes (UTF-8)."""
+    if sum(len(k.encode()) + len(v.encode()) for k, v in subs.items()) >= MAX_SUBSTITUTION_BYTES:
+        raise ValueError(f"substitutions for {email} exceed SendGrid's 10,000 byte limit")
 
 
 class SendGridMailer:
@@ -137,7 +151,7 @@ class SendGridMailer:
         # The engine gives each batch its own Message (its custom_args) with the same bodies: each body is
         # scanned for tokens once (tokens.keys_in, _html_body).
         text_keys, html_keys = list(tokens.keys_in(message.text)), list(tokens.keys_in(message.html))
-        body_html = _html_body(message.html)
+        body_html = _html_body(message.html, frozenset(html_keys))
         headers = {"List-Unsubscribe-Post": ONE_CLICK, **message.headers}
         if message.list_id:
             headers["List-Id"] = message.list_id
@@ -165,17 +179,24 @@ class SendGridMailer:
     def build_request(self, message: Message, recipients: Sequence[Recipient],
                       failed: dict[str, str] | None = None) -> dict[str, Any]:
         """The Mail Send body. A recipient whose address cannot be used goes into `failed` (when given) instead
-        of failing the whole request; without `failed` it raises MessageBuildError."""
+        of failing the whole request; without `failed` it raises MessageBuildError.
+
+        A value goes in twice, as it is (%%key%%) and escaped for the HTML part (%%key:html%%), only for the
+        keys where some recipient of this request has a value that escaping changes (a name with an apostrophe);
+        for the others the HTML body keeps the plain token: one substitution less per recipient (the signed
+        links never need escaping), and the same message."""
         if not recipients:
             raise ValueError("no recipients")
         if len(recipients) > MAX_PERSONALIZATIONS:
             raise ValueError(f"at most {MAX_PERSONALIZATIONS} recipients per request, got {len(recipients)}")
         base, text_keys, html_keys = self._prepare(message)
-        # The per-issue part of each personalization, worked out once per request: each token with the value it
-        # takes (which key, escaped for the HTML part or not).
-        text_plan = [(tokens.ALL[k], k) for k in text_keys]
-        html_plan = [(_html_token(k), k) for k in html_keys]
-        keys_size = sum(len(token) for token, _k in text_plan + html_plan)
+        # The per-issue part of each personalization, worked out once per request: which tokens take which
+        # value. `plain`: the tokens given values as they are (the text's keys, and the HTML's not escaped);
+        # `unchecked`: the HTML keys no recipient so far needed escaped; `escaped`: those some recipient did.
+        plain = [(tokens.ALL[k], k) for k in dict.fromkeys(text_keys + html_keys)]
+        unchecked = [(tokens.ALL[k], k) for k in html_keys]
+        escaped: list[tuple[str, str]] = []
+        tokens_size = sum(len(token) for token, _k in plain)
         escape = html.escape
         personalizations: list[dict[str, Any]] = []
         append = personalizations.append
@@ -195,33 +216,73 @@ class SendGridMailer:
                 continue
             p: dict[str, Any] = {"to": [{"email": email, "name": name} if name else {"email": email}]}
             own = r.values
-            if keys_size:
+            if plain or escaped:
                 subs = {}
-                size = keys_size
-                for token, key in text_plan:
+                size = tokens_size
+                for token, key in plain:
                     value = email if key == "email" else name if key == "name" else own.get(key, "")
                     subs[token] = value
                     size += len(value)
-                for token, key in html_plan:
+                for token, key in escaped:
                     value = email if key == "email" else name if key == "name" else own.get(key, "")
-                    # What html.escape(quote=True) replaces; most values have none of it. Five scans in C cost
-                    # less than one regular expression's search, a million times a send.
-                    if "&" in value or "<" in value or ">" in value or '"' in value or "'" in value:
+                    if _needs_escape(value):
                         value = escape(value, quote=True)
                     subs[token] = value
                     size += len(value)
-                # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
-                if size * 4 >= MAX_SUBSTITUTION_BYTES and sum(
-                    len(k.encode()) + len(v.encode()) for k, v in subs.items()
-                ) >= MAX_SUBSTITUTION_BYTES:
-                    raise ValueError(f"substitutions for {email} exceed SendGrid's 10,000 byte limit")
                 p["substitutions"] = subs
+                for item in unchecked:
+                    if _needs_escape(subs[item[0]]):
+                        break
+                else:
+                    item = None
+                if item is not None:  # the first value to escape of one key or more in this request (rare)
+                    for item in [i for i in unchecked if _needs_escape(subs[i[0]])]:
+                        self._escape_from_now(item, text_keys, plain, unchecked, escaped, personalizations)
+                        subs[_html_token(item[1])] = escape(subs[item[0]], quote=True)
+                        if item[1] not in text_keys:
+                            del subs[item[0]]
+                    tokens_size = sum(len(token) for token, _k in plain + escaped)
+                    size = sum(len(k) + len(v) for k, v in subs.items())
+                # Characters are at most 4 bytes: count bytes only when the cheap bound says it might matter.
+                if size * 4 >= MAX_SUBSTITUTION_BYTES:
+                    _check_size(email, subs)
             url = own.get("unsubscribe_url")
             if url:
                 # Per recipient: each one's header carries their own signed link.
                 p["headers"] = {"List-Unsubscribe": f"<{url}>"}
             append(p)
-        return {"personalizations": personalizations, **base}
+        body = {"personalizations": personalizations, **base}
+        if len(escaped) != len(html_keys):  # _prepare's content has every HTML key's token escaped
+            body["content"] = self._content(message, frozenset(k for _t, k in escaped))
+        return body
+
+    @staticmethod
+    def _escape_from_now(item: tuple[str, str], text_keys: list[str], plain: list[tuple[str, str]],
+                         unchecked: list[tuple[str, str]], escaped: list[tuple[str, str]],
+                         earlier: list[dict[str, Any]]) -> None:
+        """HTML key `item` needs its escaped token in this request: the personalizations made so far had no value
+        of it to escape, so theirs is the plain one; an HTML-only key leaves the plain tokens."""
+        token, key = item
+        unchecked.remove(item)
+        escaped.append((_html_token(key), key))
+        html_only = key not in text_keys
+        if html_only:
+            plain.remove(item)
+        for p in earlier:
+            subs = p.get("substitutions")
+            if subs is not None and token in subs:
+                subs[_html_token(key)] = subs.pop(token) if html_only else subs[token]
+                if sum(len(k) + len(v) for k, v in subs.items()) * 4 >= MAX_SUBSTITUTION_BYTES:
+                    _check_size(p["to"][0]["email"], subs)
+
+    def _content(self, message: Message, escaped: frozenset[str]) -> list[dict[str, str]]:
+        """The request's content parts, the HTML body's tokens escaped for the keys in `escaped` only."""
+        content = []
+        if message.text:
+            content.append({"type": "text/plain", "value": message.text})
+        if message.html:
+            content.append({"type": "text/html", "value": _html_body(message.html, escaped)})
+        return content
 
     # -- sending ---------------------------------------------------------------------------------------------
     def prepare(self, message: Message, recipients: Sequence[Recipient], batch_id: str | None = None,
