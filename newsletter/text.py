@@ -10,7 +10,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
@@ -275,6 +275,15 @@ def remember_splits(text: str, language: str | None, stored: Any) -> bool:
         _KNOWN_SPLITS.clear()
     _KNOWN_SPLITS.update(taken)
     return True
+
+
+def remember_joined(text: str, language: str | None, parts: Sequence[str]) -> None:
+    """`text` is made of these sentences (a summary of picked sentences): split_sentences(text, language) gives
+    them back without running pysbd over sentences already split once."""
+    if parts and all(part and part in text for part in parts):
+        if len(_KNOWN_SPLITS) >= _MAX_KNOWN:
+            _KNOWN_SPLITS.clear()
+        _KNOWN_SPLITS[(text, language)] = tuple(parts)
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,26 @@ def test_kept_sentence_splits_are_taken_only_for_their_own_text_version_and_lang
     text._sentences.cache_clear()
     assert text.remember_splits(article, "en", kept)
     assert [s.text for s in text.sentences(article, "en")] == fresh
+
+
+def test_a_summary_is_split_into_the_sentences_it_was_made_of_without_pysbd(monkeypatch) -> None:  # noqa: ANN001
+    article = ("The council approved the bridge plan on Monday after a long debate. The vote was seven to two. "
+               "Dr. Ana Ruiz, who led the study, said the costs were checked twice.\n\n"
+               "Work starts in May and should end in 2028. Tolls will be dropped once it opens.")
+    summary = extractive_summary(article, max_sentences=2, max_words=40)
+    picked = [s for s in split_sentences(article.split("\n\n")[0]) + split_sentences(article.split("\n\n")[1])
+              if s in summary]
+    text._split_sentences.cache_clear()
+    ran: list[str] = []
+    real = text._segmenter
+
+    def counted(language: str):  # noqa: ANN202
+        ran.append(language)
+        return real(language)
+
+    monkeypatch.setattr(text, "_segmenter", counted)
+    assert split_sentences(summary) == picked and len(picked) == 2
+    assert ran == []  # no pysbd over a summary made of known sentences
+    # Parts that are not of the text are not taken: that text still goes to pysbd.
+    text.remember_joined("Made up. Of parts.", "en", ["Not in it."])
+    assert split_sentences("Made up. Of parts.") == ["Made up.", "Of parts."] and ran == ["en"]

@@ -19,6 +19,7 @@ from newsletter.text import (
     Sentence,
     cosine,
     idf_table,
+    remember_joined,
     sentences,
     strip_dateline,
     tf_vector,
@@ -105,10 +106,13 @@ def extractive_summary(
         weights=weights,
     )
     out = ""
+    parts = []
     for s in picked:
         sent = strip_dateline(s.text) if s.index == 0 else s.text
         # CJK text has no space between sentences.
         out += ("" if not out or out.endswith(("。", "！", "？", "」", "』")) else " ") + sent
+        parts.append(sent)
+    remember_joined(out, language, parts)  # the quotes split the summary again: these are its sentences
     return out
 
 
