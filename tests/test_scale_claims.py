@@ -157,3 +157,19 @@ def test_one_runner_per_send_between_the_workers_and_newsletter_send(world) -> N
     finally:
         hand.release()
     ledger.take_lease(world.engine, world.send_id)
+
+
+def test_two_installs_in_schemas_of_one_database_never_hold_each_others_batches(world, tmp_path) -> None:  # noqa: ANN001
+    from newsletter.config import load_newsletter
+
+    ensure_schema(world.url)
+    with postgres_schema() as other_url:  # staging beside production: the same batch ids, another schema
+        other = make_world(other_url, subscribers=150)
+        nl = load_newsletter(write_schedule(tmp_path / "other-schedules"))
+        other.send_id = begin_send(other.engine, nl, other.issue_id, "outbox", batch_size=100)
+        ensure_schema(other_url)
+        with ledger.guard_connection(world.engine) as here, ledger.guard_connection(other.engine) as there:
+            mine = ledger.claim(world.engine, world.send_id, "host:1", job_id=41, guard=here)
+            theirs = ledger.claim(other.engine, other.send_id, "host:2", job_id=41, guard=there)
+            assert mine is not None and theirs is not None and mine.id == theirs.id  # one key apart: the schema
+            assert mine.number == theirs.number == 1

@@ -213,15 +213,19 @@ def next_group_at(engine: Engine, send_id: int) -> float | None:
     return min(times) if times else None
 
 
-BATCH_LOCK = 0x6E6C  # the first key of the two-key advisory locks on send batches ("nl")
+# The two-key advisory lock on a send batch: (this namespace in this schema, the batch's id). Advisory locks
+# belong to the whole database, and batch ids restart at 1 in every schema: two installs sharing a database in
+# schemas of their own (staging beside production, parallel test runs) would otherwise take each other's
+# batches for held and skip them.
+BATCH_LOCK = "hashtext('newsletter-batch:' || coalesce(current_schema(), ''))"
 
 
 def _try_lock(guard: Connection, batch_id: int) -> bool:
-    return bool(guard.execute(text("SELECT pg_try_advisory_lock(:k, :b)"), {"k": BATCH_LOCK, "b": batch_id}).scalar())
+    return bool(guard.execute(text(f"SELECT pg_try_advisory_lock({BATCH_LOCK}, :b)"), {"b": batch_id}).scalar())
 
 
 def release(guard: Connection, batch_id: int) -> None:
-    guard.execute(text("SELECT pg_advisory_unlock(:k, :b)"), {"k": BATCH_LOCK, "b": batch_id})
+    guard.execute(text(f"SELECT pg_advisory_unlock({BATCH_LOCK}, :b)"), {"b": batch_id})
 
 
 @contextmanager
