@@ -7,11 +7,12 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import func
 
 from newsletter.scale import ledger
 from newsletter.scale.app import ensure_schema
 from newsletter.scale.tasks import begin_send
-from newsletter.store.models import SendBatch
+from newsletter.store.models import Send, SendBatch
 from tests.conftest import postgres_schema
 from tests.scale_world import make_world, write_schedule
 
@@ -173,3 +174,41 @@ def test_two_installs_in_schemas_of_one_database_never_hold_each_others_batches(
             theirs = ledger.claim(other.engine, other.send_id, "host:2", job_id=41, guard=there)
             assert mine is not None and theirs is not None and mine.id == theirs.id  # one key apart: the schema
             assert mine.number == theirs.number == 1
+
+
+def test_a_process_that_lost_its_batch_while_cut_off_cannot_mark_it_sending_again(world) -> None:  # noqa: ANN001
+    """A worker claims a batch and is cut off from the database before its `sending` mark; its job is retried
+    elsewhere, and that worker takes the batch over and marks its attempt. When the first worker's link comes
+    back, its late mark must fail (it would send the batch a second time), and the batch stays the other's."""
+    from newsletter.deliver.errors import BatchTaken
+    from newsletter.deliver.ledger import Ledger
+
+    ensure_schema(world.url)
+    cut_off = ledger.claim(world.engine, world.send_id, "job:41:inside:1", job_id=41)
+    taker = ledger.claim(world.engine, world.send_id, "job:41:host:2", job_id=41)  # the retried job, elsewhere
+    assert taker.id == cut_off.id and taker.attempts == cut_off.attempts == 0
+    book = Ledger(world.engine, world.send_id, world.newsletter_id)
+    book.sending(taker, "job:41:host:2")
+    with pytest.raises(BatchTaken, match=f"batch {cut_off.number} was taken over"):
+        book.sending(cut_off, "job:41:inside:1")
+    with world.engine.connect() as conn:
+        status, attempts, claimed_by = conn.execute(sa.select(
+            SendBatch.status, SendBatch.attempts, SendBatch.claimed_by).where(SendBatch.id == taker.id)).one()
+    assert (status, attempts, claimed_by) == ("sending", 1, "job:41:host:2")
+    assert cut_off.status == "pending" and cut_off.attempts == 0  # the loser's copy is left as it was
+
+
+def test_a_claim_on_an_ended_send_takes_nothing(world) -> None:  # noqa: ANN001
+    """The send's status is read in the claim's own transaction: once an operator stopped it for good (or
+    another worker finished it), a worker's next claim takes no batch and says why."""
+    with world.engine.connect() as claims:
+        first = ledger.claim_on(claims, world.send_id, "me", unless_ended=True)
+        assert first.status == "running" and first.batch is not None and first.batch.number == 1
+        with world.engine.begin() as conn:
+            conn.execute(sa.update(Send).where(Send.id == world.send_id).values(status="failed"))
+        stopped = ledger.claim_on(claims, world.send_id, "me", unless_ended=True)
+    assert stopped.status == "failed" and stopped.batch is None
+    with world.engine.connect() as conn:
+        claimed = conn.execute(sa.select(func.count()).select_from(SendBatch).where(
+            SendBatch.send_id == world.send_id, SendBatch.status != "pending")).scalar_one()
+    assert claimed == 1

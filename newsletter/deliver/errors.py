@@ -41,3 +41,8 @@ class PartialDeliveryError(TemporaryDeliveryError):
 class SendError(Exception):
     """The send cannot start or go on as asked (no such issue, nothing in it, already running elsewhere): retrying
     will not help until someone changes something; the message says what."""
+
+
+class BatchTaken(SendError):
+    """Another process marked the batch's next attempt first (it took the batch over while this one was cut off
+    from the database): this process sends nothing of it."""

@@ -91,6 +91,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from newsletter.deliver.errors import BatchTaken
 from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
@@ -383,6 +384,9 @@ _NEW_BATCH = SendBatch.__table__.insert().values(
 _COUNT_SENT = update(Send).where(Send.id == bindparam("send")).values(sent=Send.sent + bindparam("delivered"))
 _HELD_BY_NAME = select(func.count()).select_from(SendHold).where(
     SendHold.batch_id == bindparam("batch"), SendHold.status == "unknown")
+_MARK_SENDING = (update(SendBatch).where(SendBatch.id == bindparam("batch"), SendBatch.attempts == bindparam("was"))
+                 .values(status="sending", attempts=bindparam("now"), claimed_by=bindparam("me"),
+                         claimed_at=bindparam("at", type_=DateTime)))
 _BATCH_UPDATES: dict[tuple[str, ...], Any] = {}  # by the columns set (a handful of shapes)
 _IN_CHUNK = 900  # ids per IN list: under SQLite's oldest limit of 999 bound values per statement
 
@@ -608,9 +612,19 @@ class Ledger:
 
     # -- transitions ----------------------------------------------------------------------------------------
     def sending(self, batch: Batch, me: str) -> None:
-        """Attempt N is about to call the provider (committed before the call: a crash leaves it `sending`)."""
-        batch.attempts += 1
-        self._set(batch, status="sending", attempts=batch.attempts, claimed_by=me, claimed_at=utcnow())
+        """Attempt N is about to call the provider (committed before the call: a crash leaves it `sending`).
+
+        Only the process that counts attempt N first gets to make it: the mark is written only where the batch
+        still has the attempts this process read (BatchTaken otherwise). A worker cut off from the database
+        while it held a batch may have lost it to another, which took it over and sent it; when the link comes
+        back, its own mark must not go through and send the batch a second time."""
+        with self._writing, self.engine.begin() as conn:
+            marked = driver_sql.execute(conn, _MARK_SENDING, {
+                "batch": batch.id, "was": batch.attempts, "now": batch.attempts + 1, "me": me, "at": utcnow()})
+            if marked.rowcount != 1:
+                raise BatchTaken(f"batch {batch.number} was taken over by another process before its attempt "
+                                 f"{batch.attempts + 1}: this one sends nothing of it")
+        batch.status, batch.attempts, batch.claimed_at = "sending", batch.attempts + 1, time.time()
 
     def retry(self, batch: Batch, error: str | None) -> None:
         """Nothing (more) of it was accepted: send what is left again."""

@@ -15,13 +15,13 @@ so a send planned here can also be finished by `newsletter send` on one machine,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, false, func, select, text, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, bindparam, delete, false, func, or_, select, text, update
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
@@ -119,92 +119,128 @@ def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
     first look is skipped. With `newsletter_id`, a fresh batch comes with its recipients (`Batch.rows`), read in
     the claim's own transaction.
     """
-    candidates = [
-        lambda: (SendBatch.status.in_((*OPEN, "unknown")) & SendBatch.claimed_by.like(f"job:{job_id}:%")
-                 if job_id and own_first else None),
-        lambda: (SendBatch.status == "pending") & _due(engine, send_id, until),
-        lambda: SendBatch.status.in_(OPEN) & _orphaned() if _has_job_queue(engine) else None,
-    ]
-    with session_scope(engine) as session:
+    with engine.connect() as connection:
+        return claim_on(connection, send_id, me, job_id, guard, own_first=own_first, newsletter_id=newsletter_id,
+                        until=until).batch
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one claim found: the send's status, read in the claim's own transaction, and the batch it took (None:
+    nothing left to take, or the send has ended and nothing was looked for)."""
+
+    status: str | None
+    batch: Batch | None
+
+
+ENDED = ("done", "failed")  # a send in one of these states has nothing left for a worker
+
+
+def claim_on(connection: Connection, send_id: int, me: str, job_id: int | None = None,
+             guard: Connection | None = None, *, own_first: bool = True, newsletter_id: int | None = None,
+             until: float | None = None, unless_ended: bool = False) -> Claim:
+    """`claim` in one transaction on a connection the caller keeps across its claims (outside any transaction).
+
+    A job that claims batch after batch keeps one connection for it: the pool's checkout (a ping each time)
+    and a separate look at the send's status cost a worker more than the claim's own statements did.
+    `unless_ended`: the send's status is read first, in the same transaction, and nothing is claimed when the
+    send is done or failed (another worker finished it, or an operator stopped it)."""
+    with connection.begin():
+        status = driver_sql.scalar(connection, _SEND_STATUS, {"send": send_id})
+        if unless_ended and status in ENDED:
+            return Claim(status, None)
         row = None
-        for condition in candidates:
-            where = condition()
-            if where is None:
-                continue
-            # Core rows, not ORM objects: this runs once per batch, and the objects cost more than the SQL.
-            rows = session.execute(
-                select(*_CLAIMED).where(SendBatch.send_id == send_id, where)
-                .order_by(SendBatch.number).limit(8).with_for_update(skip_locked=True)
-            ).all()
-            row = next((r for r in rows if guard is None or _try_lock(guard, r.id)), None)
+        for kind in ("own", "pending", "orphaned"):
+            found = _candidates(connection, kind, send_id, job_id, own_first, until)
+            row = next((r for r in found if guard is None or _try_lock(guard, r[0])), None)
             if row is not None:
                 break
         if row is None:
-            return None
-        claimed = Batch(row.id, row.number, row.first_subscription_id, row.last_subscription_id, row.status,
-                        row.attempts, epoch(row.claimed_at), row.error, variant=row.variant, group=row.send_group)
-        connection = session.connection()
-        if row.status != "pending":
+            return Claim(status, None)
+        (batch_id, number, first, last, batch_status, attempts, claimed_at, error, variant, group) = row
+        claimed = Batch(batch_id, number, first, last, batch_status, attempts, epoch(claimed_at), error,
+                        variant=variant, group=group)
+        if batch_status != "pending":
             # A resumed batch keeps its time: it is when the provider last had it, which settling needs.
-            update_batch(connection, row.id, {"claimed_by": claimer(job_id, me)[:200]})
-            return claimed
-        update_batch(connection, row.id, {"claimed_by": claimer(job_id, me)[:200], "status": "claimed",
-                                          "claimed_at": utcnow()})
+            update_batch(connection, batch_id, {"claimed_by": claimer(job_id, me)[:200]})
+            return Claim(status, claimed)
+        update_batch(connection, batch_id, {"claimed_by": claimer(job_id, me)[:200], "status": "claimed",
+                                            "claimed_at": utcnow()})
         if newsletter_id is not None:  # planned, never claimed: nobody of it was sent or held yet
             # With the send's own filters: the range holds other variants' and cadences' readers too.
-            at, frequency, groups = _filters(session, send_id)
-            claimed.rows = audience_page(connection, newsletter_id, row.first_subscription_id - 1,
-                                         row.last_subscription_id,
-                                         row.last_subscription_id - row.first_subscription_id + 1,
-                                         variant=row.variant, at=at, frequency=frequency,
-                                         group=groups[row.send_group] if groups and row.send_group is not None
-                                         else None)
-        return claimed
+            at, frequency, groups = _filters(connection, send_id)
+            claimed.rows = audience_page(connection, newsletter_id, first - 1, last, last - first + 1,
+                                         variant=variant, at=at, frequency=frequency,
+                                         group=groups[group] if groups and group is not None else None)
+        return Claim(status, claimed)
 
 
 _CLAIMED = (SendBatch.id, SendBatch.number, SendBatch.first_subscription_id, SendBatch.last_subscription_id,
             SendBatch.status, SendBatch.attempts, SendBatch.claimed_at, SendBatch.error, SendBatch.variant,
             SendBatch.send_group)
 _SEND_STATUS = select(Send.status).where(Send.id == bindparam("send"))
+_CANDIDATES = 8  # candidates read at once: enough to step past the batches other claimers hold under lock
 
 
-def send_status(engine: Engine, send_id: int) -> str | None:
-    """The send's status as the database has it now (a job checks it before each batch it claims)."""
-    with engine.connect() as connection:
-        return driver_sql.scalar(connection, _SEND_STATUS, {"send": send_id})
+def _candidate_rows(where: Any) -> Any:
+    return (select(*_CLAIMED).where(SendBatch.send_id == bindparam("send"), where)
+            .order_by(SendBatch.number).limit(_CANDIDATES).with_for_update(skip_locked=True))
+
+
+def _one_of(states: tuple[str, ...]) -> Any:
+    # OR of equalities, not IN: an IN of literals is an expanding parameter, which driver_sql cannot run.
+    return or_(*(SendBatch.status == s for s in states))
+
+
+_OWN = _candidate_rows(_one_of((*OPEN, "unknown")) & SendBatch.claimed_by.like(bindparam("mine")))
+_PENDING = _candidate_rows(SendBatch.status == "pending")
+
+
+def _candidates(connection: Connection, kind: str, send_id: int, job_id: int | None, own_first: bool,
+                until: float | None) -> Sequence[Any]:
+    """Up to _CANDIDATES batches of one kind (see `claim`), locked (SKIP LOCKED), as rows in _CLAIMED's order.
+
+    The usual claims' statements are compiled once (driver_sql); a claim among time-zone groups or of orphaned
+    batches (rarer, and shaped by the moment) goes through SQLAlchemy's execution."""
+    values = {"send": send_id}
+    if kind == "own":
+        if not (job_id and own_first):
+            return ()
+        return driver_sql.rows(connection, _OWN, {**values, "mine": f"job:{job_id}:%"})
+    if kind == "pending":
+        groups = _filters(connection, send_id)[2]
+        if not groups:
+            return driver_sql.rows(connection, _PENDING, values)
+        moment = time.time() if until is None else until
+        due = [n for n, g in enumerate(groups) if float(g["at"]) <= moment]
+        where = (SendBatch.status == "pending") & (
+            SendBatch.send_group.is_(None) | (SendBatch.send_group.in_(due) if due else false()))
+        return [tuple(r) for r in connection.execute(_candidate_rows(where), values)]
+    if not _has_job_queue(connection.engine):
+        return ()
+    return [tuple(r) for r in connection.execute(_candidate_rows(_one_of(OPEN) & _orphaned()), values)]
 
 
 # A send's start, cadence and time-zone groups, fixed when it starts: read once per process.
 _FILTERS: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
 
-def _filters(session: Session, send_id: int) -> tuple[Any, Any, Any]:
-    key = (str(session.get_bind().engine.url), send_id)  # send ids are a database's own
+def _filters(connection: Connection, send_id: int) -> tuple[Any, Any, Any]:
+    key = (str(connection.engine.url), send_id)  # send ids are a database's own
     found = _FILTERS.get(key)
     if found is None:
         if len(_FILTERS) > 1024:
             _FILTERS.clear()
-        started_at, frequency, groups = session.execute(
+        started_at, frequency, groups = connection.execute(
             select(Send.started_at, Send.frequency, Send.groups).where(Send.id == send_id)).one()
         found = _FILTERS[key] = (started_at, frequency, groups)
     return found
 
 
-def _due(engine: Engine, send_id: int, until: float | None) -> Any:
-    """Batches of the groups due by `until` (and batches of no group)."""
-    with session_scope(engine) as session:
-        groups = _filters(session, send_id)[2]
-    if not groups:
-        return true()
-    moment = time.time() if until is None else until
-    due = [n for n, g in enumerate(groups) if float(g["at"]) <= moment]
-    return SendBatch.send_group.is_(None) | (SendBatch.send_group.in_(due) if due else false())
-
-
 def next_group_at(engine: Engine, send_id: int) -> float | None:
     """When the soonest time-zone group with batches still pending is due (epoch seconds); None: none is."""
     with session_scope(engine) as session:
-        groups = _filters(session, send_id)[2]
+        groups = _filters(session.connection(), send_id)[2]
         if not groups:
             return None
         pending = session.scalars(select(SendBatch.send_group).distinct().where(

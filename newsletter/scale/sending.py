@@ -21,6 +21,7 @@ from sqlalchemy import Engine, event, select
 from newsletter.config import Newsletter, Settings
 from newsletter.deliver.audience import audience_newsletter
 from newsletter.deliver.engine import BatchSender, SendJob, SendOptions
+from newsletter.deliver.errors import BatchTaken
 from newsletter.deliver.issue_mail import issue_message
 from newsletter.deliver.ledger import Batch
 from newsletter.deliver.mailer import Mailer, Message, PushResult, Recipient, TemporaryDeliveryError
@@ -194,7 +195,9 @@ class Deliverer:
         self._sender = BatchSender(engine, job, self._timed, options, me)
 
     def deliver(self, batch: Batch, pushed: threading.Event | None = None) -> tuple[str, Timing]:
-        """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held) and where time went.
+        """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held; `taken`: another
+        process took it over and marked its attempt first, and this one sent nothing of it) and where time
+        went.
 
         Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
         permanent ones once it says `failed`. `pushed` is set when the provider's first call for the batch is
@@ -206,6 +209,8 @@ class Deliverer:
         try:
             self._sender.resume(batch)
             return batch.status, timing
+        except BatchTaken:
+            return "taken", timing  # another worker has it (it took it over while this one was cut off)
         finally:
             if pushed is not None:
                 pushed.set()

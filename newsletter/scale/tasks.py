@@ -493,8 +493,9 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     pushed: threading.Event | None = None  # set when the provider's call for the last batch claimed is over
     error: BaseException | None = None
     in_flight: dict[Future[tuple[str, sending.Timing]], tuple[Batch, float, float]] = {}
-    with (ledger.guard_connection(eng) as guard, ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool,
-          gc_spared()):
+    # One connection for the job's claims, one for its batches' advisory locks (guard), kept for the job.
+    with (ledger.guard_connection(eng) as guard, eng.connect() as claims,
+          ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool, gc_spared()):
         stop = False
         while True:
             while not stop and error is None and len(in_flight) < depth:
@@ -513,14 +514,17 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                         ended, stop = {"state": "left to newsletter send"}, True
                         break
                     leased = started
-                else:
-                    status = ledger.send_status(eng, send_id)
-                if status in ("done", "failed"):
-                    ended, stop = {"state": status}, True
-                    break
+                    if status in ledger.ENDED:
+                        ended, stop = {"state": status}, True
+                        break
                 job = job or send_job(send_id)
-                batch = ledger.claim(eng, send_id, worker_name(), job_id, guard, own_first=own_first,
-                                     newsletter_id=job.newsletter_id, until=claim_until())
+                # The send's status is read in the claim's own transaction: none is taken once it has ended.
+                taken = ledger.claim_on(claims, send_id, worker_name(), job_id, guard, own_first=own_first,
+                                        newsletter_id=job.newsletter_id, until=claim_until(), unless_ended=True)
+                if taken.status in ledger.ENDED:
+                    ended, stop = {"state": taken.status}, True
+                    break
+                batch = taken.batch
                 if batch is None:
                     ended, stop = {"state": None}, True  # nothing left to take: finish_if_done below says
                     break
@@ -539,6 +543,10 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     error = error or future.exception()  # the others finish and record; then it is raised
                     continue
                 state, timing = future.result()
+                if state == "taken":
+                    log.warning("send %s batch %s was taken over by another worker while this one was cut off "
+                                "from the database: it sends nothing of it", send_id, batch.number)
+                    continue
                 # The batch's advisory lock stays on the guard until the job ends (unlock_all): a sent or held
                 # batch is never claimed again, so it guards nothing, and releasing it is one more round trip.
                 done_batches.append(batch.number)
