@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         from newsletter.deliver.preflight import preflight_issue
         from newsletter.render.engine import TemplateError
 
-        if fresh_audience(engine(), issue.id) == 0 and not force:
+        if fresh_audience(engine(), issue.id) is False and not force:
             fail(f"nobody would get issue #{issue.number}: {slug} has no active subscribers. Nothing queued; "
                  f"{empty_audience_hint(slug)} (--force sends it to nobody and marks it sent).")
 

@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"Sent a test of issue #{issue.number} to {address} via {mailer.name}.")
                 return
             audience = fresh_audience(eng, issue.id, nl)
-            if audience == 0 and not force:
+            if audience is False and not force:
                 fail(f"nobody would get issue #{issue.number}: {slug} has no active subscribers. Nothing was sent "
                      f"and the issue is unchanged; {empty_audience_hint(slug)}, then send again "
                      "(--force sends it to nobody and marks it sent).")

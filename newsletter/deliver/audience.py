@@ -37,10 +37,11 @@ def audience_newsletter(session: Session, nl: Newsletter) -> NewsletterRow:
     return parent or ensure_newsletter(session, nl.audience_slug, nl.name)
 
 
-def fresh_audience(engine: Engine, issue_id: int, nl: Newsletter | None = None) -> int | None:
-    """How many active, unsuppressed subscribers a send of this issue would start with now; None when its send
-    has already started (its audience is frozen, and resuming it must not be refused). With `nl`, the readers
-    its issues go to (a cadence's: its parent's readers who chose it)."""
+def fresh_audience(engine: Engine, issue_id: int, nl: Newsletter | None = None) -> bool | None:
+    """Whether a send of this issue would start with anyone now (an active, unsuppressed subscriber); None when
+    its send has already started (its audience is frozen, and resuming it must not be refused). With `nl`, the
+    readers its issues go to (a cadence's: its parent's readers who chose it). The first reader found answers:
+    counting a million of them to learn "not none" cost a second before every send."""
     with session_scope(engine) as session:
         if session.scalar(select(Send.id).where(Send.issue_id == issue_id)) is not None:
             return None
@@ -51,8 +52,8 @@ def fresh_audience(engine: Engine, issue_id: int, nl: Newsletter | None = None) 
         frequency = frequency_filter(nl) if nl is not None else None
         max_id = session.scalar(select(func.max(Subscription.id))
                                 .where(Subscription.newsletter_id == newsletter_id)) or 0
-        return session.scalar(select(func.count()).select_from(
-            audience_query(newsletter_id, 0, max_id, frequency=frequency).subquery())) or 0
+        return session.scalar(audience_query(newsletter_id, 0, max_id, frequency=frequency)
+                              .with_only_columns(Subscription.id).limit(1)) is not None
 
 
 def empty_audience_hint(slug: str) -> str:

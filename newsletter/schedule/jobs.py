@@ -248,7 +248,7 @@ def send_step(rt: Runtime, nl: Newsletter, issue_id: int, now: datetime | None =
     if second is not None:
         log_line(event="second-digest-skipped", newsletter=nl.slug, issue=issue_id, detail=second)
         return Step("send", "skipped-second-digest", second), 0
-    if fresh_audience(rt.engine, issue_id, nl) == 0:
+    if fresh_audience(rt.engine, issue_id, nl) is False:
         return Step("send", "waiting-audience",
                     f"issue {issue_id} waits: {nl.slug} has no active subscribers, so nothing was sent and the "
                     f"issue is kept; {empty_audience_hint(nl.slug)} and it goes out at the next retry"), 0
