@@ -162,7 +162,9 @@ def main() -> list[dict[str, str]]:
                     started = time.perf_counter()
                     newsletter(env, "scale", "send", SLUG, "--issue", str(issue_id), "--batch-size", str(args.batch),
                                "--force")
-                    wait_for(lambda i=issue_id: send_state(engine, i)[0] in ("done", "failed", "held"), 7200, 0.5)
+                    # Looked at every 50 ms (one indexed row): the baseline's time ends when its process does,
+                    # and polling every 0.5 s added 0.25 s on average to the workers' figure.
+                    wait_for(lambda i=issue_id: send_state(engine, i)[0] in ("done", "failed", "held"), 7200, 0.05)
                     seconds = time.perf_counter() - started
                 if args.keep_logs:
                     args.keep_logs.mkdir(parents=True, exist_ok=True)
