@@ -117,3 +117,43 @@ def test_0006_keeps_a_reader_blocked_before_it_blocked_everywhere_and_goes_back(
         assert conn.execute(text("SELECT body FROM comment")).scalars().all() == ["kept"]
         assert conn.execute(text("SELECT count(*) FROM reader_block")).scalar() == 2
     engine.dispose()
+
+
+@BOTH_DATABASES
+def test_0010_drops_deliverys_foreign_keys_and_keeps_its_rows(db_url: str) -> None:
+    """A database with deliveries comes through 0010 with every delivery row, no foreign key on delivery, and
+    exactly-once still held by uq_delivery; down again restores the keys."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError
+
+    from newsletter.store.db import current_revision, head_revision, make_engine, upgrade
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0009_delivery_rows")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO newsletter (id, slug, name, created_at) VALUES (1, 'a', 'A', '2026-01-01')"))
+        conn.execute(text("INSERT INTO issue (id, newsletter_id, number, subject, preheader, status, created_at, "
+                          "updated_at) VALUES (1, 1, 1, 'S', '', 'sent', '2026-01-01', '2026-01-01')"))
+        conn.execute(text("INSERT INTO send (id, issue_id, mailer, status, max_subscription_id, batch_size, total, "
+                          "sent, started_at) VALUES (1, 1, 'outbox', 'done', 2, 10, 2, 2, '2026-01-01')"))
+        conn.execute(text("INSERT INTO send_batch (id, send_id, number, first_subscription_id, "
+                          "last_subscription_id, recipients, status, claimed_at, attempts) VALUES "
+                          "(1, 1, 1, 1, 2, 2, 'sent', '2026-01-01', 1)"))
+        conn.execute(text("INSERT INTO delivery (send_id, batch_id, subscriber_id, email, sent_at) VALUES "
+                          "(1, 1, 10, 'x@example.com', '2026-01-01'), (1, 1, 11, 'y@example.com', '2026-01-01')"))
+    assert len(inspect(engine).get_foreign_keys("delivery")) == 2
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert inspect(engine).get_foreign_keys("delivery") == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT email FROM delivery ORDER BY email")).scalars().all() == [
+            "x@example.com", "y@example.com"]
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # a second copy to a reader is still refused
+        conn.execute(text("INSERT INTO delivery (send_id, batch_id, subscriber_id, email, sent_at) VALUES "
+                          "(1, 1, 10, 'x@example.com', '2026-01-02')"))
+    command.downgrade(alembic_config(engine), "0009_delivery_rows")
+    assert {fk["referred_table"] for fk in inspect(engine).get_foreign_keys("delivery")} == {"send", "send_batch"}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM delivery")).scalar() == 2
+    engine.dispose()

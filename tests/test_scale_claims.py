@@ -212,3 +212,35 @@ def test_a_claim_on_an_ended_send_takes_nothing(world) -> None:  # noqa: ANN001
         claimed = conn.execute(sa.select(func.count()).select_from(SendBatch).where(
             SendBatch.send_id == world.send_id, SendBatch.status != "pending")).scalar_one()
     assert claimed == 1
+
+
+def test_a_send_planned_in_two_steps_is_not_closed_between_them(tmp_path) -> None:  # noqa: ANN001
+    """The first batches are planned, the workers start on them, and the rest is planned meanwhile: a worker
+    that has sent every batch planned so far must not close the send with readers still unplanned."""
+    from newsletter.config import load_newsletter
+
+    with postgres_schema() as url:
+        w = make_world(url, subscribers=2_050)
+        nl = load_newsletter(write_schedule(tmp_path / "schedules"))
+        send_id = begin_send(w.engine, nl, w.issue_id, "outbox", batch_size=100, first=5)
+        with w.engine.connect() as conn:
+            assert ledger.planning_left(conn, send_id)
+
+        def send_all() -> None:
+            with w.engine.begin() as conn:
+                conn.execute(sa.update(SendBatch).where(SendBatch.send_id == send_id).values(status="sent"))
+
+        send_all()  # the workers got through the first five
+        assert ledger.finish_if_done(w.engine, send_id) is None
+        assert ledger.plan_batches(w.engine, send_id) == 21  # the rest, after the first five
+        with w.engine.connect() as conn:
+            assert not ledger.planning_left(conn, send_id)
+            planned = conn.execute(sa.select(SendBatch.first_subscription_id, SendBatch.last_subscription_id,
+                                             SendBatch.recipients).where(SendBatch.send_id == send_id)
+                                   .order_by(SendBatch.number)).all()
+        assert sum(r.recipients for r in planned) == 2_050
+        assert all(a.last_subscription_id < b.first_subscription_id for a, b in zip(planned, planned[1:],
+                                                                                        strict=False))
+        assert ledger.finish_if_done(w.engine, send_id) is None  # 16 batches still pending
+        send_all()
+        assert ledger.finish_if_done(w.engine, send_id) == "done"

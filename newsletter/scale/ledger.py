@@ -28,7 +28,7 @@ from newsletter.deliver.lease import holder_gone, lease_name
 from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch, update_batch
 from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
-from newsletter.store.models import IssueRow, Lease, Send, SendBatch, utcnow
+from newsletter.store.models import IssueRow, Lease, Meta, Send, SendBatch, utcnow
 
 # States in which a batch is neither delivered nor given up, i.e. someone still has to finish it.
 OPEN = ("claimed", "sending", "retry")
@@ -38,12 +38,18 @@ def claimer(job_id: int | None, worker: str) -> str:
     return f"job:{job_id}:{worker}" if job_id is not None else worker
 
 
-def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None) -> int:
+def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None, *,
+                 first: int | None = None) -> int:
     """Write every batch of the send not written yet as `pending`. Returns how many batches the send has.
 
     A send begun by `newsletter send` on one machine has batches up to where it got: the rest of the audience is
     planned after the last of them. Planning again finds nothing left to plan. `newsletter_id`: whose readers
-    (a cadence's issue goes to its parent newsletter's readers who chose it; default: the issue's newsletter).
+    (a cadence's issue goes to its parent newsletter's readers who chose it; default: the send's audience as
+    it was frozen, or for a send from before that was kept, the issue's newsletter).
+
+    `first`: write at most that many batches now, so that workers can start on them while the rest is planned
+    (a million readers take a second and a half to plan in one pass); until a later call has planned the rest,
+    the send is marked unplanned (`planning_left`) and no worker closes it.
     """
     with session_scope(engine) as session:
         # The send row lock makes a second planner wait, then find the batches already written.
@@ -55,26 +61,33 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None)
             .where(SendBatch.send_id == send_id)
         ).one()
         if newsletter_id is None:
-            newsletter_id = session.execute(
+            newsletter_id = send.audience_id or session.execute(
                 select(IssueRow.newsletter_id).where(IssueRow.id == send.issue_id)
             ).scalar_one()
         # One variant's readers per batch (sections off, text only: newsletter.render.variant), each variant
         # planned after its own last batch; a send from before variants (None) plans everyone at once.
         # With time-zone groups (a scheduled send: newsletter.deliver.zones), one group's readers per batch too.
         planned = 0
+        more = False  # whether a walk may have readers left past what `first` let this call plan
         groups: list[int | None] = list(range(len(send.groups))) if send.groups else [None]
         for group, variant in [(g, v) for g in groups
                                for v in (list(send.variants) if send.variants is not None else [None])]:
+            quota = None if first is None else first - planned
+            if quota is not None and quota <= 0:
+                more = True
+                break
             after = session.scalar(
                 select(func.max(SendBatch.last_subscription_id)).where(
                     SendBatch.send_id == send_id,
                     # (a batch without a variant held everyone in its range, whatever their variant)
                     SendBatch.variant.is_(None) | (SendBatch.variant == variant),
                     SendBatch.send_group.is_(None) | (SendBatch.send_group == group)))
-            audience = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
-                                      frequency=send.frequency, variant=variant,
-                                      group=send.groups[group] if send.groups and group is not None else None,
-                                      ).subquery()
+            walk = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
+                                  frequency=send.frequency, variant=variant,
+                                  group=send.groups[group] if send.groups and group is not None else None)
+            if quota is not None:
+                walk = walk.limit(quota * send.batch_size)  # the walk is in id order: its first readers
+            audience = walk.subquery()
             position = func.row_number().over(order_by=audience.c[0]) - 1
             numbered = select(audience.c[0].label("sid"), position.label("pos")).subquery()
             number = (numbered.c.pos // send.batch_size).label("number")
@@ -82,18 +95,35 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None)
                 select(number, func.min(numbered.c.sid), func.max(numbered.c.sid), func.count())
                 .group_by(number).order_by(number)
             ).all()
+            if quota is not None and sum(int(r[3]) for r in ranges) == quota * send.batch_size:
+                more = True
             if ranges:
                 now = utcnow()
                 first_number = (last_number or 0) + planned + 1
                 session.execute(
                     SendBatch.__table__.insert(),
-                    [{"send_id": send_id, "number": first_number + int(n), "first_subscription_id": first,
-                      "last_subscription_id": last, "recipients": count, "status": "pending", "claimed_at": now,
+                    [{"send_id": send_id, "number": first_number + int(n), "first_subscription_id": low,
+                      "last_subscription_id": high, "recipients": count, "status": "pending", "claimed_at": now,
                       "attempts": 0, "variant": variant, "send_group": group}
-                     for n, first, last, count in ranges],
+                     for n, low, high, count in ranges],
                 )
                 planned += len(ranges)
+        # In the same transaction as the batches: a worker that finds the mark gone sees every batch as well.
+        marked = session.get(Meta, _unplanned(send_id))
+        if more and marked is None:
+            session.add(Meta(key=_unplanned(send_id), value="planning"))
+        elif not more and marked is not None:
+            session.delete(marked)
         return existing + planned
+
+
+def _unplanned(send_id: int) -> str:
+    return f"scale:unplanned:{send_id}"
+
+
+def planning_left(connection: Connection, send_id: int) -> bool:
+    """Whether some of the send's audience is still to be planned into batches (see plan_batches' `first`)."""
+    return connection.execute(select(Meta.key).where(Meta.key == _unplanned(send_id))).first() is not None
 
 
 def claim(engine: Engine, send_id: int, me: str, job_id: int | None = None,
@@ -343,6 +373,11 @@ def _job_of(claimed_by: str | None) -> int | None:
 
 def finish_if_done(engine: Engine, send_id: int, job_id: int | None = None) -> str | None:
     """Close the send when no batch is left open. Returns the send's final state, or None while work remains."""
+    # The planning mark is read before the batches: the planner drops it in the transaction that writes the
+    # last of them, so either the mark is still here, or those batches are seen below.
+    with engine.connect() as connection:
+        if planning_left(connection, send_id):
+            return None
     left = remaining(engine, send_id, job_id)
     if any(left.get(s) for s in ("pending", "settling", *OPEN)):
         return None

@@ -427,9 +427,10 @@ class Delivery(Base):
     __tablename__ = "delivery"
     __table_args__ = (UniqueConstraint("send_id", "subscriber_id", name="uq_delivery"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    send_id: Mapped[int] = mapped_column(ForeignKey("send.id", ondelete="CASCADE"))
-    # No index of its own (migration 0009): read by (send_id, subscriber_id), written a million times a send.
-    batch_id: Mapped[int] = mapped_column(ForeignKey("send_batch.id", ondelete="CASCADE"))
+    # No foreign keys (migration 0010: their checks were most of a row's insert) and no index on batch_id
+    # (0009): read by (send_id, subscriber_id), written a million times a send, only by the send's ledger.
+    send_id: Mapped[int] = mapped_column(Integer)
+    batch_id: Mapped[int] = mapped_column(BigId)
     subscriber_id: Mapped[int] = mapped_column(BigInteger)
     email: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str | None] = mapped_column(String(300))
