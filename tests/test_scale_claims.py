@@ -244,3 +244,21 @@ def test_a_send_planned_in_two_steps_is_not_closed_between_them(tmp_path) -> Non
         assert ledger.finish_if_done(w.engine, send_id) is None  # 16 batches still pending
         send_all()
         assert ledger.finish_if_done(w.engine, send_id) == "done"
+
+
+def test_a_batch_given_back_unsent_is_the_next_claimers_at_once(world) -> None:  # noqa: ANN001
+    """A job whose built batch waited too long for the request before it gives it back: it is pending again,
+    its lock released, and another worker takes it (its readers read again, nobody of it sent)."""
+    with ledger.guard_connection(world.engine) as mine, world.engine.connect() as claims:
+        held = ledger.claim_on(claims, world.send_id, "host:1", 41, mine, own_first=False,
+                               newsletter_id=world.newsletter_id).batch
+        assert held is not None and held.number == 1 and len(held.rows) == 100
+        with ledger.guard_connection(world.engine) as other:
+            # Held (its row says claimed, its lock is taken): another claimer goes on to batch 2.
+            assert ledger.claim(world.engine, world.send_id, "host:2", 77, other).number == 2
+            ledger.give_back(claims, mine, held.id)
+            again = ledger.claim(world.engine, world.send_id, "host:2", 77, other, own_first=False,
+                                 newsletter_id=world.newsletter_id)
+    assert again.id == held.id and again.status == "pending" and len(again.rows) == 100
+    with world.engine.connect() as conn:
+        assert conn.execute(sa.select(SendBatch.claimed_by).where(SendBatch.id == held.id)).scalar() == "job:77:host:2"

@@ -52,8 +52,10 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None,
     the send is marked unplanned (`planning_left`) and no worker closes it.
     """
     with session_scope(engine) as session:
-        # The send row lock makes a second planner wait, then find the batches already written.
-        send = session.scalar(select(Send).where(Send.id == send_id).with_for_update())
+        # A lock of the planning's own makes a second planner wait, then find the batches already written; not
+        # the send row's, which every batch recorded meanwhile updates (its count of readers sent).
+        session.execute(text(f"SELECT pg_advisory_xact_lock({PLAN_LOCK}, :s)"), {"s": send_id})
+        send = session.scalar(select(Send).where(Send.id == send_id))
         if send is None:
             raise LookupError(f"no send {send_id}")
         last_number, existing = session.execute(
@@ -205,6 +207,19 @@ def claim_on(connection: Connection, send_id: int, me: str, job_id: int | None =
         return Claim(status, claimed)
 
 
+_GIVE_BACK = (update(SendBatch).where(SendBatch.id == bindparam("batch"), SendBatch.status == "claimed")
+              .values(status="pending", claimed_by=None))
+
+
+def give_back(connection: Connection, guard: Connection | None, batch_id: int) -> None:
+    """Put a batch this job claimed and never sent back among the pending ones (the row first, then its
+    advisory lock), for any worker to take: its recipients were read, nothing was marked `sending` or sent."""
+    with connection.begin():
+        driver_sql.execute(connection, _GIVE_BACK, {"batch": batch_id})
+    if guard is not None:
+        release(guard, batch_id)
+
+
 _CLAIMED = (SendBatch.id, SendBatch.number, SendBatch.first_subscription_id, SendBatch.last_subscription_id,
             SendBatch.status, SendBatch.attempts, SendBatch.claimed_at, SendBatch.error, SendBatch.variant,
             SendBatch.send_group)
@@ -284,6 +299,7 @@ def next_group_at(engine: Engine, send_id: int) -> float | None:
 # schemas of their own (staging beside production, parallel test runs) would otherwise take each other's
 # batches for held and skip them.
 BATCH_LOCK = "hashtext('newsletter-batch:' || coalesce(current_schema(), ''))"
+PLAN_LOCK = "hashtext('newsletter-plan:' || coalesce(current_schema(), ''))"  # (the same, for planning a send)
 
 
 def _try_lock(guard: Connection, batch_id: int) -> bool:

@@ -35,6 +35,16 @@ class SettleWait(TemporaryDeliveryError):
     """The provider's activity log is not old enough to be believed yet: come back in retry_after seconds."""
 
 
+class GivenBack(Exception):  # noqa: N818 - an outcome, not a failure
+    """A built batch whose turn did not come: the request before it was still out after TURN_WAIT seconds."""
+
+
+# How long a built batch waits for the request before it (the one request a job has out) to be answered before
+# it is given back unsent: a worker cut off from the provider then holds only the batch it was sending. SendGrid
+# answers a batch in well under a second; a longer wait is a link or a provider in trouble.
+TURN_WAIT = 2.0
+
+
 def load_send(engine: Engine, settings: Settings, nl: Newsletter, send_id: int) -> SendJob:
     with session_scope(engine) as session:
         send = session.get(Send, send_id)
@@ -66,10 +76,11 @@ def newsletter_slug_of_send(engine: Engine, send_id: int) -> str:
 class Timing:
     """Where a batch's time went: database statements, the provider's calls, and the rest (our own work)."""
 
-    total: float = 0.0
+    total: float = 0.0  # without `waited`
     provider: float = 0.0
     db: float = 0.0
     recipients: int = 0
+    waited: float = 0.0  # built, waiting for the request before it to be answered (its turn)
 
     @property
     def other(self) -> float:
@@ -148,7 +159,18 @@ class _Timed:
         return result
 
     def _prepare(self, message: Message, recipients: Sequence[Recipient], **held: Any) -> tuple[Any, int]:
-        return self._mailer.prepare(message, recipients, **held), len(recipients)  # type: ignore[attr-defined]
+        prepared = self._mailer.prepare(message, recipients, **held)  # type: ignore[attr-defined]
+        turn = getattr(self._local, "turn", None)
+        if turn is not None:
+            # Built while the request before it was out; it goes once that one is answered (still `claimed`:
+            # the `sending` mark comes after this), or is given back when that takes too long.
+            self._local.turn = None
+            started = time.perf_counter()
+            answered = turn.wait(TURN_WAIT)
+            self._timing.waited += time.perf_counter() - started
+            if not answered:
+                raise GivenBack("the request before it was not answered in time")
+        return prepared, len(recipients)
 
     def _push_prepared(self, prepared: tuple[Any, int]) -> PushResult:
         inner, count = prepared
@@ -194,29 +216,48 @@ class Deliverer:
         # Claims and attempts name the job (`me`), so that its retry finds the batch again.
         self._sender = BatchSender(engine, job, self._timed, options, me)
 
-    def deliver(self, batch: Batch, pushed: threading.Event | None = None) -> tuple[str, Timing]:
+    @property
+    def waits_its_turn(self) -> bool:
+        """Whether a fresh batch can be built while the request before it is out, and wait there for its turn:
+        with a mailer that builds the request before the `sending` mark, and no hold planned before the build
+        (hold-and-cancel writes the batch's hold first, which a batch given back would leave behind)."""
+        return hasattr(self._timed, "prepare") and self._sender.canceller is None
+
+    def deliver(self, batch: Batch, pushed: threading.Event | None = None,
+                turn: threading.Event | None = None) -> tuple[str, Timing]:
         """Deliver what is left of a claimed batch. Returns its state (sent, or unknown: held; `taken`: another
-        process took it over and marked its attempt first, and this one sent nothing of it) and where time
-        went.
+        process took it over and marked its attempt first, and this one sent nothing of it; `claimed`: given
+        back unsent, see `turn`) and where time went.
 
         Temporary errors raise once the ledger says `retry` (the job's retry strategy comes back to this batch);
         permanent ones once it says `failed`. `pushed` is set when the provider's first call for the batch is
         over (or the delivery ended without one).
+
+        `turn` (a fresh batch, when `waits_its_turn`): the last batch's `pushed`. This batch's request is built
+        while that one is out and sent once it is answered, so that a job never has two requests out; when that
+        does not come within TURN_WAIT seconds, the batch is left `claimed`, unsent, for the caller to give back
+        (`newsletter.scale.ledger.give_back`), and `pushed` is left unset (no call was made).
         """
         timing = self._timed._timing = Timing()
         self._timed._local.pushed = pushed
+        self._timed._local.turn = turn if batch.status in ("pending", "claimed") else None
         started, db_before = time.perf_counter(), database_seconds()
+        given_back = False
         try:
             self._sender.resume(batch)
             return batch.status, timing
         except BatchTaken:
             return "taken", timing  # another worker has it (it took it over while this one was cut off)
+        except GivenBack:
+            given_back = True
+            return "claimed", timing
         finally:
-            if pushed is not None:
+            if pushed is not None and not given_back:
                 pushed.set()
-            self._timed._local.pushed = None
+            self._timed._local.pushed = self._timed._local.turn = None
             self._mailer.flush()
-            timing.total, timing.db = time.perf_counter() - started, database_seconds() - db_before
+            timing.total = time.perf_counter() - started - timing.waited
+            timing.db = database_seconds() - db_before
 
 
 def deliver(engine: Engine, job: SendJob, batch: Batch, mailer: Mailer, me: str) -> tuple[str, Timing]:

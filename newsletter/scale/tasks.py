@@ -364,9 +364,24 @@ def begin_send(eng: Engine, nl: Newsletter, issue_id: int, mailer_name: str, bat
     return send_id
 
 
-# Batches planned before the workers are called, the rest just after: the workers start on these while the
-# rest of a large audience is planned (a million readers: 1.6 s of planning that was all before the first mail).
-PLAN_FIRST = 128
+def plan_first() -> int:
+    """Batches planned before the workers are called; the first send_batch job plans the rest while it sends
+    these (a million readers: 1.6 s of planning that was all before the first mail, and that held a worker)."""
+    return max(1, int(os.environ.get("NEWSLETTER_PLAN_FIRST", "128")))
+
+
+def plan_rest(send_id: int) -> None:
+    """Plan what is left of the send's audience (its first batches are out already), then defer jobs for it:
+    the send's jobs may all have ended meanwhile (each stops when it finds nothing pending, and the send
+    cannot close while unplanned). Run beside a send_batch job's deliveries; a planner that fails leaves the
+    send marked unplanned, and the next send_batch job plans again."""
+    try:
+        ledger.plan_batches(engine(), send_id)
+    except Exception:
+        log.exception("send %s: planning the rest of the audience failed; the next job plans it again", send_id)
+        send_batch.defer(send_id=send_id)
+        return
+    fan_out(None, send_id)
 
 
 @app.task(queue="send", retry=JOB_RETRY)
@@ -397,16 +412,9 @@ def start_send(issue_id: int, batch_size: int | None = None, parallel: int | Non
     # Render before the send exists: what goes out is frozen once the issue is `sending`.
     render_issue(issue_id)
     send_id = begin_send(engine(), nl, issue_id, mailer().name, batch_size or default_batch_size(mailer()),
-                         scheduled, first=PLAN_FIRST)
+                         scheduled, first=plan_first())
     render_variants(nl, issue_id, send_id)
-    fan_out(None, send_id, parallel)
-    with session_scope(engine()) as session:
-        unplanned = ledger.planning_left(session.connection(), send_id)
-    if unplanned:
-        # The rest, while the workers are on the first batches; then jobs for it (those deferred above may all
-        # have ended: each stops when it finds nothing pending, and the send cannot close while unplanned).
-        ledger.plan_batches(engine(), send_id)
-        fan_out(None, send_id, parallel)
+    fan_out(None, send_id, parallel)  # the rest of the audience is planned by the first of these (plan_rest)
     return send_id
 
 
@@ -505,18 +513,30 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     own_first = True  # until a fresh batch comes: a retried job first resumes the open batches it holds
     pushed: threading.Event | None = None  # set when the provider's call for the last batch claimed is over
     error: BaseException | None = None
-    in_flight: dict[Future[tuple[str, sending.Timing]], tuple[Batch, float, float]] = {}
+    in_flight: dict[Future[tuple[str, sending.Timing]],
+                    tuple[Batch, float, float, threading.Event | None]] = {}
+    overlap = True  # until a batch is given back: then the rest of this job claims after each answer
+    planner: threading.Thread | None = None
+    with eng.connect() as conn:
+        if ledger.planning_left(conn, send_id):
+            planner = threading.Thread(target=plan_rest, args=(send_id,), name=f"plan-{send_id}", daemon=True)
+            planner.start()
     # One connection for the job's claims, one for its batches' advisory locks (guard), kept for the job.
     with (ledger.guard_connection(eng) as guard, eng.connect() as claims,
           ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool, gc_spared()):
         stop = False
         while True:
             while not stop and error is None and len(in_flight) < depth:
+                turn = None  # the last batch's `pushed`, when the next one waits for it once built
                 if pushed is not None:
-                    # The next batch is claimed once the provider's call for the last one is over: the overlap is
-                    # recording one batch while the next is claimed, built and sent, and never two requests
-                    # out at once (a worker cut off from the provider holds the one batch it was sending).
-                    pushed.wait()
+                    # Never two requests out at once (a worker cut off from the provider holds only the batch it
+                    # was sending). The next batch is claimed and built while the last one's request is out, and
+                    # its own request waits for that answer (Deliverer.waits_its_turn); where it cannot wait
+                    # there, it is claimed once that call is over.
+                    if overlap and deliverer is not None and deliverer.waits_its_turn:
+                        turn = pushed
+                    else:
+                        pushed.wait()
                 started, db_started = time.perf_counter(), sending.database_seconds()
                 if started - leased >= LEASE_RENEWAL:
                     # Renewed at the job's first claim, and then often enough that it never lapses while on it.
@@ -542,20 +562,33 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     ended, stop = {"state": None}, True  # nothing left to take: finish_if_done below says
                     break
                 own_first = own_first and batch.status != "pending"
+                if turn is not None and batch.status not in ("pending", "claimed"):
+                    turn.wait()  # a batch resumed mid-send may call the provider at once: after the last answer
+                    turn = None
                 deliverer = deliverer or sending.Deliverer(eng, job, mailer(), me)
                 pushed = threading.Event()
-                in_flight[pool.submit(deliverer.deliver, batch, pushed)] = (
-                    batch, time.perf_counter() - started, sending.database_seconds() - db_started)
+                in_flight[pool.submit(deliverer.deliver, batch, pushed, turn)] = (
+                    batch, time.perf_counter() - started, sending.database_seconds() - db_started, turn)
                 stop = time.perf_counter() >= until
             if not in_flight:
                 break
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                batch, claim_seconds, claim_db = in_flight.pop(future)
+                batch, claim_seconds, claim_db, turn = in_flight.pop(future)
                 if future.exception() is not None:
                     error = error or future.exception()  # the others finish and record; then it is raised
                     continue
                 state, timing = future.result()
+                if state == "claimed":
+                    # Its turn did not come: the request before it is still out (a slow provider, a cut link).
+                    # Given back to the other workers, with a job for it should every other one have ended; this
+                    # job claims again only once that request is over.
+                    ledger.give_back(claims, guard, batch.id)
+                    send_batch.defer(send_id=send_id)
+                    log.warning("send %s batch %s given back unsent: the request before it was not answered in "
+                                "%.0fs", send_id, batch.number, sending.TURN_WAIT)
+                    overlap, pushed = False, turn
+                    continue
                 if state == "taken":
                     log.warning("send %s batch %s was taken over by another worker while this one was cut off "
                                 "from the database: it sends nothing of it", send_id, batch.number)
@@ -565,11 +598,13 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                 done_batches.append(batch.number)
                 recipients += timing.recipients
                 provider += timing.provider
-                log.info("send %s batch %s %s: %d recipients in %.3fs: db %.3fs, provider %.3fs", send_id,
-                         batch.number, state, timing.recipients, claim_seconds + timing.total,
-                         claim_db + timing.db, timing.provider)
+                log.info("send %s batch %s %s: %d recipients in %.3fs: db %.3fs, provider %.3fs (and %.3fs "
+                         "waiting for its turn)", send_id, batch.number, state, timing.recipients,
+                         claim_seconds + timing.total, claim_db + timing.db, timing.provider, timing.waited)
                 # Only sent batches let the job go on: a held one (unknown) is this job's to report, as before.
                 stop = stop or state != "sent"
+    if planner is not None:
+        planner.join()  # the job ends with its planning (and the jobs that planning defers)
     if error is not None:
         if isinstance(error, PermanentDeliveryError):  # the provider will not take this send: stop it for all
             fail_send(eng, send_id, str(error))
