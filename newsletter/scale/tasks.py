@@ -480,8 +480,9 @@ def fan_out(bound: procrastinate.App | None, send_id: int, parallel: int | None 
 def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     """Claim the next batch of the send (row lock, SKIP LOCKED), deliver it, and go on with the next one for up to
     `send_job_seconds()`, with up to as many batches in flight as `newsletter send` has (two for SendGrid: the
-    next one is claimed, built and sent while the last one is recorded; never two requests out at once); then
-    defer the next job.
+    next one is claimed and built while the last one's request is out, and sent once that is answered, while
+    the last one is recorded; never two requests out at once); then defer the next job. The job that finds the
+    send's audience not all planned yet plans the rest beside its deliveries (plan_rest).
 
     Batches, not jobs, are the unit of the ledger: each is claimed under its row lock and advisory lock, named
     after this job, and goes through the ledger's states as with one batch per job; a retry of this job first
