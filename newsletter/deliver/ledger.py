@@ -160,16 +160,16 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
         query = query.where(Subscription.frequency == str(frequency["only"]))
     elif frequency and frequency.get("others"):
         others = [str(n) for n in frequency["others"]]
-        query = query.where(Subscription.frequency.is_(None) | ~_one_of(Subscription.frequency, others))
+        query = query.where(Subscription.frequency.is_(None) | ~one_of(Subscription.frequency, others))
     if group is not None:
-        in_zone = _one_of(Subscription.send_timezone, [str(z) for z in group.get("zones") or []])
+        in_zone = one_of(Subscription.send_timezone, [str(z) for z in group.get("zones") or []])
         query = query.where(in_zone | Subscription.send_timezone.is_(None) if group.get("home") else in_zone)
     return query if variant is None else query.where(Subscription.send_variant == variant)
 
 
-def _one_of(column: Any, values: Sequence[str]) -> Any:
+def one_of(column: Any, values: Sequence[str]) -> Any:
     """`column IN (values)` as plain comparisons: an expanding IN cannot be compiled once and run on the
-    driver's cursor (audience_page)."""
+    driver's cursor (audience_page, the scale claims: newsletter.store.driver_sql)."""
     return or_(*(column == v for v in values)) if values else false()
 
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, false, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, false, func, select, text, update
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
-from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch, update_batch
+from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch, one_of, update_batch
 from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Lease, Meta, Send, SendBatch, utcnow
@@ -232,12 +232,7 @@ def _candidate_rows(where: Any) -> Any:
             .order_by(SendBatch.number).limit(_CANDIDATES).with_for_update(skip_locked=True))
 
 
-def _one_of(states: tuple[str, ...]) -> Any:
-    # OR of equalities, not IN: an IN of literals is an expanding parameter, which driver_sql cannot run.
-    return or_(*(SendBatch.status == s for s in states))
-
-
-_OWN = _candidate_rows(_one_of((*OPEN, "unknown")) & SendBatch.claimed_by.like(bindparam("mine")))
+_OWN = _candidate_rows(one_of(SendBatch.status, (*OPEN, "unknown")) & SendBatch.claimed_by.like(bindparam("mine")))
 _PENDING = _candidate_rows(SendBatch.status == "pending")
 
 
@@ -263,7 +258,8 @@ def _candidates(connection: Connection, kind: str, send_id: int, job_id: int | N
         return [tuple(r) for r in connection.execute(_candidate_rows(where), values)]
     if not _has_job_queue(connection.engine):
         return ()
-    return [tuple(r) for r in connection.execute(_candidate_rows(_one_of(OPEN) & _orphaned()), values)]
+    return [tuple(r) for r in connection.execute(_candidate_rows(one_of(SendBatch.status, OPEN) & _orphaned()),
+                                                    values)]
 
 
 # A send's start, cadence and time-zone groups, fixed when it starts: read once per process.
