@@ -233,15 +233,22 @@ class Deliverer:
         permanent ones once it says `failed`. `pushed` is set when the provider's first call for the batch is
         over (or the delivery ended without one).
 
-        `turn` (a fresh batch, when `waits_its_turn`): the last batch's `pushed`. This batch's request is built
-        while that one is out and sent once it is answered, so that a job never has two requests out; when that
-        does not come within TURN_WAIT seconds, the batch is left `claimed`, unsent, for the caller to give back
-        (`newsletter.scale.ledger.give_back`), and `pushed` is left unset (no call was made).
+        `turn` (when `waits_its_turn`): the last batch's `pushed`, so that a job never has two requests out. A
+        fresh batch's request is built while that one is out and sent once it is answered; when that does not
+        come within TURN_WAIT seconds, the batch is left `claimed`, unsent, for the caller to give back
+        (`newsletter.scale.ledger.give_back`), and `pushed` is left unset (no call was made). A resumed batch
+        waits for the answer before it starts.
         """
         timing = self._timed._timing = Timing()
         self._timed._local.pushed = pushed
-        self._timed._local.turn = turn if batch.status in ("pending", "claimed") else None
         started, db_before = time.perf_counter(), database_seconds()
+        fresh = batch.status in ("pending", "claimed")
+        if turn is not None and not fresh:
+            # A batch resumed mid-send may call the provider before anything is built (to settle it): it starts
+            # once the last request is answered, and is never given back.
+            turn.wait()
+            timing.waited += time.perf_counter() - started
+        self._timed._local.turn = turn if fresh else None
         given_back = False
         try:
             self._sender.resume(batch)

@@ -563,9 +563,6 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     ended, stop = {"state": None}, True  # nothing left to take: finish_if_done below says
                     break
                 own_first = own_first and batch.status != "pending"
-                if turn is not None and batch.status not in ("pending", "claimed"):
-                    turn.wait()  # a batch resumed mid-send may call the provider at once: after the last answer
-                    turn = None
                 deliverer = deliverer or sending.Deliverer(eng, job, mailer(), me)
                 pushed = threading.Event()
                 in_flight[pool.submit(deliverer.deliver, batch, pushed, turn)] = (
