@@ -142,3 +142,69 @@ def test_three_workers_one_killed_every_address_gets_the_issue_exactly_once(
         settled = next(b for b in batches if b.number == int(killed["batch"]))
         assert not settled.claimed_by.endswith(f":{killed['pid']}")
         assert len(sendgrid_server.accepted) == SUBSCRIBERS // BATCH
+
+
+def test_a_worker_asked_to_stop_mid_send_ends_its_long_job_at_the_next_batch(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    """SIGTERM in the middle of a send job that may go on for a minute: the worker finishes the batches it has in
+    flight, leaves the rest pending (nothing claimed or sending), exits 0 within seconds, and a worker started
+    later sends the rest, each address exactly once."""
+    with postgres_schema() as url:
+        world = make_world(url, SUBSCRIBERS)
+        engine = world.engine
+        write_schedule(tmp_path / "schedules")
+        env = {**_env(tmp_path, url, sendgrid_server), "NEWSLETTER_SEND_JOB_SECONDS": "60",
+               "NEWSLETTER_SEND_PARALLEL": "1"}
+        assert _newsletter(env, "db", "upgrade", "--scale").returncode == 0
+        log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+        first = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--heartbeat", "1"], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT)
+        asked: list[float] = []
+        released = threading.Event()
+
+        def stop_at_the_third_request(accepted: Accepted) -> None:
+            if len(sendgrid_server.accepted) == 3 and not asked:
+                first.send_signal(signal.SIGTERM)
+                asked.append(time.monotonic())
+            if asked:
+                released.wait(5)  # the provider answers slowly from here: the job must not wait for it to end
+
+        later = None
+        try:
+            sendgrid_server.on_accept = stop_at_the_third_request
+            queued = _newsletter(env, "scale", "send", SLUG, "--batch-size", str(BATCH))
+            assert queued.returncode == 0, queued.stderr
+            _wait(lambda: asked, 30, "the third request")
+            released.set()
+            first.wait(timeout=20)
+            stopped_in = time.monotonic() - asked[0]
+            sendgrid_server.on_accept = None
+            assert first.returncode == 0
+            assert stopped_in < 8, f"the worker took {stopped_in:.1f}s to stop"
+            with engine.connect() as conn:
+                states = dict(conn.execute(sa.text("SELECT status, count(*) FROM send_batch GROUP BY status")).all())
+                send_status = conn.execute(sa.text("SELECT status FROM send")).scalar()
+            assert send_status == "running"
+            assert set(states) <= {"sent", "pending"} and states.get("pending"), states  # nothing left half-done
+            later = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--heartbeat", "1"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+
+            def finished() -> bool:
+                with engine.connect() as conn:
+                    return conn.execute(sa.text("SELECT status FROM send")).scalar() == "done"
+
+            _wait(finished, 50, "the second worker to finish the send")
+        finally:
+            released.set()
+            sendgrid_server.on_accept = None
+            for w in (first, later):
+                if w is not None and w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+                    try:
+                        w.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        w.kill()
+            log.close()
+        copies = sendgrid_server.deliveries()
+        assert len(copies) == SUBSCRIBERS and set(copies.values()) == {1}

@@ -200,6 +200,7 @@ def run_worker(queues: list[str] | None, *, concurrency: int = 1, heartbeat: flo
     from newsletter.scale.app import run_worker as run_jobs
 
     tasks.STALLED_SECONDS = stalled_after
+    tasks.warm_up()
     # Started again when it stops by itself (the database restarted); SIGINT/SIGTERM stop it for good.
     run_jobs(
         url, concurrency=concurrency, queues=queues, name=f"{socket.gethostname()}:{os.getpid()}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -42,6 +43,15 @@ log = logging.getLogger("newsletter.scale")
 
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a worker that stopped by itself starts again: first, at most
 
+# Set once this process's worker is asked to stop (SIGINT, SIGTERM): a long job ends at its next step instead of
+# keeping the stop waiting (procrastinate waits for the jobs in hand and tells them nothing).
+stop_requested = threading.Event()
+
+
+def _stop(stopping: asyncio.Event) -> None:
+    stop_requested.set()
+    stopping.set()
+
 
 def run_worker(url: str, **options: Any) -> None:
     """Run a procrastinate worker on `url` until SIGINT or SIGTERM, which let the jobs in hand finish.
@@ -57,8 +67,9 @@ def run_worker(url: str, **options: Any) -> None:
 async def _run_until_stopped(url: str, options: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    stop_requested.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, _stop, stopping)
     pause = RESTART_PAUSE[0]
     try:
         while not stopping.is_set():
