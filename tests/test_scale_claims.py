@@ -262,3 +262,31 @@ def test_a_batch_given_back_unsent_is_the_next_claimers_at_once(world) -> None: 
     assert again.id == held.id and again.status == "pending" and len(again.rows) == 100
     with world.engine.connect() as conn:
         assert conn.execute(sa.select(SendBatch.claimed_by).where(SendBatch.id == held.id)).scalar() == "job:77:host:2"
+
+
+def test_suppressed_readers_inside_a_planned_batch_are_not_in_its_recipients(tmp_path) -> None:  # noqa: ANN001
+    """Batches are planned over the subscriptions alone (no join to the addresses); the claim still leaves out
+    an address suppressed everywhere or for this newsletter, and every other reader is in exactly one batch."""
+    from newsletter.config import load_newsletter
+    from newsletter.store.models import Subscriber, Suppression
+
+    with postgres_schema() as url:
+        w = make_world(url, subscribers=1_000)
+        with w.engine.begin() as conn:
+            conn.execute(sa.insert(Suppression), [
+                {"email": "user7@example.com", "newsletter_id": None, "reason": "bounce"},
+                {"email": "user512@example.com", "newsletter_id": w.newsletter_id, "reason": "unsubscribe"},
+                {"email": "user999@example.com", "newsletter_id": w.newsletter_id, "reason": "complaint"}])
+            everyone = set(conn.execute(sa.select(Subscriber.id)).scalars())
+            suppressed = set(conn.execute(sa.select(Subscriber.id).where(Subscriber.email.in_(
+                ["user7@example.com", "user512@example.com", "user999@example.com"]))).scalars())
+        nl = load_newsletter(write_schedule(tmp_path / "schedules"))
+        send_id = begin_send(w.engine, nl, w.issue_id, "outbox", batch_size=100)
+        got: list[int] = []
+        while (batch := ledger.claim(w.engine, send_id, "me", newsletter_id=w.newsletter_id)) is not None:
+            assert len(batch.rows) <= 100
+            got.extend(row[1] for row in batch.rows)
+        assert len(suppressed) == 3
+        assert sorted(got) == sorted(everyone - suppressed)
+        with w.engine.connect() as conn:
+            assert conn.execute(sa.select(Send.total).where(Send.id == send_id)).scalar() == 997

