@@ -208,3 +208,51 @@ def test_a_worker_asked_to_stop_mid_send_ends_its_long_job_at_the_next_batch(
             log.close()
         copies = sendgrid_server.deliveries()
         assert len(copies) == SUBSCRIBERS and set(copies.values()) == {1}
+
+
+def test_a_long_send_job_hands_back_the_locks_of_its_sent_batches(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    """Every batch a job claims takes an advisory lock, a slot of PostgreSQL's shared lock table (6,400 by default
+    for the whole server). A job that sends 200 batches must not hold 200: the sent ones' go back as it goes."""
+    with postgres_schema() as url:
+        world = make_world(url, SUBSCRIBERS)
+        engine = world.engine
+        write_schedule(tmp_path / "schedules")
+        env = {**_env(tmp_path, url, sendgrid_server), "NEWSLETTER_SEND_JOB_SECONDS": "120",
+               "NEWSLETTER_SEND_PARALLEL": "1"}
+        assert _newsletter(env, "db", "upgrade", "--scale").returncode == 0
+        held: list[int] = []
+        watcher = sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+        def count_locks(accepted: Accepted) -> None:
+            with watcher.connect() as conn:
+                held.append(conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")).scalar())
+
+        log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+        worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--heartbeat", "1"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            sendgrid_server.on_accept = count_locks
+            queued = _newsletter(env, "scale", "send", SLUG, "--batch-size", "100")
+            assert queued.returncode == 0, queued.stderr
+
+            def finished() -> bool:
+                with engine.connect() as conn:
+                    return conn.execute(sa.text("SELECT status FROM send")).scalar() == "done"
+
+            _wait(finished, 60, "the send to finish")
+        finally:
+            sendgrid_server.on_accept = None
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            log.close()
+            watcher.dispose()
+        assert len(held) == SUBSCRIBERS // 100
+        assert max(held) <= 70, f"up to {max(held)} batch locks held at once"  # 64 sent + those in flight
+        copies = sendgrid_server.deliveries()
+        assert len(copies) == SUBSCRIBERS and set(copies.values()) == {1}

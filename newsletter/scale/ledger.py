@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, false, func, select, text, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, delete, false, func, select, text, update
 
 from newsletter.deliver.errors import SendError
 from newsletter.deliver.lease import holder_gone, lease_name
@@ -305,12 +305,26 @@ BATCH_LOCK = "hashtext('newsletter-batch:' || coalesce(current_schema(), ''))"
 PLAN_LOCK = "hashtext('newsletter-plan:' || coalesce(current_schema(), ''))"  # (the same, for planning a send)
 
 
+_TRY_LOCK = text(f"SELECT pg_try_advisory_lock({BATCH_LOCK}, :b)").bindparams(bindparam("b", type_=Integer))
+_UNLOCK = text(f"SELECT pg_advisory_unlock({BATCH_LOCK}, :b)").bindparams(bindparam("b", type_=Integer))
+_UNLOCK_MANY = text(f"SELECT count(pg_advisory_unlock({BATCH_LOCK}, b)) FROM unnest(CAST(:ids AS integer[])) AS b")
+
+
 def _try_lock(guard: Connection, batch_id: int) -> bool:
-    return bool(guard.execute(text(f"SELECT pg_try_advisory_lock({BATCH_LOCK}, :b)"), {"b": batch_id}).scalar())
+    return bool(driver_sql.scalar(guard, _TRY_LOCK, {"b": batch_id}))
 
 
 def release(guard: Connection, batch_id: int) -> None:
-    guard.execute(text(f"SELECT pg_advisory_unlock({BATCH_LOCK}, :b)"), {"b": batch_id})
+    driver_sql.scalar(guard, _UNLOCK, {"b": batch_id})
+
+
+def release_many(guard: Connection | None, batch_ids: Sequence[int]) -> None:
+    """Release the advisory locks of batches that ended sent, in one statement. A job that claims batch after
+    batch hands them back every so many instead of keeping one per batch to its end: every lock held takes a
+    slot of PostgreSQL's shared lock table (max_locks_per_transaction x max_connections, 6,400 by default),
+    which a few busy jobs holding thousands each would fill ("out of shared memory")."""
+    if guard is not None and batch_ids:
+        guard.execute(_UNLOCK_MANY, {"ids": list(batch_ids)})
 
 
 @contextmanager

@@ -41,6 +41,7 @@ def send_parallel() -> int:
     return int(os.environ.get("NEWSLETTER_SEND_PARALLEL", "16"))
 
 
+UNLOCK_EVERY = 64  # sent batches whose advisory locks a send job releases at once (one statement)
 LEASE_RENEWAL = 30.0  # seconds between renewals of a send's lease (ledger.LEASE_SECONDS long) within one job
 
 
@@ -541,6 +542,7 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     tuple[Batch, float, float, threading.Event | None]] = {}
     overlap = True  # until a batch is given back: then the rest of this job claims after each answer
     planner: threading.Thread | None = None
+    unlock: list[int] = []  # sent batches whose advisory locks this job still holds
     with eng.connect() as conn:
         if ledger.planning_left(conn, send_id):
             planner = threading.Thread(target=plan_rest, args=(send_id,), name=f"plan-{send_id}", daemon=True)
@@ -614,9 +616,14 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                     log.warning("send %s batch %s was taken over by another worker while this one was cut off "
                                 "from the database: it sends nothing of it", send_id, batch.number)
                     continue
-                # The batch's advisory lock stays on the guard until the job ends (unlock_all): a sent or held
-                # batch is never claimed again, so it guards nothing, and releasing it is one more round trip.
+                # A sent batch is never claimed again: its advisory lock guards nothing, and goes back with the
+                # next few (ledger.release_many; a held one's stays with the job, to its end).
                 done_batches.append(batch.number)
+                if state == "sent":
+                    unlock.append(batch.id)
+                    if len(unlock) >= UNLOCK_EVERY:
+                        ledger.release_many(guard, unlock)
+                        unlock.clear()
                 recipients += timing.recipients
                 provider += timing.provider
                 log.info("send %s batch %s %s: %d recipients in %.3fs: db %.3fs, provider %.3fs (and %.3fs "
