@@ -552,6 +552,8 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
           ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool, gc_spared()):
         stop = False
         while True:
+            # Asked to stop (the worker, or this job): nothing more is claimed; the batches in flight finish.
+            stop = stop or stop_requested.is_set() or context.should_abort()
             while not stop and error is None and len(in_flight) < depth:
                 turn = None  # the last batch's `pushed`, when the next one waits for it once built
                 if pushed is not None:
@@ -592,7 +594,7 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
                 pushed = threading.Event()
                 in_flight[pool.submit(deliverer.deliver, batch, pushed, turn)] = (
                     batch, time.perf_counter() - started, sending.database_seconds() - db_started, turn)
-                stop = time.perf_counter() >= until or stop_requested.is_set() or context.should_abort()
+                stop = time.perf_counter() >= until
             if not in_flight:
                 break
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
