@@ -307,9 +307,11 @@ def run_floor_phase(db_url: str, server_url: str, concurrency: int, encoder: str
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
-    # The send's own rows are there already: the floor's go under a send id of their own (no foreign key checks,
-    # which cost nothing measurable here).
-    floor_send = 1 + (db.execute("SELECT max(send_id) FROM delivery").fetchone()[0] or 0)
+    # The send's own rows are there already: the floor's go under a send id no send can have (negative), and are
+    # deleted afterwards. `1 + max(send_id)` was the next real send's id: once delivery rows lost their foreign
+    # keys (migration 0010), the hold-and-cancel run's send found the floor's rows under its own id and stopped on
+    # the unique key.
+    floor_send = -1 + min(0, db.execute("SELECT min(send_id) FROM delivery").fetchone()[0] or 0)
     sent, after = 0, 0
     params = compiled.construct_params({"after": 0})
     with ThreadPoolExecutor(concurrency) as pool:
@@ -344,9 +346,12 @@ def run_floor_phase(db_url: str, server_url: str, concurrency: int, encoder: str
                 pending.pop(0).result()
         for future in pending:
             future.result()
-    return {"status": "done", "sent": sent, "seconds": time.perf_counter() - started,
-            "cpu": time.process_time() - cpu_before,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    result = {"status": "done", "sent": sent, "seconds": time.perf_counter() - started,
+              "cpu": time.process_time() - cpu_before,
+              "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if ledger:
+        db.execute("DELETE FROM delivery WHERE send_id = ?", (floor_send,))
+    return result
 
 
 def naive_sample(server_url: str, sample: int) -> float:
