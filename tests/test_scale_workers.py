@@ -89,6 +89,18 @@ def _stop(workers: list[subprocess.Popen[bytes] | None]) -> None:
             w.kill()
 
 
+def _one_long_job(
+    tmp_path: Path, url: str, sendgrid: SendGridServer, job_seconds: int
+) -> tuple[sa.Engine, dict[str, str]]:
+    """The world, its job tables, and an environment where one send job at a time may run `job_seconds`."""
+    world = make_world(url, SUBSCRIBERS)
+    write_schedule(tmp_path / "schedules")
+    env = {**_env(tmp_path, url, sendgrid), "NEWSLETTER_SEND_JOB_SECONDS": str(job_seconds),
+           "NEWSLETTER_SEND_PARALLEL": "1"}
+    assert _newsletter(env, "db", "upgrade", "--scale").returncode == 0
+    return world.engine, env
+
+
 def test_three_workers_one_killed_every_address_gets_the_issue_exactly_once(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
@@ -161,12 +173,7 @@ def test_a_worker_asked_to_stop_mid_send_ends_its_long_job_at_the_next_batch(
     flight, leaves the rest pending (nothing claimed or sending), exits 0 within seconds, and a worker started
     later sends the rest, each address exactly once."""
     with postgres_schema() as url:
-        world = make_world(url, SUBSCRIBERS)
-        engine = world.engine
-        write_schedule(tmp_path / "schedules")
-        env = {**_env(tmp_path, url, sendgrid_server), "NEWSLETTER_SEND_JOB_SECONDS": "60",
-               "NEWSLETTER_SEND_PARALLEL": "1"}
-        assert _newsletter(env, "db", "upgrade", "--scale").returncode == 0
+        engine, env = _one_long_job(tmp_path, url, sendgrid_server, job_seconds=60)
         log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
         first = _worker(env, log)
         asked: list[float] = []
@@ -213,12 +220,7 @@ def test_a_long_send_job_hands_back_the_locks_of_its_sent_batches(
     """Every batch a job claims takes an advisory lock, a slot of PostgreSQL's shared lock table (6,400 by default
     for the whole server). A job that sends 200 batches must not hold 200: the sent ones' go back as it goes."""
     with postgres_schema() as url:
-        world = make_world(url, SUBSCRIBERS)
-        engine = world.engine
-        write_schedule(tmp_path / "schedules")
-        env = {**_env(tmp_path, url, sendgrid_server), "NEWSLETTER_SEND_JOB_SECONDS": "120",
-               "NEWSLETTER_SEND_PARALLEL": "1"}
-        assert _newsletter(env, "db", "upgrade", "--scale").returncode == 0
+        engine, env = _one_long_job(tmp_path, url, sendgrid_server, job_seconds=120)
         held: list[int] = []
         watcher = sa.create_engine(url, poolclass=sa.pool.NullPool)
 
