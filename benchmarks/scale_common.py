@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests import postgres
+from tests.scale_world import stop_workers
 
 NO_DATABASE = ("skipped: set NEWSLETTER_BENCH_DATABASE_URL (or NEWSLETTER_TEST_DATABASE_URL) to a PostgreSQL URL, "
                "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -91,13 +91,7 @@ def workers(env: dict[str, str], count: int, folder: Path, *extra: str) -> Itera
     try:
         yield logs
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_workers(procs, grace=30)
         for h in handles:
             h.close()
 

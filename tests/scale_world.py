@@ -1,7 +1,11 @@
-"""A PostgreSQL schema with a newsletter, one approved issue and N subscribers, for the scale-mode tests."""
+"""A PostgreSQL schema with a newsletter, one approved issue and N subscribers, for the scale-mode tests (and the
+scale benchmarks); and the stop of the `newsletter worker` processes they start."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,3 +73,17 @@ def make_world(url: str, subscribers: int) -> World:
     if subscribers:
         add_subscribers(engine, newsletter_id, subscribers)
     return World(url, engine, newsletter_id, issue_id)
+
+
+def stop_workers(workers: Iterable[subprocess.Popen[bytes] | None], grace: float = 15.0) -> None:
+    """SIGTERM to the worker processes still running (they finish the jobs in hand), then SIGKILL to any not
+    gone within `grace` seconds, reaped before returning."""
+    running = [w for w in workers if w is not None and w.poll() is None]
+    for w in running:
+        w.send_signal(signal.SIGTERM)
+    for w in running:
+        try:
+            w.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait(timeout=10)

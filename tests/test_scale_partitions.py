@@ -14,7 +14,6 @@ server answers it; SENDGRID_ACTIVITY_SETTLE_SECONDS shortens SendGrid's 300 s wa
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from tests import netns  # noqa: E402
 from tests.conftest_sendgrid import SENDGRID_TEST_KEY  # noqa: E402
-from tests.scale_world import SLUG, make_world, write_schedule  # noqa: E402
+from tests.scale_world import SLUG, make_world, stop_workers, write_schedule  # noqa: E402
 from tests.sendgrid_server import Accepted, SendGridServer  # noqa: E402
 
 SUBSCRIBERS = 3000
@@ -116,15 +115,7 @@ class Send:
         return int(accepted.custom_args["batch"].split("-")[1])
 
     def stop_workers(self) -> None:
-        for w in self.workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in self.workers:
-            try:
-                w.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(timeout=10)
+        stop_workers(self.workers, grace=20)
         for log in self.logs:
             log.close()
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from tests.conftest import postgres_schema
 from tests.conftest_sendgrid import SENDGRID_TEST_KEY
-from tests.scale_world import SLUG, make_world, write_schedule
+from tests.scale_world import SLUG, make_world, stop_workers, write_schedule
 from tests.sendgrid_server import Accepted, SendGridServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -75,18 +75,6 @@ def _send_done(engine: sa.Engine) -> bool:
 def _worker(env: dict[str, str], log: IO[str], *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--heartbeat", "1", *extra], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(workers: list[subprocess.Popen[bytes] | None]) -> None:
-    """SIGTERM to the workers still running, then SIGKILL to any not gone within 15 s."""
-    running = [w for w in workers if w is not None and w.poll() is None]
-    for w in running:
-        w.send_signal(signal.SIGTERM)
-    for w in running:
-        try:
-            w.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            w.kill()
 
 
 def _one_long_job(
@@ -142,7 +130,7 @@ def test_three_workers_one_killed_every_address_gets_the_issue_exactly_once(
             _wait(lambda: _send_done(engine), 50, "the send to finish without the killed worker")
         finally:
             sendgrid_server.on_accept = None
-            _stop(list(workers))
+            stop_workers(workers)
             for log in logs:
                 log.close()
 
@@ -208,7 +196,7 @@ def test_a_worker_asked_to_stop_mid_send_ends_its_long_job_at_the_next_batch(
         finally:
             released.set()
             sendgrid_server.on_accept = None
-            _stop([first, later])
+            stop_workers([first, later])
             log.close()
         copies = sendgrid_server.deliveries()
         assert len(copies) == SUBSCRIBERS and set(copies.values()) == {1}
@@ -242,7 +230,7 @@ def test_a_long_send_job_hands_back_the_locks_of_its_sent_batches(
             _wait(lambda: _send_done(engine), 60, "the send to finish")
         finally:
             sendgrid_server.on_accept = None
-            _stop([worker])
+            stop_workers([worker])
             log.close()
             watcher.dispose()
         assert len(held) == SUBSCRIBERS // 100
