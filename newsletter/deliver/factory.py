@@ -24,6 +24,12 @@ def make_dkim(settings: Settings) -> DkimSigner | None:
         raise ConfigError(f"NEWSLETTER_DKIM_KEY_FILE: {exc}") from None
 
 
+# Each NEWSLETTER_MAILER's module, imported by make_mailer when it is asked for (a worker preloads the one it
+# will use: newsletter.scale.tasks.warm_up). Kept beside make_mailer, which names the same modules.
+BACKEND_MODULES = {"outbox": "newsletter.deliver.outbox", "smtp": "newsletter.deliver.smtp",
+                   "sendgrid": "newsletter.deliver.sendgrid"}
+
+
 def make_mailer(settings: Settings) -> Mailer:
     if settings.mailer == "outbox":
         from newsletter.deliver.outbox import OutboxMailer

@@ -163,15 +163,15 @@ WARM_MODULES = ("newsletter.collect.run", "newsletter.compose.build", "newslette
                 "newsletter.compose.select", "newsletter.deliver.preflight", "newsletter.deliver.issue_mail",
                 "newsletter.deliver.zones", "newsletter.render.cache", "newsletter.render.variant",
                 "newsletter.report.guard", "newsletter.schedule.cadence")
-MAILER_MODULES = {"outbox": "newsletter.deliver.outbox", "smtp": "newsletter.deliver.smtp",
-                  "sendgrid": "newsletter.deliver.sendgrid"}
 
 
 def warm_up() -> None:
     """Import what the jobs will need, before the worker takes its first one."""
     import importlib
 
-    for name in (*WARM_MODULES, MAILER_MODULES.get(settings().mailer, "")):
+    from newsletter.deliver.factory import BACKEND_MODULES
+
+    for name in (*WARM_MODULES, BACKEND_MODULES.get(settings().mailer, "")):
         if name:
             try:
                 importlib.import_module(name)
