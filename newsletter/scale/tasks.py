@@ -543,13 +543,14 @@ def send_batch(context: JobContext, send_id: int) -> dict[str, Any]:
     overlap = True  # until a batch is given back: then the rest of this job claims after each answer
     planner: threading.Thread | None = None
     unlock: list[int] = []  # sent batches whose advisory locks this job still holds
-    with eng.connect() as conn:
-        if ledger.planning_left(conn, send_id):
-            planner = threading.Thread(target=plan_rest, args=(send_id,), name=f"plan-{send_id}", daemon=True)
-            planner.start()
     # One connection for the job's claims, one for its batches' advisory locks (guard), kept for the job.
     with (ledger.guard_connection(eng) as guard, eng.connect() as claims,
           ThreadPoolExecutor(depth, thread_name_prefix="batch") as pool, gc_spared()):
+        with claims.begin():
+            unplanned = ledger.planning_left(claims, send_id)
+        if unplanned:
+            planner = threading.Thread(target=plan_rest, args=(send_id,), name=f"plan-{send_id}", daemon=True)
+            planner.start()
         stop = False
         while True:
             # Asked to stop (the worker, or this job): nothing more is claimed; the batches in flight finish.
